@@ -1,0 +1,124 @@
+"""Orient: build the explainer prompt from exemplars, call the explainer, parse its answer."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from autointerp.activations import display_token, normalize_activations
+from autointerp.errors import LLMError
+from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
+from autointerp.llm.calls import CallRecorder
+from autointerp.prompts import PromptTemplate, load_prompt
+from autointerp.store import now
+
+MAX_EXPLANATION_CHARS = 200
+
+
+class ExplanationParseError(LLMError):
+    """The explainer's answer is not a usable explanation."""
+
+
+def marked_text(tokens: list[str], normalized: list[int]) -> str:
+    """Returns the window's text with firing tokens (normalised activation >= 1) wrapped in << >>."""
+    return "".join(
+        f"<<{display_token(t)}>>" if level >= 1 else display_token(t)
+        for t, level in zip(tokens, normalized, strict=True)
+    )
+
+
+def top_tokens_summary(exemplars: list[dict[str, Any]], max_activation: float, limit: int = 8) -> str:
+    """Returns 'token (level), ...' for the tokens with the strongest activations, each token once."""
+    best: Counter[str] = Counter()
+    for exemplar in exemplars:
+        levels = normalize_activations(exemplar["activations"], max_activation)
+        for token, level in zip(exemplar["tokens"], levels, strict=True):
+            key = display_token(token).strip() or display_token(token)
+            best[key] = max(best[key], level)
+    ranked = [(token, level) for token, level in best.most_common(limit) if level > 0]
+    return ", ".join(f"{token!r} ({level})" for token, level in ranked) or "none"
+
+
+def build_explainer_prompt(
+    exemplars: list[dict[str, Any]], max_activation: float, template: PromptTemplate
+) -> tuple[list[ChatMessage], str]:
+    """Returns (messages, prefill) asking what the feature fires on."""
+    shown = [
+        {"marked_text": marked_text(e["tokens"], normalize_activations(e["activations"], max_activation))}
+        for e in exemplars
+    ]
+    return template.render(exemplars=shown, top_tokens=top_tokens_summary(exemplars, max_activation))
+
+
+def parse_explanation(answer: str) -> str:
+    """Returns the explanation phrase from the answer's first sentence; raises ExplanationParseError."""
+    first_line = answer.strip().splitlines()[0] if answer.strip() else ""
+    sentence = re.split(r"(?<=[a-z0-9'\"\)])\.(\s|$)", first_line, maxsplit=1)[0]
+    text = sentence.strip().strip("\"'` ").rstrip(".").strip()
+    if not text:
+        raise ExplanationParseError("the answer is empty; reply with a short phrase")
+    if not re.search(r"[A-Za-z]", text):
+        raise ExplanationParseError(f"the answer {text!r} has no words; describe what the neuron fires on")
+    if len(text) > MAX_EXPLANATION_CHARS:
+        raise ExplanationParseError(f"the answer is {len(text)} characters; keep it under {MAX_EXPLANATION_CHARS}")
+    return text
+
+
+@dataclass
+class ExplainOutcome:
+    """An explanation row ready to store, or None when every attempt failed."""
+
+    row: dict[str, Any] | None
+    attempts: int
+
+
+def explain_feature(
+    backend: ChatBackend,
+    recorder: CallRecorder,
+    *,
+    feature_id: str,
+    exemplars: list[dict[str, Any]],
+    max_activation: float,
+    max_tokens: int,
+    temperature: float,
+    retries: int,
+) -> ExplainOutcome:
+    """Asks the explainer; a bad answer is retried with the parse error shown to the model."""
+    template = load_prompt("explain")
+    messages, prefill = build_explainer_prompt(exemplars, max_activation, template)
+    for attempt in range(1, retries + 2):
+        request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
+        response, call_id = recorder.call(
+            backend, request, role="explain", prompt_hash=template.hash, feature_id=feature_id
+        )
+        if response is None:
+            continue
+        try:
+            text = parse_explanation(response.text)
+        except ExplanationParseError as exc:
+            recorder.mark_error(call_id, f"unparseable answer: {exc}")
+            messages = [
+                *messages,
+                ChatMessage(role="assistant", content=prefill + response.text),
+                ChatMessage(role="user", content=f"That answer cannot be used: {exc}. Try again."),
+            ]
+            continue
+        return ExplainOutcome(
+            row={
+                "id": str(uuid.uuid4()),
+                "run_id": recorder.run_id,
+                "feature_id": feature_id,
+                "iteration": 0,
+                "parent_id": None,
+                "explainer": backend.name,
+                "prompt_hash": template.hash,
+                "text": text,
+                "llm_call_id": call_id,
+                "created_at": now(),
+            },
+            attempts=attempt,
+        )
+    return ExplainOutcome(row=None, attempts=retries + 1)

@@ -1,0 +1,79 @@
+"""Shared fixtures: the real subject model loaded once, Prefect's test harness, no internet."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autointerp.prefect_env import configure_prefect_defaults
+
+configure_prefect_defaults()
+
+from autointerp.config import RunConfig, load_config  # noqa: E402
+from autointerp.subject import SubjectModel, load_subject_model  # noqa: E402
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(sock: socket.socket, address: Any) -> Any:
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise RuntimeError(f"test tried to reach {host}: tests talk to loopback only (no cloud APIs)")
+    return _real_connect(sock, address)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails any connection to a non-loopback address, so no test calls a cloud API by accident."""
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def subject() -> SubjectModel:
+    """The real SmolLM2-135M subject model on the CPU, loaded once per session."""
+    return load_subject_model("smollm2-135m", "cpu", "float32")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect server and database for the session's flow runs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def tiny_config(tmp_path: Path, *overrides: str) -> RunConfig:
+    """Returns a run config small enough for a test: 3 neurons, 48 windows, 1 experiment."""
+    return load_config(
+        None,
+        [
+            f"store.path='{tmp_path / 'test.duckdb'}'",
+            "features.indices=[5, 400, 1201]",
+            "corpus.max_windows=48",
+            "corpus.window_tokens=24",
+            "collect.top_k=4",
+            "collect.random_windows=2",
+            "explainer.max_tokens=16",
+            "experiments.lowest_n=1",
+            "experiments.texts_per_side=1",
+            "experiments.proposer.max_tokens=24",
+            "experiments.proposer.retries=0",
+            *overrides,
+        ],
+    )
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

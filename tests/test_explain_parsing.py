@@ -1,0 +1,53 @@
+import pytest
+
+from autointerp.experiment import ProposalParseError, input_experiment_verdict, parse_sentence
+from autointerp.explain import ExplanationParseError, marked_text, parse_explanation, top_tokens_summary
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (" the word 'the' before nouns.", "the word 'the' before nouns"),
+        (' "closing brackets"\nMore text', "closing brackets"),
+        (" digits 0.5 and 3. Then more", "digits 0.5 and 3"),
+    ],
+)
+def test_parse_explanation_takes_the_first_sentence(answer: str, expected: str) -> None:
+    assert parse_explanation(answer) == expected
+
+
+@pytest.mark.parametrize("answer", ["", "   ", "...", " 123 456", "x" * 300])
+def test_parse_explanation_rejects_unusable_answers(answer: str) -> None:
+    with pytest.raises(ExplanationParseError):
+        parse_explanation(answer)
+
+
+def test_marked_text_wraps_firing_tokens_and_shows_newlines() -> None:
+    assert marked_text(["The", " cat", "\n"], [0, 7, 0]) == "The<< cat>>\\n"
+
+
+def test_top_tokens_summary_lists_each_token_once_by_strength() -> None:
+    exemplars = [
+        {"tokens": ["a", " cat", " cat"], "activations": [0.0, 1.0, 0.5]},
+        {"tokens": [" dog"], "activations": [0.3]},
+    ]
+    assert top_tokens_summary(exemplars, 1.0) == "'cat' (10), 'dog' (3)"
+
+
+def test_parse_sentence_stops_at_the_closing_quote() -> None:
+    assert parse_sentence('The sky is blue." And more') == "The sky is blue."
+    with pytest.raises(ProposalParseError):
+        parse_sentence('"')
+
+
+@pytest.mark.parametrize(
+    ("on", "off", "verdict"),
+    [
+        ([8.0, 6.0], [0.0, 1.0], "supports"),
+        ([0.2, 0.1], [0.0, 0.0], "refutes"),
+        ([3.0, 3.0], [4.0, 5.0], "refutes"),
+        ([1.5, 1.5], [0.0, 0.0], "inconclusive"),
+    ],
+)
+def test_input_experiment_verdict_rule(on: list[float], off: list[float], verdict: str) -> None:
+    assert input_experiment_verdict(on, off) == verdict

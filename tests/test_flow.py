@@ -1,0 +1,129 @@
+"""End to end: the `label_features` flow on the real model and a real DuckDB file."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.config import RunConfig
+from autointerp.store import Store
+from tests.conftest import tiny_config
+
+TABLES = ("features", "exemplars", "explanations", "scores", "experiments", "llm_calls")
+
+
+def _counts(store: Store) -> dict[str, int]:
+    return {t: store.query(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in TABLES}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> tuple[RunConfig, str]:
+    from flows.label_features import label_features
+
+    config = tiny_config(tmp_path_factory.mktemp("flow"))
+    run_id = label_features(config.model_dump(mode="json"))
+    return config, run_id
+
+
+def test_flow_fills_every_table_with_consistent_rows(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    store = Store(config.store.path)
+    counts = _counts(store)
+    assert all(counts[t] > 0 for t in TABLES), counts
+    assert store.runs()[0]["status"] == "completed"
+    orphans = {
+        "score without explanation": "SELECT count(*) AS n FROM scores s LEFT JOIN explanations e ON s.explanation_id = e.id WHERE e.id IS NULL",
+        "explanation without feature": "SELECT count(*) AS n FROM explanations e LEFT JOIN features f "
+        "ON e.feature_id = f.id AND e.run_id = f.run_id WHERE f.id IS NULL",
+        "experiment without explanation": "SELECT count(*) AS n FROM experiments x LEFT JOIN explanations e ON x.explanation_id = e.id "
+        "WHERE e.id IS NULL",
+        "llm call without run": "SELECT count(*) AS n FROM llm_calls c LEFT JOIN runs r ON c.run_id = r.id WHERE r.id IS NULL",
+        "exemplar without feature": "SELECT count(*) AS n FROM exemplars x LEFT JOIN features f "
+        "ON x.feature_id = f.id AND x.run_id = f.run_id WHERE f.id IS NULL",
+    }
+    for name, sql in orphans.items():
+        assert store.query(sql)[0]["n"] == 0, name
+    features = store.features(run_id)
+    assert [f["idx"] for f in features] == [5, 400, 1201]
+    assert {f["id"] for f in features} == {f"smollm2-135m/mlp.15/{i}" for i in (5, 400, 1201)}
+
+
+def test_every_stage_logged_its_llm_calls(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    store = Store(config.store.path)
+    calls = store.query("SELECT * FROM llm_calls WHERE run_id = ?", [run_id])
+    assert {c["role"] for c in calls} == {"explain", "simulate", "propose"}
+    for call in calls:
+        assert call["request"] and call["latency_s"] > 0 and call["input_tokens"] > 0
+        assert call["error"] is not None or call["response"] is not None
+    explanations = store.explanations(run_id)
+    call_ids = {c["id"] for c in calls}
+    assert all(e["llm_call_id"] in call_ids for e in explanations)
+
+
+def test_scores_are_correlations_with_per_window_details(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    scores = Store(config.store.path).scores(run_id, "correlation_top_and_random")
+    assert scores
+    for score in scores:
+        assert score["value"] is None or -1.0 <= score["value"] <= 1.0
+        assert '"windows"' in score["details"]
+
+
+def test_experiment_records_prediction_measurement_and_verdict(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    experiments = Store(config.store.path).experiments(run_id)
+    assert len(experiments) == 1
+    experiment = experiments[0]
+    assert experiment["kind"] == "input"
+    assert experiment["verdict"] in {"supports", "refutes", "inconclusive"}
+    assert '"max_activation"' in experiment["measured"] and '"activating"' in experiment["spec"]
+
+
+def test_running_the_same_flow_again_adds_no_rows(finished_run: tuple[RunConfig, str]) -> None:
+    from flows.label_features import label_features
+
+    config, run_id = finished_run
+    store = Store(config.store.path)
+    before = _counts(store)
+    assert label_features(config.model_dump(mode="json")) == run_id
+    assert _counts(store) == before
+    assert len(store.runs()) == 1
+
+
+def test_show_prints_the_run_sorted_by_score(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    result = CliRunner().invoke(app, ["show", "--db", str(config.store.path)])
+    assert result.exit_code == 0, result.output
+    assert run_id in result.output and "smollm2-135m/mlp.15/" in result.output
+    scores = Store(config.store.path).explanation_table(run_id, "correlation_top_and_random")
+    values = [s["score"] for s in scores if s["score"] is not None]
+    assert values == sorted(values, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("features.layer=99", "layer 99 does not exist"),
+        ("features.indices=[99999]", "neuron index 99999 does not exist"),
+        ("subject.model=/nonexistent/model.gguf", "GGUF file /nonexistent/model.gguf does not exist"),
+        ("features.lyer=3", "unknown config key 'features.lyer'"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path: Path, prefect_harness: None, override: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["run", "-s", f"store.path='{tmp_path / 'x.duckdb'}'", "-s", override])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_empty_corpus_is_one_line_error(tmp_path: Path, prefect_harness: None) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    result = CliRunner().invoke(
+        app, ["run", "-s", f"store.path='{tmp_path / 'x.duckdb'}'", "-s", f"corpus.source='{empty}'"]
+    )
+    assert result.exit_code == 1
+    assert "produced no windows" in result.output
+    assert Store(tmp_path / "x.duckdb").runs()[0]["status"] == "failed"

@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from autointerp.errors import FeatureError, SubjectModelError
+from autointerp.subject import SubjectModel, check_neuron_indices, load_subject_model, mlp_neuron_activations
+from autointerp.subject.hooks import mlp_down_proj
+
+
+def test_embedded_model_shape(subject: SubjectModel) -> None:
+    assert subject.slug == "smollm2-135m"
+    assert (subject.n_layers, subject.d_mlp) == (30, 1536)
+
+
+def test_neuron_activations_equal_the_mlp_input_of_a_full_forward(subject: SubjectModel) -> None:
+    ids = subject.tokenizer("The cat sat on the mat.", return_tensors="pt")["input_ids"]
+    seen: dict[str, torch.Tensor] = {}
+    handle = mlp_down_proj(subject, 7).register_forward_pre_hook(lambda _m, inputs: seen.update(x=inputs[0]))
+    try:
+        with torch.inference_mode():
+            subject.model(input_ids=ids)
+    finally:
+        handle.remove()
+    early = mlp_neuron_activations(subject, ids, 7, [3, 1000])
+    assert early.shape == (1, ids.shape[1], 2)
+    assert torch.allclose(early, seen["x"][..., [3, 1000]])
+
+
+def test_bad_layer_and_index_are_clear_errors(subject: SubjectModel) -> None:
+    with pytest.raises(FeatureError, match=r"layer 30 does not exist: smollm2-135m has layers 0..29"):
+        mlp_down_proj(subject, 30)
+    with pytest.raises(FeatureError, match=r"neuron index 1536 does not exist"):
+        check_neuron_indices(subject, [0, 1536])
+
+
+def test_unknown_model_names_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(SubjectModelError, match="cannot load subject model 'no-such-org/no-such-model'"):
+        load_subject_model("no-such-org/no-such-model")
+    with pytest.raises(SubjectModelError, match=r"GGUF file .* does not exist"):
+        load_subject_model(str(tmp_path / "missing.gguf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SubjectModelError, match=r"has no config\.json"):
+        load_subject_model(str(tmp_path / "empty"))
