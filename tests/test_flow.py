@@ -32,15 +32,17 @@ def test_flow_fills_every_table_with_consistent_rows(finished_run: tuple[RunConf
     counts = _counts(store)
     assert all(counts[t] > 0 for t in TABLES), counts
     assert store.runs()[0]["status"] == "completed"
+    # (child table, parent table, join condition): every child row must find its parent
+    links = [
+        ("scores c", "explanations p", "c.explanation_id = p.id"),
+        ("explanations c", "features p", "c.feature_id = p.id AND c.run_id = p.run_id"),
+        ("experiments c", "explanations p", "c.explanation_id = p.id"),
+        ("llm_calls c", "runs p", "c.run_id = p.id"),
+        ("exemplars c", "features p", "c.feature_id = p.id AND c.run_id = p.run_id"),
+    ]
     orphans = {
-        "score without explanation": "SELECT count(*) AS n FROM scores s LEFT JOIN explanations e ON s.explanation_id = e.id WHERE e.id IS NULL",
-        "explanation without feature": "SELECT count(*) AS n FROM explanations e LEFT JOIN features f "
-        "ON e.feature_id = f.id AND e.run_id = f.run_id WHERE f.id IS NULL",
-        "experiment without explanation": "SELECT count(*) AS n FROM experiments x LEFT JOIN explanations e ON x.explanation_id = e.id "
-        "WHERE e.id IS NULL",
-        "llm call without run": "SELECT count(*) AS n FROM llm_calls c LEFT JOIN runs r ON c.run_id = r.id WHERE r.id IS NULL",
-        "exemplar without feature": "SELECT count(*) AS n FROM exemplars x LEFT JOIN features f "
-        "ON x.feature_id = f.id AND x.run_id = f.run_id WHERE f.id IS NULL",
+        f"{child} without {parent}": f"SELECT count(*) AS n FROM {child} LEFT JOIN {parent} ON {on} WHERE p.id IS NULL"
+        for child, parent, on in links
     }
     for name, sql in orphans.items():
         assert store.query(sql)[0]["n"] == 0, name

@@ -1,0 +1,154 @@
+"""A scripted HTTP server on 127.0.0.1 for testing cloud backends without the network.
+
+The server answers each POST with the next `Reply` of its script (the last one repeats) and
+records what it received, so tests can count attempts, time the gaps between them, and read
+the headers a client sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer."""
+
+    body: dict[str, Any]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    """Seconds to wait before answering (to provoke a client timeout)."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request the server got."""
+
+    path: str
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    body: dict[str, Any]
+    at: float
+    """time.monotonic() when it arrived."""
+
+
+class LoopbackServer:
+    """ThreadingHTTPServer on an ephemeral loopback port; use as a context manager."""
+
+    def __init__(self, script: list[Reply]) -> None:
+        self.script = script
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Returns the server's base URL, e.g. http://127.0.0.1:41234."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def gaps_s(self) -> list[float]:
+        """Returns the seconds between consecutive requests."""
+        times = [request.at for request in self.received]
+        return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _next_reply(self, request: Received) -> Reply:
+        with self._lock:
+            self.received.append(request)
+            return self.script[min(len(self.received), len(self.script)) - 1]
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                received = Received(
+                    path=self.path,
+                    headers={key.lower(): value for key, value in self.headers.items()},
+                    body=json.loads(self.rfile.read(length) or b"{}"),
+                    at=time.monotonic(),
+                )
+                reply = server._next_reply(received)
+                if reply.delay_s and server._stopping.wait(reply.delay_s):
+                    return
+                payload = json.dumps(reply.body).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout); nothing to answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def openai_completion(text: str, prompt_tokens: int = 11, completion_tokens: int = 5) -> dict[str, Any]:
+    """Returns an OpenAI chat-completions answer body."""
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def openai_error(message: str, kind: str = "server_error") -> dict[str, Any]:
+    """Returns an OpenAI error body."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def anthropic_message(text: str, input_tokens: int = 13, output_tokens: int = 7) -> dict[str, Any]:
+    """Returns an Anthropic Messages answer body."""
+    return {
+        "id": "msg_test",
+        "type": "message",
+        "role": "assistant",
+        "model": "test-model",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+def anthropic_error(message: str, kind: str = "api_error") -> dict[str, Any]:
+    """Returns an Anthropic error body."""
+    return {"type": "error", "error": {"type": kind, "message": message}}
