@@ -1,26 +1,67 @@
-"""Observe: stream the corpus through the subject model and keep, per feature, what sampling needs.
+"""Observe: stream the corpus through a feature source and keep, per feature, what sampling needs.
 
-Memory is bounded by k x features x window length: a top-k of windows ranked by their
-maximum activation, and one reservoir of random windows shared by all features. Nothing
-else of the corpus's activations is kept.
+Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
+- `top`: the k windows with the largest maximum activation;
+- `quantile-j`: `per_quantile` windows sampled uniformly from each of `quantiles` equal-width
+  bins of the window max, bin j holding windows whose max is in ((j-1)/Q, j/Q] x the feature's max;
+- `random`: windows sampled uniformly among those where the feature does not fire (max <= 0),
+  topped up with uniformly random windows when too few exist (dense MLP neurons);
+- statistics: density (fraction of tokens > 0), max, mean, and a histogram of window maxima
+  over fixed log2 bins (`HISTOGRAM_EDGES`).
+
+Everything is kept in fixed-size tensors on the model's device, so memory is
+features x (k + random + quantiles x per_quantile) x window length, whatever the corpus length.
+
+How a window is ranked: one reduction per window and feature (its max), then a top-k over the
+kept windows plus the batch's. The reservoirs use bottom-r random keys: every (window, feature)
+gets a uniform key from a generator seeded by (seed, batch number); each bin keeps the items with
+the smallest keys, which is a uniform sample of the windows that went into that bin. Bins are
+relative to the running max: when a batch raises a feature's max, the kept items are re-binned
+by their stored window max before the batch's candidates are merged. This needs one pass; the
+price is that windows dropped from a bin before the max last rose are not reconsidered for the
+bin they would fall in now, so the low bins are sampled from the windows seen since then (a
+uniform sample of those, not of the whole corpus).
+
+Per-token activations are written only for newly kept items (into a per-feature pool of rows
+that kept items point to), so a batch costs a top-k and a sort over [features, kept + batch]
+window maxima, plus a copy of the new items' tokens.
+
+Checkpoints: the whole state (tensors, counters and the token ids of windows still referenced)
+is saved atomically every `checkpoint_every` batches; a run that finds a checkpoint with the same
+fingerprint skips the windows it already saw and continues. Random keys depend only on the batch
+number, so a resumed run keeps exactly the exemplars of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import random
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from autointerp.corpus import Window
+from autointerp.errors import AutointerpError
 from autointerp.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 ActivationFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps token ids [batch, tokens] to feature activations [batch, tokens, features]."""
+
+HISTOGRAM_EDGES: list[float] = [2.0**e for e in range(-6, 9)]
+"""Upper edges of the window-max histogram: bin 0 holds max <= 0, bin i holds (edge[i-2], edge[i-1]]
+(edge[-1] = 0), the last bin holds max > 256."""
+
+_EMPTY_KEY = 0.95  # an empty slot's offset in its bin: loses against every real item (< 0.9)
+
+
+class CheckpointError(AutointerpError):
+    """A collection checkpoint exists but cannot be used."""
 
 
 @dataclass
@@ -31,6 +72,8 @@ class FeatureStats:
     mean_activation: float
     density: float
     tokens: int
+    histogram: list[int] = field(default_factory=list)
+    """Counts of window maxima per `HISTOGRAM_EDGES` bin."""
 
     @property
     def dead(self) -> bool:
@@ -43,7 +86,7 @@ class Exemplar:
     """One kept window of one feature, with that feature's per-token activations."""
 
     feature_index: int
-    kind: str  # "top" or "random"
+    kind: str  # "top", "quantile-<j>" or "random"
     rank: int
     window: Window
     activations: list[float]
@@ -64,51 +107,252 @@ class CollectionResult:
     exemplars: list[Exemplar] = field(default_factory=list)
 
 
-class TopWindowTracker:
-    """Keeps the k windows with the highest maximum activation per feature, on the model's device."""
+@dataclass(frozen=True)
+class SamplingPlan:
+    """How many windows of each kind every feature keeps."""
 
-    def __init__(self, n_features: int, k: int, window_tokens: int, device: torch.device) -> None:
-        self.k = k
-        self.values = torch.full((n_features, k), float("-inf"), device=device)
-        self.token_ids = torch.zeros((n_features, k, window_tokens), dtype=torch.long, device=device)
-        self.activations = torch.zeros((n_features, k, window_tokens), device=device)
-        self.positions = torch.full((n_features, k, 2), -1, dtype=torch.long, device=device)
+    top_k: int
+    random_windows: int
+    quantiles: int = 0
+    per_quantile: int = 0
+    seed: int = 0
 
-    def update(self, activations: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor) -> None:
-        """Merges a batch: activations [batch, tokens, features], token_ids [batch, tokens],
-        positions [batch, 2] holding each window's (document id, token offset)."""
-        n_features, batch = self.values.shape[0], activations.shape[0]
-        per_feature = activations.permute(2, 0, 1)  # [features, batch, tokens]
-        candidates = torch.cat([self.values, per_feature.amax(dim=2)], dim=1)
-        top_values, top_positions = candidates.topk(self.k, dim=1)
-        all_acts = torch.cat([self.activations, per_feature], dim=1)
-        all_ids = torch.cat([self.token_ids, token_ids.unsqueeze(0).expand(n_features, batch, -1)], dim=1)
-        all_positions = torch.cat([self.positions, positions.unsqueeze(0).expand(n_features, batch, 2)], dim=1)
-        gather_tokens = top_positions.unsqueeze(-1).expand(-1, -1, all_acts.shape[2])
-        self.values = top_values
-        self.activations = all_acts.gather(1, gather_tokens)
-        self.token_ids = all_ids.gather(1, gather_tokens)
-        self.positions = all_positions.gather(1, top_positions.unsqueeze(-1).expand(-1, -1, 2))
+    @property
+    def reservoir_slots(self) -> int:
+        """Returns the slots of the random bin plus the quantile bins."""
+        return self.random_windows + self.quantiles * self.per_quantile
 
 
-class RandomWindowReservoir:
-    """Reservoir sample (algorithm R) of windows with every feature's activations."""
+class ExemplarSampler:
+    """The streaming state: kept windows per feature, their activations, and statistics."""
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size = size
-        self.rng = random.Random(seed)
-        self.seen = 0
-        self.items: list[tuple[Window, torch.Tensor]] = []
+    def __init__(self, n_features: int, window_tokens: int, plan: SamplingPlan, device: torch.device) -> None:
+        self.plan, self.device = plan, device
+        self.n_features, self.window_tokens = n_features, window_tokens
+        k, slots = plan.top_k, plan.top_k + plan.reservoir_slots
+        f = n_features
+        self.value = torch.full((f, slots), float("-inf"), device=device)  # window max of each kept item
+        self.key = torch.ones((f, slots), device=device)  # its random key (reservoir slots)
+        self.window = torch.full((f, slots), -1, dtype=torch.long, device=device)  # global window number
+        self.row = torch.arange(slots, device=device).repeat(f, 1)  # its row in `pool`
+        self.pool = torch.zeros((f, slots, window_tokens), device=device)  # per-token activations
+        self.act_sum = torch.zeros(f, dtype=torch.float64, device=device)
+        self.act_max = torch.full((f,), float("-inf"), device=device)
+        self.active = torch.zeros(f, dtype=torch.long, device=device)
+        self.histogram = torch.zeros((f, len(HISTOGRAM_EDGES) + 2), dtype=torch.long, device=device)
+        self.edges = torch.tensor(HISTOGRAM_EDGES, device=device)
+        self.tokens = 0
+        self.batches = 0
+        self.windows_seen = 0
+        self.windows: dict[int, Window] = {}  # token ids of windows that kept items may point to
+        # reservoir layout: bin 0 (random) then quantile bins 1..Q, `per_quantile` slots each
+        caps = [plan.random_windows] + [plan.per_quantile] * plan.quantiles
+        self.bin_caps = torch.tensor(caps, dtype=torch.long, device=device)
+        self.bin_offsets = torch.tensor([0, *itertools.accumulate(caps)][:-1], dtype=torch.long, device=device)
+        self.slot_bin = torch.repeat_interleave(torch.arange(len(caps), device=device), self.bin_caps)
+        self._k = k
 
-    def offer(self, window: Window, activations: torch.Tensor) -> None:
-        """Considers one window; activations is [tokens, features] on the CPU."""
-        self.seen += 1
-        if len(self.items) < self.size:
-            self.items.append((window, activations))
-            return
-        slot = self.rng.randrange(self.seen)
-        if slot < self.size:
-            self.items[slot] = (window, activations)
+    # one batch ----------------------------------------------------------------------------------
+
+    def _keys(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator(device=self.device).manual_seed(self.plan.seed * 1_000_003 + self.batches)
+        keys = torch.rand((2, self.n_features, batch), generator=generator, device=self.device)
+        return keys[0], keys[1]
+
+    def _quantile_bin(self, value: torch.Tensor, feature_max: torch.Tensor) -> torch.Tensor:
+        """Returns bins 1..Q of window maxima relative to each feature's max (for value > 0)."""
+        q = self.plan.quantiles
+        ratio = value / feature_max.clamp(min=1e-30).unsqueeze(1)
+        return (torch.ceil(ratio * q).long() - 1).clamp(0, q - 1) + 1
+
+    def update(self, acts: torch.Tensor, windows: list[Window]) -> None:
+        """Merges one batch: acts [batch, tokens, features] of `windows`."""
+        k, batch = self._k, acts.shape[0]
+        first = self.windows_seen
+        window_max = acts.amax(dim=1).T.contiguous()  # [features, batch]: one reduction per window
+        self.act_sum += acts.sum(dim=(0, 1), dtype=torch.float64)
+        self.active += (acts > 0).sum(dim=(0, 1))
+        self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
+        positive = window_max > 0
+        bins = torch.where(positive, torch.bucketize(window_max, self.edges) + 1, 0)
+        self.histogram.scatter_add_(1, bins, torch.ones_like(bins))
+
+        # top-k over kept + batch windows
+        top_values, top_pick = torch.cat([self.value[:, :k], window_max], dim=1).topk(k, dim=1)
+        src_old = [torch.where(top_pick < k, top_pick, -1)]
+        src_batch = [torch.where(top_pick >= k, top_pick - k, -1)]
+        new_value, new_key = [top_values], [torch.ones_like(top_values)]
+
+        if self.plan.reservoir_slots:
+            res_old, res_batch, res_value, res_key = self._merge_reservoirs(window_max, positive)
+            src_old.append(res_old)
+            src_batch.append(res_batch)
+            new_value.append(res_value)
+            new_key.append(res_key)
+        old = torch.cat(src_old, dim=1)
+        from_batch = torch.cat(src_batch, dim=1)
+        kept = old >= 0
+        batch_window = torch.arange(first, first + batch, device=self.device)
+        self.window = torch.where(
+            kept,
+            self.window.gather(1, old.clamp(min=0)),
+            torch.where(from_batch >= 0, batch_window[from_batch.clamp(min=0)], -1),
+        )
+        self.value, self.key = torch.cat(new_value, dim=1), torch.cat(new_key, dim=1)
+        self._assign_rows(old, kept)
+
+        # per-token activations of the items that came from this batch
+        feature, slot = (from_batch >= 0).nonzero(as_tuple=True)
+        if feature.numel():
+            self.pool[feature, self.row[feature, slot]] = acts[from_batch[feature, slot], :, feature].float()
+
+        for offset, window in enumerate(windows):
+            self.windows[first + offset] = window
+        self.windows_seen += batch
+        self.tokens += batch * acts.shape[1]
+        self.batches += 1
+        if self.batches % 16 == 0:
+            self.prune_windows()
+
+    def _merge_reservoirs(
+        self, window_max: torch.Tensor, positive: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (old slot or -1, batch row or -1, value, key) for each reservoir slot."""
+        k, batch = self._k, window_max.shape[1]
+        slots = self.plan.reservoir_slots
+        random_key, quantile_key = self._keys(batch)
+        old_value, old_key = self.value[:, k:], self.key[:, k:]
+        old_real = self.window[:, k:] >= 0
+        slot_bin = self.slot_bin.unsqueeze(0).expand_as(old_value)
+        in_random_bin = slot_bin == 0
+        # composite sort key: bin + offset in [0, 1); random bin: non-firing windows first
+        old_bin = slot_bin
+        if self.plan.quantiles:
+            rebinned = self._quantile_bin(old_value, self.act_max)
+            old_bin = torch.where(in_random_bin | ~old_real, slot_bin, rebinned)
+        old_offset = torch.where(in_random_bin, 0.45 * (old_key + (old_value > 0).float()), 0.9 * old_key)
+        old_sort = old_bin + torch.where(old_real, old_offset, _EMPTY_KEY)
+        parts = [old_sort.double(), (0.45 * (random_key + positive.float())).double()]
+        if self.plan.quantiles and self.plan.per_quantile:
+            batch_bin = self._quantile_bin(window_max, self.act_max)
+            batch_sort = torch.where(positive, batch_bin + 0.9 * quantile_key, float("inf"))
+            parts.append(batch_sort.double())
+        sort_key, order = torch.cat(parts, dim=1).sort(dim=1)
+        sorted_bin = torch.floor(sort_key)
+        rank = torch.arange(sort_key.shape[1], device=self.device) - torch.searchsorted(sort_key, sorted_bin)
+        bin_index = sorted_bin.clamp(0, len(self.bin_caps) - 1).nan_to_num(0).long()
+        chosen = torch.isfinite(sort_key) & (rank < self.bin_caps[bin_index])
+        slot = torch.where(chosen, self.bin_offsets[bin_index] + rank, slots)
+        source = torch.full((self.n_features, slots + 1), -1, dtype=torch.long, device=self.device)
+        source.scatter_(1, slot, torch.where(chosen, order, -1))
+        source = source[:, :slots]  # candidate number, or -1 for a slot left empty
+        hole = source < 0
+        is_old = (source >= 0) & (source < slots)
+        batch_row = torch.where(source >= slots, (source - slots) % batch, -1)
+        batch_is_quantile = source >= slots + batch
+        cand = source.clamp(min=0)
+        value = torch.where(
+            is_old,
+            old_value.gather(1, cand.clamp(max=slots - 1)),
+            window_max.gather(1, batch_row.clamp(min=0)),
+        )
+        key = torch.where(
+            is_old,
+            old_key.gather(1, cand.clamp(max=slots - 1)),
+            torch.where(
+                batch_is_quantile,
+                quantile_key.gather(1, batch_row.clamp(min=0)),
+                random_key.gather(1, batch_row.clamp(min=0)),
+            ),
+        )
+        value = torch.where(hole, float("-inf"), value)
+        key = torch.where(hole, 1.0, key)
+        old_slot = torch.where(is_old, cand + k, -1)
+        return old_slot, batch_row, value, key
+
+    def _assign_rows(self, old: torch.Tensor, kept: torch.Tensor) -> None:
+        """Kept items keep their pool row; new items and empty slots take the rows freed."""
+        slots = self.row.shape[1]
+        kept_rows = self.row.gather(1, old.clamp(min=0))
+        referenced = torch.zeros((self.n_features, slots + 1), dtype=torch.uint8, device=self.device)
+        referenced.scatter_(1, torch.where(kept, kept_rows, slots), 1)
+        free_rows = referenced[:, :slots].argsort(dim=1, stable=True)  # unreferenced rows first
+        need = ~kept
+        need_rank = (need.long().cumsum(dim=1) - 1).clamp(min=0)
+        self.row = torch.where(kept, kept_rows, free_rows.gather(1, need_rank))
+
+    def prune_windows(self) -> None:
+        """Forgets the token ids of windows no kept item points to."""
+        referenced = set(torch.unique(self.window).tolist())
+        self.windows = {n: w for n, w in self.windows.items() if n in referenced}
+
+    # results --------------------------------------------------------------------------------------
+
+    def stats(self) -> list[FeatureStats]:
+        """Returns every feature's statistics so far."""
+        tokens = max(self.tokens, 1)
+        maxima, sums, active = self.act_max.tolist(), self.act_sum.tolist(), self.active.tolist()
+        histograms = self.histogram.tolist()
+        return [
+            FeatureStats(maxima[f], sums[f] / tokens, active[f] / tokens, self.tokens, histograms[f])
+            for f in range(self.n_features)
+        ]
+
+    def exemplars(self, stats: list[FeatureStats]) -> list[Exemplar]:
+        """Returns the kept windows of every live feature, labelled with kind, rank and split."""
+        k, plan = self._k, self.plan
+        gathered = self.pool.gather(1, self.row.unsqueeze(-1).expand(-1, -1, self.window_tokens))
+        windows, acts = self.window.tolist(), gathered.tolist()
+        labels = [("top", rank, "explain" if rank % 2 == 0 else "score") for rank in range(k)]
+        labels += [("random", rank, "score") for rank in range(plan.random_windows)]
+        for j in range(1, plan.quantiles + 1):
+            labels += [
+                (f"quantile-{j}", rank, "explain" if rank % 2 == 0 else "score") for rank in range(plan.per_quantile)
+            ]
+        result = []
+        for f in range(self.n_features):
+            if stats[f].dead:
+                continue
+            for slot, (kind, rank, split) in enumerate(labels):
+                number = windows[f][slot]
+                if number < 0:  # fewer windows than slots, or an empty quantile bin
+                    continue
+                result.append(Exemplar(f, kind, rank, self.windows[number], acts[f][slot], split))
+        return _renumber(result)
+
+    # checkpoints ----------------------------------------------------------------------------------
+
+    _TENSORS = ("value", "key", "window", "row", "pool", "act_sum", "act_max", "active", "histogram")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns everything needed to continue, on the CPU."""
+        self.prune_windows()
+        state: dict[str, Any] = {name: getattr(self, name).cpu() for name in self._TENSORS}
+        state["counters"] = [self.tokens, self.batches, self.windows_seen]
+        state["windows"] = [(n, w.doc_id, w.offset, w.token_ids) for n, w in self.windows.items()]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a `state_dict`."""
+        for name in self._TENSORS:
+            current = getattr(self, name)
+            if state[name].shape != current.shape:
+                raise CheckpointError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}")
+            setattr(self, name, state[name].to(self.device))
+        self.tokens, self.batches, self.windows_seen = state["counters"]
+        self.windows = {n: Window(doc_id=d, offset=o, token_ids=list(t)) for n, d, o, t in state["windows"]}
+
+
+def _renumber(exemplars: list[Exemplar]) -> list[Exemplar]:
+    """Gives the kept windows of each (feature, kind) consecutive ranks from 0 (after empty slots)."""
+    counters: dict[tuple[int, str], int] = {}
+    for exemplar in exemplars:
+        key = (exemplar.feature_index, exemplar.kind)
+        exemplar.rank = counters.get(key, 0)
+        counters[key] = exemplar.rank + 1
+        if exemplar.kind.startswith("quantile"):
+            exemplar.split = "explain" if exemplar.rank % 2 == 0 else "score"
+    return exemplars
 
 
 def _batches(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]]:
@@ -122,6 +366,31 @@ def _batches(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window
         yield batch
 
 
+def _save_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> None:
+    """Writes the state atomically (temporary file, then rename), so a kill leaves the last good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save({"fingerprint": fingerprint, "state": sampler.state_dict()}, staging)
+    os.replace(staging, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> bool:
+    """Restores the state from `path` when it exists and matches; returns whether it did."""
+    if not path.is_file():
+        return False
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+        return False
+    if saved.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to another collection", path)
+        return False
+    sampler.load_state_dict(saved["state"])
+    log.info("resuming collection from %s after %d windows", path, sampler.windows_seen)
+    return True
+
+
 def collect_exemplars(
     windows: Iterable[Window],
     activation_fn: ActivationFn,
@@ -133,53 +402,31 @@ def collect_exemplars(
     random_windows: int,
     seed: int,
     device: torch.device,
+    quantiles: int = 0,
+    per_quantile: int = 0,
     total_windows: int | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 0,
+    fingerprint: str = "",
 ) -> CollectionResult:
-    """Returns stats and exemplars for each feature, streaming `windows` in batches."""
-    n_features = len(feature_indices)
-    tracker = TopWindowTracker(n_features, top_k, window_tokens, device)
-    reservoir = RandomWindowReservoir(random_windows, seed)
-    act_sum = torch.zeros(n_features, dtype=torch.float64, device=device)
-    act_max = torch.full((n_features,), float("-inf"), device=device)
-    active = torch.zeros(n_features, dtype=torch.long, device=device)
-    tokens = 0
+    """Returns stats and exemplars for each feature, streaming `windows` in batches.
+
+    With `checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and
+    a matching checkpoint is resumed from; the caller deletes the file once results are stored.
+    """
+    plan = SamplingPlan(top_k, random_windows, quantiles if per_quantile else 0, per_quantile, seed)
+    sampler = ExemplarSampler(len(feature_indices), window_tokens, plan, device)
+    if checkpoint is not None and _load_checkpoint(checkpoint, fingerprint, sampler):
+        windows = itertools.islice(windows, sampler.windows_seen, None)
     with progress_bar("collect", total=total_windows, unit="windows") as advance:
+        advance(sampler.windows_seen)
         for batch in _batches(windows, batch_size):
             token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=device)
-            acts = activation_fn(token_ids)  # [batch, tokens, features]
-            positions = torch.tensor([[w.doc_id, w.offset] for w in batch], dtype=torch.long, device=device)
-            tracker.update(acts, token_ids, positions)
-            act_sum += acts.sum(dim=(0, 1), dtype=torch.float64)
-            act_max = torch.maximum(act_max, acts.amax(dim=(0, 1)))
-            active += (acts > 0).sum(dim=(0, 1))
-            tokens += acts.shape[0] * acts.shape[1]
-            cpu_acts = acts.cpu()
-            for row, window in enumerate(batch):
-                reservoir.offer(window, cpu_acts[row])
+            with torch.inference_mode():
+                acts = activation_fn(token_ids)
+                sampler.update(acts, batch)
             advance(len(batch))
-    stats = [
-        FeatureStats(
-            max_activation=float(act_max[f]),
-            mean_activation=float(act_sum[f] / max(tokens, 1)),
-            density=float(active[f]) / max(tokens, 1),
-            tokens=tokens,
-        )
-        for f in range(n_features)
-    ]
-    result = CollectionResult(feature_indices=feature_indices, stats=stats)
-    top_positions = tracker.positions.cpu().tolist()
-    top_tokens = tracker.token_ids.cpu().tolist()
-    top_acts = tracker.activations.cpu().tolist()
-    for f in range(n_features):
-        if stats[f].dead:
-            continue
-        for rank in range(top_k):
-            doc_id, offset = top_positions[f][rank]
-            if doc_id < 0:  # fewer windows in the corpus than top_k
-                continue
-            window = Window(doc_id=doc_id, offset=offset, token_ids=top_tokens[f][rank])
-            split = "explain" if rank % 2 == 0 else "score"
-            result.exemplars.append(Exemplar(f, "top", rank, window, top_acts[f][rank], split))
-        for rank, (window, acts) in enumerate(reservoir.items):
-            result.exemplars.append(Exemplar(f, "random", rank, window, acts[:, f].tolist(), "score"))
-    return result
+            if checkpoint is not None and checkpoint_every and sampler.batches % checkpoint_every == 0:
+                _save_checkpoint(checkpoint, fingerprint, sampler)
+    stats = sampler.stats()
+    return CollectionResult(feature_indices=feature_indices, stats=stats, exemplars=sampler.exemplars(stats))

@@ -1,6 +1,6 @@
 import torch
 
-from autointerp.collect import RandomWindowReservoir, TopWindowTracker, collect_exemplars
+from autointerp.collect import collect_exemplars
 from autointerp.corpus import Window
 
 
@@ -22,29 +22,27 @@ def _planted(ids: torch.Tensor) -> torch.Tensor:
     return torch.stack([(ids == 7).float() * 2.0, ids / 50.0, torch.zeros_like(ids) - 1.0], dim=-1)
 
 
-def test_tracker_keeps_the_windows_with_the_highest_max_like_a_full_sort() -> None:
-    generator = torch.Generator().manual_seed(1)
-    acts = torch.randn(40, 6, 3, generator=generator)  # [windows, tokens, features]
-    tracker = TopWindowTracker(n_features=3, k=5, window_tokens=6, device=torch.device("cpu"))
-    for start in range(0, 40, 7):
-        batch = acts[start : start + 7]
-        positions = torch.tensor([[w, 0] for w in range(start, start + len(batch))])
-        tracker.update(batch, torch.zeros(len(batch), 6, dtype=torch.long), positions)
-    expected = acts.amax(dim=1).T.topk(5, dim=1)
-    assert torch.equal(tracker.values, expected.values)
-    assert torch.equal(tracker.positions[:, :, 0], expected.indices)
-    assert torch.equal(tracker.activations[1, 0], acts[expected.indices[1, 0], :, 1])
+def _collect(windows: list[Window], seed: int, random_windows: int = 3):  # type: ignore[no-untyped-def]
+    return collect_exemplars(
+        windows,
+        _planted,
+        feature_indices=[0, 1, 2],
+        window_tokens=windows[0].token_ids.__len__(),
+        batch_size=4,
+        top_k=4,
+        random_windows=random_windows,
+        seed=seed,
+        device=torch.device("cpu"),
+    )
 
 
-def test_reservoir_is_seeded_and_bounded() -> None:
+def test_random_windows_are_seeded_and_bounded() -> None:
     def sample(seed: int) -> list[int]:
-        reservoir = RandomWindowReservoir(size=4, seed=seed)
-        for window in _windows(100, 4):
-            reservoir.offer(window, torch.zeros(4, 1))
-        return [w.doc_id * 10 + w.offset for w, _ in reservoir.items]
+        result = _collect(_windows(100, 4), seed, random_windows=4)
+        return [e.window.doc_id * 10 + e.window.offset for e in result.exemplars if e.kind == "random"]
 
     assert sample(3) == sample(3)
-    assert len(sample(3)) == 4
+    assert len(sample(3)) == 4 * 2  # two live features
     assert sample(3) != sample(4)
 
 

@@ -1,0 +1,284 @@
+"""Feature sources behind one interface: MLP neurons, SAE latents, user directions, planted features.
+
+A `FeatureSource` maps token ids [batch, tokens] to activations [batch, tokens, features]
+(float32, on the model's device) and names each feature with a stable id. The collector
+only sees that interface; `build_feature_source` picks the source from `features.kind`.
+
+Hook points use TransformerLens names: `blocks.L.hook_resid_pre` (input of block L),
+`blocks.L.hook_resid_post` (output of block L), `blocks.L.hook_mlp_out` (output of its MLP);
+`mlp.L` is the MLP's neurons (the input of its down projection).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from autointerp.errors import FeatureError
+from autointerp.planted import PlantedFeature, load_planted_features
+from autointerp.subject.model import SubjectModel
+from autointerp.subject.sae import SparseAutoencoder, hook_layer, load_sae
+
+if TYPE_CHECKING:
+    from autointerp.config import FeaturesConfig
+
+_HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out")
+
+
+class _StopForward(Exception):
+    """Raised inside the deepest hook once every wanted activation is captured."""
+
+
+def check_layer(subject: SubjectModel, layer: int) -> None:
+    if not 0 <= layer < subject.n_layers:
+        raise FeatureError(f"layer {layer} does not exist: {subject.slug} has layers 0..{subject.n_layers - 1}")
+
+
+def _hook_target(subject: SubjectModel, point: str) -> tuple[nn.Module, bool, int]:
+    """Returns (module, read its input instead of its output, layer) for a hook point name."""
+    if point.startswith("mlp."):
+        layer = int(point.split(".")[1])
+        check_layer(subject, layer)
+        return subject.model.model.layers[layer].mlp.down_proj, True, layer  # type: ignore[union-attr,index]
+    layer = hook_layer(point)
+    check_layer(subject, layer)
+    kind = point.split(".")[2]
+    if kind not in _HOOK_KINDS:
+        raise FeatureError(
+            f"hook point {point!r} is not supported; use one of blocks.{layer}.{{{', '.join(_HOOK_KINDS)}}}"
+        )
+    block = subject.model.model.layers[layer]  # type: ignore[union-attr,index]
+    if kind == "hook_mlp_out":
+        return block.mlp, False, layer
+    return block, kind == "hook_resid_pre", layer
+
+
+@torch.inference_mode()
+def capture(subject: SubjectModel, token_ids: torch.Tensor, points: Sequence[str]) -> list[torch.Tensor]:
+    """Returns the activations at each hook point, running the model body only as deep as needed."""
+    targets = [_hook_target(subject, p) for p in points]
+    deepest = max(layer + (0 if is_input else 0.5) for _, is_input, layer in targets)
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(slot: int, is_input: bool, depth: float) -> Any:
+        def read(value: torch.Tensor) -> None:
+            captured[slot] = value
+            if len(captured) == len(targets) and depth == deepest:
+                raise _StopForward
+
+        if is_input:
+            return lambda _m, args: read(args[0])
+        return lambda _m, _args, output: read(output[0] if isinstance(output, tuple) else output)
+
+    try:
+        for slot, (module, is_input, layer) in enumerate(targets):
+            hook = make_hook(slot, is_input, layer + (0 if is_input else 0.5))
+            if is_input:
+                handles.append(module.register_forward_pre_hook(hook))
+            else:
+                handles.append(module.register_forward_hook(hook))
+        with suppress(_StopForward):
+            subject.model.model(input_ids=token_ids.to(subject.device), use_cache=False)  # type: ignore[operator]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [captured[slot] for slot in range(len(targets))]
+
+
+class FeatureSource(ABC):
+    """Something that gives per-token activations of a list of features."""
+
+    kind: str
+    """Stored in `features.kind`: neuron, sae, direction or planted."""
+
+    def __init__(self, feature_ids: list[str], hooks: list[str], indices: list[int]) -> None:
+        self.feature_ids = feature_ids
+        self.hooks = hooks
+        self.indices = indices
+
+    @property
+    def n_features(self) -> int:
+        """Returns how many features the source yields."""
+        return len(self.feature_ids)
+
+    @abstractmethod
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Returns activations [batch, tokens, features] (float32) of token ids [batch, tokens]."""
+
+
+def choose_indices(indices: list[int], count: int | str, width: int, seed: int, what: str) -> list[int]:
+    """Returns `indices` checked against `width`, every index for count="all", or a seeded draw."""
+    if indices:
+        bad = [i for i in indices if not 0 <= i < width]
+        if bad:
+            raise FeatureError(f"{what} index {bad[0]} does not exist: {what}s are 0..{width - 1}")
+        return list(indices)
+    if count == "all":
+        return list(range(width))
+    return sorted(random.Random(seed).sample(range(width), min(int(count), width)))
+
+
+class MlpNeuronSource(FeatureSource):
+    """MLP neurons (the input of each block's down projection) of one or more layers."""
+
+    kind = "neuron"
+
+    def __init__(self, subject: SubjectModel, layers: list[int], indices: list[int]) -> None:
+        for layer in layers:
+            check_layer(subject, layer)
+        ids = [f"{subject.slug}/mlp.{layer}/{i}" for layer in layers for i in indices]
+        super().__init__(ids, [f"mlp.{layer}" for layer in layers for _ in indices], indices * len(layers))
+        self.subject, self.layers = subject, layers
+        self.every_neuron = indices == list(range(subject.d_mlp))
+        self._index = torch.tensor(indices, dtype=torch.long, device=subject.device)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        parts = capture(self.subject, token_ids, [f"mlp.{layer}" for layer in self.layers])
+        if not self.every_neuron:
+            parts = [p.index_select(-1, self._index) for p in parts]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()
+
+
+class SaeLatentSource(FeatureSource):
+    """Latents of a sparse autoencoder reading a hook point."""
+
+    kind = "sae"
+
+    def __init__(self, subject: SubjectModel, sae: SparseAutoencoder, indices: list[int]) -> None:
+        layer = hook_layer(sae.hook_name)
+        _hook_target(subject, sae.hook_name)
+        if sae.d_in != subject.model.config.hidden_size:
+            raise FeatureError(
+                f"the SAE reads {sae.d_in}-wide activations but {subject.slug}'s residual stream is "
+                f"{subject.model.config.hidden_size} wide; train or pick an SAE for this model"
+            )
+        ids = [f"{subject.slug}/sae.{layer}/{i}" for i in indices]
+        super().__init__(ids, [sae.hook_name] * len(indices), indices)
+        self.subject, self.sae = subject, sae.to(subject.device)
+        self._columns = None if indices == list(range(sae.d_sae)) else torch.tensor(indices, device=subject.device)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        (hidden,) = capture(self.subject, token_ids, [self.sae.hook_name])
+        with torch.inference_mode():
+            return self.sae.encode(hidden, self._columns)
+
+
+def load_directions(path: Path) -> torch.Tensor:
+    """Returns the [n, d] matrix in a .safetensors (one tensor, or one named `directions`) or .npy file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FeatureError(f"direction file {path} does not exist; set features.path")
+    if path.suffix == ".npy":
+        matrix = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+    elif path.suffix == ".safetensors":
+        tensors = load_file(str(path))
+        if len(tensors) != 1 and "directions" not in tensors:
+            raise FeatureError(f"{path} holds {len(tensors)} tensors; keep one, or name the matrix 'directions'")
+        matrix = (tensors["directions"] if "directions" in tensors else next(iter(tensors.values()))).float()
+    else:
+        raise FeatureError(f"direction file {path} must be .safetensors or .npy")
+    if matrix.ndim != 2:
+        raise FeatureError(f"{path} holds a tensor of shape {tuple(matrix.shape)}; directions must be [n, d]")
+    return matrix
+
+
+class DirectionSource(FeatureSource):
+    """User directions at a hook point: each activation is the projection onto a vector."""
+
+    kind = "direction"
+
+    def __init__(self, subject: SubjectModel, matrix: torch.Tensor, hook: str, indices: list[int]) -> None:
+        layer = hook_layer(hook)
+        _hook_target(subject, hook)
+        width = subject.model.config.hidden_size
+        if matrix.shape[1] != width:
+            raise FeatureError(
+                f"directions are {matrix.shape[1]}-wide but {hook} of {subject.slug} is {width}-wide; "
+                f"the matrix must be [n, {width}]"
+            )
+        ids = [f"{subject.slug}/direction.{layer}/{i}" for i in indices]
+        super().__init__(ids, [hook] * len(indices), indices)
+        self.subject, self.hook = subject, hook
+        self.vectors = matrix[indices].to(subject.device).T.contiguous()  # [d, features]
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        (hidden,) = capture(self.subject, token_ids, [self.hook])
+        return hidden.float() @ self.vectors
+
+
+class PlantedSource(FeatureSource):
+    """Planted features: functions of the decoded tokens; no forward pass."""
+
+    kind = "planted"
+
+    def __init__(self, subject: SubjectModel, features: list[PlantedFeature]) -> None:
+        super().__init__(
+            [f"planted/{f.name}" for f in features], ["planted"] * len(features), list(range(len(features)))
+        )
+        self.subject, self.features = subject, features
+        self._token_text: dict[int, str] = {}
+
+    def _decode(self, token_ids: list[int]) -> list[str]:
+        missing = [t for t in set(token_ids) if t not in self._token_text]
+        for token_id in missing:
+            self._token_text[token_id] = str(self.subject.tokenizer.decode([token_id]))
+        return [self._token_text[t] for t in token_ids]
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for ids in token_ids.tolist():
+            tokens = self._decode(ids)
+            columns = []
+            for feature in self.features:
+                values = feature.activations(tokens)
+                if len(values) != len(tokens):
+                    raise FeatureError(
+                        f"planted feature {feature.name!r} returned {len(values)} values for {len(tokens)} tokens"
+                    )
+                columns.append(values)
+            rows.append(list(zip(*columns, strict=True)))
+        return torch.tensor(rows, dtype=torch.float32, device=self.subject.device)
+
+
+def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+    """Returns the feature source that `features.kind` names, with every index checked."""
+    if config.kind == "mlp":
+        if not config.layers:
+            layers = [config.layer]
+        elif config.layers == "all":
+            layers = list(range(subject.n_layers))
+        else:
+            layers = list(config.layers)
+        for layer in layers:
+            check_layer(subject, layer)
+        indices = choose_indices(config.indices, config.count, subject.d_mlp, config.seed, "neuron")
+        return MlpNeuronSource(subject, layers, indices)
+    if config.kind == "sae":
+        if config.path is None:
+            raise FeatureError(
+                "features.kind = 'sae' needs features.path, a SAELens folder (see `autointerp train-sae`)"
+            )
+        sae = load_sae(config.path)
+        indices = choose_indices(config.indices, config.count, sae.d_sae, config.seed, "SAE latent")
+        return SaeLatentSource(subject, sae, indices)
+    if config.kind == "direction":
+        if config.path is None:
+            raise FeatureError("features.kind = 'direction' needs features.path, a .safetensors or .npy [n, d] matrix")
+        matrix = load_directions(config.path)
+        hook = config.hook or f"blocks.{config.layer}.hook_resid_post"
+        indices = choose_indices(config.indices, config.count, matrix.shape[0], config.seed, "direction")
+        return DirectionSource(subject, matrix, hook, indices)
+    planted = load_planted_features(config.path)
+    if config.indices:
+        planted = [planted[i] for i in choose_indices(config.indices, "all", len(planted), 0, "planted feature")]
+    return PlantedSource(subject, planted)

@@ -1,0 +1,166 @@
+"""Collection speed and memory: every MLP neuron of SmolLM2-135M (30 x 1536 = 46,080) at once.
+
+Three measurements, printed as a table and written to results/benchmarks/collect.md:
+
+1. Throughput. The same batches go through (a) the bare model body (`model.model`, no hooks,
+   no LM head) and (b) collection: hooks read the input of all 30 down projections, and the
+   sampler keeps top-k, quantile and random windows for all 46,080 neurons. Bare and collect
+   alternate batch by batch, so both see the same machine load; the ratio is collect / bare.
+2. Peak RSS of a fresh process that collects N windows, and one that collects 10 N: flat when
+   memory is bounded by what sampling keeps rather than by the corpus.
+3. DuckDB: the stage's bulk write (Arrow) of one layer's features and exemplars, rows/s.
+
+    .venv/bin/python benchmarks/collect.py                 # CPU, sized for a 2-core machine
+    .venv/bin/python benchmarks/collect.py --device cuda --dtype bfloat16 --windows 4096 --batch 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autointerp.collect import ExemplarSampler, SamplingPlan  # noqa: E402
+from autointerp.config import load_config  # noqa: E402
+from autointerp.corpus import iter_windows  # noqa: E402
+from autointerp.pipeline.collect import run_collect  # noqa: E402
+from autointerp.store import Store  # noqa: E402
+from autointerp.subject import load_subject_model  # noqa: E402
+from autointerp.subject.features import MlpNeuronSource  # noqa: E402
+
+PLAN = SamplingPlan(top_k=10, random_windows=6, quantiles=5, per_quantile=2)
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--device", default="cpu")
+parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+parser.add_argument("--windows", type=int, default=48, help="windows timed for the throughput ratio")
+parser.add_argument("--window-tokens", type=int, default=32)
+parser.add_argument("--batch", type=int, default=16, help="windows per forward pass")
+parser.add_argument("--rss-windows", type=int, default=16, help="N for the peak-RSS runs (N and 10 N)")
+parser.add_argument("--rss-only", type=int, default=0, help=argparse.SUPPRESS)  # child process mode
+parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/collect.md")
+args = parser.parse_args()
+
+subject = load_subject_model("smollm2-135m", args.device, args.dtype)
+every_neuron = list(range(subject.d_mlp))
+source = MlpNeuronSource(subject, list(range(subject.n_layers)), every_neuron)
+
+
+def windows(n: int) -> list:
+    return list(iter_windows(subject.tokenizer, "builtin:python-docs", window_tokens=args.window_tokens, max_windows=n))
+
+
+def sync() -> None:
+    if subject.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def collect_batches(corpus: list, sampler: ExemplarSampler) -> None:
+    for start in range(0, len(corpus), args.batch):
+        batch = corpus[start : start + args.batch]
+        ids = torch.tensor([w.token_ids for w in batch], device=subject.device)
+        with torch.inference_mode():
+            sampler.update(source.activations(ids), batch)
+
+
+# -- child mode: collect N windows in a fresh process and report its peak RSS ---------------------
+if args.rss_only:
+    sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device)
+    collect_batches(windows(args.rss_only), sampler)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # MiB (Linux reports KiB)
+    sys.exit(0)
+
+# -- 1. throughput: bare body vs collection, batch by batch -------------------------------------------
+corpus = windows(args.windows)
+tokens = len(corpus) * args.window_tokens
+sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device)
+warm = torch.tensor([w.token_ids for w in corpus[: args.batch]], device=subject.device)
+with torch.inference_mode():
+    subject.model.model(input_ids=warm)  # type: ignore[operator]
+    source.activations(warm)
+bare_s = collect_s = 0.0
+for start in range(0, len(corpus), args.batch):
+    batch = corpus[start : start + args.batch]
+    ids = torch.tensor([w.token_ids for w in batch], device=subject.device)
+    with torch.inference_mode():
+        sync()
+        t0 = time.perf_counter()
+        subject.model.model(input_ids=ids)  # type: ignore[operator]
+        sync()
+        t1 = time.perf_counter()
+        sampler.update(source.activations(ids), batch)
+        sync()
+        t2 = time.perf_counter()
+    bare_s += t1 - t0
+    collect_s += t2 - t1
+bare_tps, collect_tps = tokens / bare_s, tokens / collect_s
+t0 = time.perf_counter()
+stats = sampler.stats()
+exemplar_count = len(sampler.exemplars(stats))
+finish_s = time.perf_counter() - t0
+
+# -- 2. peak RSS at N and 10 N windows, each in a fresh process ----------------------------------
+rss = {}
+for n in (args.rss_windows, 10 * args.rss_windows):
+    command = [sys.executable, __file__, "--rss-only", str(n), "--device", args.device, "--dtype", args.dtype]
+    command += ["--window-tokens", str(args.window_tokens), "--batch", str(args.batch)]
+    rss[n] = int(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+# -- 3. DuckDB bulk write: the collect stage's rows for one layer's 1,536 neurons -----------------------
+with tempfile.TemporaryDirectory() as folder:
+    config = load_config(
+        None,
+        [
+            f"store.path='{folder}/bench.duckdb'",
+            "features.count='all'",
+            f"corpus.max_windows={args.rss_windows}",
+            f"corpus.window_tokens={args.window_tokens}",
+            f"subject.device='{args.device}'",
+            f"subject.dtype='{args.dtype}'",
+        ],
+    )
+    store = Store(config.store.path)
+    store.migrate()
+    original_write = store.write_collection
+    timing: dict[str, float] = {}
+
+    def timed_write(run_id: str, features: list, exemplars: list) -> None:
+        t0 = time.perf_counter()
+        original_write(run_id, features, exemplars)
+        timing["seconds"], timing["rows"] = time.perf_counter() - t0, len(features) + len(exemplars)
+
+    store.write_collection = timed_write  # type: ignore[method-assign]
+    run_collect(config, store, config.resolved_run_id())
+rows_per_s = timing["rows"] / timing["seconds"]
+
+# -- report --------------------------------------------------------------------------------------
+device = torch.cuda.get_device_name() if subject.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+lines = [
+    f"# Collection benchmark: all {source.n_features:,} MLP neurons of SmolLM2-135M",
+    "",
+    f"Device: {device}, {args.dtype}; {len(corpus)} windows x {args.window_tokens} tokens, batch {args.batch}; "
+    f"kept per neuron: top {PLAN.top_k}, {PLAN.quantiles} quantiles x {PLAN.per_quantile}, "
+    f"{PLAN.random_windows} random. Command: `{' '.join(['benchmarks/collect.py', *sys.argv[1:]])}`",
+    "",
+    "| measurement | value |",
+    "| --- | --- |",
+    f"| bare forward (model body, no hooks) | {bare_tps:,.0f} tokens/s |",
+    f"| collection, all neurons tracked | {collect_tps:,.0f} tokens/s |",
+    f"| ratio collect / bare (goal >= 0.9) | {collect_tps / bare_tps:.2f} |",
+    f"| turning the state into {exemplar_count:,} exemplars (once, at the end) | {finish_s:.1f} s |",
+    f"| peak RSS, {args.rss_windows} windows | {rss[args.rss_windows]:,} MiB |",
+    f"| peak RSS, {10 * args.rss_windows} windows (10x) | {rss[10 * args.rss_windows]:,} MiB |",
+    f"| DuckDB bulk write (Arrow), {timing['rows']:,} rows of one layer | {rows_per_s:,.0f} rows/s |",
+]
+print("\n".join(lines))
+args.out.parent.mkdir(parents=True, exist_ok=True)
+args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,188 @@
+"""The streaming sampler against brute force over synthetic activations (no model needed)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from autointerp.collect import HISTOGRAM_EDGES, ExemplarSampler, SamplingPlan, collect_exemplars
+from autointerp.corpus import Window
+
+TOKENS = 6
+
+
+def _corpus(n: int, n_features: int, seed: int = 0) -> tuple[list[Window], torch.Tensor]:
+    """Windows whose first token id is their number, and a fixed activation tensor [n, tokens, features]."""
+    generator = torch.Generator().manual_seed(seed)
+    acts = torch.randn(n, TOKENS, n_features, generator=generator)
+    acts[:, :, 0] = torch.where(acts[:, :, 0] > 1.8, acts[:, :, 0], 0.0)  # feature 0 is sparse
+    acts[:, :, -1] = -1.0  # the last feature is dead
+    windows = [Window(doc_id=i // 4, offset=(i % 4) * TOKENS, token_ids=[i] * TOKENS) for i in range(n)]
+    return windows, acts
+
+
+def _lookup(acts: torch.Tensor) -> "callable":  # type: ignore[valid-type]
+    return lambda ids: acts[ids[:, 0]]
+
+
+def _collect(windows: list[Window], acts: torch.Tensor, **kwargs: object) -> object:
+    options: dict[str, object] = {
+        "feature_indices": list(range(acts.shape[2])),
+        "window_tokens": TOKENS,
+        "batch_size": 7,
+        "top_k": 5,
+        "random_windows": 4,
+        "quantiles": 4,
+        "per_quantile": 3,
+        "seed": 0,
+        "device": torch.device("cpu"),
+    }
+    options.update(kwargs)
+    return collect_exemplars(windows, _lookup(acts), **options)  # type: ignore[arg-type]
+
+
+def _by_kind(result: object, feature: int) -> dict[str, list[object]]:
+    kinds: dict[str, list[object]] = {}
+    for e in result.exemplars:  # type: ignore[attr-defined]
+        if e.feature_index == feature:
+            kinds.setdefault(e.kind, []).append(e)
+    return kinds
+
+
+def test_top_k_equals_a_full_sort_and_activations_belong_to_their_window() -> None:
+    windows, acts = _corpus(120, 5)
+    result = _collect(windows, acts)
+    window_max = acts.amax(dim=1)  # [windows, features]
+    for f in range(4):
+        top = _by_kind(result, f)["top"]
+        expected = window_max[:, f].topk(5)
+        assert [e.window.token_ids[0] for e in top] == expected.indices.tolist()
+        assert [e.split for e in top] == ["explain", "score", "explain", "score", "explain"]
+        for e in top:
+            assert e.activations == acts[e.window.token_ids[0], :, f].tolist()
+
+
+def test_quantile_samples_fall_in_their_bin_of_the_final_max() -> None:
+    windows, acts = _corpus(200, 5)
+    result = _collect(windows, acts)
+    for f in range(4):
+        feature_max = float(acts[:, :, f].max())
+        assert result.stats[f].max_activation == pytest.approx(feature_max)  # type: ignore[attr-defined]
+        kinds = _by_kind(result, f)
+        quantile_kinds = [k for k in kinds if k.startswith("quantile-")]
+        assert quantile_kinds, kinds.keys()
+        for kind in quantile_kinds:
+            j = int(kind.split("-")[1])
+            samples = kinds[kind]
+            assert 1 <= len(samples) <= 3
+            assert len({e.window.token_ids[0] for e in samples}) == len(samples)
+            for e in samples:
+                assert (j - 1) / 4 * feature_max < e.max_activation <= j / 4 * feature_max + 1e-6
+            assert [e.split for e in samples] == ["explain", "score", "explain"][: len(samples)]
+
+
+def test_quantile_bins_sample_uniformly_when_the_max_comes_first() -> None:
+    """With the max in the first batch no re-binning happens: each bin is a uniform sample."""
+    n = 60
+    acts = torch.zeros(n, TOKENS, 1)
+    acts[0, 0, 0] = 4.0  # the max, seen first
+    acts[1:, 0, 0] = 0.5  # every other window in bin 1 of 4
+    windows = [Window(doc_id=0, offset=i, token_ids=[i] * TOKENS) for i in range(n)]
+    counts = torch.zeros(n)
+    for seed in range(200):
+        result = _collect(windows, acts, seed=seed, quantiles=4, per_quantile=2, random_windows=1)
+        for e in _by_kind(result, 0)["quantile-1"]:
+            counts[e.window.token_ids[0]] += 1
+    assert counts[0] == 0 and counts[1:].sum() == 400
+    assert counts[1:].min() >= 1 and counts[1:].max() <= 18  # expected 400 / 59 = 6.8 each
+
+
+def test_random_windows_prefer_windows_where_the_feature_does_not_fire() -> None:
+    windows, acts = _corpus(150, 5)
+    result = _collect(windows, acts)
+    sparse_random = _by_kind(result, 0)["random"]
+    assert len(sparse_random) == 4
+    assert all(e.max_activation <= 0 and e.split == "score" for e in sparse_random)
+    dense_random = _by_kind(result, 1)["random"]  # fires almost everywhere: topped up at random
+    assert len(dense_random) == 4
+
+
+def test_statistics_histogram_and_dead_features() -> None:
+    windows, acts = _corpus(90, 5)
+    result = _collect(windows, acts)
+    stats = result.stats  # type: ignore[attr-defined]
+    dense = acts[:, :, 1]
+    assert stats[1].density == pytest.approx(float((dense > 0).float().mean()))
+    assert stats[1].mean_activation == pytest.approx(float(dense.mean()), abs=1e-6)
+    assert sum(stats[1].histogram) == 90 and len(stats[1].histogram) == len(HISTOGRAM_EDGES) + 2
+    assert stats[4].dead and stats[4].histogram[0] == 90
+    assert not [e for e in result.exemplars if e.feature_index == 4]  # type: ignore[attr-defined]
+
+
+def test_memory_is_bounded_by_what_sampling_keeps() -> None:
+    plan = SamplingPlan(top_k=5, random_windows=4, quantiles=4, per_quantile=3)
+    sizes = []
+    for n in (70, 700):
+        windows, acts = _corpus(n, 3)
+        sampler = ExemplarSampler(3, TOKENS, plan, torch.device("cpu"))
+        for start in range(0, n, 7):
+            sampler.update(acts[start : start + 7], windows[start : start + 7])
+        sampler.prune_windows()
+        sizes.append((tuple(sampler.pool.shape), len(sampler.windows) <= 3 * (5 + 4 + 12)))
+    assert sizes[0] == sizes[1] == ((3, 21, TOKENS), True)
+
+
+def test_resume_from_a_checkpoint_gives_the_same_exemplars(tmp_path: Path) -> None:
+    windows, acts = _corpus(100, 4)
+    reference = _collect(windows, acts)
+    checkpoint = tmp_path / "state.pt"
+    calls = {"n": 0}
+
+    def failing(ids: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return acts[ids[:, 0]]
+
+    options = {"checkpoint": checkpoint, "checkpoint_every": 4, "fingerprint": "run-a"}
+    with pytest.raises(KeyboardInterrupt):
+        collect_exemplars(
+            windows,
+            failing,
+            feature_indices=list(range(4)),
+            window_tokens=TOKENS,
+            batch_size=7,
+            top_k=5,
+            random_windows=4,
+            quantiles=4,
+            per_quantile=3,
+            seed=0,
+            device=torch.device("cpu"),
+            **options,  # type: ignore[arg-type]
+        )
+    assert checkpoint.is_file()
+    seen: list[int] = []
+
+    def recording(ids: torch.Tensor) -> torch.Tensor:
+        seen.extend(ids[:, 0].tolist())
+        return acts[ids[:, 0]]
+
+    resumed = collect_exemplars(
+        windows,
+        recording,
+        feature_indices=list(range(4)),
+        window_tokens=TOKENS,
+        batch_size=7,
+        top_k=5,
+        random_windows=4,
+        quantiles=4,
+        per_quantile=3,
+        seed=0,
+        device=torch.device("cpu"),
+        **options,  # type: ignore[arg-type]
+    )
+    assert seen[0] == 56  # 8 batches of 7 were checkpointed; the 9th is redone
+    assert resumed.exemplars == reference.exemplars  # type: ignore[attr-defined]
+    assert resumed.stats == reference.stats  # type: ignore[attr-defined]
+    other = _collect(windows, acts, checkpoint=checkpoint, checkpoint_every=4, fingerprint="run-b")
+    assert other.exemplars == reference.exemplars  # type: ignore[attr-defined]
