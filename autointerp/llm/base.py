@@ -49,6 +49,8 @@ class ChatBackend(ABC):
 
     backend: ClassVar[str]
     """Registry name of the backend, the part before ':' in `backend:model`."""
+    max_concurrency: ClassVar[int | None] = None
+    """Most calls worth running at once (a model in this process: 1); None: only the configured limit."""
 
     def __init__(self, model: str) -> None:
         self.model = model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 
@@ -14,9 +15,12 @@ class LocalChatBackend(ChatBackend):
     """Greedy or sampled generation with the chat template; exposes the model for token probabilities."""
 
     backend = "local"
+    max_concurrency = 1
 
     def __init__(self, model: str, device: str | None = None) -> None:
         super().__init__(model)
+        self._lock = threading.Lock()
+        """One generation at a time: the model is shared, and parallel CPU forwards only contend."""
         self.subject: SubjectModel = load_subject_model(
             model, device=device or os.environ.get("AUTOINTERP_LOCAL_DEVICE", "auto")
         )
@@ -29,9 +33,13 @@ class LocalChatBackend(ChatBackend):
         )
         return list(tokenizer(str(text) + prefill, add_special_tokens=False)["input_ids"])
 
-    @torch.inference_mode()
     def generate(self, request: ChatRequest) -> ChatResponse:
-        """Returns the model's continuation of the chat-formatted request."""
+        """Returns the model's continuation of the chat-formatted request (one caller at a time)."""
+        with self._lock:
+            return self._generate(request)
+
+    @torch.inference_mode()
+    def _generate(self, request: ChatRequest) -> ChatResponse:
         tokenizer, model = self.subject.tokenizer, self.subject.model
         ids = torch.tensor([self.prompt_ids(request.messages, request.prefill)], device=self.subject.device)
         sampling = (

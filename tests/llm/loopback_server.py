@@ -11,6 +11,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -43,9 +44,14 @@ class Received:
 class LoopbackServer:
     """ThreadingHTTPServer on an ephemeral loopback port; use as a context manager."""
 
-    def __init__(self, script: list[Reply]) -> None:
+    def __init__(self, script: list[Reply], respond: Callable[[Received], Reply] | None = None) -> None:
+        """`respond`, when given, computes each reply from the request instead of the script."""
         self.script = script
+        self.respond = respond
         self.received: list[Received] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most requests the server was answering at the same time."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -79,7 +85,14 @@ class LoopbackServer:
     def _next_reply(self, request: Received) -> Reply:
         with self._lock:
             self.received.append(request)
+            if self.respond is not None:
+                return self.respond(request)
             return self.script[min(len(self.received), len(self.script)) - 1]
+
+    def _enter(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -93,9 +106,13 @@ class LoopbackServer:
                     body=json.loads(self.rfile.read(length) or b"{}"),
                     at=time.monotonic(),
                 )
-                reply = server._next_reply(received)
-                if reply.delay_s and server._stopping.wait(reply.delay_s):
-                    return
+                server._enter(+1)
+                try:
+                    reply = server._next_reply(received)
+                    if reply.delay_s and server._stopping.wait(reply.delay_s):
+                        return
+                finally:
+                    server._enter(-1)
                 payload = json.dumps(reply.body).encode()
                 try:
                     self.send_response(reply.status)

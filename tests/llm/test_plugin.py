@@ -1,0 +1,62 @@
+"""A third-party backend installed with pip, found through the `autointerp.backends` entry points.
+
+`tests/plugin_example/` is a package of its own (as a user would publish one); the test
+installs it with pip into a temporary folder, offline, and explains features through it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from synthetic import write_synthetic_run
+
+from autointerp.config import load_config
+from autointerp.llm import available_backends, get_backend
+from autointerp.pipeline.explain import run_explain
+from autointerp.store import Store
+
+PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugin_example"
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Pip-installs the example plugin into a temporary folder on sys.path; removes it afterwards."""
+    work = tmp_path_factory.mktemp("plugin")
+    source = work / "source"
+    shutil.copytree(PLUGIN_SOURCE, source)  # pip builds in place; keep the repository clean
+    target = work / "site"
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    result = subprocess.run([*command, "--target", str(target), str(source)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    sys.path.insert(0, str(target))
+    try:
+        yield target
+    finally:
+        sys.path.remove(str(target))
+        sys.modules.pop("autointerp_echo", None)
+
+
+def test_the_installed_plugin_is_a_registered_backend(installed_plugin: Path) -> None:
+    assert (installed_plugin / "autointerp_echo-0.1.0.dist-info" / "entry_points.txt").exists()
+    assert "echo" in available_backends()
+    backend = get_backend("echo:anything")
+    assert (type(backend).__module__, backend.name) == ("autointerp_echo", "echo:anything")
+
+
+def test_a_run_explains_features_through_the_plugin(installed_plugin: Path, tmp_path: Path) -> None:
+    config = load_config(
+        None, [f"store.path='{tmp_path / 'runs.duckdb'}'", "explainer.model=echo:anything", "llm.cache=false"]
+    )
+    store = Store(config.store.path)
+    write_synthetic_run(store, "plugin", 3)
+    assert run_explain(config, store, "plugin") == 3
+    explanations = sorted(store.explanations("plugin"), key=lambda e: e["feature_id"])
+    assert [e["text"] for e in explanations] == [f"the token word{i}" for i in range(3)]
+    assert {e["explainer"] for e in explanations} == {"echo:anything"}
+    calls = store.query("SELECT backend, model, cost FROM llm_calls WHERE run_id = 'plugin'")
+    assert calls == [{"backend": "echo", "model": "anything", "cost": 0.0}] * 3
