@@ -47,3 +47,13 @@ def test_mismatched_lengths_raise() -> None:
 def test_normalize_activations_follows_bills_et_al() -> None:
     assert normalize_activations([-1.0, 0.0, 0.05, 0.5, 1.0, 2.0], 1.0) == [0, 0, 0, 5, 10, 10]
     assert normalize_activations([1.0, 2.0], 0.0) == [0, 0]
+
+
+def test_balanced_accuracy_weights_both_classes() -> None:
+    from autointerp.score.metrics import balanced_accuracy
+
+    labels = [True, False, False, False]
+    assert balanced_accuracy(labels, [True, False, False, False]) == 1.0
+    assert balanced_accuracy(labels, [False, False, False, False]) == 0.5  # always "no" is chance
+    assert balanced_accuracy(labels, [True, True, True, True]) == 0.5
+    assert balanced_accuracy([True, True], [True, False]) is None  # one class empty: undefined

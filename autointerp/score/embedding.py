@@ -99,3 +99,28 @@ def embedding_score(explanation: str, windows: list[str], activating: list[bool]
         reason = f"every one of the {len(windows)} held-out windows activates; no non-activating window"
     score = None if reason else auroc(similarities, activating)
     return EmbeddingScore(auroc=score, similarities=similarities, undefined_reason=reason)
+
+
+EMBEDDING_SCORER = "embedding"
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+EMBEDDING_METRICS = ("embedding_auroc",)
+
+
+def embedding_scores(explanations: list[str], windows: list[str], activating: list[bool]) -> list[EmbeddingScore]:
+    """Returns `embedding_score` for several explanations, embedding the windows once."""
+    if len(windows) != len(activating):
+        raise ValueError(f"windows and activating lengths differ: {len(windows)} vs {len(activating)}")
+    embeddings = embed_texts([*explanations, *windows])
+    explained, window_rows = embeddings[: len(explanations)], embeddings[len(explanations) :]
+    n_active = sum(bool(a) for a in activating)
+    reason = None
+    if n_active == 0:
+        reason = f"no activating window among the {len(windows)} held-out windows"
+    elif n_active == len(windows):
+        reason = f"every one of the {len(windows)} held-out windows activates; no non-activating window"
+    scores = []
+    for row in explained:
+        similarities = [float(s) for s in window_rows @ row]
+        value = None if reason else auroc(similarities, activating)
+        scores.append(EmbeddingScore(auroc=value, similarities=similarities, undefined_reason=reason))
+    return scores

@@ -25,3 +25,14 @@ def pooled_correlation(true: Sequence[Sequence[float]], predicted: Sequence[Sequ
     flat_true = [v for window in true for v in window]
     flat_pred = [v for window in predicted for v in window]
     return pearson_correlation(flat_true, flat_pred)
+
+
+def balanced_accuracy(labels: Sequence[bool], decisions: Sequence[bool]) -> float | None:
+    """Returns the mean of the true-positive and true-negative rates; None when a class is empty."""
+    if len(labels) != len(decisions):
+        raise ValueError(f"labels and decisions lengths differ: {len(labels)} vs {len(decisions)}")
+    positives = [d for y, d in zip(labels, decisions, strict=True) if y]
+    negatives = [not d for y, d in zip(labels, decisions, strict=True) if not y]
+    if not positives or not negatives:
+        return None
+    return (sum(positives) / len(positives) + sum(negatives) / len(negatives)) / 2.0

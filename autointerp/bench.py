@@ -1,0 +1,365 @@
+"""The planted-feature benchmark: scorers and explainers measured against features whose truth is known.
+
+Planted features are functions of the tokens, so no subject forward pass is needed: the corpus is cut
+into windows, every planted feature's activations are computed on them, and each feature gets
+explanation windows (top ranks) and held-out windows (top, spread across the activating windows, and
+non-activating ones). Then, per scorer, the true description is scored against `distractors` other
+planted features' descriptions on the same windows (how often it wins is the pairwise AUROC), and per
+explainer, its explanation is scored the same way and compared with the truth by embedding similarity.
+The report is a Markdown file with the date and the models.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from autointerp.activations import normalize_activations
+from autointerp.corpus import iter_windows
+from autointerp.errors import ConfigError
+from autointerp.explain import explain_feature
+from autointerp.llm import CallRecorder, get_backend
+from autointerp.planted import PlantedFeature
+from autointerp.progress import progress_bar
+from autointerp.score.distractors import choose_distractors
+from autointerp.score.embedding import embed_texts
+from autointerp.score.scorers import METHODS, primary_value, score_candidates
+from autointerp.score.windows import HeldOutWindow
+from autointerp.subject import load_subject_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchSettings:
+    """What the benchmark runs on; the defaults finish in minutes on a 2-core CPU."""
+
+    scorer: str = "local:smollm2-135m"
+    """The model behind simulation, detection and fuzzing."""
+    explainers: list[str] = field(default_factory=lambda: ["local:smollm2-135m"])
+    """Explainers compared side by side."""
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    """Scoring methods."""
+    subject: str = "smollm2-135m"
+    """Whose tokenizer cuts the corpus into tokens."""
+    corpus: str = "builtin:python-docs"
+    """Corpus source (as `corpus.source` in a run)."""
+    window_tokens: int = 12
+    """Tokens per window."""
+    max_windows: int = 4096
+    """Windows cut from the corpus."""
+    explain_windows: int = 4
+    """Windows shown to the explainer per feature."""
+    heldout_active: int = 3
+    """Held-out activating windows per feature (about half from the top, the rest spread below it)."""
+    heldout_quiet: int = 3
+    """Held-out non-activating windows per feature."""
+    distractors: int = 2
+    """Other features' descriptions scored against each truth."""
+    batch_size: int = 16
+    """Prompts per padded forward pass."""
+    seed: int = 0
+    """Seed for tie-breaking and sampling windows."""
+
+
+@dataclass
+class FeatureSet:
+    """One planted feature's windows and statistics on the corpus."""
+
+    feature: PlantedFeature
+    density: float
+    max_activation: float
+    explain: list[dict[str, list]]
+    heldout: list[HeldOutWindow]
+    skipped: str | None = None
+
+
+@dataclass
+class BenchResult:
+    """Everything the report shows."""
+
+    settings: BenchSettings
+    features: list[FeatureSet]
+    # method -> feature name -> candidate label ("truth", "distractor:<name>", "explainer:<spec>") -> value
+    scores: dict[str, dict[str, dict[str, float | None]]]
+    explanations: dict[str, dict[str, str | None]]  # explainer -> feature -> text (None: failed)
+    similarity: dict[str, dict[str, tuple[float, bool]]]  # explainer -> feature -> (cos to truth, nearest)
+    seconds: dict[str, float]
+    windows: int
+
+
+def build_feature_sets(features: list[PlantedFeature], settings: BenchSettings) -> tuple[list[FeatureSet], int]:
+    """Returns each feature's explanation and held-out windows, and how many corpus windows were cut."""
+    subject = load_subject_model(settings.subject, "cpu")
+    windows = [
+        subject.decode_tokens(w.token_ids)
+        for w in iter_windows(
+            subject.tokenizer, settings.corpus, window_tokens=settings.window_tokens, max_windows=settings.max_windows
+        )
+    ]
+    sets = [feature_set(f, windows, settings) for f in features]
+    return sets, len(windows)
+
+
+def feature_set(feature: PlantedFeature, windows: list[list[str]], settings: BenchSettings) -> FeatureSet:
+    """Returns one feature's windows: explanation windows at even top ranks, held-out ones around them."""
+    activations = []
+    for tokens in windows:
+        acts = [float(a) for a in feature.activations(tokens)]
+        if len(acts) != len(tokens) or any(a < 0 for a in acts):
+            raise ConfigError(f"planted feature {feature.name!r} must return one activation >= 0 per token")
+        activations.append(acts)
+    total = sum(len(a) for a in activations)
+    density = sum(v > 0 for a in activations for v in a) / max(total, 1)
+    max_activation = max((max(a) for a in activations if a), default=0.0)
+    if max_activation <= 0:
+        reason = f"never fires on the {len(windows)} corpus windows"
+        return FeatureSet(feature, density, max_activation, [], [], skipped=reason)
+    levels = [normalize_activations(a, max_activation) for a in activations]
+    rng = random.Random(f"{settings.seed}:{feature.name}")
+    keys = {i: rng.random() for i in range(len(windows))}
+    active = sorted(
+        (i for i, lv in enumerate(levels) if max(lv) >= 1),
+        key=lambda i: (-max(activations[i]), -sum(activations[i]), keys[i]),
+    )
+    quiet = sorted((i for i, lv in enumerate(levels) if max(lv) == 0), key=lambda i: keys[i])
+    explain = active[0 : 2 * settings.explain_windows : 2]
+    top_n = (settings.heldout_active + 1) // 2
+    top = active[1 : 2 * top_n : 2][:top_n]
+    rest = [i for i in active if i not in set(explain) | set(top)]
+    spread_n = min(settings.heldout_active - len(top), len(rest))
+    spread = [rest[round(k * (len(rest) - 1) / max(spread_n - 1, 1))] for k in range(spread_n)] if spread_n else []
+    negatives = quiet[: settings.heldout_quiet]
+    if not negatives:  # dense: every window fires somewhere; random windows it is, and scorers flag it
+        used = set(explain) | set(top) | set(spread)
+        negatives = sorted((i for i in range(len(windows)) if i not in used), key=lambda i: keys[i])
+        negatives = negatives[: settings.heldout_quiet]
+    heldout = (
+        [HeldOutWindow(windows[i], levels[i], "top", r) for r, i in enumerate(top)]
+        + [HeldOutWindow(windows[i], levels[i], "quantile", r) for r, i in enumerate(spread)]
+        + [HeldOutWindow(windows[i], levels[i], "random", r) for r, i in enumerate(negatives)]
+    )
+    return FeatureSet(
+        feature,
+        density,
+        max_activation,
+        [{"tokens": windows[i], "activations": activations[i]} for i in explain],
+        heldout,
+    )
+
+
+def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchResult:
+    """Runs the benchmark and returns its numbers (no file is written)."""
+    for method in settings.methods:
+        if method not in METHODS:
+            raise ConfigError(f"unknown scoring method {method!r}; choose from {', '.join(METHODS)}")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    sets, n_windows = build_feature_sets(features, settings)
+    seconds["windows"] = time.perf_counter() - started
+    live = [s for s in sets if s.skipped is None]
+    recorder = CallRecorder("bench")
+    explanations: dict[str, dict[str, str | None]] = {}
+    for spec in settings.explainers:
+        backend = get_backend(spec)
+        started = time.perf_counter()
+        texts: dict[str, str | None] = {}
+        with progress_bar(f"explain {spec}", total=len(live), unit="features") as advance:
+            for fs in live:
+                outcome = explain_feature(
+                    backend,
+                    recorder,
+                    feature_id=fs.feature.name,
+                    exemplars=fs.explain,
+                    max_activation=fs.max_activation,
+                    max_tokens=24,
+                    temperature=0.0,
+                    retries=1,
+                )
+                texts[fs.feature.name] = outcome.row["text"] if outcome.row else None
+                advance(1)
+        explanations[spec] = texts
+        seconds[f"explain {spec}"] = time.perf_counter() - started
+    descriptions = [(f.name, f.description) for f in features]
+    needs_llm = [m for m in settings.methods if m != "embedding"]
+    scorer = get_backend(settings.scorer) if needs_llm else None
+    scores: dict[str, dict[str, dict[str, float | None]]] = {m: {} for m in settings.methods}
+    for method in settings.methods:
+        started = time.perf_counter()
+        with progress_bar(f"score {method}", total=len(live), unit="features") as advance:
+            for fs in live:
+                labels = ["truth"]
+                texts_to_score = [fs.feature.description]
+                for name, text in choose_distractors(fs.feature.name, descriptions, settings.distractors):
+                    labels.append(f"distractor:{name}")
+                    texts_to_score.append(text)
+                for spec, texts in explanations.items():
+                    if texts.get(fs.feature.name):
+                        labels.append(f"explainer:{spec}")
+                        texts_to_score.append(str(texts[fs.feature.name]))
+                outcomes = score_candidates(
+                    method,
+                    texts_to_score,
+                    fs.heldout,
+                    backend=scorer,
+                    recorder=recorder,
+                    feature_id=fs.feature.name,
+                    batch_size=settings.batch_size,
+                )
+                scores[method][fs.feature.name] = {
+                    label: primary_value(method, o) for label, o in zip(labels, outcomes, strict=True)
+                }
+                recorder.take()  # the benchmark keeps numbers, not call rows
+                advance(1)
+        seconds[f"score {method}"] = time.perf_counter() - started
+    similarity = explanation_similarity(features, explanations)
+    return BenchResult(settings, sets, scores, explanations, similarity, seconds, n_windows)
+
+
+def explanation_similarity(
+    features: list[PlantedFeature], explanations: dict[str, dict[str, str | None]]
+) -> dict[str, dict[str, tuple[float, bool]]]:
+    """Returns explainer -> feature -> (cosine to the true description, whether the truth is the nearest
+    of all planted descriptions)."""
+    truths = embed_texts([f.description for f in features])
+    index = {f.name: i for i, f in enumerate(features)}
+    result: dict[str, dict[str, tuple[float, bool]]] = {}
+    for spec, texts in explanations.items():
+        written = [(name, text) for name, text in texts.items() if text]
+        result[spec] = {}
+        if not written:
+            continue
+        vectors = embed_texts([text for _, text in written])
+        sims = vectors @ truths.T  # [explanations, descriptions]
+        for row, (name, _) in enumerate(written):
+            own = float(sims[row, index[name]])
+            result[spec][name] = (own, int(np.argmax(sims[row])) == index[name])
+    return result
+
+
+def pair_auroc(per_feature: dict[str, dict[str, float | None]], positive: str) -> tuple[float | None, int]:
+    """Returns (share of (positive, distractor) pairs of the same feature that the positive wins, ties 1/2;
+    pairs counted). A pair with an undefined value is left out."""
+    wins, pairs = 0.0, 0
+    for values in per_feature.values():
+        mine = values.get(positive)
+        if mine is None:
+            continue
+        for label, other in values.items():
+            if label.startswith("distractor:") and other is not None:
+                wins += 1.0 if mine > other else 0.5 if mine == other else 0.0
+                pairs += 1
+    return (wins / pairs if pairs else None), pairs
+
+
+def _mean(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.fmean(got) if got else None
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render_report(result: BenchResult) -> str:
+    """Returns the Markdown report."""
+    s = result.settings
+    live = [fs for fs in result.features if fs.skipped is None]
+    lines = [
+        "# Planted-feature benchmark",
+        "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- scorer model: `{s.scorer}`; embedding model: `all-MiniLM-L6-v2`",
+        f"- explainers: {', '.join(f'`{e}`' for e in s.explainers) or 'none'}",
+        f"- corpus: `{s.corpus}`, {result.windows} windows of {s.window_tokens} tokens (tokenizer `{s.subject}`)",
+        f"- per feature: {s.explain_windows} explanation windows; held out {s.heldout_active} activating + "
+        f"{s.heldout_quiet} non-activating; {s.distractors} distractor descriptions",
+        f"- planted features: {len(result.features)} ({len(live)} fire on this corpus)",
+        "- time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
+        "",
+        "Each scorer's number per (description, feature): simulation = pooled correlation on all held-out",
+        "windows; detection and fuzzing = AUROC of P(yes) (balanced accuracy for backends without",
+        "probabilities); embedding = AUROC of similarity. *AUROC vs distractors* is the share of",
+        "(true description, distractor description) pairs on the same feature that the truth wins",
+        "(ties 1/2; 0.5 is chance). *undefined* counts features where the scorer could not give a number",
+        "(for example a dense feature with no non-activating window, for detection).",
+        "",
+        "## Scorers: true description vs distractors",
+        "",
+        "| scorer | mean on truth | mean on distractors | AUROC truth vs distractors | pairs | undefined |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in s.methods:
+        per = result.scores[method]
+        truth = [v.get("truth") for v in per.values()]
+        distractor = [x for v in per.values() for k, x in v.items() if k.startswith("distractor:")]
+        value, pairs = pair_auroc(per, "truth")
+        undefined = sum(v.get("truth") is None for v in per.values())
+        lines.append(
+            f"| {method} | {_fmt(_mean(truth))} | {_fmt(_mean(distractor))} | {_fmt(value)} | {pairs} | {undefined} |"
+        )
+    if s.explainers:
+        lines += ["", "## Explainers side by side", ""]
+        header = ["metric", *[f"`{e}`" for e in s.explainers]]
+        lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+        rows: list[list[str]] = []
+        rows.append(
+            ["explanations written", *[str(sum(1 for t in result.explanations[e].values() if t)) for e in s.explainers]]
+        )
+        for method in s.methods:
+            per = result.scores[method]
+            rows.append(
+                [
+                    f"{method}: mean score (truth {_fmt(_mean([v.get('truth') for v in per.values()]))})",
+                    *[_fmt(_mean([v.get(f"explainer:{e}") for v in per.values()])) for e in s.explainers],
+                ]
+            )
+            rows.append(
+                [f"{method}: AUROC vs distractors", *[_fmt(pair_auroc(per, f"explainer:{e}")[0]) for e in s.explainers]]
+            )
+        rows.append(
+            [
+                "embedding similarity to the truth (mean cosine)",
+                *[_fmt(_mean([v[0] for v in result.similarity[e].values()])) for e in s.explainers],
+            ]
+        )
+        rows.append(
+            [
+                "truth is the nearest planted description",
+                *[
+                    f"{sum(v[1] for v in result.similarity[e].values())}/{len(result.similarity[e])}"
+                    for e in s.explainers
+                ],
+            ]
+        )
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "## Per feature", ""]
+    header = ["feature", "kind", "density", *[f"{m} (truth)" for m in s.methods]]
+    header += [f"`{e}` wrote" for e in s.explainers]
+    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for fs in result.features:
+        name = fs.feature.name
+        cells = [f"{name}: {fs.feature.description}", fs.feature.kind, f"{fs.density:.3f}"]
+        if fs.skipped:
+            cells += [f"skipped: {fs.skipped}"] + [""] * (len(s.methods) - 1 + len(s.explainers))
+        else:
+            cells += [_fmt(result.scores[m].get(name, {}).get("truth")) for m in s.methods]
+            for e in s.explainers:
+                text = result.explanations[e].get(name)
+                cells.append("(failed)" if text is None else text.replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: BenchResult, path: Path) -> Path:
+    """Writes the Markdown report to `path` (creating folders); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(result), encoding="utf-8")
+    return path

@@ -1,0 +1,114 @@
+"""Fuzzing scoring (Paulo et al. 2024): does the explanation tell the right tokens from random ones?
+
+Each activating held-out window is shown twice: with its firing tokens marked <<like this>>, and
+with as many tokens marked at random (a seeded choice among the tokens that do not fire). The
+scorer says whether the marking fits the explanation. Reported as balanced accuracy, and AUROC of
+P("yes") where the backend gives token probabilities (local).
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+from autointerp.llm.base import ChatBackend
+from autointerp.llm.calls import CallRecorder
+from autointerp.llm.local import LocalChatBackend
+from autointerp.prompts import PromptTemplate
+from autointerp.score.judge import judge_prompts
+from autointerp.score.metrics import balanced_accuracy
+from autointerp.score.outcome import ScoreOutcome, undefined_outcome
+from autointerp.score.ranking import auroc
+from autointerp.score.windows import ACTIVE_LEVEL, HeldOutWindow, marked, never_fires_reason
+
+FUZZING_SCORER = "fuzzing"
+FUZZING_METRICS = ("fuzzing_balanced_accuracy", "fuzzing_auroc")
+
+
+def random_marks(window: HeldOutWindow, seed: int = 0) -> list[bool] | None:
+    """Returns as many marks as the window has firing tokens, placed on tokens that do not fire
+    (seeded by the window's text); None when every token fires and no wrong marking exists."""
+    correct = [level >= ACTIVE_LEVEL for level in window.levels]
+    quiet = [i for i, c in enumerate(correct) if not c]
+    if not quiet:
+        return None
+    rng = random.Random(zlib.crc32(window.text.encode()) ^ seed)
+    chosen = set(rng.sample(quiet, min(sum(correct), len(quiet))))
+    return [i in chosen for i in range(len(correct))]
+
+
+def fuzzing_items(windows: list[HeldOutWindow], seed: int = 0) -> list[tuple[str, bool, HeldOutWindow]]:
+    """Returns (marked text, marking is correct, window): a correct and a random marking per activating window."""
+    items = []
+    for window in windows:
+        if not window.activating:
+            continue
+        wrong = random_marks(window, seed)
+        if wrong is None:
+            continue
+        items.append((marked(window.tokens, [level >= ACTIVE_LEVEL for level in window.levels]), True, window))
+        items.append((marked(window.tokens, wrong), False, window))
+    return items
+
+
+def fuzzing_scores(
+    backend: ChatBackend,
+    template: PromptTemplate,
+    explanations: list[str],
+    windows: list[HeldOutWindow],
+    *,
+    recorder: CallRecorder,
+    feature_id: str | None,
+    explanation_ids: list[str | None] | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> list[ScoreOutcome]:
+    """Returns one outcome per explanation, all judged on the same markings."""
+    reason = never_fires_reason(windows)
+    items = fuzzing_items(windows, seed)
+    if reason is None and not items:
+        reason = "every token of every activating window fires; no wrong marking can be made"
+    if reason is not None:
+        return [undefined_outcome(FUZZING_SCORER, backend.name, FUZZING_METRICS, reason) for _ in explanations]
+    ids = explanation_ids or [None] * len(explanations)
+    outcomes = []
+    for explanation, explanation_id in zip(explanations, ids, strict=True):
+        calls_before = len(recorder.rows)
+        judgements = judge_prompts(
+            backend,
+            [template.render(explanation=explanation, text=text) for text, _, _ in items],
+            recorder=recorder,
+            role="fuzz",
+            prompt_hash=template.hash,
+            feature_id=feature_id,
+            explanation_id=explanation_id,
+            batch_size=batch_size,
+        )
+        answered = [(correct, j) for (_, correct, _), j in zip(items, judgements, strict=True) if j.p_yes is not None]
+        values: dict[str, float | None] = dict.fromkeys(FUZZING_METRICS)
+        undefined: dict[str, str] = {}
+        labels = [c for c, _ in answered]
+        values["fuzzing_balanced_accuracy"] = balanced_accuracy(labels, [bool(j.says_yes) for _, j in answered])
+        if values["fuzzing_balanced_accuracy"] is None:
+            undefined = dict.fromkeys(FUZZING_METRICS, f"{len(items) - len(answered)} of {len(items)} calls failed")
+        elif isinstance(backend, LocalChatBackend):
+            values["fuzzing_auroc"] = auroc([float(j.p_yes or 0.0) for _, j in answered], labels)
+        else:
+            undefined["fuzzing_auroc"] = f"{backend.name} gives no token probabilities; see balanced accuracy"
+        outcomes.append(
+            ScoreOutcome(
+                scorer=FUZZING_SCORER,
+                scorer_model=backend.name,
+                values=values,
+                undefined=undefined,
+                details={
+                    "items": [
+                        {"kind": w.kind, "rank": w.rank, "correct": c, "text": t, "p_yes": j.p_yes, "error": j.error}
+                        for (t, c, w), j in zip(items, judgements, strict=True)
+                    ],
+                    "failed": sum(j.p_yes is None for j in judgements),
+                },
+                call_ids=[r["id"] for r in recorder.rows[calls_before:]],
+            )
+        )
+    return outcomes

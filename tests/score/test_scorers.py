@@ -1,0 +1,167 @@
+"""Every scorer on hand-made windows of a planted feature, with the real local model as the scorer."""
+
+from __future__ import annotations
+
+import pytest
+
+from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse
+from autointerp.llm.local import LocalChatBackend
+from autointerp.planted import BUILTIN_PLANTED_FEATURES
+from autointerp.score.distractors import choose_distractors
+from autointerp.score.fuzzing import fuzzing_items, random_marks
+from autointerp.score.judge import parse_yes_no
+from autointerp.score.scorers import primary_value, score_candidates
+from autointerp.score.simulation import SimulationParseError, parse_simulation_lines
+from autointerp.score.windows import HeldOutWindow
+from autointerp.subject import SubjectModel
+
+DIGITS = next(f for f in BUILTIN_PLANTED_FEATURES if f.name == "digits")
+TRUTH, DISTRACTOR = DIGITS.description, "names of animals such as cats and dogs"
+TEXTS = [
+    ("There are 3 apples and 7 pears on 2 tables.", "top"),
+    ("Call 5 5 5 or write 9 letters today.", "top"),
+    ("The cat sat on the mat and purred.", "random"),
+    ("She walked home in the rain today.", "random"),
+]
+
+
+@pytest.fixture(scope="module")
+def local(subject: SubjectModel) -> LocalChatBackend:
+    backend = LocalChatBackend.__new__(LocalChatBackend)  # the session's model, not a second copy
+    ChatBackend.__init__(backend, "smollm2-135m")
+    backend.subject = subject
+    return backend
+
+
+def planted_windows(subject: SubjectModel, texts: list[tuple[str, str]]) -> list[HeldOutWindow]:
+    windows = []
+    for text, kind in texts:
+        tokens = subject.decode_tokens(subject.tokenizer(text, add_special_tokens=False)["input_ids"])
+        levels = [10 * int(a) for a in DIGITS.activations(tokens)]
+        windows.append(HeldOutWindow(tokens, levels, kind))
+    return windows
+
+
+def test_simulation_all_at_once_ranks_truth_above_distractor(local: LocalChatBackend, subject: SubjectModel) -> None:
+    recorder = CallRecorder("t")
+    truth, distractor = score_candidates(
+        "simulation", [TRUTH, DISTRACTOR], planted_windows(subject, TEXTS), backend=local, recorder=recorder,
+        feature_id="digits", batch_size=3,
+    )  # fmt: skip
+    assert truth.scorer == "simulation-all-at-once"
+    assert truth.values["correlation_all"] is not None and distractor.values["correlation_all"] is not None
+    assert truth.values["correlation_all"] > distractor.values["correlation_all"]
+    assert truth.values["correlation_top"] is not None
+    assert truth.values["correlation_random"] is None  # random windows hold no digit: flat, so flagged
+    assert "constant" in truth.undefined["correlation_random"]
+    assert len(recorder.rows) == 2 and all(r["input_tokens"] > 0 for r in recorder.rows)
+
+
+def test_batching_does_not_change_simulation(local: LocalChatBackend, subject: SubjectModel) -> None:
+    windows = planted_windows(subject, [("Pay 3 now.", "top"), ("The cat sat on the mat.", "random")])
+    one = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t"),
+                           feature_id="d", batch_size=1)  # fmt: skip
+    many = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t"),
+                            feature_id="d", batch_size=8)  # fmt: skip
+    for a, b in zip(one[0].details["windows"], many[0].details["windows"], strict=True):
+        assert a["predicted"] == pytest.approx(b["predicted"], abs=2e-3)
+
+
+def test_detection_reports_balanced_accuracy_and_auroc(local: LocalChatBackend, subject: SubjectModel) -> None:
+    truth, distractor = score_candidates(
+        "detection", [TRUTH, DISTRACTOR], planted_windows(subject, TEXTS), backend=local,
+        recorder=CallRecorder("t"), feature_id="digits",
+    )  # fmt: skip
+    for outcome in (truth, distractor):
+        assert 0.0 <= (outcome.values["detection_balanced_accuracy"] or -1) <= 1.0
+        assert outcome.values["detection_auroc"] is not None
+        assert all(0.0 <= w["p_yes"] <= 1.0 for w in outcome.details["windows"])
+    assert primary_value("detection", truth) == truth.values["detection_auroc"]
+    assert truth.values["detection_auroc"] >= distractor.values["detection_auroc"]
+
+
+def test_fuzzing_marks_correct_and_random_tokens(local: LocalChatBackend, subject: SubjectModel) -> None:
+    windows = planted_windows(subject, TEXTS)
+    items = fuzzing_items(windows)
+    assert [correct for _, correct, _ in items] == [True, False, True, False]  # two activating windows
+    assert "<<3>>" in items[0][0] and "<<3>>" not in items[1][0]
+    assert random_marks(windows[0]) == random_marks(windows[0])  # seeded by the text
+    outcome = score_candidates("fuzzing", [TRUTH], windows, backend=local, recorder=CallRecorder("t"),
+                               feature_id="digits")[0]  # fmt: skip
+    assert outcome.values["fuzzing_auroc"] is not None and len(outcome.details["items"]) == 4
+
+
+def test_feature_that_never_fires_is_flagged_by_every_scorer(local: LocalChatBackend, subject: SubjectModel) -> None:
+    silent = [HeldOutWindow(w.tokens, [0] * len(w.tokens), w.kind) for w in planted_windows(subject, TEXTS)]
+    for method in ("simulation", "detection", "fuzzing", "embedding"):
+        outcome = score_candidates(method, [TRUTH], silent, backend=local, recorder=CallRecorder("t"), feature_id="f")[
+            0
+        ]
+        assert all(v is None for v in outcome.values.values()), method
+        assert all("never fires" in outcome.undefined[m] for m in outcome.values), (method, outcome.undefined)
+
+
+def test_dense_feature_has_no_detection_score(local: LocalChatBackend, subject: SubjectModel) -> None:
+    dense = [HeldOutWindow(w.tokens, [5] * len(w.tokens), w.kind) for w in planted_windows(subject, TEXTS)]
+    outcome = score_candidates("detection", [TRUTH], dense, backend=local, recorder=CallRecorder("t"), feature_id="f")
+    assert outcome[0].values["detection_auroc"] is None
+    assert "no non-activating window" in outcome[0].undefined["detection_auroc"]
+    fuzz = score_candidates("fuzzing", [TRUTH], dense, backend=local, recorder=CallRecorder("t"), feature_id="f")
+    assert "no wrong marking" in fuzz[0].undefined["fuzzing_auroc"]
+
+
+class ScriptedBackend(ChatBackend):
+    """A chat backend without token probabilities that answers from a script (the plugin interface)."""
+
+    backend = "scripted"
+
+    def __init__(self, answers: list[str]) -> None:
+        super().__init__("script")
+        self.answers = answers
+
+    def generate(self, request: ChatRequest) -> ChatResponse:
+        return ChatResponse(text=self.answers.pop(0), input_tokens=1, output_tokens=1)
+
+
+def test_generated_simulation_parses_lines_and_records_failures() -> None:
+    tokens = ["The", " year", " 19", "84"]
+    windows = [HeldOutWindow(tokens, [0, 0, 10, 10], "top"), HeldOutWindow(tokens, [0, 0, 10, 0], "top")]
+    backend = ScriptedBackend(["The\t0\n year\t0\n 19\t9\n84\t9\n", "I cannot do that."])
+    recorder = CallRecorder("t")
+    outcome = score_candidates("simulation", [TRUTH], windows, backend=backend, recorder=recorder, feature_id="f")[0]
+    assert outcome.scorer == "simulation-generated"
+    assert outcome.details["windows"][0]["predicted"] == [0, 0, 9, 9]
+    assert outcome.details["windows"][1]["predicted"] is None and outcome.details["failed"] == 1
+    assert outcome.values["correlation_top"] == pytest.approx(1.0)  # only the parsed window counts
+    assert [r["error"] is not None for r in recorder.rows] == [False, True]
+
+
+def test_generated_detection_without_probabilities() -> None:
+    windows = [HeldOutWindow(["a", "1"], [0, 10], "top"), HeldOutWindow(["a", "b"], [0, 0], "random")]
+    backend = ScriptedBackend([" Yes.", " maybe"])
+    recorder = CallRecorder("t")
+    outcome = score_candidates("detection", [TRUTH], windows, backend=backend, recorder=recorder, feature_id="f")[0]
+    assert outcome.values["detection_balanced_accuracy"] is None  # the negative window's answer failed
+    assert recorder.rows[1]["error"] is not None and "neither yes nor no" in recorder.rows[1]["error"]
+
+
+def test_parse_simulation_lines_aligns_and_rejects() -> None:
+    tokens = ["a", " b", " c", " d"]
+    assert parse_simulation_lines("a\t1\nb\t2\nc\t30\nd\t-1", tokens) == ([1, 2, 10, 0], 4)
+    values, matched = parse_simulation_lines("Sure:\na\t1\nb 2\nd\t4\nextra\t5\nmore\t1", tokens)
+    assert values == [1, 2, 0, 4] and matched == 3
+    with pytest.raises(SimulationParseError, match="only 0 of 4"):
+        parse_simulation_lines("no numbers here", tokens)
+
+
+@pytest.mark.parametrize(("answer", "expected"), [(" Yes", True), ("no.", False), ("**YES**", True), ("Maybe", None)])
+def test_parse_yes_no(answer: str, expected: bool | None) -> None:
+    assert parse_yes_no(answer) is expected
+
+
+def test_distractors_are_deterministic_and_never_the_feature_itself() -> None:
+    candidates = [(f"f{i}", f"text {i}") for i in range(6)]
+    first = choose_distractors("f2", candidates, 3)
+    assert first == choose_distractors("f2", list(reversed(candidates)), 3)
+    assert len(first) == 3 and all(key != "f2" for key, _ in first)
+    assert choose_distractors("f0", [("f0", "x")]) == []
