@@ -60,42 +60,13 @@ def parse_sentence(answer: str) -> str:
     return sentence
 
 
-def _propose_sentence(
-    backend: ChatBackend,
-    recorder: CallRecorder,
-    template: PromptTemplate,
-    values: dict[str, Any],
-    *,
-    feature_id: str,
-    explanation_id: str,
-    max_tokens: int,
-    temperature: float,
-    retries: int,
-) -> tuple[str | None, str | None]:
-    """Returns (sentence or None when every attempt failed, id of the call that produced it)."""
-    messages, prefill = template.render(**values)
-    for _ in range(retries + 1):
-        request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
-        response, call_id = recorder.call(
-            backend,
-            request,
-            role="propose",
-            prompt_hash=template.hash,
-            feature_id=feature_id,
-            explanation_id=explanation_id,
-        )
-        if response is None:
-            continue
-        try:
-            return parse_sentence(response.text), call_id
-        except ProposalParseError as exc:
-            recorder.mark_error(call_id, f"unparseable answer: {exc}")
-            messages = [
-                *messages,
-                ChatMessage(role="assistant", content=prefill + response.text),
-                ChatMessage(role="user", content=f"That answer cannot be used: {exc}. Try again."),
-            ]
-    return None, None
+def parse_replacement_word(answer: str) -> str:
+    """Returns the single word an answer starts with (up to a quote or space); raises ProposalParseError."""
+    head = answer.split('"')[0].strip().split()
+    word = head[0].strip(".,;:!?'`()") if head else ""
+    if not word or len(word) > 30 or not any(ch.isalnum() for ch in word):
+        raise ProposalParseError(f"{answer.strip()[:40]!r} is not a word; answer with one word in quotes")
+    return word
 
 
 def propose_inputs(
@@ -126,11 +97,13 @@ def propose_inputs(
     for side, texts in sides.items():
         for _ in range(per_side):
             values = {"explanation": explanation, "exemplars": shown, "side": side, "previous": texts}
-            sentence, _call_id = _propose_sentence(
+            sentence = ask_for(
                 backend,
                 recorder,
                 template,
                 values,
+                parse_sentence,
+                role="propose",
                 feature_id=feature_id,
                 explanation_id=explanation_id,
                 max_tokens=max_tokens,
@@ -185,13 +158,115 @@ def experiment_row(
     run_id: str, explanation_id: str, proposal: InputProposal, measured: dict[str, Any], verdict: Verdict
 ) -> dict[str, Any]:
     """Returns an `experiments` row for an input experiment."""
+    predicted = {"activating": "fires", "non_activating": "does not fire"}
+    return new_experiment_row(run_id, explanation_id, "input", proposal.model_dump(), predicted, measured, verdict)
+
+
+# --- output-side experiments: ablation and steering ------------------------------------------
+
+MIN_EFFECT_KL = 1e-4
+"""Mean KL (nats) below which an intervention is taken to change nothing."""
+
+
+def parse_word_list(answer: str, limit: int = 5) -> list[str]:
+    """Returns up to `limit` words from a comma- or newline-separated answer; raises ProposalParseError."""
+    first_lines = ",".join(answer.strip().splitlines()[:2])
+    words: list[str] = []
+    for part in first_lines.replace(";", ",").split(","):
+        word = part.strip().strip("\"'`.").strip()
+        if word and any(ch.isalpha() for ch in word) and len(word) <= 30 and word.lower() not in words:
+            words.append(word.lower())
+    if not words:
+        raise ProposalParseError(f"{answer.strip()[:60]!r} holds no words; answer with words separated by commas")
+    return words[:limit]
+
+
+def words_match(predicted: list[str], tokens: list[str]) -> list[str]:
+    """Returns the predicted words that one of the tokens spells (case and spaces ignored, prefixes >= 3 letters)."""
+    cleaned = [t.strip().lower() for t in tokens]
+    hits = []
+    for word in predicted:
+        if any(tok and (tok == word or (len(tok) >= 3 and word.startswith(tok))) for tok in cleaned):
+            hits.append(word)
+    return hits
+
+
+def output_verdict(effect_kl: float, predicted: list[str], changed_tokens: list[str]) -> Verdict:
+    """Returns the rule's verdict on an ablation or steering experiment.
+
+    inconclusive: the intervention barely changes the output (mean KL < MIN_EFFECT_KL);
+    supports: a predicted word is among the most changed tokens; refutes: none is.
+    """
+    if effect_kl < MIN_EFFECT_KL:
+        return "inconclusive"
+    return "supports" if words_match(predicted, changed_tokens) else "refutes"
+
+
+def minimal_pair_verdict(original: float, edited: float) -> Verdict:
+    """Returns supports when the edit removes at least half of the activation at the token,
+    refutes when at least 80% remains, inconclusive in between (or when it never fired)."""
+    if original <= 0:
+        return "inconclusive"
+    remaining = max(edited, 0.0) / original
+    if remaining <= 0.5:
+        return "supports"
+    if remaining >= 0.8:
+        return "refutes"
+    return "inconclusive"
+
+
+def ask_for(
+    backend: ChatBackend,
+    recorder: CallRecorder,
+    template: PromptTemplate,
+    values: dict[str, Any],
+    parse: Callable[[str], Any],
+    *,
+    role: str,
+    feature_id: str,
+    explanation_id: str,
+    max_tokens: int,
+    temperature: float,
+    retries: int,
+) -> Any | None:
+    """Returns `parse(answer)` for the first parseable answer, or None; every call is recorded."""
+    messages, prefill = template.render(**values)
+    for _ in range(retries + 1):
+        request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
+        response, call_id = recorder.call(
+            backend, request, role=role, prompt_hash=template.hash, feature_id=feature_id, explanation_id=explanation_id
+        )
+        if response is None:
+            continue
+        try:
+            return parse(response.text)
+        except LLMError as exc:
+            recorder.mark_error(call_id, f"unparseable answer: {exc}")
+            messages = [
+                *messages,
+                ChatMessage(role="assistant", content=prefill + response.text),
+                ChatMessage(role="user", content=f"That answer cannot be used: {exc}. Try again."),
+            ]
+    return None
+
+
+def new_experiment_row(
+    run_id: str,
+    explanation_id: str,
+    kind: str,
+    spec: dict[str, Any],
+    predicted: dict[str, Any],
+    measured: dict[str, Any],
+    verdict: Verdict,
+) -> dict[str, Any]:
+    """Returns an `experiments` row."""
     return {
         "id": str(uuid.uuid4()),
         "run_id": run_id,
         "explanation_id": explanation_id,
-        "kind": "input",
-        "spec": json.dumps(proposal.model_dump()),
-        "predicted": json.dumps({"activating": "fires", "non_activating": "does not fire"}),
+        "kind": kind,
+        "spec": json.dumps(spec),
+        "predicted": json.dumps(predicted),
         "measured": json.dumps(measured),
         "verdict": verdict,
         "created_at": now(),

@@ -1,72 +1,424 @@
-"""Act stage: input experiments for the lowest-scoring explanations."""
+"""Act stage: experiments on weak explanations, then revision and rescoring, in rounds.
+
+Each round for a feature takes its latest explanation, runs the configured experiments on the
+subject model, asks the explainer to revise with the results, and rescores the revision on the
+same held-out windows. A round's experiments, revision and LLM calls are written in one
+transaction, so the loop resumes where it stopped. It stops when the score reaches
+`score_threshold`, when a round changes nothing, or after `max_rounds` rounds.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+import torch
+
+from autointerp.activations import normalize_activations
 from autointerp.config import RunConfig
-from autointerp.experiment import experiment_row, propose_inputs, run_input_experiment
-from autointerp.llm import CallRecorder, get_backend
+from autointerp.experiment import (
+    ask_for,
+    experiment_row,
+    minimal_pair_verdict,
+    new_experiment_row,
+    output_verdict,
+    parse_replacement_word,
+    parse_word_list,
+    propose_inputs,
+    run_input_experiment,
+)
+from autointerp.explain import marked_text, parse_explanation
+from autointerp.llm import CallRecorder, ChatBackend, get_backend
 from autointerp.pipeline.common import MAIN_METRIC, attempted, load_subject
+from autointerp.pipeline.score import run_score
 from autointerp.progress import progress_bar
-from autointerp.store import Store
+from autointerp.prompts import load_prompt
+from autointerp.store import Store, now
 from autointerp.subject import SubjectModel, mlp_neuron_activations
+from autointerp.subject.interventions import (
+    NeuronEdit,
+    generate_with_edit,
+    kl_divergence,
+    next_token_logprobs,
+    top_changed_tokens,
+)
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_ROLES = ("propose", "revise")
+STEERING_PROMPTS = ("The", "In this section,", "I think that")
+"""Neutral prompts whose next-token distribution steering is measured on."""
 
 
-def _max_activation_of(subject: SubjectModel, layer: int, index: int) -> Callable[[str], float]:
-    def measure(text: str) -> float:
+@dataclass
+class Round:
+    """What one round produced: experiment rows, lines for the reviser, and the revision."""
+
+    experiments: list[dict[str, Any]] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)
+    revision: dict[str, Any] | None = None
+
+
+@dataclass
+class NeuronTarget:
+    """The feature under investigation, as the subject model sees it."""
+
+    feature: dict[str, Any]
+    layer: int
+    index: int
+
+    def activations(self, subject: SubjectModel, ids: torch.Tensor) -> torch.Tensor:
+        """Returns the neuron's activations [batch, tokens] for token ids [batch, tokens]."""
+        return mlp_neuron_activations(subject, ids, self.layer, [self.index])[..., 0]
+
+    def max_activation_of(self, subject: SubjectModel, text: str) -> float:
+        """Returns the neuron's largest activation on `text` (0 for an empty text)."""
         ids = subject.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        if ids.shape[1] == 0:
-            return 0.0
-        return float(mlp_neuron_activations(subject, ids, layer, [index]).max())
-
-    return measure
+        return 0.0 if ids.shape[1] == 0 else float(self.activations(subject, ids).max())
 
 
-def run_experiments(config: RunConfig, store: Store, run_id: str) -> int:
-    """Act: proposes and runs input experiments for the lowest-scoring explanations; returns how many ran."""
-    if config.experiments.lowest_n == 0:
-        return 0
-    scores = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC)}
-    candidates = sorted(
-        (e for e in store.explanations(run_id) if e["id"] in scores),
-        key=lambda e: (scores[e["id"]] is not None, scores[e["id"]] or 0.0),
-    )[: config.experiments.lowest_n]
-    done = attempted(store, run_id, "propose", "explanation_id")
-    todo = [e for e in candidates if e["id"] not in done]
-    if not todo:
-        return 0
-    proposer_cfg = config.experiments.proposer
-    backend = get_backend(proposer_cfg.model)
-    subject = load_subject(config)
-    features = {f["id"]: f for f in store.features(run_id)}
-    ran = 0
-    with progress_bar("experiment", total=len(todo), unit="features") as advance:
-        for explanation in todo:
-            feature = features[explanation["feature_id"]]
-            exemplars = [e for e in store.exemplars(run_id, feature["id"]) if e["split"] == "explain"][:3]
-            recorder = CallRecorder(run_id)
-            proposal = propose_inputs(
-                backend,
-                recorder,
-                feature_id=feature["id"],
-                explanation_id=explanation["id"],
-                explanation=explanation["text"],
-                exemplars=exemplars,
-                max_activation=feature["max_activation"],
-                per_side=config.experiments.texts_per_side,
-                max_tokens=proposer_cfg.max_tokens,
-                temperature=proposer_cfg.temperature,
-                retries=proposer_cfg.retries,
+def neuron_target(feature: dict[str, Any]) -> NeuronTarget | None:
+    """Returns the neuron behind an `mlp.L` feature, or None for kinds experiments do not cover yet."""
+    hook = str(feature["hook"])
+    if feature["kind"] != "neuron" or not hook.startswith("mlp."):
+        return None
+    return NeuronTarget(feature=feature, layer=int(hook.split(".")[1]), index=int(feature["idx"]))
+
+
+def select_targets(config: RunConfig, store: Store, run_id: str) -> list[str]:
+    """Returns feature ids to investigate: every feature a reviewer asked experiments for, then up to
+    `lowest_n` others: those investigated before in this run (so a rerun resumes them rather than
+    picking new ones), then those whose current score is below the threshold or undefined, lowest first."""
+    requested = store.features_with_review(run_id, "request_experiments")
+    investigated = sorted(set().union(*(attempted(store, run_id, role, "feature_id") for role in EXPERIMENT_ROLES)))
+    current = store.current_explanations(run_id, MAIN_METRIC)
+    weak = [e for e in current if e["score"] is None or e["score"] < config.experiments.score_threshold]
+    weak.sort(key=lambda e: (e["score"] is not None, e["score"] or 0.0, e["feature_id"]))
+    others = list(dict.fromkeys([*investigated, *(e["feature_id"] for e in weak)]))
+    others = [f for f in others if f not in requested][: config.experiments.lowest_n]
+    return [*requested, *others]
+
+
+class Investigation:
+    """Runs experiment rounds on one run's features with one proposer and subject model."""
+
+    def __init__(self, config: RunConfig, store: Store, run_id: str) -> None:
+        self.config, self.store, self.run_id = config, store, run_id
+        self.settings = config.experiments
+        self.backend: ChatBackend = get_backend(self.settings.proposer.model)
+        self.explainer: ChatBackend = get_backend(config.explainer.model)
+        self.subject = load_subject(config)
+
+    def _ask(
+        self,
+        recorder: CallRecorder,
+        role: str,
+        prompt: str,
+        values: dict[str, Any],
+        parse: Callable[[str], Any],
+        explanation: dict[str, Any],
+        backend: ChatBackend | None = None,
+    ) -> Any:
+        proposer = self.settings.proposer
+        return ask_for(
+            backend or self.backend,
+            recorder,
+            load_prompt(prompt),
+            values,
+            parse,
+            role=role,
+            feature_id=explanation["feature_id"],
+            explanation_id=explanation["id"],
+            max_tokens=proposer.max_tokens,
+            temperature=proposer.temperature,
+            retries=proposer.retries,
+        )
+
+    def investigate(self, feature_id: str) -> str:
+        """Runs rounds on one feature until a stop condition; returns why it stopped."""
+        feature = next(f for f in self.store.features(self.run_id) if f["id"] == feature_id)
+        target = neuron_target(feature)
+        if target is None:
+            return f"unsupported: experiments need an MLP neuron, {feature_id} is a {feature['kind']}"
+        while True:
+            chain = [e for e in self.store.explanations(self.run_id) if e["feature_id"] == feature_id]
+            if not chain:
+                return "no explanation"
+            latest = max(chain, key=lambda e: e["iteration"])
+            score = {s["explanation_id"]: s["value"] for s in self.store.scores(self.run_id, MAIN_METRIC)}.get(
+                latest["id"]
             )
-            rows = []
-            if proposal is not None:
-                layer = int(feature["hook"].split(".")[1])
-                measured, verdict = run_input_experiment(
-                    proposal, _max_activation_of(subject, layer, feature["idx"]), feature["max_activation"]
+            if score is not None and score >= self.settings.score_threshold:
+                return "threshold"
+            if latest["iteration"] >= self.settings.max_rounds:
+                return "budget"
+            done = set().union(*(attempted(self.store, self.run_id, r, "explanation_id") for r in EXPERIMENT_ROLES))
+            if latest["id"] in done:
+                return "no change"
+            recorder = CallRecorder(self.run_id)
+            outcome = self.run_round(target, latest, recorder)
+            self.store.write_results(
+                {
+                    "experiments": outcome.experiments,
+                    "explanations": [outcome.revision] if outcome.revision else [],
+                    "llm_calls": recorder.take(),
+                }
+            )
+            if outcome.revision is None:
+                return "no change"
+            run_score(self.config, self.store, self.run_id)
+
+    def run_round(self, target: NeuronTarget, explanation: dict[str, Any], recorder: CallRecorder) -> Round:
+        """Returns the experiments of one round and the revised explanation (None when unchanged)."""
+        exemplars = [e for e in self.store.exemplars(self.run_id, target.feature["id"]) if e["split"] == "explain"][:3]
+        outcome = Round()
+        runners = {
+            "input": self._input_experiment,
+            "minimal_pair": self._minimal_pair,
+            "ablation": self._ablation,
+            "steering": self._steering,
+        }
+        predicted_words: list[str] | None = None
+        for kind in self.settings.kinds:
+            if kind in ("ablation", "steering") and predicted_words is None:
+                predicted_words = (
+                    self._ask(
+                        recorder,
+                        "propose",
+                        "predict_output",
+                        {"explanation": explanation["text"]},
+                        parse_word_list,
+                        explanation,
+                    )
+                    or []
                 )
-                rows.append(experiment_row(run_id, explanation["id"], proposal, measured, verdict))
-                ran += 1
-            store.write_results({"experiments": rows, "llm_calls": recorder.take()})
+            runners[kind](target, explanation, exemplars, recorder, outcome, predicted_words or [])
+        outcome.revision = self._revise(target, explanation, exemplars, recorder, outcome.results)
+        return outcome
+
+    def _input_experiment(
+        self,
+        target: NeuronTarget,
+        explanation: dict[str, Any],
+        exemplars: list[dict[str, Any]],
+        recorder: CallRecorder,
+        outcome: Round,
+        _words: list[str],
+    ) -> None:
+        proposer = self.settings.proposer
+        proposal = propose_inputs(
+            self.backend,
+            recorder,
+            feature_id=target.feature["id"],
+            explanation_id=explanation["id"],
+            explanation=explanation["text"],
+            exemplars=exemplars,
+            max_activation=target.feature["max_activation"],
+            per_side=self.settings.texts_per_side,
+            max_tokens=proposer.max_tokens,
+            temperature=proposer.temperature,
+            retries=proposer.retries,
+        )
+        if proposal is None:
+            return
+        measured, verdict = run_input_experiment(
+            proposal, lambda text: target.max_activation_of(self.subject, text), target.feature["max_activation"]
+        )
+        outcome.experiments.append(experiment_row(self.run_id, explanation["id"], proposal, measured, verdict))
+        for side, should in (("activating", "should fire"), ("non_activating", "should not fire")):
+            for item in measured[side]:
+                outcome.results.append(f'"{item["text"]}" ({should}): {item["level"]:.0f}/10')
+
+    def _minimal_pair(
+        self,
+        target: NeuronTarget,
+        explanation: dict[str, Any],
+        exemplars: list[dict[str, Any]],
+        recorder: CallRecorder,
+        outcome: Round,
+        _words: list[str],
+    ) -> None:
+        if not exemplars:
+            return
+        window = exemplars[0]
+        position = max(range(len(window["activations"])), key=lambda i: window["activations"][i])
+        token = window["tokens"][position]
+        levels = normalize_activations(window["activations"], target.feature["max_activation"])
+        values = {
+            "explanation": explanation["text"],
+            "marked_text": marked_text(window["tokens"], [10 if i == position else 0 for i in range(len(levels))]),
+            "token": repr(token.strip() or token),
+        }
+        word = self._ask(recorder, "propose", "minimal_pair", values, parse_replacement_word, explanation)
+        if word is None:
+            return
+        replacement = (" " if token.startswith(" ") else "") + word
+        new_ids = self.subject.tokenizer(replacement, add_special_tokens=False)["input_ids"]
+        ids = list(window["token_ids"])
+        edited_ids = ids[:position] + new_ids + ids[position + 1 :]
+        edited = target.activations(self.subject, torch.tensor([edited_ids]))[0]
+        original = float(target.activations(self.subject, torch.tensor([ids]))[0, position])
+        after = float(edited[position : position + len(new_ids)].max())
+        verdict = minimal_pair_verdict(original, after)
+        spec = {"window_rank": window["rank"], "position": position, "token": token, "replacement": replacement}
+        measured = {
+            "original_activation": original,
+            "edited_activation": after,
+            "edited_text": self.subject.tokenizer.decode(edited_ids),
+        }
+        outcome.experiments.append(
+            new_experiment_row(
+                self.run_id,
+                explanation["id"],
+                "minimal_pair",
+                spec,
+                {"activation": "drops by half or more"},
+                measured,
+                verdict,
+            )
+        )
+        outcome.results.append(
+            f"replacing {token.strip()!r} by {replacement.strip()!r}: "
+            f"{10 * original / target.feature['max_activation']:.0f} -> "
+            f"{10 * max(after, 0.0) / target.feature['max_activation']:.0f}/10"
+        )
+
+    def _ablation(
+        self,
+        target: NeuronTarget,
+        explanation: dict[str, Any],
+        exemplars: list[dict[str, Any]],
+        recorder: CallRecorder,
+        outcome: Round,
+        words: list[str],
+    ) -> None:
+        if not exemplars:
+            return
+        ids = torch.tensor([e["token_ids"] for e in exemplars])
+        value = 0.0 if self.settings.ablation == "zero" else float(target.feature["mean_activation"])
+        edit = NeuronEdit(layer=target.layer, index=target.index, set_to=value)
+        clean = next_token_logprobs(self.subject, ids)
+        ablated = next_token_logprobs(self.subject, ids, edit)
+        kl = kl_divergence(clean, ablated)
+        active = torch.tensor(
+            [[a >= 0.1 * target.feature["max_activation"] for a in e["activations"]] for e in exemplars]
+        )
+        kl_active = float(kl[active].mean()) if active.any() else 0.0
+        kl_inactive = float(kl[~active].mean()) if (~active).any() else 0.0
+        promoted, suppressed = top_changed_tokens(self.subject, clean[active], ablated[active])
+        verdict = output_verdict(kl_active, words, suppressed)
+        spec = {"mode": self.settings.ablation, "value": value, "windows": [e["rank"] for e in exemplars]}
+        measured = {"kl_active": kl_active, "kl_inactive": kl_inactive, "promoted": promoted, "suppressed": suppressed}
+        outcome.experiments.append(
+            new_experiment_row(
+                self.run_id,
+                explanation["id"],
+                "ablation",
+                spec,
+                {"suppressed_words": words},
+                measured,
+                verdict,
+            )
+        )
+        outcome.results.append(
+            f"ablating the neuron makes these next tokens less likely: {', '.join(t.strip() for t in suppressed[:5])}"
+        )
+
+    def _steering(
+        self,
+        target: NeuronTarget,
+        explanation: dict[str, Any],
+        _exemplars: list[dict[str, Any]],
+        recorder: CallRecorder,
+        outcome: Round,
+        words: list[str],
+    ) -> None:
+        tokenizer = self.subject.tokenizer
+        for strength in self.settings.steering_strengths:
+            edit = NeuronEdit(layer=target.layer, index=target.index, add=strength * target.feature["max_activation"])
+            kls, promoted_all = [], []
+            for prompt in STEERING_PROMPTS:
+                ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                clean = next_token_logprobs(self.subject, ids)[:, -1:]
+                steered = next_token_logprobs(self.subject, ids, edit)[:, -1:]
+                kls.append(float(kl_divergence(clean, steered).mean()))
+                promoted_all.append((clean, steered))
+            clean_all = torch.cat([c for c, _ in promoted_all], dim=1)
+            steered_all = torch.cat([s for _, s in promoted_all], dim=1)
+            promoted, suppressed = top_changed_tokens(self.subject, clean_all, steered_all)
+            mean_kl = sum(kls) / len(kls)
+            generations = {
+                "clean": generate_with_edit(self.subject, STEERING_PROMPTS[0], None, max_new_tokens=10),
+                "steered": generate_with_edit(self.subject, STEERING_PROMPTS[0], edit, max_new_tokens=10),
+            }
+            verdict = output_verdict(mean_kl, words, promoted)
+            spec = {"strength": strength, "added": edit.add, "prompts": list(STEERING_PROMPTS)}
+            measured = {"kl": mean_kl, "promoted": promoted, "suppressed": suppressed, "generations": generations}
+            outcome.experiments.append(
+                new_experiment_row(
+                    self.run_id,
+                    explanation["id"],
+                    "steering",
+                    spec,
+                    {"promoted_words": words},
+                    measured,
+                    verdict,
+                )
+            )
+            outcome.results.append(
+                "steering the neuron up makes these next tokens more likely: "
+                + ", ".join(t.strip() for t in promoted[:5])
+            )
+
+    def _revise(
+        self,
+        target: NeuronTarget,
+        explanation: dict[str, Any],
+        exemplars: list[dict[str, Any]],
+        recorder: CallRecorder,
+        results: list[str],
+    ) -> dict[str, Any] | None:
+        if not results:
+            return None
+        shown = [
+            {
+                "marked_text": marked_text(
+                    e["tokens"], normalize_activations(e["activations"], target.feature["max_activation"])
+                )
+            }
+            for e in exemplars
+        ]
+        values = {"explanation": explanation["text"], "exemplars": shown, "results": results}
+        text = self._ask(recorder, "revise", "revise", values, parse_explanation, explanation, self.explainer)
+        if text is None or text.strip().lower() == explanation["text"].strip().lower():
+            return None
+        call_ids = [r["id"] for r in recorder.rows if r["role"] == "revise" and r["error"] is None]
+        return {
+            "id": str(uuid.uuid4()),
+            "run_id": self.run_id,
+            "feature_id": target.feature["id"],
+            "iteration": explanation["iteration"] + 1,
+            "parent_id": explanation["id"],
+            "explainer": self.explainer.name,
+            "prompt_hash": load_prompt("revise").hash,
+            "text": text,
+            "llm_call_id": call_ids[-1] if call_ids else None,
+            "created_at": now(),
+        }
+
+
+def run_experiments(config: RunConfig, store: Store, run_id: str, feature_ids: list[str] | None = None) -> int:
+    """Act: investigates the chosen (default: the weakest) features; returns how many were investigated."""
+    targets = feature_ids if feature_ids is not None else select_targets(config, store, run_id)
+    if not targets:
+        return 0
+    investigation = Investigation(config, store, run_id)
+    with progress_bar("experiment", total=len(targets), unit="features") as advance:
+        for feature_id in targets:
+            reason = investigation.investigate(feature_id)
+            log.info("%s: stopped (%s)", feature_id, reason)
             advance(1)
-    return ran
+    return len(targets)
