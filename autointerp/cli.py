@@ -47,6 +47,8 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     from autointerp.pipeline import MAIN_METRIC
 
     rows = store.explanation_table(run_id, MAIN_METRIC)
+    explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
+    chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC + "_distractor")}
     table = Table(title=f"run {run_id}: explanations by simulation score ({MAIN_METRIC})")
     table.add_column("feature", no_wrap=True)
     table.add_column("explanation", overflow="fold", min_width=30)
@@ -54,7 +56,11 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
         table.add_column(column, justify="right")
     for row in rows[:limit]:
         text = row["explanation"] if row["explanation"] is not None else "[dim](none)[/dim]"
-        table.add_row(row["feature_id"], text, _fmt(row["score"]), f"{row['density']:.3f}", str(row["experiments"]))
+        score = _fmt(row["score"])
+        explanation_id = explanation_ids.get((row["feature_id"], row["explanation"]))
+        if explanation_id in chance:
+            score += f" (distractor {_fmt(chance[explanation_id])})"
+        table.add_row(row["feature_id"], text, score, f"{row['density']:.3f}", str(row["experiments"]))
     console.print(table)
 
 
@@ -97,26 +103,93 @@ def show(
 
 
 @app.command()
-def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
-    """List the runs in the database, newest first."""
+def investigate(
+    feature_ids: Annotated[list[str], typer.Argument(help="Feature ids, e.g. smollm2-135m/mlp.15/417.")],
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run experiment-and-revise rounds on chosen features of a run (the `investigate` flow)."""
     try:
-        rows = Store(db).runs()
+        run_config = load_config(config, set_ or [])
+        store = Store(run_config.store.path)
+        chosen = run_id or store.latest_run_id()
+        if chosen is None:
+            raise AutointerpError(f"{run_config.store.path} holds no runs yet; run `autointerp run` first")
+        from flows.investigate import investigate as investigate_flow
+
+        investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
+        print_explanations(store, chosen)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
+    """List the runs in the database, newest first: status, progress, cost so far and errors."""
+    try:
+        rows = Store(db).run_progress()
     except AutointerpError as exc:
         _fail(exc)
         return
     table = Table(title=f"runs in {db}")
-    for column in ("run", "created", "status", "features", "explanations", "llm calls", "error"):
-        table.add_column(column, overflow="fold")
+    for column in ("run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"):
+        table.add_column(column, no_wrap=column in ("run", "created"))
+    table.add_column("error", overflow="fold", max_width=50)
     for row in rows:
         table.add_row(
             row["id"],
             f"{row['created_at']:%Y-%m-%d %H:%M}",
             row["status"],
-            str(row["features"]),
-            str(row["explanations"]),
+            f"{row['explained']}/{row['live_features']}",
+            str(row["scored"]),
+            str(row["experiments"]),
             str(row["llm_calls"]),
+            str(row["failed_calls"]),
+            f"{row['cost']:.4f}",
             row["error"] or "",
         )
+    console.print(table)
+
+
+@app.command()
+def costs(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Summarise a run's LLM calls per role, backend and model: calls, errors, cache hits, tokens, cost."""
+    try:
+        store = Store(db)
+        chosen = run_id or store.latest_run_id()
+        if chosen is None:
+            raise AutointerpError(f"{db} holds no runs yet; run `autointerp run` first")
+        if not store.query("SELECT 1 FROM runs WHERE id = ?", [chosen]):
+            raise AutointerpError(f"no run {chosen!r} in {db}; `autointerp runs` lists them")
+        rows = store.llm_costs(chosen)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"run {chosen}: LLM calls")
+    table.add_column("role")
+    table.add_column("backend:model", overflow="fold")
+    for column in ("calls", "errors", "cached", "input tok", "output tok", "cost USD", "mean latency s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        latency = row["mean_latency_s"]
+        table.add_row(
+            row["role"],
+            f"{row['backend']}:{row['model']}",
+            str(row["calls"]),
+            str(row["errors"]),
+            str(row["cached"]),
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            f"{row['cost']:.4f}",
+            "—" if latency is None else f"{latency:.3f}",
+        )
+    total = sum(row["cost"] for row in rows)
+    table.add_section()
+    table.add_row("total", "", str(sum(r["calls"] for r in rows)), "", "", "", "", f"{total:.4f}", "")
     console.print(table)
 
 
@@ -141,6 +214,177 @@ def setup(model: Annotated[str, typer.Option(help="Subject model to prepare.")] 
 
         folder, slug = prepare_model_folder(model)
         console.print(f"{slug} ready at {folder}", highlight=False)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def bench(
+    list_: Annotated[bool, typer.Option("--list", help="Print the planted features and exit.")] = False,
+    planted: Annotated[Path | None, typer.Option(help="Python file defining PLANTED_FEATURES.")] = None,
+    explainer: Annotated[
+        list[str] | None, typer.Option(help="Explainer backend:model; repeat to compare side by side.")
+    ] = None,
+    scorer: Annotated[str, typer.Option(help="Scorer backend:model (simulation, detection, fuzzing).")] = (
+        "local:smollm2-135m"
+    ),
+    method: Annotated[list[str] | None, typer.Option(help="Scoring method; repeat (default: all four).")] = None,
+    feature: Annotated[list[str] | None, typer.Option(help="Only these planted features (by name); repeat.")] = None,
+    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    window_tokens: Annotated[int, typer.Option(help="Tokens per window.")] = 12,
+    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 4096,
+    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
+    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
+    output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
+) -> None:
+    """Measure scorers and explainers against planted features with known descriptions."""
+    try:
+        from autointerp.bench import BenchSettings, render_report, run_bench, write_report
+        from autointerp.planted import load_planted_features
+
+        features = load_planted_features(planted)
+        if list_:
+            for f in features:
+                console.print(f"{f.name}\t{f.description}", highlight=False, markup=False, soft_wrap=True)
+            return
+        if feature:
+            unknown = sorted(set(feature) - {f.name for f in features})
+            if unknown:
+                raise AutointerpError(f"no planted feature named {', '.join(unknown)}; `autointerp bench --list`")
+            features = [f for f in features if f.name in feature]
+        settings = BenchSettings(
+            scorer=scorer,
+            explainers=["local:smollm2-135m"] if explainer is None else explainer,
+            corpus=corpus,
+            window_tokens=window_tokens,
+            max_windows=max_windows,
+            heldout_active=heldout,
+            heldout_quiet=heldout,
+            distractors=distractors,
+        )
+        if method:
+            settings.methods = method
+        result = run_bench(features, settings)
+        path = write_report(result, output)
+        console.print(render_report(result), highlight=False, markup=False, soft_wrap=True)
+        console.print(f"report written to {path}", highlight=False)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def review(
+    db: DbOption = DEFAULT_DB_PATH,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Access token required on every request (env: AUTOINTERP_REVIEW_TOKEN).")
+    ] = None,
+) -> None:
+    """Serve the review app: browse, accept, reject and edit explanations in a web browser."""
+    import os
+
+    from autointerp.review import ReviewSettings, create_app
+    from autointerp.review.app import is_loopback
+
+    token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
+    try:
+        if not is_loopback(host) and not token:
+            raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
+        settings = ReviewSettings(db=db, token=token)
+        if not is_loopback(host):
+            settings.allowed_hosts = set()  # reachable by any name; the token guards every request
+        review_app = create_app(settings)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    import uvicorn
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
+    uvicorn.run(review_app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def export(
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+) -> None:
+    """Export reviewed explanations (latest verdict, final text, reviewer, notes, score)."""
+    import sys
+
+    from autointerp.review import export_reviews
+
+    try:
+        data = export_reviews(Store(db), format_)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+        console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def schedule(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 2 * * *" (02:00 daily).')] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between runs.")] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+) -> None:
+    """Serve a Prefect deployment of label_features on a schedule; each run is incremental."""
+    try:
+        run_config = load_config(config, set_ or [])
+        from flows.schedule import build_deployment, serve_schedule
+
+        data = run_config.model_dump(mode="json")
+        build_deployment(data, cron=cron, interval=interval, name=name)  # validates before serving
+        console.print(
+            f"serving deployment scheduled_label_features/{name} ({cron or f'every {interval:g} s'}); Ctrl-C to stop",
+            highlight=False,
+        )
+        serve_schedule(data, cron=cron, interval=interval, name=name)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command("train-sae")
+def train_sae_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (SAELens layout).")] = Path(
+        "results/sae/smollm2-135m-blocks.15.hook_resid_post"
+    ),
+    model: Annotated[str, typer.Option(help="Subject model.")] = "smollm2-135m",
+    layer: Annotated[int, typer.Option(help="Block whose residual output (hook_resid_post) is read.")] = 15,
+    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    tokens: Annotated[int, typer.Option(help="Training tokens (10 % held out for the metrics).")] = 4096,
+    expansion: Annotated[int, typer.Option(help="Latents per residual dimension.")] = 2,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    l1: Annotated[float, typer.Option(help="Sparsity penalty.")] = 0.5,
+    device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+) -> None:
+    """Train a small ReLU SAE on a layer's residual stream; use it with features.kind=sae, features.path=OUT."""
+    try:
+        from autointerp.subject import load_subject_model
+        from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
+
+        subject = load_subject_model(model, device)
+        from autointerp.subject.features import check_layer
+
+        check_layer(subject, layer)
+        settings = SaeTrainingConfig(
+            layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1
+        )
+        metrics = train_and_save_sae(subject, settings, out)
+        console.print(
+            f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
+            f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",
+            highlight=False,
+        )
     except AutointerpError as exc:
         _fail(exc)
 

@@ -34,24 +34,39 @@ class SubjectConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    kind: Literal["mlp"] = "mlp"
-    """Feature source: `mlp` neurons (the activation entering the MLP's down projection)."""
+    kind: Literal["mlp", "sae", "direction", "planted"] = "mlp"
+    """Feature source: `mlp` neurons (the input of the MLP's down projection), `sae` latents,
+    user `direction`s, or `planted` features with known descriptions."""
     layer: int = Field(15, ge=0)
-    """Transformer block whose MLP neurons are features."""
+    """Transformer block whose MLP neurons (or, for directions, whose residual output) are read."""
+    layers: list[int] | Literal["all"] | None = None
+    """MLP only: several blocks at once, or "all" (then `indices`/`count` apply per block)."""
     indices: list[int] = Field(default_factory=list)
-    """Neuron indices; empty means `count` neurons drawn with `seed`."""
-    count: int = Field(24, ge=1)
-    """How many neurons to draw when `indices` is empty."""
+    """Neuron / latent / direction / planted-feature indices; empty means `count` drawn with `seed`."""
+    count: int | Literal["all"] = 24
+    """How many features to draw when `indices` is empty, or "all"."""
     seed: int = 0
-    """Seed for drawing neurons."""
+    """Seed for drawing features."""
+    path: Path | None = None
+    """SAE folder (SAELens layout), direction matrix (.safetensors / .npy [n, d]) or planted-feature
+    .py file (default: the builtin planted features)."""
+    hook: str | None = None
+    """Directions only: hook point, e.g. `blocks.15.hook_resid_post` (default: that of `layer`)."""
 
     @field_validator("indices")
     @classmethod
     def _non_negative_unique(cls, value: list[int]) -> list[int]:
         if any(i < 0 for i in value):
-            raise ValueError("neuron indices must be >= 0")
+            raise ValueError("feature indices must be >= 0")
         if len(set(value)) != len(value):
-            raise ValueError("neuron indices must be unique")
+            raise ValueError("feature indices must be unique")
+        return value
+
+    @field_validator("count")
+    @classmethod
+    def _positive_count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('count must be >= 1 or "all"')
         return value
 
 
@@ -71,10 +86,17 @@ class CorpusConfig(_Section):
 class CollectConfig(_Section):
     top_k: int = Field(10, ge=2)
     """Top-activating windows kept per feature; alternate ranks go to the explainer and to scoring."""
+    quantiles: int = Field(5, ge=0, le=100)
+    """Bins of the window max, equal-width between 0 and the feature's max (the literature uses ~10)."""
+    per_quantile: int = Field(2, ge=0)
+    """Windows sampled per quantile bin; alternate ones go to the explainer and to scoring."""
     random_windows: int = Field(6, ge=1)
-    """Random windows kept (shared by all features) and held out for scoring."""
+    """Random windows per feature where it does not fire (topped up with random ones when too few);
+    held out for scoring."""
     seed: int = 0
-    """Seed for the random-window reservoir."""
+    """Seed for the reservoirs' random keys."""
+    checkpoint_every: int = Field(50, ge=0)
+    """Save the collection state every this many batches (0: never); an interrupted run resumes there."""
 
 
 class LLMRoleConfig(_Section):
@@ -88,25 +110,109 @@ class LLMRoleConfig(_Section):
     """Extra attempts when an answer cannot be parsed."""
 
 
+class ModelPriceConfig(_Section):
+    input_per_mtok: float = Field(ge=0.0)
+    """USD per million input (prompt) tokens."""
+    output_per_mtok: float = Field(ge=0.0)
+    """USD per million output (generated) tokens."""
+
+
+class BackendLimitsConfig(_Section):
+    concurrency: int | None = Field(None, ge=1, le=1024)
+    """Most calls in flight at once to this backend; unset: `llm.concurrency`."""
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Most calls started per minute; unset: `llm.requests_per_minute`."""
+
+
+class LLMConfig(_Section):
+    """Settings shared by every LLM role: cache, limits, budget and prices. They do not change results,
+    so they are left out of the config hash: raising the budget and rerunning resumes the same run."""
+
+    cache: bool = True
+    """Reuse stored answers to identical requests (same backend, model, messages and parameters)."""
+    cache_sampled: bool = False
+    """Also cache requests with temperature > 0 (off: a sampled request is always sent)."""
+    cache_path: Path | None = None
+    """SQLite file of cached answers; unset: `$AUTOINTERP_CACHE/llm-cache/responses.sqlite`."""
+    concurrency: int = Field(8, ge=1, le=1024)
+    """Most calls in flight at once per backend (a local model serialises its own calls)."""
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Most calls started per minute per backend; unset: no limit."""
+    limits: dict[str, BackendLimitsConfig] = Field(default_factory=dict)
+    """Per-backend limits keyed by `backend` or `backend:model`, e.g. `[llm.limits.openai]`."""
+    max_tokens: int | None = Field(None, ge=0)
+    """Budget: stop the run before a call once the run's input + output tokens reach this."""
+    max_cost_usd: float | None = Field(None, ge=0.0)
+    """Budget: stop the run before a call once the run's cost reaches this many USD."""
+    prices: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+    """Price overrides keyed by `backend:model` or `backend:*`, on top of the built-in table."""
+
+
+ScoreMethod = Literal["simulation", "detection", "fuzzing", "embedding"]
+
+
+def _default_score_methods() -> list[ScoreMethod]:
+    return ["simulation", "embedding"]
+
+
 class ScoreConfig(_Section):
-    method: Literal["simulation"] = "simulation"
-    """Scoring method: all-at-once simulation (Bills et al. 2023)."""
+    methods: list[ScoreMethod] = Field(default_factory=_default_score_methods)
+    """Scorers to run: `simulation` (Bills et al. 2023), `detection` and `fuzzing` (Paulo et al. 2024),
+    `embedding` (all-MiniLM-L6-v2). Each is also run on a distractor explanation for its chance level."""
     simulator: LLMRoleConfig = Field(default_factory=LLMRoleConfig)
-    """The model that predicts activations from the explanation."""
+    """The model that predicts activations from the explanation (simulation)."""
+    simulation: Literal["auto", "all-at-once", "generate"] = "auto"
+    """`all-at-once` reads token probabilities (local backends); `generate` parses written "token<TAB>value"
+    lines (any backend); `auto` picks all-at-once for local backends and generate otherwise."""
+    judge: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=4))
+    """The model that answers yes/no for detection and fuzzing."""
+    distractor: bool = True
+    """Also score another feature's explanation (chosen deterministically) as the chance level."""
+    batch_size: int = Field(8, ge=1)
+    """Prompts per padded forward pass of a local scorer."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known_unique_methods(cls, value: list[ScoreMethod]) -> list[ScoreMethod]:
+        if not value:
+            raise ValueError("choose at least one scoring method")
+        if len(set(value)) != len(value):
+            raise ValueError("scoring methods must be unique")
+        return value
+
+
+ExperimentKind = Literal["input", "minimal_pair", "ablation", "steering"]
+ALL_EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = ("input", "minimal_pair", "ablation", "steering")
 
 
 class ExperimentConfig(_Section):
     lowest_n: int = Field(3, ge=0)
-    """Features with the lowest scores that get follow-up experiments."""
+    """At most this many features get experiments: those scoring below `score_threshold`, lowest first."""
+    score_threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    """Explanations scoring below this are investigated; reaching it stops the loop."""
+    max_rounds: int = Field(1, ge=1, le=20)
+    """Experiment-and-revise rounds per feature (each round may write one revised explanation)."""
+    kinds: list[ExperimentKind] = Field(default_factory=lambda: list(ALL_EXPERIMENT_KINDS))
+    """Experiments run each round."""
     texts_per_side: int = Field(2, ge=1, le=10)
     """Sentences requested that should / should not activate the feature."""
+    steering_strengths: list[float] = Field(default_factory=lambda: [4.0])
+    """Steering adds strength x the feature's max activation to it at every position."""
+    ablation: Literal["zero", "mean"] = "zero"
+    """Ablation sets the feature to 0 or to its mean activation over the corpus."""
     proposer: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=40, retries=1))
-    """The model that proposes experiments."""
+    """The model that proposes experiments and predictions."""
 
 
 class StoreConfig(_Section):
     path: Path = DEFAULT_DB_PATH
     """DuckDB file that holds every run."""
+
+
+class ScheduleConfig(_Section):
+    incremental: bool = False
+    """Explain only features that are new or whose latest explanation (in any earlier run) came from a
+    different explainer model or prompt template; scheduled runs turn this on."""
 
 
 class RunConfig(_Section):
@@ -120,10 +226,14 @@ class RunConfig(_Section):
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     experiments: ExperimentConfig = Field(default_factory=ExperimentConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    """Cache, concurrency and rate limits, budget and prices for every LLM call of the run."""
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """Scheduled (incremental) runs; left out of the config hash, like `llm`."""
 
     def config_hash(self) -> str:
-        """Returns a stable hash of everything that changes results (the store path excluded)."""
-        data = self.model_dump(mode="json", exclude={"run_id", "store"})
+        """Returns a stable hash of everything that changes results (the store path and llm limits excluded)."""
+        data = self.model_dump(mode="json", exclude={"run_id", "store", "llm", "schedule"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def resolved_run_id(self) -> str:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,23 @@ def _migration_1(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_migration_1]
+_RANKED_EXPLANATIONS = """
+    SELECT e.*, s.value AS score,
+           count(*) OVER (PARTITION BY e.feature_id) AS versions,
+           row_number() OVER (PARTITION BY e.feature_id ORDER BY s.value DESC NULLS LAST, e.iteration DESC) AS pick
+    FROM explanations e
+    LEFT JOIN scores s ON s.explanation_id = e.id AND s.metric = ?
+    WHERE e.run_id = ?
+"""
+"""A run's explanations ranked per feature: pick = 1 is the current one (best score, then latest)."""
+
+
+def _migration_collect_histogram(con: duckdb.DuckDBPyConnection) -> None:
+    """Features: a histogram of window maxima (counts per `autointerp.collect.HISTOGRAM_EDGES` bin)."""
+    con.execute("ALTER TABLE features ADD COLUMN window_max_histogram BIGINT[]")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_migration_1, _migration_collect_histogram]
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -260,18 +277,317 @@ class Store:
         """Returns the run's LLM calls of one role that ended in an error."""
         return self.query("SELECT * FROM llm_calls WHERE run_id = ? AND role = ? AND error IS NOT NULL", [run_id, role])
 
-    def explanation_table(self, run_id: str, metric: str) -> list[dict[str, Any]]:
-        """Returns (feature, explanation, score, density, max) rows of a run, best score first."""
+    def exemplars_by_feature(self, run_id: str, split: str) -> dict[str, list[dict[str, Any]]]:
+        """Returns feature id -> its exemplars of one split (ordered by kind and rank), in one read."""
+        rows = self.query(
+            "SELECT * FROM exemplars WHERE run_id = ? AND split = ? ORDER BY feature_id, kind, rank", [run_id, split]
+        )
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            grouped.setdefault(row["feature_id"], []).append(row)
+        return grouped
+
+    def llm_spending(self, run_id: str) -> tuple[int, float]:
+        """Returns the (input + output tokens, USD cost) of the run's LLM calls so far."""
+        rows = self.query(
+            "SELECT coalesce(sum(input_tokens + output_tokens), 0) AS tokens, coalesce(sum(cost), 0) AS cost"
+            " FROM llm_calls WHERE run_id = ? AND NOT coalesce(json_extract(request, '$.cached')::BOOLEAN, false)",
+            [run_id],
+        )
+        return int(rows[0]["tokens"]), float(rows[0]["cost"])
+
+    def llm_costs(self, run_id: str) -> list[dict[str, Any]]:
+        """Returns the run's LLM calls summed per role, backend and model: calls, errors, cached answers,
+        and the tokens, cost and mean latency of the calls actually made (cached answers excluded)."""
         return self.query(
             """
-            SELECT f.id AS feature_id, e.text AS explanation, s.value AS score,
-                   f.density, f.max_activation,
-                   (SELECT count(*) FROM experiments x WHERE x.explanation_id = e.id) AS experiments
-            FROM features f
-            LEFT JOIN explanations e ON e.run_id = f.run_id AND e.feature_id = f.id
-            LEFT JOIN scores s ON s.explanation_id = e.id AND s.metric = ?
-            WHERE f.run_id = ?
-            ORDER BY s.value DESC NULLS LAST, f.idx
+            WITH c AS (
+                SELECT *, coalesce(json_extract(request, '$.cached')::BOOLEAN, false) AS cached FROM llm_calls
+                WHERE run_id = ?
+            )
+            SELECT role, backend, model, count(*) AS calls, count(error) AS errors,
+                   count(*) FILTER (WHERE cached) AS cached,
+                   coalesce(sum(input_tokens) FILTER (WHERE NOT cached), 0) AS input_tokens,
+                   coalesce(sum(output_tokens) FILTER (WHERE NOT cached), 0) AS output_tokens,
+                   coalesce(sum(cost), 0) AS cost, avg(latency_s) FILTER (WHERE NOT cached) AS mean_latency_s
+            FROM c GROUP BY role, backend, model ORDER BY role, backend, model
             """,
+            [run_id],
+        )
+
+    def current_explanations(self, run_id: str, metric: str) -> list[dict[str, Any]]:
+        """Returns each feature's current explanation in a run (best `metric` score, then latest
+        iteration) with its score and the number of rounds (explanations) behind it."""
+        return self.query(
+            f"SELECT * EXCLUDE (pick) FROM ({_RANKED_EXPLANATIONS}) WHERE pick = 1",
             [metric, run_id],
         )
+
+    def features_with_review(self, run_id: str, verdict: str) -> list[str]:
+        """Returns ids of the run's features with a review of `verdict` on one of their explanations."""
+        rows = self.query(
+            """
+            SELECT DISTINCT e.feature_id FROM reviews r JOIN explanations e ON r.explanation_id = e.id
+            WHERE e.run_id = ? AND r.verdict = ? ORDER BY e.feature_id
+            """,
+            [run_id, verdict],
+        )
+        return [r["feature_id"] for r in rows]
+
+    def explanation_table(self, run_id: str, metric: str) -> list[dict[str, Any]]:
+        """Returns (feature, current explanation, score, density, max, experiments, versions) rows
+        of a run, best score first."""
+        return self.query(
+            f"""
+            WITH ranked AS ({_RANKED_EXPLANATIONS})
+            SELECT f.id AS feature_id, c.text AS explanation, c.score, c.versions,
+                   f.density, f.max_activation,
+                   (SELECT count(*) FROM experiments x JOIN explanations e2 ON x.explanation_id = e2.id
+                    WHERE e2.feature_id = f.id AND e2.run_id = f.run_id) AS experiments
+            FROM features f
+            LEFT JOIN ranked c ON c.feature_id = f.id AND c.pick = 1
+            WHERE f.run_id = ?
+            ORDER BY c.score DESC NULLS LAST, f.idx
+            """,
+            [metric, run_id, run_id],
+        )
+
+    # review app and run monitoring --------------------------------------------------------------
+
+    def run_progress(self) -> list[dict[str, Any]]:
+        """Returns every run, newest first, with progress, cost so far and failed-call counts."""
+        return self.query("""
+            SELECT r.id, r.created_at, r.finished_at, r.status, r.error, r.config_hash,
+                   coalesce(f.features, 0) AS features, coalesce(f.live, 0) AS live_features,
+                   coalesce(e.explained, 0) AS explained, coalesce(s.scored, 0) AS scored,
+                   coalesce(x.experiments, 0) AS experiments, coalesce(c.calls, 0) AS llm_calls,
+                   coalesce(c.failed, 0) AS failed_calls, coalesce(c.cost, 0) AS cost,
+                   coalesce(c.input_tokens, 0) AS input_tokens, coalesce(c.output_tokens, 0) AS output_tokens
+            FROM runs r
+            LEFT JOIN (SELECT run_id, count(*) AS features, count(*) FILTER (WHERE NOT dead) AS live
+                       FROM features GROUP BY run_id) f ON f.run_id = r.id
+            LEFT JOIN (SELECT run_id, count(DISTINCT feature_id) AS explained FROM explanations GROUP BY run_id) e
+                   ON e.run_id = r.id
+            LEFT JOIN (SELECT run_id, count(DISTINCT explanation_id) AS scored FROM scores GROUP BY run_id) s
+                   ON s.run_id = r.id
+            LEFT JOIN (SELECT run_id, count(*) AS experiments FROM experiments GROUP BY run_id) x ON x.run_id = r.id
+            LEFT JOIN (SELECT run_id, count(*) AS calls, count(*) FILTER (WHERE error IS NOT NULL) AS failed,
+                              sum(cost) AS cost, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
+                       FROM llm_calls GROUP BY run_id) c ON c.run_id = r.id
+            ORDER BY r.created_at DESC
+        """)
+
+    def current_explainers(self, exclude_run_id: str) -> dict[str, tuple[str, str]]:
+        """Returns feature id -> (explainer, prompt hash) of its latest explanation outside one run."""
+        rows = self.query(
+            """
+            SELECT feature_id, arg_max(explainer, created_at) AS explainer,
+                   arg_max(prompt_hash, created_at) AS prompt_hash
+            FROM explanations WHERE run_id <> ? GROUP BY feature_id
+            """,
+            [exclude_run_id],
+        )
+        return {r["feature_id"]: (r["explainer"], r["prompt_hash"]) for r in rows}
+
+    def _feature_list_sql(self, query: FeatureQuery) -> tuple[str, list[Any], str]:
+        """Returns the SQL, parameters and ORDER BY terms of the filtered feature list, one row per feature."""
+        run_filter = "WHERE run_id = ?" if query.run_id else ""
+        params: list[Any] = [query.run_id] if query.run_id else []
+        feature_run_filter = "WHERE f.run_id = ?" if query.run_id else ""
+        params_f: list[Any] = [query.run_id] if query.run_id else []
+        sql = f"""
+            WITH feat AS (
+                SELECT f.id AS feature_id, arg_max(f.hook, r.created_at) AS hook, arg_max(f.kind, r.created_at) AS kind,
+                       arg_max(f.idx, r.created_at) AS idx, arg_max(f.model, r.created_at) AS model,
+                       arg_max(f.density, r.created_at) AS density, arg_max(f.max_activation, r.created_at) AS max_act,
+                       bool_or(f.dead) AS dead
+                FROM features f JOIN runs r ON r.id = f.run_id {feature_run_filter} GROUP BY f.id
+            ), ex AS (
+                SELECT * FROM explanations {run_filter}
+                QUALIFY row_number() OVER (PARTITION BY feature_id ORDER BY created_at DESC, iteration DESC) = 1
+            ), rv AS (
+                SELECT explanation_id, verdict, edited_text, reviewer FROM reviews
+                WHERE verdict IN ('accept', 'reject', 'edit')
+                QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
+            ), listed AS (
+                SELECT feat.*, ex.id AS explanation_id, ex.run_id, ex.text AS explanation, ex.explainer,
+                       s.value AS score,
+                       CASE rv.verdict WHEN 'accept' THEN 'accepted' WHEN 'reject' THEN 'rejected'
+                            WHEN 'edit' THEN 'edited' ELSE 'unreviewed' END AS status,
+                       rv.edited_text
+                FROM feat
+                LEFT JOIN ex ON ex.feature_id = feat.feature_id
+                LEFT JOIN scores s ON s.explanation_id = ex.id AND s.metric = ?
+                LEFT JOIN rv ON rv.explanation_id = ex.id
+            )
+            SELECT * FROM listed WHERE 1 = 1
+        """
+        all_params: list[Any] = [*params_f, *params, query.metric]
+        if query.hook:
+            sql += " AND hook = ?"
+            all_params.append(query.hook)
+        if query.kind:
+            sql += " AND kind = ?"
+            all_params.append(query.kind)
+        if query.status:
+            sql += " AND status = ?"
+            all_params.append(query.status)
+        if query.search:
+            sql += " AND contains(lower(coalesce(edited_text, explanation, '')), lower(?))"
+            all_params.append(query.search)
+        if query.min_score is not None:
+            sql += " AND score >= ?"
+            all_params.append(query.min_score)
+        if query.max_score is not None:
+            sql += " AND score <= ?"
+            all_params.append(query.max_score)
+        column = FEATURE_SORTS[query.sort]
+        direction = "DESC" if query.descending else "ASC"
+        return sql, all_params, f"{column} {direction} NULLS LAST, hook, idx, feature_id"
+
+    def feature_list(self, query: FeatureQuery) -> tuple[list[dict[str, Any]], int]:
+        """Returns one page of the feature list and the number of features matching the filters."""
+        sql, params, order = self._feature_list_sql(query)
+        rows = self.query(
+            f"SELECT *, count(*) OVER () AS total FROM ({sql}) ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, query.limit, query.offset],
+        )
+        if rows:
+            return rows, int(rows[0]["total"])
+        total = self.query(f"SELECT count(*) AS n FROM ({sql})", params)[0]["n"]
+        return rows, int(total)
+
+    def feature_neighbours(self, query: FeatureQuery, feature_id: str) -> dict[str, str | None]:
+        """Returns the previous, next and next unreviewed feature ids around `feature_id` in the list."""
+        sql, params, order = self._feature_list_sql(query)
+        rows = self.query(
+            f"""
+            WITH ordered AS (SELECT feature_id, status, row_number() OVER (ORDER BY {order}) AS pos FROM ({sql})),
+                 here AS (SELECT coalesce(min(pos), 0) AS pos FROM ordered WHERE feature_id = ?)
+            SELECT
+              (SELECT feature_id FROM ordered, here WHERE ordered.pos = here.pos - 1) AS prev,
+              (SELECT feature_id FROM ordered, here WHERE ordered.pos = here.pos + 1) AS next,
+              (SELECT feature_id FROM ordered, here WHERE ordered.pos > here.pos AND status = 'unreviewed'
+               ORDER BY ordered.pos LIMIT 1) AS next_unreviewed,
+              (SELECT feature_id FROM ordered WHERE status = 'unreviewed' AND feature_id <> ?
+               ORDER BY pos LIMIT 1) AS first_unreviewed
+            """,
+            [*params, feature_id, feature_id],
+        )
+        row = rows[0]
+        return {
+            "prev": row["prev"],
+            "next": row["next"],
+            "next_unreviewed": row["next_unreviewed"] or row["first_unreviewed"],
+        }
+
+    def feature_facets(self) -> dict[str, list[Any]]:
+        """Returns the values the feature list can be filtered by: hooks, kinds, runs and metrics."""
+        return {
+            "hooks": [r["hook"] for r in self.query("SELECT DISTINCT hook FROM features ORDER BY hook")],
+            "kinds": [r["kind"] for r in self.query("SELECT DISTINCT kind FROM features ORDER BY kind")],
+            "runs": [r["id"] for r in self.query("SELECT id FROM runs ORDER BY created_at DESC")],
+            "metrics": [r["metric"] for r in self.query("SELECT DISTINCT metric FROM scores ORDER BY metric")],
+        }
+
+    def feature_record(self, feature_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Returns everything stored about one feature, across runs, table by table."""
+        with self.connect(read_only=True) as con:
+
+            def rows(sql: str, params: list[Any]) -> list[dict[str, Any]]:
+                cursor = con.execute(sql, params)
+                names = [d[0] for d in cursor.description or []]
+                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+            explanation_ids = "SELECT id FROM explanations WHERE feature_id = ?"
+            return {
+                "features": rows(
+                    "SELECT f.*, r.created_at AS run_created_at FROM features f JOIN runs r ON r.id = f.run_id "
+                    "WHERE f.id = ? ORDER BY r.created_at DESC",
+                    [feature_id],
+                ),
+                "explanations": rows(
+                    "SELECT * FROM explanations WHERE feature_id = ? ORDER BY created_at DESC, iteration DESC",
+                    [feature_id],
+                ),
+                "exemplars": rows(
+                    "SELECT * FROM exemplars WHERE feature_id = ? ORDER BY run_id, kind DESC, rank", [feature_id]
+                ),
+                "scores": rows(
+                    f"SELECT * FROM scores WHERE explanation_id IN ({explanation_ids}) ORDER BY metric", [feature_id]
+                ),
+                "experiments": rows(
+                    f"SELECT * FROM experiments WHERE explanation_id IN ({explanation_ids}) ORDER BY created_at",
+                    [feature_id],
+                ),
+                "llm_calls": rows(
+                    f"SELECT * FROM llm_calls WHERE feature_id = ? OR explanation_id IN ({explanation_ids}) "
+                    "ORDER BY created_at",
+                    [feature_id, feature_id],
+                ),
+                "reviews": rows(
+                    f"SELECT * FROM reviews WHERE explanation_id IN ({explanation_ids}) ORDER BY created_at DESC",
+                    [feature_id],
+                ),
+            }
+
+    def add_review(self, review: dict[str, Any]) -> None:
+        """Stores one review action (accept, reject, edit, note, request_experiments) in a short transaction."""
+        with self.transaction() as con:
+            if not con.execute("SELECT 1 FROM explanations WHERE id = ?", [review["explanation_id"]]).fetchall():
+                raise StoreError(f"no explanation {review['explanation_id']!r}")
+            self.insert_rows(con, "reviews", [review])
+
+    def reviewed_explanations(self) -> list[dict[str, Any]]:
+        """Returns each reviewed explanation's latest verdict, its final text, feature and score."""
+        return self.query("""
+            WITH rv AS (
+                SELECT * FROM reviews WHERE verdict IN ('accept', 'reject', 'edit')
+                QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
+            ), notes AS (
+                SELECT explanation_id, string_agg(note, ' | ' ORDER BY created_at) AS notes FROM reviews
+                WHERE note IS NOT NULL AND note <> '' GROUP BY explanation_id
+            )
+            SELECT e.feature_id, e.id AS explanation_id, e.run_id, e.explainer, e.prompt_hash,
+                   e.text AS original_text, coalesce(rv.edited_text, e.text) AS text, rv.verdict,
+                   rv.reviewer, rv.created_at AS reviewed_at, notes.notes,
+                   (SELECT value FROM scores s WHERE s.explanation_id = e.id
+                    AND s.metric = 'correlation_top_and_random') AS score
+            FROM rv JOIN explanations e ON e.id = rv.explanation_id
+            LEFT JOIN notes ON notes.explanation_id = e.id
+            ORDER BY e.feature_id, rv.created_at
+        """)
+
+
+FEATURE_SORTS = {
+    "score": "score",
+    "feature": "feature_id",
+    "index": "idx",
+    "layer": "hook",
+    "density": "density",
+    "status": "status",
+    "run": "run_id",
+}
+"""Columns the feature list can be sorted by (the only strings that reach ORDER BY)."""
+
+
+@dataclass
+class FeatureQuery:
+    """Filters, sort and page of the review app's feature list."""
+
+    metric: str = "correlation_top_and_random"
+    run_id: str | None = None
+    hook: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    search: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    sort: str = "score"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sort not in FEATURE_SORTS:
+            raise StoreError(f"cannot sort by {self.sort!r}; choose one of {', '.join(FEATURE_SORTS)}")

@@ -31,3 +31,12 @@ def attempted(store: Store, run_id: str, role: str, key: str) -> set[str]:
     """Returns feature or explanation ids that already have a call of `role` in this run."""
     rows = store.query(f"SELECT DISTINCT {key} FROM llm_calls WHERE run_id = ? AND role = ?", [run_id, role])
     return {r[key] for r in rows if r[key] is not None}
+
+
+def needing_explanation(
+    store: Store, run_id: str, features: list[dict[str, Any]], explainer: str, prompt_hash: str
+) -> list[dict[str, Any]]:
+    """Incremental runs: keeps the features that are new or whose latest explanation in another run
+    came from a different explainer (`backend:model`) or prompt template."""
+    current = store.current_explainers(exclude_run_id=run_id)
+    return [f for f in features if current.get(f["id"]) != (explainer, prompt_hash)]
