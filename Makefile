@@ -9,12 +9,14 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: setup run test lint browser
 
-setup: $(STAMP) browser
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+setup: $(STAMP)
 
 # Debian's headless Chromium and its driver for the review app's browser test (no browser downloads).
 browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
 	fi
 
 $(STAMP): pyproject.toml Makefile
@@ -35,5 +37,5 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -q

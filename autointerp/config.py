@@ -43,7 +43,7 @@ class FeaturesConfig(_Section):
     """MLP only: several blocks at once, or "all" (then `indices`/`count` apply per block)."""
     indices: list[int] = Field(default_factory=list)
     """Neuron / latent / direction / planted-feature indices; empty means `count` drawn with `seed`."""
-    count: int | Literal["all"] = 24
+    count: int | Literal["all"] = 16
     """How many features to draw when `indices` is empty, or "all"."""
     seed: int = 0
     """Seed for drawing features."""
@@ -84,13 +84,13 @@ class CorpusConfig(_Section):
 
 
 class CollectConfig(_Section):
-    top_k: int = Field(10, ge=2)
+    top_k: int = Field(8, ge=2)
     """Top-activating windows kept per feature; alternate ranks go to the explainer and to scoring."""
-    quantiles: int = Field(5, ge=0, le=100)
+    quantiles: int = Field(4, ge=0, le=100)
     """Bins of the window max, equal-width between 0 and the feature's max (the literature uses ~10)."""
     per_quantile: int = Field(2, ge=0)
     """Windows sampled per quantile bin; alternate ones go to the explainer and to scoring."""
-    random_windows: int = Field(6, ge=1)
+    random_windows: int = Field(4, ge=1)
     """Random windows per feature where it does not fire (topped up with random ones when too few);
     held out for scoring."""
     seed: int = 0
@@ -186,7 +186,7 @@ ALL_EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = ("input", "minimal_pair", "ab
 
 
 class ExperimentConfig(_Section):
-    lowest_n: int = Field(3, ge=0)
+    lowest_n: int = Field(2, ge=0)
     """At most this many features get experiments: those scoring below `score_threshold`, lowest first."""
     score_threshold: float = Field(0.5, ge=-1.0, le=1.0)
     """Explanations scoring below this are investigated; reaching it stops the loop."""
