@@ -54,15 +54,6 @@ STEERING_PROMPTS = ("The", "In this section,", "I think that")
 
 
 @dataclass
-class Round:
-    """What one round produced: experiment rows, lines for the reviser, and the revision."""
-
-    experiments: list[dict[str, Any]] = field(default_factory=list)
-    results: list[str] = field(default_factory=list)
-    revision: dict[str, Any] | None = None
-
-
-@dataclass
 class NeuronTarget:
     """The feature under investigation, as the subject model sees it."""
 
@@ -78,6 +69,21 @@ class NeuronTarget:
         """Returns the neuron's largest activation on `text` (0 for an empty text)."""
         ids = subject.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         return 0.0 if ids.shape[1] == 0 else float(self.activations(subject, ids).max())
+
+
+@dataclass
+class Round:
+    """One round on one explanation: its inputs, then the experiment rows, the lines for the
+    reviser and the revision it produced."""
+
+    target: NeuronTarget
+    explanation: dict[str, Any]
+    exemplars: list[dict[str, Any]]
+    recorder: CallRecorder
+    predicted_words: list[str] = field(default_factory=list)
+    experiments: list[dict[str, Any]] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)
+    revision: dict[str, Any] | None = None
 
 
 def neuron_target(feature: dict[str, Any]) -> NeuronTarget | None:
@@ -114,18 +120,18 @@ class Investigation:
 
     def _ask(
         self,
-        recorder: CallRecorder,
+        step: Round,
         role: str,
         prompt: str,
         values: dict[str, Any],
         parse: Callable[[str], Any],
-        explanation: dict[str, Any],
         backend: ChatBackend | None = None,
     ) -> Any:
-        proposer = self.settings.proposer
+        """Returns the parsed answer of the proposer (or `backend`) about the round's explanation, or None."""
+        proposer, explanation = self.settings.proposer, step.explanation
         return ask_for(
             backend or self.backend,
-            recorder,
+            step.recorder,
             load_prompt(prompt),
             values,
             parse,
@@ -158,13 +164,12 @@ class Investigation:
             done = set().union(*(attempted(self.store, self.run_id, r, "explanation_id") for r in EXPERIMENT_ROLES))
             if latest["id"] in done:
                 return "no change"
-            recorder = CallRecorder(self.run_id)
-            outcome = self.run_round(target, latest, recorder)
+            outcome = self.run_round(target, latest, CallRecorder(self.run_id))
             self.store.write_results(
                 {
                     "experiments": outcome.experiments,
                     "explanations": [outcome.revision] if outcome.revision else [],
-                    "llm_calls": recorder.take(),
+                    "llm_calls": outcome.recorder.take(),
                 }
             )
             if outcome.revision is None:
@@ -174,44 +179,27 @@ class Investigation:
     def run_round(self, target: NeuronTarget, explanation: dict[str, Any], recorder: CallRecorder) -> Round:
         """Returns the experiments of one round and the revised explanation (None when unchanged)."""
         exemplars = [e for e in self.store.exemplars(self.run_id, target.feature["id"]) if e["split"] == "explain"][:3]
-        outcome = Round()
+        step = Round(target=target, explanation=explanation, exemplars=exemplars, recorder=recorder)
         runners = {
             "input": self._input_experiment,
             "minimal_pair": self._minimal_pair,
             "ablation": self._ablation,
             "steering": self._steering,
         }
-        predicted_words: list[str] | None = None
+        if {"ablation", "steering"} & set(self.settings.kinds):
+            values = {"explanation": explanation["text"]}
+            step.predicted_words = self._ask(step, "propose", "predict_output", values, parse_word_list) or []
         for kind in self.settings.kinds:
-            if kind in ("ablation", "steering") and predicted_words is None:
-                predicted_words = (
-                    self._ask(
-                        recorder,
-                        "propose",
-                        "predict_output",
-                        {"explanation": explanation["text"]},
-                        parse_word_list,
-                        explanation,
-                    )
-                    or []
-                )
-            runners[kind](target, explanation, exemplars, recorder, outcome, predicted_words or [])
-        outcome.revision = self._revise(target, explanation, exemplars, recorder, outcome.results)
-        return outcome
+            runners[kind](step)
+        step.revision = self._revise(step)
+        return step
 
-    def _input_experiment(
-        self,
-        target: NeuronTarget,
-        explanation: dict[str, Any],
-        exemplars: list[dict[str, Any]],
-        recorder: CallRecorder,
-        outcome: Round,
-        _words: list[str],
-    ) -> None:
+    def _input_experiment(self, step: Round) -> None:
+        target, explanation, exemplars = step.target, step.explanation, step.exemplars
         proposer = self.settings.proposer
         proposal = propose_inputs(
             self.backend,
-            recorder,
+            step.recorder,
             feature_id=target.feature["id"],
             explanation_id=explanation["id"],
             explanation=explanation["text"],
@@ -227,20 +215,13 @@ class Investigation:
         measured, verdict = run_input_experiment(
             proposal, lambda text: target.max_activation_of(self.subject, text), target.feature["max_activation"]
         )
-        outcome.experiments.append(experiment_row(self.run_id, explanation["id"], proposal, measured, verdict))
+        step.experiments.append(experiment_row(self.run_id, explanation["id"], proposal, measured, verdict))
         for side, should in (("activating", "should fire"), ("non_activating", "should not fire")):
             for item in measured[side]:
-                outcome.results.append(f'"{item["text"]}" ({should}): {item["level"]:.0f}/10')
+                step.results.append(f'"{item["text"]}" ({should}): {item["level"]:.0f}/10')
 
-    def _minimal_pair(
-        self,
-        target: NeuronTarget,
-        explanation: dict[str, Any],
-        exemplars: list[dict[str, Any]],
-        recorder: CallRecorder,
-        outcome: Round,
-        _words: list[str],
-    ) -> None:
+    def _minimal_pair(self, step: Round) -> None:
+        target, explanation, exemplars = step.target, step.explanation, step.exemplars
         if not exemplars:
             return
         window = exemplars[0]
@@ -252,7 +233,7 @@ class Investigation:
             "marked_text": marked_text(window["tokens"], [10 if i == position else 0 for i in range(len(levels))]),
             "token": repr(token.strip() or token),
         }
-        word = self._ask(recorder, "propose", "minimal_pair", values, parse_replacement_word, explanation)
+        word = self._ask(step, "propose", "minimal_pair", values, parse_replacement_word)
         if word is None:
             return
         replacement = (" " if token.startswith(" ") else "") + word
@@ -269,7 +250,7 @@ class Investigation:
             "edited_activation": after,
             "edited_text": self.subject.tokenizer.decode(edited_ids),
         }
-        outcome.experiments.append(
+        step.experiments.append(
             new_experiment_row(
                 self.run_id,
                 explanation["id"],
@@ -280,21 +261,14 @@ class Investigation:
                 verdict,
             )
         )
-        outcome.results.append(
+        step.results.append(
             f"replacing {token.strip()!r} by {replacement.strip()!r}: "
             f"{10 * original / target.feature['max_activation']:.0f} -> "
             f"{10 * max(after, 0.0) / target.feature['max_activation']:.0f}/10"
         )
 
-    def _ablation(
-        self,
-        target: NeuronTarget,
-        explanation: dict[str, Any],
-        exemplars: list[dict[str, Any]],
-        recorder: CallRecorder,
-        outcome: Round,
-        words: list[str],
-    ) -> None:
+    def _ablation(self, step: Round) -> None:
+        target, explanation, exemplars = step.target, step.explanation, step.exemplars
         if not exemplars:
             return
         ids = torch.tensor([e["token_ids"] for e in exemplars])
@@ -309,78 +283,68 @@ class Investigation:
         kl_active = float(kl[active].mean()) if active.any() else 0.0
         kl_inactive = float(kl[~active].mean()) if (~active).any() else 0.0
         promoted, suppressed = top_changed_tokens(self.subject, clean[active], ablated[active])
-        verdict = output_verdict(kl_active, words, suppressed)
+        verdict = output_verdict(kl_active, step.predicted_words, suppressed)
         spec = {"mode": self.settings.ablation, "value": value, "windows": [e["rank"] for e in exemplars]}
         measured = {"kl_active": kl_active, "kl_inactive": kl_inactive, "promoted": promoted, "suppressed": suppressed}
-        outcome.experiments.append(
+        step.experiments.append(
             new_experiment_row(
                 self.run_id,
                 explanation["id"],
                 "ablation",
                 spec,
-                {"suppressed_words": words},
+                {"suppressed_words": step.predicted_words},
                 measured,
                 verdict,
             )
         )
-        outcome.results.append(
+        step.results.append(
             f"ablating the neuron makes these next tokens less likely: {', '.join(t.strip() for t in suppressed[:5])}"
         )
 
-    def _steering(
-        self,
-        target: NeuronTarget,
-        explanation: dict[str, Any],
-        _exemplars: list[dict[str, Any]],
-        recorder: CallRecorder,
-        outcome: Round,
-        words: list[str],
-    ) -> None:
-        tokenizer = self.subject.tokenizer
+    def _steering(self, step: Round) -> None:
+        target, explanation = step.target, step.explanation
+        prompts = [
+            self.subject.tokenizer(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            for p in STEERING_PROMPTS
+        ]
+
+        def after_prompts(edit: NeuronEdit | None) -> torch.Tensor:
+            """Next-token log-probs after each neutral prompt, [1, prompts, vocab]."""
+            return torch.cat([next_token_logprobs(self.subject, ids, edit)[:, -1:] for ids in prompts], dim=1)
+
+        clean = after_prompts(None)
+        clean_generation = generate_with_edit(self.subject, STEERING_PROMPTS[0], None, max_new_tokens=10)
         for strength in self.settings.steering_strengths:
             edit = NeuronEdit(layer=target.layer, index=target.index, add=strength * target.feature["max_activation"])
-            kls, promoted_all = [], []
-            for prompt in STEERING_PROMPTS:
-                ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-                clean = next_token_logprobs(self.subject, ids)[:, -1:]
-                steered = next_token_logprobs(self.subject, ids, edit)[:, -1:]
-                kls.append(float(kl_divergence(clean, steered).mean()))
-                promoted_all.append((clean, steered))
-            clean_all = torch.cat([c for c, _ in promoted_all], dim=1)
-            steered_all = torch.cat([s for _, s in promoted_all], dim=1)
-            promoted, suppressed = top_changed_tokens(self.subject, clean_all, steered_all)
-            mean_kl = sum(kls) / len(kls)
+            steered = after_prompts(edit)
+            promoted, suppressed = top_changed_tokens(self.subject, clean, steered)
+            mean_kl = float(kl_divergence(clean, steered).mean())
             generations = {
-                "clean": generate_with_edit(self.subject, STEERING_PROMPTS[0], None, max_new_tokens=10),
+                "clean": clean_generation,
                 "steered": generate_with_edit(self.subject, STEERING_PROMPTS[0], edit, max_new_tokens=10),
             }
-            verdict = output_verdict(mean_kl, words, promoted)
+            verdict = output_verdict(mean_kl, step.predicted_words, promoted)
             spec = {"strength": strength, "added": edit.add, "prompts": list(STEERING_PROMPTS)}
             measured = {"kl": mean_kl, "promoted": promoted, "suppressed": suppressed, "generations": generations}
-            outcome.experiments.append(
+            step.experiments.append(
                 new_experiment_row(
                     self.run_id,
                     explanation["id"],
                     "steering",
                     spec,
-                    {"promoted_words": words},
+                    {"promoted_words": step.predicted_words},
                     measured,
                     verdict,
                 )
             )
-            outcome.results.append(
+            step.results.append(
                 "steering the neuron up makes these next tokens more likely: "
                 + ", ".join(t.strip() for t in promoted[:5])
             )
 
-    def _revise(
-        self,
-        target: NeuronTarget,
-        explanation: dict[str, Any],
-        exemplars: list[dict[str, Any]],
-        recorder: CallRecorder,
-        results: list[str],
-    ) -> dict[str, Any] | None:
+    def _revise(self, step: Round) -> dict[str, Any] | None:
+        """Returns the revised explanation row, or None when there is nothing new to say."""
+        target, explanation, exemplars, results = step.target, step.explanation, step.exemplars, step.results
         if not results:
             return None
         shown = [
@@ -392,10 +356,10 @@ class Investigation:
             for e in exemplars
         ]
         values = {"explanation": explanation["text"], "exemplars": shown, "results": results}
-        text = self._ask(recorder, "revise", "revise", values, parse_explanation, explanation, self.explainer)
+        text = self._ask(step, "revise", "revise", values, parse_explanation, self.explainer)
         if text is None or text.strip().lower() == explanation["text"].strip().lower():
             return None
-        call_ids = [r["id"] for r in recorder.rows if r["role"] == "revise" and r["error"] is None]
+        call_ids = [r["id"] for r in step.recorder.rows if r["role"] == "revise" and r["error"] is None]
         return {
             "id": str(uuid.uuid4()),
             "run_id": self.run_id,
