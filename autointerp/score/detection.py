@@ -10,12 +10,9 @@ from __future__ import annotations
 from autointerp.activations import display_token
 from autointerp.llm.base import ChatBackend
 from autointerp.llm.calls import CallRecorder
-from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import PromptTemplate
-from autointerp.score.judge import judge_prompts
-from autointerp.score.metrics import balanced_accuracy
+from autointerp.score.judge import judge_prompts, judgement_metrics
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
-from autointerp.score.ranking import auroc
 from autointerp.score.windows import HeldOutWindow, never_fires_reason
 
 DETECTION_SCORER = "detection"
@@ -56,21 +53,7 @@ def detection_scores(
             explanation_id=explanation_id,
             batch_size=batch_size,
         )
-        answered = [(y, j) for y, j in zip(labels, judgements, strict=True) if j.p_yes is not None]
-        values: dict[str, float | None] = dict.fromkeys(DETECTION_METRICS)
-        undefined: dict[str, str] = {}
-        if not answered:
-            undefined = dict.fromkeys(DETECTION_METRICS, f"all {len(windows)} detection calls failed")
-        else:
-            got_labels = [y for y, _ in answered]
-            decisions = [bool(j.says_yes) for _, j in answered]
-            values["detection_balanced_accuracy"] = balanced_accuracy(got_labels, decisions)
-            if values["detection_balanced_accuracy"] is None:
-                undefined = dict.fromkeys(DETECTION_METRICS, "the answered windows are all of one class")
-            elif isinstance(backend, LocalChatBackend):
-                values["detection_auroc"] = auroc([float(j.p_yes or 0.0) for _, j in answered], got_labels)
-            else:
-                undefined["detection_auroc"] = f"{backend.name} gives no token probabilities; see balanced accuracy"
+        values, undefined = judgement_metrics("detection", labels, judgements, backend)
         outcomes.append(
             ScoreOutcome(
                 scorer=DETECTION_SCORER,

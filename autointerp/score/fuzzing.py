@@ -13,12 +13,9 @@ import zlib
 
 from autointerp.llm.base import ChatBackend
 from autointerp.llm.calls import CallRecorder
-from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import PromptTemplate
-from autointerp.score.judge import judge_prompts
-from autointerp.score.metrics import balanced_accuracy
+from autointerp.score.judge import judge_prompts, judgement_metrics
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
-from autointerp.score.ranking import auroc
 from autointerp.score.windows import ACTIVE_LEVEL, HeldOutWindow, marked, never_fires_reason
 
 FUZZING_SCORER = "fuzzing"
@@ -84,17 +81,7 @@ def fuzzing_scores(
             explanation_id=explanation_id,
             batch_size=batch_size,
         )
-        answered = [(correct, j) for (_, correct, _), j in zip(items, judgements, strict=True) if j.p_yes is not None]
-        values: dict[str, float | None] = dict.fromkeys(FUZZING_METRICS)
-        undefined: dict[str, str] = {}
-        labels = [c for c, _ in answered]
-        values["fuzzing_balanced_accuracy"] = balanced_accuracy(labels, [bool(j.says_yes) for _, j in answered])
-        if values["fuzzing_balanced_accuracy"] is None:
-            undefined = dict.fromkeys(FUZZING_METRICS, f"{len(items) - len(answered)} of {len(items)} calls failed")
-        elif isinstance(backend, LocalChatBackend):
-            values["fuzzing_auroc"] = auroc([float(j.p_yes or 0.0) for _, j in answered], labels)
-        else:
-            undefined["fuzzing_auroc"] = f"{backend.name} gives no token probabilities; see balanced accuracy"
+        values, undefined = judgement_metrics("fuzzing", [correct for _, correct, _ in items], judgements, backend)
         outcomes.append(
             ScoreOutcome(
                 scorer=FUZZING_SCORER,

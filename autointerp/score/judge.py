@@ -17,6 +17,8 @@ import torch
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
 from autointerp.llm.calls import CallRecorder
 from autointerp.llm.local import LocalChatBackend
+from autointerp.score.metrics import balanced_accuracy
+from autointerp.score.ranking import auroc
 
 YES_WORDS = ("yes", "Yes", " yes", " Yes", "YES", " YES")
 NO_WORDS = ("no", "No", " no", " No", "NO", " NO")
@@ -138,3 +140,24 @@ def judge_prompts(
             continue
         judgements.append(Judgement(p_yes=1.0 if answer else 0.0))
     return judgements
+
+
+def judgement_metrics(
+    prefix: str, labels: list[bool], judgements: list[Judgement], backend: ChatBackend
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Returns (values, reasons for the undefined ones) of `<prefix>_balanced_accuracy` and
+    `<prefix>_auroc` (from P(yes), local backends only) over the judgements that were answered."""
+    accuracy, area = f"{prefix}_balanced_accuracy", f"{prefix}_auroc"
+    values: dict[str, float | None] = {accuracy: None, area: None}
+    answered = [(label, j) for label, j in zip(labels, judgements, strict=True) if j.p_yes is not None]
+    if not answered:
+        return values, dict.fromkeys(values, f"all {len(judgements)} {prefix} calls failed")
+    got = [label for label, _ in answered]
+    values[accuracy] = balanced_accuracy(got, [bool(j.says_yes) for _, j in answered])
+    if values[accuracy] is None:
+        failed = len(judgements) - len(answered)
+        return values, dict.fromkeys(values, f"the answered items are all of one class ({failed} calls failed)")
+    if not isinstance(backend, LocalChatBackend):
+        return values, {area: f"{backend.name} gives no token probabilities; see balanced accuracy"}
+    values[area] = auroc([float(j.p_yes or 0.0) for _, j in answered], got)
+    return values, {}
