@@ -42,6 +42,16 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def resolve_run(store: Store, run_id: str | None) -> str:
+    """Returns `run_id` when the store holds it, else the latest run; raises AutointerpError otherwise."""
+    chosen = run_id or store.latest_run_id()
+    if chosen is None:
+        raise AutointerpError(f"{store.path} holds no runs yet; run `autointerp run` first")
+    if not store.query("SELECT 1 FROM runs WHERE id = ?", [chosen]):
+        raise AutointerpError(f"no run {chosen!r} in {store.path}; `autointerp runs` lists them")
+    return chosen
+
+
 def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
     """Prints a run's features with their explanation and score, best first."""
     from autointerp.pipeline import MAIN_METRIC
@@ -92,11 +102,7 @@ def show(
     """Print a run's explanations, sorted by score."""
     try:
         store = Store(db)
-        chosen = run_id or store.latest_run_id()
-        if chosen is None:
-            raise AutointerpError(f"{db} holds no runs yet; run `autointerp run` first")
-        if not store.query("SELECT 1 FROM runs WHERE id = ?", [chosen]):
-            raise AutointerpError(f"no run {chosen!r} in {db}; `autointerp runs` lists them")
+        chosen = resolve_run(store, run_id)
         print_explanations(store, chosen)
     except AutointerpError as exc:
         _fail(exc)
@@ -113,9 +119,7 @@ def investigate(
     try:
         run_config = load_config(config, set_ or [])
         store = Store(run_config.store.path)
-        chosen = run_id or store.latest_run_id()
-        if chosen is None:
-            raise AutointerpError(f"{run_config.store.path} holds no runs yet; run `autointerp run` first")
+        chosen = resolve_run(store, run_id)
         from flows.investigate import investigate as investigate_flow
 
         investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
@@ -160,11 +164,7 @@ def costs(
     """Summarise a run's LLM calls per role, backend and model: calls, errors, cache hits, tokens, cost."""
     try:
         store = Store(db)
-        chosen = run_id or store.latest_run_id()
-        if chosen is None:
-            raise AutointerpError(f"{db} holds no runs yet; run `autointerp run` first")
-        if not store.query("SELECT 1 FROM runs WHERE id = ?", [chosen]):
-            raise AutointerpError(f"no run {chosen!r} in {db}; `autointerp runs` lists them")
+        chosen = resolve_run(store, run_id)
         rows = store.llm_costs(chosen)
     except AutointerpError as exc:
         _fail(exc)
