@@ -235,6 +235,7 @@ def bench(
     max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 4096,
     heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
     distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).")] = 1,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
@@ -261,6 +262,7 @@ def bench(
             heldout_active=heldout,
             heldout_quiet=heldout,
             distractors=distractors,
+            rounds=rounds,
         )
         if method:
             settings.methods = method
@@ -373,7 +375,7 @@ def train_sae_command(
         from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
 
         subject = load_subject_model(model, device)
-        from autointerp.subject.features import check_layer
+        from autointerp.subject.hooks import check_layer
 
         check_layer(subject, layer)
         settings = SaeTrainingConfig(

@@ -23,8 +23,12 @@ bin they would fall in now, so the low bins are sampled from the windows seen si
 uniform sample of those, not of the whole corpus).
 
 Per-token activations are written only for newly kept items (into a per-feature pool of rows
-that kept items point to), so a batch costs a top-k and a sort over [features, kept + batch]
-window maxima, plus a copy of the new items' tokens.
+that kept items point to). The per-token passes (window max, sum, count of positives) read each
+chunk of the batch once (one chunk per hooked layer; no concatenated [batch, tokens, features]
+tensor). The merge itself has two implementations that keep the same items in the same order
+(a test runs both): on the CPU, `merge_cpu.merge_batch`, a compiled loop that visits each feature
+once and inserts a window only where it beats the worst kept item; elsewhere (GPU), tensor
+operations over the features a batch can change (`_rows_to_merge`), a few thousand at a time.
 
 Checkpoints: the whole state (tensors, counters and the token ids of windows still referenced)
 is saved atomically every `checkpoint_every` batches; a run that finds a checkpoint with the same
@@ -37,7 +41,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +50,14 @@ import torch
 
 from autointerp.corpus import Window
 from autointerp.errors import AutointerpError
+from autointerp.merge_cpu import merge_on_cpu, window_stats
 from autointerp.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-ActivationFn = Callable[[torch.Tensor], torch.Tensor]
-"""Maps token ids [batch, tokens] to feature activations [batch, tokens, features]."""
+ActivationFn = Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]]
+"""Maps token ids [batch, tokens] to feature activations [batch, tokens, features], or to chunks
+of them split on the feature axis (see `ExemplarSampler.update`)."""
 
 HISTOGRAM_EDGES: list[float] = [2.0**e for e in range(-6, 9)]
 """Upper edges of the window-max histogram: bin 0 holds max <= 0, bin i holds (edge[i-2], edge[i-1]]
@@ -151,6 +157,10 @@ class ExemplarSampler:
         self.bin_offsets = torch.tensor([0, *itertools.accumulate(caps)][:-1], dtype=torch.long, device=device)
         self.slot_bin = torch.repeat_interleave(torch.arange(len(caps), device=device), self.bin_caps)
         self._k = k
+        self.merge_rows = 4096
+        self.compiled = device.type == "cpu"  # merge_cpu's loop; the tensor merge on other devices
+        self._plan_sizes = (k, plan.random_windows, plan.quantiles if plan.per_quantile else 0, plan.per_quantile)
+        self.gate = True  # merge only the features a batch can change (False: all, for tests)
 
     # one batch ----------------------------------------------------------------------------------
 
@@ -165,26 +175,153 @@ class ExemplarSampler:
         ratio = value / feature_max.clamp(min=1e-30).unsqueeze(1)
         return (torch.ceil(ratio * q).long() - 1).clamp(0, q - 1) + 1
 
-    def update(self, acts: torch.Tensor, windows: list[Window]) -> None:
-        """Merges one batch: acts [batch, tokens, features] of `windows`."""
-        k, batch = self._k, acts.shape[0]
-        first = self.windows_seen
-        window_max = acts.amax(dim=1).T.contiguous()  # [features, batch]: one reduction per window
-        self.act_sum += acts.sum(dim=(0, 1), dtype=torch.float64)
-        self.active += (acts > 0).sum(dim=(0, 1))
-        self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
-        positive = window_max > 0
-        bins = torch.where(positive, torch.bucketize(window_max, self.edges) + 1, 0)
-        self.histogram.scatter_add_(1, bins, torch.ones_like(bins))
+    def update(self, acts: torch.Tensor | Sequence[torch.Tensor], windows: list[Window]) -> None:
+        """Merges one batch of `windows`: acts [batch, tokens, features], or chunks of it split on features.
 
-        # top-k over kept + batch windows
-        top_values, top_pick = torch.cat([self.value[:, :k], window_max], dim=1).topk(k, dim=1)
+        Chunks (one per hooked layer, say) save concatenating a [batch, tokens, features] tensor;
+        their last dimensions add up to the sampler's features, in order.
+        """
+        chunks = [acts] if isinstance(acts, torch.Tensor) else list(acts)
+        batch, tokens = chunks[0].shape[:2]
+        first = self.windows_seen
+        if self.compiled and all(c.dtype == torch.float32 for c in chunks):
+            window_max = self._window_stats_on_cpu(chunks)
+        else:
+            window_max = self._window_stats(chunks)
+        rose = window_max.amax(dim=1) > self.act_max
+        self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
+        random_key, quantile_key = self._keys(batch)
+        if self.compiled:
+            state = {name: getattr(self, name) for name in ("value", "key", "window", "row", "act_max", "histogram")}
+            state["edges"] = self.edges
+            feature, pool_row, batch_row = merge_on_cpu(
+                state, window_max, random_key, quantile_key, rose, self._plan_sizes, first
+            )
+            self._store_activations(chunks, feature, pool_row, batch_row)
+        else:
+            positive = window_max > 0
+            bins = torch.where(positive, torch.bucketize(window_max, self.edges) + 1, 0)
+            self.histogram.scatter_add_(1, bins, torch.ones_like(bins))
+            self._merge_rows(window_max, positive, random_key, quantile_key, rose, chunks, first)
+
+        for offset, window in enumerate(windows):
+            self.windows[first + offset] = window
+        self.windows_seen += batch
+        self.tokens += batch * tokens
+        self.batches += 1
+        if self.batches % 16 == 0:
+            self.prune_windows()
+
+    def _window_stats(self, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """Adds the batch to sums and counts; returns window maxima [features, batch] (chunk by chunk, in cache)."""
+        self.act_sum += torch.cat([c.sum(dim=(0, 1), dtype=torch.float32) for c in chunks]).double()
+        self.active += torch.cat([c.sign().relu_().sum(dim=(0, 1), dtype=torch.float32) for c in chunks]).long()
+        return torch.cat([c.amax(dim=1) for c in chunks], dim=1).T.float().contiguous()
+
+    def _window_stats_on_cpu(self, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """`_window_stats` in one compiled read of each float32 chunk."""
+        window_max = torch.empty((self.n_features, chunks[0].shape[0]))
+        offset = 0
+        for chunk in chunks:
+            window_stats(
+                chunk.contiguous().numpy(), window_max.numpy(), self.act_sum.numpy(), self.active.numpy(), offset
+            )
+            offset += chunk.shape[2]
+        return window_max
+
+    def _merge_rows(
+        self,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
+        rose: torch.Tensor,
+        chunks: list[torch.Tensor],
+        first: int,
+    ) -> None:
+        """The tensor merge: every feature the batch can change, a few thousand at a time."""
+        rows = self._rows_to_merge(window_max, positive, random_key, quantile_key, rose)
+        new_features, new_slots, new_batch_rows = [], [], []
+        # parts keep the merge's temporaries in cache
+        for part in self._row_parts(rows):
+            local, slot, batch_row = self._merge(
+                part, window_max[part], positive[part], random_key[part], quantile_key[part], first
+            )
+            new_features.append(local + part.start if isinstance(part, slice) else part[local])
+            new_slots.append(slot)
+            new_batch_rows.append(batch_row)
+        feature, slot = torch.cat(new_features), torch.cat(new_slots)
+        self._store_activations(chunks, feature, self.row[feature, slot], torch.cat(new_batch_rows))
+
+    def _rows_to_merge(
+        self,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
+        rose: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """Returns the features whose kept items this batch can change (None: all of them).
+
+        A batch window changes nothing unless it beats the k-th top value or the worst sort key
+        of the reservoir bin it would enter; a feature whose max rose is re-binned. Skipping the
+        others gives exactly the state a full merge would; late in a long corpus few features
+        need one, which is what keeps collection near the speed of the bare forward pass.
+        """
+        if not self.gate:
+            return None
+        k = self._k
+        need = rose | (window_max > self.value[:, k - 1 : k]).any(dim=1)
+        if self.plan.reservoir_slots:
+            # a feature whose max did not rise keeps its items in their bins: no re-binning
+            old_sort = self._old_sort(self.slot_bin.unsqueeze(0).expand_as(self.key[:, k:]))
+            worst = torch.zeros((self.n_features, len(self.bin_caps)), device=self.device)
+            worst.scatter_reduce_(1, self.slot_bin.expand_as(old_sort), old_sort.float(), "amax", include_self=False)
+            need |= (0.45 * (random_key + positive.float()) < worst[:, :1]).any(dim=1)
+            if self.plan.quantiles and self.plan.per_quantile:
+                batch_bin = self._quantile_bin(window_max, self.act_max)
+                batch_sort = batch_bin + 0.9 * quantile_key
+                need |= (positive & (batch_sort < worst.gather(1, batch_bin))).any(dim=1)
+        if bool(need.all()):
+            return None
+        return need.nonzero().squeeze(1)
+
+    def _row_parts(self, rows: torch.Tensor | None) -> list[torch.Tensor] | list[slice]:
+        """Returns `rows` (None: every feature) in parts of at most `merge_rows` features."""
+        size = self.merge_rows
+        if rows is None:
+            return [slice(start, min(start + size, self.n_features)) for start in range(0, self.n_features, size)]
+        return list(rows.split(size))
+
+    def _old_sort(self, old_bin: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """Returns the sort keys (bin + offset in [0, 1)) of the kept reservoir items of `rows`."""
+        k = self._k
+        old_value, old_key = self.value[rows, k:], self.key[rows, k:]
+        old_real = self.window[rows, k:] >= 0
+        in_random_bin = old_bin == 0
+        # random bin: windows where the feature does not fire sort first
+        old_offset = torch.where(in_random_bin, 0.45 * (old_key + (old_value > 0).float()), 0.9 * old_key)
+        return old_bin + torch.where(old_real, old_offset, _EMPTY_KEY)
+
+    def _merge(
+        self,
+        rows: torch.Tensor | slice,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
+        first: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Merges the batch into the kept items of `rows`; returns (row in `rows`, slot, batch row) of new items."""
+        k, batch = self._k, window_max.shape[1]
+        top_values, top_pick = torch.cat([self.value[rows, :k], window_max], dim=1).topk(k, dim=1)
         src_old = [torch.where(top_pick < k, top_pick, -1)]
         src_batch = [torch.where(top_pick >= k, top_pick - k, -1)]
         new_value, new_key = [top_values], [torch.ones_like(top_values)]
-
         if self.plan.reservoir_slots:
-            res_old, res_batch, res_value, res_key = self._merge_reservoirs(window_max, positive)
+            res_old, res_batch, res_value, res_key = self._merge_reservoirs(
+                rows, window_max, positive, random_key, quantile_key
+            )
             src_old.append(res_old)
             src_batch.append(res_batch)
             new_value.append(res_value)
@@ -193,57 +330,47 @@ class ExemplarSampler:
         from_batch = torch.cat(src_batch, dim=1)
         kept = old >= 0
         batch_window = torch.arange(first, first + batch, device=self.device)
-        self.window = torch.where(
+        self.window[rows] = torch.where(
             kept,
-            self.window.gather(1, old.clamp(min=0)),
+            self.window[rows].gather(1, old.clamp(min=0)),
             torch.where(from_batch >= 0, batch_window[from_batch.clamp(min=0)], -1),
         )
-        self.value, self.key = torch.cat(new_value, dim=1), torch.cat(new_key, dim=1)
-        self._assign_rows(old, kept)
-
-        # per-token activations of the items that came from this batch
-        feature, slot = (from_batch >= 0).nonzero(as_tuple=True)
-        if feature.numel():
-            self.pool[feature, self.row[feature, slot]] = acts[from_batch[feature, slot], :, feature].float()
-
-        for offset, window in enumerate(windows):
-            self.windows[first + offset] = window
-        self.windows_seen += batch
-        self.tokens += batch * acts.shape[1]
-        self.batches += 1
-        if self.batches % 16 == 0:
-            self.prune_windows()
+        self.value[rows], self.key[rows] = torch.cat(new_value, dim=1), torch.cat(new_key, dim=1)
+        self.row[rows] = self._assigned_rows(self.row[rows], old, kept)
+        local, slot = (from_batch >= 0).nonzero(as_tuple=True)
+        return local, slot, from_batch[local, slot]
 
     def _merge_reservoirs(
-        self, window_max: torch.Tensor, positive: torch.Tensor
+        self,
+        rows: torch.Tensor | slice,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (old slot or -1, batch row or -1, value, key) for each reservoir slot."""
-        k, batch = self._k, window_max.shape[1]
+        """Returns (old slot or -1, batch row or -1, value, key) for each reservoir slot of `rows`."""
+        k, (n_rows, batch) = self._k, window_max.shape
         slots = self.plan.reservoir_slots
-        random_key, quantile_key = self._keys(batch)
-        old_value, old_key = self.value[:, k:], self.key[:, k:]
-        old_real = self.window[:, k:] >= 0
+        old_value, old_key = self.value[rows, k:], self.key[rows, k:]
         slot_bin = self.slot_bin.unsqueeze(0).expand_as(old_value)
-        in_random_bin = slot_bin == 0
-        # composite sort key: bin + offset in [0, 1); random bin: non-firing windows first
         old_bin = slot_bin
         if self.plan.quantiles:
-            rebinned = self._quantile_bin(old_value, self.act_max)
-            old_bin = torch.where(in_random_bin | ~old_real, slot_bin, rebinned)
-        old_offset = torch.where(in_random_bin, 0.45 * (old_key + (old_value > 0).float()), 0.9 * old_key)
-        old_sort = old_bin + torch.where(old_real, old_offset, _EMPTY_KEY)
-        parts = [old_sort.double(), (0.45 * (random_key + positive.float())).double()]
+            # kept items move to the bin of the current max (a no-op where the max did not rise)
+            rebinned = self._quantile_bin(old_value, self.act_max[rows])
+            old_real = self.window[rows, k:] >= 0
+            old_bin = torch.where((slot_bin == 0) | ~old_real, slot_bin, rebinned)
+        parts = [self._old_sort(old_bin, rows).double(), (0.45 * (random_key + positive.float())).double()]
         if self.plan.quantiles and self.plan.per_quantile:
-            batch_bin = self._quantile_bin(window_max, self.act_max)
+            batch_bin = self._quantile_bin(window_max, self.act_max[rows])
             batch_sort = torch.where(positive, batch_bin + 0.9 * quantile_key, float("inf"))
             parts.append(batch_sort.double())
-        sort_key, order = torch.cat(parts, dim=1).sort(dim=1)
+        sort_key, order = torch.cat(parts, dim=1).sort(dim=1, stable=True)  # holes tie: keep their order
         sorted_bin = torch.floor(sort_key)
         rank = torch.arange(sort_key.shape[1], device=self.device) - torch.searchsorted(sort_key, sorted_bin)
         bin_index = sorted_bin.clamp(0, len(self.bin_caps) - 1).nan_to_num(0).long()
         chosen = torch.isfinite(sort_key) & (rank < self.bin_caps[bin_index])
         slot = torch.where(chosen, self.bin_offsets[bin_index] + rank, slots)
-        source = torch.full((self.n_features, slots + 1), -1, dtype=torch.long, device=self.device)
+        source = torch.full((n_rows, slots + 1), -1, dtype=torch.long, device=self.device)
         source.scatter_(1, slot, torch.where(chosen, order, -1))
         source = source[:, :slots]  # candidate number, or -1 for a slot left empty
         hole = source < 0
@@ -270,16 +397,29 @@ class ExemplarSampler:
         old_slot = torch.where(is_old, cand + k, -1)
         return old_slot, batch_row, value, key
 
-    def _assign_rows(self, old: torch.Tensor, kept: torch.Tensor) -> None:
-        """Kept items keep their pool row; new items and empty slots take the rows freed."""
-        slots = self.row.shape[1]
-        kept_rows = self.row.gather(1, old.clamp(min=0))
-        referenced = torch.zeros((self.n_features, slots + 1), dtype=torch.uint8, device=self.device)
+    def _assigned_rows(self, rows: torch.Tensor, old: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """Returns pool rows: kept items keep theirs; new items and empty slots take the rows freed."""
+        slots = rows.shape[1]
+        kept_rows = rows.gather(1, old.clamp(min=0))
+        referenced = torch.zeros((rows.shape[0], slots + 1), dtype=torch.uint8, device=self.device)
         referenced.scatter_(1, torch.where(kept, kept_rows, slots), 1)
         free_rows = referenced[:, :slots].argsort(dim=1, stable=True)  # unreferenced rows first
-        need = ~kept
-        need_rank = (need.long().cumsum(dim=1) - 1).clamp(min=0)
-        self.row = torch.where(kept, kept_rows, free_rows.gather(1, need_rank))
+        need_rank = ((~kept).long().cumsum(dim=1) - 1).clamp(min=0)
+        return torch.where(kept, kept_rows, free_rows.gather(1, need_rank))
+
+    def _store_activations(
+        self, chunks: list[torch.Tensor], feature: torch.Tensor, pool_row: torch.Tensor, batch_row: torch.Tensor
+    ) -> None:
+        """Copies the per-token activations of new items (sorted by feature) into their pool rows."""
+        start = 0
+        bounds = torch.tensor([c.shape[2] for c in chunks], device=self.device).cumsum(0)
+        ends = torch.searchsorted(feature, bounds).tolist()
+        lo = 0
+        for chunk, end, width in zip(chunks, ends, bounds.tolist(), strict=True):
+            if end > start:
+                f = feature[start:end]
+                self.pool[f, pool_row[start:end]] = chunk[batch_row[start:end], :, f - lo].float()
+            start, lo = end, width
 
     def prune_windows(self) -> None:
         """Forgets the token ids of windows no kept item points to."""

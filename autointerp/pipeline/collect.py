@@ -53,7 +53,7 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
     checkpoint = checkpoint_path(config, run_id)
     result = collect_exemplars(
         windows,
-        source.activations,
+        source.activation_chunks,
         feature_indices=source.indices,
         window_tokens=corpus.window_tokens,
         batch_size=corpus.batch_size,

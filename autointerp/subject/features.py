@@ -13,86 +13,22 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
 from autointerp.errors import FeatureError
 from autointerp.planted import PlantedFeature, load_planted_features
+from autointerp.subject.hooks import capture, check_layer, hook_target
+from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.sae import SparseAutoencoder, hook_layer, load_sae
 
 if TYPE_CHECKING:
     from autointerp.config import FeaturesConfig
-
-_HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out")
-
-
-class _StopForward(Exception):
-    """Raised inside the deepest hook once every wanted activation is captured."""
-
-
-def check_layer(subject: SubjectModel, layer: int) -> None:
-    if not 0 <= layer < subject.n_layers:
-        raise FeatureError(f"layer {layer} does not exist: {subject.slug} has layers 0..{subject.n_layers - 1}")
-
-
-def _hook_target(subject: SubjectModel, point: str) -> tuple[nn.Module, bool, int]:
-    """Returns (module, read its input instead of its output, layer) for a hook point name."""
-    if point.startswith("mlp."):
-        layer = int(point.split(".")[1])
-        check_layer(subject, layer)
-        return subject.model.model.layers[layer].mlp.down_proj, True, layer  # type: ignore[union-attr,index]
-    layer = hook_layer(point)
-    check_layer(subject, layer)
-    kind = point.split(".")[2]
-    if kind not in _HOOK_KINDS:
-        raise FeatureError(
-            f"hook point {point!r} is not supported; use one of blocks.{layer}.{{{', '.join(_HOOK_KINDS)}}}"
-        )
-    block = subject.model.model.layers[layer]  # type: ignore[union-attr,index]
-    if kind == "hook_mlp_out":
-        return block.mlp, False, layer
-    return block, kind == "hook_resid_pre", layer
-
-
-@torch.inference_mode()
-def capture(subject: SubjectModel, token_ids: torch.Tensor, points: Sequence[str]) -> list[torch.Tensor]:
-    """Returns the activations at each hook point, running the model body only as deep as needed."""
-    targets = [_hook_target(subject, p) for p in points]
-    deepest = max(layer + (0 if is_input else 0.5) for _, is_input, layer in targets)
-    captured: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def make_hook(slot: int, is_input: bool, depth: float) -> Any:
-        def read(value: torch.Tensor) -> None:
-            captured[slot] = value
-            if len(captured) == len(targets) and depth == deepest:
-                raise _StopForward
-
-        if is_input:
-            return lambda _m, args: read(args[0])
-        return lambda _m, _args, output: read(output[0] if isinstance(output, tuple) else output)
-
-    try:
-        for slot, (module, is_input, layer) in enumerate(targets):
-            hook = make_hook(slot, is_input, layer + (0 if is_input else 0.5))
-            if is_input:
-                handles.append(module.register_forward_pre_hook(hook))
-            else:
-                handles.append(module.register_forward_hook(hook))
-        with suppress(_StopForward):
-            subject.model.model(input_ids=token_ids.to(subject.device), use_cache=False)  # type: ignore[operator]
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [captured[slot] for slot in range(len(targets))]
 
 
 class FeatureSource(ABC):
@@ -114,6 +50,19 @@ class FeatureSource(ABC):
     @abstractmethod
     def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Returns activations [batch, tokens, features] (float32) of token ids [batch, tokens]."""
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns `activations` split on the feature axis, in order, without concatenating.
+
+        The collector reads chunks as they come (one per hooked layer for MLP neurons), which
+        saves copying every activation of the batch into one tensor.
+        """
+        return [self.activations(token_ids)]
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the intervention that sets (ablation) and/or adds to (steering) feature `position`
+        in the model, or None when the feature is not a direction in the model (planted features)."""
+        return None
 
 
 def choose_indices(indices: list[int], count: int | str, width: int, seed: int, what: str) -> list[int]:
@@ -143,10 +92,20 @@ class MlpNeuronSource(FeatureSource):
         self._index = torch.tensor(indices, dtype=torch.long, device=subject.device)
 
     def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        parts = self.activation_chunks(token_ids)
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> NeuronEdit:
+        """Returns the edit of the neuron at `position` (its input to the down projection)."""
+        layer = self.layers[position // len(self._index)]
+        return NeuronEdit(layer=layer, index=self.indices[position], set_to=set_to, add=add)
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns one [batch, tokens, neurons] tensor per layer, in the model's dtype."""
         parts = capture(self.subject, token_ids, [f"mlp.{layer}" for layer in self.layers])
         if not self.every_neuron:
             parts = [p.index_select(-1, self._index) for p in parts]
-        return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()
+        return parts
 
 
 class SaeLatentSource(FeatureSource):
@@ -156,7 +115,7 @@ class SaeLatentSource(FeatureSource):
 
     def __init__(self, subject: SubjectModel, sae: SparseAutoencoder, indices: list[int]) -> None:
         layer = hook_layer(sae.hook_name)
-        _hook_target(subject, sae.hook_name)
+        hook_target(subject, sae.hook_name)
         if sae.d_in != subject.model.config.hidden_size:
             raise FeatureError(
                 f"the SAE reads {sae.d_in}-wide activations but {subject.slug}'s residual stream is "
@@ -171,6 +130,17 @@ class SaeLatentSource(FeatureSource):
         (hidden,) = capture(self.subject, token_ids, [self.sae.hook_name])
         with torch.inference_mode():
             return self.sae.encode(hidden, self._columns)
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> DirectionEdit:
+        """Returns the edit of the latent at `position` along its decoder row, at the SAE's hook point."""
+        column = torch.tensor([self.indices[position]], device=self.subject.device)
+        return DirectionEdit(
+            hook=self.sae.hook_name,
+            read=lambda hidden: self.sae.encode(hidden, column)[..., 0],
+            direction=self.sae.W_dec[self.indices[position]],
+            set_to=set_to,
+            add=add,
+        )
 
 
 def load_directions(path: Path) -> torch.Tensor:
@@ -199,7 +169,7 @@ class DirectionSource(FeatureSource):
 
     def __init__(self, subject: SubjectModel, matrix: torch.Tensor, hook: str, indices: list[int]) -> None:
         layer = hook_layer(hook)
-        _hook_target(subject, hook)
+        hook_target(subject, hook)
         width = subject.model.config.hidden_size
         if matrix.shape[1] != width:
             raise FeatureError(
@@ -214,6 +184,17 @@ class DirectionSource(FeatureSource):
     def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
         (hidden,) = capture(self.subject, token_ids, [self.hook])
         return hidden.float() @ self.vectors
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> DirectionEdit:
+        """Returns the edit along direction v at `position` (moving h . v by exactly the change)."""
+        vector = self.vectors[:, position]
+        return DirectionEdit(
+            hook=self.hook,
+            read=lambda hidden: hidden.float() @ vector,
+            direction=vector / vector.dot(vector).clamp(min=1e-12),
+            set_to=set_to,
+            add=add,
+        )
 
 
 class PlantedSource(FeatureSource):
@@ -282,3 +263,21 @@ def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> Featu
     if config.indices:
         planted = [planted[i] for i in choose_indices(config.indices, "all", len(planted), 0, "planted feature")]
     return PlantedSource(subject, planted)
+
+
+def feature_source_for(config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+    """Returns a source of the one feature in `feature` (a row of the features table), built
+    from the run's features config (the SAE, direction or planted file it names)."""
+    kind, index, hook = str(feature["kind"]), int(feature["idx"]), str(feature["hook"])
+    if kind == "neuron":
+        return MlpNeuronSource(subject, [int(hook.split(".")[1])], [index])
+    if kind == "sae" and config.path is not None:
+        return SaeLatentSource(subject, load_sae(config.path), [index])
+    if kind == "direction" and config.path is not None:
+        return DirectionSource(subject, load_directions(config.path), hook, [index])
+    if kind == "planted":
+        name = str(feature["id"]).removeprefix("planted/")
+        planted = [p for p in load_planted_features(config.path) if p.name == name]
+        if planted:
+            return PlantedSource(subject, planted)
+    raise FeatureError(f"cannot rebuild feature {feature['id']} from features.kind = {config.kind!r}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from autointerp.corpus import iter_windows
-from autointerp.subject.features import capture
+from autointerp.subject.hooks import capture
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.sae import SparseAutoencoder
 

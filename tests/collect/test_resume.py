@@ -24,11 +24,11 @@ from autointerp.pipeline.collect import run_collect
 from autointerp.store import Store
 from autointerp.subject.features import MlpNeuronSource
 
-original = MlpNeuronSource.activations
+original = MlpNeuronSource.activation_chunks
 def slow(self, token_ids):
     time.sleep(0.15)
     return original(self, token_ids)
-MlpNeuronSource.activations = slow
+MlpNeuronSource.activation_chunks = slow
 config = RunConfig.model_validate(json.loads(sys.argv[1]))
 store = Store(config.store.path)
 store.migrate()

@@ -186,3 +186,33 @@ def test_resume_from_a_checkpoint_gives_the_same_exemplars(tmp_path: Path) -> No
     assert resumed.stats == reference.stats  # type: ignore[attr-defined]
     other = _collect(windows, acts, checkpoint=checkpoint, checkpoint_every=4, fingerprint="run-b")
     assert other.exemplars == reference.exemplars  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("top_k, random_windows, quantiles, per_quantile", [(5, 4, 4, 3), (3, 0, 2, 1), (4, 2, 0, 0)])
+def test_every_merge_keeps_the_same_items(top_k: int, random_windows: int, quantiles: int, per_quantile: int) -> None:
+    """The compiled CPU loop, the gated tensor merge and the full tensor merge agree exactly.
+
+    Chunked input (one tensor per group of features) is merged as the same tensor whole. Pool
+    rows may be assigned differently, so the comparison is on kept items and their activations.
+    """
+    windows, acts = _corpus(400, 12, seed=3)
+    acts[:, :, 2] *= torch.linspace(0.1, 3.0, 400).view(-1, 1)  # a max that keeps rising: re-binning
+    acts[:, :, -1] = -torch.rand(400, TOKENS)  # dead, without ties (a tie may go either way)
+    plan = SamplingPlan(top_k, random_windows, quantiles, per_quantile, seed=1)
+    compiled, gated, full = (ExemplarSampler(12, TOKENS, plan, torch.device("cpu")) for _ in range(3))
+    gated.compiled = full.compiled = full.gate = False
+    assert compiled.compiled
+    merged_rows = []
+    for start in range(0, 400, 8):
+        batch = acts[start : start + 8]
+        before = gated.value.clone()
+        for sampler in (compiled, gated):
+            sampler.update([batch[:, :, :5], batch[:, :, 5:]], windows[start : start + 8])
+        full.update(batch, windows[start : start + 8])
+        merged_rows.append(int((gated.value != before).any(dim=1).sum()))
+    for other in (gated, full):
+        for name in ("value", "key", "window", "act_max", "active", "histogram"):
+            assert torch.equal(getattr(compiled, name), getattr(other, name)), name
+        assert torch.allclose(compiled.act_sum, other.act_sum)  # float sums: the order of summation differs
+        assert compiled.exemplars(compiled.stats()) == other.exemplars(other.stats())
+    assert merged_rows[-1] < 12  # late batches leave most features alone
