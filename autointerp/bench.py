@@ -15,17 +15,21 @@ import logging
 import random
 import statistics
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from autointerp.activations import normalize_activations
+from autointerp.config import ExperimentConfig, LLMRoleConfig
 from autointerp.corpus import iter_windows
 from autointerp.errors import ConfigError
 from autointerp.explain import explain_feature
 from autointerp.llm import CallRecorder, get_backend
+from autointerp.pipeline.experiment import Experimenter, FeatureTarget
 from autointerp.planted import PlantedFeature
 from autointerp.progress import progress_bar
 from autointerp.score.distractors import choose_distractors
@@ -33,6 +37,7 @@ from autointerp.score.embedding import embed_texts
 from autointerp.score.scorers import METHODS, primary_value, score_candidates
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import load_subject_model
+from autointerp.subject.features import PlantedSource
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,9 @@ class BenchSettings:
     """Prompts per padded forward pass."""
     seed: int = 0
     """Seed for tie-breaking and sampling windows."""
+    rounds: int = 1
+    """Experiment-and-revise rounds on each explainer's explanation (0: none). Input and
+    minimal-pair experiments; the explainer proposes them and revises."""
 
 
 @dataclass
@@ -76,9 +84,21 @@ class FeatureSet:
     feature: PlantedFeature
     density: float
     max_activation: float
-    explain: list[dict[str, list]]
+    explain: list[dict[str, Any]]
+    """Explanation windows: tokens, token_ids, activations, rank."""
     heldout: list[HeldOutWindow]
     skipped: str | None = None
+
+
+@dataclass
+class Investigated:
+    """One explainer's experiment rounds on one feature."""
+
+    first: str
+    revised: str | None
+    """The last revision that changed the text (None: no round changed it)."""
+    verdicts: list[tuple[str, str]]
+    """(experiment kind, verdict) of every experiment, in order."""
 
 
 @dataclass
@@ -93,22 +113,25 @@ class BenchResult:
     similarity: dict[str, dict[str, tuple[float, bool]]]  # explainer -> feature -> (cos to truth, nearest)
     seconds: dict[str, float]
     windows: int
+    investigated: dict[str, dict[str, Investigated]] = field(default_factory=dict)  # explainer -> feature ->
+    revised_similarity: dict[str, dict[str, tuple[float, bool]]] = field(default_factory=dict)
 
 
 def build_feature_sets(features: list[PlantedFeature], settings: BenchSettings) -> tuple[list[FeatureSet], int]:
     """Returns each feature's explanation and held-out windows, and how many corpus windows were cut."""
     subject = load_subject_model(settings.subject, "cpu")
-    windows = [
-        subject.decode_tokens(w.token_ids)
-        for w in iter_windows(
-            subject.tokenizer, settings.corpus, window_tokens=settings.window_tokens, max_windows=settings.max_windows
-        )
-    ]
-    sets = [feature_set(f, windows, settings) for f in features]
+    cut = iter_windows(
+        subject.tokenizer, settings.corpus, window_tokens=settings.window_tokens, max_windows=settings.max_windows
+    )
+    ids = [w.token_ids for w in cut]
+    windows = [subject.decode_tokens(w) for w in ids]
+    sets = [feature_set(f, windows, settings, ids) for f in features]
     return sets, len(windows)
 
 
-def feature_set(feature: PlantedFeature, windows: list[list[str]], settings: BenchSettings) -> FeatureSet:
+def feature_set(
+    feature: PlantedFeature, windows: list[list[str]], settings: BenchSettings, token_ids: list[list[int]] | None = None
+) -> FeatureSet:
     """Returns one feature's windows: explanation windows at even top ranks, held-out ones around them."""
     activations = []
     for tokens in windows:
@@ -150,7 +173,15 @@ def feature_set(feature: PlantedFeature, windows: list[list[str]], settings: Ben
         feature,
         density,
         max_activation,
-        [{"tokens": windows[i], "activations": activations[i]} for i in explain],
+        [
+            {
+                "tokens": windows[i],
+                "activations": activations[i],
+                "token_ids": token_ids[i] if token_ids else [],
+                "rank": rank,
+            }
+            for rank, i in enumerate(explain)
+        ],
         heldout,
     )
 
@@ -187,6 +218,12 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                 advance(1)
         explanations[spec] = texts
         seconds[f"explain {spec}"] = time.perf_counter() - started
+    investigated: dict[str, dict[str, Investigated]] = {}
+    if settings.rounds:
+        for spec, texts in explanations.items():
+            started = time.perf_counter()
+            investigated[spec] = investigate_planted(live, texts, spec, settings, recorder)
+            seconds[f"experiments {spec}"] = time.perf_counter() - started
     descriptions = [(f.name, f.description) for f in features]
     needs_llm = [m for m in settings.methods if m != "embedding"]
     scorer = get_backend(settings.scorer) if needs_llm else None
@@ -204,6 +241,10 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                     if texts.get(fs.feature.name):
                         labels.append(f"explainer:{spec}")
                         texts_to_score.append(str(texts[fs.feature.name]))
+                    done = investigated.get(spec, {}).get(fs.feature.name)
+                    if done and done.revised:
+                        labels.append(f"revised:{spec}")
+                        texts_to_score.append(done.revised)
                 outcomes = score_candidates(
                     method,
                     texts_to_score,
@@ -220,7 +261,45 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                 advance(1)
         seconds[f"score {method}"] = time.perf_counter() - started
     similarity = explanation_similarity(features, explanations)
-    return BenchResult(settings, sets, scores, explanations, similarity, seconds, n_windows)
+    revisions = {spec: {n: i.revised for n, i in done.items() if i.revised} for spec, done in investigated.items()}
+    revised_similarity = explanation_similarity(features, revisions)  # type: ignore[arg-type]
+    return BenchResult(
+        settings, sets, scores, explanations, similarity, seconds, n_windows, investigated, revised_similarity
+    )
+
+
+def investigate_planted(
+    live: list[FeatureSet], texts: dict[str, str | None], spec: str, settings: BenchSettings, recorder: CallRecorder
+) -> dict[str, Investigated]:
+    """Returns, per feature with an explanation, the experiment rounds run on it: input and minimal-pair
+    experiments measured on the planted feature itself, proposed and revised by explainer `spec`."""
+    subject = load_subject_model(settings.subject, "cpu")
+    backend = get_backend(spec)
+    experiments = ExperimentConfig(
+        kinds=["input", "minimal_pair"], proposer=LLMRoleConfig(model=spec, max_tokens=40, retries=1)
+    )
+    experimenter = Experimenter(experiments, subject, backend, "bench", proposer=backend)
+    result: dict[str, Investigated] = {}
+    with progress_bar(f"experiments {spec}", total=len(live), unit="features") as advance:
+        for fs in live:
+            first = texts.get(fs.feature.name)
+            if not first:
+                advance(1)
+                continue
+            feature = {"id": f"planted/{fs.feature.name}", "max_activation": fs.max_activation}
+            target = FeatureTarget(feature, PlantedSource(subject, [fs.feature]))
+            explanation = {"id": str(uuid.uuid4()), "feature_id": feature["id"], "text": first, "iteration": 0}
+            done = Investigated(first=first, revised=None, verdicts=[])
+            for _ in range(settings.rounds):
+                step = experimenter.run_round(target, explanation, fs.explain[:3], recorder)
+                done.verdicts += [(e["kind"], e["verdict"]) for e in step.experiments]
+                if step.revision is None:
+                    break
+                explanation, done.revised = step.revision, step.revision["text"]
+            recorder.take()
+            result[fs.feature.name] = done
+            advance(1)
+    return result
 
 
 def explanation_similarity(
@@ -340,6 +419,8 @@ def render_report(result: BenchResult) -> str:
             ]
         )
         lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if result.investigated:
+        lines += experiment_section(result)
     lines += ["", "## Per feature", ""]
     header = ["feature", "kind", "density", *[f"{m} (truth)" for m in s.methods]]
     header += [f"`{e}` wrote" for e in s.explainers]
@@ -356,6 +437,84 @@ def render_report(result: BenchResult) -> str:
                 cells.append("(failed)" if text is None else text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def experiment_section(result: BenchResult) -> list[str]:
+    """Returns the report lines on the experiment rounds: what they refuted, what the revisions scored."""
+    s = result.settings
+    main = s.methods[0]
+    lines = [
+        "",
+        f"## Experiments on the first explanation ({s.rounds} round{'s' if s.rounds != 1 else ''})",
+        "",
+        "Each explainer proposes input and minimal-pair experiments on its own first explanation; they are",
+        "measured on the planted feature itself and judged by rule (supports / refutes / inconclusive); the",
+        "explainer then revises. A first explanation is *wrong* when the truth is not the planted description",
+        "nearest to it (embedding). *final* is what the loop keeps: the revision when it scores higher than",
+        f"the first explanation on `{main}` (scored on the same held-out windows, as in a run), else the first.",
+        "",
+    ]
+    header = ["metric", *[f"`{e}`" for e in result.investigated]]
+    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    columns: list[list[str]] = []
+    for spec, done in result.investigated.items():
+        verdicts = [v for d in done.values() for _, v in d.verdicts]
+        refuted = {name for name, d in done.items() if any(v == "refutes" for _, v in d.verdicts)}
+        nearest = result.similarity.get(spec, {})
+        wrong = {name for name in done if name in nearest and not nearest[name][1]}
+        right = {name for name in done if name in nearest and nearest[name][1]}
+        revised = {name for name, d in done.items() if d.revised}
+        fixed = {n for n in wrong & revised if result.revised_similarity.get(spec, {}).get(n, (0.0, False))[1]}
+        column = [
+            str(len(done)),
+            ", ".join(
+                f"{k} {sum(1 for d in done.values() for kind, _ in d.verdicts if kind == k)}"
+                for k in ("input", "minimal_pair")
+            ),
+            " / ".join(str(verdicts.count(v)) for v in ("supports", "refutes", "inconclusive")),
+            f"{len(wrong & refuted)}/{len(wrong)}",
+            f"{len(right & refuted)}/{len(right)}",
+            f"{len(revised)}/{len(done)}",
+            f"{len(fixed)}/{len(wrong)}",
+        ]
+        first_cos = [nearest[n][0] for n in revised if n in nearest]
+        revised_cos = [
+            result.revised_similarity[spec][n][0] for n in revised if n in result.revised_similarity.get(spec, {})
+        ]
+        column.append(f"{_fmt(_mean(first_cos))} → {_fmt(_mean(revised_cos))}")  # type: ignore[arg-type]
+        for method in s.methods:
+            per = result.scores[method]
+            first = [per.get(n, {}).get(f"explainer:{spec}") for n in done]
+            paired = [(per.get(n, {}).get(f"explainer:{spec}"), per.get(n, {}).get(f"revised:{spec}")) for n in revised]
+            final = [_final(result.scores[main].get(n, {}), spec, per.get(n, {})) for n in done]
+            column.append(
+                f"{_fmt(_mean(first))} → {_fmt(_mean(final))} "
+                f"(revised only: {_fmt(_mean([a for a, _ in paired]))} → {_fmt(_mean([b for _, b in paired]))})"
+            )
+        columns.append(column)
+    names = [
+        "features with experiments",
+        "experiments run",
+        "verdicts: supports / refutes / inconclusive",
+        "wrong first explanations refuted by an experiment",
+        "right first explanations refuted (false alarms)",
+        "rounds that changed the explanation",
+        "wrong first explanations whose revision is right",
+        "cosine to the truth, first → revised (revised features)",
+        *[f"{m}: mean first → final" for m in s.methods],
+    ]
+    for row, name in enumerate(names):
+        lines.append("| " + " | ".join([name, *[c[row] for c in columns]]) + " |")
+    return lines
+
+
+def _final(main_scores: dict[str, float | None], spec: str, scores: dict[str, float | None]) -> float | None:
+    """Returns the score of what the loop keeps: the revision when it beats the first explanation on the
+    main method, else the first explanation."""
+    first, revised = main_scores.get(f"explainer:{spec}"), main_scores.get(f"revised:{spec}")
+    if revised is not None and (first is None or revised > first):
+        return scores.get(f"revised:{spec}")
+    return scores.get(f"explainer:{spec}")
 
 
 def write_report(result: BenchResult, path: Path) -> Path:

@@ -190,6 +190,8 @@ class ExperimentConfig(_Section):
     """At most this many features get experiments: those scoring below `score_threshold`, lowest first."""
     score_threshold: float = Field(0.5, ge=-1.0, le=1.0)
     """Explanations scoring below this are investigated; reaching it stops the loop."""
+    on_disagreement: bool = True
+    """Also investigate features whose scorers disagree: one beats its distractor, another does not."""
     max_rounds: int = Field(1, ge=1, le=20)
     """Experiment-and-revise rounds per feature (each round may write one revised explanation)."""
     kinds: list[ExperimentKind] = Field(default_factory=lambda: list(ALL_EXPERIMENT_KINDS))

@@ -69,6 +69,18 @@ def parse_replacement_word(answer: str) -> str:
     return word
 
 
+def replacement_parser(token: str) -> Callable[[str], str]:
+    """Returns a parser of a minimal-pair answer that also rejects `token` itself (no edit at all)."""
+
+    def parse(answer: str) -> str:
+        word = parse_replacement_word(answer)
+        if word.lower() == token.strip().lower():
+            raise ProposalParseError(f"{word!r} is the token itself; give a different word")
+        return word
+
+    return parse
+
+
 def propose_inputs(
     backend: ChatBackend,
     recorder: CallRecorder,
@@ -121,13 +133,14 @@ def input_experiment_verdict(activating_levels: list[float], non_activating_leve
     """Returns the rule's verdict on normalised (0-10) max activations of the two text sets.
 
     supports: the 'should activate' texts fire (mean >= FIRES_LEVEL) and more than the others;
-    refutes: they fire no more than the 'should not' texts, or not at all (mean < 1);
-    inconclusive: they fire weakly but more than the others.
+    refutes: they do not fire (mean < 1), or fire only weakly and no more than the others;
+    inconclusive: they fire weakly but more than the others, or both sets fire (the 'should not'
+    texts may hold what the explanation names: a weak proposer's mistake is no evidence).
     """
     on, off = mean(activating_levels), mean(non_activating_levels)
     if on >= FIRES_LEVEL and on > off:
         return "supports"
-    if on <= off or on < 1.0:
+    if on < 1.0 or (on < FIRES_LEVEL and on <= off):
         return "refutes"
     return "inconclusive"
 

@@ -53,11 +53,22 @@ def build_explainer_prompt(
     return template.render(exemplars=shown, top_tokens=top_tokens_summary(exemplars, max_activation))
 
 
+def _strip_stray_quotes(text: str) -> str:
+    """Returns text without quotes around all of it or unmatched at either end; quoted words inside
+    (the word "is") keep theirs."""
+    for quote in '"`':  # an apostrophe may be part of a word: only stripped when wrapping all
+        if text.count(quote) % 2:
+            text = text.removeprefix(quote) if text.startswith(quote) else text.removesuffix(quote)
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip()
+    return text.strip()
+
+
 def parse_explanation(answer: str) -> str:
     """Returns the explanation phrase from the answer's first sentence; raises ExplanationParseError."""
     first_line = answer.strip().splitlines()[0] if answer.strip() else ""
     sentence = re.split(r"(?<=[a-z0-9'\"\)])\.(\s|$)", first_line, maxsplit=1)[0]
-    text = sentence.strip().strip("\"'` ").rstrip(".").strip()
+    text = _strip_stray_quotes(sentence.strip().rstrip(".").strip())
     if not text:
         raise ExplanationParseError("the answer is empty; reply with a short phrase")
     if not re.search(r"[A-Za-z]", text):

@@ -10,6 +10,9 @@ from autointerp.explain import ExplanationParseError, marked_text, parse_explana
         (" the word 'the' before nouns.", "the word 'the' before nouns"),
         (' "closing brackets"\nMore text', "closing brackets"),
         (" digits 0.5 and 3. Then more", "digits 0.5 and 3"),
+        (' the word "is".', 'the word "is"'),
+        (' "the token "of"', 'the token "of"'),
+        (" `code spans`", "code spans"),
     ],
 )
 def test_parse_explanation_takes_the_first_sentence(answer: str, expected: str) -> None:
@@ -45,8 +48,10 @@ def test_parse_sentence_stops_at_the_closing_quote() -> None:
     [
         ([8.0, 6.0], [0.0, 1.0], "supports"),
         ([0.2, 0.1], [0.0, 0.0], "refutes"),
-        ([3.0, 3.0], [4.0, 5.0], "refutes"),
+        ([1.5, 1.5], [3.0, 3.0], "refutes"),
         ([1.5, 1.5], [0.0, 0.0], "inconclusive"),
+        ([10.0], [10.0], "inconclusive"),  # both fire: the 'should not' text may hold the concept
+        ([3.0, 3.0], [4.0, 5.0], "inconclusive"),
     ],
 )
 def test_input_experiment_verdict_rule(on: list[float], off: list[float], verdict: str) -> None:

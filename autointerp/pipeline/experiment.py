@@ -5,6 +5,10 @@ subject model, asks the explainer to revise with the results, and rescores the r
 same held-out windows. A round's experiments, revision and LLM calls are written in one
 transaction, so the loop resumes where it stopped. It stops when the score reaches
 `score_threshold`, when a round changes nothing, or after `max_rounds` rounds.
+
+Input and minimal-pair experiments run on every kind of feature (planted ones included);
+ablation and steering on features that are a direction in the model: MLP neurons, SAE latents
+(along their decoder row) and user directions.
 """
 
 from __future__ import annotations
@@ -18,28 +22,29 @@ from typing import Any
 import torch
 
 from autointerp.activations import normalize_activations
-from autointerp.config import RunConfig
+from autointerp.config import ExperimentConfig, RunConfig
 from autointerp.experiment import (
     ask_for,
     experiment_row,
     minimal_pair_verdict,
     new_experiment_row,
     output_verdict,
-    parse_replacement_word,
     parse_word_list,
     propose_inputs,
+    replacement_parser,
     run_input_experiment,
 )
 from autointerp.explain import marked_text, parse_explanation
 from autointerp.llm import CallRecorder, ChatBackend, get_backend
 from autointerp.pipeline.common import MAIN_METRIC, attempted, load_subject
-from autointerp.pipeline.score import run_score
+from autointerp.pipeline.score import DISTRACTOR_SUFFIX, run_score
 from autointerp.progress import progress_bar
 from autointerp.prompts import load_prompt
 from autointerp.store import Store, now
-from autointerp.subject import SubjectModel, mlp_neuron_activations
+from autointerp.subject import SubjectModel
+from autointerp.subject.features import FeatureSource, feature_source_for
 from autointerp.subject.interventions import (
-    NeuronEdit,
+    Edit,
     generate_with_edit,
     kl_divergence,
     next_token_logprobs,
@@ -54,21 +59,24 @@ STEERING_PROMPTS = ("The", "In this section,", "I think that")
 
 
 @dataclass
-class NeuronTarget:
-    """The feature under investigation, as the subject model sees it."""
+class FeatureTarget:
+    """The feature under investigation, as the subject model sees it: its row and a source of it alone."""
 
     feature: dict[str, Any]
-    layer: int
-    index: int
+    source: FeatureSource
 
-    def activations(self, subject: SubjectModel, ids: torch.Tensor) -> torch.Tensor:
-        """Returns the neuron's activations [batch, tokens] for token ids [batch, tokens]."""
-        return mlp_neuron_activations(subject, ids, self.layer, [self.index])[..., 0]
+    def activations(self, ids: torch.Tensor) -> torch.Tensor:
+        """Returns the feature's activations [batch, tokens] for token ids [batch, tokens]."""
+        return self.source.activations(ids)[..., 0]
 
     def max_activation_of(self, subject: SubjectModel, text: str) -> float:
-        """Returns the neuron's largest activation on `text` (0 for an empty text)."""
+        """Returns the feature's largest activation on `text` (0 for an empty text)."""
         ids = subject.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        return 0.0 if ids.shape[1] == 0 else float(self.activations(subject, ids).max())
+        return 0.0 if ids.shape[1] == 0 else float(self.activations(ids).max())
+
+    def edit(self, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the intervention on the feature, or None when it is no direction in the model."""
+        return self.source.edit(0, set_to, add)
 
 
 @dataclass
@@ -76,7 +84,7 @@ class Round:
     """One round on one explanation: its inputs, then the experiment rows, the lines for the
     reviser and the revision it produced."""
 
-    target: NeuronTarget
+    target: FeatureTarget
     explanation: dict[str, Any]
     exemplars: list[dict[str, Any]]
     recorder: CallRecorder
@@ -86,37 +94,66 @@ class Round:
     revision: dict[str, Any] | None = None
 
 
-def neuron_target(feature: dict[str, Any]) -> NeuronTarget | None:
-    """Returns the neuron behind an `mlp.L` feature, or None for kinds experiments do not cover yet."""
-    hook = str(feature["hook"])
-    if feature["kind"] != "neuron" or not hook.startswith("mlp."):
-        return None
-    return NeuronTarget(feature=feature, layer=int(hook.split(".")[1]), index=int(feature["idx"]))
+VERDICT_METRICS = {
+    "simulation": (MAIN_METRIC,),
+    "detection": ("detection_auroc", "detection_balanced_accuracy"),
+    "fuzzing": ("fuzzing_auroc", "fuzzing_balanced_accuracy"),
+    "embedding": ("embedding_auroc",),
+}
+"""Per scoring method, the metrics (first defined wins) whose comparison with the distractor's
+says whether the scorer finds the explanation better than chance."""
 
 
 def select_targets(config: RunConfig, store: Store, run_id: str) -> list[str]:
     """Returns feature ids to investigate: every feature a reviewer asked experiments for, then up to
     `lowest_n` others: those investigated before in this run (so a rerun resumes them rather than
-    picking new ones), then those whose current score is below the threshold or undefined, lowest first."""
+    picking new ones), then those whose current score is below the threshold or undefined, lowest
+    first, then those whose scorers disagree (`on_disagreement`)."""
     requested = store.features_with_review(run_id, "request_experiments")
     investigated = sorted(set().union(*(attempted(store, run_id, role, "feature_id") for role in EXPERIMENT_ROLES)))
     current = store.current_explanations(run_id, MAIN_METRIC)
     weak = [e for e in current if e["score"] is None or e["score"] < config.experiments.score_threshold]
     weak.sort(key=lambda e: (e["score"] is not None, e["score"] or 0.0, e["feature_id"]))
-    others = list(dict.fromkeys([*investigated, *(e["feature_id"] for e in weak)]))
+    disagreeing = scorer_disagreements(store, run_id, current) if config.experiments.on_disagreement else []
+    others = list(dict.fromkeys([*investigated, *(e["feature_id"] for e in weak), *disagreeing]))
     others = [f for f in others if f not in requested][: config.experiments.lowest_n]
     return [*requested, *others]
 
 
-class Investigation:
-    """Runs experiment rounds on one run's features with one proposer and subject model."""
+def scorer_disagreements(store: Store, run_id: str, current: list[dict[str, Any]]) -> list[str]:
+    """Returns the features whose current explanation beats its distractor on one scoring method
+    and not on another (methods with both numbers defined)."""
+    beats: dict[str, set[bool]] = {}
+    for metrics in VERDICT_METRICS.values():
+        for metric in metrics:
+            value = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric)}
+            chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + DISTRACTOR_SUFFIX)}
+            if not value:
+                continue
+            for explanation in current:
+                mine, other = value.get(explanation["id"]), chance.get(explanation["id"])
+                if mine is not None and other is not None:
+                    beats.setdefault(explanation["feature_id"], set()).add(mine > other)
+            break
+    return sorted(feature for feature, verdicts in beats.items() if verdicts == {True, False})
 
-    def __init__(self, config: RunConfig, store: Store, run_id: str) -> None:
-        self.config, self.store, self.run_id = config, store, run_id
-        self.settings = config.experiments
-        self.backend: ChatBackend = get_backend(self.settings.proposer.model)
-        self.explainer: ChatBackend = get_backend(config.explainer.model)
-        self.subject = load_subject(config)
+
+class Experimenter:
+    """Runs one experiment round on a feature and asks the explainer to revise.
+
+    Touches no store: `Investigation` feeds it a run's explanations and exemplars, and the
+    planted-feature benchmark feeds it planted features."""
+
+    def __init__(
+        self,
+        settings: ExperimentConfig,
+        subject: SubjectModel,
+        explainer: ChatBackend,
+        run_id: str,
+        proposer: ChatBackend | None = None,
+    ) -> None:
+        self.settings, self.subject, self.explainer, self.run_id = settings, subject, explainer, run_id
+        self.backend: ChatBackend = proposer or get_backend(settings.proposer.model)
 
     def _ask(
         self,
@@ -143,42 +180,16 @@ class Investigation:
             retries=proposer.retries,
         )
 
-    def investigate(self, feature_id: str) -> str:
-        """Runs rounds on one feature until a stop condition; returns why it stopped."""
-        feature = next(f for f in self.store.features(self.run_id) if f["id"] == feature_id)
-        target = neuron_target(feature)
-        if target is None:
-            return f"unsupported: experiments need an MLP neuron, {feature_id} is a {feature['kind']}"
-        while True:
-            chain = [e for e in self.store.explanations(self.run_id) if e["feature_id"] == feature_id]
-            if not chain:
-                return "no explanation"
-            latest = max(chain, key=lambda e: e["iteration"])
-            score = {s["explanation_id"]: s["value"] for s in self.store.scores(self.run_id, MAIN_METRIC)}.get(
-                latest["id"]
-            )
-            if score is not None and score >= self.settings.score_threshold:
-                return "threshold"
-            if latest["iteration"] >= self.settings.max_rounds:
-                return "budget"
-            done = set().union(*(attempted(self.store, self.run_id, r, "explanation_id") for r in EXPERIMENT_ROLES))
-            if latest["id"] in done:
-                return "no change"
-            outcome = self.run_round(target, latest, CallRecorder(self.run_id))
-            self.store.write_results(
-                {
-                    "experiments": outcome.experiments,
-                    "explanations": [outcome.revision] if outcome.revision else [],
-                    "llm_calls": outcome.recorder.take(),
-                }
-            )
-            if outcome.revision is None:
-                return "no change"
-            run_score(self.config, self.store, self.run_id)
-
-    def run_round(self, target: NeuronTarget, explanation: dict[str, Any], recorder: CallRecorder) -> Round:
-        """Returns the experiments of one round and the revised explanation (None when unchanged)."""
-        exemplars = [e for e in self.store.exemplars(self.run_id, target.feature["id"]) if e["split"] == "explain"][:3]
+    def run_round(
+        self,
+        target: FeatureTarget,
+        explanation: dict[str, Any],
+        exemplars: list[dict[str, Any]],
+        recorder: CallRecorder,
+    ) -> Round:
+        """Returns the experiments of one round on `explanation` and the revised explanation (None
+        when unchanged). `exemplars` (tokens, token_ids, activations, rank) are shown to the reviser
+        and edited by the minimal-pair experiment."""
         step = Round(target=target, explanation=explanation, exemplars=exemplars, recorder=recorder)
         runners = {
             "input": self._input_experiment,
@@ -186,10 +197,12 @@ class Investigation:
             "ablation": self._ablation,
             "steering": self._steering,
         }
-        if {"ablation", "steering"} & set(self.settings.kinds):
+        in_model = target.edit() is not None
+        kinds = [k for k in self.settings.kinds if in_model or k not in ("ablation", "steering")]
+        if {"ablation", "steering"} & set(kinds):
             values = {"explanation": explanation["text"]}
             step.predicted_words = self._ask(step, "propose", "predict_output", values, parse_word_list) or []
-        for kind in self.settings.kinds:
+        for kind in kinds:
             runners[kind](step)
         step.revision = self._revise(step)
         return step
@@ -233,15 +246,15 @@ class Investigation:
             "marked_text": marked_text(window["tokens"], [10 if i == position else 0 for i in range(len(levels))]),
             "token": repr(token.strip() or token),
         }
-        word = self._ask(step, "propose", "minimal_pair", values, parse_replacement_word)
+        word = self._ask(step, "propose", "minimal_pair", values, replacement_parser(token))
         if word is None:
             return
         replacement = (" " if token.startswith(" ") else "") + word
         new_ids = self.subject.tokenizer(replacement, add_special_tokens=False)["input_ids"]
         ids = list(window["token_ids"])
         edited_ids = ids[:position] + new_ids + ids[position + 1 :]
-        edited = target.activations(self.subject, torch.tensor([edited_ids]))[0]
-        original = float(target.activations(self.subject, torch.tensor([ids]))[0, position])
+        edited = target.activations(torch.tensor([edited_ids]))[0]
+        original = float(target.activations(torch.tensor([ids]))[0, position])
         after = float(edited[position : position + len(new_ids)].max())
         verdict = minimal_pair_verdict(original, after)
         spec = {"window_rank": window["rank"], "position": position, "token": token, "replacement": replacement}
@@ -273,7 +286,7 @@ class Investigation:
             return
         ids = torch.tensor([e["token_ids"] for e in exemplars])
         value = 0.0 if self.settings.ablation == "zero" else float(target.feature["mean_activation"])
-        edit = NeuronEdit(layer=target.layer, index=target.index, set_to=value)
+        edit = target.edit(set_to=value)
         clean = next_token_logprobs(self.subject, ids)
         ablated = next_token_logprobs(self.subject, ids, edit)
         kl = kl_divergence(clean, ablated)
@@ -298,7 +311,7 @@ class Investigation:
             )
         )
         step.results.append(
-            f"ablating the neuron makes these next tokens less likely: {', '.join(t.strip() for t in suppressed[:5])}"
+            f"ablating the feature makes these next tokens less likely: {', '.join(t.strip() for t in suppressed[:5])}"
         )
 
     def _steering(self, step: Round) -> None:
@@ -308,14 +321,15 @@ class Investigation:
             for p in STEERING_PROMPTS
         ]
 
-        def after_prompts(edit: NeuronEdit | None) -> torch.Tensor:
+        def after_prompts(edit: Edit | None) -> torch.Tensor:
             """Next-token log-probs after each neutral prompt, [1, prompts, vocab]."""
             return torch.cat([next_token_logprobs(self.subject, ids, edit)[:, -1:] for ids in prompts], dim=1)
 
         clean = after_prompts(None)
         clean_generation = generate_with_edit(self.subject, STEERING_PROMPTS[0], None, max_new_tokens=10)
         for strength in self.settings.steering_strengths:
-            edit = NeuronEdit(layer=target.layer, index=target.index, add=strength * target.feature["max_activation"])
+            added = strength * target.feature["max_activation"]
+            edit = target.edit(add=added)
             steered = after_prompts(edit)
             promoted, suppressed = top_changed_tokens(self.subject, clean, steered)
             mean_kl = float(kl_divergence(clean, steered).mean())
@@ -324,7 +338,7 @@ class Investigation:
                 "steered": generate_with_edit(self.subject, STEERING_PROMPTS[0], edit, max_new_tokens=10),
             }
             verdict = output_verdict(mean_kl, step.predicted_words, promoted)
-            spec = {"strength": strength, "added": edit.add, "prompts": list(STEERING_PROMPTS)}
+            spec = {"strength": strength, "added": added, "prompts": list(STEERING_PROMPTS)}
             measured = {"kl": mean_kl, "promoted": promoted, "suppressed": suppressed, "generations": generations}
             step.experiments.append(
                 new_experiment_row(
@@ -338,7 +352,7 @@ class Investigation:
                 )
             )
             step.results.append(
-                "steering the neuron up makes these next tokens more likely: "
+                "steering the feature up makes these next tokens more likely: "
                 + ", ".join(t.strip() for t in promoted[:5])
             )
 
@@ -372,6 +386,48 @@ class Investigation:
             "llm_call_id": call_ids[-1] if call_ids else None,
             "created_at": now(),
         }
+
+
+class Investigation:
+    """Runs experiment rounds on one run's features, reading and writing its store."""
+
+    def __init__(self, config: RunConfig, store: Store, run_id: str) -> None:
+        self.config, self.store, self.run_id = config, store, run_id
+        self.settings = config.experiments
+        self.subject = load_subject(config)
+        self.experimenter = Experimenter(self.settings, self.subject, get_backend(config.explainer.model), run_id)
+
+    def investigate(self, feature_id: str) -> str:
+        """Runs rounds on one feature until a stop condition; returns why it stopped."""
+        feature = next(f for f in self.store.features(self.run_id) if f["id"] == feature_id)
+        target = FeatureTarget(feature, feature_source_for(self.config.features, self.subject, feature))
+        exemplars = [e for e in self.store.exemplars(self.run_id, feature_id) if e["split"] == "explain"][:3]
+        while True:
+            chain = [e for e in self.store.explanations(self.run_id) if e["feature_id"] == feature_id]
+            if not chain:
+                return "no explanation"
+            latest = max(chain, key=lambda e: e["iteration"])
+            score = {s["explanation_id"]: s["value"] for s in self.store.scores(self.run_id, MAIN_METRIC)}.get(
+                latest["id"]
+            )
+            if score is not None and score >= self.settings.score_threshold:
+                return "threshold"
+            if latest["iteration"] >= self.settings.max_rounds:
+                return "budget"
+            done = set().union(*(attempted(self.store, self.run_id, r, "explanation_id") for r in EXPERIMENT_ROLES))
+            if latest["id"] in done:
+                return "no change"
+            outcome = self.experimenter.run_round(target, latest, exemplars, CallRecorder(self.run_id))
+            self.store.write_results(
+                {
+                    "experiments": outcome.experiments,
+                    "explanations": [outcome.revision] if outcome.revision else [],
+                    "llm_calls": outcome.recorder.take(),
+                }
+            )
+            if outcome.revision is None:
+                return "no change"
+            run_score(self.config, self.store, self.run_id)
 
 
 def run_experiments(config: RunConfig, store: Store, run_id: str, feature_ids: list[str] | None = None) -> int:

@@ -9,12 +9,14 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from autointerp.config import RunConfig
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
 from autointerp.pipeline import MAIN_METRIC, run_collect, run_explain, run_score
-from autointerp.pipeline.experiment import Investigation
+from autointerp.pipeline.experiment import Investigation, select_targets
 from autointerp.store import Store, now
 from autointerp.subject import SubjectModel
 from tests.conftest import tiny_config
@@ -135,3 +137,66 @@ def test_stops_at_once_when_the_score_reaches_the_threshold(collected_db: Path, 
     )
     assert Investigation(config, store, "r").investigate(FEATURE) == "threshold"
     assert store.experiments("r") == []
+
+
+@pytest.mark.parametrize("kind", ["direction", "planted"])
+def test_experiments_on_directions_and_planted_features(kind: str, tmp_path: Path, subject: SubjectModel) -> None:
+    """A direction gets all four kinds (ablation and steering along it); a planted feature, which is
+    no direction in the model, gets input and minimal-pair experiments measured on itself."""
+    if kind == "direction":
+        matrix = torch.randn(2, subject.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        np.save(tmp_path / "directions.npy", matrix.numpy())
+        overrides = ["features.kind='direction'", f"features.path='{tmp_path / 'directions.npy'}'", "features.layer=6"]
+        feature_id, expected = "smollm2-135m/direction.6/1", {"input", "minimal_pair", "ablation", "steering"}
+    else:
+        overrides = ["features.kind='planted'"]
+        feature_id, expected = "planted/the", {"input", "minimal_pair"}
+    config = _config(tmp_path, "new", "features.indices=[0, 1]", "experiments.score_threshold=1.0", *overrides)
+    store = Store(config.store.path)
+    store.migrate()
+    store.start_run("r", {}, "h", "0", None)
+    run_collect(config, store, "r")
+    run_explain(config, store, "r")
+    assert Investigation(config, store, "r").investigate(feature_id) == "budget"
+    experiments = store.experiments("r")
+    assert {x["kind"] for x in experiments} == expected
+    measured = [json.loads(x["measured"]) for x in experiments if x["kind"] == "minimal_pair"]
+    assert measured and measured[0]["original_activation"] > 0  # the edited token was where it fired
+
+
+def _score_row(explanation_id: str, metric: str, value: float) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "run_id": "r",
+        "explanation_id": explanation_id,
+        "scorer": "test",
+        "scorer_model": "test",
+        "metric": metric,
+        "value": value,
+        "details": "{}",
+        "created_at": now(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("embedding", "on_disagreement", "selected"),
+    [(0.4, True, [FEATURE]), (0.9, True, []), (0.4, False, [])],
+)
+def test_features_whose_scorers_disagree_are_investigated(
+    collected_db: Path, tmp_path: Path, embedding: float, on_disagreement: bool, selected: list[str]
+) -> None:
+    """Simulation beats its distractor; embedding does (0.9 > 0.6) or does not (0.4): only the
+    second is a disagreement. No score is below the threshold, so nothing else is picked."""
+    config, store = _fresh(
+        collected_db,
+        tmp_path,
+        "same",
+        "experiments.score_threshold=-1.0",
+        f"experiments.on_disagreement={str(on_disagreement).lower()}",
+    )
+    explanation = _chain(store)[0]["id"]
+    rows = [_score_row(explanation, MAIN_METRIC, 0.3), _score_row(explanation, MAIN_METRIC + "_distractor", 0.1)]
+    rows += [_score_row(explanation, "embedding_auroc", embedding)]
+    rows += [_score_row(explanation, "embedding_auroc_distractor", 0.6)]
+    store.write_results({"scores": rows})
+    assert select_targets(config, store, "r") == selected

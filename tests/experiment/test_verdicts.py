@@ -7,6 +7,7 @@ from autointerp.experiment import (
     output_verdict,
     parse_replacement_word,
     parse_word_list,
+    replacement_parser,
     words_match,
 )
 
@@ -15,6 +16,13 @@ def test_parse_word_list() -> None:
     assert parse_word_list(" Paris, London; 'Rome'.\nmore, words") == ["paris", "london", "rome", "more", "words"]
     with pytest.raises(ProposalParseError):
         parse_word_list(" , ; 123")
+
+
+def test_a_replacement_must_differ_from_the_token() -> None:
+    parse = replacement_parser(" The")
+    assert parse('cat" because') == "cat"
+    with pytest.raises(ProposalParseError, match="the token itself"):
+        parse('the" is my answer')
 
 
 def test_parse_replacement_word() -> None:
