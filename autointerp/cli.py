@@ -14,6 +14,7 @@ from rich.table import Table
 
 from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
 from autointerp.errors import AutointerpError
+from autointerp.prefect_env import hide_user_error_tracebacks
 from autointerp.store import Store
 
 app = typer.Typer(
@@ -82,6 +83,7 @@ def run(config: ConfigOption = None, set_: SetOption = None) -> None:
         started = time.perf_counter()
         from flows.label_features import label_features
 
+        hide_user_error_tracebacks()
         run_id = label_features(run_config.model_dump(mode="json"))
         store = Store(run_config.store.path)
         print_explanations(store, run_id)
@@ -122,6 +124,7 @@ def investigate(
         chosen = resolve_run(store, run_id)
         from flows.investigate import investigate as investigate_flow
 
+        hide_user_error_tracebacks()
         investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
         print_explanations(store, chosen)
     except AutointerpError as exc:

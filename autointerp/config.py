@@ -259,13 +259,29 @@ def _parse_override_value(raw: str) -> Any:
         return raw
 
 
+def _key_path(key: str, override: str) -> list[str]:
+    """Returns the parts of a TOML dotted key: `llm.prices."openai:gpt-4.1".input` has four."""
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(
+            f"override '{override}': {key!r} is not a dotted key; quote parts with dots or colons, "
+            'as in llm.prices."openai:gpt-4.1".input_per_mtok=2.0'
+        ) from None
+    parts = []
+    while isinstance(node, dict):
+        (part, node), *_ = node.items()
+        parts.append(part)
+    return parts
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Returns `data` with each `a.b.c=value` override set (creating sections as needed)."""
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{override}' must look like section.key=value")
-        parts = key.strip().split(".")
+        parts = _key_path(key.strip(), override)
         node = data
         for part in parts[:-1]:
             child = node.setdefault(part, {})

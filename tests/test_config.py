@@ -52,3 +52,12 @@ def test_bad_toml_and_missing_file_and_bad_override(tmp_path: Path) -> None:
 
 def test_config_hash_ignores_run_id() -> None:
     assert RunConfig(run_id="a").config_hash() == RunConfig(run_id="b").config_hash()
+
+
+def test_override_keys_are_toml_dotted_keys() -> None:
+    config = load_config(
+        None, ['llm.prices."openai:gpt-4.1".input_per_mtok=2.0', 'llm.prices."openai:gpt-4.1".output_per_mtok=8.0']
+    )
+    assert config.llm.prices["openai:gpt-4.1"].input_per_mtok == 2.0
+    with pytest.raises(ConfigError, match="quote parts with dots or colons"):
+        load_config(None, ["llm.prices.openai:gpt-4.1.input_per_mtok=2"])

@@ -1,5 +1,7 @@
 """End to end: the `label_features` flow on the real model and a real DuckDB file."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,15 @@ def test_bad_input_is_one_line_error(tmp_path: Path, prefect_harness: None, over
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_bad_input_inside_the_flow_prints_one_line_and_no_prefect_traceback(tmp_path: Path) -> None:
+    """What a user sees in a terminal: Prefect's own logs (stderr) included, which CliRunner misses."""
+    command = [sys.executable, "-m", "autointerp", "run", "-s", f"store.path='{tmp_path / 'x.duckdb'}'"]
+    result = subprocess.run([*command, "-s", "features.layer=99"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    output = (result.stdout + result.stderr).strip()
+    assert output == "error: layer 99 does not exist: smollm2-135m has layers 0..29", output
 
 
 def test_empty_corpus_is_one_line_error(tmp_path: Path, prefect_harness: None) -> None:

@@ -142,14 +142,15 @@ def load_subject_model(name: str, device: str = "cpu", dtype: str = "float32") -
 def _load_subject_model(name: str, device: str, dtype: str) -> SubjectModel:
     source, slug = prepare_model_folder(name)
     torch_device = torch.device(device)
-    local_only = isinstance(source, Path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[dtype], local_files_only=local_only)
+        # nothing is downloaded at run time: a Hugging Face id loads from the local hub cache only
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[dtype], local_files_only=True)
     except OSError as exc:
         raise SubjectModelError(
             f"cannot load subject model {name!r}: not the embedded alias 'smollm2-135m', a local folder, "
-            f"a .gguf file, or a Hugging Face id the hub can serve here ({str(exc).splitlines()[0]})"
+            f"a .gguf file, or a Hugging Face id in the local cache (fetch it once with "
+            f"`huggingface-cli download {name}`) ({str(exc).splitlines()[0]})"
         ) from None
     model.to(torch_device)  # type: ignore[arg-type]
     model.eval()
