@@ -259,15 +259,13 @@ def _parse_override_value(raw: str) -> Any:
         return raw
 
 
-def _key_path(key: str, override: str) -> list[str]:
-    """Returns the parts of a TOML dotted key: `llm.prices."openai:gpt-4.1".input` has four."""
+def _key_path(key: str) -> list[str]:
+    """Returns the parts of a dotted key, read as TOML where it parses (`llm.prices."openai:gpt-4.1".input`
+    has four parts), else split on dots (`llm.prices.openai-compatible:*`)."""
     try:
         node: Any = tomllib.loads(f"{key} = 0")
     except tomllib.TOMLDecodeError:
-        raise ConfigError(
-            f"override '{override}': {key!r} is not a dotted key; quote parts with dots or colons, "
-            'as in llm.prices."openai:gpt-4.1".input_per_mtok=2.0'
-        ) from None
+        return key.split(".")
     parts = []
     while isinstance(node, dict):
         (part, node), *_ = node.items()
@@ -281,7 +279,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{override}' must look like section.key=value")
-        parts = _key_path(key.strip(), override)
+        parts = _key_path(key.strip())
         node = data
         for part in parts[:-1]:
             child = node.setdefault(part, {})

@@ -59,5 +59,7 @@ def test_override_keys_are_toml_dotted_keys() -> None:
         None, ['llm.prices."openai:gpt-4.1".input_per_mtok=2.0', 'llm.prices."openai:gpt-4.1".output_per_mtok=8.0']
     )
     assert config.llm.prices["openai:gpt-4.1"].input_per_mtok == 2.0
-    with pytest.raises(ConfigError, match="quote parts with dots or colons"):
-        load_config(None, ["llm.prices.openai:gpt-4.1.input_per_mtok=2"])
+    unquoted = load_config(
+        None, ["llm.prices.openai-compatible:*.input_per_mtok=1", "llm.prices.openai-compatible:*.output_per_mtok=2"]
+    )
+    assert unquoted.llm.prices["openai-compatible:*"].output_per_mtok == 2
