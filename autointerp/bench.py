@@ -16,6 +16,7 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,7 +95,6 @@ class FeatureSet:
 class Investigated:
     """One explainer's experiment rounds on one feature."""
 
-    first: str
     revised: str | None
     """The last revision that changed the text (None: no round changed it)."""
     verdicts: list[tuple[str, str]]
@@ -289,7 +289,7 @@ def investigate_planted(
             feature = {"id": f"planted/{fs.feature.name}", "max_activation": fs.max_activation}
             target = FeatureTarget(feature, PlantedSource(subject, [fs.feature]))
             explanation = {"id": str(uuid.uuid4()), "feature_id": feature["id"], "text": first, "iteration": 0}
-            done = Investigated(first=first, revised=None, verdicts=[])
+            done = Investigated(revised=None, verdicts=[])
             for _ in range(settings.rounds):
                 step = experimenter.run_round(target, explanation, fs.explain[:3], recorder)
                 done.verdicts += [(e["kind"], e["verdict"]) for e in step.experiments]
@@ -338,9 +338,14 @@ def pair_auroc(per_feature: dict[str, dict[str, float | None]], positive: str) -
     return (wins / pairs if pairs else None), pairs
 
 
-def _mean(values: list[float | None]) -> float | None:
+def _mean(values: Sequence[float | None]) -> float | None:
     got = [v for v in values if v is not None]
     return statistics.fmean(got) if got else None
+
+
+def _row(cells: Sequence[str]) -> str:
+    """Returns one Markdown table row."""
+    return "| " + " | ".join(cells) + " |"
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -387,7 +392,7 @@ def render_report(result: BenchResult) -> str:
     if s.explainers:
         lines += ["", "## Explainers side by side", ""]
         header = ["metric", *[f"`{e}`" for e in s.explainers]]
-        lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+        lines += [_row(header), _row(["---"] * len(header))]
         rows: list[list[str]] = []
         rows.append(
             ["explanations written", *[str(sum(1 for t in result.explanations[e].values() if t)) for e in s.explainers]]
@@ -418,13 +423,13 @@ def render_report(result: BenchResult) -> str:
                 ],
             ]
         )
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += [_row(r) for r in rows]
     if result.investigated:
         lines += experiment_section(result)
     lines += ["", "## Per feature", ""]
     header = ["feature", "kind", "density", *[f"{m} (truth)" for m in s.methods]]
     header += [f"`{e}` wrote" for e in s.explainers]
-    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += [_row(header), _row(["---"] * len(header))]
     for fs in result.features:
         name = fs.feature.name
         cells = [f"{name}: {fs.feature.description}", fs.feature.kind, f"{fs.density:.3f}"]
@@ -435,7 +440,7 @@ def render_report(result: BenchResult) -> str:
             for e in s.explainers:
                 text = result.explanations[e].get(name)
                 cells.append("(failed)" if text is None else text.replace("|", "\\|"))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -455,7 +460,7 @@ def experiment_section(result: BenchResult) -> list[str]:
         "",
     ]
     header = ["metric", *[f"`{e}`" for e in result.investigated]]
-    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += [_row(header), _row(["---"] * len(header))]
     columns: list[list[str]] = []
     for spec, done in result.investigated.items():
         verdicts = [v for d in done.values() for _, v in d.verdicts]
@@ -481,7 +486,7 @@ def experiment_section(result: BenchResult) -> list[str]:
         revised_cos = [
             result.revised_similarity[spec][n][0] for n in revised if n in result.revised_similarity.get(spec, {})
         ]
-        column.append(f"{_fmt(_mean(first_cos))} → {_fmt(_mean(revised_cos))}")  # type: ignore[arg-type]
+        column.append(f"{_fmt(_mean(first_cos))} → {_fmt(_mean(revised_cos))}")
         for method in s.methods:
             per = result.scores[method]
             first = [per.get(n, {}).get(f"explainer:{spec}") for n in done]
@@ -504,7 +509,7 @@ def experiment_section(result: BenchResult) -> list[str]:
         *[f"{m}: mean first → final" for m in s.methods],
     ]
     for row, name in enumerate(names):
-        lines.append("| " + " | ".join([name, *[c[row] for c in columns]]) + " |")
+        lines.append(_row([name, *[c[row] for c in columns]]))
     return lines
 
 

@@ -411,15 +411,15 @@ class ExemplarSampler:
         self, chunks: list[torch.Tensor], feature: torch.Tensor, pool_row: torch.Tensor, batch_row: torch.Tensor
     ) -> None:
         """Copies the per-token activations of new items (sorted by feature) into their pool rows."""
-        start = 0
-        bounds = torch.tensor([c.shape[2] for c in chunks], device=self.device).cumsum(0)
-        ends = torch.searchsorted(feature, bounds).tolist()
-        lo = 0
-        for chunk, end, width in zip(chunks, ends, bounds.tolist(), strict=True):
-            if end > start:
-                f = feature[start:end]
-                self.pool[f, pool_row[start:end]] = chunk[batch_row[start:end], :, f - lo].float()
-            start, lo = end, width
+        chunk_ends = list(itertools.accumulate(c.shape[2] for c in chunks))
+        item_ends = torch.searchsorted(feature, torch.tensor(chunk_ends, device=self.device)).tolist()
+        first_item, first_feature = 0, 0
+        for chunk, item_end, chunk_end in zip(chunks, item_ends, chunk_ends, strict=True):
+            if item_end > first_item:
+                f = feature[first_item:item_end]
+                rows = pool_row[first_item:item_end]
+                self.pool[f, rows] = chunk[batch_row[first_item:item_end], :, f - first_feature].float()
+            first_item, first_feature = item_end, chunk_end
 
     def prune_windows(self) -> None:
         """Forgets the token ids of windows no kept item points to."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 import torch
@@ -93,36 +93,10 @@ def check_neuron_indices(subject: SubjectModel, indices: list[int]) -> None:
         raise FeatureError(f"neuron index {bad[0]} does not exist: MLP neurons are 0..{subject.d_mlp - 1}")
 
 
-@contextmanager
-def _capture_input(module: nn.Module, store: dict[str, torch.Tensor], stop: bool) -> Iterator[None]:
-    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        store["value"] = inputs[0]
-        if stop:
-            raise _StopForward
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@torch.inference_mode()
 def mlp_neuron_activations(
-    subject: SubjectModel,
-    input_ids: torch.Tensor,
-    layer: int,
-    indices: list[int] | torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
+    subject: SubjectModel, input_ids: torch.Tensor, layer: int, indices: list[int] | torch.Tensor
 ) -> torch.Tensor:
     """Returns activations [batch, tokens, len(indices)] of MLP neurons, skipping later blocks."""
-    module = mlp_down_proj(subject, layer)
-    captured: dict[str, torch.Tensor] = {}
-    with _capture_input(module, captured, stop=True), suppress(_StopForward):
-        subject.model(
-            input_ids=input_ids.to(subject.device),
-            attention_mask=None if attention_mask is None else attention_mask.to(subject.device),
-            use_cache=False,
-        )
-    index = torch.as_tensor(indices, device=captured["value"].device, dtype=torch.long)
-    return captured["value"].index_select(-1, index).float()
+    (neurons,) = capture(subject, input_ids, [f"mlp.{layer}"])
+    index = torch.as_tensor(indices, device=neurons.device, dtype=torch.long)
+    return neurons.index_select(-1, index).float()

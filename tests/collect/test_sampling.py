@@ -25,7 +25,7 @@ def _lookup(acts: torch.Tensor) -> "callable":  # type: ignore[valid-type]
     return lambda ids: acts[ids[:, 0]]
 
 
-def _collect(windows: list[Window], acts: torch.Tensor, **kwargs: object) -> object:
+def _collect(windows: list[Window], acts: torch.Tensor, activation_fn: object = None, **kwargs: object) -> object:
     options: dict[str, object] = {
         "feature_indices": list(range(acts.shape[2])),
         "window_tokens": TOKENS,
@@ -38,7 +38,7 @@ def _collect(windows: list[Window], acts: torch.Tensor, **kwargs: object) -> obj
         "device": torch.device("cpu"),
     }
     options.update(kwargs)
-    return collect_exemplars(windows, _lookup(acts), **options)  # type: ignore[arg-type]
+    return collect_exemplars(windows, activation_fn or _lookup(acts), **options)  # type: ignore[arg-type]
 
 
 def _by_kind(result: object, feature: int) -> dict[str, list[object]]:
@@ -146,20 +146,7 @@ def test_resume_from_a_checkpoint_gives_the_same_exemplars(tmp_path: Path) -> No
 
     options = {"checkpoint": checkpoint, "checkpoint_every": 4, "fingerprint": "run-a"}
     with pytest.raises(KeyboardInterrupt):
-        collect_exemplars(
-            windows,
-            failing,
-            feature_indices=list(range(4)),
-            window_tokens=TOKENS,
-            batch_size=7,
-            top_k=5,
-            random_windows=4,
-            quantiles=4,
-            per_quantile=3,
-            seed=0,
-            device=torch.device("cpu"),
-            **options,  # type: ignore[arg-type]
-        )
+        _collect(windows, acts, failing, **options)
     assert checkpoint.is_file()
     seen: list[int] = []
 
@@ -167,20 +154,7 @@ def test_resume_from_a_checkpoint_gives_the_same_exemplars(tmp_path: Path) -> No
         seen.extend(ids[:, 0].tolist())
         return acts[ids[:, 0]]
 
-    resumed = collect_exemplars(
-        windows,
-        recording,
-        feature_indices=list(range(4)),
-        window_tokens=TOKENS,
-        batch_size=7,
-        top_k=5,
-        random_windows=4,
-        quantiles=4,
-        per_quantile=3,
-        seed=0,
-        device=torch.device("cpu"),
-        **options,  # type: ignore[arg-type]
-    )
+    resumed = _collect(windows, acts, recording, **options)
     assert seen[0] == 56  # 8 batches of 7 were checkpointed; the 9th is redone
     assert resumed.exemplars == reference.exemplars  # type: ignore[attr-defined]
     assert resumed.stats == reference.stats  # type: ignore[attr-defined]
