@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +46,34 @@ class ChatResponse(BaseModel):
     """Generated tokens."""
 
 
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What a backend can do beyond generating text; scorers ask this instead of checking classes."""
+
+    prompt_logprobs: bool = False
+    """Reads probabilities at positions inside the prompt (all-at-once simulation: `read_values`)."""
+    answer_logprobs: bool = False
+    """Gives the probabilities of the answer's first token (judges' P("yes"): `answer_probabilities`)."""
+    batched_generation: bool = False
+    """Generates many prompts in one padded batch (`generate_many` is faster than one at a time)."""
+
+
+@dataclass(frozen=True)
+class ValueReadout:
+    """Expected values 0-10 read at each line of an all-at-once simulation prompt."""
+
+    values: list[float]
+    """Expected value per line (sum of v * P(v) over the digits the model could emit there)."""
+    digit_mass: float = 1.0
+    """Mean probability mass the digits 0-10 held at the read positions, before renormalising."""
+    input_tokens: int = 0
+    """Prompt tokens processed."""
+
+
+class CapabilityMissing(NotImplementedError):
+    """The backend does not offer what was asked (its `capabilities()` says so)."""
+
+
 class ChatBackend(ABC):
     """A chat model: `generate` is all a backend author writes; logging and retries live elsewhere."""
 
@@ -67,3 +97,24 @@ class ChatBackend(ABC):
     async def agenerate(self, request: ChatRequest) -> ChatResponse:
         """Returns the answer without blocking the event loop (a thread by default)."""
         return await asyncio.to_thread(self.generate, request)
+
+    def capabilities(self) -> BackendCapabilities:
+        """Returns what this backend offers besides `generate` (none by default)."""
+        return BackendCapabilities()
+
+    def generate_many(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """Returns one answer per request (one `generate` after another unless the backend batches)."""
+        return [self.generate(request) for request in requests]
+
+    def answer_probabilities(
+        self, requests: Sequence[ChatRequest], choices: dict[str, Sequence[str]]
+    ) -> list[dict[str, float]]:
+        """Returns, per request, the probability of each choice (e.g. {"yes": [...], "no": [...]} as the
+        spellings of its first token) renormalised over the choices. Needs `answer_logprobs`."""
+        raise CapabilityMissing(f"{self.name} gives no answer probabilities")
+
+    def read_values(self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8) -> list[ValueReadout]:
+        """Returns, per (request, lines) item, the expected value 0-10 the model would write after each
+        line: the prompt is the chat-formatted request with its prefill, then `line<TAB>0<NEWLINE>` per
+        line, and the probabilities of "0".."10" are read after each tab. Needs `prompt_logprobs`."""
+        raise CapabilityMissing(f"{self.name} reads no prompt probabilities")

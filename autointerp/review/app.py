@@ -29,11 +29,12 @@ from starlette.concurrency import run_in_threadpool
 from autointerp.errors import AutointerpError
 from autointerp.review import views
 from autointerp.review.export import EXPORT_FORMATS, export_reviews
-from autointerp.store import FEATURE_SORTS, FeatureQuery, Store, now
+from autointerp.metric_names import MAIN_METRIC
+from autointerp.review.queries import FEATURE_SORTS, FeatureQuery, ReviewQueries
+from autointerp.store import Store, now
 
 HERE = Path(__file__).parent
 VERDICTS = ("accept", "reject", "edit", "note", "request_experiments")
-MAIN_METRIC = FeatureQuery.metric  # the simulation score (kept free of the torch-importing pipeline)
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")
 LIST_PARAMS = ("run", "hook", "kind", "status", "q", "min", "max", "sort", "dir", "metric", "per")
 MAX_PAGE = 500
@@ -136,6 +137,7 @@ def _safe_next(target: str | None, fallback: str) -> str:
 def create_app(settings: ReviewSettings) -> FastAPI:
     """Returns the review app over one DuckDB file."""
     store = Store(settings.db)
+    queries = ReviewQueries(store)
     if not settings.db.exists():
         raise AutointerpError(f"no database at {settings.db}; run `autointerp run` first or pass --db")
     store.migrate()
@@ -203,8 +205,8 @@ def create_app(settings: ReviewSettings) -> FastAPI:
     def feature_list(request: Request) -> Response:
         params = dict(request.query_params)
         query = _list_query(params)
-        rows, total = db(lambda: store.feature_list(query))
-        facets = db(store.feature_facets)
+        rows, total = db(lambda: queries.feature_list(query))
+        facets = db(queries.feature_facets)
         context = _list_context(params)
         pages = max(1, -(-total // query.limit))
         current = query.offset // query.limit + 1
@@ -236,10 +238,10 @@ def create_app(settings: ReviewSettings) -> FastAPI:
         params = dict(request.query_params)
         feature_id = params.get("id", "")
         query = _list_query(params)
-        record = db(lambda: store.feature_record(feature_id))
+        record = db(lambda: queries.feature_record(feature_id))
         if not record["features"]:
             return error_page(f"no feature {feature_id!r} in {settings.db}", 404)
-        neighbours = db(lambda: store.feature_neighbours(query, feature_id))
+        neighbours = db(lambda: queries.feature_neighbours(query, feature_id))
         context = _list_context(params)
         return page("feature.html", **_feature_view(feature_id, record, query.metric), **_nav(neighbours, context))
 
@@ -267,7 +269,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
             "note": note,
             "created_at": now(),
         }
-        await run_in_threadpool(db, lambda: store.add_review(row))
+        await run_in_threadpool(db, lambda: queries.add_review(row))
         fallback = "/feature?" + urlencode({"id": form.get("feature_id", "")})
         return RedirectResponse(_safe_next(form.get("next"), fallback), status_code=303)
 

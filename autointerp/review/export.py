@@ -11,6 +11,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from autointerp.errors import AutointerpError
+from autointerp.review.queries import ReviewQueries
 from autointerp.store import Store
 
 EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "parquet": "application/x-parquet"}
@@ -24,7 +25,7 @@ def export_reviews(store: Store, fmt: str) -> bytes:
     """Returns every reviewed explanation (latest verdict, final text) in `fmt`: jsonl, csv or parquet."""
     if fmt not in EXPORT_FORMATS:
         raise AutointerpError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    rows = store.reviewed_explanations()
+    rows = ReviewQueries(store).reviewed_explanations()
     if fmt == "jsonl":
         return "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in rows).encode()
     table = pa.Table.from_pylist(rows) if rows else pa.table({"feature_id": pa.array([], pa.string())})

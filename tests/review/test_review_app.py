@@ -20,6 +20,7 @@ from conftest import HOSTILE_EXPLANATION, HOSTILE_TOKEN, feature_rows
 
 from autointerp.review import ReviewSettings
 from autointerp.review.app import is_loopback
+from autointerp.review.queries import ReviewQueries
 from autointerp.store import Store, now
 
 Serve = Callable[[ReviewSettings], str]
@@ -124,7 +125,7 @@ def test_export_reviewed_explanations(review_db: DB, serve: Serve) -> None:
     path, ids = review_db
     store = Store(path)
     for n, verdict in enumerate(("accept", "reject")):
-        store.add_review(
+        ReviewQueries(store).add_review(
             {
                 "id": f"r{n}",
                 "explanation_id": ids["explanations"][ids["features"][n + 1]],
