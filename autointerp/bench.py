@@ -25,17 +25,17 @@ from typing import Any
 import numpy as np
 
 from autointerp.activations import normalize_activations
-from autointerp.config import ExperimentConfig, LLMRoleConfig
+from autointerp.config import ExperimentConfig, LLMConfig, LLMRoleConfig
 from autointerp.corpus import iter_windows
 from autointerp.errors import ConfigError
 from autointerp.explain import explain_feature
-from autointerp.llm import CallRecorder, get_backend
+from autointerp.llm import CallRecorder, LLMSession, get_backend
 from autointerp.pipeline.experiment import Experimenter, FeatureTarget
 from autointerp.planted import PlantedFeature
 from autointerp.progress import progress_bar
 from autointerp.score.distractors import choose_distractors
 from autointerp.score.embedding import embed_texts
-from autointerp.score.scorers import METHODS, primary_value, score_candidates
+from autointerp.score.scorers import methods, primary_value, score_candidates
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import load_subject_model
 from autointerp.subject.features import PlantedSource
@@ -51,7 +51,7 @@ class BenchSettings:
     """The model behind simulation, detection and fuzzing."""
     explainers: list[str] = field(default_factory=lambda: ["local:smollm2-135m"])
     """Explainers compared side by side."""
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: ["simulation", "detection", "fuzzing", "embedding"])
     """Scoring methods."""
     subject: str = "smollm2-135m"
     """Whose tokenizer cuts the corpus into tokens."""
@@ -189,14 +189,14 @@ def feature_set(
 def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchResult:
     """Runs the benchmark and returns its numbers (no file is written)."""
     for method in settings.methods:
-        if method not in METHODS:
-            raise ConfigError(f"unknown scoring method {method!r}; choose from {', '.join(METHODS)}")
+        if method not in methods():
+            raise ConfigError(f"unknown scoring method {method!r}; choose from {', '.join(methods())}")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     sets, n_windows = build_feature_sets(features, settings)
     seconds["windows"] = time.perf_counter() - started
     live = [s for s in sets if s.skipped is None]
-    recorder = CallRecorder("bench")
+    recorder = CallRecorder("bench", LLMSession.from_settings(LLMConfig(cache=False)))
     explanations: dict[str, dict[str, str | None]] = {}
     for spec in settings.explainers:
         backend = get_backend(spec)
@@ -214,7 +214,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                     temperature=0.0,
                     retries=1,
                 )
-                texts[fs.feature.name] = outcome.row["text"] if outcome.row else None
+                texts[fs.feature.name] = outcome.explanation.text if outcome.explanation else None
                 advance(1)
         explanations[spec] = texts
         seconds[f"explain {spec}"] = time.perf_counter() - started
@@ -288,14 +288,19 @@ def investigate_planted(
                 continue
             feature = {"id": f"planted/{fs.feature.name}", "max_activation": fs.max_activation}
             target = FeatureTarget(feature, PlantedSource(subject, [fs.feature]))
-            explanation = {"id": str(uuid.uuid4()), "feature_id": feature["id"], "text": first, "iteration": 0}
+            explanation: dict[str, Any] = {
+                "id": str(uuid.uuid4()),
+                "feature_id": feature["id"],
+                "text": first,
+                "iteration": 0,
+            }
             done = Investigated(revised=None, verdicts=[])
             for _ in range(settings.rounds):
                 step = experimenter.run_round(target, explanation, fs.explain[:3], recorder)
-                done.verdicts += [(e["kind"], e["verdict"]) for e in step.experiments]
+                done.verdicts += [(e.kind, e.verdict) for e in step.experiments]
                 if step.revision is None:
                     break
-                explanation, done.revised = step.revision, step.revision["text"]
+                explanation, done.revised = step.revision.to_row(), step.revision.text
             recorder.take()
             result[fs.feature.name] = done
             advance(1)

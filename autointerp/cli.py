@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
-from autointerp.errors import AutointerpError
+from autointerp.errors import AutointerpError, RunIncomplete
 from autointerp.prefect_env import hide_user_error_tracebacks
 from autointerp.store import Store
 
@@ -32,6 +32,8 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override a config key, e.g. -s features.layer=10.")
 ]
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file.")]
+EXIT_INCOMPLETE = 3
+"""Exit code of a run that stopped with live features left undone (rerun to resume); 1 is a failure."""
 
 
 def _fail(error: Exception) -> None:
@@ -55,7 +57,7 @@ def resolve_run(store: Store, run_id: str | None) -> str:
 
 def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
     """Prints a run's features with their explanation and score, best first."""
-    from autointerp.pipeline import MAIN_METRIC
+    from autointerp.metric_names import MAIN_METRIC
 
     rows = store.explanation_table(run_id, MAIN_METRIC)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
@@ -81,10 +83,15 @@ def run(config: ConfigOption = None, set_: SetOption = None) -> None:
     try:
         run_config = load_config(config, set_ or [])
         started = time.perf_counter()
-        from flows.label_features import label_features
+        from autointerp.flows.label_features import label_features
 
         hide_user_error_tracebacks()
-        run_id = label_features(run_config.model_dump(mode="json"))
+        try:
+            run_id = label_features(run_config.model_dump(mode="json"))
+        except RunIncomplete as exc:  # partial results are worth seeing before the error line
+            print_explanations(Store(run_config.store.path), exc.run_id)
+            console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=EXIT_INCOMPLETE if exc.status == "incomplete" else 1) from None
         store = Store(run_config.store.path)
         print_explanations(store, run_id)
         console.print(
@@ -122,7 +129,7 @@ def investigate(
         run_config = load_config(config, set_ or [])
         store = Store(run_config.store.path)
         chosen = resolve_run(store, run_id)
-        from flows.investigate import investigate as investigate_flow
+        from autointerp.flows.investigate import investigate as investigate_flow
 
         hide_user_error_tracebacks()
         investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
@@ -345,7 +352,7 @@ def schedule(
     """Serve a Prefect deployment of label_features on a schedule; each run is incremental."""
     try:
         run_config = load_config(config, set_ or [])
-        from flows.schedule import build_deployment, serve_schedule
+        from autointerp.flows.schedule import build_deployment, serve_schedule
 
         data = run_config.model_dump(mode="json")
         build_deployment(data, cron=cron, interval=interval, name=name)  # validates before serving

@@ -148,11 +148,23 @@ class LLMConfig(_Section):
     """Price overrides keyed by `backend:model` or `backend:*`, on top of the built-in table."""
 
 
-ScoreMethod = Literal["simulation", "detection", "fuzzing", "embedding"]
+ScoreMethod = str
+"""A scorer's name in the `autointerp.scorers` registry (built-ins: simulation, detection, fuzzing, embedding)."""
 
 
 def _default_score_methods() -> list[ScoreMethod]:
     return ["simulation", "embedding"]
+
+
+def _known_plugins(group: str, what: str, names: list[str]) -> list[str]:
+    """Returns `names` when the registry of `group` knows each; raises ValueError naming the choices."""
+    from autointerp.plugins import Registry
+
+    known = Registry(group, what).names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)}")
+    return names
 
 
 class ScoreConfig(_Section):
@@ -178,7 +190,7 @@ class ScoreConfig(_Section):
             raise ValueError("choose at least one scoring method")
         if len(set(value)) != len(value):
             raise ValueError("scoring methods must be unique")
-        return value
+        return _known_plugins("autointerp.scorers", "scoring method", value)
 
 
 ExperimentKind = Literal["input", "minimal_pair", "ablation", "steering"]

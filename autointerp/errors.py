@@ -27,3 +27,12 @@ class LLMError(AutointerpError):
 
 class StoreError(AutointerpError):
     """The DuckDB store cannot be opened or holds unexpected data."""
+
+
+class RunIncomplete(AutointerpError):
+    """A run ended with live features left undone (`incomplete`) or with a stage that did nothing (`failed`)."""
+
+    def __init__(self, run_id: str, status: str, message: str) -> None:
+        super().__init__(f"run {run_id} is {status}: {message}")
+        self.run_id = run_id
+        self.status = status

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable
 from statistics import mean
 from typing import Any, Literal
@@ -16,7 +14,7 @@ from autointerp.explain import marked_text
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
 from autointerp.llm.calls import CallRecorder
 from autointerp.prompts import PromptTemplate, load_prompt
-from autointerp.store import now
+from autointerp.records import Experiment
 
 Verdict = Literal["supports", "refutes", "inconclusive"]
 
@@ -169,8 +167,8 @@ def run_input_experiment(
 
 def experiment_row(
     run_id: str, explanation_id: str, proposal: InputProposal, measured: dict[str, Any], verdict: Verdict
-) -> dict[str, Any]:
-    """Returns an `experiments` row for an input experiment."""
+) -> Experiment:
+    """Returns the experiment record of an input experiment."""
     predicted = {"activating": "fires", "non_activating": "does not fire"}
     return new_experiment_row(run_id, explanation_id, "input", proposal.model_dump(), predicted, measured, verdict)
 
@@ -271,16 +269,14 @@ def new_experiment_row(
     predicted: dict[str, Any],
     measured: dict[str, Any],
     verdict: Verdict,
-) -> dict[str, Any]:
-    """Returns an `experiments` row."""
-    return {
-        "id": str(uuid.uuid4()),
-        "run_id": run_id,
-        "explanation_id": explanation_id,
-        "kind": kind,
-        "spec": json.dumps(spec),
-        "predicted": json.dumps(predicted),
-        "measured": json.dumps(measured),
-        "verdict": verdict,
-        "created_at": now(),
-    }
+) -> Experiment:
+    """Returns an experiment record."""
+    return Experiment(
+        run_id=run_id,
+        explanation_id=explanation_id,
+        kind=kind,
+        spec=spec,
+        predicted=predicted,
+        measured=measured,
+        verdict=verdict,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ from autointerp.errors import LLMError
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
 from autointerp.llm.calls import CallRecorder
 from autointerp.prompts import PromptTemplate, load_prompt
-from autointerp.store import now
+from autointerp.records import Explanation
 
 MAX_EXPLANATION_CHARS = 200
 
@@ -80,10 +79,11 @@ def parse_explanation(answer: str) -> str:
 
 @dataclass
 class ExplainOutcome:
-    """An explanation row ready to store, or None when every attempt failed."""
+    """An explanation ready to store, or None and the last error when every attempt failed."""
 
-    row: dict[str, Any] | None
+    explanation: Explanation | None
     attempts: int
+    error: str | None = None
 
 
 def explain_feature(
@@ -100,36 +100,33 @@ def explain_feature(
     """Asks the explainer; a bad answer is retried with the parse error shown to the model."""
     template = load_prompt("explain")
     messages, prefill = build_explainer_prompt(exemplars, max_activation, template)
+    error: str | None = None
     for attempt in range(1, retries + 2):
         request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
         response, call_id = recorder.call(
             backend, request, role="explain", prompt_hash=template.hash, feature_id=feature_id
         )
         if response is None:
+            error = next((r.error for r in recorder.rows if r.id == call_id), None) or "the call failed"
             continue
         try:
             text = parse_explanation(response.text)
         except ExplanationParseError as exc:
-            recorder.mark_error(call_id, f"unparseable answer: {exc}")
+            error = f"unparseable answer: {exc}"
+            recorder.mark_error(call_id, error)
             messages = [
                 *messages,
                 ChatMessage(role="assistant", content=prefill + response.text),
                 ChatMessage(role="user", content=f"That answer cannot be used: {exc}. Try again."),
             ]
             continue
-        return ExplainOutcome(
-            row={
-                "id": str(uuid.uuid4()),
-                "run_id": recorder.run_id,
-                "feature_id": feature_id,
-                "iteration": 0,
-                "parent_id": None,
-                "explainer": backend.name,
-                "prompt_hash": template.hash,
-                "text": text,
-                "llm_call_id": call_id,
-                "created_at": now(),
-            },
-            attempts=attempt,
+        explanation = Explanation(
+            run_id=recorder.run_id,
+            feature_id=feature_id,
+            text=text,
+            explainer=backend.name,
+            prompt_hash=template.hash,
+            llm_call_id=call_id,
         )
-    return ExplainOutcome(row=None, attempts=retries + 1)
+        return ExplainOutcome(explanation=explanation, attempts=attempt)
+    return ExplainOutcome(explanation=None, attempts=retries + 1, error=error)

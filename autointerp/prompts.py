@@ -1,4 +1,5 @@
-"""Prompt templates from `prompts/` (Jinja2): rendering into chat messages, and their hashes.
+"""Prompt templates (Jinja2) shipped in `autointerp/prompt_templates/`: rendering into chat messages,
+and their hashes.
 
 A template file holds the system message, then `=== user`, then optionally `=== assistant`
 followed by the text the assistant's answer is prefilled with.
@@ -10,6 +11,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,13 @@ import jinja2
 from autointerp.errors import ConfigError
 from autointerp.llm.base import ChatMessage
 
+TEMPLATE_PACKAGE = "autointerp.prompt_templates"
 
-def prompts_dir() -> Path:
-    """Returns the prompt folder: `$AUTOINTERP_PROMPTS`, else the repository's `prompts/`."""
+
+def prompts_dir() -> Traversable:
+    """Returns the prompt folder: `$AUTOINTERP_PROMPTS`, else the templates installed with the package."""
     override = os.environ.get("AUTOINTERP_PROMPTS")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "prompts"
+    return Path(override) if override else resources.files(TEMPLATE_PACKAGE)
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def _environment() -> jinja2.Environment:
 
 
 def load_prompt(role: str) -> PromptTemplate:
-    """Returns the template `prompts/<role>.jinja`."""
+    """Returns the template `<role>.jinja` of the prompt folder."""
     path = prompts_dir() / f"{role}.jinja"
     if not path.is_file():
         raise ConfigError(f"prompt template {path} is missing; set AUTOINTERP_PROMPTS to a folder that has it")

@@ -12,8 +12,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from autointerp.errors import StoreError
+from autointerp.records import Rows, now
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +89,6 @@ MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_migration_1, _
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def now() -> datetime:
-    """Returns the current UTC time (what every created_at holds)."""
-    return datetime.now(UTC)
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -244,11 +238,13 @@ class Store:
             self.insert_rows(con, "features", features)
             self.insert_rows(con, "exemplars", exemplars)
 
-    def write_results(self, rows_by_table: dict[str, list[dict[str, Any]]]) -> None:
-        """Stores rows for several tables in one transaction (a stage's results and its LLM calls)."""
+    def write_results(self, rows: Rows | dict[str, list[dict[str, Any]]]) -> None:
+        """Stores records (or table -> row dicts) in one transaction: finished features whole, with
+        their LLM calls."""
+        rows_by_table = rows.by_table() if isinstance(rows, Rows) else rows
         with self.transaction() as con:
-            for table, rows in rows_by_table.items():
-                self.insert_rows(con, table, rows)
+            for table, table_rows in rows_by_table.items():
+                self.insert_rows(con, table, table_rows)
 
     def features(self, run_id: str) -> list[dict[str, Any]]:
         """Returns the run's features ordered by layer hook and index."""

@@ -1,34 +1,4 @@
-"""The `investigate` flow: experiment rounds on chosen features of an existing run."""
+"""Entry file for `prefect deploy flows/investigate.py:...` and `python flows/investigate.py`; the flow lives in
+`autointerp.flows.investigate` (installed with the package)."""
 
-from __future__ import annotations
-
-from typing import Any
-
-from autointerp.prefect_env import configure_prefect_defaults
-
-configure_prefect_defaults()
-
-from prefect import flow, task  # noqa: E402
-
-from autointerp.config import RunConfig  # noqa: E402
-from autointerp.errors import FeatureError  # noqa: E402
-from autointerp.pipeline import run_experiments  # noqa: E402
-from autointerp.store import Store  # noqa: E402
-
-
-@task(name="investigate-feature")
-def investigate_feature(config_data: dict[str, Any], run_id: str, feature_id: str) -> int:
-    """Returns 1 once the feature's rounds are done (stored in DuckDB as they finish)."""
-    config = RunConfig.model_validate(config_data)
-    return run_experiments(config, Store(config.store.path), run_id, [feature_id])
-
-
-@flow(name="investigate")
-def investigate(config_data: dict[str, Any], run_id: str, feature_ids: list[str]) -> int:
-    """Runs experiment-and-revise rounds on `feature_ids` of run `run_id`; returns how many features."""
-    config = RunConfig.model_validate(config_data)
-    known = {f["id"] for f in Store(config.store.path).features(run_id)}
-    missing = [f for f in feature_ids if f not in known]
-    if missing:
-        raise FeatureError(f"run {run_id} has no feature {missing[0]!r}; `autointerp show {run_id}` lists them")
-    return sum(investigate_feature(config_data, run_id, feature_id) for feature_id in feature_ids)
+from autointerp.flows.investigate import *  # noqa: F403

@@ -58,6 +58,13 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+def session_of(config: RunConfig, store: Any, run_id: str) -> Any:
+    """Returns the LLM session a flow would open for `run_id` (what the stage functions take)."""
+    from autointerp.llm import LLMSession
+
+    return LLMSession.for_run(config.llm, store, run_id)
+
+
 def tiny_config(tmp_path: Path, *overrides: str) -> RunConfig:
     """Returns a run config small enough for a test: 3 neurons, 48 windows, 1 experiment."""
     return load_config(

@@ -21,7 +21,7 @@ def _counts(store: Store) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> tuple[RunConfig, str]:
-    from flows.label_features import label_features
+    from autointerp.flows.label_features import label_features
 
     config = tiny_config(tmp_path_factory.mktemp("flow"))
     run_id = label_features(config.model_dump(mode="json"))
@@ -88,7 +88,7 @@ def test_experiments_record_prediction_measurement_and_verdict(finished_run: tup
 
 
 def test_running_the_same_flow_again_adds_no_rows(finished_run: tuple[RunConfig, str]) -> None:
-    from flows.label_features import label_features
+    from autointerp.flows.label_features import label_features
 
     config, run_id = finished_run
     store = Store(config.store.path)

@@ -17,7 +17,7 @@ from tests.conftest import tiny_config
 
 
 def test_deployment_has_the_schedule_and_config(tmp_path: Path) -> None:
-    from flows.schedule import build_deployment, scheduled_config
+    from autointerp.flows.schedule import build_deployment, scheduled_config
 
     data = tiny_config(tmp_path).model_dump(mode="json")
     deployment = build_deployment(data, cron="0 2 * * *")
@@ -70,7 +70,7 @@ def test_triggered_deployment_runs_are_incremental(tmp_path: Path, prefect_harne
     from prefect.deployments import run_deployment
     from prefect.flow_engine import run_flow
 
-    from flows.schedule import build_deployment, scheduled_label_features
+    from autointerp.flows.schedule import build_deployment, scheduled_label_features
 
     cheap = (
         "corpus.max_windows=16",

@@ -3,7 +3,7 @@
 from autointerp.llm.accounting import Budget, BudgetExceeded, Price, PriceTable
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest, ChatResponse
 from autointerp.llm.cache import ResponseCache
-from autointerp.llm.calls import CallRecorder, LLMSession, open_session
+from autointerp.llm.calls import CallRecorder, LLMSession
 from autointerp.llm.limits import CallLimiter
 from autointerp.llm.registry import available_backends, get_backend, parse_model_spec, register_backend
 
@@ -22,7 +22,6 @@ __all__ = [
     "ResponseCache",
     "available_backends",
     "get_backend",
-    "open_session",
     "parse_model_spec",
     "register_backend",
 ]

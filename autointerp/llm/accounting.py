@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autointerp.errors import LLMError
+from autointerp.errors import ConfigError, LLMError
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ class Budget:
         self._lock = threading.Lock()
 
     def check(self, run_id: str, backend: str, model: str, prices: PriceTable) -> None:
-        """Raises BudgetExceeded when a cap is reached, LLMError when a cost cap meets an unpriced model."""
+        """Raises BudgetExceeded when a cap is reached, ConfigError when a cost cap meets an unpriced model."""
         if self.max_cost_usd is not None and prices.price(backend, model) is None:
-            raise LLMError(
+            raise ConfigError(
                 f"llm.max_cost_usd is set but {backend}:{model} has no price; add it under llm.prices"
                 f" (input_per_mtok, output_per_mtok)"
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -107,7 +107,7 @@ class ChatBackend(ABC):
         return [self.generate(request) for request in requests]
 
     def answer_probabilities(
-        self, requests: Sequence[ChatRequest], choices: dict[str, Sequence[str]]
+        self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]]
     ) -> list[dict[str, float]]:
         """Returns, per request, the probability of each choice (e.g. {"yes": [...], "no": [...]} as the
         spellings of its first token) renormalised over the choices. Needs `answer_logprobs`."""

@@ -1,40 +1,44 @@
-"""Calling a backend for a pipeline role and recording every call as an `llm_calls` row.
+"""Calling a backend for a pipeline role and recording every call as an `LLMCall` record.
 
 A run's `LLMSession` holds what its calls share: the response cache, the per-backend limits,
-the price table and the budget. `open_session` registers it for a run id, so every
-`CallRecorder(run_id)` of that run in this process uses it; a run with no session registered
-calls backends directly (no cache, no budget, default limits and prices).
+the price table and the budget. Each flow creates one (`LLMSession.for_run`) and hands it to
+every `CallRecorder`; there is no process-global session to fall back on.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from autointerp.config import LLMConfig
 from autointerp.llm.accounting import Budget, Price, PriceTable
 from autointerp.llm.base import ChatBackend, ChatRequest, ChatResponse
 from autointerp.llm.cache import ResponseCache, cache_key
 from autointerp.llm.limits import CallLimiter, limiter_for
-from autointerp.store import now
+from autointerp.records import LLMCall
+
+T = TypeVar("T")
 
 _caches: dict[Path | None, ResponseCache] = {}
-_sessions: dict[str, LLMSession] = {}
-_plain_session: LLMSession | None = None
-_registry_lock = threading.Lock()
+_caches_lock = threading.Lock()
 
 
 def shared_cache(path: Path | None) -> ResponseCache:
-    """Returns this process's ResponseCache for `path` (None: the default file)."""
-    with _registry_lock:
+    """Returns this process's ResponseCache for `path` (None: the default file); one file handle per path."""
+    with _caches_lock:
         if path not in _caches:
             _caches[path] = ResponseCache(path)
         return _caches[path]
+
+
+class SpendingSource(Protocol):
+    """Anything that can say what a run already spent (the store)."""
+
+    def llm_spending(self, run_id: str) -> tuple[int, float]: ...
 
 
 @dataclass
@@ -45,6 +49,12 @@ class LLMSession:
     budget: Budget
     prices: PriceTable
     cache: ResponseCache | None
+
+    @classmethod
+    def for_run(cls, settings: LLMConfig, spending: SpendingSource, run_id: str) -> LLMSession:
+        """Returns the session of a run, counting what the run already spent against its budget."""
+        tokens, cost = spending.llm_spending(run_id)
+        return cls.from_settings(settings, tokens, cost)
 
     @classmethod
     def from_settings(cls, settings: LLMConfig, spent_tokens: int = 0, spent_usd: float = 0.0) -> LLMSession:
@@ -72,34 +82,19 @@ class LLMSession:
         return limiter_for(backend.name, concurrency, rpm)
 
 
-def open_session(run_id: str, settings: LLMConfig, spent_tokens: int = 0, spent_usd: float = 0.0) -> LLMSession:
-    """Registers (or replaces) the session of `run_id` in this process and returns it."""
-    session = LLMSession.from_settings(settings, spent_tokens, spent_usd)
-    with _registry_lock:
-        _sessions[run_id] = session
-    return session
-
-
-def session_for(run_id: str) -> LLMSession:
-    """Returns the run's registered session, or the plain one (no cache, no budget) when none is."""
-    global _plain_session
-    with _registry_lock:
-        session = _sessions.get(run_id)
-    if session is None:
-        if _plain_session is None:
-            _plain_session = LLMSession.from_settings(LLMConfig(cache=False))
-        session = _plain_session
-    return session
+def _describe_response(response: ChatResponse) -> tuple[str, int, int]:
+    return response.text, response.input_tokens, response.output_tokens
 
 
 @dataclass
 class CallRecorder:
-    """Calls backends and keeps one row per call, to be written with the results they produced."""
+    """Calls backends through a run's session and keeps one `LLMCall` per call, to be written with
+    the results they produced. One recorder per feature in flight (it is not shared across threads)."""
 
     run_id: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    session: LLMSession | None = None
-    """The run's shared cache, limits and budget; None: the one registered for `run_id`."""
+    session: LLMSession
+    """The run's cache, limits, prices and budget."""
+    rows: list[LLMCall] = field(default_factory=list)
 
     def record(
         self,
@@ -119,34 +114,30 @@ class CallRecorder:
         cost: float = 0.0,
         cached: bool = False,
     ) -> str:
-        """Adds a row for a call made elsewhere (e.g. a forward pass); returns its id.
+        """Adds a record for a call made elsewhere (e.g. a forward pass); returns its id.
 
-        A cached answer is marked by `"cached": true` in the row's request JSON.
+        A cached answer is marked by `"cached": true` in the record's request.
         """
         if cached:
             request = {**request, "cached": True}
-        call_id = str(uuid.uuid4())
-        self.rows.append(
-            {
-                "id": call_id,
-                "run_id": self.run_id,
-                "feature_id": feature_id,
-                "explanation_id": explanation_id,
-                "role": role,
-                "backend": backend,
-                "model": model,
-                "prompt_hash": prompt_hash,
-                "request": json.dumps(request),
-                "response": response,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "latency_s": latency_s,
-                "cost": cost,
-                "error": error,
-                "created_at": now(),
-            }
+        call = LLMCall(
+            run_id=self.run_id,
+            role=role,
+            backend=backend,
+            model=model,
+            prompt_hash=prompt_hash,
+            request=request,
+            response=response,
+            feature_id=feature_id,
+            explanation_id=explanation_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_s=latency_s,
+            cost=cost,
+            error=error,
         )
-        return call_id
+        self.rows.append(call)
+        return call.id
 
     def call(
         self,
@@ -165,7 +156,7 @@ class CallRecorder:
         Otherwise the budget is checked, raising BudgetExceeded when the run reached it, and the call
         waits for a slot of the backend's concurrency and rate limits.
         """
-        session = self.session or session_for(self.run_id)
+        session = self.session
         logged: dict[str, Any] = {
             "role": role,
             "backend": backend.backend,
@@ -189,39 +180,77 @@ class CallRecorder:
                     cached=True,
                 )
                 return hit, call_id
+        response, call_id = self.measure(
+            backend,
+            lambda: backend.generate(request),
+            role=role,
+            prompt_hash=prompt_hash,
+            request=logged["request"],
+            describe=_describe_response,
+            feature_id=feature_id,
+            explanation_id=explanation_id,
+        )
+        if key is not None and session.cache is not None and response is not None:
+            session.cache.put(key, backend.name, response)
+        return response, call_id
+
+    def measure(
+        self,
+        backend: ChatBackend,
+        run: Callable[[], T],
+        *,
+        role: str,
+        prompt_hash: str,
+        request: dict[str, Any],
+        describe: Callable[[Any], tuple[str, int, int]],
+        feature_id: str | None,
+        explanation_id: str | None = None,
+    ) -> tuple[T | None, str]:
+        """Runs one backend operation (`generate`, `read_values`, ...) under the run's budget and the
+        backend's limits; returns (its result or None on error, call id). `describe` gives the
+        recorded (response text, input tokens, output tokens) of a result. A failure is recorded,
+        never raised, except BudgetExceeded (checked before the call)."""
+        session = self.session
         session.budget.check(self.run_id, backend.backend, backend.model, session.prices)
         with session.limiter(backend).slot():
             started = time.perf_counter()
             try:
-                response: ChatResponse | None = backend.generate(request)
+                result: T | None = run()
                 error = None
             except Exception as exc:  # a failed call is a row, never a crash of the run
-                response, error = None, f"{type(exc).__name__}: {exc}"
+                result, error = None, f"{type(exc).__name__}: {exc}"
             latency_s = time.perf_counter() - started
-        input_tokens = response.input_tokens if response else 0
-        output_tokens = response.output_tokens if response else 0
+        text, input_tokens, output_tokens = describe(result) if result is not None else (None, 0, 0)
         cost = session.prices.cost(backend.backend, backend.model, input_tokens, output_tokens)
         session.budget.spend(input_tokens + output_tokens, cost)
-        if key is not None and session.cache is not None and response is not None:
-            session.cache.put(key, backend.name, response)
         call_id = self.record(
-            **logged,
-            response=None if response is None else response.text,
+            role=role,
+            backend=backend.backend,
+            model=backend.model,
+            prompt_hash=prompt_hash,
+            request=request,
+            response=text,
+            feature_id=feature_id,
+            explanation_id=explanation_id,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            latency_s=latency_s,
+            latency_s=max(latency_s, 1e-6),
             error=error,
             cost=cost,
         )
-        return response, call_id
+        return result, call_id
 
     def mark_error(self, call_id: str, error: str) -> None:
         """Records that a call's answer could not be used (e.g. it did not parse)."""
         for row in self.rows:
-            if row["id"] == call_id:
-                row["error"] = error
+            if row.id == call_id:
+                row.error = error
 
-    def take(self) -> list[dict[str, Any]]:
-        """Returns the rows recorded so far and forgets them."""
+    def take(self) -> list[LLMCall]:
+        """Returns the calls recorded so far and forgets them."""
         rows, self.rows = self.rows, []
         return rows
+
+    def child(self) -> CallRecorder:
+        """Returns a recorder for one thread of this feature's work (same run and session)."""
+        return CallRecorder(self.run_id, self.session)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest, ChatResponse
+from autointerp.activations import display_token
+from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, ValueReadout
 from autointerp.subject.model import SubjectModel, load_subject_model
 
 
@@ -60,6 +62,99 @@ class LocalChatBackend(ChatBackend):
             input_tokens=int(ids.shape[1]),
             output_tokens=int(new_tokens.shape[0]),
         )
+
+    def capabilities(self) -> BackendCapabilities:
+        """Returns what a model in this process offers: probabilities anywhere in the prompt."""
+        return BackendCapabilities(prompt_logprobs=True, answer_logprobs=True)
+
+    def _single_token_ids(self, words: Sequence[str]) -> list[int]:
+        ids = set()
+        for word in words:
+            encoded = self.subject.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1:
+                ids.add(int(encoded[0]))
+        return sorted(ids)
+
+    def _padded(self, prompts: list[list[int]], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns right-padded ids and mask [rows, longest] of the chosen prompts."""
+        device = self.subject.device
+        length = max(len(prompts[i]) for i in rows)
+        ids = torch.full((len(rows), length), self.subject.tokenizer.pad_token_id or 0, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for row, index in enumerate(rows):
+            ids[row, : len(prompts[index])] = torch.tensor(prompts[index], device=device)
+            mask[row, : len(prompts[index])] = 1
+        return ids, mask
+
+    def answer_probabilities(
+        self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]], batch_size: int = 16
+    ) -> list[dict[str, float]]:
+        """Returns per request each choice's share of the first answer token's probability (one padded
+        forward pass per batch of similar-length prompts)."""
+        with self._lock, torch.inference_mode():
+            encoded = [self.prompt_ids(r.messages, r.prefill) for r in requests]
+            choice_ids = {name: self._single_token_ids(words) for name, words in choices.items()}
+            order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+            body, head = self.subject.model.base_model, self.subject.model.get_output_embeddings()
+            result: list[dict[str, float]] = [{} for _ in encoded]
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                ids, mask = self._padded(encoded, rows)
+                hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                last = torch.tensor([len(encoded[i]) - 1 for i in rows], device=ids.device)
+                probs = torch.softmax(head(hidden[torch.arange(len(rows), device=ids.device), last]).float(), dim=-1)
+                mass = {
+                    name: probs[:, torch.tensor(t, device=ids.device)].sum(dim=-1) for name, t in choice_ids.items()
+                }
+                total = torch.stack(list(mass.values())).sum(dim=0).clamp(min=1e-12)
+                for row, index in enumerate(rows):
+                    result[index] = {name: float(m[row] / total[row]) for name, m in mass.items()}
+            return result
+
+    def simulation_prompt(self, request: ChatRequest, lines: list[str]) -> tuple[list[int], list[int]]:
+        """Returns (token ids, read positions) of `request` followed by `line<TAB>0<NEWLINE>` per line;
+        the logits at each read position predict the value written after that line's tab."""
+        tokenizer = self.subject.tokenizer
+        ids = self.prompt_ids(request.messages, request.prefill)
+        zero_id = tokenizer("0", add_special_tokens=False)["input_ids"][-1]
+        newline_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        positions = []
+        for line in lines:
+            ids.extend(tokenizer(display_token(line) + "\t", add_special_tokens=False)["input_ids"])
+            positions.append(len(ids) - 1)
+            ids.append(zero_id)  # placeholder; causal attention means it never influences its own read
+            ids.extend(newline_ids)
+        return ids, positions
+
+    def read_values(self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8) -> list[ValueReadout]:
+        """Returns the expected value 0-10 after each line of each item, and the probability mass the
+        digits held; prompts of similar length share one padded forward pass."""
+        with self._lock, torch.inference_mode():
+            digits = {v: i for v in range(11) if len(i := self._single_token_ids([str(v)])) == 1}
+            device = self.subject.device
+            values = torch.tensor(list(digits), dtype=torch.float32, device=device)
+            digit_ids = torch.tensor([i[0] for i in digits.values()], device=device)
+            prompts = [self.simulation_prompt(request, lines) for request, lines in items]
+            encoded = [ids for ids, _ in prompts]
+            order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+            body, head = self.subject.model.base_model, self.subject.model.get_output_embeddings()
+            readouts: list[ValueReadout] = [ValueReadout(values=[]) for _ in prompts]
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                ids, mask = self._padded(encoded, rows)
+                hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                for row, index in enumerate(rows):
+                    logits = head(hidden[row, prompts[index][1]]).float()  # [lines, vocab]
+                    log_all = torch.logsumexp(logits, dim=-1)
+                    digit_logits = logits[:, digit_ids]
+                    mass = torch.exp(torch.logsumexp(digit_logits, dim=-1) - log_all)
+                    probs = torch.softmax(digit_logits, dim=-1)
+                    readouts[index] = ValueReadout(
+                        values=(probs @ values).tolist(),
+                        digit_mass=float(mass.mean()) if len(mass) else 1.0,
+                        input_tokens=len(encoded[index]),
+                    )
+            return readouts
 
 
 def create_local_backend(model: str) -> LocalChatBackend:

@@ -6,14 +6,13 @@ transaction, so a run that stops part-way resumes without redoing or duplicating
 """
 
 from autointerp.pipeline.collect import choose_neurons, run_collect
-from autointerp.pipeline.common import MAIN_METRIC, SIMULATION_SCORER, feature_id, load_subject
+from autointerp.pipeline.common import MAIN_METRIC, feature_id, load_subject
 from autointerp.pipeline.experiment import run_experiments
 from autointerp.pipeline.explain import run_explain
 from autointerp.pipeline.score import run_score
 
 __all__ = [
     "MAIN_METRIC",
-    "SIMULATION_SCORER",
     "choose_neurons",
     "feature_id",
     "load_subject",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from autointerp.config import RunConfig
+from autointerp.metric_names import MAIN_METRIC
 from autointerp.store import Store
 from autointerp.subject import SubjectModel, load_subject_model
 
-SIMULATION_SCORER = "simulation-all-at-once"
-MAIN_METRIC = "correlation_top_and_random"
+__all__ = ["MAIN_METRIC", "attempted", "feature_id", "live_features", "load_subject", "needing_explanation"]
 
 
 def feature_id(slug: str, layer: int, index: int) -> str:

@@ -14,7 +14,6 @@ ablation and steering on features that are a direction in the model: MLP neurons
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,12 +34,15 @@ from autointerp.experiment import (
     run_input_experiment,
 )
 from autointerp.explain import marked_text, parse_explanation
-from autointerp.llm import CallRecorder, ChatBackend, get_backend
-from autointerp.pipeline.common import MAIN_METRIC, attempted, load_subject
-from autointerp.pipeline.score import DISTRACTOR_SUFFIX, run_score
-from autointerp.progress import progress_bar
+from autointerp.llm import CallRecorder, ChatBackend, LLMSession, get_backend
+from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
+from autointerp.pipeline.common import attempted, load_subject
+from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
+from autointerp.pipeline.score import run_score
 from autointerp.prompts import load_prompt
-from autointerp.store import Store, now
+from autointerp.records import Experiment, Explanation, Rows
+from autointerp.score.registry import SCORERS
+from autointerp.store import Store
 from autointerp.subject import SubjectModel
 from autointerp.subject.features import FeatureSource, feature_source_for
 from autointerp.subject.interventions import (
@@ -89,19 +91,9 @@ class Round:
     exemplars: list[dict[str, Any]]
     recorder: CallRecorder
     predicted_words: list[str] = field(default_factory=list)
-    experiments: list[dict[str, Any]] = field(default_factory=list)
+    experiments: list[Experiment] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
-    revision: dict[str, Any] | None = None
-
-
-VERDICT_METRICS = {
-    "simulation": (MAIN_METRIC,),
-    "detection": ("detection_auroc", "detection_balanced_accuracy"),
-    "fuzzing": ("fuzzing_auroc", "fuzzing_balanced_accuracy"),
-    "embedding": ("embedding_auroc",),
-}
-"""Per scoring method, the metrics (first defined wins) whose comparison with the distractor's
-says whether the scorer finds the explanation better than chance."""
+    revision: Explanation | None = None
 
 
 def select_targets(config: RunConfig, store: Store, run_id: str) -> list[str]:
@@ -124,7 +116,7 @@ def scorer_disagreements(store: Store, run_id: str, current: list[dict[str, Any]
     """Returns the features whose current explanation beats its distractor on one scoring method
     and not on another (methods with both numbers defined)."""
     beats: dict[str, set[bool]] = {}
-    for metrics in VERDICT_METRICS.values():
+    for metrics in (SCORERS.get(name).verdict_metrics for name in SCORERS.names()):
         for metric in metrics:
             value = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric)}
             chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + DISTRACTOR_SUFFIX)}
@@ -356,8 +348,8 @@ class Experimenter:
                 + ", ".join(t.strip() for t in promoted[:5])
             )
 
-    def _revise(self, step: Round) -> dict[str, Any] | None:
-        """Returns the revised explanation row, or None when there is nothing new to say."""
+    def _revise(self, step: Round) -> Explanation | None:
+        """Returns the revised explanation, or None when there is nothing new to say."""
         target, explanation, exemplars, results = step.target, step.explanation, step.exemplars, step.results
         if not results:
             return None
@@ -373,26 +365,24 @@ class Experimenter:
         text = self._ask(step, "revise", "revise", values, parse_explanation, self.explainer)
         if text is None or text.strip().lower() == explanation["text"].strip().lower():
             return None
-        call_ids = [r["id"] for r in step.recorder.rows if r["role"] == "revise" and r["error"] is None]
-        return {
-            "id": str(uuid.uuid4()),
-            "run_id": self.run_id,
-            "feature_id": target.feature["id"],
-            "iteration": explanation["iteration"] + 1,
-            "parent_id": explanation["id"],
-            "explainer": self.explainer.name,
-            "prompt_hash": load_prompt("revise").hash,
-            "text": text,
-            "llm_call_id": call_ids[-1] if call_ids else None,
-            "created_at": now(),
-        }
+        call_ids = [r.id for r in step.recorder.rows if r.role == "revise" and r.error is None]
+        return Explanation(
+            run_id=self.run_id,
+            feature_id=target.feature["id"],
+            text=text,
+            explainer=self.explainer.name,
+            prompt_hash=load_prompt("revise").hash,
+            llm_call_id=call_ids[-1] if call_ids else None,
+            iteration=explanation["iteration"] + 1,
+            parent_id=explanation["id"],
+        )
 
 
 class Investigation:
     """Runs experiment rounds on one run's features, reading and writing its store."""
 
-    def __init__(self, config: RunConfig, store: Store, run_id: str) -> None:
-        self.config, self.store, self.run_id = config, store, run_id
+    def __init__(self, config: RunConfig, store: Store, run_id: str, session: LLMSession) -> None:
+        self.config, self.store, self.run_id, self.session = config, store, run_id, session
         self.settings = config.experiments
         self.subject = load_subject(config)
         self.experimenter = Experimenter(self.settings, self.subject, get_backend(config.explainer.model), run_id)
@@ -417,28 +407,37 @@ class Investigation:
             done = set().union(*(attempted(self.store, self.run_id, r, "explanation_id") for r in EXPERIMENT_ROLES))
             if latest["id"] in done:
                 return "no change"
-            outcome = self.experimenter.run_round(target, latest, exemplars, CallRecorder(self.run_id))
-            self.store.write_results(
-                {
-                    "experiments": outcome.experiments,
-                    "explanations": [outcome.revision] if outcome.revision else [],
-                    "llm_calls": outcome.recorder.take(),
-                }
-            )
+            outcome = self.experimenter.run_round(target, latest, exemplars, CallRecorder(self.run_id, self.session))
+            rows = Rows(outcome.experiments)
+            if outcome.revision is not None:
+                rows.add(outcome.revision)
+            rows.extend(outcome.recorder.take())
+            self.store.write_results(rows)
             if outcome.revision is None:
                 return "no change"
-            run_score(self.config, self.store, self.run_id)
+            rescored = run_score(self.config, self.store, self.run_id, self.session)
+            if rescored.stop_error is not None:
+                raise rescored.stop_error
 
 
-def run_experiments(config: RunConfig, store: Store, run_id: str, feature_ids: list[str] | None = None) -> int:
-    """Act: investigates the chosen (default: the weakest) features; returns how many were investigated."""
+def run_experiments(
+    config: RunConfig, store: Store, run_id: str, session: LLMSession, feature_ids: list[str] | None = None
+) -> StageResult:
+    """Act: investigates the chosen (default: the weakest) features; returns the stage's tallies.
+
+    Features are investigated one at a time: interventions hook the one subject model in this
+    process, so two features' edits must not overlap.
+    """
     targets = feature_ids if feature_ids is not None else select_targets(config, store, run_id)
     if not targets:
-        return 0
-    investigation = Investigation(config, store, run_id)
-    with progress_bar("experiment", total=len(targets), unit="features") as advance:
-        for feature_id in targets:
-            reason = investigation.investigate(feature_id)
-            log.info("%s: stopped (%s)", feature_id, reason)
-            advance(1)
-    return len(targets)
+        return StageResult("experiment")
+    investigation = Investigation(config, store, run_id, session)
+
+    def investigate_one(feature_id: str) -> FeatureWork:
+        reason = investigation.investigate(feature_id)
+        log.info("%s: stopped (%s)", feature_id, reason)
+        if reason == "no explanation":
+            return FeatureWork.skipped(feature_id, "no explanation to test")
+        return FeatureWork(feature_id, reason=reason)
+
+    return run_pool("experiment", targets, lambda f: f, investigate_one, store.write_results, concurrency=1)

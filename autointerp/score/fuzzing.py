@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 import zlib
+from typing import ClassVar
 
-from autointerp.llm.base import ChatBackend
-from autointerp.llm.calls import CallRecorder
-from autointerp.prompts import PromptTemplate
+from autointerp.errors import LLMError
+from autointerp.prompts import load_prompt
 from autointerp.score.judge import judge_prompts, judgement_metrics
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
+from autointerp.score.registry import Scorer, ScoringContext
 from autointerp.score.windows import ACTIVE_LEVEL, HeldOutWindow, marked, never_fires_reason
 
 FUZZING_SCORER = "fuzzing"
@@ -48,54 +49,61 @@ def fuzzing_items(windows: list[HeldOutWindow], seed: int = 0) -> list[tuple[str
     return items
 
 
-def fuzzing_scores(
-    backend: ChatBackend,
-    template: PromptTemplate,
-    explanations: list[str],
-    windows: list[HeldOutWindow],
-    *,
-    recorder: CallRecorder,
-    feature_id: str | None,
-    explanation_ids: list[str | None] | None = None,
-    batch_size: int = 16,
-    seed: int = 0,
-) -> list[ScoreOutcome]:
-    """Returns one outcome per explanation, all judged on the same markings."""
-    reason = never_fires_reason(windows)
-    items = fuzzing_items(windows, seed)
-    if reason is None and not items:
-        reason = "every token of every activating window fires; no wrong marking can be made"
-    if reason is not None:
-        return [undefined_outcome(FUZZING_SCORER, backend.name, FUZZING_METRICS, reason) for _ in explanations]
-    ids = explanation_ids or [None] * len(explanations)
-    outcomes = []
-    for explanation, explanation_id in zip(explanations, ids, strict=True):
-        calls_before = len(recorder.rows)
-        judgements = judge_prompts(
-            backend,
-            [template.render(explanation=explanation, text=text) for text, _, _ in items],
-            recorder=recorder,
-            role="fuzz",
-            prompt_hash=template.hash,
-            feature_id=feature_id,
-            explanation_id=explanation_id,
-            batch_size=batch_size,
-        )
-        values, undefined = judgement_metrics("fuzzing", [correct for _, correct, _ in items], judgements, backend)
-        outcomes.append(
-            ScoreOutcome(
-                scorer=FUZZING_SCORER,
-                scorer_model=backend.name,
-                values=values,
-                undefined=undefined,
-                details={
-                    "items": [
-                        {"kind": w.kind, "rank": w.rank, "correct": c, "text": t, "p_yes": j.p_yes, "error": j.error}
-                        for (t, c, w), j in zip(items, judgements, strict=True)
-                    ],
-                    "failed": sum(j.p_yes is None for j in judgements),
-                },
-                call_ids=[r["id"] for r in recorder.rows[calls_before:]],
+class FuzzingScorer(Scorer):
+    """Paulo et al. fuzzing: does the explanation tell correctly marked tokens from random marks?"""
+
+    name: ClassVar[str] = FUZZING_SCORER
+    metrics: ClassVar[tuple[str, ...]] = FUZZING_METRICS
+    headline: ClassVar[tuple[str, ...]] = ("fuzzing_auroc", "fuzzing_balanced_accuracy")
+    verdict_metrics: ClassVar[tuple[str, ...]] = ("fuzzing_auroc", "fuzzing_balanced_accuracy")
+    role = "judge"
+    seed: int = 0
+
+    def score(self, context: ScoringContext) -> list[ScoreOutcome]:
+        """Returns one outcome per candidate, all judged on the same markings."""
+        backend = context.backend
+        if backend is None:
+            raise LLMError("fuzzing scoring needs a judge model (score.judge.model)")
+        windows = context.windows
+        reason = never_fires_reason(windows)
+        items = fuzzing_items(windows, self.seed)
+        if reason is None and not items:
+            reason = "every token of every activating window fires; no wrong marking can be made"
+        if reason is not None:
+            return [
+                undefined_outcome(FUZZING_SCORER, backend.name, FUZZING_METRICS, reason) for _ in context.explanations
+            ]
+        template = load_prompt("fuzz")
+        labels = [correct for _, correct, _ in items]
+        outcomes = []
+        for explanation, explanation_id in zip(context.explanations, context.explanation_ids, strict=True):
+            calls_before = len(context.recorder.rows)
+            prompts = [template.render(explanation=explanation, text=text) for text, _, _ in items]
+            judgements = judge_prompts(
+                context, backend, prompts, role="fuzz", prompt_hash=template.hash, explanation_id=explanation_id
             )
-        )
-    return outcomes
+            values, undefined = judgement_metrics("fuzzing", labels, judgements, backend)
+            outcomes.append(
+                ScoreOutcome(
+                    scorer=FUZZING_SCORER,
+                    scorer_model=backend.name,
+                    values=values,
+                    undefined=undefined,
+                    details={
+                        "items": [
+                            {
+                                "kind": w.kind,
+                                "rank": w.rank,
+                                "correct": c,
+                                "text": t,
+                                "p_yes": j.p_yes,
+                                "error": j.error,
+                            }
+                            for (t, c, w), j in zip(items, judgements, strict=True)
+                        ],
+                        "failed": sum(j.p_yes is None for j in judgements),
+                    },
+                    call_ids=[r.id for r in context.recorder.rows[calls_before:]],
+                )
+            )
+        return outcomes

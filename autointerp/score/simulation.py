@@ -1,8 +1,8 @@
 """Simulation scoring (Bills et al. 2023): predict per-token activations 0-10 from the explanation alone.
 
-Two paths. "All at once", for local backends: one forward pass per batch of padded prompts reads the
-simulator's probabilities of the tokens "0".."10" after every token and takes the expected value.
-"Generated", for any backend without token probabilities: the simulator writes "token<TAB>value"
+Two paths. "All at once", for backends that read probabilities inside the prompt (a local model;
+a server returning prompt log-probabilities): the probabilities of "0".."10" after every token give
+the expected value. "Generated", for any other backend: the simulator writes "token<TAB>value"
 lines, which are parsed and aligned with the window's tokens; an answer that cannot be aligned is a
 failed call, and its window is left out of the score.
 """
@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import dataclass
-
-import torch
+from typing import ClassVar
 
 from autointerp.activations import display_token
 from autointerp.errors import LLMError
-from autointerp.llm.base import ChatBackend, ChatRequest
-from autointerp.llm.calls import CallRecorder
-from autointerp.llm.local import LocalChatBackend
-from autointerp.prompts import PromptTemplate
+from autointerp.llm.base import ChatBackend, ChatRequest, ValueReadout
+from autointerp.prompts import PromptTemplate, load_prompt
+from autointerp.score.metrics import pooled_correlation
+from autointerp.score.outcome import ScoreOutcome, undefined_outcome
+from autointerp.score.registry import Scorer, ScoringContext
+from autointerp.score.windows import HeldOutWindow, never_fires_reason
+
+SIMULATION_ALL_AT_ONCE = "simulation-all-at-once"
+SIMULATION_GENERATED = "simulation-generated"
+SIMULATION_METRICS = ("correlation_top_and_random", "correlation_all", "correlation_top", "correlation_random")
 
 MIN_ALIGNED_SHARE = 0.5
 """A generated answer must give values for at least this share of the window's tokens."""
@@ -29,91 +32,6 @@ MIN_ALIGNED_SHARE = 0.5
 
 class SimulationParseError(LLMError):
     """A generated simulation cannot be aligned with the window's tokens."""
-
-
-@dataclass(frozen=True)
-class SimulationPrompt:
-    """Token ids of one window's simulation prompt and where each value is read."""
-
-    input_ids: list[int]
-    read_positions: list[int]  # logits at these positions predict the value of each window token
-
-
-def digit_token_ids(backend: LocalChatBackend) -> dict[int, int]:
-    """Returns value -> token id for the values 0..10 that the tokenizer encodes as one token."""
-    tokenizer = backend.subject.tokenizer
-    found = {}
-    for value in range(11):
-        ids = tokenizer(str(value), add_special_tokens=False)["input_ids"]
-        if len(ids) == 1:
-            found[value] = ids[0]
-    return found
-
-
-def build_simulation_prompt(
-    backend: LocalChatBackend, template: PromptTemplate, explanation: str, tokens: list[str]
-) -> SimulationPrompt:
-    """Returns the prompt "token<TAB>0<NEWLINE>..." after the instructions, with read positions."""
-    tokenizer = backend.subject.tokenizer
-    messages, prefill = template.render(explanation=explanation)
-    ids = backend.prompt_ids(messages, prefill)
-    zero_id = tokenizer("0", add_special_tokens=False)["input_ids"][-1]
-    newline_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    positions = []
-    for token in tokens:
-        ids.extend(tokenizer(display_token(token) + "\t", add_special_tokens=False)["input_ids"])
-        positions.append(len(ids) - 1)
-        ids.append(zero_id)  # placeholder; causal attention means it never influences its own read
-        ids.extend(newline_ids)
-    return SimulationPrompt(input_ids=ids, read_positions=positions)
-
-
-@torch.inference_mode()
-def simulate_many(
-    backend: LocalChatBackend,
-    template: PromptTemplate,
-    items: list[tuple[str, list[str]]],
-    batch_size: int = 8,
-) -> tuple[list[list[float]], int]:
-    """Returns (expected activation 0-10 per token, prompt tokens processed) for each (explanation,
-    window tokens) pair; prompts of similar length are padded into one forward pass per batch."""
-    model, device = backend.subject.model, backend.subject.device
-    digits = digit_token_ids(backend)
-    values = torch.tensor(list(digits), dtype=torch.float32, device=device)
-    digit_ids = torch.tensor(list(digits.values()), device=device)
-    prompts = [build_simulation_prompt(backend, template, explanation, tokens) for explanation, tokens in items]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].input_ids))
-    pad_id = backend.subject.tokenizer.pad_token_id or 0
-    body, head = model.base_model, model.get_output_embeddings()
-    predictions: list[list[float]] = [[] for _ in prompts]
-    processed = 0
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        length = max(len(prompts[i].input_ids) for i in batch)
-        ids = torch.full((len(batch), length), pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for row, index in enumerate(batch):
-            prompt_ids = prompts[index].input_ids
-            ids[row, : len(prompt_ids)] = torch.tensor(prompt_ids, device=device)
-            mask[row, : len(prompt_ids)] = 1
-        hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        for row, index in enumerate(batch):
-            logits = head(hidden[row, prompts[index].read_positions]).float()  # [tokens, vocab]
-            probs = torch.softmax(logits[:, digit_ids], dim=-1)
-            predictions[index] = (probs @ values).tolist()
-            processed += len(prompts[index].input_ids)
-    return predictions, processed
-
-
-def simulate_all_at_once(
-    backend: LocalChatBackend,
-    template: PromptTemplate,
-    explanation: str,
-    windows: list[list[str]],
-    batch_size: int = 8,
-) -> tuple[list[list[float]], int]:
-    """Returns (expected activation 0-10 per token per window, prompt tokens processed)."""
-    return simulate_many(backend, template, [(explanation, tokens) for tokens in windows], batch_size)
 
 
 _LINE = re.compile(r"^(?P<token>.*?)(?:\t+|\s+)(?P<value>-?\d+(?:\.\d+)?)\s*$")
@@ -152,22 +70,19 @@ def parse_simulation_lines(answer: str, tokens: list[str]) -> tuple[list[float],
 
 
 def simulate_generated(
+    context: ScoringContext,
     backend: ChatBackend,
     template: PromptTemplate,
     explanation: str,
-    windows: list[list[str]],
-    *,
-    recorder: CallRecorder,
-    feature_id: str | None,
-    explanation_id: str | None = None,
+    explanation_id: str | None,
     tokens_per_line: int = 6,
 ) -> list[list[float] | None]:
-    """Returns the parsed prediction per window, None where the call failed or did not parse.
+    """Returns the parsed prediction per window of the context, None where the call failed or did not
+    parse; the windows' calls run in parallel. Every call is recorded; an unparseable answer is
+    marked as an error on its call row."""
+    recorder = context.recorder
 
-    Every call is recorded; an unparseable answer is marked as an error on its call row.
-    """
-    predictions: list[list[float] | None] = []
-    for tokens in windows:
+    def simulate_window(tokens: list[str]) -> list[float] | None:
         messages, prefill = template.render(explanation=explanation, tokens=[display_token(t) for t in tokens])
         request = ChatRequest(messages=messages, max_tokens=tokens_per_line * len(tokens) + 8, prefill=prefill)
         response, call_id = recorder.call(
@@ -175,44 +90,167 @@ def simulate_generated(
             request,
             role="simulate",
             prompt_hash=template.hash,
-            feature_id=feature_id,
+            feature_id=context.feature_id,
             explanation_id=explanation_id,
         )
         if response is None:
-            predictions.append(None)
-            continue
+            return None
         try:
             values, _ = parse_simulation_lines(prefill + response.text, tokens)
         except SimulationParseError as exc:
             recorder.mark_error(call_id, f"unparseable answer: {exc}")
-            predictions.append(None)
-            continue
-        predictions.append(values)
-    return predictions
+            return None
+        return values
+
+    return context.parallel_map(simulate_window, [w.tokens for w in context.windows])
 
 
-def record_all_at_once(
-    recorder: CallRecorder,
-    backend: LocalChatBackend,
-    template: PromptTemplate,
-    *,
-    explanation: str,
-    predictions: list[list[float]],
-    prompt_tokens: int,
-    started: float,
-    feature_id: str | None,
-    explanation_id: str | None,
-) -> str:
-    """Records one all-at-once simulation (a forward pass, not a chat call) as an llm_calls row."""
-    return recorder.record(
-        role="simulate",
-        backend=backend.backend,
-        model=backend.model,
-        prompt_hash=template.hash,
-        request={"explanation": explanation, "windows": len(predictions), "method": "all-at-once"},
-        response=json.dumps([[round(v, 3) for v in p] for p in predictions]),
-        feature_id=feature_id,
-        explanation_id=explanation_id,
-        input_tokens=prompt_tokens,
-        latency_s=max(time.perf_counter() - started, 1e-6),
-    )
+def simulate_all_at_once(
+    context: ScoringContext, backend: ChatBackend, template: PromptTemplate
+) -> tuple[list[list[list[float] | None]], list[list[str]], list[float | None]]:
+    """Returns, per candidate explanation, (expected value per token per window or None where its call
+    failed, call ids, mean digit probability mass). A model in this process reads every candidate's
+    windows in one batched call per candidate; a server gets one request per window, in parallel."""
+    batched = backend.max_concurrency == 1
+    predictions: list[list[list[float] | None]] = []
+    call_ids: list[list[str]] = []
+    masses: list[float | None] = []
+    for explanation, explanation_id in zip(context.explanations, context.explanation_ids, strict=True):
+        messages, prefill = template.render(explanation=explanation)
+        request = ChatRequest(messages=messages, prefill=prefill, max_tokens=1)
+        items = [(request, list(w.tokens)) for w in context.windows]
+        groups = [items] if batched else [[item] for item in items]
+        logged = {"explanation": explanation, "method": "all-at-once"}
+
+        def read(
+            group: list[tuple[ChatRequest, list[str]]],
+            logged: dict[str, str] = logged,
+            explanation_id: str | None = explanation_id,
+        ) -> tuple[list[ValueReadout] | None, str]:
+            return context.recorder.measure(
+                backend,
+                lambda: backend.read_values(group, context.batch_size),
+                role="simulate",
+                prompt_hash=template.hash,
+                request={**logged, "windows": len(group)},
+                describe=lambda r: (
+                    json.dumps([[round(v, 3) for v in x.values] for x in r]),
+                    sum(x.input_tokens for x in r),
+                    0,
+                ),
+                feature_id=context.feature_id,
+                explanation_id=explanation_id,
+            )
+
+        answers = context.parallel_map(read, groups)
+        mine: list[list[float] | None] = []
+        mass: list[float] = []
+        for group, (readouts, _) in zip(groups, answers, strict=True):
+            if readouts is None or len(readouts) != len(group):
+                mine.extend([None] * len(group))
+                continue
+            for (_, lines), readout in zip(group, readouts, strict=True):
+                ok = len(readout.values) == len(lines)
+                mine.append(readout.values if ok else None)
+                mass.append(readout.digit_mass)
+        predictions.append(mine)
+        call_ids.append([call_id for _, call_id in answers])
+        masses.append(round(sum(mass) / len(mass), 4) if mass else None)
+    return predictions, call_ids, masses
+
+
+def correlations(windows: list[HeldOutWindow], predicted: list[list[float] | None]) -> tuple[dict, dict]:
+    """Returns (values, reasons for undefined ones) of the pooled correlations on each window subset."""
+    values: dict[str, float | None] = {}
+    undefined: dict[str, str] = {}
+    subsets = {
+        "correlation_top_and_random": lambda w: w.kind in ("top", "random"),
+        "correlation_all": lambda w: True,
+        "correlation_top": lambda w: w.kind == "top",
+        "correlation_random": lambda w: w.kind == "random",
+    }
+    for metric, keep in subsets.items():
+        chosen = [i for i, w in enumerate(windows) if keep(w)]
+        scored = [i for i in chosen if predicted[i] is not None]
+        value = pooled_correlation([windows[i].levels for i in scored], [predicted[i] or [] for i in scored])
+        values[metric] = value
+        if value is None:
+            if not chosen:
+                undefined[metric] = "no held-out windows of this kind"
+            elif not scored:
+                undefined[metric] = f"every simulation call for the {len(chosen)} windows failed"
+            else:
+                undefined[metric] = "true activations are constant on these windows"
+    return values, undefined
+
+
+def uses_all_at_once(backend: ChatBackend, mode: str) -> bool:
+    """Returns whether simulation reads probabilities (True) or parses generated numbers; raises
+    LLMError when all-at-once was asked of a backend that cannot read prompt probabilities."""
+    capable = backend.capabilities().prompt_logprobs
+    if mode == "all-at-once" and not capable:
+        raise LLMError(
+            f"all-at-once simulation reads prompt probabilities, which {backend.name} does not give; "
+            "use a local:<model> simulator, a server with prompt log-probabilities, or score.simulation = 'generate'"
+        )
+    return capable and mode != "generate"
+
+
+class SimulationScorer(Scorer):
+    """Bills et al. simulation: the correlation of predicted with true activation levels."""
+
+    name: ClassVar[str] = "simulation"
+    metrics: ClassVar[tuple[str, ...]] = SIMULATION_METRICS
+    headline: ClassVar[tuple[str, ...]] = ("correlation_all",)
+    verdict_metrics: ClassVar[tuple[str, ...]] = ("correlation_top_and_random",)
+    role = "simulator"
+    scorer_names: ClassVar[tuple[str, ...]] = (SIMULATION_ALL_AT_ONCE, SIMULATION_GENERATED)
+
+    def score(self, context: ScoringContext) -> list[ScoreOutcome]:
+        """Returns pooled correlations on all, top-and-random, top and random windows per candidate."""
+        backend = context.backend
+        if backend is None:
+            raise LLMError("simulation scoring needs a simulator model (score.simulator.model)")
+        all_at_once = uses_all_at_once(backend, context.simulation_mode)
+        scorer = SIMULATION_ALL_AT_ONCE if all_at_once else SIMULATION_GENERATED
+        never = never_fires_reason(context.windows)
+        if never is not None:  # nothing to predict: flagged without spending a call
+            return [undefined_outcome(scorer, backend.name, SIMULATION_METRICS, never) for _ in context.explanations]
+        masses: list[float | None] = [None] * len(context.explanations)
+        if all_at_once:
+            predictions, call_ids, masses = simulate_all_at_once(context, backend, load_prompt("simulate"))
+        else:
+            template = load_prompt("simulate_generate")
+            predictions, call_ids = [], []
+            for explanation, explanation_id in zip(context.explanations, context.explanation_ids, strict=True):
+                calls_before = len(context.recorder.rows)
+                predictions.append(simulate_generated(context, backend, template, explanation, explanation_id))
+                call_ids.append([r.id for r in context.recorder.rows[calls_before:]])
+        outcomes = []
+        for predicted, ids, mass in zip(predictions, call_ids, masses, strict=True):
+            values, undefined = correlations(context.windows, predicted)
+            details: dict[str, object] = {
+                "windows": [
+                    {
+                        "kind": w.kind,
+                        "rank": w.rank,
+                        "true": w.levels,
+                        "predicted": None if p is None else [round(v, 3) for v in p],
+                    }
+                    for w, p in zip(context.windows, predicted, strict=True)
+                ],
+                "failed": sum(p is None for p in predicted),
+            }
+            if mass is not None:
+                details["digit_probability_mass"] = mass
+            outcomes.append(
+                ScoreOutcome(
+                    scorer=scorer,
+                    scorer_model=backend.name,
+                    values=values,
+                    undefined=undefined,
+                    details=details,
+                    call_ids=ids,
+                )
+            )
+        return outcomes

@@ -19,7 +19,7 @@ from autointerp.pipeline import MAIN_METRIC, run_collect, run_explain, run_score
 from autointerp.pipeline.experiment import Investigation, select_targets
 from autointerp.store import Store, now
 from autointerp.subject import SubjectModel
-from tests.conftest import tiny_config
+from tests.conftest import session_of, tiny_config
 
 FEATURE = "smollm2-135m/mlp.15/5"
 
@@ -77,7 +77,7 @@ def _fresh(collected_db: Path, tmp_path: Path, model: str, *overrides: str) -> t
     shutil.copy(collected_db, tmp_path / "test.duckdb")
     config = _config(tmp_path, model, *overrides)
     store = Store(config.store.path)
-    run_explain(config, store, "r")
+    run_explain(config, store, "r", session_of(config, store, "r"))
     return config, store
 
 
@@ -87,7 +87,7 @@ def _chain(store: Store) -> list[dict]:
 
 def test_stops_at_the_round_budget_with_linked_revisions(collected_db: Path, tmp_path: Path) -> None:
     config, store = _fresh(collected_db, tmp_path, "new", "experiments.score_threshold=1.0", "experiments.max_rounds=2")
-    run_score(config, store, "r")
+    run_score(config, store, "r", session_of(config, store, "r"))
     assert Investigation(config, store, "r").investigate(FEATURE) == "budget"
     chain = _chain(store)
     assert [e["iteration"] for e in chain] == [0, 1, 2]
@@ -156,7 +156,7 @@ def test_experiments_on_directions_and_planted_features(kind: str, tmp_path: Pat
     store.migrate()
     store.start_run("r", {}, "h", "0", None)
     run_collect(config, store, "r")
-    run_explain(config, store, "r")
+    run_explain(config, store, "r", session_of(config, store, "r"))
     assert Investigation(config, store, "r").investigate(feature_id) == "budget"
     experiments = store.experiments("r")
     assert {x["kind"] for x in experiments} == expected

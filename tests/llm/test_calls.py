@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from autointerp.cli import app
 from autointerp.config import LLMConfig
-from autointerp.errors import LLMError
+from autointerp.errors import ConfigError
 from autointerp.llm.accounting import Budget, BudgetExceeded, Price, PriceTable
 from autointerp.llm.base import ChatMessage, ChatRequest
 from autointerp.llm.cache import ResponseCache, cache_key
@@ -26,6 +26,7 @@ from autointerp.llm.limits import TokenBucket
 from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
 from autointerp.pipeline.explain import run_explain
 from autointerp.store import Store
+from tests.conftest import session_of
 
 REQUEST = ChatRequest(messages=[ChatMessage(role="user", content="Hi?")], max_tokens=8)
 
@@ -48,9 +49,9 @@ def test_a_second_run_with_the_same_prompts_makes_no_calls_and_costs_nothing(tmp
         store = Store(config.store.path)
         write_synthetic_run(store, "first", 4)
         write_synthetic_run(store, "second", 4)
-        assert run_explain(config, store, "first") == 4
+        assert run_explain(config, store, "first", session_of(config, store, "first")).done == 4
         sent = len(server.received)
-        assert run_explain(config, store, "second") == 4
+        assert run_explain(config, store, "second", session_of(config, store, "second")).done == 4
     assert sent == 4 and len(server.received) == 4  # the second run sent nothing
     first, second = calls_of(store, "first"), calls_of(store, "second")
     assert [c["response"] for c in first] == [c["response"] for c in second]
@@ -90,9 +91,9 @@ def test_the_budget_stops_the_run_between_features_and_a_rerun_resumes(tmp_path:
         config = explain_config(tmp_path, server.url, "llm.max_tokens=40", "llm.concurrency=1", "llm.cache=false")
         store = Store(config.store.path)
         write_synthetic_run(store, "run", 6)
-        with pytest.raises(BudgetExceeded) as stopped:
-            run_explain(config, store, "run")
-        message = str(stopped.value)
+        stopped = run_explain(config, store, "run", session_of(config, store, "run"))
+        assert isinstance(stopped.stop_error, BudgetExceeded) and (stopped.done, stopped.not_reached) == (3, 3)
+        message = str(stopped.stopped)
         assert "\n" not in message and "llm.max_tokens=40" in message and "48" in message
         calls = calls_of(store, "run")
         explained = store.explanations("run")
@@ -100,7 +101,7 @@ def test_the_budget_stops_the_run_between_features_and_a_rerun_resumes(tmp_path:
         assert {e["llm_call_id"] for e in explained} == {c["id"] for c in calls}  # nothing half-written
         bigger = config.model_copy(update={"llm": LLMConfig(max_tokens=1000, cache=False)})
         assert bigger.resolved_run_id() == config.resolved_run_id()  # raising the budget resumes the run
-        assert run_explain(bigger, store, "run") == 3
+        assert run_explain(bigger, store, "run", session_of(bigger, store, "run")).done == 3
         assert len(server.received) == 6 and len(store.explanations("run")) == 6
 
 
@@ -109,7 +110,7 @@ def test_a_cost_budget_needs_a_price_and_counts_what_the_run_spent(tmp_path: Pat
     assert prices.cost("openai-compatible", "x", 10, 99) == pytest.approx(1.0)
     assert PriceTable().cost("local", "smollm2-135m", 10**6, 10**6) == 0.0
     assert PriceTable().cost("openai", "gpt-4o-mini", 10**6, 10**6) == pytest.approx(0.75)
-    with pytest.raises(LLMError, match=r"has no price; add it under llm.prices"):
+    with pytest.raises(ConfigError, match=r"has no price; add it under llm.prices"):
         Budget(max_cost_usd=1.0).check("run", "openai", "unheard-of", PriceTable())
     with pytest.raises(BudgetExceeded, match=r"cost budget \(\$2.5000 of llm.max_cost_usd=2\)"):
         Budget(max_cost_usd=2.0, spent_usd=2.5).check("run", "openai-compatible", "x", prices)
@@ -124,7 +125,7 @@ def test_concurrency_is_bounded_and_the_content_does_not_depend_on_it(tmp_path: 
             run_id = f"c{concurrency}"
             write_synthetic_run(store, run_id, 12)
             started = time.perf_counter()
-            assert run_explain(config, store, run_id) == 12
+            assert run_explain(config, store, run_id, session_of(config, store, run_id)).done == 12
             elapsed[concurrency] = time.perf_counter() - started
             assert server.max_in_flight == concurrency
             texts[concurrency] = sorted((e["feature_id"], e["text"]) for e in store.explanations(run_id))
@@ -138,7 +139,7 @@ def test_requests_per_minute_spaces_the_calls(tmp_path: Path) -> None:
         config = explain_config(tmp_path, server.url, "llm.requests_per_minute=600", "llm.cache=false")
         store = Store(config.store.path)
         write_synthetic_run(store, "rpm", 5)
-        assert run_explain(config, store, "rpm") == 5
+        assert run_explain(config, store, "rpm", session_of(config, store, "rpm")).done == 5
     assert sum(server.gaps_s) >= 0.35  # 600/min: one start every 0.1 s (arrivals jitter on a busy machine)
 
 
@@ -159,7 +160,8 @@ def test_malformed_answers_are_retried_then_recorded_as_failed_calls(tmp_path: P
         config = explain_config(tmp_path, server.url, "explainer.retries=1")
         store = Store(config.store.path)
         write_synthetic_run(store, "bad", 1)
-        assert run_explain(config, store, "bad") == 0
+        result = run_explain(config, store, "bad", session_of(config, store, "bad"))
+        assert result.done == 0 and len(result.failed) == 1 and "unparseable" in next(iter(result.failed.values()))
     calls = calls_of(store, "bad")
     assert len(calls) == 2 and all(c["error"].startswith("unparseable answer") for c in calls)
     assert "cannot be used" in json.loads(calls[1]["request"])["messages"][-1]["content"]
@@ -173,8 +175,8 @@ def test_costs_command_summarises_per_role_and_model(tmp_path: Path) -> None:
         store = Store(config.store.path)
         write_synthetic_run(store, "a", 3)
         write_synthetic_run(store, "b", 3)
-        run_explain(config, store, "a")
-        run_explain(config, store, "b")
+        run_explain(config, store, "a", session_of(config, store, "a"))
+        run_explain(config, store, "b", session_of(config, store, "b"))
     [row] = store.llm_costs("b")
     assert (row["role"], row["calls"], row["cached"], row["errors"], row["cost"]) == ("explain", 3, 3, 0, 0.0)
     [row] = store.llm_costs("a")

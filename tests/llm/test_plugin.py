@@ -19,6 +19,7 @@ from autointerp.config import load_config
 from autointerp.llm import available_backends, get_backend
 from autointerp.pipeline.explain import run_explain
 from autointerp.store import Store
+from tests.conftest import session_of
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugin_example"
 
@@ -54,7 +55,7 @@ def test_a_run_explains_features_through_the_plugin(installed_plugin: Path, tmp_
     )
     store = Store(config.store.path)
     write_synthetic_run(store, "plugin", 3)
-    assert run_explain(config, store, "plugin") == 3
+    assert run_explain(config, store, "plugin", session_of(config, store, "plugin")).done == 3
     explanations = sorted(store.explanations("plugin"), key=lambda e: e["feature_id"])
     assert [e["text"] for e in explanations] == [f"the token word{i}" for i in range(3)]
     assert {e["explainer"] for e in explanations} == {"echo:anything"}

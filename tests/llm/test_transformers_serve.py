@@ -12,6 +12,7 @@ from autointerp.config import load_config
 from autointerp.llm.serve import TransformersServer, transformers_command
 from autointerp.pipeline.explain import run_explain
 from autointerp.store import Store
+from tests.conftest import session_of
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def test_a_run_explains_features_through_transformers_serve(served_model: Transf
     )
     store = Store(config.store.path)
     write_synthetic_run(store, "served", 2)
-    written = run_explain(config, store, "served")
+    written = run_explain(config, store, "served", session_of(config, store, "served")).done
     calls = store.query("SELECT * FROM llm_calls WHERE run_id = 'served'")
     assert len(calls) == 2
     for call in calls:  # the server answered every call; a tiny model may still answer unparseably
@@ -53,6 +54,6 @@ def test_a_run_explains_features_through_transformers_serve(served_model: Transf
     assert written == len(store.explanations("served")) >= 1
     assert {e["explainer"] for e in store.explanations("served")} == {f"openai-compatible:{served_model.model_id}"}
     write_synthetic_run(store, "again", 2)
-    assert run_explain(config, store, "again") == written  # answered from the cache, identically
+    assert run_explain(config, store, "again", session_of(config, store, "again")).done == written  # answered from the cache, identically
     again = store.query("SELECT * FROM llm_calls WHERE run_id = 'again'")
     assert all('"cached": true' in call["request"] and call["cost"] == 0 for call in again)

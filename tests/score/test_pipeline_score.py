@@ -8,6 +8,7 @@ from pathlib import Path
 from autointerp.config import load_config
 from autointerp.pipeline.score import run_score
 from autointerp.store import Store, now
+from tests.conftest import session_of
 
 
 def _seed(store: Store) -> None:
@@ -29,7 +30,7 @@ def test_scores_sit_beside_distractor_scores_and_silent_features_are_flagged(tmp
     store = Store(tmp_path / "s.duckdb")
     _seed(store)
     config = load_config(None, [f"store.path='{tmp_path / 's.duckdb'}'", 'score.methods=["embedding"]'])
-    assert run_score(config, store, "r") == 2
+    assert run_score(config, store, "r", session_of(config, store, "r")).done == 2
     rows = {(r["explanation_id"], r["metric"]): r for r in store.query("SELECT * FROM scores")}
     assert set(rows) == {(e, m) for e in ("e0", "e1") for m in ("embedding_auroc", "embedding_auroc_distractor")}
     assert rows["e0", "embedding_auroc"]["value"] == 1.0
@@ -37,5 +38,5 @@ def test_scores_sit_beside_distractor_scores_and_silent_features_are_flagged(tmp
     assert distractor["distractor_text"] == "compilers" and distractor["distractor_feature_id"] == "f/silent"
     silent = rows["e1", "embedding_auroc"]
     assert silent["value"] is None and "never fires" in json.loads(silent["details"])["undefined"]
-    assert run_score(config, store, "r") == 0  # resumed: nothing new
+    assert run_score(config, store, "r", session_of(config, store, "r")).done == 0  # resumed: nothing new
     assert len(store.query("SELECT * FROM scores")) == 4

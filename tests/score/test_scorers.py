@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse
+from autointerp.config import LLMConfig
+from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse, LLMSession
 from autointerp.llm.local import LocalChatBackend
 from autointerp.planted import BUILTIN_PLANTED_FEATURES
 from autointerp.score.distractors import choose_distractors
@@ -15,6 +18,8 @@ from autointerp.score.simulation import SimulationParseError, parse_simulation_l
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import SubjectModel
 
+ONE_AT_A_TIME = LLMSession.from_settings(LLMConfig(cache=False, concurrency=1))
+"""Scripted backends answer in order: their calls must not run in parallel."""
 DIGITS = next(f for f in BUILTIN_PLANTED_FEATURES if f.name == "digits")
 TRUTH, DISTRACTOR = DIGITS.description, "names of animals such as cats and dogs"
 TEXTS = [
@@ -30,6 +35,7 @@ def local(subject: SubjectModel) -> LocalChatBackend:
     backend = LocalChatBackend.__new__(LocalChatBackend)  # the session's model, not a second copy
     ChatBackend.__init__(backend, "smollm2-135m")
     backend.subject = subject
+    backend._lock = threading.Lock()
     return backend
 
 
@@ -43,7 +49,7 @@ def planted_windows(subject: SubjectModel, texts: list[tuple[str, str]]) -> list
 
 
 def test_simulation_all_at_once_ranks_truth_above_distractor(local: LocalChatBackend, subject: SubjectModel) -> None:
-    recorder = CallRecorder("t")
+    recorder = CallRecorder("t", ONE_AT_A_TIME)
     truth, distractor = score_candidates(
         "simulation", [TRUTH, DISTRACTOR], planted_windows(subject, TEXTS), backend=local, recorder=recorder,
         feature_id="digits", batch_size=3,
@@ -54,14 +60,14 @@ def test_simulation_all_at_once_ranks_truth_above_distractor(local: LocalChatBac
     assert truth.values["correlation_top"] is not None
     assert truth.values["correlation_random"] is None  # random windows hold no digit: flat, so flagged
     assert "constant" in truth.undefined["correlation_random"]
-    assert len(recorder.rows) == 2 and all(r["input_tokens"] > 0 for r in recorder.rows)
+    assert len(recorder.rows) == 2 and all(r.input_tokens > 0 for r in recorder.rows)
 
 
 def test_batching_does_not_change_simulation(local: LocalChatBackend, subject: SubjectModel) -> None:
     windows = planted_windows(subject, [("Pay 3 now.", "top"), ("The cat sat on the mat.", "random")])
-    one = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t"),
+    one = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME),
                            feature_id="d", batch_size=1)  # fmt: skip
-    many = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t"),
+    many = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME),
                             feature_id="d", batch_size=8)  # fmt: skip
     for a, b in zip(one[0].details["windows"], many[0].details["windows"], strict=True):
         assert a["predicted"] == pytest.approx(b["predicted"], abs=2e-3)
@@ -70,7 +76,7 @@ def test_batching_does_not_change_simulation(local: LocalChatBackend, subject: S
 def test_detection_reports_balanced_accuracy_and_auroc(local: LocalChatBackend, subject: SubjectModel) -> None:
     truth, distractor = score_candidates(
         "detection", [TRUTH, DISTRACTOR], planted_windows(subject, TEXTS), backend=local,
-        recorder=CallRecorder("t"), feature_id="digits",
+        recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="digits",
     )  # fmt: skip
     for outcome in (truth, distractor):
         assert 0.0 <= (outcome.values["detection_balanced_accuracy"] or -1) <= 1.0
@@ -86,7 +92,7 @@ def test_fuzzing_marks_correct_and_random_tokens(local: LocalChatBackend, subjec
     assert [correct for _, correct, _ in items] == [True, False, True, False]  # two activating windows
     assert "<<3>>" in items[0][0] and "<<3>>" not in items[1][0]
     assert random_marks(windows[0]) == random_marks(windows[0])  # seeded by the text
-    outcome = score_candidates("fuzzing", [TRUTH], windows, backend=local, recorder=CallRecorder("t"),
+    outcome = score_candidates("fuzzing", [TRUTH], windows, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME),
                                feature_id="digits")[0]  # fmt: skip
     assert outcome.values["fuzzing_auroc"] is not None and len(outcome.details["items"]) == 4
 
@@ -94,7 +100,7 @@ def test_fuzzing_marks_correct_and_random_tokens(local: LocalChatBackend, subjec
 def test_feature_that_never_fires_is_flagged_by_every_scorer(local: LocalChatBackend, subject: SubjectModel) -> None:
     silent = [HeldOutWindow(w.tokens, [0] * len(w.tokens), w.kind) for w in planted_windows(subject, TEXTS)]
     for method in ("simulation", "detection", "fuzzing", "embedding"):
-        outcome = score_candidates(method, [TRUTH], silent, backend=local, recorder=CallRecorder("t"), feature_id="f")[
+        outcome = score_candidates(method, [TRUTH], silent, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f")[
             0
         ]
         assert all(v is None for v in outcome.values.values()), method
@@ -103,10 +109,10 @@ def test_feature_that_never_fires_is_flagged_by_every_scorer(local: LocalChatBac
 
 def test_dense_feature_has_no_detection_score(local: LocalChatBackend, subject: SubjectModel) -> None:
     dense = [HeldOutWindow(w.tokens, [5] * len(w.tokens), w.kind) for w in planted_windows(subject, TEXTS)]
-    outcome = score_candidates("detection", [TRUTH], dense, backend=local, recorder=CallRecorder("t"), feature_id="f")
+    outcome = score_candidates("detection", [TRUTH], dense, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f")
     assert outcome[0].values["detection_auroc"] is None
     assert "no non-activating window" in outcome[0].undefined["detection_auroc"]
-    fuzz = score_candidates("fuzzing", [TRUTH], dense, backend=local, recorder=CallRecorder("t"), feature_id="f")
+    fuzz = score_candidates("fuzzing", [TRUTH], dense, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f")
     assert "no wrong marking" in fuzz[0].undefined["fuzzing_auroc"]
 
 
@@ -127,22 +133,22 @@ def test_generated_simulation_parses_lines_and_records_failures() -> None:
     tokens = ["The", " year", " 19", "84"]
     windows = [HeldOutWindow(tokens, [0, 0, 10, 10], "top"), HeldOutWindow(tokens, [0, 0, 10, 0], "top")]
     backend = ScriptedBackend(["The\t0\n year\t0\n 19\t9\n84\t9\n", "I cannot do that."])
-    recorder = CallRecorder("t")
+    recorder = CallRecorder("t", ONE_AT_A_TIME)
     outcome = score_candidates("simulation", [TRUTH], windows, backend=backend, recorder=recorder, feature_id="f")[0]
     assert outcome.scorer == "simulation-generated"
     assert outcome.details["windows"][0]["predicted"] == [0, 0, 9, 9]
     assert outcome.details["windows"][1]["predicted"] is None and outcome.details["failed"] == 1
     assert outcome.values["correlation_top"] == pytest.approx(1.0)  # only the parsed window counts
-    assert [r["error"] is not None for r in recorder.rows] == [False, True]
+    assert [r.error is not None for r in recorder.rows] == [False, True]
 
 
 def test_generated_detection_without_probabilities() -> None:
     windows = [HeldOutWindow(["a", "1"], [0, 10], "top"), HeldOutWindow(["a", "b"], [0, 0], "random")]
     backend = ScriptedBackend([" Yes.", " maybe"])
-    recorder = CallRecorder("t")
+    recorder = CallRecorder("t", ONE_AT_A_TIME)
     outcome = score_candidates("detection", [TRUTH], windows, backend=backend, recorder=recorder, feature_id="f")[0]
     assert outcome.values["detection_balanced_accuracy"] is None  # the negative window's answer failed
-    assert recorder.rows[1]["error"] is not None and "neither yes nor no" in recorder.rows[1]["error"]
+    assert recorder.rows[1].error is not None and "neither yes nor no" in recorder.rows[1].error
 
 
 def test_parse_simulation_lines_aligns_and_rejects() -> None:
