@@ -28,9 +28,9 @@ from autointerp.activations import normalize_activations
 from autointerp.config import ExperimentConfig, LLMConfig, LLMRoleConfig
 from autointerp.corpus import iter_windows
 from autointerp.errors import ConfigError
+from autointerp.experiments.rounds import Experimenter, FeatureTarget
 from autointerp.explain import explain_feature
 from autointerp.llm import CallRecorder, LLMSession, get_backend
-from autointerp.pipeline.experiment import Experimenter, FeatureTarget
 from autointerp.planted import PlantedFeature
 from autointerp.progress import progress_bar
 from autointerp.score.distractors import choose_distractors

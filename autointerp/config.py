@@ -20,6 +20,17 @@ DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_DB_PATH = Path("results/autointerp.duckdb")
 
 
+def _known_plugins(group: str, what: str, names: list[str]) -> list[str]:
+    """Returns `names` when the registry of `group` knows each; raises ValueError naming the choices."""
+    from autointerp.plugins import Registry
+
+    known = Registry(group, what).names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)}")
+    return names
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -34,9 +45,10 @@ class SubjectConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    kind: Literal["mlp", "sae", "direction", "planted"] = "mlp"
-    """Feature source: `mlp` neurons (the input of the MLP's down projection), `sae` latents,
-    user `direction`s, or `planted` features with known descriptions."""
+    kind: str = "mlp"
+    """Feature source, a name in the `autointerp.feature_sources` registry: `mlp` neurons (the input of
+    the MLP's down projection), `sae` latents, user `direction`s, or `planted` features with known
+    descriptions."""
     layer: int = Field(15, ge=0)
     """Transformer block whose MLP neurons (or, for directions, whose residual output) are read."""
     layers: list[int] | Literal["all"] | None = None
@@ -52,6 +64,11 @@ class FeaturesConfig(_Section):
     .py file (default: the builtin planted features)."""
     hook: str | None = None
     """Directions only: hook point, e.g. `blocks.15.hook_resid_post` (default: that of `layer`)."""
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        return _known_plugins("autointerp.feature_sources", "feature source", [value])[0]
 
     @field_validator("indices")
     @classmethod
@@ -156,17 +173,6 @@ def _default_score_methods() -> list[ScoreMethod]:
     return ["simulation", "embedding"]
 
 
-def _known_plugins(group: str, what: str, names: list[str]) -> list[str]:
-    """Returns `names` when the registry of `group` knows each; raises ValueError naming the choices."""
-    from autointerp.plugins import Registry
-
-    known = Registry(group, what).names()
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)}")
-    return names
-
-
 class ScoreConfig(_Section):
     methods: list[ScoreMethod] = Field(default_factory=_default_score_methods)
     """Scorers to run: `simulation` (Bills et al. 2023), `detection` and `fuzzing` (Paulo et al. 2024),
@@ -193,7 +199,8 @@ class ScoreConfig(_Section):
         return _known_plugins("autointerp.scorers", "scoring method", value)
 
 
-ExperimentKind = Literal["input", "minimal_pair", "ablation", "steering"]
+ExperimentKind = str
+"""A name in the `autointerp.experiment_kinds` registry (built-ins: input, minimal_pair, ablation, steering)."""
 ALL_EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = ("input", "minimal_pair", "ablation", "steering")
 
 
@@ -216,6 +223,11 @@ class ExperimentConfig(_Section):
     """Ablation sets the feature to 0 or to its mean activation over the corpus."""
     proposer: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=40, retries=1))
     """The model that proposes experiments and predictions."""
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        return _known_plugins("autointerp.experiment_kinds", "experiment kind", value)
 
 
 class StoreConfig(_Section):

@@ -1,6 +1,6 @@
 import pytest
 
-from autointerp.experiment import ProposalParseError, input_experiment_verdict, parse_sentence
+from autointerp.experiments.proposals import ProposalParseError, input_experiment_verdict, parse_sentence
 from autointerp.explain import ExplanationParseError, marked_text, parse_explanation, top_tokens_summary
 
 

@@ -2,7 +2,8 @@
 
 A `FeatureSource` maps token ids [batch, tokens] to activations [batch, tokens, features]
 (float32, on the model's device) and names each feature with a stable id. The collector
-only sees that interface; `build_feature_source` picks the source from `features.kind`.
+only sees that interface; `build_feature_source` picks the source from `features.kind` through the
+`autointerp.feature_sources` registry (each kind a `FeatureSourceKind` class).
 
 Hook points use TransformerLens names: `blocks.L.hook_resid_pre` (input of block L),
 `blocks.L.hook_resid_post` (output of block L), `blocks.L.hook_mlp_out` (output of its MLP);
@@ -14,7 +15,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from safetensors.torch import load_file
 
 from autointerp.errors import FeatureError
 from autointerp.planted import PlantedFeature, load_planted_features
+from autointerp.plugins import Registry
 from autointerp.subject.hooks import capture, check_layer, hook_target
 from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
 from autointerp.subject.model import SubjectModel
@@ -231,9 +233,35 @@ class PlantedSource(FeatureSource):
         return torch.tensor(rows, dtype=torch.float32, device=self.subject.device)
 
 
-def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
-    """Returns the feature source that `features.kind` names, with every index checked."""
-    if config.kind == "mlp":
+class FeatureSourceKind(ABC):
+    """A kind of feature source (`features.kind`): builds the run's source and rebuilds one feature.
+
+    Registered under the `autointerp.feature_sources` entry-point group; a plugin package adds a
+    kind the same way the built-ins are declared in autointerp's pyproject.
+    """
+
+    name: ClassVar[str]
+    """The value of `features.kind` in a config."""
+    stored_kind: ClassVar[str]
+    """The value of `features.kind` in the store (e.g. `neuron` for `mlp`)."""
+
+    @abstractmethod
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the source of every feature the config chooses, with every index checked."""
+
+    @abstractmethod
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns a source of the one feature in `feature` (a row of the features table)."""
+
+
+class MlpNeurons(FeatureSourceKind):
+    """MLP neurons: the input of each chosen block's down projection."""
+
+    name: ClassVar[str] = "mlp"
+    stored_kind: ClassVar[str] = "neuron"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the neurons of `features.layer` (or `layers`) chosen by `indices` / `count`."""
         if not config.layers:
             layers = [config.layer]
         elif config.layers == "all":
@@ -244,7 +272,20 @@ def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> Featu
             check_layer(subject, layer)
         indices = choose_indices(config.indices, config.count, subject.d_mlp, config.seed, "neuron")
         return MlpNeuronSource(subject, layers, indices)
-    if config.kind == "sae":
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one neuron of the row."""
+        return MlpNeuronSource(subject, [int(str(feature["hook"]).split(".")[1])], [int(feature["idx"])])
+
+
+class SaeLatents(FeatureSourceKind):
+    """Latents of a sparse autoencoder in a SAELens folder."""
+
+    name: ClassVar[str] = "sae"
+    stored_kind: ClassVar[str] = "sae"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the latents of `features.path` chosen by `indices` / `count`."""
         if config.path is None:
             raise FeatureError(
                 "features.kind = 'sae' needs features.path, a SAELens folder (see `autointerp train-sae`)"
@@ -252,32 +293,72 @@ def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> Featu
         sae = load_sae(config.path)
         indices = choose_indices(config.indices, config.count, sae.d_sae, config.seed, "SAE latent")
         return SaeLatentSource(subject, sae, indices)
-    if config.kind == "direction":
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one latent of the row, from the config's SAE folder."""
+        if config.path is None:
+            raise FeatureError(f"cannot rebuild {feature['id']}: features.path names no SAE folder")
+        return SaeLatentSource(subject, load_sae(config.path), [int(feature["idx"])])
+
+
+class Directions(FeatureSourceKind):
+    """User directions in the residual stream: rows of a [n, d] matrix."""
+
+    name: ClassVar[str] = "direction"
+    stored_kind: ClassVar[str] = "direction"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the rows of `features.path` chosen by `indices` / `count`, read at `features.hook`."""
         if config.path is None:
             raise FeatureError("features.kind = 'direction' needs features.path, a .safetensors or .npy [n, d] matrix")
         matrix = load_directions(config.path)
         hook = config.hook or f"blocks.{config.layer}.hook_resid_post"
         indices = choose_indices(config.indices, config.count, matrix.shape[0], config.seed, "direction")
         return DirectionSource(subject, matrix, hook, indices)
-    planted = load_planted_features(config.path)
-    if config.indices:
-        planted = [planted[i] for i in choose_indices(config.indices, "all", len(planted), 0, "planted feature")]
-    return PlantedSource(subject, planted)
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one direction of the row, from the config's matrix."""
+        if config.path is None:
+            raise FeatureError(f"cannot rebuild {feature['id']}: features.path names no direction matrix")
+        return DirectionSource(subject, load_directions(config.path), str(feature["hook"]), [int(feature["idx"])])
+
+
+class Planted(FeatureSourceKind):
+    """Planted features with known descriptions (built-in, or a user's .py file)."""
+
+    name: ClassVar[str] = "planted"
+    stored_kind: ClassVar[str] = "planted"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the planted features of `features.path` (default: the built-in ones), by `indices`."""
+        planted = load_planted_features(config.path)
+        if config.indices:
+            planted = [planted[i] for i in choose_indices(config.indices, "all", len(planted), 0, "planted feature")]
+        return PlantedSource(subject, planted)
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one planted feature of the row, found by name."""
+        name = str(feature["id"]).removeprefix("planted/")
+        planted = [p for p in load_planted_features(config.path) if p.name == name]
+        if not planted:
+            raise FeatureError(f"cannot rebuild {feature['id']}: no planted feature {name!r} in {config.path}")
+        return PlantedSource(subject, planted)
+
+
+FEATURE_SOURCES: Registry[type[FeatureSourceKind]] = Registry("autointerp.feature_sources", "feature source")
+"""Every kind of feature source, by `features.kind`."""
+
+
+def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+    """Returns the feature source that `features.kind` names, with every index checked."""
+    return FEATURE_SOURCES.get(config.kind)().build(config, subject)
 
 
 def feature_source_for(config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
     """Returns a source of the one feature in `feature` (a row of the features table), built
     from the run's features config (the SAE, direction or planted file it names)."""
-    kind, index, hook = str(feature["kind"]), int(feature["idx"]), str(feature["hook"])
-    if kind == "neuron":
-        return MlpNeuronSource(subject, [int(hook.split(".")[1])], [index])
-    if kind == "sae" and config.path is not None:
-        return SaeLatentSource(subject, load_sae(config.path), [index])
-    if kind == "direction" and config.path is not None:
-        return DirectionSource(subject, load_directions(config.path), hook, [index])
-    if kind == "planted":
-        name = str(feature["id"]).removeprefix("planted/")
-        planted = [p for p in load_planted_features(config.path) if p.name == name]
-        if planted:
-            return PlantedSource(subject, planted)
-    raise FeatureError(f"cannot rebuild feature {feature['id']} from features.kind = {config.kind!r}")
+    for name in FEATURE_SOURCES.names():
+        kind = FEATURE_SOURCES.get(name)
+        if kind.stored_kind == feature["kind"]:
+            return kind().rebuild(config, subject, feature)
+    raise FeatureError(f"cannot rebuild feature {feature['id']}: no feature source stores kind {feature['kind']!r}")

@@ -88,7 +88,7 @@ def _chain(store: Store) -> list[dict]:
 def test_stops_at_the_round_budget_with_linked_revisions(collected_db: Path, tmp_path: Path) -> None:
     config, store = _fresh(collected_db, tmp_path, "new", "experiments.score_threshold=1.0", "experiments.max_rounds=2")
     run_score(config, store, "r", session_of(config, store, "r"))
-    assert Investigation(config, store, "r").investigate(FEATURE) == "budget"
+    assert Investigation(config, store, "r", session_of(config, store, "r")).investigate(FEATURE) == "budget"
     chain = _chain(store)
     assert [e["iteration"] for e in chain] == [0, 1, 2]
     assert chain[1]["parent_id"] == chain[0]["id"] and chain[2]["parent_id"] == chain[1]["id"]
@@ -106,11 +106,11 @@ def test_stops_when_a_round_changes_nothing_and_resumes_without_new_calls(collec
     config, store = _fresh(
         collected_db, tmp_path, "same", "experiments.score_threshold=1.0", "experiments.kinds=['minimal_pair']"
     )
-    assert Investigation(config, store, "r").investigate(FEATURE) == "no change"
+    assert Investigation(config, store, "r", session_of(config, store, "r")).investigate(FEATURE) == "no change"
     assert len(_chain(store)) == 1
     assert [x["kind"] for x in store.experiments("r")] == ["minimal_pair"]
     calls = store.query("SELECT count(*) AS n FROM llm_calls")[0]["n"]
-    assert Investigation(config, store, "r").investigate(FEATURE) == "no change"
+    assert Investigation(config, store, "r", session_of(config, store, "r")).investigate(FEATURE) == "no change"
     assert store.query("SELECT count(*) AS n FROM llm_calls")[0]["n"] == calls
     assert len(store.experiments("r")) == 1
 
@@ -135,7 +135,7 @@ def test_stops_at_once_when_the_score_reaches_the_threshold(collected_db: Path, 
             ]
         }
     )
-    assert Investigation(config, store, "r").investigate(FEATURE) == "threshold"
+    assert Investigation(config, store, "r", session_of(config, store, "r")).investigate(FEATURE) == "threshold"
     assert store.experiments("r") == []
 
 
@@ -157,7 +157,7 @@ def test_experiments_on_directions_and_planted_features(kind: str, tmp_path: Pat
     store.start_run("r", {}, "h", "0", None)
     run_collect(config, store, "r")
     run_explain(config, store, "r", session_of(config, store, "r"))
-    assert Investigation(config, store, "r").investigate(feature_id) == "budget"
+    assert Investigation(config, store, "r", session_of(config, store, "r")).investigate(feature_id) == "budget"
     experiments = store.experiments("r")
     assert {x["kind"] for x in experiments} == expected
     measured = [json.loads(x["measured"]) for x in experiments if x["kind"] == "minimal_pair"]

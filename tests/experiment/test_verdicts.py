@@ -1,6 +1,6 @@
 import pytest
 
-from autointerp.experiment import (
+from autointerp.experiments.proposals import (
     MIN_EFFECT_KL,
     ProposalParseError,
     minimal_pair_verdict,

@@ -19,8 +19,11 @@ def synthetic_feature_id(index: int) -> str:
     return f"synthetic/mlp.0/{index}"
 
 
-def write_synthetic_run(store: Store, run_id: str, count: int, exemplars_per_feature: int = 3) -> None:
-    """Stores `count` live features, each with `exemplars_per_feature` explain-split exemplars."""
+def write_synthetic_run(
+    store: Store, run_id: str, count: int, exemplars_per_feature: int = 3, score_windows: int = 0
+) -> None:
+    """Stores `count` live features, each with `exemplars_per_feature` explain-split exemplars and
+    `score_windows` held-out ones (half top windows that fire on the feature's word, half random)."""
     store.migrate()
     store.start_run(run_id, {}, "synthetic", "test", None)
     features, exemplars = [], []
@@ -57,6 +60,25 @@ def write_synthetic_run(store: Store, run_id: str, count: int, exemplars_per_fea
                     "activations": activations,
                     "max_activation": max(activations),
                     "split": "explain",
+                }
+            )
+        for rank in range(score_windows):
+            fires = rank % 2 == 0
+            tokens = ["A", f" word{index}" if fires else " word", " sat", f" here{rank}", "."]
+            activations = [0.0, 3.0 if fires else 0.0, 0.0, 0.0, 0.0]
+            exemplars.append(
+                {
+                    "run_id": run_id,
+                    "feature_id": fid,
+                    "kind": "top" if fires else "random",
+                    "rank": 100 + rank,
+                    "doc_id": 100 + rank,
+                    "token_offset": 0,
+                    "token_ids": list(range(len(tokens))),
+                    "tokens": tokens,
+                    "activations": activations,
+                    "max_activation": max(activations),
+                    "split": "score",
                 }
             )
     store.write_collection(run_id, features, exemplars)

@@ -54,6 +54,8 @@ def test_a_run_explains_features_through_transformers_serve(served_model: Transf
     assert written == len(store.explanations("served")) >= 1
     assert {e["explainer"] for e in store.explanations("served")} == {f"openai-compatible:{served_model.model_id}"}
     write_synthetic_run(store, "again", 2)
-    assert run_explain(config, store, "again", session_of(config, store, "again")).done == written  # answered from the cache, identically
+    assert (
+        run_explain(config, store, "again", session_of(config, store, "again")).done == written
+    )  # answered from the cache, identically
     again = store.query("SELECT * FROM llm_calls WHERE run_id = 'again'")
     assert all('"cached": true' in call["request"] and call["cost"] == 0 for call in again)

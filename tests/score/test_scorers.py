@@ -39,6 +39,10 @@ def local(subject: SubjectModel) -> LocalChatBackend:
     return backend
 
 
+def recorder() -> CallRecorder:
+    return CallRecorder("t", ONE_AT_A_TIME)
+
+
 def planted_windows(subject: SubjectModel, texts: list[tuple[str, str]]) -> list[HeldOutWindow]:
     windows = []
     for text, kind in texts:
@@ -100,19 +104,23 @@ def test_fuzzing_marks_correct_and_random_tokens(local: LocalChatBackend, subjec
 def test_feature_that_never_fires_is_flagged_by_every_scorer(local: LocalChatBackend, subject: SubjectModel) -> None:
     silent = [HeldOutWindow(w.tokens, [0] * len(w.tokens), w.kind) for w in planted_windows(subject, TEXTS)]
     for method in ("simulation", "detection", "fuzzing", "embedding"):
-        outcome = score_candidates(method, [TRUTH], silent, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f")[
-            0
-        ]
+        outcome = score_candidates(
+            method, [TRUTH], silent, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f"
+        )[0]
         assert all(v is None for v in outcome.values.values()), method
         assert all("never fires" in outcome.undefined[m] for m in outcome.values), (method, outcome.undefined)
 
 
 def test_dense_feature_has_no_detection_score(local: LocalChatBackend, subject: SubjectModel) -> None:
     dense = [HeldOutWindow(w.tokens, [5] * len(w.tokens), w.kind) for w in planted_windows(subject, TEXTS)]
-    outcome = score_candidates("detection", [TRUTH], dense, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f")
+    outcome = score_candidates(
+        "detection", [TRUTH], dense, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f"
+    )
     assert outcome[0].values["detection_auroc"] is None
     assert "no non-activating window" in outcome[0].undefined["detection_auroc"]
-    fuzz = score_candidates("fuzzing", [TRUTH], dense, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f")
+    fuzz = score_candidates(
+        "fuzzing", [TRUTH], dense, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME), feature_id="f"
+    )
     assert "no wrong marking" in fuzz[0].undefined["fuzzing_auroc"]
 
 
