@@ -28,8 +28,8 @@ from autointerp.store import Store
 from tests.conftest import session_of
 
 sys.path.insert(0, str(Path(__file__).parent / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion  # noqa: E402
-from synthetic import write_synthetic_run  # noqa: E402
+from loopback_server import LoopbackServer, Received, Reply, openai_completion
+from synthetic import write_synthetic_run
 
 FEATURES = 200
 
