@@ -127,7 +127,7 @@ class OpenAIChatBackend(ChatBackend):
             )
         self.declared_logprobs: frozenset[str] | None = declared
         """What the model spec declares; None (`auto`): a probe decides at the first `capabilities()` call."""
-        self._probed: dict[str, bool] = {}
+        self._probed: dict[str, LLMError | None] = {}
         self._probe_lock = threading.Lock()
         self.base_url: str | None = spec_url or os.environ.get(BASE_URL_ENV) or None
         self.timeout_s = timeout_s if timeout_s is not None else timeout_from_env()
@@ -178,32 +178,56 @@ class OpenAIChatBackend(ChatBackend):
         return BackendCapabilities(prompt_logprobs=self._offers("prompt"), answer_logprobs=self._offers("answer"))
 
     def _offers(self, kind: str) -> bool:
-        """Returns whether `kind` ("prompt" / "answer") log-probabilities are declared, or found by a probe
-        (once per backend: one tiny request, a failure meaning no)."""
+        """Returns whether `kind` ("prompt" / "answer") log-probabilities are declared, or (`auto`) found by
+        the probe."""
         if self.declared_logprobs is not None:
             return kind in self.declared_logprobs
-        if kind not in self.allowed_logprobs:
-            return False
+        return kind in self.allowed_logprobs and self._probe_once(kind) is None
+
+    def _require(self, kind: str) -> None:
+        """Returns when `kind` log-probabilities can be read. Raises CapabilityMissing when the backend does
+        not offer them, LogprobsUnavailable (one line naming the setting to change) when the model spec
+        declared them but the first use's probe got none back: a server lacking them fails once, not per item."""
+        if not self._offers(kind):
+            fallback = 'score.simulation = "generate"' if kind == "prompt" else "judges that parse yes/no"
+            raise CapabilityMissing(f"{self.label} gives no {kind} log-probabilities; use {fallback}")
+        failure = self._probe_once(kind)
+        if failure is None:
+            return
+        if isinstance(failure, LogprobsUnavailable):
+            raise failure
+        fallback = (
+            'set score.simulation = "generate" or drop "prompt" from ?logprobs='
+            if kind == "prompt"
+            else 'drop "answer" from ?logprobs= (judges then parse yes/no: balanced accuracy only)'
+        )
+        reason = str(failure).removeprefix(self.label).strip(" :")
+        raise LogprobsUnavailable(
+            f"{self.label} was declared ?logprobs={kind} but gave no {kind} log-probabilities ({reason}); {fallback}"
+        )
+
+    def _probe_once(self, kind: str) -> LLMError | None:
+        """Returns None when one tiny request (sent once per backend and kind) got `kind` log-probabilities
+        back, else the LLMError saying why not."""
         with self._probe_lock:
             if kind not in self._probed:
-                self._probed[kind] = self._probe(kind)
+                self._probed[kind] = failure = self._probe(kind)
+                if failure is None:
+                    logger.info("%s returns %s log-probabilities (probed)", self.label, kind)
+                else:
+                    logger.warning("%s: no usable %s log-probabilities (probed): %s", self.label, kind, failure)
             return self._probed[kind]
 
-    def _probe(self, kind: str) -> bool:
+    def _probe(self, kind: str) -> LLMError | None:
         try:
             if kind == "prompt":
                 self._read_one(ChatRequest(messages=[]), ["x"])
             else:
                 probe = ChatRequest(messages=[ChatMessage(role="user", content="Say yes.")])
                 first_token_top(self._answer_body(probe), label=self.label)
-        except LogprobsUnavailable:
-            logger.info("%s returns no %s log-probabilities (probed)", self.label, kind)
-            return False
         except LLMError as exc:
-            logger.warning("%s: %s log-probabilities unusable (probed): %s", self.label, kind, exc)
-            return False
-        logger.info("%s returns %s log-probabilities (probed)", self.label, kind)
-        return True
+            return exc
+        return None
 
     def read_values(self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8) -> list[ValueReadout]:
         """Returns the expected value 0-10 after each line of each item, one `/v1/completions` request per
@@ -222,12 +246,9 @@ class OpenAIChatBackend(ChatBackend):
         The prompt is `render_values_prompt` (message contents, prefill, then `line<TAB>0<NEWLINE>` per
         line; no chat template); the request asks for zero new tokens with `echo` and the top
         `TOP_LOGPROBS` log-probabilities. Raises `LogprobsUnavailable` (one line naming
-        `score.simulation = "generate"`) when the server returns none at all."""
-        if not self._offers("prompt"):
-            raise CapabilityMissing(
-                f'{self.label} reads no prompt log-probabilities; use score.simulation = "generate"'
-                " or declare ?logprobs=prompt on a server that echoes them (vLLM)"
-            )
+        `score.simulation = "generate"`) when the server returns none at all: a declared `prompt` is
+        checked by one probe request at first use."""
+        self._require("prompt")
         return _map_items(lambda item: self._read_one(*item), items, batch_size)
 
     def _read_one(self, request: ChatRequest, lines: list[str]) -> ValueReadout:
@@ -262,8 +283,7 @@ class OpenAIChatBackend(ChatBackend):
 
         One chat request per item, one new token, `logprobs` with `top_logprobs`; `PARALLEL_REQUESTS` in
         flight at once. A prefill is continued where the server can (see `_answer_messages`)."""
-        if not self._offers("answer"):
-            raise CapabilityMissing(f"{self.label} gives no answer log-probabilities (declare ?logprobs=answer)")
+        self._require("answer")
         return _map_items(lambda request: self._answer_one(request, choices), requests, PARALLEL_REQUESTS)
 
     def _answer_messages(self, request: ChatRequest) -> tuple[list[ChatMessage], dict[str, Any]]:

@@ -197,7 +197,7 @@ def test_malformed_payloads_fail_their_item_only() -> None:
     assert all("\n" not in m for m in messages)
     assert [type(r) for r in caught.value.results] == [type(r) for r in results]
     assert "5 of 6 items failed" in str(caught.value)
-    assert len(server.received) == 2 * len(items)  # malformed answers are not retried
+    assert len(server.received) == 1 + 2 * len(items)  # the first use's probe; malformed answers are not retried
 
 
 def test_per_item_unpacks_failures_for_any_caller() -> None:
@@ -226,13 +226,37 @@ def test_429_then_success_is_retried() -> None:
     with LoopbackServer([], respond=respond) as server:
         [readout] = compatible(server).read_values([(simulation_request("animal names"), LINES)])
     assert readout.values == pytest.approx([TRUTH.get(x.strip(), 0) for x in LINES])
-    assert len(server.received) == 2
+    assert len(server.received) == 3  # the probe's 429 and its retry, then the window
 
 
 def test_persistent_errors_fail_the_item_after_retries() -> None:
-    with LoopbackServer([Reply(openai_error("boom"), status=500)]) as server:
-        [error] = compatible(server).read_values_each([(simulation_request("x"), ["a"])])
+    responder = VLLMResponder(value=knows_animals)
+
+    def respond(request: Received) -> Reply:
+        return Reply(openai_error("boom"), status=500) if "BREAK" in request.body["prompt"] else responder(request)
+
+    items = [(simulation_request("BREAK"), ["a"]), (simulation_request("animal names"), [" cat"])]
+    with LoopbackServer([], respond=respond) as server:
+        error, readout = compatible(server).read_values_each(items)
     assert isinstance(error, LLMError) and "failed after 3 attempts: HTTP 500" in str(error)
+    assert isinstance(readout, ValueReadout) and readout.values == pytest.approx([9.0])
+
+
+def test_declared_but_rejected_by_the_server_fails_once_naming_the_fallback() -> None:
+    # transformers serve, for one, answers 500 to echo/logprobs on /v1/completions
+    rejection = Reply(openai_error("echo is not supported"), status=400)
+    with LoopbackServer([rejection]) as server:
+        backend = compatible(server, "?logprobs=prompt")
+        assert backend.capabilities().prompt_logprobs  # declared: no request until first use
+        assert server.received == []
+        for _ in range(2):
+            with pytest.raises(LogprobsUnavailable) as caught:
+                backend.read_values([(simulation_request("x"), ["a"])] * 4)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "was declared ?logprobs=prompt but gave no prompt log-probabilities" in message
+    assert "HTTP 400 (echo is not supported)" in message and 'score.simulation = "generate"' in message
+    assert len(server.received) == 1  # one probe, remembered
 
 
 def test_server_without_logprobs_while_declared_names_the_fallback() -> None:
@@ -308,7 +332,8 @@ def test_answer_probabilities_on_a_compatible_server_continue_the_prefill() -> N
             [judge_request("a dog", prefill="Answer:")], {"yes": YES, "no": NO}
         )
     assert p["yes"] == pytest.approx(0.9)
-    [received] = server.received
+    probe, received = server.received
+    assert probe.body["messages"] == [{"role": "user", "content": "Say yes."}]
     assert received.body["messages"][-1] == {"role": "assistant", "content": "Answer:"}
     assert (received.body["continue_final_message"], received.body["add_generation_prompt"]) == (True, False)
     assert received.body["max_tokens"] == 1
