@@ -4,6 +4,9 @@ The API key is read from `ANTHROPIC_API_KEY` and handed to the SDK client; it is
 the backend, logged, or written into an exception message. `ANTHROPIC_BASE_URL` points it at
 another server (a proxy, a gateway, a test server).
 
+The Messages API returns no log-probabilities, of the prompt or of the answer: `capabilities()` says so,
+and scorers use parsed answers (simulation `generate`; judges' balanced accuracy, no AUROC).
+
 `ChatRequest.temperature` is not sent: the anthropic SDK 2.x has no sampling parameters, and the
 API version it speaks answers HTTP 400 to `temperature`, whatever its value.
 """
@@ -15,7 +18,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autointerp.errors import LLMError
-from autointerp.llm.base import ChatBackend, ChatRequest, ChatResponse
+from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatRequest, ChatResponse
 from autointerp.llm.retry import RetryPolicy, call_with_retries, sdk_failure, timeout_from_env
 
 if TYPE_CHECKING:
@@ -75,6 +78,10 @@ class AnthropicChatBackend(ChatBackend):
     def label(self) -> str:
         """Returns `backend:model`, with the server when one is set, for log lines and errors."""
         return f"{self.name} at {self.base_url}" if self.base_url else self.name
+
+    def capabilities(self) -> BackendCapabilities:
+        """Returns no capabilities: the Messages API gives no log-probabilities and has no batched generation."""
+        return BackendCapabilities(prompt_logprobs=False, answer_logprobs=False, batched_generation=False)
 
     def generate(self, request: ChatRequest) -> ChatResponse:
         """Returns the model's continuation of the prefill; raises LLMError once retries are spent."""

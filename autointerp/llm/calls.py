@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from autointerp.config import LLMConfig
+from autointerp.errors import ConfigError
 from autointerp.llm.accounting import Budget, Price, PriceTable
-from autointerp.llm.base import ChatBackend, ChatRequest, ChatResponse
+from autointerp.llm.base import CapabilityMissing, ChatBackend, ChatRequest, ChatResponse
 from autointerp.llm.cache import ResponseCache, cache_key
 from autointerp.llm.limits import CallLimiter, limiter_for
 from autointerp.records import LLMCall
@@ -217,6 +218,8 @@ class CallRecorder:
             try:
                 result: T | None = run()
                 error = None
+            except (ConfigError, CapabilityMissing):  # the next call would fail the same way: stop the stage
+                raise
             except Exception as exc:  # a failed call is a row, never a crash of the run
                 result, error = None, f"{type(exc).__name__}: {exc}"
             latency_s = time.perf_counter() - started

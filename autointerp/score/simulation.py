@@ -187,13 +187,15 @@ def correlations(windows: list[HeldOutWindow], predicted: list[list[float] | Non
 def uses_all_at_once(backend: ChatBackend, mode: str) -> bool:
     """Returns whether simulation reads probabilities (True) or parses generated numbers; raises
     LLMError when all-at-once was asked of a backend that cannot read prompt probabilities."""
+    if mode == "generate":
+        return False
     capable = backend.capabilities().prompt_logprobs
     if mode == "all-at-once" and not capable:
         raise LLMError(
             f"all-at-once simulation reads prompt probabilities, which {backend.name} does not give; "
             "use a local:<model> simulator, a server with prompt log-probabilities, or score.simulation = 'generate'"
         )
-    return capable and mode != "generate"
+    return capable
 
 
 class SimulationScorer(Scorer):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +29,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     """Seconds to wait before answering (to provoke a client timeout)."""
+    raw: str | None = None
+    """Sent instead of `body` as JSON, verbatim (to answer with something that is not JSON)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class LoopbackServer:
                         return
                 finally:
                     server._enter(-1)
-                payload = json.dumps(reply.body).encode()
+                payload = (reply.raw if reply.raw is not None else json.dumps(reply.body)).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")
@@ -169,3 +173,104 @@ def anthropic_message(text: str, input_tokens: int = 13, output_tokens: int = 7)
 def anthropic_error(message: str, kind: str = "api_error") -> dict[str, Any]:
     """Returns an Anthropic error body."""
     return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def split_tokens(text: str) -> list[str]:
+    """Returns a toy tokenization that joins back to `text`: single digits, words with their leading
+    space, and every other character alone."""
+    return re.findall(r"\d| ?[A-Za-z]+|\s|\S", text)
+
+
+class VLLMResponder:
+    """Answers like vLLM and knows the right answers: `/v1/completions` with `echo` returns the prompt's
+    log-probabilities, `value(prompt, line)` getting most mass (0.95) after each `line<TAB>`;
+    `/v1/chat/completions` with `logprobs` returns P(yes) = `p_yes(messages)` among the first token's
+    top entries (spelled "yes", " Yes", "no", " No") beside a non-answer token.
+
+    `logprobs=False` answers like a server without log-probabilities (null `logprobs`).
+    """
+
+    def __init__(
+        self,
+        value: Callable[[str, str], int] = lambda prompt, line: 0,
+        p_yes: Callable[[list[dict[str, Any]]], float] = lambda messages: 0.5,
+        *,
+        logprobs: bool = True,
+        delay_s: float = 0.0,
+    ) -> None:
+        self.value = value
+        self.p_yes = p_yes
+        self.logprobs = logprobs
+        self.delay_s = delay_s
+
+    def __call__(self, request: Received) -> Reply:
+        if request.path.endswith("/completions") and not request.path.endswith("/chat/completions"):
+            return Reply(self.completion(request.body), delay_s=self.delay_s)
+        return Reply(self.chat(request.body), delay_s=self.delay_s)
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Returns the `/v1/completions` answer: with echo, the prompt's tokens and top log-probabilities."""
+        prompt = str(body["prompt"])
+        tokens = split_tokens(prompt)
+        logprobs: dict[str, Any] | None = None
+        if self.logprobs and body.get("echo") and body.get("logprobs") is not None:
+            tops: list[dict[str, float] | None] = [None]
+            offsets, offset = [], 0
+            for token in tokens:
+                offsets.append(offset)
+                offset += len(token)
+            for i in range(1, len(tokens)):
+                tops.append(self.position_top(prompt, tokens, i))
+            logprobs = {
+                "tokens": tokens,
+                "token_logprobs": [None if top is None else top[tok] for tok, top in zip(tokens, tops, strict=True)],
+                "top_logprobs": tops,
+                "text_offset": offsets,
+            }
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": 0,
+            "model": str(body.get("model")),
+            "choices": [
+                {
+                    "index": 0,
+                    "text": prompt if body.get("echo") else "",
+                    "logprobs": logprobs,
+                    "finish_reason": "length",
+                    "stop_reason": None,
+                    "prompt_logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0, "total_tokens": len(tokens)},
+        }
+
+    def position_top(self, prompt: str, tokens: list[str], i: int) -> dict[str, float]:
+        """Returns the top log-probabilities predicting token `i` (the actual token is always among them)."""
+        line_end = i >= 2 and tokens[i] == "0" and tokens[i - 1] == "\t"
+        if not line_end:
+            return {tokens[i]: math.log(0.6), "the": math.log(0.1)}
+        before = "".join(tokens[:i])
+        line = before[before.rfind("\n") + 1 : -1]
+        value = self.value(prompt, line)
+        top = {str(value): math.log(0.95), "\n": math.log(0.04)}
+        top.setdefault("0", -30.0)  # the placeholder itself, as vLLM always adds the prompt token
+        return top
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Returns a chat answer "yes" / "no" with first-token top log-probabilities when asked."""
+        p = min(max(self.p_yes(body["messages"]), 1e-9), 1 - 1e-9)
+        logprobs = None
+        if self.logprobs and body.get("logprobs"):
+            top = [
+                {"token": "yes", "logprob": math.log(0.7 * p)},
+                {"token": " Yes", "logprob": math.log(0.2 * p)},
+                {"token": "no", "logprob": math.log(0.8 * (1 - p))},
+                {"token": " No", "logprob": math.log(0.1 * (1 - p))},
+                {"token": "Answer", "logprob": math.log(0.1)},
+            ]
+            first = max(top, key=lambda entry: entry["logprob"])
+            logprobs = {"content": [{**first, "bytes": None, "top_logprobs": top[: body.get("top_logprobs") or 0]}]}
+        completion = openai_completion("yes" if p > 0.5 else "no", prompt_tokens=17, completion_tokens=1)
+        completion["choices"][0]["logprobs"] = logprobs
+        return completion

@@ -12,7 +12,7 @@ from loopback_server import LoopbackServer, Reply, anthropic_error, anthropic_me
 from autointerp.errors import LLMError
 from autointerp.llm import registry
 from autointerp.llm.anthropic_backend import AnthropicChatBackend, create_anthropic_backend
-from autointerp.llm.base import ChatMessage, ChatRequest
+from autointerp.llm.base import BackendCapabilities, CapabilityMissing, ChatMessage, ChatRequest
 from autointerp.llm.registry import get_backend, register_backend
 from autointerp.llm.retry import RetryPolicy
 
@@ -145,3 +145,12 @@ def test_missing_sdk_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "anthropic", None)
     with pytest.raises(LLMError, match="pip install anthropic"):
         create_anthropic_backend("claude-test")
+
+
+def test_no_log_probabilities_and_no_batching() -> None:
+    backend = create_anthropic_backend("claude-test")
+    assert backend.capabilities() == BackendCapabilities(False, False, False)
+    with pytest.raises(CapabilityMissing):
+        backend.read_values([(REQUEST, ["a"])])
+    with pytest.raises(CapabilityMissing):
+        backend.answer_probabilities([REQUEST], {"yes": ["yes"], "no": ["no"]})

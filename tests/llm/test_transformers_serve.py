@@ -9,6 +9,9 @@ import pytest
 from synthetic import write_synthetic_run
 
 from autointerp.config import load_config
+from autointerp.llm.base import BackendCapabilities, ChatMessage, ChatRequest
+from autointerp.llm.logprobs import LogprobsUnavailable
+from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
 from autointerp.llm.serve import TransformersServer, transformers_command
 from autointerp.pipeline.explain import run_explain
 from autointerp.store import Store
@@ -59,3 +62,15 @@ def test_a_run_explains_features_through_transformers_serve(served_model: Transf
     )  # answered from the cache, identically
     again = store.query("SELECT * FROM llm_calls WHERE run_id = 'again'")
     assert all('"cached": true' in call["request"] and call["cost"] == 0 for call in again)
+
+
+def test_a_server_without_logprobs_is_found_out(served_model: TransformersServer) -> None:
+    """`transformers serve` returns no log-probabilities: the auto probe says so, a declaration fails in one line."""
+    model = served_model.spec.partition(":")[2]
+    assert OpenAICompatibleChatBackend(model).capabilities() == BackendCapabilities()
+    declared = OpenAICompatibleChatBackend(f"{model}?logprobs=prompt,answer")
+    request = ChatRequest(messages=[ChatMessage(role="user", content="Is a cat an animal?")])
+    with pytest.raises(LogprobsUnavailable, match=r'score\.simulation = "generate"'):
+        declared.read_values([(request, ["a", " cat"])])
+    with pytest.raises(LogprobsUnavailable, match=r"\?logprobs="):
+        declared.answer_probabilities([request], {"yes": ["yes"], "no": ["no"]})
