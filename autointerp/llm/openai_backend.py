@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -267,7 +267,7 @@ class OpenAIChatBackend(ChatBackend):
         return read_echoed_values(parse_json_body(raw.text), lines, label=self.label)
 
     def answer_probabilities(
-        self, requests: Sequence[ChatRequest], choices: dict[str, Sequence[str]]
+        self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]]
     ) -> list[dict[str, float]]:
         """Returns, per request, each choice's probability renormalised over the choices, read from the
         first answer token's top log-probabilities. Raises `ItemFailures` (its `results` hold each item's
@@ -276,7 +276,7 @@ class OpenAIChatBackend(ChatBackend):
         return _all_or_failures(self.answer_probabilities_each(requests, choices))
 
     def answer_probabilities_each(
-        self, requests: Sequence[ChatRequest], choices: dict[str, Sequence[str]]
+        self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]]
     ) -> list[dict[str, float] | LLMError]:
         """Returns, per request, {choice: probability} or the `LLMError` that failed it (retries spent, no
         spelling of any choice among the top `TOP_LOGPROBS` first tokens, a malformed payload).
@@ -291,7 +291,7 @@ class OpenAIChatBackend(ChatBackend):
         prefill, so it is left out (the question itself asks for the answer word)."""
         return request.messages, {}
 
-    def _answer_one(self, request: ChatRequest, choices: dict[str, Sequence[str]]) -> dict[str, float]:
+    def _answer_one(self, request: ChatRequest, choices: Mapping[str, Sequence[str]]) -> dict[str, float]:
         return choice_probabilities(self._answer_body(request), choices, label=self.label)
 
     def _answer_body(self, request: ChatRequest) -> dict[str, Any]:
