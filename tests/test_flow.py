@@ -1,5 +1,6 @@
 """End to end: the `label_features` flow on the real model and a real DuckDB file."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,12 @@ from typer.testing import CliRunner
 
 from autointerp.cli import app
 from autointerp.config import RunConfig
+from autointerp.errors import RunIncomplete
 from autointerp.store import Store
 from tests.conftest import tiny_config
+
+sys.path.insert(0, str(Path(__file__).parent / "llm"))
+from loopback_server import LoopbackServer, Received, Reply, openai_completion
 
 TABLES = ("features", "exemplars", "explanations", "scores", "experiments", "llm_calls")
 
@@ -142,3 +147,68 @@ def test_empty_corpus_is_one_line_error(tmp_path: Path, prefect_harness: None) -
     assert result.exit_code == 1
     assert "produced no windows" in result.output
     assert Store(tmp_path / "x.duckdb").runs()[0]["status"] == "failed"
+
+
+def _echo_marked(request: Received) -> Reply:
+    """Explains a feature as the token its prompt marks most often (a deterministic explainer)."""
+    from collections import Counter
+
+    prompt = request.body["messages"][-1]["content"]
+    marked = Counter(t.strip() for t in re.findall(r"<<(.+?)>>", prompt))
+    token = marked.most_common(1)[0][0] if marked else "nothing"
+    return Reply(openai_completion(f"the token {token}.", 11, 5))
+
+
+def test_a_run_whose_explainer_is_down_fails_and_a_rerun_explains_every_feature(
+    tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autointerp.flows.label_features import label_features
+
+    monkeypatch.setenv("AUTOINTERP_LLM_MAX_RETRIES", "0")
+    quiet = ("score.methods=['embedding']", "experiments.lowest_n=0", "experiments.on_disagreement=false")
+    down = tiny_config(tmp_path, "explainer.model='openai-compatible:http://127.0.0.1:1/v1#m'", *quiet)
+    with pytest.raises(RunIncomplete) as stopped:
+        label_features(down.model_dump(mode="json"))
+    assert stopped.value.status == "failed" and "explain: 0/3 done, 3 failed" in str(stopped.value)
+    assert "Rerun the same command to resume" in str(stopped.value)
+    store = Store(down.store.path)
+    [run] = store.runs()
+    assert run["status"] == "failed" and store.explanations(run["id"]) == []
+    with LoopbackServer([], respond=_echo_marked) as server:
+        up = tiny_config(tmp_path, f"explainer.model='openai-compatible:{server.url}/v1#m'", *quiet)
+        assert up.resolved_run_id() != down.resolved_run_id()  # another explainer is another run...
+        resumed = down.model_copy(update={"explainer": up.explainer})
+        resumed_data = resumed.model_dump(mode="json")
+        resumed_data["run_id"] = run["id"]  # ...so resume the failed one by its id
+        assert label_features(resumed_data) == run["id"]
+    explained = store.explanations(run["id"])
+    assert len({e["feature_id"] for e in explained}) == 3 == len(explained)
+    assert store.runs()[0]["status"] == "completed"
+    failed = store.query("SELECT count(*) AS n FROM llm_calls WHERE role = 'explain' AND error IS NOT NULL")
+    assert failed[0]["n"] == 3  # the first attempts stay recorded
+
+
+def test_run_status_is_completed_only_when_every_stage_finished() -> None:
+    from autointerp.flows.label_features import run_status
+    from autointerp.pipeline.pool import StageResult
+
+    done = StageResult("explain", total=3, done=3)
+    assert run_status([done, StageResult("score", total=3, done=3)]) == ("completed", None)
+    partial = StageResult("explain", total=3, done=2, failed={"f": "LLMError: timeout"})
+    status, message = run_status([partial])
+    assert status == "incomplete" and message is not None and "explain: 2/3 done, 1 failed" in message
+    assert run_status([StageResult("explain", total=3, not_reached=3, stopped="budget")])[0] == "failed"
+
+
+def test_investigate_obeys_the_run_budget(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    store = Store(config.store.path)
+    before = store.query("SELECT count(*) AS n FROM llm_calls")[0]["n"]
+    feature = store.features(run_id)[0]["id"]
+    result = CliRunner().invoke(
+        app,
+        ["investigate", feature, "--run", run_id, "-s", f"store.path='{config.store.path}'", "-s", "llm.max_tokens=1"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "reached its token budget" in result.output and "llm.max_tokens=1" in result.output
+    assert store.query("SELECT count(*) AS n FROM llm_calls")[0]["n"] == before  # not one call made

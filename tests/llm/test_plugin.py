@@ -61,3 +61,24 @@ def test_a_run_explains_features_through_the_plugin(installed_plugin: Path, tmp_
     assert {e["explainer"] for e in explanations} == {"echo:anything"}
     calls = store.query("SELECT backend, model, cost FROM llm_calls WHERE run_id = 'plugin'")
     assert calls == [{"backend": "echo", "model": "anything", "cost": 0.0}] * 3
+
+
+def test_a_plugin_scorer_runs_in_a_flow(installed_plugin: Path, tmp_path: Path, prefect_harness: None) -> None:
+    from autointerp.flows.label_features import label_features
+    from autointerp.score import SCORERS
+    from tests.conftest import tiny_config
+
+    assert "word-match" in SCORERS.names()
+    config = tiny_config(
+        tmp_path,
+        "explainer.model='echo:any'",
+        "score.methods=['word-match']",
+        "experiments.lowest_n=0",
+        "experiments.on_disagreement=false",
+    )
+    run_id = label_features(config.model_dump(mode="json"))
+    store = Store(config.store.path)
+    scores = store.query("SELECT * FROM scores WHERE run_id = ? AND metric = 'word_match_auroc'", [run_id])
+    assert len(scores) == len(store.explanations(run_id)) == 3
+    assert {s["scorer"] for s in scores} == {"word-match"}
+    assert store.runs()[0]["status"] == "completed"

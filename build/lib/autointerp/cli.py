@@ -1,0 +1,414 @@
+"""`autointerp ...`: run the loop, show results, inspect the config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
+from autointerp.errors import AutointerpError, RunIncomplete
+from autointerp.prefect_env import hide_user_error_tracebacks
+from autointerp.store import Store
+
+app = typer.Typer(
+    help="Explain, score and test the features of a neural network.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+if not console.is_terminal:
+    console = Console(width=120)  # logs and pipes get the whole table, not 80 columns
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML run config.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a config key, e.g. -s features.layer=10.")
+]
+DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file.")]
+EXIT_INCOMPLETE = 3
+"""Exit code of a run that stopped with live features left undone (rerun to resume); 1 is a failure."""
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def resolve_run(store: Store, run_id: str | None) -> str:
+    """Returns `run_id` when the store holds it, else the latest run; raises AutointerpError otherwise."""
+    chosen = run_id or store.latest_run_id()
+    if chosen is None:
+        raise AutointerpError(f"{store.path} holds no runs yet; run `autointerp run` first")
+    if not store.query("SELECT 1 FROM runs WHERE id = ?", [chosen]):
+        raise AutointerpError(f"no run {chosen!r} in {store.path}; `autointerp runs` lists them")
+    return chosen
+
+
+def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
+    """Prints a run's features with their explanation and score, best first."""
+    from autointerp.metric_names import MAIN_METRIC
+
+    rows = store.explanation_table(run_id, MAIN_METRIC)
+    explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
+    chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC + "_distractor")}
+    table = Table(title=f"run {run_id}: explanations by simulation score ({MAIN_METRIC})")
+    table.add_column("feature", no_wrap=True)
+    table.add_column("explanation", overflow="fold", min_width=30)
+    for column in ("score", "density", "experiments"):
+        table.add_column(column, justify="right")
+    for row in rows[:limit]:
+        text = row["explanation"] if row["explanation"] is not None else "[dim](none)[/dim]"
+        score = _fmt(row["score"])
+        explanation_id = explanation_ids.get((row["feature_id"], row["explanation"]))
+        if explanation_id in chance:
+            score += f" (distractor {_fmt(chance[explanation_id])})"
+        table.add_row(row["feature_id"], text, score, f"{row['density']:.3f}", str(row["experiments"]))
+    console.print(table)
+
+
+@app.command()
+def run(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Run the labeling loop (collect, explain, score, experiment) and print the results."""
+    try:
+        run_config = load_config(config, set_ or [])
+        started = time.perf_counter()
+        from autointerp.flows.label_features import label_features
+
+        hide_user_error_tracebacks()
+        try:
+            run_id = label_features(run_config.model_dump(mode="json"))
+        except RunIncomplete as exc:  # partial results are worth seeing before the error line
+            print_explanations(Store(run_config.store.path), exc.run_id)
+            console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=EXIT_INCOMPLETE if exc.status == "incomplete" else 1) from None
+        store = Store(run_config.store.path)
+        print_explanations(store, run_id)
+        console.print(
+            f"run {run_id} finished in {time.perf_counter() - started:.0f} s; "
+            f"results in {run_config.store.path.resolve()}",
+            highlight=False,
+        )
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Print a run's explanations, sorted by score."""
+    try:
+        store = Store(db)
+        chosen = resolve_run(store, run_id)
+        print_explanations(store, chosen)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def investigate(
+    feature_ids: Annotated[list[str], typer.Argument(help="Feature ids, e.g. smollm2-135m/mlp.15/417.")],
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run experiment-and-revise rounds on chosen features of a run (the `investigate` flow)."""
+    try:
+        run_config = load_config(config, set_ or [])
+        store = Store(run_config.store.path)
+        chosen = resolve_run(store, run_id)
+        from autointerp.flows.investigate import investigate as investigate_flow
+
+        hide_user_error_tracebacks()
+        investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
+        print_explanations(store, chosen)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
+    """List the runs in the database, newest first: status, progress, cost so far and errors."""
+    try:
+        rows = Store(db).run_progress()
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"runs in {db}")
+    for column in ("run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"):
+        table.add_column(column, no_wrap=column in ("run", "created"))
+    table.add_column("error", overflow="fold", max_width=50)
+    for row in rows:
+        table.add_row(
+            row["id"],
+            f"{row['created_at']:%Y-%m-%d %H:%M}",
+            row["status"],
+            f"{row['explained']}/{row['live_features']}",
+            str(row["scored"]),
+            str(row["experiments"]),
+            str(row["llm_calls"]),
+            str(row["failed_calls"]),
+            f"{row['cost']:.4f}",
+            row["error"] or "",
+        )
+    console.print(table)
+
+
+@app.command()
+def costs(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Summarise a run's LLM calls per role, backend and model: calls, errors, cache hits, tokens, cost."""
+    try:
+        store = Store(db)
+        chosen = resolve_run(store, run_id)
+        rows = store.llm_costs(chosen)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"run {chosen}: LLM calls")
+    table.add_column("role")
+    table.add_column("backend:model", overflow="fold")
+    for column in ("calls", "errors", "cached", "input tok", "output tok", "cost USD", "mean latency s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        latency = row["mean_latency_s"]
+        table.add_row(
+            row["role"],
+            f"{row['backend']}:{row['model']}",
+            str(row["calls"]),
+            str(row["errors"]),
+            str(row["cached"]),
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            f"{row['cost']:.4f}",
+            "—" if latency is None else f"{latency:.3f}",
+        )
+    total = sum(row["cost"] for row in rows)
+    table.add_section()
+    table.add_row("total", "", str(sum(r["calls"] for r in rows)), "", "", "", "", f"{total:.4f}", "")
+    console.print(table)
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Print the resolved run config (defaults + file + overrides) as JSON."""
+    try:
+        resolved: RunConfig = load_config(config, set_ or [])
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    data: dict[str, Any] = resolved.model_dump(mode="json")
+    data["run_id"] = resolved.resolved_run_id()
+    console.print_json(json.dumps(data))
+
+
+@app.command()
+def setup(model: Annotated[str, typer.Option(help="Subject model to prepare.")] = "smollm2-135m") -> None:
+    """Prepare the subject model (convert the embedded GGUF to a cached safetensors folder once)."""
+    try:
+        from autointerp.subject.model import prepare_model_folder
+
+        folder, slug = prepare_model_folder(model)
+        console.print(f"{slug} ready at {folder}", highlight=False)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def bench(
+    list_: Annotated[bool, typer.Option("--list", help="Print the planted features and exit.")] = False,
+    planted: Annotated[Path | None, typer.Option(help="Python file defining PLANTED_FEATURES.")] = None,
+    explainer: Annotated[
+        list[str] | None, typer.Option(help="Explainer backend:model; repeat to compare side by side.")
+    ] = None,
+    scorer: Annotated[str, typer.Option(help="Scorer backend:model (simulation, detection, fuzzing).")] = (
+        "local:smollm2-135m"
+    ),
+    method: Annotated[list[str] | None, typer.Option(help="Scoring method; repeat (default: all four).")] = None,
+    feature: Annotated[list[str] | None, typer.Option(help="Only these planted features (by name); repeat.")] = None,
+    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    window_tokens: Annotated[int, typer.Option(help="Tokens per window.")] = 12,
+    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 4096,
+    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
+    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).")] = 1,
+    output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
+) -> None:
+    """Measure scorers and explainers against planted features with known descriptions."""
+    try:
+        from autointerp.bench import BenchSettings, render_report, run_bench, write_report
+        from autointerp.planted import load_planted_features
+
+        features = load_planted_features(planted)
+        if list_:
+            for f in features:
+                console.print(f"{f.name}\t{f.description}", highlight=False, markup=False, soft_wrap=True)
+            return
+        if feature:
+            unknown = sorted(set(feature) - {f.name for f in features})
+            if unknown:
+                raise AutointerpError(f"no planted feature named {', '.join(unknown)}; `autointerp bench --list`")
+            features = [f for f in features if f.name in feature]
+        settings = BenchSettings(
+            scorer=scorer,
+            explainers=["local:smollm2-135m"] if explainer is None else explainer,
+            corpus=corpus,
+            window_tokens=window_tokens,
+            max_windows=max_windows,
+            heldout_active=heldout,
+            heldout_quiet=heldout,
+            distractors=distractors,
+            rounds=rounds,
+        )
+        if method:
+            settings.methods = method
+        result = run_bench(features, settings)
+        path = write_report(result, output)
+        console.print(render_report(result), highlight=False, markup=False, soft_wrap=True)
+        console.print(f"report written to {path}", highlight=False)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command()
+def review(
+    db: DbOption = DEFAULT_DB_PATH,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Access token required on every request (env: AUTOINTERP_REVIEW_TOKEN).")
+    ] = None,
+) -> None:
+    """Serve the review app: browse, accept, reject and edit explanations in a web browser."""
+    import os
+
+    from autointerp.review import ReviewSettings, create_app
+    from autointerp.review.app import is_loopback
+
+    token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
+    try:
+        if not is_loopback(host) and not token:
+            raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
+        settings = ReviewSettings(db=db, token=token)
+        if not is_loopback(host):
+            settings.allowed_hosts = set()  # reachable by any name; the token guards every request
+        review_app = create_app(settings)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    import uvicorn
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
+    uvicorn.run(review_app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def export(
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+) -> None:
+    """Export reviewed explanations (latest verdict, final text, reviewer, notes, score)."""
+    import sys
+
+    from autointerp.review import export_reviews
+
+    try:
+        data = export_reviews(Store(db), format_)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+        console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def schedule(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 2 * * *" (02:00 daily).')] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between runs.")] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+) -> None:
+    """Serve a Prefect deployment of label_features on a schedule; each run is incremental."""
+    try:
+        run_config = load_config(config, set_ or [])
+        from autointerp.flows.schedule import build_deployment, serve_schedule
+
+        data = run_config.model_dump(mode="json")
+        build_deployment(data, cron=cron, interval=interval, name=name)  # validates before serving
+        console.print(
+            f"serving deployment scheduled_label_features/{name} ({cron or f'every {interval:g} s'}); Ctrl-C to stop",
+            highlight=False,
+        )
+        serve_schedule(data, cron=cron, interval=interval, name=name)
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+@app.command("train-sae")
+def train_sae_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (SAELens layout).")] = Path(
+        "results/sae/smollm2-135m-blocks.15.hook_resid_post"
+    ),
+    model: Annotated[str, typer.Option(help="Subject model.")] = "smollm2-135m",
+    layer: Annotated[int, typer.Option(help="Block whose residual output (hook_resid_post) is read.")] = 15,
+    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    tokens: Annotated[int, typer.Option(help="Training tokens (10 % held out for the metrics).")] = 4096,
+    expansion: Annotated[int, typer.Option(help="Latents per residual dimension.")] = 2,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    l1: Annotated[float, typer.Option(help="Sparsity penalty.")] = 0.5,
+    device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+) -> None:
+    """Train a small ReLU SAE on a layer's residual stream; use it with features.kind=sae, features.path=OUT."""
+    try:
+        from autointerp.subject import load_subject_model
+        from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
+
+        subject = load_subject_model(model, device)
+        from autointerp.subject.hooks import check_layer
+
+        check_layer(subject, layer)
+        settings = SaeTrainingConfig(
+            layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1
+        )
+        metrics = train_and_save_sae(subject, settings, out)
+        console.print(
+            f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
+            f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",
+            highlight=False,
+        )
+    except AutointerpError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    """Entry point of the `autointerp` command."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    app(prog_name="autointerp")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,572 @@
+"""Observe: stream the corpus through a feature source and keep, per feature, what sampling needs.
+
+Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
+- `top`: the k windows with the largest maximum activation;
+- `quantile-j`: `per_quantile` windows sampled uniformly from each of `quantiles` equal-width
+  bins of the window max, bin j holding windows whose max is in ((j-1)/Q, j/Q] x the feature's max;
+- `random`: windows sampled uniformly among those where the feature does not fire (max <= 0),
+  topped up with uniformly random windows when too few exist (dense MLP neurons);
+- statistics: density (fraction of tokens > 0), max, mean, and a histogram of window maxima
+  over fixed log2 bins (`HISTOGRAM_EDGES`).
+
+Everything is kept in fixed-size tensors on the model's device, so memory is
+features x (k + random + quantiles x per_quantile) x window length, whatever the corpus length.
+
+How a window is ranked: one reduction per window and feature (its max), then a top-k over the
+kept windows plus the batch's. The reservoirs use bottom-r random keys: every (window, feature)
+gets a uniform key from a generator seeded by (seed, batch number); each bin keeps the items with
+the smallest keys, which is a uniform sample of the windows that went into that bin. Bins are
+relative to the running max: when a batch raises a feature's max, the kept items are re-binned
+by their stored window max before the batch's candidates are merged. This needs one pass; the
+price is that windows dropped from a bin before the max last rose are not reconsidered for the
+bin they would fall in now, so the low bins are sampled from the windows seen since then (a
+uniform sample of those, not of the whole corpus).
+
+Per-token activations are written only for newly kept items (into a per-feature pool of rows
+that kept items point to). The per-token passes (window max, sum, count of positives) read each
+chunk of the batch once (one chunk per hooked layer; no concatenated [batch, tokens, features]
+tensor). The merge itself has two implementations that keep the same items in the same order
+(a test runs both): on the CPU, `merge_cpu.merge_batch`, a compiled loop that visits each feature
+once and inserts a window only where it beats the worst kept item; elsewhere (GPU), tensor
+operations over the features a batch can change (`_rows_to_merge`), a few thousand at a time.
+
+Checkpoints: the whole state (tensors, counters and the token ids of windows still referenced)
+is saved atomically every `checkpoint_every` batches; a run that finds a checkpoint with the same
+fingerprint skips the windows it already saw and continues. Random keys depend only on the batch
+number, so a resumed run keeps exactly the exemplars of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autointerp.corpus import Window
+from autointerp.errors import AutointerpError
+from autointerp.merge_cpu import merge_on_cpu, window_stats
+from autointerp.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+ActivationFn = Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]]
+"""Maps token ids [batch, tokens] to feature activations [batch, tokens, features], or to chunks
+of them split on the feature axis (see `ExemplarSampler.update`)."""
+
+HISTOGRAM_EDGES: list[float] = [2.0**e for e in range(-6, 9)]
+"""Upper edges of the window-max histogram: bin 0 holds max <= 0, bin i holds (edge[i-2], edge[i-1]]
+(edge[-1] = 0), the last bin holds max > 256."""
+
+_EMPTY_KEY = 0.95  # an empty slot's offset in its bin: loses against every real item (< 0.9)
+
+
+class CheckpointError(AutointerpError):
+    """A collection checkpoint exists but cannot be used."""
+
+
+@dataclass
+class FeatureStats:
+    """Activation statistics of one feature over every token seen."""
+
+    max_activation: float
+    mean_activation: float
+    density: float
+    tokens: int
+    histogram: list[int] = field(default_factory=list)
+    """Counts of window maxima per `HISTOGRAM_EDGES` bin."""
+
+    @property
+    def dead(self) -> bool:
+        """True when the feature never had a positive activation."""
+        return self.max_activation <= 0.0
+
+
+@dataclass
+class Exemplar:
+    """One kept window of one feature, with that feature's per-token activations."""
+
+    feature_index: int
+    kind: str  # "top", "quantile-<j>" or "random"
+    rank: int
+    window: Window
+    activations: list[float]
+    split: str  # "explain" or "score"
+
+    @property
+    def max_activation(self) -> float:
+        """Returns the largest activation in the window."""
+        return max(self.activations)
+
+
+@dataclass
+class CollectionResult:
+    """Per-feature statistics and exemplars, positionally aligned with `feature_indices`."""
+
+    feature_indices: list[int]
+    stats: list[FeatureStats]
+    exemplars: list[Exemplar] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """How many windows of each kind every feature keeps."""
+
+    top_k: int
+    random_windows: int
+    quantiles: int = 0
+    per_quantile: int = 0
+    seed: int = 0
+
+    @property
+    def reservoir_slots(self) -> int:
+        """Returns the slots of the random bin plus the quantile bins."""
+        return self.random_windows + self.quantiles * self.per_quantile
+
+
+class ExemplarSampler:
+    """The streaming state: kept windows per feature, their activations, and statistics."""
+
+    def __init__(self, n_features: int, window_tokens: int, plan: SamplingPlan, device: torch.device) -> None:
+        self.plan, self.device = plan, device
+        self.n_features, self.window_tokens = n_features, window_tokens
+        k, slots = plan.top_k, plan.top_k + plan.reservoir_slots
+        f = n_features
+        self.value = torch.full((f, slots), float("-inf"), device=device)  # window max of each kept item
+        self.key = torch.ones((f, slots), device=device)  # its random key (reservoir slots)
+        self.window = torch.full((f, slots), -1, dtype=torch.long, device=device)  # global window number
+        self.row = torch.arange(slots, device=device).repeat(f, 1)  # its row in `pool`
+        self.pool = torch.zeros((f, slots, window_tokens), device=device)  # per-token activations
+        self.act_sum = torch.zeros(f, dtype=torch.float64, device=device)
+        self.act_max = torch.full((f,), float("-inf"), device=device)
+        self.active = torch.zeros(f, dtype=torch.long, device=device)
+        self.histogram = torch.zeros((f, len(HISTOGRAM_EDGES) + 2), dtype=torch.long, device=device)
+        self.edges = torch.tensor(HISTOGRAM_EDGES, device=device)
+        self.tokens = 0
+        self.batches = 0
+        self.windows_seen = 0
+        self.windows: dict[int, Window] = {}  # token ids of windows that kept items may point to
+        # reservoir layout: bin 0 (random) then quantile bins 1..Q, `per_quantile` slots each
+        caps = [plan.random_windows] + [plan.per_quantile] * plan.quantiles
+        self.bin_caps = torch.tensor(caps, dtype=torch.long, device=device)
+        self.bin_offsets = torch.tensor([0, *itertools.accumulate(caps)][:-1], dtype=torch.long, device=device)
+        self.slot_bin = torch.repeat_interleave(torch.arange(len(caps), device=device), self.bin_caps)
+        self._k = k
+        self.merge_rows = 4096
+        self.compiled = device.type == "cpu"  # merge_cpu's loop; the tensor merge on other devices
+        self._plan_sizes = (k, plan.random_windows, plan.quantiles if plan.per_quantile else 0, plan.per_quantile)
+        self.gate = True  # merge only the features a batch can change (False: all, for tests)
+
+    # one batch ----------------------------------------------------------------------------------
+
+    def _keys(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator(device=self.device).manual_seed(self.plan.seed * 1_000_003 + self.batches)
+        keys = torch.rand((2, self.n_features, batch), generator=generator, device=self.device)
+        return keys[0], keys[1]
+
+    def _quantile_bin(self, value: torch.Tensor, feature_max: torch.Tensor) -> torch.Tensor:
+        """Returns bins 1..Q of window maxima relative to each feature's max (for value > 0)."""
+        q = self.plan.quantiles
+        ratio = value / feature_max.clamp(min=1e-30).unsqueeze(1)
+        return (torch.ceil(ratio * q).long() - 1).clamp(0, q - 1) + 1
+
+    def update(self, acts: torch.Tensor | Sequence[torch.Tensor], windows: list[Window]) -> None:
+        """Merges one batch of `windows`: acts [batch, tokens, features], or chunks of it split on features.
+
+        Chunks (one per hooked layer, say) save concatenating a [batch, tokens, features] tensor;
+        their last dimensions add up to the sampler's features, in order.
+        """
+        chunks = [acts] if isinstance(acts, torch.Tensor) else list(acts)
+        batch, tokens = chunks[0].shape[:2]
+        first = self.windows_seen
+        if self.compiled and all(c.dtype == torch.float32 for c in chunks):
+            window_max = self._window_stats_on_cpu(chunks)
+        else:
+            window_max = self._window_stats(chunks)
+        rose = window_max.amax(dim=1) > self.act_max
+        self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
+        random_key, quantile_key = self._keys(batch)
+        if self.compiled:
+            state = {name: getattr(self, name) for name in ("value", "key", "window", "row", "act_max", "histogram")}
+            state["edges"] = self.edges
+            feature, pool_row, batch_row = merge_on_cpu(
+                state, window_max, random_key, quantile_key, rose, self._plan_sizes, first
+            )
+            self._store_activations(chunks, feature, pool_row, batch_row)
+        else:
+            positive = window_max > 0
+            bins = torch.where(positive, torch.bucketize(window_max, self.edges) + 1, 0)
+            self.histogram.scatter_add_(1, bins, torch.ones_like(bins))
+            self._merge_rows(window_max, positive, random_key, quantile_key, rose, chunks, first)
+
+        for offset, window in enumerate(windows):
+            self.windows[first + offset] = window
+        self.windows_seen += batch
+        self.tokens += batch * tokens
+        self.batches += 1
+        if self.batches % 16 == 0:
+            self.prune_windows()
+
+    def _window_stats(self, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """Adds the batch to sums and counts; returns window maxima [features, batch] (chunk by chunk, in cache)."""
+        self.act_sum += torch.cat([c.sum(dim=(0, 1), dtype=torch.float32) for c in chunks]).double()
+        self.active += torch.cat([c.sign().relu_().sum(dim=(0, 1), dtype=torch.float32) for c in chunks]).long()
+        return torch.cat([c.amax(dim=1) for c in chunks], dim=1).T.float().contiguous()
+
+    def _window_stats_on_cpu(self, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """`_window_stats` in one compiled read of each float32 chunk."""
+        window_max = torch.empty((self.n_features, chunks[0].shape[0]))
+        offset = 0
+        for chunk in chunks:
+            window_stats(
+                chunk.contiguous().numpy(), window_max.numpy(), self.act_sum.numpy(), self.active.numpy(), offset
+            )
+            offset += chunk.shape[2]
+        return window_max
+
+    def _merge_rows(
+        self,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
+        rose: torch.Tensor,
+        chunks: list[torch.Tensor],
+        first: int,
+    ) -> None:
+        """The tensor merge: every feature the batch can change, a few thousand at a time."""
+        rows = self._rows_to_merge(window_max, positive, random_key, quantile_key, rose)
+        new_features, new_slots, new_batch_rows = [], [], []
+        # parts keep the merge's temporaries in cache
+        for part in self._row_parts(rows):
+            local, slot, batch_row = self._merge(
+                part, window_max[part], positive[part], random_key[part], quantile_key[part], first
+            )
+            new_features.append(local + part.start if isinstance(part, slice) else part[local])
+            new_slots.append(slot)
+            new_batch_rows.append(batch_row)
+        feature, slot = torch.cat(new_features), torch.cat(new_slots)
+        self._store_activations(chunks, feature, self.row[feature, slot], torch.cat(new_batch_rows))
+
+    def _rows_to_merge(
+        self,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
+        rose: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """Returns the features whose kept items this batch can change (None: all of them).
+
+        A batch window changes nothing unless it beats the k-th top value or the worst sort key
+        of the reservoir bin it would enter; a feature whose max rose is re-binned. Skipping the
+        others gives exactly the state a full merge would; late in a long corpus few features
+        need one, which is what keeps collection near the speed of the bare forward pass.
+        """
+        if not self.gate:
+            return None
+        k = self._k
+        need = rose | (window_max > self.value[:, k - 1 : k]).any(dim=1)
+        if self.plan.reservoir_slots:
+            # a feature whose max did not rise keeps its items in their bins: no re-binning
+            old_sort = self._old_sort(self.slot_bin.unsqueeze(0).expand_as(self.key[:, k:]))
+            worst = torch.zeros((self.n_features, len(self.bin_caps)), device=self.device)
+            worst.scatter_reduce_(1, self.slot_bin.expand_as(old_sort), old_sort.float(), "amax", include_self=False)
+            need |= (0.45 * (random_key + positive.float()) < worst[:, :1]).any(dim=1)
+            if self.plan.quantiles and self.plan.per_quantile:
+                batch_bin = self._quantile_bin(window_max, self.act_max)
+                batch_sort = batch_bin + 0.9 * quantile_key
+                need |= (positive & (batch_sort < worst.gather(1, batch_bin))).any(dim=1)
+        if bool(need.all()):
+            return None
+        return need.nonzero().squeeze(1)
+
+    def _row_parts(self, rows: torch.Tensor | None) -> list[torch.Tensor] | list[slice]:
+        """Returns `rows` (None: every feature) in parts of at most `merge_rows` features."""
+        size = self.merge_rows
+        if rows is None:
+            return [slice(start, min(start + size, self.n_features)) for start in range(0, self.n_features, size)]
+        return list(rows.split(size))
+
+    def _old_sort(self, old_bin: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """Returns the sort keys (bin + offset in [0, 1)) of the kept reservoir items of `rows`."""
+        k = self._k
+        old_value, old_key = self.value[rows, k:], self.key[rows, k:]
+        old_real = self.window[rows, k:] >= 0
+        in_random_bin = old_bin == 0
+        # random bin: windows where the feature does not fire sort first
+        old_offset = torch.where(in_random_bin, 0.45 * (old_key + (old_value > 0).float()), 0.9 * old_key)
+        return old_bin + torch.where(old_real, old_offset, _EMPTY_KEY)
+
+    def _merge(
+        self,
+        rows: torch.Tensor | slice,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
+        first: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Merges the batch into the kept items of `rows`; returns (row in `rows`, slot, batch row) of new items."""
+        k, batch = self._k, window_max.shape[1]
+        top_values, top_pick = torch.cat([self.value[rows, :k], window_max], dim=1).topk(k, dim=1)
+        src_old = [torch.where(top_pick < k, top_pick, -1)]
+        src_batch = [torch.where(top_pick >= k, top_pick - k, -1)]
+        new_value, new_key = [top_values], [torch.ones_like(top_values)]
+        if self.plan.reservoir_slots:
+            res_old, res_batch, res_value, res_key = self._merge_reservoirs(
+                rows, window_max, positive, random_key, quantile_key
+            )
+            src_old.append(res_old)
+            src_batch.append(res_batch)
+            new_value.append(res_value)
+            new_key.append(res_key)
+        old = torch.cat(src_old, dim=1)
+        from_batch = torch.cat(src_batch, dim=1)
+        kept = old >= 0
+        batch_window = torch.arange(first, first + batch, device=self.device)
+        self.window[rows] = torch.where(
+            kept,
+            self.window[rows].gather(1, old.clamp(min=0)),
+            torch.where(from_batch >= 0, batch_window[from_batch.clamp(min=0)], -1),
+        )
+        self.value[rows], self.key[rows] = torch.cat(new_value, dim=1), torch.cat(new_key, dim=1)
+        self.row[rows] = self._assigned_rows(self.row[rows], old, kept)
+        local, slot = (from_batch >= 0).nonzero(as_tuple=True)
+        return local, slot, from_batch[local, slot]
+
+    def _merge_reservoirs(
+        self,
+        rows: torch.Tensor | slice,
+        window_max: torch.Tensor,
+        positive: torch.Tensor,
+        random_key: torch.Tensor,
+        quantile_key: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (old slot or -1, batch row or -1, value, key) for each reservoir slot of `rows`."""
+        k, (n_rows, batch) = self._k, window_max.shape
+        slots = self.plan.reservoir_slots
+        old_value, old_key = self.value[rows, k:], self.key[rows, k:]
+        slot_bin = self.slot_bin.unsqueeze(0).expand_as(old_value)
+        old_bin = slot_bin
+        if self.plan.quantiles:
+            # kept items move to the bin of the current max (a no-op where the max did not rise)
+            rebinned = self._quantile_bin(old_value, self.act_max[rows])
+            old_real = self.window[rows, k:] >= 0
+            old_bin = torch.where((slot_bin == 0) | ~old_real, slot_bin, rebinned)
+        parts = [self._old_sort(old_bin, rows).double(), (0.45 * (random_key + positive.float())).double()]
+        if self.plan.quantiles and self.plan.per_quantile:
+            batch_bin = self._quantile_bin(window_max, self.act_max[rows])
+            batch_sort = torch.where(positive, batch_bin + 0.9 * quantile_key, float("inf"))
+            parts.append(batch_sort.double())
+        sort_key, order = torch.cat(parts, dim=1).sort(dim=1, stable=True)  # holes tie: keep their order
+        sorted_bin = torch.floor(sort_key)
+        rank = torch.arange(sort_key.shape[1], device=self.device) - torch.searchsorted(sort_key, sorted_bin)
+        bin_index = sorted_bin.clamp(0, len(self.bin_caps) - 1).nan_to_num(0).long()
+        chosen = torch.isfinite(sort_key) & (rank < self.bin_caps[bin_index])
+        slot = torch.where(chosen, self.bin_offsets[bin_index] + rank, slots)
+        source = torch.full((n_rows, slots + 1), -1, dtype=torch.long, device=self.device)
+        source.scatter_(1, slot, torch.where(chosen, order, -1))
+        source = source[:, :slots]  # candidate number, or -1 for a slot left empty
+        hole = source < 0
+        is_old = (source >= 0) & (source < slots)
+        batch_row = torch.where(source >= slots, (source - slots) % batch, -1)
+        batch_is_quantile = source >= slots + batch
+        cand = source.clamp(min=0)
+        value = torch.where(
+            is_old,
+            old_value.gather(1, cand.clamp(max=slots - 1)),
+            window_max.gather(1, batch_row.clamp(min=0)),
+        )
+        key = torch.where(
+            is_old,
+            old_key.gather(1, cand.clamp(max=slots - 1)),
+            torch.where(
+                batch_is_quantile,
+                quantile_key.gather(1, batch_row.clamp(min=0)),
+                random_key.gather(1, batch_row.clamp(min=0)),
+            ),
+        )
+        value = torch.where(hole, float("-inf"), value)
+        key = torch.where(hole, 1.0, key)
+        old_slot = torch.where(is_old, cand + k, -1)
+        return old_slot, batch_row, value, key
+
+    def _assigned_rows(self, rows: torch.Tensor, old: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """Returns pool rows: kept items keep theirs; new items and empty slots take the rows freed."""
+        slots = rows.shape[1]
+        kept_rows = rows.gather(1, old.clamp(min=0))
+        referenced = torch.zeros((rows.shape[0], slots + 1), dtype=torch.uint8, device=self.device)
+        referenced.scatter_(1, torch.where(kept, kept_rows, slots), 1)
+        free_rows = referenced[:, :slots].argsort(dim=1, stable=True)  # unreferenced rows first
+        need_rank = ((~kept).long().cumsum(dim=1) - 1).clamp(min=0)
+        return torch.where(kept, kept_rows, free_rows.gather(1, need_rank))
+
+    def _store_activations(
+        self, chunks: list[torch.Tensor], feature: torch.Tensor, pool_row: torch.Tensor, batch_row: torch.Tensor
+    ) -> None:
+        """Copies the per-token activations of new items (sorted by feature) into their pool rows."""
+        chunk_ends = list(itertools.accumulate(c.shape[2] for c in chunks))
+        item_ends = torch.searchsorted(feature, torch.tensor(chunk_ends, device=self.device)).tolist()
+        first_item, first_feature = 0, 0
+        for chunk, item_end, chunk_end in zip(chunks, item_ends, chunk_ends, strict=True):
+            if item_end > first_item:
+                f = feature[first_item:item_end]
+                rows = pool_row[first_item:item_end]
+                self.pool[f, rows] = chunk[batch_row[first_item:item_end], :, f - first_feature].float()
+            first_item, first_feature = item_end, chunk_end
+
+    def prune_windows(self) -> None:
+        """Forgets the token ids of windows no kept item points to."""
+        referenced = set(torch.unique(self.window).tolist())
+        self.windows = {n: w for n, w in self.windows.items() if n in referenced}
+
+    # results --------------------------------------------------------------------------------------
+
+    def stats(self) -> list[FeatureStats]:
+        """Returns every feature's statistics so far."""
+        tokens = max(self.tokens, 1)
+        maxima, sums, active = self.act_max.tolist(), self.act_sum.tolist(), self.active.tolist()
+        histograms = self.histogram.tolist()
+        return [
+            FeatureStats(maxima[f], sums[f] / tokens, active[f] / tokens, self.tokens, histograms[f])
+            for f in range(self.n_features)
+        ]
+
+    def exemplars(self, stats: list[FeatureStats]) -> list[Exemplar]:
+        """Returns the kept windows of every live feature, labelled with kind, rank and split."""
+        k, plan = self._k, self.plan
+        gathered = self.pool.gather(1, self.row.unsqueeze(-1).expand(-1, -1, self.window_tokens))
+        windows, acts = self.window.tolist(), gathered.tolist()
+        labels = [("top", rank, "explain" if rank % 2 == 0 else "score") for rank in range(k)]
+        labels += [("random", rank, "score") for rank in range(plan.random_windows)]
+        for j in range(1, plan.quantiles + 1):
+            labels += [
+                (f"quantile-{j}", rank, "explain" if rank % 2 == 0 else "score") for rank in range(plan.per_quantile)
+            ]
+        result = []
+        for f in range(self.n_features):
+            if stats[f].dead:
+                continue
+            for slot, (kind, rank, split) in enumerate(labels):
+                number = windows[f][slot]
+                if number < 0:  # fewer windows than slots, or an empty quantile bin
+                    continue
+                result.append(Exemplar(f, kind, rank, self.windows[number], acts[f][slot], split))
+        return _renumber(result)
+
+    # checkpoints ----------------------------------------------------------------------------------
+
+    _TENSORS = ("value", "key", "window", "row", "pool", "act_sum", "act_max", "active", "histogram")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns everything needed to continue, on the CPU."""
+        self.prune_windows()
+        state: dict[str, Any] = {name: getattr(self, name).cpu() for name in self._TENSORS}
+        state["counters"] = [self.tokens, self.batches, self.windows_seen]
+        state["windows"] = [(n, w.doc_id, w.offset, w.token_ids) for n, w in self.windows.items()]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a `state_dict`."""
+        for name in self._TENSORS:
+            current = getattr(self, name)
+            if state[name].shape != current.shape:
+                raise CheckpointError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}")
+            setattr(self, name, state[name].to(self.device))
+        self.tokens, self.batches, self.windows_seen = state["counters"]
+        self.windows = {n: Window(doc_id=d, offset=o, token_ids=list(t)) for n, d, o, t in state["windows"]}
+
+
+def _renumber(exemplars: list[Exemplar]) -> list[Exemplar]:
+    """Gives the kept windows of each (feature, kind) consecutive ranks from 0 (after empty slots)."""
+    counters: dict[tuple[int, str], int] = {}
+    for exemplar in exemplars:
+        key = (exemplar.feature_index, exemplar.kind)
+        exemplar.rank = counters.get(key, 0)
+        counters[key] = exemplar.rank + 1
+        if exemplar.kind.startswith("quantile"):
+            exemplar.split = "explain" if exemplar.rank % 2 == 0 else "score"
+    return exemplars
+
+
+def _batches(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]]:
+    batch: list[Window] = []
+    for window in windows:
+        batch.append(window)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _save_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> None:
+    """Writes the state atomically (temporary file, then rename), so a kill leaves the last good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save({"fingerprint": fingerprint, "state": sampler.state_dict()}, staging)
+    os.replace(staging, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> bool:
+    """Restores the state from `path` when it exists and matches; returns whether it did."""
+    if not path.is_file():
+        return False
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+        return False
+    if saved.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to another collection", path)
+        return False
+    sampler.load_state_dict(saved["state"])
+    log.info("resuming collection from %s after %d windows", path, sampler.windows_seen)
+    return True
+
+
+def collect_exemplars(
+    windows: Iterable[Window],
+    activation_fn: ActivationFn,
+    *,
+    feature_indices: list[int],
+    window_tokens: int,
+    batch_size: int,
+    top_k: int,
+    random_windows: int,
+    seed: int,
+    device: torch.device,
+    quantiles: int = 0,
+    per_quantile: int = 0,
+    total_windows: int | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 0,
+    fingerprint: str = "",
+) -> CollectionResult:
+    """Returns stats and exemplars for each feature, streaming `windows` in batches.
+
+    With `checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and
+    a matching checkpoint is resumed from; the caller deletes the file once results are stored.
+    """
+    plan = SamplingPlan(top_k, random_windows, quantiles if per_quantile else 0, per_quantile, seed)
+    sampler = ExemplarSampler(len(feature_indices), window_tokens, plan, device)
+    if checkpoint is not None and _load_checkpoint(checkpoint, fingerprint, sampler):
+        windows = itertools.islice(windows, sampler.windows_seen, None)
+    with progress_bar("collect", total=total_windows, unit="windows") as advance:
+        advance(sampler.windows_seen)
+        for batch in _batches(windows, batch_size):
+            token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=device)
+            with torch.inference_mode():
+                acts = activation_fn(token_ids)
+                sampler.update(acts, batch)
+            advance(len(batch))
+            if checkpoint is not None and checkpoint_every and sampler.batches % checkpoint_every == 0:
+                _save_checkpoint(checkpoint, fingerprint, sampler)
+    stats = sampler.stats()
+    return CollectionResult(feature_indices=feature_indices, stats=stats, exemplars=sampler.exemplars(stats))

@@ -1,0 +1,331 @@
+"""Run configuration: pydantic models, loaded from TOML with `key.path=value` overrides.
+
+One source of truth for a run. Unknown keys and bad values raise `ConfigError` with
+the dotted key that is wrong, so a user knows what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autointerp.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_DB_PATH = Path("results/autointerp.duckdb")
+
+
+def _known_plugins(group: str, what: str, names: list[str]) -> list[str]:
+    """Returns `names` when the registry of `group` knows each; raises ValueError naming the choices."""
+    from autointerp.plugins import Registry
+
+    known = Registry(group, what).names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)}")
+    return names
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SubjectConfig(_Section):
+    model: str = Field(DEFAULT_MODEL, description="Alias, local folder, Hugging Face id or .gguf path.")
+    """The subject model: `smollm2-135m` (embedded), a local folder, a Hugging Face id or a GGUF file."""
+    device: str = "cpu"
+    """Torch device for the subject model: `cpu`, `cuda`, `cuda:1` or `auto`."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype for the forward pass."""
+
+
+class FeaturesConfig(_Section):
+    kind: str = "mlp"
+    """Feature source, a name in the `autointerp.feature_sources` registry: `mlp` neurons (the input of
+    the MLP's down projection), `sae` latents, user `direction`s, or `planted` features with known
+    descriptions."""
+    layer: int = Field(15, ge=0)
+    """Transformer block whose MLP neurons (or, for directions, whose residual output) are read."""
+    layers: list[int] | Literal["all"] | None = None
+    """MLP only: several blocks at once, or "all" (then `indices`/`count` apply per block)."""
+    indices: list[int] = Field(default_factory=list)
+    """Neuron / latent / direction / planted-feature indices; empty means `count` drawn with `seed`."""
+    count: int | Literal["all"] = 16
+    """How many features to draw when `indices` is empty, or "all"."""
+    seed: int = 0
+    """Seed for drawing features."""
+    path: Path | None = None
+    """SAE folder (SAELens layout), direction matrix (.safetensors / .npy [n, d]) or planted-feature
+    .py file (default: the builtin planted features)."""
+    hook: str | None = None
+    """Directions only: hook point, e.g. `blocks.15.hook_resid_post` (default: that of `layer`)."""
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        return _known_plugins("autointerp.feature_sources", "feature source", [value])[0]
+
+    @field_validator("indices")
+    @classmethod
+    def _non_negative_unique(cls, value: list[int]) -> list[int]:
+        if any(i < 0 for i in value):
+            raise ValueError("feature indices must be >= 0")
+        if len(set(value)) != len(value):
+            raise ValueError("feature indices must be unique")
+        return value
+
+    @field_validator("count")
+    @classmethod
+    def _positive_count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('count must be >= 1 or "all"')
+        return value
+
+
+class CorpusConfig(_Section):
+    source: str = "builtin:python-docs"
+    """`builtin:python-docs` (the Python documentation topics on this machine) or a .txt/.jsonl path."""
+    text_field: str = "text"
+    """Field holding the text in each JSONL record."""
+    window_tokens: int = Field(32, ge=4, le=4096)
+    """Tokens per window (context)."""
+    max_windows: int = Field(1024, ge=1)
+    """Stop after this many windows."""
+    batch_size: int = Field(32, ge=1)
+    """Windows per forward pass."""
+
+
+class CollectConfig(_Section):
+    top_k: int = Field(8, ge=2)
+    """Top-activating windows kept per feature; alternate ranks go to the explainer and to scoring."""
+    quantiles: int = Field(4, ge=0, le=100)
+    """Bins of the window max, equal-width between 0 and the feature's max (the literature uses ~10)."""
+    per_quantile: int = Field(2, ge=0)
+    """Windows sampled per quantile bin; alternate ones go to the explainer and to scoring."""
+    random_windows: int = Field(4, ge=1)
+    """Random windows per feature where it does not fire (topped up with random ones when too few);
+    held out for scoring."""
+    seed: int = 0
+    """Seed for the reservoirs' random keys."""
+    checkpoint_every: int = Field(50, ge=0)
+    """Save the collection state every this many batches (0: never); an interrupted run resumes there."""
+
+
+class LLMRoleConfig(_Section):
+    model: str = "local:smollm2-135m"
+    """`backend:model`, for example `local:smollm2-135m`."""
+    max_tokens: int = Field(24, ge=1, le=4096)
+    """Most tokens generated per answer."""
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature; 0 is greedy."""
+    retries: int = Field(2, ge=0, le=10)
+    """Extra attempts when an answer cannot be parsed."""
+
+
+class ModelPriceConfig(_Section):
+    input_per_mtok: float = Field(ge=0.0)
+    """USD per million input (prompt) tokens."""
+    output_per_mtok: float = Field(ge=0.0)
+    """USD per million output (generated) tokens."""
+
+
+class BackendLimitsConfig(_Section):
+    concurrency: int | None = Field(None, ge=1, le=1024)
+    """Most calls in flight at once to this backend; unset: `llm.concurrency`."""
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Most calls started per minute; unset: `llm.requests_per_minute`."""
+
+
+class LLMConfig(_Section):
+    """Settings shared by every LLM role: cache, limits, budget and prices. They do not change results,
+    so they are left out of the config hash: raising the budget and rerunning resumes the same run."""
+
+    cache: bool = True
+    """Reuse stored answers to identical requests (same backend, model, messages and parameters)."""
+    cache_sampled: bool = False
+    """Also cache requests with temperature > 0 (off: a sampled request is always sent)."""
+    cache_path: Path | None = None
+    """SQLite file of cached answers; unset: `$AUTOINTERP_CACHE/llm-cache/responses.sqlite`."""
+    concurrency: int = Field(8, ge=1, le=1024)
+    """Most calls in flight at once per backend (a local model serialises its own calls)."""
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Most calls started per minute per backend; unset: no limit."""
+    limits: dict[str, BackendLimitsConfig] = Field(default_factory=dict)
+    """Per-backend limits keyed by `backend` or `backend:model`, e.g. `[llm.limits.openai]`."""
+    max_tokens: int | None = Field(None, ge=0)
+    """Budget: stop the run before a call once the run's input + output tokens reach this."""
+    max_cost_usd: float | None = Field(None, ge=0.0)
+    """Budget: stop the run before a call once the run's cost reaches this many USD."""
+    prices: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+    """Price overrides keyed by `backend:model` or `backend:*`, on top of the built-in table."""
+
+
+ScoreMethod = str
+"""A scorer's name in the `autointerp.scorers` registry (built-ins: simulation, detection, fuzzing, embedding)."""
+
+
+def _default_score_methods() -> list[ScoreMethod]:
+    return ["simulation", "embedding"]
+
+
+class ScoreConfig(_Section):
+    methods: list[ScoreMethod] = Field(default_factory=_default_score_methods)
+    """Scorers to run: `simulation` (Bills et al. 2023), `detection` and `fuzzing` (Paulo et al. 2024),
+    `embedding` (all-MiniLM-L6-v2). Each is also run on a distractor explanation for its chance level."""
+    simulator: LLMRoleConfig = Field(default_factory=LLMRoleConfig)
+    """The model that predicts activations from the explanation (simulation)."""
+    simulation: Literal["auto", "all-at-once", "generate"] = "auto"
+    """`all-at-once` reads token probabilities (local backends); `generate` parses written "token<TAB>value"
+    lines (any backend); `auto` picks all-at-once for local backends and generate otherwise."""
+    judge: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=4))
+    """The model that answers yes/no for detection and fuzzing."""
+    distractor: bool = True
+    """Also score another feature's explanation (chosen deterministically) as the chance level."""
+    batch_size: int = Field(8, ge=1)
+    """Prompts per padded forward pass of a local scorer."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known_unique_methods(cls, value: list[ScoreMethod]) -> list[ScoreMethod]:
+        if not value:
+            raise ValueError("choose at least one scoring method")
+        if len(set(value)) != len(value):
+            raise ValueError("scoring methods must be unique")
+        return _known_plugins("autointerp.scorers", "scoring method", value)
+
+
+ExperimentKind = str
+"""A name in the `autointerp.experiment_kinds` registry (built-ins: input, minimal_pair, ablation, steering)."""
+ALL_EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = ("input", "minimal_pair", "ablation", "steering")
+
+
+class ExperimentConfig(_Section):
+    lowest_n: int = Field(2, ge=0)
+    """At most this many features get experiments: those scoring below `score_threshold`, lowest first."""
+    score_threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    """Explanations scoring below this are investigated; reaching it stops the loop."""
+    on_disagreement: bool = True
+    """Also investigate features whose scorers disagree: one beats its distractor, another does not."""
+    max_rounds: int = Field(1, ge=1, le=20)
+    """Experiment-and-revise rounds per feature (each round may write one revised explanation)."""
+    kinds: list[ExperimentKind] = Field(default_factory=lambda: list(ALL_EXPERIMENT_KINDS))
+    """Experiments run each round."""
+    texts_per_side: int = Field(2, ge=1, le=10)
+    """Sentences requested that should / should not activate the feature."""
+    steering_strengths: list[float] = Field(default_factory=lambda: [4.0])
+    """Steering adds strength x the feature's max activation to it at every position."""
+    ablation: Literal["zero", "mean"] = "zero"
+    """Ablation sets the feature to 0 or to its mean activation over the corpus."""
+    proposer: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=40, retries=1))
+    """The model that proposes experiments and predictions."""
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        return _known_plugins("autointerp.experiment_kinds", "experiment kind", value)
+
+
+class StoreConfig(_Section):
+    path: Path = DEFAULT_DB_PATH
+    """DuckDB file that holds every run."""
+
+
+class ScheduleConfig(_Section):
+    incremental: bool = False
+    """Explain only features that are new or whose latest explanation (in any earlier run) came from a
+    different explainer model or prompt template; scheduled runs turn this on."""
+
+
+class RunConfig(_Section):
+    run_id: str | None = None
+    """Run identifier; by default derived from the config hash, so rerunning a config resumes it."""
+    subject: SubjectConfig = Field(default_factory=SubjectConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    collect: CollectConfig = Field(default_factory=CollectConfig)
+    explainer: LLMRoleConfig = Field(default_factory=LLMRoleConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    experiments: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    """Cache, concurrency and rate limits, budget and prices for every LLM call of the run."""
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """Scheduled (incremental) runs; left out of the config hash, like `llm`."""
+
+    def config_hash(self) -> str:
+        """Returns a stable hash of everything that changes results (the store path and llm limits excluded)."""
+        data = self.model_dump(mode="json", exclude={"run_id", "store", "llm", "schedule"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def resolved_run_id(self) -> str:
+        """Returns `run_id`, or `run-<first 12 hex of the config hash>` when none is set."""
+        return self.run_id or f"run-{self.config_hash()[:12]}"
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'; check the spelling against `autointerp config`"
+    return f"config key '{key}': {first['msg']} (got {first.get('input')!r})"
+
+
+def _parse_override_value(raw: str) -> Any:
+    """TOML-parses a scalar or list value; bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _key_path(key: str) -> list[str]:
+    """Returns the parts of a dotted key, read as TOML where it parses (`llm.prices."openai:gpt-4.1".input`
+    has four parts), else split on dots (`llm.prices.openai-compatible:*`)."""
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        return key.split(".")
+    parts = []
+    while isinstance(node, dict):
+        (part, node), *_ = node.items()
+        parts.append(part)
+    return parts
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Returns `data` with each `a.b.c=value` override set (creating sections as needed)."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{override}' must look like section.key=value")
+        parts = _key_path(key.strip())
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{override}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_override_value(raw.strip())
+    return data
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Returns the validated run config from a TOML file (optional) plus overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data = apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None

@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers that run autointerp's stages as tasks."""

@@ -1,0 +1,103 @@
+"""The `label_features` flow: collect -> explain -> score -> experiment, logged to DuckDB.
+
+The stages are plain functions in `autointerp.pipeline`; this module adds Prefect tasks around
+them and owns the run's LLM session (cache, limits, prices, budget), handed to every stage. Works
+with no Prefect server running (Prefect starts a temporary one).
+
+A run is `completed` only when every stage finished every live feature. A stage that left features
+undone (failed calls, the budget) makes it `incomplete`, one that did nothing of what it had to do
+makes it `failed`; either way the flow raises `RunIncomplete` after storing the status, and
+rerunning the same config resumes the work left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autointerp.prefect_env import configure_prefect_defaults
+
+configure_prefect_defaults()
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from autointerp import __version__, pipeline  # noqa: E402
+from autointerp.config import RunConfig  # noqa: E402
+from autointerp.errors import RunIncomplete  # noqa: E402
+from autointerp.llm import LLMSession  # noqa: E402
+from autointerp.pipeline.pool import StageResult  # noqa: E402
+from autointerp.store import Store  # noqa: E402
+
+
+def _config(data: dict[str, Any]) -> RunConfig:
+    return RunConfig.model_validate(data)
+
+
+@task(name="collect", cache_policy=NO_CACHE)
+def collect(config_data: dict[str, Any], run_id: str) -> int:
+    """Returns the number of features collected."""
+    config = _config(config_data)
+    return pipeline.run_collect(config, Store(config.store.path), run_id)
+
+
+@task(name="explain", cache_policy=NO_CACHE)
+def explain(config_data: dict[str, Any], run_id: str, session: LLMSession) -> StageResult:
+    """Returns the explain stage's tallies."""
+    config = _config(config_data)
+    return pipeline.run_explain(config, Store(config.store.path), run_id, session)
+
+
+@task(name="score", cache_policy=NO_CACHE)
+def score(config_data: dict[str, Any], run_id: str, session: LLMSession) -> StageResult:
+    """Returns the score stage's tallies (one item per explanation)."""
+    config = _config(config_data)
+    return pipeline.run_score(config, Store(config.store.path), run_id, session)
+
+
+@task(name="experiment", cache_policy=NO_CACHE)
+def experiment(config_data: dict[str, Any], run_id: str, session: LLMSession) -> StageResult:
+    """Returns the experiment stage's tallies."""
+    config = _config(config_data)
+    return pipeline.run_experiments(config, Store(config.store.path), run_id, session)
+
+
+def run_status(results: list[StageResult]) -> tuple[str, str | None]:
+    """Returns (status, message) of a run from its stages' tallies: `completed` when every stage
+    finished every feature, `failed` when a stage did none of its work, `incomplete` otherwise."""
+    unfinished = [r for r in results if not r.complete]
+    if not unfinished:
+        return "completed", None
+    nothing = any(r.done == 0 and r.total > 0 and not r.skipped for r in unfinished)
+    message = "; ".join(r.summary() for r in unfinished)
+    return ("failed" if nothing else "incomplete"), f"{message}. Rerun the same command to resume"
+
+
+@flow(name="label_features")
+def label_features(config_data: dict[str, Any]) -> str:
+    """Runs the whole loop for one config; returns the run id. Rerunning a config resumes its run.
+
+    Raises RunIncomplete (after storing the run's status) when a stage left live features undone.
+    """
+    config = _config(config_data)
+    store = Store(config.store.path)
+    store.migrate()
+    run_id = config.resolved_run_id()
+    store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), __version__, flow_run.get_id())
+    results: list[StageResult] = []
+    try:
+        collect(config_data, run_id)
+        session = LLMSession.for_run(config.llm, store, run_id)
+        for stage in (explain, score, experiment):
+            result = stage(config_data, run_id, session)
+            results.append(result)
+            if result.stop_error is not None:  # the budget or a config error: later stages would stop too
+                break
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    status, message = run_status(results)
+    store.finish_run(run_id, status, message)
+    if message is not None:
+        raise RunIncomplete(run_id, status, message)
+    return run_id

@@ -1,0 +1,383 @@
+"""The `openai` and `openai-compatible` backends: chat completions through the official `openai` SDK.
+
+`openai:gpt-4o-mini` calls OpenAI (or `OPENAI_BASE_URL`); `openai-compatible:http://127.0.0.1:8000/v1#name`
+calls any server speaking the chat-completions API (vLLM, llama.cpp, Ollama, ...), where a key is optional.
+The API key is read from `OPENAI_API_KEY` (`AUTOINTERP_COMPATIBLE_API_KEY` for compatible servers)
+and handed to the SDK client; it is never kept on the backend, logged, or written into an exception message.
+
+Log-probabilities (see `autointerp.llm.logprobs`): a `?logprobs=` suffix on the model declares what the
+server returns: `prompt` (prompt log-probabilities from `/v1/completions` with `echo`, as vLLM serves:
+all-at-once simulation, `read_values`), `answer` (chat `logprobs` / `top_logprobs`: judges' P("yes"),
+`answer_probabilities`), `prompt,answer`, `none`, or `auto` (the default): one tiny probe request per kind
+at the first `capabilities()` call (not recorded as an `llm_calls` row). OpenAI's API echoes no prompt
+log-probabilities, so `openai:` may declare only `answer`, and probes only that (its reasoning models refuse
+`logprobs`; the probe finds out).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from autointerp.errors import LLMError
+from autointerp.llm.base import (
+    BackendCapabilities,
+    CapabilityMissing,
+    ChatBackend,
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    ValueReadout,
+)
+from autointerp.llm.logprobs import (
+    TOP_LOGPROBS,
+    ItemFailures,
+    LogprobsUnavailable,
+    choice_probabilities,
+    first_token_top,
+    parse_json_body,
+    parse_logprobs_option,
+    read_echoed_values,
+    render_values_prompt,
+)
+from autointerp.llm.retry import RetryPolicy, call_with_retries, sdk_failure, timeout_from_env
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+COMPATIBLE_KEY_ENV = "AUTOINTERP_COMPATIBLE_API_KEY"
+NO_KEY = "not-needed"
+"""Key sent to compatible servers that want none (the SDK insists on some key)."""
+PARALLEL_REQUESTS = 8
+"""Requests in flight at once within one `answer_probabilities` call."""
+
+logger = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def import_openai() -> ModuleType:
+    """Returns the `openai` module, or raises LLMError saying how to install it."""
+    try:
+        import openai
+    except ImportError:
+        raise LLMError("the openai backend needs the openai SDK: pip install openai") from None
+    return openai
+
+
+def split_model_spec(spec: str) -> tuple[str | None, str]:
+    """Returns (base_url or None, model) from `model` or `http(s)://host:port/v1#model`."""
+    if spec.startswith(("http://", "https://")):
+        base_url, sep, model = spec.partition("#")
+        if not sep or not model:
+            raise LLMError(f"model {spec!r} needs the model name after '#', e.g. http://127.0.0.1:8000/v1#qwen")
+        return base_url, model
+    return None, spec
+
+
+def prefill_as_instruction(messages: list[ChatMessage], prefill: str) -> list[ChatMessage]:
+    """Returns `messages` with the last user turn asking the answer to start with `prefill`."""
+    if not prefill:
+        return messages
+    instruction = f"Start your answer with: {prefill}"
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "user":
+        return [*messages[:-1], ChatMessage(role="user", content=f"{last.content}\n\n{instruction}")]
+    return [*messages, ChatMessage(role="user", content=instruction)]
+
+
+def strip_prefill(text: str, prefill: str) -> str:
+    """Returns `text` without a leading copy of `prefill` (the model was asked to repeat it)."""
+    body = text.lstrip()
+    for start in (prefill, prefill.strip()):
+        if start and body.startswith(start):
+            return body[len(start) :]
+    return text
+
+
+class OpenAIChatBackend(ChatBackend):
+    """A model behind the OpenAI chat-completions API."""
+
+    backend: ClassVar[str] = "openai"
+    key_env: ClassVar[str] = KEY_ENV
+    """Environment variable holding the API key."""
+    key_required: ClassVar[bool] = True
+    """Whether a missing key is an error (else a dummy key is sent)."""
+    max_tokens_param: ClassVar[str] = "max_completion_tokens"
+    """Request field for the token limit: OpenAI's current name; compatible servers know `max_tokens`."""
+    allowed_logprobs: ClassVar[frozenset[str]] = frozenset({"answer"})
+    """What `?logprobs=` may declare: OpenAI's API echoes no prompt log-probabilities."""
+
+    def __init__(self, model: str, *, timeout_s: float | None = None, retry: RetryPolicy | None = None) -> None:
+        model, declared = parse_logprobs_option(model)
+        spec_url, model_name = split_model_spec(model)
+        super().__init__(model_name)
+        if declared is not None and not declared <= self.allowed_logprobs:
+            raise LLMError(
+                f"{self.backend}:{model_name} cannot declare ?logprobs={','.join(sorted(declared))}: the API returns"
+                ' no prompt log-probabilities; use score.simulation = "generate" (or ?logprobs=answer)'
+            )
+        self.declared_logprobs: frozenset[str] | None = declared
+        """What the model spec declares; None (`auto`): a probe decides at the first `capabilities()` call."""
+        self._probed: dict[str, LLMError | None] = {}
+        self._probe_lock = threading.Lock()
+        self.base_url: str | None = spec_url or os.environ.get(BASE_URL_ENV) or None
+        self.timeout_s = timeout_s if timeout_s is not None else timeout_from_env()
+        self.retry = retry or RetryPolicy.from_env()
+        self._sdk = import_openai()
+        self._client: OpenAI = self._sdk.OpenAI(
+            api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+        )
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.key_env)
+        if key:
+            return key
+        if self.key_required:
+            raise LLMError(f"the {self.backend} backend needs an API key: set {self.key_env}")
+        return NO_KEY
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def label(self) -> str:
+        """Returns `backend:model`, with the server when one is set, for log lines and errors."""
+        return f"{self.name} at {self.base_url}" if self.base_url else self.name
+
+    def generate(self, request: ChatRequest) -> ChatResponse:
+        """Returns the model's answer, without the prefill; raises LLMError once retries are spent."""
+        messages = prefill_as_instruction(request.messages, request.prefill)
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [message.model_dump() for message in messages],
+            "temperature": request.temperature,
+            self.max_tokens_param: request.max_tokens,
+        }
+        completion = self._call(lambda: self._client.chat.completions.create(**params))
+        if not completion.choices:
+            raise LLMError(f"{self.label} answered with no choices")
+        text = completion.choices[0].message.content or ""
+        usage = completion.usage
+        return ChatResponse(
+            text=strip_prefill(text, request.prefill) if request.prefill else text,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    def capabilities(self) -> BackendCapabilities:
+        """Returns what the model spec declares, or (`auto`) what one probe request per kind found."""
+        return BackendCapabilities(prompt_logprobs=self._offers("prompt"), answer_logprobs=self._offers("answer"))
+
+    def _offers(self, kind: str) -> bool:
+        """Returns whether `kind` ("prompt" / "answer") log-probabilities are declared, or (`auto`) found by
+        the probe."""
+        if self.declared_logprobs is not None:
+            return kind in self.declared_logprobs
+        return kind in self.allowed_logprobs and self._probe_once(kind) is None
+
+    def _require(self, kind: str) -> None:
+        """Returns when `kind` log-probabilities can be read. Raises CapabilityMissing when the backend does
+        not offer them, LogprobsUnavailable (one line naming the setting to change) when the model spec
+        declared them but the first use's probe got none back: a server lacking them fails once, not per item."""
+        if not self._offers(kind):
+            fallback = 'score.simulation = "generate"' if kind == "prompt" else "judges that parse yes/no"
+            raise CapabilityMissing(f"{self.label} gives no {kind} log-probabilities; use {fallback}")
+        failure = self._probe_once(kind)
+        if failure is None:
+            return
+        if isinstance(failure, LogprobsUnavailable):
+            raise failure
+        fallback = (
+            'set score.simulation = "generate" or drop "prompt" from ?logprobs='
+            if kind == "prompt"
+            else 'drop "answer" from ?logprobs= (judges then parse yes/no: balanced accuracy only)'
+        )
+        reason = str(failure).removeprefix(self.label).strip(" :")
+        raise LogprobsUnavailable(
+            f"{self.label} was declared ?logprobs={kind} but gave no {kind} log-probabilities ({reason}); {fallback}"
+        )
+
+    def _probe_once(self, kind: str) -> LLMError | None:
+        """Returns None when one tiny request (sent once per backend and kind) got `kind` log-probabilities
+        back, else the LLMError saying why not."""
+        with self._probe_lock:
+            if kind not in self._probed:
+                self._probed[kind] = failure = self._probe(kind)
+                if failure is None:
+                    logger.info("%s returns %s log-probabilities (probed)", self.label, kind)
+                else:
+                    logger.warning("%s: no usable %s log-probabilities (probed): %s", self.label, kind, failure)
+            return self._probed[kind]
+
+    def _probe(self, kind: str) -> LLMError | None:
+        try:
+            if kind == "prompt":
+                self._read_one(ChatRequest(messages=[]), ["x"])
+            else:
+                probe = ChatRequest(messages=[ChatMessage(role="user", content="Say yes.")])
+                first_token_top(self._answer_body(probe), label=self.label)
+        except LLMError as exc:
+            return exc
+        return None
+
+    def read_values(self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8) -> list[ValueReadout]:
+        """Returns the expected value 0-10 after each line of each item, one `/v1/completions` request per
+        item (`batch_size` in flight at once). Raises `ItemFailures` (its `results` hold each item's
+        readout or LLMError) when some items fail, `LogprobsUnavailable` when the server returns no
+        prompt log-probabilities, `CapabilityMissing` when the backend does not offer them."""
+        results = self.read_values_each(items, batch_size)
+        return _all_or_failures(results)
+
+    def read_values_each(
+        self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8
+    ) -> list[ValueReadout | LLMError]:
+        """Returns, per item, its `ValueReadout` or the `LLMError` that failed it (retries spent, a partial
+        or malformed payload), so one failed window is recorded without losing the others.
+
+        The prompt is `render_values_prompt` (message contents, prefill, then `line<TAB>0<NEWLINE>` per
+        line; no chat template); the request asks for zero new tokens with `echo` and the top
+        `TOP_LOGPROBS` log-probabilities. Raises `LogprobsUnavailable` (one line naming
+        `score.simulation = "generate"`) when the server returns none at all: a declared `prompt` is
+        checked by one probe request at first use."""
+        self._require("prompt")
+        return _map_items(lambda item: self._read_one(*item), items, batch_size)
+
+    def _read_one(self, request: ChatRequest, lines: list[str]) -> ValueReadout:
+        if not lines:
+            return ValueReadout(values=[], digit_mass=1.0, input_tokens=0)
+        prompt = render_values_prompt(request.messages, request.prefill, lines)
+        params: dict[str, Any] = {
+            "model": self.model,
+            "prompt": prompt,
+            "echo": True,
+            "logprobs": TOP_LOGPROBS,
+            "max_tokens": 0,
+            "temperature": 0.0,
+        }
+        raw = self._call(lambda: self._client.completions.with_raw_response.create(**params))
+        return read_echoed_values(parse_json_body(raw.text), lines, label=self.label)
+
+    def answer_probabilities(
+        self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]]
+    ) -> list[dict[str, float]]:
+        """Returns, per request, each choice's probability renormalised over the choices, read from the
+        first answer token's top log-probabilities. Raises `ItemFailures` (its `results` hold each item's
+        probabilities or LLMError) when some items fail, `LogprobsUnavailable` when the server returns
+        no log-probabilities, `CapabilityMissing` when the backend does not offer them."""
+        return _all_or_failures(self.answer_probabilities_each(requests, choices))
+
+    def answer_probabilities_each(
+        self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]]
+    ) -> list[dict[str, float] | LLMError]:
+        """Returns, per request, {choice: probability} or the `LLMError` that failed it (retries spent, no
+        spelling of any choice among the top `TOP_LOGPROBS` first tokens, a malformed payload).
+
+        One chat request per item, one new token, `logprobs` with `top_logprobs`; `PARALLEL_REQUESTS` in
+        flight at once. A prefill is continued where the server can (see `_answer_messages`)."""
+        self._require("answer")
+        return _map_items(lambda request: self._answer_one(request, choices), requests, PARALLEL_REQUESTS)
+
+    def _answer_messages(self, request: ChatRequest) -> tuple[list[ChatMessage], dict[str, Any]]:
+        """Returns (messages, extra body) for reading the first answer token: OpenAI cannot continue a
+        prefill, so it is left out (the question itself asks for the answer word)."""
+        return request.messages, {}
+
+    def _answer_one(self, request: ChatRequest, choices: Mapping[str, Sequence[str]]) -> dict[str, float]:
+        return choice_probabilities(self._answer_body(request), choices, label=self.label)
+
+    def _answer_body(self, request: ChatRequest) -> dict[str, Any]:
+        """Returns the JSON answer to `request` asked for one token with its top log-probabilities."""
+        messages, extra_body = self._answer_messages(request)
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [message.model_dump() for message in messages],
+            "temperature": 0.0,
+            self.max_tokens_param: 1,
+            "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS,
+        }
+        if extra_body:
+            params["extra_body"] = extra_body
+        raw = self._call(lambda: self._client.chat.completions.with_raw_response.create(**params))
+        return parse_json_body(raw.text)
+
+    def _call(self, call: Callable[[], Result]) -> Result:
+        """Returns `call()` under the retry policy; raises one-line LLMError once retries are spent."""
+        return call_with_retries(
+            call,
+            describe=lambda exc: sdk_failure(exc, self._sdk, self.timeout_s),
+            label=self.label,
+            policy=self.retry,
+            secrets=[self._client.api_key],
+        )
+
+
+class OpenAICompatibleChatBackend(OpenAIChatBackend):
+    """The same client for any OpenAI-compatible server; an API key is optional."""
+
+    backend: ClassVar[str] = "openai-compatible"
+    key_env: ClassVar[str] = COMPATIBLE_KEY_ENV
+    """A key of its own, so an OpenAI key is never sent to whatever server is named."""
+    key_required: ClassVar[bool] = False
+    max_tokens_param: ClassVar[str] = "max_tokens"
+    allowed_logprobs: ClassVar[frozenset[str]] = frozenset({"prompt", "answer"})
+
+    def __init__(self, model: str, *, timeout_s: float | None = None, retry: RetryPolicy | None = None) -> None:
+        if split_model_spec(model)[0] is None and not os.environ.get(BASE_URL_ENV):
+            raise LLMError(
+                f"the openai-compatible backend needs a server: use openai-compatible:http://HOST:PORT/v1#{model}"
+                f" or set {BASE_URL_ENV}"
+            )
+        super().__init__(model, timeout_s=timeout_s, retry=retry)
+
+    def _answer_messages(self, request: ChatRequest) -> tuple[list[ChatMessage], dict[str, Any]]:
+        """Returns (messages, extra body): a prefill becomes a final assistant message that the server
+        continues (vLLM's `continue_final_message`; llama.cpp continues a final assistant message itself)."""
+        if not request.prefill:
+            return request.messages, {}
+        prefilled = [*request.messages, ChatMessage(role="assistant", content=request.prefill)]
+        return prefilled, {"continue_final_message": True, "add_generation_prompt": False}
+
+
+def _map_items(call: Callable[[Item], Result], items: Sequence[Item], parallel: int) -> list[Result | LLMError]:
+    """Returns `call(item)` per item, run `parallel` at a time, with an item's LLMError in its place;
+    `LogprobsUnavailable` (the server as a whole lacks them) is raised instead."""
+
+    def one(item: Item) -> Result | LLMError:
+        try:
+            return call(item)
+        except LogprobsUnavailable:
+            raise
+        except LLMError as exc:
+            return exc
+
+    if len(items) <= 1 or parallel <= 1:
+        return [one(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(items)), thread_name_prefix="logprobs") as pool:
+        return list(pool.map(one, items))
+
+
+def _all_or_failures(results: list[Result | LLMError]) -> list[Result]:
+    """Returns `results` when none failed; raises ItemFailures carrying them otherwise."""
+    if any(isinstance(result, LLMError) for result in results):
+        raise ItemFailures(results)
+    return [result for result in results if not isinstance(result, LLMError)]
+
+
+def create_openai_backend(model: str) -> OpenAIChatBackend:
+    """Entry-point factory for `openai:<model>`; returns the backend or raises LLMError."""
+    return OpenAIChatBackend(model)
+
+
+def create_openai_compatible_backend(model: str) -> OpenAICompatibleChatBackend:
+    """Entry-point factory for `openai-compatible:<url>#<model>`; returns the backend or raises LLMError."""
+    return OpenAICompatibleChatBackend(model)

@@ -1,0 +1,208 @@
+"""Retries for cloud backends: exponential backoff with jitter, honouring Retry-After.
+
+A backend turns each SDK exception into a `CallFailure` (HTTP status, Retry-After, whether a
+retry can help); `call_with_retries` does the waiting and, once the attempts are spent, raises
+one `LLMError` line that names the backend and the status and never holds a secret.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TypeVar
+
+from autointerp.errors import LLMError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+"""HTTP statuses worth another try: timeouts, rate limits, overload and server errors."""
+
+DEFAULT_TIMEOUT_S = 60.0
+TIMEOUT_ENV = "AUTOINTERP_LLM_TIMEOUT"
+MAX_RETRIES_ENV = "AUTOINTERP_LLM_MAX_RETRIES"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait before calling a backend again."""
+
+    max_retries: int = 3
+    """Retries after the first attempt (0: a single attempt)."""
+    base_delay_s: float = 1.0
+    """Wait before the first retry; doubled for each later one."""
+    max_delay_s: float = 30.0
+    """Longest backoff wait."""
+    max_retry_after_s: float = 120.0
+    """Longest wait a server may ask for with Retry-After."""
+    jitter: float = 0.5
+    """Fraction of each backoff wait that is random, so parallel callers spread out."""
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """Returns the default policy, with `AUTOINTERP_LLM_MAX_RETRIES` applied when set."""
+        raw = os.environ.get(MAX_RETRIES_ENV)
+        if raw is None:
+            return cls()
+        try:
+            retries = int(raw)
+        except ValueError:
+            retries = -1
+        if retries < 0:
+            raise LLMError(f"{MAX_RETRIES_ENV}={raw!r} must be a whole number >= 0")
+        return cls(max_retries=retries)
+
+    def backoff_s(self, retry: int) -> float:
+        """Returns the wait before retry number `retry` (0-based) when the server gave no Retry-After."""
+        delay = min(self.max_delay_s, self.base_delay_s * 2**retry)
+        return delay * (1 - self.jitter * random.random())
+
+
+@dataclass(frozen=True)
+class CallFailure:
+    """What went wrong in one attempt, in terms the retry loop understands."""
+
+    reason: str
+    """Short description, e.g. 'HTTP 429' or 'timeout after 60s'."""
+    retryable: bool
+    """Whether another attempt may succeed."""
+    status: int | None = None
+    """HTTP status, if the server answered."""
+    retry_after_s: float | None = None
+    """Wait the server asked for, if any."""
+    detail: str = ""
+    """The server's error message, if any (redacted before it reaches an exception)."""
+
+
+def status_failure(status: int, headers: Mapping[str, str], detail: str = "") -> CallFailure:
+    """Returns the failure for an HTTP error status, with the Retry-After it carried."""
+    return CallFailure(
+        reason=f"HTTP {status}",
+        retryable=status in RETRYABLE_STATUSES,
+        status=status,
+        retry_after_s=parse_retry_after(headers),
+        detail=detail,
+    )
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Returns the wait in seconds asked for by `retry-after-ms` or `Retry-After`, or None."""
+    lower = {key.lower(): value for key, value in headers.items()}
+    try:
+        if "retry-after-ms" in lower:
+            return max(0.0, float(lower["retry-after-ms"]) / 1000)
+        if "retry-after" in lower:
+            return max(0.0, float(lower["retry-after"]))
+    except ValueError:
+        pass
+    value = lower.get("retry-after")
+    if value is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def timeout_from_env() -> float:
+    """Returns the per-request timeout in seconds: `AUTOINTERP_LLM_TIMEOUT`, or 60."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not timeout > 0:
+        raise LLMError(f"{TIMEOUT_ENV}={raw!r} must be a number of seconds > 0")
+    return timeout
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Returns `text` on one line, at most 200 characters, with every secret replaced by '***'."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    describe: Callable[[Exception], CallFailure | None],
+    label: str,
+    policy: RetryPolicy,
+    secrets: Iterable[str] = (),
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Returns `call()`, retrying the failures `describe` marks retryable.
+
+    `describe` maps an exception to a `CallFailure`, or to None for exceptions that are not
+    call failures (those propagate unchanged). After the last attempt, raises `LLMError`
+    with a one-line message naming `label` and the failure, with `secrets` redacted.
+    """
+    secrets = tuple(secrets)
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            failure = describe(exc)
+            if failure is None:
+                raise
+        attempt += 1
+        if not failure.retryable or attempt > policy.max_retries:
+            raise LLMError(failure_message(label, failure, attempt, secrets)) from None
+        if failure.retry_after_s is not None:
+            delay = min(failure.retry_after_s, policy.max_retry_after_s)
+        else:
+            delay = policy.backoff_s(attempt - 1)
+        logger.warning("%s: %s; retry %d/%d in %.2fs", label, failure.reason, attempt, policy.max_retries, delay)
+        sleep(delay)
+
+
+def failure_message(label: str, failure: CallFailure, attempts: int, secrets: Iterable[str]) -> str:
+    """Returns the one-line error for a call that failed for good."""
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    message = f"{label} failed after {tries}: {failure.reason}"
+    if failure.detail:
+        message += f" ({failure.detail})"
+    return redact(message, secrets)
+
+
+def body_message(body: object) -> str:
+    """Returns the error message of an OpenAI- or Anthropic-shaped error body, or ''."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return body_message(error)
+        message = body.get("message")
+        if isinstance(message, str):
+            return message
+    return body if isinstance(body, str) else ""
+
+
+def sdk_failure(exc: Exception, sdk: ModuleType, timeout_s: float) -> CallFailure | None:
+    """Returns the failure for an exception of the `openai` or `anthropic` SDK, None for any other.
+
+    Both SDKs share the same exception classes: APIStatusError (an HTTP error answer),
+    APITimeoutError, and APIConnectionError.
+    """
+    if isinstance(exc, sdk.APIStatusError):
+        return status_failure(exc.status_code, exc.response.headers, body_message(exc.body))
+    if isinstance(exc, sdk.APITimeoutError):
+        return CallFailure(reason=f"no answer within {timeout_s:g}s (timeout)", retryable=True)
+    if isinstance(exc, sdk.APIConnectionError):
+        return CallFailure(reason="connection failed", retryable=True, detail=str(exc.__cause__ or ""))
+    return None

@@ -1,0 +1,219 @@
+"""The CPU merge of one batch into the sampler's kept items, as one compiled loop over features.
+
+`ExemplarSampler._merge` expresses the merge as whole-tensor operations, which is what a GPU
+wants; on a CPU those operations make ~80 passes over [features, kept + 3 x batch] arrays for
+every batch, several times the cost of the rest of collection. Here each feature is visited
+once: a batch window is compared with the worst kept item of the top-k list or of the
+reservoir bin it would enter, and inserted in order only when it wins, which late in a corpus
+is rare. The result is the state the tensor merge gives (same items, same order, same sort
+keys in float32); only the pool rows that items point to may be assigned differently.
+
+Layout per feature (see `ExemplarSampler`): slots [0, k) are the top-k list, sorted by value,
+descending; then the reservoir bins, each sorted by sort key, ascending, empty slots
+(window -1) last. Sort key: bin + offset, offset 0.45 x (key + fires) in the random bin 0 and
+0.9 x key in quantile bins; an empty slot's offset is 0.95.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+_F = np.float32
+
+
+@njit(cache=True, inline="always")
+def _quantile_bin(value: float, feature_max: float, quantiles: int) -> int:
+    ratio = _F(value) / max(_F(feature_max), _F(1e-30))
+    return min(max(int(np.ceil(ratio * _F(quantiles))) - 1, 0), quantiles - 1) + 1
+
+
+@njit(cache=True, inline="always")
+def _sort_key(bin_: int, value: float, key: float, window: int) -> np.float32:
+    if window < 0:
+        return _F(_F(bin_) + _F(0.95))
+    if bin_ == 0:
+        return _F(0.45) * _F(_F(key) + _F(1.0 if value > 0 else 0.0))
+    return _F(_F(bin_) + _F(0.9) * _F(key))
+
+
+@njit(cache=True, inline="always")
+def _histogram_bin(value: float, edges: np.ndarray) -> int:
+    """Returns 0 for value <= 0, else 1 + the number of edges below value (torch.bucketize + 1)."""
+    if not value > 0:
+        return 0
+    lo, hi = 0, len(edges)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if edges[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo + 1
+
+
+@njit(cache=True)
+def _insert(value, key, window, row, f, start, end, bin_, new_value, new_key, new_window, new_row):  # type: ignore[no-untyped-def]
+    """Inserts an item with pool row `new_row` into feature f's sorted bin [start, end), dropping
+    the last item, when it sorts before that item (after any equal one); returns whether it did."""
+    new_sort = _sort_key(bin_, new_value, new_key, new_window)
+    last = end - 1
+    if not new_sort < _sort_key(bin_, value[f, last], key[f, last], window[f, last]):
+        return False
+    position = last
+    while (
+        position > start
+        and _sort_key(bin_, value[f, position - 1], key[f, position - 1], window[f, position - 1]) > new_sort
+    ):
+        value[f, position] = value[f, position - 1]
+        key[f, position] = key[f, position - 1]
+        window[f, position] = window[f, position - 1]
+        row[f, position] = row[f, position - 1]
+        position -= 1
+    value[f, position], key[f, position], window[f, position] = new_value, new_key, new_window
+    row[f, position] = new_row
+    return True
+
+
+@njit(cache=True)
+def _rebin(value, key, window, row, f, start, quantiles, per_quantile, feature_max):  # type: ignore[no-untyped-def]
+    """Moves feature f's quantile items to the bins of its new max, keeping the best of each bin."""
+    slots = quantiles * per_quantile
+    old_value = value[f, start : start + slots].copy()
+    old_key = key[f, start : start + slots].copy()
+    old_window = window[f, start : start + slots].copy()
+    old_row = row[f, start : start + slots].copy()
+    for slot in range(start, start + slots):
+        value[f, slot], key[f, slot], window[f, slot] = -np.inf, 1.0, -1
+    for i in range(slots):  # in slot order, so ties keep the order a stable sort gives
+        if old_window[i] >= 0:
+            bin_ = _quantile_bin(old_value[i], feature_max, quantiles)
+            bin_start = start + (bin_ - 1) * per_quantile
+            _insert(
+                value, key, window, row, f, bin_start, bin_start + per_quantile, bin_,
+                old_value[i], old_key[i], old_window[i], old_row[i],
+            )  # fmt: skip
+    # kept items carried their pool rows; empty slots take the rows no kept item holds
+    held = np.zeros(slots, dtype=np.bool_)
+    for slot in range(start, start + slots):
+        for i in range(slots):
+            if window[f, slot] >= 0 and old_row[i] == row[f, slot]:
+                held[i] = True
+    free = 0
+    for slot in range(start, start + slots):
+        if window[f, slot] < 0:
+            while held[free]:
+                free += 1
+            row[f, slot] = old_row[free]
+            held[free] = True
+
+
+@njit(cache=True, parallel=True)
+def merge_batch(  # type: ignore[no-untyped-def]
+    value, key, window, row, pending, histogram, edges, window_max, random_key, quantile_key, act_max, rose,
+    top_k, random_slots, quantiles, per_quantile, first_window,
+):  # fmt: skip
+    """Merges a batch in place; sets pending[f, pool row] = batch row for every new item kept."""
+    n_features, batch = window_max.shape
+    for f in prange(n_features):
+        for b in range(batch):
+            histogram[f, _histogram_bin(window_max[f, b], edges)] += 1
+        # top-k: insertion into a list sorted by value, descending; ties keep the older item
+        for b in range(batch):
+            v = window_max[f, b]
+            if not v > value[f, top_k - 1]:
+                continue
+            freed = row[f, top_k - 1]
+            position = top_k - 1
+            while position > 0 and value[f, position - 1] < v:
+                value[f, position] = value[f, position - 1]
+                window[f, position] = window[f, position - 1]
+                row[f, position] = row[f, position - 1]
+                position -= 1
+            value[f, position], key[f, position], window[f, position] = v, 1.0, first_window + b
+            row[f, position] = freed
+            pending[f, freed] = b
+
+        # random bin: every window is a candidate; where the feature does not fire sorts first
+        end = top_k + random_slots
+        if random_slots:
+            worst = _sort_key(0, value[f, end - 1], key[f, end - 1], window[f, end - 1])
+            for b in range(batch):
+                v = window_max[f, b]
+                if not _sort_key(0, v, random_key[f, b], 0) < worst:
+                    continue
+                freed = row[f, end - 1]
+                _insert(value, key, window, row, f, top_k, end, 0, v, random_key[f, b], first_window + b, freed)
+                pending[f, freed] = b
+                worst = _sort_key(0, value[f, end - 1], key[f, end - 1], window[f, end - 1])
+        if not quantiles:
+            continue
+        if rose[f]:
+            _rebin(value, key, window, row, f, end, quantiles, per_quantile, act_max[f])
+        worst_in_bin = np.empty(quantiles + 1, dtype=np.float32)
+        for bin_ in range(1, quantiles + 1):
+            last = end + bin_ * per_quantile - 1
+            worst_in_bin[bin_] = _sort_key(bin_, value[f, last], key[f, last], window[f, last])
+        for b in range(batch):
+            v = window_max[f, b]
+            if not v > 0:
+                continue
+            bin_ = _quantile_bin(v, act_max[f], quantiles)
+            if not _sort_key(bin_, v, quantile_key[f, b], 0) < worst_in_bin[bin_]:
+                continue
+            bin_start = end + (bin_ - 1) * per_quantile
+            last = bin_start + per_quantile - 1
+            freed = row[f, last]
+            _insert(
+                value, key, window, row, f, bin_start, last + 1, bin_, v, quantile_key[f, b], first_window + b, freed
+            )
+            pending[f, freed] = b
+            worst_in_bin[bin_] = _sort_key(bin_, value[f, last], key[f, last], window[f, last])
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})  # reassociation lets the sums vectorise
+def window_stats(acts, window_max, act_sum, active, offset):  # type: ignore[no-untyped-def]
+    """One read of acts [batch, tokens, width]: writes window_max[offset + f, b] and adds each
+    feature's sum and count of positive activations into act_sum / active[offset + f]."""
+    batch, tokens, width = acts.shape
+    block = 256  # features per parallel task: a few KiB of accumulators, contiguous reads
+    for task in prange((width + block - 1) // block):
+        lo = task * block
+        n = min(lo + block, width) - lo
+        total = np.zeros(n, dtype=np.float32)
+        fired = np.zeros(n, dtype=np.float32)
+        for b in range(batch):
+            peak = np.full(n, -np.inf, dtype=np.float32)
+            for t in range(tokens):
+                row = acts[b, t, lo : lo + n]
+                for j in range(n):
+                    x = row[j]
+                    peak[j] = x if x > peak[j] else peak[j]
+                    total[j] += x
+                    fired[j] += _F(1.0) if x > 0 else _F(0.0)
+            for j in range(n):
+                window_max[offset + lo + j, b] = peak[j]
+        for j in range(n):
+            act_sum[offset + lo + j] += total[j]
+            active[offset + lo + j] += np.int64(fired[j])
+
+
+def merge_on_cpu(
+    state: dict[str, torch.Tensor],
+    window_max: torch.Tensor,
+    random_key: torch.Tensor,
+    quantile_key: torch.Tensor,
+    rose: torch.Tensor,
+    plan: tuple[int, int, int, int],
+    first_window: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merges a batch into the CPU tensors `state` in place; returns (feature, pool row, batch row) of new items."""
+    top_k, random_slots, quantiles, per_quantile = plan
+    pending = torch.full(state["row"].shape, -1, dtype=torch.long)
+    arrays = [state[name].numpy() for name in ("value", "key", "window", "row")]
+    arrays += [pending.numpy(), state["histogram"].numpy(), state["edges"].numpy()]
+    arrays += [t.numpy() for t in (window_max, random_key, quantile_key, state["act_max"], rose)]
+    merge_batch(*arrays, top_k, random_slots, quantiles, per_quantile, first_window)  # type: ignore[call-arg]
+    feature, pool_row = (pending >= 0).nonzero(as_tuple=True)
+    return feature, pool_row, pending[feature, pool_row]

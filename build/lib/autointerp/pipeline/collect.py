@@ -1,0 +1,116 @@
+"""Observe stage: collect exemplars and statistics for the run's features."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from autointerp.collect import collect_exemplars
+from autointerp.config import RunConfig
+from autointerp.corpus import CorpusStats, iter_windows
+from autointerp.pipeline.common import load_subject
+from autointerp.store import Store
+from autointerp.subject import SubjectModel
+from autointerp.subject.features import FeatureSource, build_feature_source
+
+log = logging.getLogger(__name__)
+
+
+def choose_neurons(config: RunConfig, subject: SubjectModel) -> list[int]:
+    """Returns the indices of the configured features (checked against the model)."""
+    return build_feature_source(config.features, subject).indices
+
+
+def checkpoint_path(config: RunConfig, run_id: str) -> Path:
+    """Returns where an unfinished collection of `run_id` keeps its checkpoint."""
+    return config.store.path.parent / "checkpoints" / f"{run_id}.collect.pt"
+
+
+def _model_name(source: FeatureSource, subject: SubjectModel) -> str:
+    return "planted" if source.kind == "planted" else subject.slug
+
+
+def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
+    """Observe: collects exemplars and stats; returns the number of features stored.
+
+    A finished collection is skipped; an interrupted one resumes from its checkpoint.
+    """
+    if store.has_features(run_id):
+        log.info("collection of %s already stored; skipping", run_id)
+        return len(store.features(run_id))
+    subject = load_subject(config)
+    source = build_feature_source(config.features, subject)
+    corpus, collect = config.corpus, config.collect
+    corpus_stats = CorpusStats()
+    windows = iter_windows(
+        subject.tokenizer,
+        corpus.source,
+        window_tokens=corpus.window_tokens,
+        max_windows=corpus.max_windows,
+        text_field=corpus.text_field,
+        stats=corpus_stats,
+    )
+    checkpoint = checkpoint_path(config, run_id)
+    result = collect_exemplars(
+        windows,
+        source.activation_chunks,
+        feature_indices=source.indices,
+        window_tokens=corpus.window_tokens,
+        batch_size=corpus.batch_size,
+        top_k=collect.top_k,
+        random_windows=collect.random_windows,
+        quantiles=collect.quantiles,
+        per_quantile=collect.per_quantile,
+        seed=collect.seed,
+        device=subject.device,
+        total_windows=corpus.max_windows,
+        checkpoint=checkpoint if collect.checkpoint_every else None,
+        checkpoint_every=collect.checkpoint_every,
+        fingerprint=f"{run_id}:{config.config_hash()}",
+    )
+    log.info("corpus: %s", corpus_stats)
+    ids, model = source.feature_ids, _model_name(source, subject)
+    features = [
+        {
+            "run_id": run_id,
+            "id": ids[f],
+            "model": model,
+            "hook": source.hooks[f],
+            "kind": source.kind,
+            "idx": source.indices[f],
+            "max_activation": s.max_activation,
+            "mean_activation": s.mean_activation,
+            "density": s.density,
+            "tokens": s.tokens,
+            "dead": s.dead,
+            "window_max_histogram": s.histogram,
+        }
+        for f, s in enumerate(result.stats)
+    ]
+    token_text: dict[int, str] = {}
+
+    def decode(token_ids: list[int]) -> list[str]:
+        for token_id in token_ids:
+            if token_id not in token_text:
+                token_text[token_id] = subject.decode_tokens([token_id])[0]
+        return [token_text[t] for t in token_ids]
+
+    exemplars = [
+        {
+            "run_id": run_id,
+            "feature_id": ids[e.feature_index],
+            "kind": e.kind,
+            "rank": e.rank,
+            "doc_id": e.window.doc_id,
+            "token_offset": e.window.offset,
+            "token_ids": e.window.token_ids,
+            "tokens": decode(e.window.token_ids),
+            "activations": e.activations,
+            "max_activation": e.max_activation,
+            "split": e.split,
+        }
+        for e in result.exemplars
+    ]
+    store.write_collection(run_id, features, exemplars)
+    checkpoint.unlink(missing_ok=True)
+    return len(features)

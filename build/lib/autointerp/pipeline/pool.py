@@ -1,0 +1,192 @@
+"""The feature pool every LLM stage runs on: many features at once, each written whole, none dropped.
+
+A stage hands the pool its features and a `work` function that turns one feature into a
+`FeatureWork` (the rows it produced, with all their LLM calls, or why it was skipped or failed).
+The pool runs `work` on as many features at once as the stage's concurrency allows, writes the
+finished features in one transaction per batch (at least every WRITE_INTERVAL_S, or sooner when
+WRITE_ROWS rows wait), and returns a `StageResult` that counts what was done, skipped and failed.
+
+It keeps submitting until every feature has been worked on. When a feature's work raises a
+`StopStage` reason (the budget is reached, the configuration is wrong), the pool submits nothing
+more, finishes and writes what is in flight, and reports the stop; the features never started
+are counted as not reached, so a rerun resumes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+from autointerp.errors import ConfigError
+from autointerp.llm.accounting import BudgetExceeded
+from autointerp.llm.base import CapabilityMissing
+from autointerp.progress import progress_bar
+from autointerp.records import Rows
+
+log = logging.getLogger(__name__)
+
+WRITE_INTERVAL_S = 1.0
+"""Finished features are written at least this often (and when the stage ends or stops)."""
+WRITE_ROWS = 64
+"""...or as soon as this many of their rows are waiting."""
+
+STOPPING_ERRORS: tuple[type[BaseException], ...] = (BudgetExceeded, ConfigError, CapabilityMissing)
+"""Errors that stop a stage (the next feature would fail the same way), after what is in flight."""
+
+Item = TypeVar("Item")
+Status = Literal["done", "skipped", "failed"]
+
+
+@dataclass
+class FeatureWork:
+    """What working on one feature produced: rows to store, and whether it is done."""
+
+    feature_id: str
+    rows: Rows = field(default_factory=Rows)
+    status: Status = "done"
+    reason: str | None = None
+    """Why the feature was skipped or failed (None when done)."""
+
+    @classmethod
+    def skipped(cls, feature_id: str, reason: str, rows: Rows | None = None) -> FeatureWork:
+        """Returns the work of a feature left alone on purpose (it needs nothing, or it gave up)."""
+        return cls(feature_id, rows or Rows(), "skipped", reason)
+
+    @classmethod
+    def failed(cls, feature_id: str, reason: str, rows: Rows | None = None) -> FeatureWork:
+        """Returns the work of a feature that could not be finished (its calls are still kept)."""
+        return cls(feature_id, rows or Rows(), "failed", reason)
+
+
+@dataclass
+class StageResult:
+    """How a stage went: features done, skipped (by reason) and failed (by feature), and any stop."""
+
+    stage: str
+    total: int = 0
+    done: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Reason -> how many features were skipped for it."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Feature id -> why it failed."""
+    not_reached: int = 0
+    """Features never started because the stage stopped."""
+    stopped: str | None = None
+    """Why the stage stopped early (budget, configuration), None when it ran to the end."""
+    stop_error: BaseException | None = field(default=None, repr=False)
+    """The error that stopped it, for a caller that must stop too."""
+
+    @property
+    def complete(self) -> bool:
+        """True when every feature was done or skipped on purpose."""
+        return not self.failed and not self.not_reached and self.stopped is None
+
+    @property
+    def undone(self) -> int:
+        """Returns how many features are left for a rerun (failed or never reached)."""
+        return len(self.failed) + self.not_reached
+
+    def summary(self) -> str:
+        """Returns one line: `explain: 14/16 done, 1 skipped (dead), 1 failed (f: LLMError: ...)`."""
+        parts = [f"{self.stage}: {self.done}/{self.total} done"]
+        parts += [f"{n} skipped ({reason})" for reason, n in sorted(self.skipped.items())]
+        if self.failed:
+            first_id, first_reason = next(iter(self.failed.items()))
+            parts.append(f"{len(self.failed)} failed (first: {first_id}: {first_reason})")
+        if self.not_reached:
+            parts.append(f"{self.not_reached} not started")
+        if self.stopped:
+            parts.append(f"stopped: {self.stopped}")
+        return ", ".join(parts)
+
+    def count(self, work: FeatureWork) -> None:
+        """Adds one finished feature to the tallies."""
+        if work.status == "done":
+            self.done += 1
+        elif work.status == "skipped":
+            reason = work.reason or "nothing to do"
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        else:
+            self.failed[work.feature_id] = work.reason or "failed"
+
+
+class _BatchWriter:
+    """Collects finished features and writes them whole, several per transaction."""
+
+    def __init__(self, write: Callable[[Rows], None]) -> None:
+        self._write = write
+        self._waiting = Rows()
+        self._last = time.monotonic()
+
+    def add(self, rows: Rows) -> None:
+        self._waiting.extend(rows)
+        if len(self._waiting) >= WRITE_ROWS or time.monotonic() - self._last >= WRITE_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if len(self._waiting):
+            self._write(self._waiting)
+            self._waiting = Rows()
+        self._last = time.monotonic()
+
+
+def run_pool(
+    stage: str,
+    items: Sequence[Item],
+    feature_of: Callable[[Item], str],
+    work: Callable[[Item], FeatureWork],
+    write: Callable[[Rows], None],
+    concurrency: int,
+) -> StageResult:
+    """Runs `work` over every item with up to `concurrency` in flight; returns the stage's tallies.
+
+    `write` stores a batch of finished features in one transaction. An item whose work raises a
+    STOPPING_ERRORS error stops the stage (what is in flight is finished and written); any other
+    exception fails that feature only, and the stage goes on.
+    """
+    result = StageResult(stage, total=len(items))
+    writer = _BatchWriter(write)
+    todo: Iterable[Item] = iter(items)
+    workers = max(1, min(concurrency, len(items)))
+    stop_lock = threading.Lock()
+    in_flight: dict[Future[FeatureWork], Item] = {}
+
+    def submit_more(pool: ThreadPoolExecutor) -> None:
+        while result.stopped is None and len(in_flight) < 2 * workers:
+            item = next(todo, None)  # type: ignore[call-overload]
+            if item is None:
+                return
+            in_flight[pool.submit(work, item)] = item
+
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix=stage) as pool,
+        progress_bar(stage, total=len(items), unit="features") as advance,
+    ):
+        submit_more(pool)
+        while in_flight:
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in finished:
+                item = in_flight.pop(future)
+                try:
+                    outcome = future.result()
+                except STOPPING_ERRORS as exc:
+                    with stop_lock:
+                        if result.stop_error is None:
+                            result.stop_error, result.stopped = exc, str(exc)
+                    result.not_reached += 1
+                    continue
+                except Exception as exc:  # one feature's bug must not lose the others' work
+                    log.exception("%s: %s failed", stage, feature_of(item))
+                    outcome = FeatureWork.failed(feature_of(item), f"{type(exc).__name__}: {exc}")
+                writer.add(outcome.rows)
+                result.count(outcome)
+                advance(1)
+            submit_more(pool)  # refill before deciding whether anything is left
+        writer.flush()
+    result.not_reached += sum(1 for _ in todo)
+    return result

@@ -1,0 +1,103 @@
+"""Scorers as plugins: one class declares a scoring method's name, metrics, headline and needs.
+
+A scorer subclasses `Scorer`, declares its class attributes, implements `score(context)` and is
+listed under the `autointerp.scorers` entry-point group (the built-ins are, in autointerp's own
+pyproject). Nothing else in autointerp needs an edit: config validation, the score stage, the
+experiment loop's verdicts and the review app read what the class declares.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, TypeVar
+
+from autointerp.llm.base import ChatBackend
+from autointerp.llm.calls import CallRecorder
+from autointerp.plugins import Registry
+from autointerp.score.outcome import ScoreOutcome
+from autointerp.score.windows import HeldOutWindow
+
+Role = Literal["simulator", "judge"]
+SimulationMode = Literal["auto", "all-at-once", "generate"]
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+@dataclass
+class ScoringContext:
+    """Everything a scorer gets for one feature: candidate explanations, held-out windows, a model."""
+
+    explanations: list[str]
+    """The explanation first, then the distractors (or, in the benchmark, candidate descriptions)."""
+    windows: list[HeldOutWindow]
+    """Held-out windows with their true levels 0-10, the same for every candidate."""
+    recorder: CallRecorder
+    """Records every call; carries the run's session (budget, cache, limits)."""
+    backend: ChatBackend | None = None
+    """The model of the scorer's `role` (None for scorers that need none)."""
+    feature_id: str | None = None
+    explanation_ids: list[str | None] = field(default_factory=list)
+    """The stored explanation each candidate is scored for (padded with None)."""
+    simulation_mode: SimulationMode = "auto"
+    batch_size: int = 8
+    """Prompts per forward pass for scorers that run a model in this process."""
+
+    def __post_init__(self) -> None:
+        self.explanation_ids = list(self.explanation_ids) + [None] * (
+            len(self.explanations) - len(self.explanation_ids)
+        )
+
+    def parallel_map(self, work: Callable[[A], B], items: Sequence[A]) -> list[B]:
+        """Returns `work(item)` for every item, in order, running as many at once as the backend's
+        limiter allows (its slots bound the calls in flight across every feature)."""
+        width = 1 if self.backend is None else self.recorder.session.limiter(self.backend).concurrency
+        if width <= 1 or len(items) <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(min(width, len(items)), thread_name_prefix="score-call") as pool:
+            return list(pool.map(work, items))
+
+
+class Scorer(ABC):
+    """A scoring method; subclasses declare what they write and need, and implement `score`."""
+
+    name: ClassVar[str]
+    """The method's name in `score.methods`."""
+    metrics: ClassVar[tuple[str, ...]]
+    """Every metric it writes (each also as `<metric>_distractor`)."""
+    headline: ClassVar[tuple[str, ...]]
+    """Metrics that rank explanations, best first: the first one defined is the method's number."""
+    verdict_metrics: ClassVar[tuple[str, ...]]
+    """Metrics (first defined wins) whose comparison with the distractor says "better than chance"."""
+    role: ClassVar[Role | None] = None
+    """Which configured model it needs: `score.simulator`, `score.judge`, or none."""
+    scorer_names: ClassVar[tuple[str, ...]] = ()
+    """Values it may write to `scores.scorer` (default: its name)."""
+
+    @classmethod
+    def stored_names(cls) -> tuple[str, ...]:
+        """Returns the `scores.scorer` values this method writes."""
+        return cls.scorer_names or (cls.name,)
+
+    @classmethod
+    def headline_value(cls, outcome: ScoreOutcome) -> float | None:
+        """Returns the one number that ranks an outcome (the first headline metric defined)."""
+        for metric in cls.headline:
+            if outcome.values.get(metric) is not None:
+                return outcome.values[metric]
+        return None
+
+    @abstractmethod
+    def score(self, context: ScoringContext) -> list[ScoreOutcome]:
+        """Returns one outcome per candidate explanation, all on the context's windows."""
+
+
+SCORERS: Registry[type[Scorer]] = Registry("autointerp.scorers", "scorer")
+"""Every scoring method: `SCORERS.get("simulation")` is its class."""
+
+
+def get_scorer(name: str) -> Scorer:
+    """Returns an instance of the scorer named `name` (ConfigError when unknown)."""
+    return SCORERS.get(name)()

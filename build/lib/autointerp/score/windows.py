@@ -1,0 +1,52 @@
+"""Held-out windows as the scorers see them: tokens, true levels 0-10, and why each was kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autointerp.activations import display_token
+
+ACTIVE_LEVEL = 1
+"""A window activates when some token reaches this normalised level (10% of the feature's max)."""
+
+
+@dataclass(frozen=True)
+class HeldOutWindow:
+    """One held-out window of one feature."""
+
+    tokens: list[str]
+    """The window's tokens as decoded strings."""
+    levels: list[int]
+    """True activation per token, normalised to 0-10 (Bills et al. 2023)."""
+    kind: str
+    """Why it was kept: `top`, `quantile-k`, `random` (or `negative` in the benchmark)."""
+    rank: int = 0
+    """Rank within its kind."""
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.levels):
+            raise ValueError(f"window has {len(self.tokens)} tokens but {len(self.levels)} levels")
+
+    @property
+    def activating(self) -> bool:
+        """True when some token reaches ACTIVE_LEVEL."""
+        return max(self.levels, default=0) >= ACTIVE_LEVEL
+
+    @property
+    def text(self) -> str:
+        """The window's text as it reads."""
+        return "".join(self.tokens)
+
+
+def marked(tokens: list[str], marks: list[bool]) -> str:
+    """Returns the text with marked tokens wrapped in << >> (newlines and tabs made visible)."""
+    return "".join(f"<<{display_token(t)}>>" if m else display_token(t) for t, m in zip(tokens, marks, strict=True))
+
+
+def never_fires_reason(windows: list[HeldOutWindow]) -> str | None:
+    """Returns why nothing can be scored when no held-out window activates, else None."""
+    if not windows:
+        return "no held-out windows"
+    if not any(w.activating for w in windows):
+        return f"the feature never fires on its {len(windows)} held-out windows"
+    return None

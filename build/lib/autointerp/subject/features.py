@@ -1,0 +1,364 @@
+"""Feature sources behind one interface: MLP neurons, SAE latents, user directions, planted features.
+
+A `FeatureSource` maps token ids [batch, tokens] to activations [batch, tokens, features]
+(float32, on the model's device) and names each feature with a stable id. The collector
+only sees that interface; `build_feature_source` picks the source from `features.kind` through the
+`autointerp.feature_sources` registry (each kind a `FeatureSourceKind` class).
+
+Hook points use TransformerLens names: `blocks.L.hook_resid_pre` (input of block L),
+`blocks.L.hook_resid_post` (output of block L), `blocks.L.hook_mlp_out` (output of its MLP);
+`mlp.L` is the MLP's neurons (the input of its down projection).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from autointerp.errors import FeatureError
+from autointerp.planted import PlantedFeature, load_planted_features
+from autointerp.plugins import Registry
+from autointerp.subject.hooks import capture, check_layer, hook_target
+from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
+from autointerp.subject.model import SubjectModel
+from autointerp.subject.sae import SparseAutoencoder, hook_layer, load_sae
+
+if TYPE_CHECKING:
+    from autointerp.config import FeaturesConfig
+
+
+class FeatureSource(ABC):
+    """Something that gives per-token activations of a list of features."""
+
+    kind: str
+    """Stored in `features.kind`: neuron, sae, direction or planted."""
+
+    def __init__(self, feature_ids: list[str], hooks: list[str], indices: list[int]) -> None:
+        self.feature_ids = feature_ids
+        self.hooks = hooks
+        self.indices = indices
+
+    @property
+    def n_features(self) -> int:
+        """Returns how many features the source yields."""
+        return len(self.feature_ids)
+
+    @abstractmethod
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Returns activations [batch, tokens, features] (float32) of token ids [batch, tokens]."""
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns `activations` split on the feature axis, in order, without concatenating.
+
+        The collector reads chunks as they come (one per hooked layer for MLP neurons), which
+        saves copying every activation of the batch into one tensor.
+        """
+        return [self.activations(token_ids)]
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the intervention that sets (ablation) and/or adds to (steering) feature `position`
+        in the model, or None when the feature is not a direction in the model (planted features)."""
+        return None
+
+
+def choose_indices(indices: list[int], count: int | str, width: int, seed: int, what: str) -> list[int]:
+    """Returns `indices` checked against `width`, every index for count="all", or a seeded draw."""
+    if indices:
+        bad = [i for i in indices if not 0 <= i < width]
+        if bad:
+            raise FeatureError(f"{what} index {bad[0]} does not exist: {what}s are 0..{width - 1}")
+        return list(indices)
+    if count == "all":
+        return list(range(width))
+    return sorted(random.Random(seed).sample(range(width), min(int(count), width)))
+
+
+class MlpNeuronSource(FeatureSource):
+    """MLP neurons (the input of each block's down projection) of one or more layers."""
+
+    kind = "neuron"
+
+    def __init__(self, subject: SubjectModel, layers: list[int], indices: list[int]) -> None:
+        for layer in layers:
+            check_layer(subject, layer)
+        ids = [f"{subject.slug}/mlp.{layer}/{i}" for layer in layers for i in indices]
+        super().__init__(ids, [f"mlp.{layer}" for layer in layers for _ in indices], indices * len(layers))
+        self.subject, self.layers = subject, layers
+        self.every_neuron = indices == list(range(subject.d_mlp))
+        self._index = torch.tensor(indices, dtype=torch.long, device=subject.device)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        parts = self.activation_chunks(token_ids)
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> NeuronEdit:
+        """Returns the edit of the neuron at `position` (its input to the down projection)."""
+        layer = self.layers[position // len(self._index)]
+        return NeuronEdit(layer=layer, index=self.indices[position], set_to=set_to, add=add)
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns one [batch, tokens, neurons] tensor per layer, in the model's dtype."""
+        parts = capture(self.subject, token_ids, [f"mlp.{layer}" for layer in self.layers])
+        if not self.every_neuron:
+            parts = [p.index_select(-1, self._index) for p in parts]
+        return parts
+
+
+class SaeLatentSource(FeatureSource):
+    """Latents of a sparse autoencoder reading a hook point."""
+
+    kind = "sae"
+
+    def __init__(self, subject: SubjectModel, sae: SparseAutoencoder, indices: list[int]) -> None:
+        layer = hook_layer(sae.hook_name)
+        hook_target(subject, sae.hook_name)
+        if sae.d_in != subject.model.config.hidden_size:
+            raise FeatureError(
+                f"the SAE reads {sae.d_in}-wide activations but {subject.slug}'s residual stream is "
+                f"{subject.model.config.hidden_size} wide; train or pick an SAE for this model"
+            )
+        ids = [f"{subject.slug}/sae.{layer}/{i}" for i in indices]
+        super().__init__(ids, [sae.hook_name] * len(indices), indices)
+        self.subject, self.sae = subject, sae.to(subject.device)
+        self._columns = None if indices == list(range(sae.d_sae)) else torch.tensor(indices, device=subject.device)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        (hidden,) = capture(self.subject, token_ids, [self.sae.hook_name])
+        with torch.inference_mode():
+            return self.sae.encode(hidden, self._columns)
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> DirectionEdit:
+        """Returns the edit of the latent at `position` along its decoder row, at the SAE's hook point."""
+        column = torch.tensor([self.indices[position]], device=self.subject.device)
+        return DirectionEdit(
+            hook=self.sae.hook_name,
+            read=lambda hidden: self.sae.encode(hidden, column)[..., 0],
+            direction=self.sae.W_dec[self.indices[position]],
+            set_to=set_to,
+            add=add,
+        )
+
+
+def load_directions(path: Path) -> torch.Tensor:
+    """Returns the [n, d] matrix in a .safetensors (one tensor, or one named `directions`) or .npy file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FeatureError(f"direction file {path} does not exist; set features.path")
+    if path.suffix == ".npy":
+        matrix = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+    elif path.suffix == ".safetensors":
+        tensors = load_file(str(path))
+        if len(tensors) != 1 and "directions" not in tensors:
+            raise FeatureError(f"{path} holds {len(tensors)} tensors; keep one, or name the matrix 'directions'")
+        matrix = (tensors["directions"] if "directions" in tensors else next(iter(tensors.values()))).float()
+    else:
+        raise FeatureError(f"direction file {path} must be .safetensors or .npy")
+    if matrix.ndim != 2:
+        raise FeatureError(f"{path} holds a tensor of shape {tuple(matrix.shape)}; directions must be [n, d]")
+    return matrix
+
+
+class DirectionSource(FeatureSource):
+    """User directions at a hook point: each activation is the projection onto a vector."""
+
+    kind = "direction"
+
+    def __init__(self, subject: SubjectModel, matrix: torch.Tensor, hook: str, indices: list[int]) -> None:
+        layer = hook_layer(hook)
+        hook_target(subject, hook)
+        width = subject.model.config.hidden_size
+        if matrix.shape[1] != width:
+            raise FeatureError(
+                f"directions are {matrix.shape[1]}-wide but {hook} of {subject.slug} is {width}-wide; "
+                f"the matrix must be [n, {width}]"
+            )
+        ids = [f"{subject.slug}/direction.{layer}/{i}" for i in indices]
+        super().__init__(ids, [hook] * len(indices), indices)
+        self.subject, self.hook = subject, hook
+        self.vectors = matrix[indices].to(subject.device).T.contiguous()  # [d, features]
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        (hidden,) = capture(self.subject, token_ids, [self.hook])
+        return hidden.float() @ self.vectors
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> DirectionEdit:
+        """Returns the edit along direction v at `position` (moving h . v by exactly the change)."""
+        vector = self.vectors[:, position]
+        return DirectionEdit(
+            hook=self.hook,
+            read=lambda hidden: hidden.float() @ vector,
+            direction=vector / vector.dot(vector).clamp(min=1e-12),
+            set_to=set_to,
+            add=add,
+        )
+
+
+class PlantedSource(FeatureSource):
+    """Planted features: functions of the decoded tokens; no forward pass."""
+
+    kind = "planted"
+
+    def __init__(self, subject: SubjectModel, features: list[PlantedFeature]) -> None:
+        super().__init__(
+            [f"planted/{f.name}" for f in features], ["planted"] * len(features), list(range(len(features)))
+        )
+        self.subject, self.features = subject, features
+        self._token_text: dict[int, str] = {}
+
+    def _decode(self, token_ids: list[int]) -> list[str]:
+        missing = [t for t in set(token_ids) if t not in self._token_text]
+        for token_id in missing:
+            self._token_text[token_id] = str(self.subject.tokenizer.decode([token_id]))
+        return [self._token_text[t] for t in token_ids]
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for ids in token_ids.tolist():
+            tokens = self._decode(ids)
+            columns = []
+            for feature in self.features:
+                values = feature.activations(tokens)
+                if len(values) != len(tokens):
+                    raise FeatureError(
+                        f"planted feature {feature.name!r} returned {len(values)} values for {len(tokens)} tokens"
+                    )
+                columns.append(values)
+            rows.append(list(zip(*columns, strict=True)))
+        return torch.tensor(rows, dtype=torch.float32, device=self.subject.device)
+
+
+class FeatureSourceKind(ABC):
+    """A kind of feature source (`features.kind`): builds the run's source and rebuilds one feature.
+
+    Registered under the `autointerp.feature_sources` entry-point group; a plugin package adds a
+    kind the same way the built-ins are declared in autointerp's pyproject.
+    """
+
+    name: ClassVar[str]
+    """The value of `features.kind` in a config."""
+    stored_kind: ClassVar[str]
+    """The value of `features.kind` in the store (e.g. `neuron` for `mlp`)."""
+
+    @abstractmethod
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the source of every feature the config chooses, with every index checked."""
+
+    @abstractmethod
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns a source of the one feature in `feature` (a row of the features table)."""
+
+
+class MlpNeurons(FeatureSourceKind):
+    """MLP neurons: the input of each chosen block's down projection."""
+
+    name: ClassVar[str] = "mlp"
+    stored_kind: ClassVar[str] = "neuron"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the neurons of `features.layer` (or `layers`) chosen by `indices` / `count`."""
+        if not config.layers:
+            layers = [config.layer]
+        elif config.layers == "all":
+            layers = list(range(subject.n_layers))
+        else:
+            layers = list(config.layers)
+        for layer in layers:
+            check_layer(subject, layer)
+        indices = choose_indices(config.indices, config.count, subject.d_mlp, config.seed, "neuron")
+        return MlpNeuronSource(subject, layers, indices)
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one neuron of the row."""
+        return MlpNeuronSource(subject, [int(str(feature["hook"]).split(".")[1])], [int(feature["idx"])])
+
+
+class SaeLatents(FeatureSourceKind):
+    """Latents of a sparse autoencoder in a SAELens folder."""
+
+    name: ClassVar[str] = "sae"
+    stored_kind: ClassVar[str] = "sae"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the latents of `features.path` chosen by `indices` / `count`."""
+        if config.path is None:
+            raise FeatureError(
+                "features.kind = 'sae' needs features.path, a SAELens folder (see `autointerp train-sae`)"
+            )
+        sae = load_sae(config.path)
+        indices = choose_indices(config.indices, config.count, sae.d_sae, config.seed, "SAE latent")
+        return SaeLatentSource(subject, sae, indices)
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one latent of the row, from the config's SAE folder."""
+        if config.path is None:
+            raise FeatureError(f"cannot rebuild {feature['id']}: features.path names no SAE folder")
+        return SaeLatentSource(subject, load_sae(config.path), [int(feature["idx"])])
+
+
+class Directions(FeatureSourceKind):
+    """User directions in the residual stream: rows of a [n, d] matrix."""
+
+    name: ClassVar[str] = "direction"
+    stored_kind: ClassVar[str] = "direction"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the rows of `features.path` chosen by `indices` / `count`, read at `features.hook`."""
+        if config.path is None:
+            raise FeatureError("features.kind = 'direction' needs features.path, a .safetensors or .npy [n, d] matrix")
+        matrix = load_directions(config.path)
+        hook = config.hook or f"blocks.{config.layer}.hook_resid_post"
+        indices = choose_indices(config.indices, config.count, matrix.shape[0], config.seed, "direction")
+        return DirectionSource(subject, matrix, hook, indices)
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one direction of the row, from the config's matrix."""
+        if config.path is None:
+            raise FeatureError(f"cannot rebuild {feature['id']}: features.path names no direction matrix")
+        return DirectionSource(subject, load_directions(config.path), str(feature["hook"]), [int(feature["idx"])])
+
+
+class Planted(FeatureSourceKind):
+    """Planted features with known descriptions (built-in, or a user's .py file)."""
+
+    name: ClassVar[str] = "planted"
+    stored_kind: ClassVar[str] = "planted"
+
+    def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+        """Returns the planted features of `features.path` (default: the built-in ones), by `indices`."""
+        planted = load_planted_features(config.path)
+        if config.indices:
+            planted = [planted[i] for i in choose_indices(config.indices, "all", len(planted), 0, "planted feature")]
+        return PlantedSource(subject, planted)
+
+    def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+        """Returns the one planted feature of the row, found by name."""
+        name = str(feature["id"]).removeprefix("planted/")
+        planted = [p for p in load_planted_features(config.path) if p.name == name]
+        if not planted:
+            raise FeatureError(f"cannot rebuild {feature['id']}: no planted feature {name!r} in {config.path}")
+        return PlantedSource(subject, planted)
+
+
+FEATURE_SOURCES: Registry[type[FeatureSourceKind]] = Registry("autointerp.feature_sources", "feature source")
+"""Every kind of feature source, by `features.kind`."""
+
+
+def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
+    """Returns the feature source that `features.kind` names, with every index checked."""
+    return FEATURE_SOURCES.get(config.kind)().build(config, subject)
+
+
+def feature_source_for(config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
+    """Returns a source of the one feature in `feature` (a row of the features table), built
+    from the run's features config (the SAE, direction or planted file it names)."""
+    for name in FEATURE_SOURCES.names():
+        kind = FEATURE_SOURCES.get(name)
+        if kind.stored_kind == feature["kind"]:
+            return kind().rebuild(config, subject, feature)
+    raise FeatureError(f"cannot rebuild feature {feature['id']}: no feature source stores kind {feature['kind']!r}")

@@ -1,0 +1,151 @@
+"""Interventions on features: ablate (zero or mean) or steer (add to the activation), and what
+they do to the model's next-token distribution.
+
+A neuron's activation is the input of its block's down projection; ablating or steering
+it changes the block's MLP output by (new - old) * W_down[:, index] and nothing upstream.
+
+A feature read linearly off a hook point (an SAE latent, a user direction) is edited in the
+activations at that hook point along its write direction d: h <- h + (new - old) * d, where old
+is the feature's activation on h. For an SAE latent d is its decoder row (the latent's share of
+the reconstruction); for a direction v it is v / |v|^2, so the projection h . v moves by exactly
+new - old.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from autointerp.subject.hooks import check_neuron_indices, hook_target, mlp_down_proj
+from autointerp.subject.model import SubjectModel
+
+
+@dataclass(frozen=True)
+class NeuronEdit:
+    """How to change one neuron: set it to a value (ablation) and/or add to it (steering)."""
+
+    layer: int
+    index: int
+    set_to: float | None = None
+    add: float = 0.0
+
+
+@contextmanager
+def edit_neuron(subject: SubjectModel, edit: NeuronEdit) -> Iterator[None]:
+    """Applies `edit` to every position of every forward pass inside the block."""
+    module: nn.Module = mlp_down_proj(subject, edit.layer)
+    check_neuron_indices(subject, [edit.index])
+
+    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        activations = inputs[0].clone()
+        if edit.set_to is not None:
+            activations[..., edit.index] = edit.set_to
+        activations[..., edit.index] += edit.add
+        return (activations, *inputs[1:])
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@dataclass(frozen=True)
+class DirectionEdit:
+    """How to change a feature read off a hook point: its activation `read(h)` [..., d] -> [...]
+    and its write direction [d]; set it to a value (ablation) and/or add to it (steering)."""
+
+    hook: str
+    read: Callable[[torch.Tensor], torch.Tensor]
+    direction: torch.Tensor
+    set_to: float | None = None
+    add: float = 0.0
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Returns the edited activations at the hook point."""
+        change = torch.full(hidden.shape[:-1], self.add, device=hidden.device)
+        if self.set_to is not None:
+            change = change + self.set_to - self.read(hidden)
+        direction = self.direction.to(device=hidden.device)
+        return (hidden.float() + change.unsqueeze(-1) * direction).to(hidden.dtype)
+
+
+Edit = NeuronEdit | DirectionEdit
+
+
+@contextmanager
+def edit_direction(subject: SubjectModel, edit: DirectionEdit) -> Iterator[None]:
+    """Applies `edit` at its hook point to every position of every forward pass inside the block."""
+    module, is_input, _layer = hook_target(subject, edit.hook)
+
+    def pre_hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (edit.apply(inputs[0]), *inputs[1:])
+
+    def post_hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (edit.apply(output[0]), *output[1:])
+        return edit.apply(output)
+
+    handle = module.register_forward_pre_hook(pre_hook) if is_input else module.register_forward_hook(post_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def applied(subject: SubjectModel, edit: Edit) -> Any:
+    """Returns the context manager that applies a neuron or direction edit."""
+    return edit_neuron(subject, edit) if isinstance(edit, NeuronEdit) else edit_direction(subject, edit)
+
+
+@torch.inference_mode()
+def next_token_logprobs(subject: SubjectModel, input_ids: torch.Tensor, edit: Edit | None = None) -> torch.Tensor:
+    """Returns log-probabilities [batch, tokens, vocab] of the next token, optionally under an edit."""
+    ids = input_ids.to(subject.device)
+    if edit is None:
+        logits = subject.model(input_ids=ids, use_cache=False).logits
+    else:
+        with applied(subject, edit):
+            logits = subject.model(input_ids=ids, use_cache=False).logits
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def kl_divergence(clean_logprobs: torch.Tensor, edited_logprobs: torch.Tensor) -> torch.Tensor:
+    """Returns KL(clean || edited) per position, [batch, tokens]."""
+    return (clean_logprobs.exp() * (clean_logprobs - edited_logprobs)).sum(dim=-1)
+
+
+def top_changed_tokens(
+    subject: SubjectModel, clean_logprobs: torch.Tensor, edited_logprobs: torch.Tensor, k: int = 10
+) -> tuple[list[str], list[str]]:
+    """Returns (tokens the edit promotes most, tokens it suppresses most), by mean log-prob change."""
+    change = (edited_logprobs - clean_logprobs).reshape(-1, clean_logprobs.shape[-1]).mean(dim=0)
+    promoted = change.topk(k).indices.tolist()
+    suppressed = (-change).topk(k).indices.tolist()
+    return subject.decode_tokens(promoted), subject.decode_tokens(suppressed)
+
+
+@torch.inference_mode()
+def generate_with_edit(subject: SubjectModel, prompt: str, edit: Edit | None, max_new_tokens: int = 12) -> str:
+    """Returns the greedy continuation of `prompt` with the edit applied throughout."""
+    ids = subject.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(subject.device)
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "top_p": None,
+        "top_k": None,
+        "pad_token_id": subject.tokenizer.pad_token_id,
+    }
+    if edit is None:
+        output = subject.model.generate(**kwargs)  # type: ignore[operator]
+    else:
+        with applied(subject, edit):
+            output = subject.model.generate(**kwargs)  # type: ignore[operator]
+    return str(subject.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True))
