@@ -174,7 +174,10 @@ def histogram(values: list[float], maxima: list[float] | None = None, bins: int 
             {"x": round(chart.left + position(tick) * plot_width, 2), "label": _tick_label(tick, step)}
         )
     count_step = max(1, int(nice_step(most, 2)))
-    for count in range(0, most + 1, count_step):
+    counts_shown = list(range(0, most + 1, count_step))
+    if counts_shown[-1] != most and (most - counts_shown[-1]) / most > 0.1:
+        counts_shown.append(most)  # label the tallest bar unless a tick sits next to it
+    for count in counts_shown:
         chart.y_ticks.append({"y": round(chart.bottom - plot_height * count / most, 2), "label": str(count)})
     for m in finite_values(maxima or []):
         chart.maxima.append({"x": round(chart.left + position(m) * plot_width, 2), "label": f"window max {m:.4g}"})
