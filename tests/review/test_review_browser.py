@@ -169,3 +169,30 @@ def test_long_and_bidi_text_reads_well(
     assert browser.find_element(By.ID, "control-warning").is_displayed()
     browser.save_screenshot(str(tmp_path / "review-bidi-feature.png"))
     print(f"screenshot: {tmp_path / 'review-bidi-feature.png'}")
+
+
+def test_bulk_accept_and_undo_in_the_browser(
+    review_db: tuple[Path, dict[str, Any]], serve: Callable[[ReviewSettings], str], browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, _ = review_db
+    base = serve(ReviewSettings(db=path, reviewer="bulk-browser"))
+    wait = WebDriverWait(browser, 15)
+    browser.get(base + "/?q=sentence&noted=0")
+    browser.find_element(By.ID, "bulk-accept").click()
+    banner = wait.until(expected_conditions.presence_of_element_located((By.ID, "bulk-banner")))
+    assert "Accepted 5 features in bulk (by bulk-browser" in banner.text
+    statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#feature-table td:last-child .status")]
+    assert statuses == ["accepted"] * 5
+    browser.save_screenshot(str(tmp_path / "review-bulk.png"))
+    print(f"screenshot: {tmp_path / 'review-bulk.png'}")
+    browser.find_element(By.ID, "undo").click()
+    wait.until(lambda d: "Undone: 5 of the 5 features" in d.find_element(By.ID, "bulk-banner").text)
+    statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#feature-table td:last-child .status")]
+    assert statuses == ["unreviewed"] * 5
+    verdicts = sorted(r["verdict"] for r in Store(path).query("SELECT verdict FROM reviews"))
+    assert verdicts == ["accept"] * 5 + ["clear"] * 5
+    assert {r["reviewer"] for r in Store(path).query("SELECT reviewer FROM reviews")} == {"bulk-browser"}
