@@ -280,7 +280,11 @@ def create_app(settings: ReviewSettings) -> FastAPI:
         explanation_id = form.get("explanation_id", "")
         if not explanation_id or len(explanation_id) > forms.MAX_PARAM_CHARS:
             raise BadRequest("the form names no explanation")
-        edited = forms.form_text(form, "edited_text", forms.MAX_EDIT_CHARS, "the edited explanation")
+        edited = (  # the edit box rides along with a note; only an edit reads it
+            forms.form_text(form, "edited_text", forms.MAX_EDIT_CHARS, "the edited explanation")
+            if verdict == "edit"
+            else None
+        )
         note = forms.form_text(form, "note", forms.MAX_NOTE_CHARS, "the note")
         reviewer = forms.form_text(form, "reviewer", forms.MAX_REVIEWER_CHARS, "the reviewer name")
         if verdict == "edit" and not edited:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autointerp.review import views
+from autointerp.review.forms import MAX_EDIT_CHARS, MAX_NOTE_CHARS
 from autointerp.review.queries import DECISIONS, STATUS_OF_DECISION
-from autointerp.review.text import clip, has_controls
+from autointerp.review.text import clip, has_controls, reveal_plain
 
 REVIEW_TEXT_CHARS = 200
 """Characters of an explanation quoted beside a review about it."""
@@ -87,6 +88,7 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
         by_explanation.setdefault(r["explanation_id"], []).append(r)
     status, _ = _status(by_explanation.get(current["id"], [])) if current else ("unreviewed", None)
     explanation_of = {e["id"]: e for e in explanations}
+    edit_text = reveal_plain(current["text"] or "") if current else ""  # what the edit box starts from
     reviews = [
         {
             **r,
@@ -103,6 +105,10 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
         "runs": record["features"],
         "current": current,
         "current_has_controls": bool(current and has_controls(current["text"])),
+        "edit_text": edit_text[:MAX_EDIT_CHARS],
+        "edit_clipped": len(edit_text) > MAX_EDIT_CHARS,
+        "edit_max": MAX_EDIT_CHARS,
+        "note_max": MAX_NOTE_CHARS,
         "status": status,
         "earlier": _earlier_verdict(current, explanations, by_explanation),
         "explanations": explanations,

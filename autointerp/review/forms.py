@@ -40,8 +40,9 @@ MAX_PAGE_NUMBER = 1_000_000
 """Pages beyond this are refused (the offset must fit DuckDB's 64-bit integer, and nobody pages that far)."""
 MAX_PARAM_CHARS = 1_000
 """Longest accepted query parameter (a search, a run id, a metric name)."""
-MAX_BODY_BYTES = 64 * 1024
-"""Largest POST body read; a longer one is refused with 413 before it is parsed."""
+MAX_BODY_BYTES = 256 * 1024
+"""Largest POST body read; a longer one is refused with 413 before it is parsed. It fits the longest
+edit and note even when every character is non-ASCII (4 UTF-8 bytes, each sent as %XX)."""
 MAX_FORM_FIELDS = 50
 MAX_EDIT_CHARS = 10_000
 """Longest edited explanation a reviewer may save."""

@@ -3,6 +3,7 @@ refused hosts, leaked paths, and the Scores table's notes. Real DuckDB file, rea
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -134,6 +135,20 @@ def test_long_explanation_is_clipped_in_the_list(review_db: DB, serve: Serve) ->
     assert 'class="explanation big longtext"' in feature and long_text[-100:] in feature  # in full, in a box
     assert "100,000 characters (scroll the box)" in feature
     assert "/2" in httpx.get(base + "/", params={"q": "yyyy"}).text  # search still sees the whole text
+    # the note form carries the edit box; with a 100 KB explanation it must still go through
+    box = re.search(r'<textarea name="edited_text"[^>]*>([^<]*)</textarea>', feature)
+    assert box and len(html.unescape(box.group(1))) == MAX_EDIT_CHARS and 'id="edit-clipped"' in feature
+    fields = {**_form(feature), "edited_text": html.unescape(box.group(1))}
+    for verdict in ("note", "request_experiments"):
+        response = httpx.post(f"{base}/review", data={**fields, "verdict": verdict, "note": "degenerate output"})
+        assert response.status_code == 303, response.text[:300]
+    edited = httpx.post(f"{base}/review", data={**fields, "verdict": "edit", "edited_text": "ü" * MAX_EDIT_CHARS})
+    assert edited.status_code == 303  # the longest edit fits the body limit even when every byte is %-encoded
+    assert [r["verdict"] for r in Store(path).query("SELECT verdict FROM reviews ORDER BY created_at")] == [
+        "note",
+        "request_experiments",
+        "edit",
+    ]
 
 
 def test_bidi_and_nul_characters_are_shown_not_obeyed(review_db: DB, serve: Serve) -> None:
