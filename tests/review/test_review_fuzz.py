@@ -273,6 +273,15 @@ def test_random_and_extreme_requests_never_give_5xx(tmp_path: Path, serve: Calla
     ids = populate(path)
     hostile = _hostile_rows(rng)
     Store(path).write_results(hostile)
+    with Store(path).transaction() as con:  # a run row as odd as the rest, for /runs and the run filter
+        con.execute(
+            "INSERT INTO runs VALUES (?, NULL, NULL, NULL, ?, NULL, NULL, NULL, ?)",
+            ["\u202erun\x00", json.dumps(_random_json(rng)), STRINGS[9]],
+        )
+        con.execute(
+            "INSERT INTO llm_calls (id, run_id, role, cost, input_tokens) VALUES (?, ?, 'explain', 'nan', NULL)",
+            [str(uuid.uuid4()), "\u202erun\x00"],
+        )
     feature_ids = ids["features"] + [f["id"] for f in hostile["features"]]
     explanation_ids = list(ids["explanations"].values()) + [e["id"] for e in hostile["explanations"]]
     base = serve(ReviewSettings(db=path))
@@ -292,8 +301,11 @@ def test_random_and_extreme_requests_never_give_5xx(tmp_path: Path, serve: Calla
         for fmt in ("jsonl", "csv", "parquet"):
             if client.get("/export", params={"format": fmt}).status_code != 200:
                 failures.append(f"GET /export format={fmt}")
-        if client.get("/runs").status_code != 200:
-            failures.append("GET /runs")
+        runs = client.get("/runs")
+        if runs.status_code != 200 or "⟨U+202E⟩run⟨U+0000⟩" not in runs.text:
+            failures.append(f"GET /runs -> {runs.status_code}")
+        if client.get("/", params={"run": "\u202erun\x00"}).status_code != 200:
+            failures.append("GET /?run=<the odd run>")
 
         page = client.get("/feature", params={"id": ids["features"][1]}).text
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
