@@ -99,7 +99,7 @@ def _number(value: Any, digits: int = 3) -> str:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,  # every value is HTML-escaped unless a template says otherwise (none do)
+        autoescape=True,  # every value is HTML-escaped; the one Markup filter (`shown`) escapes first
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -112,12 +112,23 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _netloc(url: str) -> str | None:
+    """Returns the host:port part of `url`; None when it does not parse (never equal to this site's)."""
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return None
+
+
 def _safe_next(target: str | None, fallback: str) -> str:
     """Returns `target` when it is a path on this site (never another origin), else `fallback`."""
-    if not target:
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return fallback
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. "/[" parsed as an invalid IPv6 host
+        return fallback
+    if parts.scheme or parts.netloc:
         return fallback
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return fallback
@@ -177,7 +188,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
                 )
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("origin")
-            if origin and origin != "null" and urlsplit(origin).netloc != request.url.netloc:
+            if origin and origin != "null" and _netloc(origin) != request.url.netloc:
                 return Response("cross-origin request refused", status_code=403, media_type="text/plain")
         response = await call_next(request)
         response.headers["Content-Security-Policy"] = (

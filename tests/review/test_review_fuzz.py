@@ -99,6 +99,9 @@ EXTREME_PARAMS = [
     "0" * 32,
     "f" * 32,
     "//evil.example/",
+    "//[",
+    "/[",
+    "http://[",
     "/feature?id=x",
     "javascript:alert(1)",
 ]
@@ -255,7 +258,8 @@ def _random_request(rng: random.Random, csrf: str, ids: list[str]) -> tuple[str,
         form["csrf"] = csrf
     kind = rng.randrange(8)
     if kind <= 3:
-        return "POST", path, {"data": form}
+        origin = rng.choice([None, None, "null", "http://[", "http://evil.example", "http://127.0.0.1", "%", "\x7f"])
+        return "POST", path, {"data": form, "headers": {"origin": origin} if origin else {}}
     if kind == 4:
         body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
         return "POST", path, {"content": body, "headers": {"content-type": "application/x-www-form-urlencoded"}}

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from conftest import RUN_ID, score_row
@@ -110,7 +111,13 @@ def test_review_of_an_unknown_explanation_is_404(review_db: DB, serve: Serve) ->
         response = client.post("/review", data={**form, "explanation_id": "no-such-explanation", "verdict": "accept"})
         assert response.status_code == 404 and "no explanation" in response.text
         assert client.post("/review", data={**form, "explanation_id": "", "verdict": "accept"}).status_code == 400
-    assert Store(path).query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
+        odd_origin = client.post("/review", data={**form, "verdict": "accept"}, headers={"origin": "http://["})
+        assert odd_origin.status_code == 403  # an Origin that does not parse is another origin
+        assert Store(path).query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
+        fallback = "/feature?" + urlencode({"id": form["feature_id"]})
+        for target, location in (("//[", fallback), ("/[", "/["), ("/ok\r\nSet-Cookie: x=1", fallback)):
+            moved = client.post("/review", data={**form, "verdict": "accept", "next": target})
+            assert moved.status_code == 303 and moved.headers["location"] == location, (target, moved.status_code)
 
 
 # item 13: long text, bidi and NUL, size limits -------------------------------------------------
