@@ -297,7 +297,7 @@ def review(
     import os
 
     from autointerp.review import ReviewSettings, create_app
-    from autointerp.review.app import is_loopback
+    from autointerp.review.app import is_loopback, review_url
 
     token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
     try:
@@ -312,8 +312,7 @@ def review(
         return
     import uvicorn
 
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    url = review_url(host, port, token)  # the bound address (IPv6 bracketed); any loopback one is an allowed host
     console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     uvicorn.run(review_app, host=host, port=port, log_level="warning")
 

@@ -1,8 +1,10 @@
-"""The review app's HTTP side: routes, the token and CSRF guards, and page rendering.
+"""The review app's HTTP side: routes, the token, host and CSRF guards, and page rendering.
 
 Every page is rendered on the server from Jinja2 templates with autoescaping on, so corpus
-text and model output are always escaped. DuckDB access goes through `Store` (short
-connections that wait out another process's lock), one at a time within this process.
+text and model output are always escaped, and every value passes `text.finalize`, so control and
+bidi characters show as markers. DuckDB access goes through `Store` (short connections that wait
+out another process's lock), one at a time within this process. Request values are checked in
+`forms`; a bad one is a 4xx page, never a server error.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import getpass
 import hmac
 import ipaddress
+import math
 import os
+import re
 import secrets
 import threading
 import uuid
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -27,17 +31,26 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from autointerp.errors import AutointerpError
-from autointerp.metric_names import MAIN_METRIC
-from autointerp.review import views
+from autointerp.review import forms, text
 from autointerp.review.export import EXPORT_FORMATS, export_reviews
-from autointerp.review.queries import FEATURE_SORTS, FeatureQuery, ReviewQueries
+from autointerp.review.feature_view import feature_view
+from autointerp.review.forms import BadRequest, BodyTooLarge, Conflict, Forbidden, NotFound
+from autointerp.review.queries import (
+    FEATURE_SORTS,
+    STATUS_OF_DECISION,
+    ReviewConflict,
+    ReviewQueries,
+    UnknownExplanation,
+)
 from autointerp.store import Store, now
 
 HERE = Path(__file__).parent
 VERDICTS = ("accept", "reject", "edit", "note", "request_experiments")
-STATUSES = ("unreviewed", "accepted", "rejected", "edited")
-LIST_PARAMS = ("run", "hook", "kind", "status", "q", "min", "max", "sort", "dir", "metric", "per")
-MAX_PAGE = 500
+"""What the feature page's forms may post (`clear` is written by an undo only)."""
+BULK_VERDICTS = ("accept", "reject")
+MAX_BULK = 10_000
+"""Most features one bulk action reviews."""
+BATCH_PATTERN = re.compile(r"[0-9a-f]{32}")
 TOKEN_COOKIE = "autointerp_token"
 T = TypeVar("T")
 
@@ -49,7 +62,8 @@ class ReviewSettings:
     db: Path
     token: str | None = None
     allowed_hosts: set[str] = field(default_factory=lambda: {"127.0.0.1", "localhost", "::1"})
-    """Host header names accepted (guards against DNS rebinding); empty: any host (token required)."""
+    """Host header names accepted (guards against DNS rebinding); any loopback address is accepted too
+    (127.0.0.2 is this machine, not a name an attacker controls); empty: any host (token required)."""
     reviewer: str = field(default_factory=lambda: os.environ.get("USER") or getpass.getuser() or "reviewer")
 
 
@@ -63,73 +77,60 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class BadRequest(AutointerpError):
-    """A request the app refuses, with the reason shown to the user (HTTP 400)."""
+def review_url(host: str, port: int, token: str | None = None) -> str:
+    """Returns the URL to print for an app bound to `host`:`port` (a wildcard bind shows 127.0.0.1;
+    an IPv6 address is bracketed)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/" + (f"?{urlencode({'token': token})}" if token else "")
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None or isinstance(value, bool):
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{number:.{digits}f}" if math.isfinite(number) else str(number)
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,  # every value is HTML-escaped unless a template says otherwise (none do)
+        autoescape=True,  # every value is HTML-escaped; the one Markup filter (`shown`) escapes first
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=text.finalize,  # control and bidi characters become visible markers, in every value
     )
-    env.filters["num"] = lambda v, d=3: "—" if v is None else f"{v:.{d}f}"
+    env.filters["num"] = _number
     env.filters["when"] = lambda v: "" if v is None else f"{v:%Y-%m-%d %H:%M:%S}"
+    env.filters["shown"] = text.reveal_html
+    env.filters["clip"] = text.clip
     return env
 
 
-def _list_query(params: dict[str, str]) -> FeatureQuery:
-    """Returns the feature-list query named by URL parameters; raises BadRequest on a bad value."""
-
-    def number(name: str) -> float | None:
-        raw = params.get(name, "").strip()
-        if not raw:
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise BadRequest(f"{name} must be a number, not {raw!r}") from None
-
-    sort = params.get("sort") or "score"
-    if sort not in FEATURE_SORTS:
-        raise BadRequest(f"cannot sort by {sort!r}; choose one of {', '.join(FEATURE_SORTS)}")
-    status = params.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+def _netloc(url: str) -> str | None:
+    """Returns the host:port part of `url`; None when it does not parse (never equal to this site's)."""
     try:
-        per = min(MAX_PAGE, max(1, int(params.get("per") or 50)))
-        page = max(1, int(params.get("page") or 1))
+        return urlsplit(url).netloc
     except ValueError:
-        raise BadRequest("page and per must be whole numbers") from None
-    return FeatureQuery(
-        metric=params.get("metric") or MAIN_METRIC,
-        run_id=params.get("run") or None,
-        hook=params.get("hook") or None,
-        kind=params.get("kind") or None,
-        status=status,
-        search=params.get("q") or None,
-        min_score=number("min"),
-        max_score=number("max"),
-        sort=sort,
-        descending=(params.get("dir") or ("desc" if sort == "score" else "asc")) == "desc",
-        limit=per,
-        offset=(page - 1) * per,
-    )
-
-
-def _list_context(params: dict[str, str]) -> dict[str, str]:
-    """Returns the list parameters worth carrying from page to page (filters and sort, not the page)."""
-    return {k: params[k] for k in LIST_PARAMS if params.get(k)}
+        return None
 
 
 def _safe_next(target: str | None, fallback: str) -> str:
     """Returns `target` when it is a path on this site (never another origin), else `fallback`."""
-    if not target:
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return fallback
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. "/[" parsed as an invalid IPv6 host
+        return fallback
+    if parts.scheme or parts.netloc:
+        return fallback
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return fallback
     return target
 
@@ -144,6 +145,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
     env = _environment()
     csrf_token = secrets.token_urlsafe(32)
     db_lock = threading.Lock()  # DuckDB refuses mixed read-only/read-write handles on one file in one process
+    hidden_paths = sorted({str(settings.db), str(settings.db.resolve()), str(settings.db.absolute())}, key=len)
 
     app = FastAPI(title="autointerp review", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -157,13 +159,18 @@ def create_app(settings: ReviewSettings) -> FastAPI:
         return HTMLResponse(html, status_code=status_code)
 
     def error_page(message: str, status_code: int) -> HTMLResponse:
+        for path in reversed(hidden_paths):  # never show where the database lives on disk
+            message = message.replace(path, settings.db.name)
         return page("error.html", status_code=status_code, message=message)
+
+    def host_allowed(host: str) -> bool:
+        return not settings.allowed_hosts or host in settings.allowed_hosts or is_loopback(host)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         host = (request.url.hostname or "").strip("[]")
-        if settings.allowed_hosts and host not in settings.allowed_hosts:
-            return Response(f"host {host!r} not allowed", status_code=421, media_type="text/plain")
+        if not host_allowed(host):
+            return Response(f"host {host[:100]!r} not allowed", status_code=421, media_type="text/plain")
         if settings.token is not None:
             offered = request.query_params.get("token")
             if offered is not None and hmac.compare_digest(offered.encode(), settings.token.encode()):
@@ -181,7 +188,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
                 )
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("origin")
-            if origin and origin != "null" and urlsplit(origin).netloc != request.url.netloc:
+            if origin and origin != "null" and _netloc(origin) != request.url.netloc:
                 return Response("cross-origin request refused", status_code=403, media_type="text/plain")
         response = await call_next(request)
         response.headers["Content-Security-Policy"] = (
@@ -193,94 +200,183 @@ def create_app(settings: ReviewSettings) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> Response:
-        return error_page(str(exc), 400)
+    for error, code in (
+        (BadRequest, 400),
+        (Forbidden, 403),
+        (NotFound, 404),
+        (UnknownExplanation, 404),
+        (Conflict, 409),
+        (ReviewConflict, 409),
+    ):
+
+        def handler(request: Request, exc: Exception, code: int = code) -> Response:
+            return error_page(str(exc), code)
+
+        app.add_exception_handler(error, handler)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return Response(str(exc), status_code=413, media_type="text/plain", headers={"Connection": "close"})
 
     @app.exception_handler(AutointerpError)
     async def store_error(request: Request, exc: AutointerpError) -> Response:
-        return error_page(str(exc), 503)
+        return error_page(str(exc), 503)  # the database is locked or unreadable: try again later
+
+    def check_csrf(form: dict[str, str]) -> None:
+        if not hmac.compare_digest(form.get("csrf", "").encode(), csrf_token.encode()):
+            raise Forbidden("the form is missing its CSRF token or it is stale; reload the page and retry")
 
     @app.get("/", response_class=HTMLResponse)
     def feature_list(request: Request) -> Response:
         params = dict(request.query_params)
-        query = _list_query(params)
-        rows, total = db(lambda: queries.feature_list(query))
+        query = forms.list_query(params)
+        listing = db(lambda: queries.feature_list(query))
         facets = db(queries.feature_facets)
-        context = _list_context(params)
-        pages = max(1, -(-total // query.limit))
+        context = forms.list_context(params)
+        pages = max(1, -(-listing.total // query.limit))
         current = query.offset // query.limit + 1
+        batch = params.get("batch", "")
+        if batch and not BATCH_PATTERN.fullmatch(batch):
+            raise BadRequest("batch must be the id of a bulk action")
+        bulk = db(lambda: queries.bulk_summary(batch)) if batch else None
 
         def link(**changes: Any) -> str:
             merged = {**context, **{k: str(v) for k, v in changes.items() if v is not None}}
             return "/?" + urlencode({k: v for k, v in merged.items() if v})
 
-        first_unreviewed = next((r["feature_id"] for r in rows if r["status"] == "unreviewed"), None)
+        first_unreviewed = next((r["feature_id"] for r in listing.rows if r["status"] == "unreviewed"), None)
         return page(
             "features.html",
-            rows=rows,
-            total=total,
+            rows=listing.rows,
+            total=listing.total,
+            reviewable=listing.reviewable,
+            max_bulk=MAX_BULK,
             query=query,
             params=params,
             facets=facets,
-            statuses=STATUSES,
+            statuses=forms.STATUSES,
             sorts=list(FEATURE_SORTS),
             page=current,
             pages=pages,
             link=link,
+            context=context,
             context_qs=urlencode(context),
             first_unreviewed=first_unreviewed,
             metric=query.metric,
+            bulk=bulk,
+            batch=batch,
         )
 
     @app.get("/feature", response_class=HTMLResponse)
     def feature_page(request: Request) -> Response:
         params = dict(request.query_params)
         feature_id = params.get("id", "")
-        query = _list_query(params)
+        query = forms.list_query(params)
+        if len(feature_id) > forms.MAX_PARAM_CHARS:
+            raise BadRequest("feature id too long")
         record = db(lambda: queries.feature_record(feature_id))
         if not record["features"]:
-            return error_page(f"no feature {feature_id!r} in {settings.db}", 404)
+            raise NotFound(f"no feature {text.clip(feature_id, 200)!r} in this database")
         neighbours = db(lambda: queries.feature_neighbours(query, feature_id))
-        context = _list_context(params)
-        return page("feature.html", **_feature_view(feature_id, record, query.metric), **_nav(neighbours, context))
+        context = forms.list_context(params)
+        return page("feature.html", **feature_view(feature_id, record, query.metric), **_nav(neighbours, context))
 
     @app.post("/review")
     async def review(request: Request) -> Response:
-        body = (await request.body()).decode("utf-8", errors="replace")
-        form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
-        if not hmac.compare_digest(form.get("csrf", "").encode(), csrf_token.encode()):
-            return error_page("the form is missing its CSRF token or it is stale; reload the page and retry", 403)
+        form = await forms.read_form(request)
+        check_csrf(form)
         verdict = form.get("verdict", "")
         if verdict not in VERDICTS:
             raise BadRequest(f"verdict must be one of {', '.join(VERDICTS)}")
-        edited = form.get("edited_text", "").strip() or None
-        note = form.get("note", "").strip() or None
+        explanation_id = form.get("explanation_id", "")
+        if not explanation_id or len(explanation_id) > forms.MAX_PARAM_CHARS:
+            raise BadRequest("the form names no explanation")
+        edited = (  # the edit box rides along with a note; only an edit reads it
+            forms.form_text(form, "edited_text", forms.MAX_EDIT_CHARS, "the edited explanation")
+            if verdict == "edit"
+            else None
+        )
+        note = forms.form_text(form, "note", forms.MAX_NOTE_CHARS, "the note")
+        reviewer = forms.form_text(form, "reviewer", forms.MAX_REVIEWER_CHARS, "the reviewer name")
         if verdict == "edit" and not edited:
             raise BadRequest("an edit needs the new explanation text")
         if verdict == "note" and not note:
             raise BadRequest("a note needs some text")
         row = {
             "id": str(uuid.uuid4()),
-            "explanation_id": form.get("explanation_id", ""),
+            "explanation_id": explanation_id,
             "verdict": verdict,
             "edited_text": edited if verdict == "edit" else None,
-            "reviewer": (form.get("reviewer", "").strip() or settings.reviewer)[:100],
+            "reviewer": reviewer or settings.reviewer,
             "note": note,
             "created_at": now(),
         }
         await run_in_threadpool(db, lambda: queries.add_review(row))
-        fallback = "/feature?" + urlencode({"id": form.get("feature_id", "")})
+        fallback = "/feature?" + urlencode({"id": form.get("feature_id", "")[: forms.MAX_PARAM_CHARS]})
         return RedirectResponse(_safe_next(form.get("next"), fallback), status_code=303)
+
+    @app.post("/bulk")
+    async def bulk(request: Request) -> Response:
+        form = await forms.read_form(request)
+        check_csrf(form)
+        verdict = form.get("verdict", "")
+        if verdict not in BULK_VERDICTS:
+            raise BadRequest(f"a bulk action is one of {', '.join(BULK_VERDICTS)}")
+        query = forms.list_query({k: form[k] for k in forms.LIST_PARAMS if k in form})
+        expected = forms.whole(form, "expected", -1, 0, None)
+        if expected < 0:
+            raise BadRequest("the form lacks the number of features it showed (expected)")
+        reviewer = forms.form_text(form, "reviewer", forms.MAX_REVIEWER_CHARS, "the reviewer name")
+        targets = await run_in_threadpool(db, lambda: queries.bulk_targets(query, MAX_BULK + 1))
+        if len(targets) > MAX_BULK:
+            raise BadRequest(f"a bulk action reviews at most {MAX_BULK:,} features; narrow the filter")
+        if expected != len(targets):
+            raise Conflict(
+                f"the list changed since it was shown ({len(targets):,} features now, {expected:,} then); "
+                "reload it and retry"
+            )
+        batch = uuid.uuid4().hex
+        when = now()
+        status = STATUS_OF_DECISION[verdict]
+        rows = [
+            {
+                "id": f"bulk-{batch}-{n}",
+                "explanation_id": t["explanation_id"],
+                "verdict": verdict,
+                "edited_text": None,
+                "reviewer": reviewer or settings.reviewer,
+                "note": None,
+                "created_at": when,
+            }
+            for n, t in enumerate(t for t in targets if t["status"] != status)
+        ]
+        await run_in_threadpool(db, lambda: queries.add_reviews(rows))
+        context = forms.list_context({k: form[k] for k in forms.LIST_PARAMS if k in form})
+        return RedirectResponse("/?" + urlencode({**context, "batch": batch} if rows else context), status_code=303)
+
+    @app.post("/bulk/undo")
+    async def undo_bulk(request: Request) -> Response:
+        form = await forms.read_form(request)
+        check_csrf(form)
+        batch = form.get("batch", "")
+        if not BATCH_PATTERN.fullmatch(batch):
+            raise BadRequest("batch must be the id of a bulk action")
+        reviewer = forms.form_text(form, "reviewer", forms.MAX_REVIEWER_CHARS, "the reviewer name")
+        if await run_in_threadpool(db, lambda: queries.bulk_summary(batch)) is None:
+            raise NotFound("no such bulk action in this database")
+        await run_in_threadpool(db, lambda: queries.undo_bulk(batch, reviewer or settings.reviewer, now()))
+        context = forms.list_context({k: form[k] for k in forms.LIST_PARAMS if k in form})
+        return RedirectResponse("/?" + urlencode({**context, "batch": batch}), status_code=303)
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs_page() -> Response:
         return page("runs.html", runs=db(store.run_progress))
 
     @app.get("/export")
-    def export(format: str = "jsonl") -> Response:
+    def export(request: Request) -> Response:
+        format = request.query_params.get("format") or "jsonl"
         if format not in EXPORT_FORMATS:
-            raise BadRequest(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+            raise BadRequest(f"unknown export format {format[:20]!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         data = db(lambda: export_reviews(store, format))
         return Response(
             data,
@@ -301,65 +397,4 @@ def _nav(neighbours: dict[str, str | None], context: dict[str, str]) -> dict[str
         "next_unreviewed_url": url(neighbours["next_unreviewed"]),
         "list_url": "/?" + urlencode(context),
         "context": context,
-    }
-
-
-def _feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, Any]:
-    """Returns the template values of a feature page from everything stored about the feature."""
-    explanations = record["explanations"]
-    current = explanations[0] if explanations else None
-    run_id = current["run_id"] if current else record["features"][0]["run_id"]
-    feature = next((f for f in record["features"] if f["run_id"] == run_id), record["features"][0])
-    exemplars = [e for e in record["exemplars"] if e["run_id"] == run_id]
-    scale = float(feature["max_activation"] or 0.0)
-    scores_by_explanation: dict[str, list[dict[str, Any]]] = {}
-    for s in record["scores"]:
-        scores_by_explanation.setdefault(s["explanation_id"], []).append(s)
-    current_scores = scores_by_explanation.get(current["id"], []) if current else []
-    simulation = next((s for s in current_scores if s["metric"] == metric), None) or next(
-        (s for s in current_scores if isinstance(views.loads(s["details"]), dict)), None
-    )
-    details = views.loads(simulation["details"]) if simulation else None
-    reviews_by_explanation: dict[str, list[dict[str, Any]]] = {}
-    for r in record["reviews"]:
-        reviews_by_explanation.setdefault(r["explanation_id"], []).append(r)
-    status = "unreviewed"
-    for r in reviews_by_explanation.get(current["id"], []) if current else []:
-        if r["verdict"] in ("accept", "reject", "edit"):
-            status = {"accept": "accepted", "reject": "rejected", "edit": "edited"}[r["verdict"]]
-            break
-    token_values = [float(a) for e in exemplars for a in e["activations"]]
-    return {
-        "feature_id": feature_id,
-        "feature": feature,
-        "runs": record["features"],
-        "current": current,
-        "status": status,
-        "explanations": explanations,
-        "scores_by_explanation": scores_by_explanation,
-        "main_metric": metric,
-        "current_scores": current_scores,
-        "chance": views.chance_levels(current_scores),
-        "score_details": details if isinstance(details, dict) else None,
-        "exemplars": [
-            {**e, "shaded": views.shade(e["tokens"], [float(a) for a in e["activations"]], scale)} for e in exemplars
-        ],
-        "simulated": views.simulation_windows(details if isinstance(details, dict) else None, exemplars),
-        "histogram": views.histogram(token_values),
-        "exemplar_maxima": sorted((float(e["max_activation"]) for e in exemplars), reverse=True),
-        "hist_max": max(token_values, default=0.0),
-        "experiments": [
-            {
-                **x,
-                "spec_text": views.pretty(x["spec"]),
-                "predicted_text": views.pretty(x["predicted"]),
-                "measured_text": views.pretty(x["measured"]),
-            }
-            for x in record["experiments"]
-        ],
-        "llm_calls": [
-            {**c, "request_text": views.pretty(c["request"]), "response_text": views.pretty(c["response"])}
-            for c in record["llm_calls"]
-        ],
-        "reviews": record["reviews"],
     }

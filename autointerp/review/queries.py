@@ -2,11 +2,17 @@
 
 The pipeline's reads and writes live in `autointerp.store`; this module holds the queries only the
 review app and `autointerp export` need, over the same short connections.
+
+Reviews are append-only. A feature's status is its current explanation's latest *decision*
+(accept, reject, edit, or clear: back to unreviewed, written by an undo); notes and experiment
+requests are reviews that decide nothing. A bulk action's rows have ids `bulk-<batch>-<n>`, and
+the rows that undo it `undo-<batch>-<n>`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from autointerp.errors import StoreError
@@ -21,8 +27,33 @@ FEATURE_SORTS = {
     "density": "density",
     "status": "status",
     "run": "run_id",
+    "disagreement": "disagreement",
 }
 """Columns the feature list can be sorted by (the only strings that reach ORDER BY)."""
+
+DECISIONS = ("accept", "reject", "edit", "clear")
+"""Review verdicts that set a status; `clear` (written by an undo) sets it back to unreviewed."""
+STATUS_OF_DECISION = {"accept": "accepted", "reject": "rejected", "edit": "edited", "clear": "unreviewed"}
+LIST_TEXT_CHARS = 300
+"""Characters of an explanation the list shows (a degenerate model output can be 100 KB)."""
+
+_DECIDED = """
+    SELECT explanation_id, verdict, edited_text, reviewer, created_at FROM reviews
+    WHERE verdict IN ('accept', 'reject', 'edit', 'clear')
+    QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
+"""
+"""Each reviewed explanation's latest decision."""
+
+_STATUS = """CASE {0}.verdict WHEN 'accept' THEN 'accepted' WHEN 'reject' THEN 'rejected'
+                 WHEN 'edit' THEN 'edited' ELSE 'unreviewed' END"""
+
+
+class UnknownExplanation(StoreError):
+    """A review names an explanation the database does not hold."""
+
+
+class ReviewConflict(StoreError):
+    """A review action that no longer applies (a bulk action already undone, or unknown)."""
 
 
 @dataclass
@@ -37,6 +68,12 @@ class FeatureQuery:
     search: str | None = None
     min_score: float | None = None
     max_score: float | None = None
+    min_disagreement: float | None = None
+    """Keep features whose scorers disagree at least this much (0..1, see `ReviewQueries`)."""
+    has_note: bool = False
+    """Keep features with a reviewer's note on any of their explanations."""
+    experiments_requested: bool = False
+    """Keep features a reviewer asked more experiments for."""
     sort: str = "score"
     descending: bool = True
     limit: int = 50
@@ -47,8 +84,25 @@ class FeatureQuery:
             raise StoreError(f"cannot sort by {self.sort!r}; choose one of {', '.join(FEATURE_SORTS)}")
 
 
+@dataclass
+class FeaturePage:
+    """One page of the feature list."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    """Features matching the filters (all pages)."""
+    reviewable: int
+    """Of those, the ones with an explanation (what a bulk action would review)."""
+
+
 class ReviewQueries:
-    """The review app's queries over one store."""
+    """The review app's queries over one store.
+
+    Scorer disagreement of an explanation: each scorer's headline metric (the main metric, else an
+    AUROC, else the first by name) is turned into a percentile among the listed explanations'
+    values of that metric; the disagreement is the largest minus the smallest percentile (0: the
+    scorers rank it alike, 1: one ranks it best and another worst). It needs two scorers.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -56,9 +110,8 @@ class ReviewQueries:
     def _feature_list_sql(self, query: FeatureQuery) -> tuple[str, list[Any], str]:
         """Returns the SQL, parameters and ORDER BY terms of the filtered feature list, one row per feature."""
         run_filter = "WHERE run_id = ?" if query.run_id else ""
-        params: list[Any] = [query.run_id] if query.run_id else []
         feature_run_filter = "WHERE f.run_id = ?" if query.run_id else ""
-        params_f: list[Any] = [query.run_id] if query.run_id else []
+        run_params: list[Any] = [query.run_id] if query.run_id else []
         sql = f"""
             WITH feat AS (
                 SELECT f.id AS feature_id, arg_max(f.hook, r.created_at) AS hook, arg_max(f.kind, r.created_at) AS kind,
@@ -69,24 +122,57 @@ class ReviewQueries:
             ), ex AS (
                 SELECT * FROM explanations {run_filter}
                 QUALIFY row_number() OVER (PARTITION BY feature_id ORDER BY created_at DESC, iteration DESC) = 1
-            ), rv AS (
-                SELECT explanation_id, verdict, edited_text, reviewer FROM reviews
-                WHERE verdict IN ('accept', 'reject', 'edit')
-                QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
+            ), decided AS ({_DECIDED}
+            ), earlier AS (
+                SELECT e.feature_id, arg_max(d.verdict, d.created_at) AS verdict,
+                       arg_max(e.id, d.created_at) AS explanation_id, arg_max(e.run_id, d.created_at) AS run_id,
+                       arg_max(left(e.text, {LIST_TEXT_CHARS}), d.created_at) AS text
+                FROM decided d JOIN explanations e ON e.id = d.explanation_id
+                JOIN ex cur ON cur.feature_id = e.feature_id AND cur.id <> e.id AND e.created_at <= cur.created_at
+                WHERE d.verdict <> 'clear'
+                GROUP BY e.feature_id
+            ), flags AS (
+                SELECT e.feature_id,
+                       count(*) FILTER (WHERE r.note IS NOT NULL AND trim(r.note) <> '') AS notes,
+                       count(*) FILTER (WHERE r.verdict = 'request_experiments') AS requests
+                FROM reviews r JOIN explanations e ON e.id = r.explanation_id GROUP BY e.feature_id
+            ), ranked AS (
+                SELECT s.explanation_id, percent_rank() OVER (PARTITION BY s.metric ORDER BY s.value) AS pct,
+                       row_number() OVER (
+                           PARTITION BY s.explanation_id, s.scorer
+                           ORDER BY CASE WHEN s.metric = ? THEN 0 WHEN ends_with(s.metric, '_auroc') THEN 1 ELSE 2 END,
+                                    s.metric
+                       ) AS pick
+                FROM scores s JOIN ex ON ex.id = s.explanation_id
+                WHERE s.value IS NOT NULL AND isfinite(s.value) AND NOT ends_with(s.metric, '_distractor')
+            ), disagree AS (
+                SELECT explanation_id, max(pct) - min(pct) AS disagreement
+                FROM ranked WHERE pick = 1 GROUP BY explanation_id HAVING count(*) >= 2
+            ), headline AS (
+                SELECT explanation_id, arg_max(value, created_at) AS value FROM scores WHERE metric = ?
+                GROUP BY explanation_id
             ), listed AS (
-                SELECT feat.*, ex.id AS explanation_id, ex.run_id, ex.text AS explanation, ex.explainer,
-                       s.value AS score,
-                       CASE rv.verdict WHEN 'accept' THEN 'accepted' WHEN 'reject' THEN 'rejected'
-                            WHEN 'edit' THEN 'edited' ELSE 'unreviewed' END AS status,
-                       rv.edited_text
+                SELECT feat.*, ex.id AS explanation_id, ex.run_id, ex.explainer,
+                       left(ex.text, {LIST_TEXT_CHARS}) AS explanation, length(ex.text) AS explanation_chars,
+                       headline.value AS score, {_STATUS.format("d")} AS status,
+                       CASE WHEN d.verdict = 'edit' THEN left(d.edited_text, {LIST_TEXT_CHARS}) END AS edited_text,
+                       CASE WHEN d.verdict = 'edit' THEN length(d.edited_text) END AS edited_chars,
+                       coalesce(CASE WHEN d.verdict = 'edit' THEN d.edited_text END, ex.text, '') AS search_text,
+                       {_STATUS.format("earlier")} AS earlier_status, earlier.explanation_id AS earlier_explanation_id,
+                       earlier.run_id AS earlier_run_id, earlier.text AS earlier_text,
+                       coalesce(flags.notes, 0) AS notes, coalesce(flags.requests, 0) AS experiment_requests,
+                       disagree.disagreement
                 FROM feat
                 LEFT JOIN ex ON ex.feature_id = feat.feature_id
-                LEFT JOIN scores s ON s.explanation_id = ex.id AND s.metric = ?
-                LEFT JOIN rv ON rv.explanation_id = ex.id
+                LEFT JOIN headline ON headline.explanation_id = ex.id
+                LEFT JOIN decided d ON d.explanation_id = ex.id
+                LEFT JOIN earlier ON earlier.feature_id = feat.feature_id
+                LEFT JOIN flags ON flags.feature_id = feat.feature_id
+                LEFT JOIN disagree ON disagree.explanation_id = ex.id
             )
             SELECT * FROM listed WHERE 1 = 1
         """
-        all_params: list[Any] = [*params_f, *params, query.metric]
+        all_params: list[Any] = [*run_params, *run_params, MAIN_METRIC, query.metric]
         if query.hook:
             sql += " AND hook = ?"
             all_params.append(query.hook)
@@ -97,7 +183,7 @@ class ReviewQueries:
             sql += " AND status = ?"
             all_params.append(query.status)
         if query.search:
-            sql += " AND contains(lower(coalesce(edited_text, explanation, '')), lower(?))"
+            sql += " AND contains(lower(search_text), lower(?))"
             all_params.append(query.search)
         if query.min_score is not None:
             sql += " AND score >= ?"
@@ -105,21 +191,39 @@ class ReviewQueries:
         if query.max_score is not None:
             sql += " AND score <= ?"
             all_params.append(query.max_score)
+        if query.min_disagreement is not None:
+            sql += " AND disagreement >= ?"
+            all_params.append(query.min_disagreement)
+        if query.has_note:
+            sql += " AND notes > 0"
+        if query.experiments_requested:
+            sql += " AND experiment_requests > 0"
         column = FEATURE_SORTS[query.sort]
         direction = "DESC" if query.descending else "ASC"
         return sql, all_params, f"{column} {direction} NULLS LAST, hook, idx, feature_id"
 
-    def feature_list(self, query: FeatureQuery) -> tuple[list[dict[str, Any]], int]:
-        """Returns one page of the feature list and the number of features matching the filters."""
+    def feature_list(self, query: FeatureQuery) -> FeaturePage:
+        """Returns one page of the feature list with the number of features matching the filters."""
         sql, params, order = self._feature_list_sql(query)
         rows = self.store.query(
-            f"SELECT *, count(*) OVER () AS total FROM ({sql}) ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT * EXCLUDE (search_text), count(*) OVER () AS total, count(explanation_id) OVER () AS reviewable "
+            f"FROM ({sql}) ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, query.limit, query.offset],
         )
         if rows:
-            return rows, int(rows[0]["total"])
-        total = self.store.query(f"SELECT count(*) AS n FROM ({sql})", params)[0]["n"]
-        return rows, int(total)
+            return FeaturePage(rows, int(rows[0]["total"]), int(rows[0]["reviewable"]))
+        counts = self.store.query(f"SELECT count(*) AS n, count(explanation_id) AS r FROM ({sql})", params)[0]
+        return FeaturePage(rows, int(counts["n"]), int(counts["r"]))
+
+    def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:
+        """Returns (feature_id, explanation_id, status) of every listed feature with an explanation, in
+        list order, at most `limit` of them (ignores the query's page)."""
+        sql, params, order = self._feature_list_sql(query)
+        return self.store.query(
+            f"SELECT feature_id, explanation_id, status FROM ({sql}) WHERE explanation_id IS NOT NULL "
+            f"ORDER BY {order} LIMIT ?",
+            [*params, limit],
+        )
 
     def feature_neighbours(self, query: FeatureQuery, feature_id: str) -> dict[str, str | None]:
         """Returns the previous, next and next unreviewed feature ids around `feature_id` in the list."""
@@ -196,31 +300,115 @@ class ReviewQueries:
             }
 
     def add_review(self, review: dict[str, Any]) -> None:
-        """Stores one review action (accept, reject, edit, note, request_experiments) in a short transaction."""
+        """Stores one review action (accept, reject, edit, note, request_experiments) in a short transaction;
+        raises UnknownExplanation when its explanation is not in the database."""
+        self.add_reviews([review])
+
+    def add_reviews(self, reviews: list[dict[str, Any]]) -> int:
+        """Stores review rows in one transaction; returns how many. Raises UnknownExplanation (storing
+        nothing) when one names an explanation that is not in the database."""
+        if not reviews:
+            return 0
+        wanted = sorted({str(r["explanation_id"]) for r in reviews})
         with self.store.transaction() as con:
-            if not con.execute("SELECT 1 FROM explanations WHERE id = ?", [review["explanation_id"]]).fetchall():
-                raise StoreError(f"no explanation {review['explanation_id']!r}")
-            Store.insert_rows(con, "reviews", [review])
+            found = con.execute("SELECT id FROM explanations WHERE id IN (SELECT unnest(?::VARCHAR[]))", [wanted])
+            missing = set(wanted) - {row[0] for row in found.fetchall()}
+            if missing:
+                raise UnknownExplanation(f"no explanation {min(missing)[:80]!r}; it may belong to another database")
+            return Store.insert_rows(con, "reviews", reviews)
+
+    def bulk_summary(self, batch: str) -> dict[str, Any] | None:
+        """Returns what bulk action `batch` did (verdict, features, reviewer, time) and how many of its
+        rows were undone; None when there is no such batch."""
+        row = self.store.query(
+            """
+            SELECT any_value(verdict) AS verdict, count(*) AS features, any_value(reviewer) AS reviewer,
+                   min(created_at) AS created_at,
+                   (SELECT count(*) FROM reviews WHERE starts_with(id, 'undo-' || ? || '-')) AS undone
+            FROM reviews WHERE starts_with(id, 'bulk-' || ? || '-')
+            """,
+            [batch, batch],
+        )[0]
+        return row if row["features"] else None
+
+    def undo_bulk(self, batch: str, reviewer: str, when: datetime) -> tuple[int, int]:
+        """Restores each explanation of bulk action `batch` to its status before it, as new review rows
+        (`clear` where it was unreviewed); an explanation decided again since is left alone.
+        Returns (restored, left alone); raises ReviewConflict when the batch is unknown or was already undone
+        (when every explanation was decided again since, nothing is written and it stays undoable)."""
+        with self.store.transaction() as con:
+            undone = con.execute("SELECT count(*) FROM reviews WHERE starts_with(id, 'undo-' || ? || '-')", [batch])
+            if (undone.fetchone() or (0,))[0]:
+                raise ReviewConflict("this bulk action was already undone")
+            cursor = con.execute(
+                """
+                WITH batch AS (SELECT * FROM reviews WHERE starts_with(id, 'bulk-' || ? || '-')),
+                latest AS (
+                    SELECT explanation_id, id FROM reviews
+                    WHERE verdict IN ('accept', 'reject', 'edit', 'clear')
+                      AND explanation_id IN (SELECT explanation_id FROM batch)
+                    QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
+                ), before AS (
+                    SELECT r.explanation_id, r.verdict, r.edited_text FROM reviews r
+                    JOIN batch b ON b.explanation_id = r.explanation_id
+                    WHERE r.verdict IN ('accept', 'reject', 'edit', 'clear') AND r.created_at < b.created_at
+                      AND NOT starts_with(r.id, 'bulk-' || ? || '-')
+                    QUALIFY row_number() OVER (PARTITION BY r.explanation_id ORDER BY r.created_at DESC) = 1
+                )
+                SELECT b.explanation_id, latest.id = b.id AS still_current, before.verdict AS verdict,
+                       before.edited_text AS edited_text
+                FROM batch b LEFT JOIN latest USING (explanation_id) LEFT JOIN before USING (explanation_id)
+                ORDER BY b.id
+                """,
+                [batch, batch],
+            )
+            targets = cursor.fetchall()
+            rows = [
+                {
+                    "id": f"undo-{batch}-{n}",
+                    "explanation_id": explanation_id,
+                    "verdict": verdict or "clear",
+                    "edited_text": edited_text if verdict == "edit" else None,
+                    "reviewer": reviewer,
+                    "note": None,
+                    "created_at": when,
+                }
+                for n, (explanation_id, still_current, verdict, edited_text) in enumerate(targets)
+                if still_current
+            ]
+            if not targets:
+                raise ReviewConflict(f"no bulk action {batch[:40]!r}")
+            Store.insert_rows(con, "reviews", rows)
+            return len(rows), len(targets) - len(rows)
 
     def reviewed_explanations(self) -> list[dict[str, Any]]:
-        """Returns each reviewed explanation's latest verdict, its final text, feature and score."""
+        """Returns every explanation with a review of any kind (decision, note, experiment request): its
+        status and latest decision (verdict None when there is none), final text, notes, whether more
+        experiments were requested, feature and headline score."""
         return self.store.query(
-            """
-            WITH rv AS (
-                SELECT * FROM reviews WHERE verdict IN ('accept', 'reject', 'edit')
-                QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
-            ), notes AS (
-                SELECT explanation_id, string_agg(note, ' | ' ORDER BY created_at) AS notes FROM reviews
-                WHERE note IS NOT NULL AND note <> '' GROUP BY explanation_id
+            f"""
+            WITH decided AS ({_DECIDED}),
+            agg AS (
+                SELECT explanation_id,
+                       string_agg(note, ' | ' ORDER BY created_at) FILTER (WHERE note IS NOT NULL AND note <> '')
+                           AS notes,
+                       count(*) FILTER (WHERE verdict = 'request_experiments') > 0 AS experiments_requested,
+                       count(*) AS reviews, max(created_at) AS last_reviewed_at
+                FROM reviews GROUP BY explanation_id
+            ), headline AS (
+                SELECT explanation_id, arg_max(value, created_at) AS value FROM scores WHERE metric = ?
+                GROUP BY explanation_id
             )
             SELECT e.feature_id, e.id AS explanation_id, e.run_id, e.explainer, e.prompt_hash,
-                   e.text AS original_text, coalesce(rv.edited_text, e.text) AS text, rv.verdict,
-                   rv.reviewer, rv.created_at AS reviewed_at, notes.notes,
-                   (SELECT value FROM scores s WHERE s.explanation_id = e.id
-                    AND s.metric = ?) AS score
-            FROM rv JOIN explanations e ON e.id = rv.explanation_id
-            LEFT JOIN notes ON notes.explanation_id = e.id
-            ORDER BY e.feature_id, rv.created_at
-        """,
+                   e.text AS original_text,
+                   coalesce(CASE WHEN d.verdict = 'edit' THEN d.edited_text END, e.text) AS text,
+                   CASE WHEN d.verdict <> 'clear' THEN d.verdict END AS verdict, {_STATUS.format("d")} AS status,
+                   d.reviewer, d.created_at AS reviewed_at, agg.notes, agg.experiments_requested,
+                   agg.reviews, agg.last_reviewed_at, headline.value AS score
+            FROM agg JOIN explanations e ON e.id = agg.explanation_id
+            LEFT JOIN decided d ON d.explanation_id = e.id
+            LEFT JOIN headline ON headline.explanation_id = e.id
+            ORDER BY e.feature_id, coalesce(d.created_at, agg.last_reviewed_at), e.id
+            """,
             [MAIN_METRIC],
         )

@@ -178,14 +178,54 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def score_row(explanation_id: str, metric: str, value: float | None, **extra: Any) -> dict[str, Any]:
+    """Returns a `scores` row of the fixture's run (scorer `simulation-all-at-once` unless given)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "run_id": RUN_ID,
+        "explanation_id": explanation_id,
+        "scorer": "simulation-all-at-once",
+        "scorer_model": "local:smollm2-135m",
+        "metric": metric,
+        "value": value,
+        "details": json.dumps({}),
+        "created_at": now(),
+        **extra,
+    }
+
+
+def review_row(explanation_id: str, verdict: str, **extra: Any) -> dict[str, Any]:
+    """Returns a `reviews` row by reviewer `tester`, made now."""
+    return {
+        "id": str(uuid.uuid4()),
+        "explanation_id": explanation_id,
+        "verdict": verdict,
+        "edited_text": None,
+        "reviewer": "tester",
+        "note": None,
+        "created_at": now(),
+        **extra,
+    }
+
+
+def add_run(path: Path, run_id: str, created_at: Any = None) -> None:
+    """Records a completed run (the parent of rows written for it)."""
+    with Store(path).transaction() as con:
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, 'completed', '{}', 'hash', '0.1.0', NULL, NULL)",
+            [run_id, created_at or now(), now()],
+        )
+
+
 @pytest.fixture
-def serve() -> Iterator[Callable[[ReviewSettings], str]]:
-    """Starts the review app on a real loopback port (uvicorn in a thread); returns its base URL."""
+def serve() -> Iterator[Callable[..., str]]:
+    """Starts the review app on a real loopback port (uvicorn in a thread); returns its base URL.
+    `serve(settings, host="127.0.0.2")` binds another loopback address."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(settings: ReviewSettings) -> str:
+    def start(settings: ReviewSettings, host: str = "127.0.0.1") -> str:
         port = _free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -195,7 +235,7 @@ def serve() -> Iterator[Callable[[ReviewSettings], str]]:
                 raise RuntimeError("review server did not start")
             time.sleep(0.02)
         servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
+        return f"http://{host}:{port}"
 
     yield start
     for server, thread in servers:

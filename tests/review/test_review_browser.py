@@ -91,3 +91,108 @@ def test_open_list_open_feature_accept_it(
     listing = tmp_path / "review-list.png"
     browser.save_screenshot(str(listing))
     print(f"screenshot: {listing}")
+
+
+LONG_TEXT = "degenerate " * 5_000 + "y" * 45_000  # ~100 KB of model output, with one unbroken 45 KB word
+BIDI_TEXT = "fires on names like \u202egnp.exe and\x00 after a NUL"
+
+# Returns [x of the first character, x of the last character] of `word` where it is rendered inside
+# `root`: first < last when the word reads left to right, first > last when a bidi override reversed it.
+WORD_ORDER_JS = """
+const [root, word] = arguments;
+const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const at = node.data.indexOf(word);
+  if (at < 0) continue;
+  const range = document.createRange();
+  range.setStart(node, at); range.setEnd(node, at + 1);
+  const first = range.getBoundingClientRect().x;
+  range.setStart(node, at + word.length - 1); range.setEnd(node, at + word.length);
+  return [first, range.getBoundingClientRect().x];
+}
+return null;
+"""
+
+
+def test_long_and_bidi_text_reads_well(
+    review_db: tuple[Path, dict[str, Any]], serve: Callable[[ReviewSettings], str], browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    path, ids = review_db
+    long_feature, bidi_feature = ids["features"][1], ids["features"][2]
+    with Store(path).transaction() as con:
+        for feature, text in ((long_feature, LONG_TEXT), (bidi_feature, BIDI_TEXT)):
+            con.execute("UPDATE explanations SET text = ? WHERE id = ?", [text, ids["explanations"][feature]])
+    base = serve(ReviewSettings(db=path))
+
+    browser.get(base + "/")
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # no sideways scroll
+    rows = browser.find_elements(By.CSS_SELECTOR, "#feature-table tbody tr")
+    assert len(rows) == 6
+    for row in rows:
+        status = row.find_element(By.CSS_SELECTOR, "td:last-child .status")
+        score = row.find_elements(By.CSS_SELECTOR, "td.num")[1]
+        assert status.is_displayed() and status.rect["x"] + status.rect["width"] <= width, row.text[:80]
+        assert score.rect["x"] + score.rect["width"] <= width and score.text
+        assert row.rect["height"] < 250, f"row of {row.rect['height']} px: {row.text[:80]}"
+    bidi_cell = browser.find_element(By.XPATH, f"//tr[td/a[text()='{bidi_feature}']]/td[@class='explanation']")
+    assert "⟨U+202E⟩gnp.exe and⟨U+0000⟩ after a NUL" in bidi_cell.text
+    first, last = browser.execute_script(WORD_ORDER_JS, bidi_cell, "gnp.exe")
+    assert first < last  # "gnp.exe" reads left to right: the override is shown, not obeyed
+    control = browser.execute_script(
+        "const s = document.createElement('span'); s.textContent = 'a \\u202egnp.exe';"
+        "document.body.appendChild(s); return s;"
+    )
+    reversed_first, reversed_last = browser.execute_script(WORD_ORDER_JS, control, "gnp.exe")
+    assert reversed_first > reversed_last  # the same measure sees a raw U+202E reverse the word
+    browser.save_screenshot(str(tmp_path / "review-long-bidi-list.png"))
+    print(f"screenshot: {tmp_path / 'review-long-bidi-list.png'}")
+
+    browser.get(f"{base}/feature?id={long_feature}")
+    box = browser.find_element(By.ID, "current-explanation")
+    assert box.rect["height"] < 400 and box.rect["x"] + box.rect["width"] <= width
+    assert browser.execute_script("return arguments[0].scrollHeight > arguments[0].clientHeight", box)  # it scrolls
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+    assert browser.find_element(By.ID, "accept").is_displayed()  # the review buttons stay in reach
+    browser.save_screenshot(str(tmp_path / "review-long-feature.png"))
+    print(f"screenshot: {tmp_path / 'review-long-feature.png'}")
+
+    browser.get(f"{base}/feature?id={bidi_feature}")
+    explanation = browser.find_element(By.ID, "current-explanation")
+    assert explanation.text == "fires on names like ⟨U+202E⟩gnp.exe and⟨U+0000⟩ after a NUL"
+    first, last = browser.execute_script(WORD_ORDER_JS, explanation, "gnp.exe")
+    assert first < last
+    badge = explanation.find_element(By.CSS_SELECTOR, ".ctl")
+    assert badge.get_attribute("title") == "RIGHT-TO-LEFT OVERRIDE"
+    assert browser.find_element(By.ID, "control-warning").is_displayed()
+    browser.save_screenshot(str(tmp_path / "review-bidi-feature.png"))
+    print(f"screenshot: {tmp_path / 'review-bidi-feature.png'}")
+
+
+def test_bulk_accept_and_undo_in_the_browser(
+    review_db: tuple[Path, dict[str, Any]], serve: Callable[[ReviewSettings], str], browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, _ = review_db
+    base = serve(ReviewSettings(db=path, reviewer="bulk-browser"))
+    wait = WebDriverWait(browser, 15)
+    browser.get(base + "/?q=sentence&noted=0")
+    browser.find_element(By.ID, "bulk-accept").click()
+    banner = wait.until(expected_conditions.presence_of_element_located((By.ID, "bulk-banner")))
+    assert "Accepted 5 features in bulk (by bulk-browser" in banner.text
+    statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#feature-table td:last-child .status")]
+    assert statuses == ["accepted"] * 5
+    browser.save_screenshot(str(tmp_path / "review-bulk.png"))
+    print(f"screenshot: {tmp_path / 'review-bulk.png'}")
+    browser.find_element(By.ID, "undo").click()
+    wait.until(lambda d: "Undone: 5 of the 5 features" in d.find_element(By.ID, "bulk-banner").text)
+    statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#feature-table td:last-child .status")]
+    assert statuses == ["unreviewed"] * 5
+    verdicts = sorted(r["verdict"] for r in Store(path).query("SELECT verdict FROM reviews"))
+    assert verdicts == ["accept"] * 5 + ["clear"] * 5
+    assert {r["reviewer"] for r in Store(path).query("SELECT reviewer FROM reviews")} == {"bulk-browser"}

@@ -12,8 +12,11 @@
 
   function syncReviewer() {
     var input = document.getElementById("reviewer");
-    if (!input) { return; }
     var saved = window.localStorage ? window.localStorage.getItem(KEY) : null;
+    if (!input) {  // the list page: bulk actions and undo carry the remembered name
+      if (saved) { document.querySelectorAll(".reviewer-copy").forEach(function (el) { el.value = saved; }); }
+      return;
+    }
     if (saved) { input.value = saved; }
     var copy = function () {
       document.querySelectorAll(".reviewer-copy").forEach(function (el) { el.value = input.value; });
