@@ -458,7 +458,7 @@ class ExemplarSampler:
                 if number < 0:  # fewer windows than slots, or an empty quantile bin
                     continue
                 result.append(Exemplar(f, kind, rank, self.windows[number], acts[f][slot], split))
-        return _renumber(result)
+        return _renumber(_distinct_windows(result))
 
     # checkpoints ----------------------------------------------------------------------------------
 
@@ -483,14 +483,34 @@ class ExemplarSampler:
         self.windows = {n: Window(doc_id=d, offset=o, token_ids=list(t)) for n, d, o, t in state["windows"]}
 
 
+def _kind_priority(kind: str) -> int:
+    return 0 if kind == "top" else 2 if kind == "random" else 1
+
+
+def _distinct_windows(exemplars: list[Exemplar]) -> list[Exemplar]:
+    """Keeps each window once per feature, under its first kind in the order top, quantiles, random: a
+    window kept as top is not also a quantile or random one, so no window sits on both sides of the
+    explain / score split or twice in the score split."""
+    ordered = sorted(exemplars, key=lambda e: (e.feature_index, _kind_priority(e.kind), e.kind, e.rank))
+    seen: set[tuple[int, int, int]] = set()
+    kept = []
+    for exemplar in ordered:
+        key = (exemplar.feature_index, exemplar.window.doc_id, exemplar.window.offset)
+        if key not in seen:
+            seen.add(key)
+            kept.append(exemplar)
+    return kept
+
+
 def _renumber(exemplars: list[Exemplar]) -> list[Exemplar]:
-    """Gives the kept windows of each (feature, kind) consecutive ranks from 0 (after empty slots)."""
+    """Gives the kept windows of each (feature, kind) consecutive ranks from 0 (after empty slots and
+    dropped duplicates), and alternates the explain / score split of top and quantile windows by rank."""
     counters: dict[tuple[int, str], int] = {}
     for exemplar in exemplars:
         key = (exemplar.feature_index, exemplar.kind)
         exemplar.rank = counters.get(key, 0)
         counters[key] = exemplar.rank + 1
-        if exemplar.kind.startswith("quantile"):
+        if exemplar.kind != "random":
             exemplar.split = "explain" if exemplar.rank % 2 == 0 else "score"
     return exemplars
 

@@ -15,6 +15,8 @@ from autointerp.prompts import PromptTemplate, load_prompt
 from autointerp.records import Explanation
 
 MAX_EXPLANATION_CHARS = 200
+LEVEL_ECHO = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s*\)")
+"""An activation level in parentheses, as the prompt's top-token summary shows them: `'where' (10)`."""
 
 
 class ExplanationParseError(LLMError):
@@ -67,6 +69,7 @@ def parse_explanation(answer: str) -> str:
     """Returns the explanation phrase from the answer's first sentence; raises ExplanationParseError."""
     first_line = answer.strip().splitlines()[0] if answer.strip() else ""
     sentence = re.split(r"(?<=[a-z0-9'\"\)])\.(\s|$)", first_line, maxsplit=1)[0]
+    sentence = LEVEL_ECHO.sub("", sentence)  # the prompt's "token (10)" levels echoed back
     text = _strip_stray_quotes(sentence.strip().rstrip(".").strip())
     if not text:
         raise ExplanationParseError("the answer is empty; reply with a short phrase")

@@ -56,3 +56,11 @@ def test_parse_sentence_stops_at_the_closing_quote() -> None:
 )
 def test_input_experiment_verdict_rule(on: list[float], off: list[float], verdict: str) -> None:
     assert input_experiment_verdict(on, off) == verdict
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [('the token "where" (10).', 'the token "where"'), ("words like 'if' (9), 'else' (7)", "words like 'if', 'else'")],
+)
+def test_the_prompts_activation_levels_are_not_echoed_into_explanations(answer: str, expected: str) -> None:
+    assert parse_explanation(answer) == expected

@@ -1,5 +1,6 @@
 """End to end: the `label_features` flow on the real model and a real DuckDB file."""
 
+import json
 import re
 import subprocess
 import sys
@@ -212,3 +213,16 @@ def test_investigate_obeys_the_run_budget(finished_run: tuple[RunConfig, str]) -
     assert result.exit_code == 1, result.output
     assert "reached its token budget" in result.output and "llm.max_tokens=1" in result.output
     assert store.query("SELECT count(*) AS n FROM llm_calls")[0]["n"] == before  # not one call made
+
+
+def test_no_window_is_kept_twice_or_on_both_sides_of_the_split(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    store = Store(config.store.path)
+    repeated = store.query(
+        "SELECT feature_id, doc_id, token_offset, count(*) AS n, count(DISTINCT split) AS splits FROM exemplars "
+        "WHERE run_id = ? GROUP BY ALL HAVING n > 1",
+        [run_id],
+    )
+    assert repeated == []
+    scores = store.scores(run_id, "correlation_top_and_random")
+    assert all("non_firing_windows" in json.loads(s["details"]) for s in scores)

@@ -105,7 +105,7 @@ def test_every_feature_is_explained_and_scored_exactly_once(
     assert len({f for f, _ in explanations}) == len(explanations) == FEATURES
     assert all(text == f"the word word{f.rsplit('/', 1)[1]}" for f, text in explanations)
     per_metric = {(f, m) for f, m, _ in scores}
-    assert len(per_metric) == len(scores) == FEATURES * 4  # 4 simulation metrics, each once
+    assert len(per_metric) == len(scores) == FEATURES * 5  # 5 simulation metrics, each once
     main = [v for _, m, v in scores if m == "correlation_top_and_random"]
     assert len(main) == FEATURES and all(v == pytest.approx(1.0) for v in main)
     calls = store.query("SELECT role, count(*) AS n FROM llm_calls GROUP BY role ORDER BY role")

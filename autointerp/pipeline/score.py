@@ -20,6 +20,7 @@ from autointerp.llm.base import ChatBackend
 from autointerp.metric_names import DISTRACTOR_SUFFIX
 from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
 from autointerp.records import Rows, Score
+from autointerp.score.confidence import simulation_confidence
 from autointerp.score.distractors import choose_distractors
 from autointerp.score.outcome import ScoreOutcome
 from autointerp.score.registry import SCORERS, Scorer, ScoringContext
@@ -37,6 +38,7 @@ def held_out_windows(exemplars: list[dict[str, Any]], max_activation: float) -> 
             levels=normalize_activations(e["activations"], max_activation),
             kind=e["kind"],
             rank=e["rank"],
+            raw=[float(a) for a in e["activations"]],
         )
         for e in exemplars
         if e["split"] == "score"
@@ -120,6 +122,18 @@ def run_score(config: RunConfig, store: Store, run_id: str, session: LLMSession)
                 batch_size=config.score.batch_size,
             )
             outcomes = scorer.score(context)
+            answered = outcomes[0].details.get("windows") or outcomes[0].details.get("items") or []
+            if answered and outcomes[0].details.get("failed") == len(answered):
+                # every call failed (server down, garbage answers): keep the calls, score again on a rerun
+                return FeatureWork.failed(
+                    feature["id"], f"every {method} call failed (see `autointerp costs`)", Rows(recorder.take())
+                )
+            if outcomes[0].details.get("windows") and any(w.get("true") for w in outcomes[0].details["windows"]):
+                confidence = simulation_confidence(outcomes[0].details, outcomes[1].details if distractors else None)
+                if confidence is not None:
+                    outcomes[0].details["confidence"] = confidence.as_details()
+            held_out = context.windows
+            outcomes[0].details["non_firing_windows"] = sum(not w.activating for w in held_out)
             rows.extend(score_records(run_id, explanation["id"], outcomes[0], scorer.metrics, "", {}))
             if distractors:
                 _, other = distractors[0]

@@ -24,7 +24,16 @@ from autointerp.score.windows import HeldOutWindow, never_fires_reason
 
 SIMULATION_ALL_AT_ONCE = "simulation-all-at-once"
 SIMULATION_GENERATED = "simulation-generated"
-SIMULATION_METRICS = ("correlation_top_and_random", "correlation_all", "correlation_top", "correlation_random")
+SIMULATION_METRICS = (
+    "correlation_top_and_random",
+    "correlation_all",
+    "correlation_top",
+    "correlation_random",
+    "ev_correlation_score",
+)
+"""Pooled correlations of predicted with true levels 0-10 per window subset, and `ev_correlation_score`:
+neuron-explainer's number (expected values against the raw activations, all tokens flattened), so
+ours compare with published ones."""
 
 MIN_ALIGNED_SHARE = 0.5
 """A generated answer must give values for at least this share of the window's tokens."""
@@ -181,6 +190,17 @@ def correlations(windows: list[HeldOutWindow], predicted: list[list[float] | Non
                 undefined[metric] = f"every simulation call for the {len(chosen)} windows failed"
             else:
                 undefined[metric] = "true activations are constant on these windows"
+    scored = [i for i, p in enumerate(predicted) if p is not None]
+    if scored and all(windows[i].raw is not None for i in scored):
+        raw = pooled_correlation([windows[i].raw or [] for i in scored], [predicted[i] or [] for i in scored])
+        values["ev_correlation_score"] = raw
+        if raw is None:
+            undefined["ev_correlation_score"] = "raw activations are constant on these windows"
+    else:
+        values["ev_correlation_score"] = None
+        undefined["ev_correlation_score"] = (
+            "every simulation call failed" if not scored else "raw activations are not known for these windows"
+        )
     return values, undefined
 
 

@@ -22,6 +22,8 @@ class HeldOutWindow:
     """Why it was kept: `top`, `quantile-k`, `random` (or `negative` in the benchmark)."""
     rank: int = 0
     """Rank within its kind."""
+    raw: list[float] | None = None
+    """True activation per token before normalising (for `ev_correlation_score`); None when unknown."""
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.levels):

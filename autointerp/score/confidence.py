@@ -1,0 +1,109 @@
+"""Confidence beside a score: a bootstrap interval over held-out windows, and a one-sided test against
+the distractor scored on the same windows.
+
+Windows are resampled with replacement (the unit the scorer saw), the pooled correlation is recomputed
+on each draw for the explanation and for its distractor on the same draw, and:
+- the interval is the 2.5th to 97.5th percentile of the explanation's values;
+- `p_vs_distractor` is the share of draws where the explanation does not beat the distractor (a paired,
+  one-sided bootstrap test); above 0.05 the explanation is indistinguishable from chance.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from autointerp.score.metrics import pooled_correlation
+
+RESAMPLES = 400
+CHANCE_P = 0.05
+"""`p_vs_distractor` above this: the score is not distinguishable from its distractor's."""
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """A score's bootstrap interval and its test against the distractor."""
+
+    low: float
+    high: float
+    half_width: float
+    """Half the interval's width: what `0.62 ± 0.08` shows."""
+    p_vs_distractor: float | None
+    """Share of draws where the explanation does not beat the distractor; None without a distractor."""
+    resamples: int
+    """Draws on which the score was defined."""
+
+    @property
+    def like_chance(self) -> bool:
+        """True when the explanation is not distinguishable from its distractor."""
+        return self.p_vs_distractor is not None and self.p_vs_distractor > CHANCE_P
+
+    def as_details(self) -> dict[str, Any]:
+        """Returns the JSON stored in a score's `details.confidence`."""
+        return {
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()},
+            "like_chance": self.like_chance,
+        }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = q * (len(sorted_values) - 1)
+    low, high = int(index), min(int(index) + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (index - low)
+
+
+def bootstrap_confidence(
+    true: Sequence[Sequence[float]],
+    predicted: Sequence[Sequence[float]],
+    distractor: Sequence[Sequence[float]] | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Confidence | None:
+    """Returns the bootstrap interval of the pooled correlation of `predicted` with `true` (one list per
+    window) and, with the distractor's predictions on the same windows, the paired one-sided p-value;
+    None when fewer than 2 windows or the score is undefined on nearly every draw."""
+    n = len(true)
+    if n < 2:
+        return None
+    rng = random.Random(seed)
+    values: list[float] = []
+    losses = compared = 0
+    for _ in range(resamples):
+        draw = [rng.randrange(n) for _ in range(n)]
+        mine = pooled_correlation([true[i] for i in draw], [predicted[i] for i in draw])
+        if mine is None:
+            continue
+        values.append(mine)
+        if distractor is not None:
+            other = pooled_correlation([true[i] for i in draw], [distractor[i] for i in draw])
+            compared += 1
+            losses += other is not None and mine <= other
+    if len(values) < resamples // 2:
+        return None
+    values.sort()
+    low, high = _percentile(values, 0.025), _percentile(values, 0.975)
+    p = None if distractor is None or not compared else losses / compared
+    return Confidence(low=low, high=high, half_width=(high - low) / 2, p_vs_distractor=p, resamples=len(values))
+
+
+def simulation_confidence(details: dict[str, Any], distractor_details: dict[str, Any] | None) -> Confidence | None:
+    """Returns the confidence of a simulation outcome's top-and-random score from its per-window details
+    (windows whose call failed, in either outcome, are left out)."""
+    windows = details.get("windows") or []
+    others = (distractor_details or {}).get("windows") or [None] * len(windows)
+    kept = [
+        (w, o)
+        for w, o in zip(windows, others, strict=True)
+        if w.get("kind") in ("top", "random")
+        and w.get("predicted") is not None
+        and (distractor_details is None or (o is not None and o.get("predicted") is not None))
+    ]
+    if not kept:
+        return None
+    return bootstrap_confidence(
+        [w["true"] for w, _ in kept],
+        [w["predicted"] for w, _ in kept],
+        None if distractor_details is None else [o["predicted"] for _, o in kept],
+    )
