@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
 from autointerp.errors import AutointerpError, RunIncomplete
@@ -62,18 +63,30 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     rows = store.explanation_table(run_id, MAIN_METRIC)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
     chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC + "_distractor")}
-    table = Table(title=f"run {run_id}: explanations by simulation score ({MAIN_METRIC})")
+    confidence = {
+        s["explanation_id"]: json.loads(s["details"] or "{}").get("confidence")
+        for s in store.scores(run_id, MAIN_METRIC)
+    }
+    table = Table(
+        title=f"run {run_id}: explanations by simulation score ({MAIN_METRIC}, ± half a 95% bootstrap interval; "
+        "~chance: not better than its distractor, p > 0.05)"
+    )
     table.add_column("feature", no_wrap=True)
     table.add_column("explanation", overflow="fold", min_width=30)
     for column in ("score", "density", "experiments"):
         table.add_column(column, justify="right")
     for row in rows[:limit]:
-        text = row["explanation"] if row["explanation"] is not None else "[dim](none)[/dim]"
+        text = Text(row["explanation"]) if row["explanation"] is not None else Text("(none)", style="dim")
         score = _fmt(row["score"])
         explanation_id = explanation_ids.get((row["feature_id"], row["explanation"]))
+        interval = confidence.get(explanation_id) if explanation_id else None
+        if interval and row["score"] is not None:
+            score += f" ± {interval['half_width']:.2f}"
         if explanation_id in chance:
             score += f" (distractor {_fmt(chance[explanation_id])})"
-        table.add_row(row["feature_id"], text, score, f"{row['density']:.3f}", str(row["experiments"]))
+        if interval and interval.get("like_chance"):
+            score += " ~chance"
+        table.add_row(Text(row["feature_id"]), text, score, f"{row['density']:.3f}", str(row["experiments"]))
     console.print(table)
 
 
