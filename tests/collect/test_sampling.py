@@ -82,7 +82,8 @@ def test_quantile_samples_fall_in_their_bin_of_the_final_max() -> None:
 
 
 def test_quantile_bins_sample_uniformly_when_the_max_comes_first() -> None:
-    """With the max in the first batch no re-binning happens: each bin is a uniform sample."""
+    """With the max in the first batch no re-binning happens: each bin is a uniform sample (top_k=1 keeps
+    only the max as a top window, so no quantile-1 window is dropped as a duplicate of a top one)."""
     n = 60
     acts = torch.zeros(n, TOKENS, 1)
     acts[0, 0, 0] = 4.0  # the max, seen first
@@ -90,7 +91,7 @@ def test_quantile_bins_sample_uniformly_when_the_max_comes_first() -> None:
     windows = [Window(doc_id=0, offset=i, token_ids=[i] * TOKENS) for i in range(n)]
     counts = torch.zeros(n)
     for seed in range(200):
-        result = _collect(windows, acts, seed=seed, quantiles=4, per_quantile=2, random_windows=1)
+        result = _collect(windows, acts, seed=seed, top_k=1, quantiles=4, per_quantile=2, random_windows=1)
         for e in _by_kind(result, 0)["quantile-1"]:
             counts[e.window.token_ids[0]] += 1
     assert counts[0] == 0 and counts[1:].sum() == 400
