@@ -168,6 +168,8 @@ class ModelShape:
 
     folder: Path | None
     """A local folder with config.json and tokenizer files (None until a GGUF file is converted)."""
+    slug: str = "the subject model"
+    """The model's short name, as in feature ids."""
     n_layers: int | None = None
     d_mlp: int | None = None
     hidden_size: int | None = None
@@ -193,7 +195,9 @@ def locate_model(name: str) -> ModelShape:
     from autointerp.subject.model import EMBEDDED_ALIASES, cache_dir, embedded_gguf_path
 
     config_file: Path | None
+    slug = name.split("/")[-1].lower()
     if name.lower() in EMBEDDED_ALIASES:
+        slug = "smollm2-135m"
         folder = cache_dir() / "models" / "smollm2-135m-instruct"
         config_file = folder / "config.json"
         if not config_file.is_file():
@@ -206,6 +210,7 @@ def locate_model(name: str) -> ModelShape:
                 raise SubjectModelError(f"GGUF file {path} does not exist")
             return ModelShape(None)
         if path.is_dir():
+            slug = path.name.lower()
             config_file = path / "config.json"
             if not config_file.is_file():
                 raise SubjectModelError(f"model folder {path} has no config.json; is it a transformers model?")
@@ -230,7 +235,7 @@ def locate_model(name: str) -> ModelShape:
         return int(value) if isinstance(value, int) else None
 
     return ModelShape(
-        config_file.parent, number("num_hidden_layers"), number("intermediate_size"), number("hidden_size")
+        config_file.parent, slug, number("num_hidden_layers"), number("intermediate_size"), number("hidden_size")
     )
 
 
@@ -248,9 +253,9 @@ def _tokenizer(folder: str) -> PreTrainedTokenizerBase | None:
 # features -------------------------------------------------------------------------------------------
 
 
-def _check_layer(layer: int, shape: ModelShape, key: str) -> None:
+def _check_layer(layer: int, shape: ModelShape) -> None:
     if shape.n_layers is not None and not 0 <= layer < shape.n_layers:
-        raise FeatureError(f"{key} = {layer} does not exist: the subject model has blocks 0..{shape.n_layers - 1}")
+        raise FeatureError(f"layer {layer} does not exist: {shape.slug} has layers 0..{shape.n_layers - 1}")
 
 
 def _check_indices(indices: list[int], width: int | None, what: str) -> None:
@@ -270,25 +275,66 @@ def check_features(features: FeaturesConfig, shape: ModelShape) -> None:
             layers = list(features.layers)
         else:
             layers = [features.layer]
-        key = "features.layers" if features.layers else "features.layer"
         for layer in layers:
-            _check_layer(layer, shape, key)
+            _check_layer(layer, shape)
         _check_indices(features.indices, shape.d_mlp, "neuron")
     elif features.kind == "direction":
         _check_directions(features, shape)
     elif features.kind == "sae":
-        if features.path is None:
-            raise FeatureError(
-                "features.kind = 'sae' needs features.path, a SAELens folder (see `autointerp train-sae`)"
-            )
-        if not Path(features.path).expanduser().exists():
-            raise FeatureError(f"SAE folder {features.path} does not exist; set features.path")
+        _check_sae(features, shape)
     else:
         from autointerp.planted import check_planted_features, load_planted_features
 
         planted = load_planted_features(features.path)
         _check_indices(features.indices, len(planted), "planted feature")
         check_planted_features([planted[i] for i in features.indices] if features.indices else planted)
+
+
+HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out")
+"""The hook points a direction or SAE may read (as in autointerp.subject.hooks)."""
+
+
+def _check_hook(hook: str, shape: ModelShape) -> None:
+    from autointerp.subject.sae import hook_layer
+
+    layer = hook_layer(hook)
+    _check_layer(layer, shape)
+    if hook.split(".")[2] not in HOOK_KINDS:
+        raise FeatureError(
+            f"hook point {hook!r} is not supported; use one of blocks.{layer}.{{{', '.join(HOOK_KINDS)}}}"
+        )
+
+
+def _check_sae(features: FeaturesConfig, shape: ModelShape) -> None:
+    """Checks an SAE folder from its cfg.json alone (the weights are read once, by the run)."""
+    from autointerp.subject.sae import CFG_FILE, WEIGHTS_FILE
+
+    if features.path is None:
+        raise FeatureError("features.kind = 'sae' needs features.path, a SAELens folder (see `autointerp train-sae`)")
+    folder = Path(features.path).expanduser()
+    if not folder.is_dir():
+        raise FeatureError(f"SAE folder {folder} does not exist; set features.path")
+    cfg_path = folder / CFG_FILE
+    if not cfg_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FeatureError(
+            f"SAE folder {folder} needs {CFG_FILE} and {WEIGHTS_FILE} (SAELens layout); set features.path"
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FeatureError(f"cannot read {cfg_path}: {str(exc).splitlines()[0]}") from None
+    hook = cfg.get("hook_name") or cfg.get("hook_point") if isinstance(cfg, dict) else None
+    if not isinstance(hook, str):
+        raise FeatureError(f"{cfg_path} has no 'hook_name', e.g. \"blocks.15.hook_resid_post\"")
+    _check_hook(hook, shape)
+    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+    if isinstance(d_in, int) and shape.hidden_size is not None and d_in != shape.hidden_size:
+        raise FeatureError(
+            f"the SAE reads {d_in}-wide activations but {shape.slug}'s residual stream is {shape.hidden_size} wide; "
+            "train or pick an SAE for this model"
+        )
+    if isinstance(d_sae, int):
+        _check_indices(features.indices, d_sae, "SAE latent")
 
 
 def _check_directions(features: FeaturesConfig, shape: ModelShape) -> None:
@@ -298,10 +344,7 @@ def _check_directions(features: FeaturesConfig, shape: ModelShape) -> None:
 
     if features.path is None:
         raise FeatureError("features.kind = 'direction' needs features.path, a .safetensors or .npy [n, d] matrix")
-    from autointerp.subject.sae import hook_layer
-
-    hook = features.hook or f"blocks.{features.layer}.hook_resid_post"
-    _check_layer(hook_layer(hook), shape, "features.hook" if features.hook else "features.layer")
+    _check_hook(features.hook or f"blocks.{features.layer}.hook_resid_post", shape)
     matrix = load_directions(Path(features.path))
     if shape.hidden_size is not None and matrix.shape[1] != shape.hidden_size:
         raise FeatureError(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -110,6 +113,15 @@ def _write_files(root: Path) -> None:
     np.save(root / "nan_rows.npy", directions)
     np.save(root / "narrow.npy", np.ones((3, 64), dtype=np.float32))
     np.save(root / "flat.npy", np.ones(WIDTH, dtype=np.float32))
+    (root / "sae_empty").mkdir()
+    for name, cfg in {
+        "sae_small": {"hook_name": "blocks.3.hook_resid_post", "d_in": WIDTH, "d_sae": 8},
+        "sae_wide": {"hook_name": "blocks.3.hook_resid_post", "d_in": 768, "d_sae": 8},
+        "sae_attn": {"hook_name": "blocks.3.hook_attn_out", "d_in": WIDTH, "d_sae": 8},
+    }.items():
+        (root / name).mkdir()
+        (root / name / "cfg.json").write_text(json.dumps(cfg))
+        (root / name / "sae_weights.safetensors").write_bytes(b"")  # the preflight reads cfg.json only
     (root / "bad.toml").write_text("[features\nlayer = 3\n")
     (root / "good.toml").write_text("[features]\nlayer = 99\n")
     (root / "not_a_db.duckdb").write_text("this is not a database file")
@@ -168,14 +180,19 @@ CASES = [
     Case("wrong-model-name", _run("subject.model='no-such-model-xyz'"), 1, r"error: subject\.model: cannot find"),
     Case("model-file-not-gguf", _run("subject.model='{root}/prose.txt'"), 1, r"error: subject\.model: .*not a \.gguf"),
     Case("missing-gguf", _run("subject.model='{root}/m.gguf'"), 1, r"error: subject\.model: GGUF file .* not exist"),
-    Case("layer-out-of-range", _run("features.layer=99"), 1, r"error: features\.layer = 99 does not exist: .*0\.\.29"),
+    Case(
+        "layer-out-of-range",
+        _run("features.layer=99"),
+        1,
+        r"error: layer 99 does not exist: smollm2-135m has layers 0\.\.29$",
+    ),
     Case(
         "layer-from-config-file",
         ["run", "-c", "{root}/good.toml", "-s", "store.path='{db}'"],
         1,
-        r"error: features\.layer = 99",
+        r"error: layer 99 does not exist",
     ),
-    Case("layers-out-of-range", _run("features.layers=[1, 40]"), 1, r"error: features\.layers = 40 does not exist"),
+    Case("layers-out-of-range", _run("features.layers=[1, 40]"), 1, r"error: layer 40 does not exist"),
     Case(
         "neuron-index", _run("features.indices=[999999]"), 1, r"error: neuron index 999999 does not exist: .*0\.\.1535"
     ),
@@ -426,6 +443,36 @@ CASES = [
         r"error: hook point 'resid\.3' is not understood",
     ),
     Case(
+        "sae-without-files",
+        _run("features.kind='sae'", "features.path='{root}/sae_empty'"),
+        1,
+        r"error: SAE folder .*sae_empty needs cfg\.json and sae_weights",
+    ),
+    Case(
+        "sae-index",
+        _run("features.kind='sae'", "features.path='{root}/sae_small'", "features.indices=[20]"),
+        1,
+        r"error: SAE latent index 20 does not exist: SAE latents are 0\.\.7$",
+    ),
+    Case(
+        "sae-other-width",
+        _run("features.kind='sae'", "features.path='{root}/sae_wide'"),
+        1,
+        r"error: the SAE reads 768-wide activations but smollm2-135m's residual stream is 576 wide",
+    ),
+    Case(
+        "sae-unsupported-hook",
+        _run("features.kind='sae'", "features.path='{root}/sae_attn'"),
+        1,
+        r"error: hook point 'blocks\.3\.hook_attn_out' is not supported",
+    ),
+    Case(
+        "direction-unsupported-hook",
+        _run("features.kind='direction'", "features.path='{root}/narrow.npy'", "features.hook='blocks.3.hook_attn'"),
+        1,
+        r"error: hook point 'blocks\.3\.hook_attn' is not supported",
+    ),
+    Case(
         "sae-missing-folder",
         _run("features.kind='sae'", "features.path='{root}/no_sae'"),
         1,
@@ -488,3 +535,32 @@ def test_error_output_is_not_read_as_markup(files: Path, tmp_path: Path) -> None
     overrides.append(f"store.path='{tmp_path}/x.duckdb'")
     result = CliRunner().invoke(app, ["run", *[part for o in overrides for part in ("-s", o)]])
     assert "[d_sae, d_in].npy does not exist" in result.output
+
+
+@pytest.mark.slow  # loads the subject model and starts Prefect in a child process
+def test_nan_found_during_collection_is_one_line_naming_feature_and_window(tmp_path: Path) -> None:
+    """A planted function that passes the preflight's sample window but returns NaN on some text:
+    what a user sees in a terminal (Prefect's own output included) is one line, and the run is failed."""
+    planted = tmp_path / "nan_later.py"
+    planted.write_text(
+        "import math\nfrom autointerp.planted import PlantedFeature\n\n"
+        "def nan_on_the(tokens):\n    return [math.nan if t.strip() == 'the' else 0.0 for t in tokens]\n\n"
+        "PLANTED_FEATURES = [PlantedFeature('nan_on_the', 'NaN on the word the', nan_on_the)]\n"
+    )
+    db = tmp_path / "r.duckdb"
+    overrides = [f"store.path='{db}'", "features.kind='planted'", f"features.path='{planted}'"]
+    overrides += ["corpus.max_windows=64", "corpus.window_tokens=16", "score.methods=['simulation']"]
+    command = [sys.executable, "-m", "autointerp", "run", *[part for o in overrides for part in ("-s", o)]]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    progress = re.compile(r"^(collect|explain|score|experiment) .* \d+/\d+ ")  # progress bars, not errors
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip() and not progress.match(line)]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"error: feature planted/nan_on_the has a non-finite activation \(nan\) at token \d+ of window \d+:\d+ .*",
+        lines[0],
+    )
+    run = Store(db).runs()[0]
+    assert run["status"] == "failed" and "NonFiniteActivationError" in run["error"]
+    assert Store(db).features(run["id"]) == []  # nothing stored for a feature with NaN values
