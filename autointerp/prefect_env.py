@@ -143,13 +143,17 @@ def _check_api_url(url: str, timeout_s: float) -> None:
 
 
 def start_prefect(timeout_s: float | None = None) -> None:
-    """Makes sure a Prefect API answers before a flow starts: checks PREFECT_API_URL when set, otherwise
-    starts Prefect's temporary server (once per process) with its output in
-    `$PREFECT_HOME/temporary-server.log`. Raises PrefectStartError, one line saying what to do, as soon
-    as the server process exits or after `timeout_s` (default: the start-up timeout setting)."""
+    """Makes sure a Prefect API answers before a flow starts: checks PREFECT_API_URL when set (in the
+    environment or the active Prefect profile), otherwise starts Prefect's temporary server (once per
+    process) with its output in `$PREFECT_HOME/temporary-server.log`. Returns None once the API
+    answers; raises PrefectStartError, one line saying what to do, as soon as the server process
+    exits or after `timeout_s` (default: the start-up timeout setting)."""
     configure_prefect_defaults()
     limit = timeout_s or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60"))
-    api_url = os.environ.get("PREFECT_API_URL")
+    from prefect.settings import PREFECT_API_URL
+
+    # the environment first (read now), then the settings: the active profile, or a test harness
+    api_url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
     if api_url:
         _check_api_url(api_url, min(limit, 10.0))
         return

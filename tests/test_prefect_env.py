@@ -62,3 +62,26 @@ def test_a_broken_prefect_database_fails_fast_with_one_line(tmp_path: Path) -> N
     assert "Traceback" not in done.stderr  # the server's traceback went to its log file
     assert (home / prefect_env.SERVER_LOG_NAME).stat().st_size > 0
     assert time.monotonic() - started < 280
+
+
+def test_a_running_api_is_used_and_no_temporary_server_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{httpd.server_address[1]}/api")
+        monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+        prefect_env.start_prefect(timeout_s=5)
+        assert not (tmp_path / prefect_env.SERVER_LOG_NAME).exists()  # no temporary server was started
+    finally:
+        httpd.shutdown()
