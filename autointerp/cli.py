@@ -18,8 +18,6 @@ from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
 from autointerp.errors import AutointerpError
 from autointerp.store import Store
 
-log = logging.getLogger(__name__)
-
 
 def error_line(error: BaseException) -> str:
     """Returns the one line the CLI prints for an error: `error: message`, the message's lines joined."""
