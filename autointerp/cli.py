@@ -269,7 +269,7 @@ def bench(
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
     from autointerp.bench import BenchSettings, render_report, run_bench, write_report
-    from autointerp.planted import load_planted_features
+    from autointerp.planted import check_planted_features, load_planted_features
 
     features = load_planted_features(planted)
     if list_:
@@ -294,6 +294,16 @@ def bench(
     )
     if method:
         settings.methods = method
+    # the bench's own preflight: its models, corpus and planted functions, before the model loads
+    from autointerp.corpus import check_corpus
+    from autointerp.preflight import check_model_specs
+
+    used: dict[str, list[str]] = {settings.scorer: ["--scorer"]}
+    for spec in settings.explainers:
+        used.setdefault(spec, []).append("--explainer")
+    _warn(check_model_specs(used))
+    check_corpus(corpus)
+    check_planted_features(features)
     result = run_bench(features, settings)
     path = write_report(result, output)
     console.print(render_report(result), highlight=False, markup=False, soft_wrap=True)

@@ -132,11 +132,17 @@ def check_models(
     registered, its API key is set, and its server answers one cheap `GET .../models`; a `local:`
     model name must resolve like a subject model (nothing is loaded). Returns warnings (a plugin
     backend that cannot be probed, a model the server does not list); raises a one-line LLMError."""
+    return check_model_specs(models_in_use(config, experiments=experiments), timeout_s=timeout_s)
+
+
+def check_model_specs(used: dict[str, list[str]], *, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
+    """Checks each `backend:model` in `used` (spec -> the settings that name it, for the messages) as
+    `check_models` does. Returns warnings; raises a one-line LLMError."""
     from autointerp.llm.registry import available_backends, parse_model_spec
 
     warnings: list[str] = []
     backends = available_backends()
-    for spec, keys in models_in_use(config, experiments=experiments).items():
+    for spec, keys in used.items():
         who = f"{' / '.join(keys)} {spec!r}"
         try:
             backend, model = parse_model_spec(spec)

@@ -411,6 +411,31 @@ CASES = [
         r"error: planted-feature file .*:3: SyntaxError",
     ),
     Case("bench-unknown-feature", ["bench", "--feature", "nope"], 1, r"error: no planted feature named nope"),
+    Case(
+        "bench-unknown-explainer",
+        ["bench", "--explainer", "fancy:x"],
+        1,
+        r"error: --explainer 'fancy:x': unknown LLM backend 'fancy'",
+    ),
+    Case(
+        "bench-scorer-without-key",
+        ["bench", "--scorer", "anthropic:claude-haiku"],
+        1,
+        r"error: --scorer .*set ANTHROPIC_API_KEY",
+        NO_KEYS,
+    ),
+    Case(
+        "bench-corpus-directory",
+        ["bench", "--corpus", "{root}/corpus_dir"],
+        1,
+        r"error: corpus .*corpus_dir is a folder",
+    ),
+    Case(
+        "bench-planted-nan",
+        ["bench", "--planted", "{root}/planted_nan.py"],
+        1,
+        r"error: planted feature 'nan' returned nan",
+    ),
     # directions
     Case(
         "direction-nan-row",
