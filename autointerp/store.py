@@ -91,23 +91,55 @@ MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_migration_1, _
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """Returns the highest applied schema version, or None when the file has no schema_version table."""
+    found = con.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_version' AND table_schema = 'main'"
+    ).fetchone()
+    if not found:
+        return None
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
 class Store:
-    """A DuckDB file holding every run; each method opens, works in one transaction and closes."""
+    """A DuckDB file holding every run; each method opens, works in one transaction and closes.
+
+    The first connection of a Store checks the file's schema version: a file written by a newer
+    autointerp is refused on every command (reads included), not only on `run`.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._schema_checked = False
+
+    def _make_parent(self) -> None:
+        """Creates the file's folder; raises StoreError when a part of that path is a file."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
+            raise StoreError(
+                f"cannot create the database {self.path}: {blocking} is a file, not a folder; set store.path / --db"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder {parent}: {exc.strerror or exc}") from None
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Yields a connection, waiting up to LOCK_WAIT_SECONDS while another process holds the file."""
+        """Yields a connection, waiting up to LOCK_WAIT_SECONDS while another process holds the file;
+        raises StoreError when the path is unusable or the file's schema is newer than this code."""
         if read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path}; run `autointerp run` first or pass --db")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a DuckDB file; set store.path / --db to a file")
+        self._make_parent()
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.01
         while True:
@@ -119,10 +151,42 @@ class Store:
                     raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
         try:
+            if not self._schema_checked:
+                self._check_schema(con, require=read_only)
             yield con
         finally:
             con.close()
+
+    def _check_schema(self, con: duckdb.DuckDBPyConnection, require: bool) -> None:
+        """Raises StoreError when the file's schema is newer than SCHEMA_VERSION, or (with `require`)
+        when it has no schema at all (not an autointerp database)."""
+        version = _schema_version(con)
+        if version is None:
+            if require:
+                raise StoreError(f"{self.path} is not an autointerp database (it has no schema_version table)")
+            return  # a new file: `migrate` creates the schema
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this autointerp ({SCHEMA_VERSION}); "
+                "upgrade autointerp"
+            )
+        self._schema_checked = True
+
+    def check_schema(self) -> int | None:
+        """Returns the file's schema version (None when there is no file yet), creating nothing; raises
+        StoreError when the version is newer than this code or the path cannot hold a database."""
+        if not self.path.exists():
+            existing = next((p for p in self.path.parents if p.exists()), None)
+            if existing is not None and not existing.is_dir():
+                raise StoreError(
+                    f"cannot create the database {self.path}: {existing} is a file, not a folder; set store.path / --db"
+                )
+            return None
+        with self.connect(read_only=True) as con:
+            return _schema_version(con)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -144,8 +208,7 @@ class Store:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)"
             )
-            row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-            current = int(row[0]) if row else 0
+            current = _schema_version(con) or 0
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has schema version {current}, newer than this autointerp "

@@ -17,9 +17,9 @@ def _windows(n: int, tokens: int, seed: int = 0) -> list[Window]:
 
 
 def _planted(ids: torch.Tensor) -> torch.Tensor:
-    """Feature 0 fires on token 7; feature 1 is token id / 50; feature 2 never fires."""
+    """Feature 0 fires on token 7; feature 1 is token id / 50; feature 2 is always 0 (dead)."""
     ids = ids.float()
-    return torch.stack([(ids == 7).float() * 2.0, ids / 50.0, torch.zeros_like(ids) - 1.0], dim=-1)
+    return torch.stack([(ids == 7).float() * 2.0, ids / 50.0, torch.zeros_like(ids)], dim=-1)
 
 
 def _collect(windows: list[Window], seed: int, random_windows: int = 3):  # type: ignore[no-untyped-def]

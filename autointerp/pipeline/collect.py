@@ -67,6 +67,7 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
         checkpoint=checkpoint if collect.checkpoint_every else None,
         checkpoint_every=collect.checkpoint_every,
         fingerprint=f"{run_id}:{config.config_hash()}",
+        feature_names=source.feature_ids,
     )
     log.info("corpus: %s", corpus_stats)
     ids, model = source.feature_ids, _model_name(source, subject)

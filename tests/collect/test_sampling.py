@@ -16,7 +16,7 @@ def _corpus(n: int, n_features: int, seed: int = 0) -> tuple[list[Window], torch
     generator = torch.Generator().manual_seed(seed)
     acts = torch.randn(n, TOKENS, n_features, generator=generator)
     acts[:, :, 0] = torch.where(acts[:, :, 0] > 1.8, acts[:, :, 0], 0.0)  # feature 0 is sparse
-    acts[:, :, -1] = -1.0  # the last feature is dead
+    acts[:, :, -1] = 0.0  # the last feature is dead (every value exactly 0)
     windows = [Window(doc_id=i // 4, offset=(i % 4) * TOKENS, token_ids=[i] * TOKENS) for i in range(n)]
     return windows, acts
 
@@ -172,7 +172,7 @@ def test_every_merge_keeps_the_same_items(top_k: int, random_windows: int, quant
     """
     windows, acts = _corpus(400, 12, seed=3)
     acts[:, :, 2] *= torch.linspace(0.1, 3.0, 400).view(-1, 1)  # a max that keeps rising: re-binning
-    acts[:, :, -1] = -torch.rand(400, TOKENS)  # dead, without ties (a tie may go either way)
+    acts[:, :, -1] = -torch.rand(400, TOKENS)  # never positive (signed, not dead), without ties
     plan = SamplingPlan(top_k, random_windows, quantiles, per_quantile, seed=1)
     compiled, gated, full = (ExemplarSampler(12, TOKENS, plan, torch.device("cpu")) for _ in range(3))
     gated.compiled = full.compiled = full.gate = False
