@@ -9,6 +9,7 @@ simulates 10 on that word and 0 elsewhere, so every score must come out at 1.0.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import sys
@@ -23,12 +24,12 @@ from autointerp.llm.accounting import BudgetExceeded
 from autointerp.pipeline.explain import run_explain
 from autointerp.pipeline.pool import FeatureWork, run_pool
 from autointerp.pipeline.score import run_score
-from autointerp.records import Rows
+from autointerp.records import Explanation, Rows
 from autointerp.store import Store
 from tests.conftest import session_of
 
 sys.path.insert(0, str(Path(__file__).parent / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion
+from loopback_server import LoopbackServer, Received, Reply, VLLMResponder, openai_completion
 from synthetic import write_synthetic_run
 
 FEATURES = 200
@@ -160,3 +161,87 @@ def test_one_feature_failing_does_not_stop_the_others_and_is_reported() -> None:
     assert result.done == 18 and set(result.failed) == {"3", "7"} and not result.complete
     assert "RuntimeError: boom" in result.failed["7"]
     assert result.summary().startswith("explain: 18/20 done, 2 failed")
+
+
+def _vllm_knowing() -> VLLMResponder:
+    """A vLLM-shaped server that knows the synthetic features: 10 on `word<i>` after "fires on the word
+    word<i>", and P(yes) high exactly when a judged text holds the explanation's word."""
+
+    def value(prompt: str, line: str) -> int:
+        word = re.search(r"fires on the word (word\d+)", prompt)
+        return 10 if word and line.strip() == word.group(1) else 0
+
+    def p_yes(messages: list[dict[str, Any]]) -> float:
+        prompt = str(messages[-1]["content"]) if messages[-1]["role"] == "user" else str(messages[-2]["content"])
+        word = re.search(r"fires on the word (word\d+)", prompt)
+        text = re.search(r"Text: (.*)", prompt)
+        return 0.95 if word and text and re.search(rf"\b{word.group(1)}\b", text.group(1)) else 0.05
+
+    return VLLMResponder(value=value, p_yes=p_yes, delay_s=0.02)
+
+
+def test_all_at_once_simulation_and_probability_judges_over_http_score_the_truth_at_one(tmp_path: Path) -> None:
+    with LoopbackServer([], respond=_vllm_knowing()) as server:
+        config = pool_config(
+            tmp_path,
+            server.url,
+            "llm.concurrency=8",
+            f"score.simulator.model='openai-compatible:{server.url}/v1#knows?logprobs=prompt'",
+            f"score.judge.model='openai-compatible:{server.url}/v1#knows?logprobs=answer'",
+            "score.methods=['simulation', 'detection']",
+            "score.simulation='all-at-once'",
+        )
+        store = Store(config.store.path)
+        write_synthetic_run(store, "r", 12, exemplars_per_feature=2, score_windows=2)
+        session = session_of(config, store, "r")
+        explanations = store.explanations("r")
+        assert explanations == []
+        with LoopbackServer([], respond=knowing_reply()) as explainer:
+            explaining = config.model_copy(
+                update={
+                    "explainer": config.explainer.model_copy(
+                        update={"model": f"openai-compatible:{explainer.url}/v1#e"}
+                    )
+                }
+            )
+            assert run_explain(explaining, store, "r", session).done == 12
+        scored = run_score(config, store, "r", session)
+        assert scored.done == 12 and server.max_in_flight > 1
+    scores = store.query("SELECT scorer, value, details FROM scores WHERE metric = 'correlation_top_and_random'")
+    assert {s["scorer"] for s in scores} == {"simulation-all-at-once"}
+    assert all(s["value"] == pytest.approx(1.0, abs=0.01) for s in scores)
+    mass = [json.loads(s["details"])["digit_probability_mass"] for s in scores]
+    assert all(m > 0.9 for m in mass)
+    calls = store.query("SELECT count(*) AS n, sum(output_tokens) AS out FROM llm_calls WHERE role = 'simulate'")
+    assert calls[0]["n"] == 12 * 2 and calls[0]["out"] == 0  # one request per window, no generated tokens
+    detection = store.query("SELECT value FROM scores WHERE metric = 'detection_auroc'")
+    assert len(detection) == 12 and all(d["value"] == pytest.approx(1.0) for d in detection)
+
+
+def test_a_server_without_declared_log_probabilities_stops_the_stage_with_one_line(tmp_path: Path) -> None:
+    with LoopbackServer([], respond=VLLMResponder(logprobs=False)) as server:
+        config = pool_config(
+            tmp_path,
+            server.url,
+            f"score.simulator.model='openai-compatible:{server.url}/v1#m?logprobs=prompt'",
+            "score.simulation='all-at-once'",
+        )
+        store = Store(config.store.path)
+        write_synthetic_run(store, "r", 6, exemplars_per_feature=2, score_windows=2)
+        store.write_results(
+            Rows(
+                Explanation(
+                    run_id="r",
+                    feature_id=f"synthetic/mlp.0/{i}",
+                    text=f"the word word{i}",
+                    explainer="x",
+                    prompt_hash="h",
+                    llm_call_id=None,
+                )
+                for i in range(6)
+            )
+        )
+        result = run_score(config, store, "r", session_of(config, store, "r"))
+    assert result.done == 0 and result.not_reached == 6 and result.stopped is not None
+    assert "\n" not in result.stopped and 'score.simulation = "generate"' in result.stopped
+    assert store.query("SELECT count(*) AS n FROM scores")[0]["n"] == 0

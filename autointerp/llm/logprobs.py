@@ -37,7 +37,7 @@ LOGPROB_OPTIONS = ("prompt", "answer")
 """What `?logprobs=` on a model spec can declare (besides `auto` and `none`)."""
 
 
-class LogprobsUnavailable(ConfigError):
+class LogprobsUnavailable(ConfigError, LLMError):
     """The server returned no log-probabilities although the model spec declared them."""
 
 
