@@ -1,3 +1,0 @@
-from autointerp.cli import main
-
-main()

@@ -1,1 +1,0 @@
-"""Prefect flows: thin wrappers that run autointerp's stages as tasks."""
