@@ -4,6 +4,7 @@ and an installed copy finds its prompts from any working directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,6 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"  # setuptools writes build/ and *.egg-info beside the sources: keep the checkout clean
+    skip = (
+        ".venv",
+        ".git",
+        "results",
+        "build",
+        "*.egg-info",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+    )
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*skip))
     command = [
         sys.executable,
         "-m",
