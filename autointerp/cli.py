@@ -377,8 +377,12 @@ def train_sae_command(
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
     l1: Annotated[float, typer.Option(help="Sparsity penalty.")] = 0.5,
     device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+    format_: Annotated[
+        str, typer.Option("--format", help="saelens (kind sae) or sparsify (kind sparsify; needs --k).")
+    ] = "saelens",
+    k: Annotated[int | None, typer.Option(help="TopK SAE: latents kept per token (no L1 penalty).")] = None,
 ) -> None:
-    """Train a small ReLU SAE on a layer's residual stream; use it with features.kind=sae, features.path=OUT."""
+    """Train a small SAE on a layer's residual stream; use it with features.kind=sae (or sparsify), path=OUT."""
     try:
         from autointerp.subject import load_subject_model
         from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
@@ -388,9 +392,11 @@ def train_sae_command(
 
         check_layer(subject, layer)
         settings = SaeTrainingConfig(
-            layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1
+            layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1, k=k
         )
-        metrics = train_and_save_sae(subject, settings, out)
+        if format_ == "sparsify" and not out.name.startswith("layers."):
+            out = out / f"layers.{layer}"  # sparsify names each dictionary's folder for its hook point
+        metrics = train_and_save_sae(subject, settings, out, format_)
         console.print(
             f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
             f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",
