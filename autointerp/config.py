@@ -89,9 +89,12 @@ class FeaturesConfig(_Section):
 
 class CorpusConfig(_Section):
     source: str = "builtin:python-docs"
-    """`builtin:python-docs` (the Python documentation topics on this machine) or a .txt/.jsonl path."""
+    """`builtin:python-docs` (the Python documentation topics on this machine), a .txt/.jsonl path, a
+    dataset `hf:NAME[:CONFIG][@SPLIT]` (hub or local cache), a `save_to_disk` folder, or a .parquet /
+    .csv / .arrow file."""
     text_field: str = "text"
-    """Field holding the text in each JSONL record."""
+    """Field (column) holding the text in each JSONL record or dataset row; a column of token-id lists is
+    a pre-tokenised corpus, used as is."""
     window_tokens: int = Field(32, ge=4, le=4096)
     """Tokens per window (context)."""
     max_windows: int = Field(1024, ge=1)
