@@ -340,6 +340,61 @@ def export(
         console.print(f"wrote {out}", highlight=False)
 
 
+@app.command("export-run")
+def export_run_command(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="neuronpedia (JSON array of explanation records) or jsonl.")
+    ] = "neuronpedia",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    model_id: Annotated[str | None, typer.Option(help="Neuronpedia modelId (default: the feature's model).")] = None,
+    source_set: Annotated[
+        str | None, typer.Option(help="Neuronpedia source-set name; layer becomes '<L>-<set>' (default per kind).")
+    ] = None,
+) -> None:
+    """Export a run's explanations and scores: Neuronpedia's explanation records, or JSONL with exemplars."""
+    import sys
+
+    from autointerp.interop import export_run
+
+    try:
+        store = Store(db)
+        data = export_run(store, resolve_run(store, run_id), format_, model_id, source_set)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+        console.print(f"wrote {out}", highlight=False)
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="File or folder of explanations written by another tool.")],
+    tool: Annotated[str, typer.Option("--from", help="csv, neuron-explainer or delphi.")] = "csv",
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Add explanations written by other tools to a run; the next `autointerp run` of its config scores them."""
+    from autointerp.interop import import_explanations
+
+    try:
+        store = Store(db)
+        store.migrate()
+        result = import_explanations(store, resolve_run(store, run_id), tool, path)
+    except AutointerpError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"imported {result.added} explanations into run {result.run_id} ({result.already_there} already there); "
+        "rerun the run's config (`autointerp run -c ...`) to score them",
+        highlight=False,
+    )
+
+
 @app.command()
 def schedule(
     config: ConfigOption = None,
