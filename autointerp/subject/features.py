@@ -248,6 +248,53 @@ class PlantedSource(FeatureSource):
         return torch.tensor(rows, dtype=torch.float32, device=self.subject.device)
 
 
+SIGN_POLES: dict[str, tuple[str, ...]] = {"positive": (), "negative": ("-",), "both": ("+", "-")}
+"""`features.sign` -> the poles each feature is split into (none: the activation as it is)."""
+
+
+class SignedSource(FeatureSource):
+    """The poles of another source's features: `+` is relu(a), `-` is relu(-a); ids end in the pole.
+
+    For gated (GLU) MLP neurons and directions, whose activations are negative as often as positive:
+    each pole is explained and scored as its own feature. Editing the `-` pole edits the underlying
+    activation with the opposite sign (ablation sets it to minus the value, steering subtracts).
+    """
+
+    def __init__(self, base: FeatureSource, poles: tuple[str, ...]) -> None:
+        count = len(poles)
+        super().__init__(
+            [f"{fid}{pole}" for fid in base.feature_ids for pole in poles],
+            [hook for hook in base.hooks for _ in poles],
+            [index for index in base.indices for _ in poles],
+        )
+        self.base, self.poles, self._count = base, poles, count
+        self.kind = base.kind
+
+    def _split(self, chunk: torch.Tensor) -> torch.Tensor:
+        parts = [chunk.relu() if pole == "+" else (-chunk).relu() for pole in self.poles]
+        return parts[0] if len(parts) == 1 else torch.stack(parts, dim=-1).flatten(-2)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self._split(self.base.activations(token_ids)).float()
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns the base source's chunks, each split into its poles (interleaved per feature)."""
+        return [self._split(chunk) for chunk in self.base.activation_chunks(token_ids)]
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the base feature's edit, with the sign flipped for the `-` pole."""
+        base_position, pole = divmod(position, self._count)
+        if self.poles[pole] == "+":
+            return self.base.edit(base_position, set_to, add)
+        return self.base.edit(base_position, None if set_to is None else -set_to, -add)
+
+
+def signed(source: FeatureSource, sign: str) -> FeatureSource:
+    """Returns `source` split into the poles `features.sign` names (unchanged for "positive")."""
+    poles = SIGN_POLES[sign]
+    return SignedSource(source, poles) if poles else source
+
+
 class FeatureSourceKind(ABC):
     """A kind of feature source (`features.kind`): builds the run's source and rebuilds one feature.
 
@@ -421,18 +468,25 @@ FEATURE_SOURCES: Registry[type[FeatureSourceKind]] = Registry("autointerp.featur
 
 
 def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
-    """Returns the feature source that `features.kind` names, with every index checked."""
-    return FEATURE_SOURCES.get(config.kind)().build(config, subject)
+    """Returns the feature source that `features.kind` names, with every index checked, split into
+    the poles `features.sign` asks for."""
+    return signed(FEATURE_SOURCES.get(config.kind)().build(config, subject), config.sign)
 
 
 def feature_source_for(config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
     """Returns a source of the one feature in `feature` (a row of the features table), built
     from the run's features config (the SAE, direction or planted file it names)."""
+    pole = str(feature["id"])[-1]
+    poles = (pole,) if pole in ("+", "-") else ()
     configured = FEATURE_SOURCES.get(config.kind)
     if configured.stored_kind == feature["kind"]:  # several kinds may store the same one (sae, sparsify)
-        return configured().rebuild(config, subject, feature)
+        return _poles(configured().rebuild(config, subject, feature), poles)
     for name in FEATURE_SOURCES.names():
         kind = FEATURE_SOURCES.get(name)
         if kind.stored_kind == feature["kind"]:
-            return kind().rebuild(config, subject, feature)
+            return _poles(kind().rebuild(config, subject, feature), poles)
     raise FeatureError(f"cannot rebuild feature {feature['id']}: no feature source stores kind {feature['kind']!r}")
+
+
+def _poles(source: FeatureSource, poles: tuple[str, ...]) -> FeatureSource:
+    return SignedSource(source, poles) if poles else source
