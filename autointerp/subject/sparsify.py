@@ -126,7 +126,7 @@ def save_sparsify(sae: SparseAutoencoder, folder: Path) -> None:
     cfg = {
         "activation": "topk",
         "expansion_factor": max(1, sae.d_sae // sae.d_in),
-        "normalize_decoder": True,
+        "normalize_decoder": False,  # our decoder rows are not unit-norm; sparsify only uses this at init
         "num_latents": sae.d_sae,
         "k": sae.k,
         "multi_topk": False,
