@@ -380,6 +380,53 @@ def export(
         console.print(f"wrote {out}", highlight=False, markup=False)
 
 
+@app.command("export-run")
+def export_run_command(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="neuronpedia (JSON array of explanation records) or jsonl.")
+    ] = "neuronpedia",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    model_id: Annotated[str | None, typer.Option(help="Neuronpedia modelId (default: the feature's model).")] = None,
+    source_set: Annotated[
+        str | None, typer.Option(help="Neuronpedia source-set name; layer becomes '<L>-<set>' (default per kind).")
+    ] = None,
+) -> None:
+    """Export a run's explanations and scores: Neuronpedia's explanation records, or JSONL with exemplars."""
+    import sys
+
+    from autointerp.interop import export_run
+
+    store = Store(db)
+    data = export_run(store, resolve_run(store, run_id), format_, model_id, source_set)
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+        console.print(Text(f"wrote {out}"))
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="File or folder of explanations written by another tool.")],
+    tool: Annotated[str, typer.Option("--from", help="csv, neuron-explainer or delphi.")] = "csv",
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Add explanations written by other tools to a run; the next `autointerp run` of its config scores them."""
+    from autointerp.interop import import_explanations
+
+    store = Store(db)
+    store.migrate()
+    result = import_explanations(store, resolve_run(store, run_id), tool, path)
+    console.print(
+        f"imported {result.added} explanations into run {result.run_id} ({result.already_there} already there); "
+        "rerun the run's config (`autointerp run -c ...`) to score them",
+        highlight=False,
+    )
+
+
 @app.command()
 def schedule(
     config: ConfigOption = None,
@@ -418,8 +465,12 @@ def train_sae_command(
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
     l1: Annotated[float, typer.Option(help="Sparsity penalty.")] = 0.5,
     device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+    format_: Annotated[
+        str, typer.Option("--format", help="saelens (kind sae) or sparsify (kind sparsify; needs --k).")
+    ] = "saelens",
+    k: Annotated[int | None, typer.Option(help="TopK SAE: latents kept per token (no L1 penalty).")] = None,
 ) -> None:
-    """Train a small ReLU SAE on a layer's residual stream; use it with features.kind=sae, features.path=OUT."""
+    """Train a small SAE on a layer's residual stream; use it with features.kind=sae (or sparsify), path=OUT."""
     from autointerp.subject import load_subject_model
     from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
 
@@ -428,9 +479,11 @@ def train_sae_command(
 
     check_layer(subject, layer)
     settings = SaeTrainingConfig(
-        layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1
+        layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1, k=k
     )
-    metrics = train_and_save_sae(subject, settings, out)
+    if format_ == "sparsify" and not out.name.startswith("layers."):
+        out = out / f"layers.{layer}"  # sparsify names each dictionary's folder for its hook point
+    metrics = train_and_save_sae(subject, settings, out, format_)
     console.print(
         f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
         f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",

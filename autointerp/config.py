@@ -63,7 +63,12 @@ class FeaturesConfig(_Section):
     """SAE folder (SAELens layout), direction matrix (.safetensors / .npy [n, d]) or planted-feature
     .py file (default: the builtin planted features)."""
     hook: str | None = None
-    """Directions only: hook point, e.g. `blocks.15.hook_resid_post` (default: that of `layer`)."""
+    """Directions only: hook point, e.g. `blocks.15.hook_resid_post` (default: that of `layer`); sparsify
+    dictionaries: the hook point they read, when their folder name does not say."""
+    sign: Literal["positive", "negative", "both"] = "positive"
+    """Which pole of each feature to explain: `positive` (the activation as it is), `negative` (its negative
+    part, for gated-MLP neurons and directions; ids end in `-`), or `both` (two features per index,
+    `.../417+` and `.../417-`, each explained and scored on its own)."""
 
     @field_validator("kind")
     @classmethod
@@ -89,9 +94,12 @@ class FeaturesConfig(_Section):
 
 class CorpusConfig(_Section):
     source: str = "builtin:python-docs"
-    """`builtin:python-docs` (the Python documentation topics on this machine) or a .txt/.jsonl path."""
+    """`builtin:python-docs` (the Python documentation topics on this machine), a .txt/.jsonl path, a
+    dataset `hf:NAME[:CONFIG][@SPLIT]` (hub or local cache), a `save_to_disk` folder, or a .parquet /
+    .csv / .arrow file."""
     text_field: str = "text"
-    """Field holding the text in each JSONL record."""
+    """Field (column) holding the text in each JSONL record or dataset row; a column of token-id lists is
+    a pre-tokenised corpus, used as is."""
     window_tokens: int = Field(32, ge=4, le=4096)
     """Tokens per window (context)."""
     max_windows: int = Field(1024, ge=1)
@@ -241,6 +249,10 @@ class ScheduleConfig(_Section):
     different explainer model or prompt template; scheduled runs turn this on."""
 
 
+_NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {("features", "sign"): "positive"}
+"""(section, key) -> default of keys added after runs were stored: hashed only when set otherwise."""
+
+
 class RunConfig(_Section):
     run_id: str | None = None
     """Run identifier; by default derived from the config hash, so rerunning a config resumes it."""
@@ -258,8 +270,14 @@ class RunConfig(_Section):
     """Scheduled (incremental) runs; left out of the config hash, like `llm`."""
 
     def config_hash(self) -> str:
-        """Returns a stable hash of everything that changes results (the store path and llm limits excluded)."""
+        """Returns a stable hash of everything that changes results (the store path and llm limits excluded).
+
+        Keys added after a release are left out while they hold their default (`_NEW_KEY_DEFAULTS`), so
+        a config that does not use them keeps its hash, and its run id."""
         data = self.model_dump(mode="json", exclude={"run_id", "store", "llm", "schedule"})
+        for (section, key), default in _NEW_KEY_DEFAULTS.items():
+            if data.get(section, {}).get(key) == default:
+                del data[section][key]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def resolved_run_id(self) -> str:

@@ -18,6 +18,13 @@ from typing import BinaryIO
 
 from transformers import PreTrainedTokenizerBase
 
+from autointerp.corpus_datasets import (
+    CHECKED_TOKEN_IDS,
+    Document,
+    check_token_ids,
+    dataset_documents,
+    is_dataset_source,
+)
 from autointerp.errors import CorpusError
 
 log = logging.getLogger(__name__)
@@ -180,10 +187,15 @@ def corpus_path(source: str) -> Path:
     return path
 
 
-def iter_documents(source: str, text_field: str, stats: CorpusStats) -> Iterator[str]:
-    """Yields the documents of a corpus source (builtin name, .txt or .jsonl path)."""
+def iter_documents(source: str, text_field: str, stats: CorpusStats) -> Iterator[Document]:
+    """Yields the documents of a corpus source (builtin name, .txt or .jsonl path, or a dataset:
+    `hf:NAME[:CONFIG][@SPLIT]`, a save_to_disk folder, .parquet / .csv / .arrow; see corpus_datasets):
+    text, or the token ids of a pre-tokenised dataset."""
     if source == BUILTIN_PYTHON_DOCS:
         yield from _builtin_python_docs()
+        return
+    if is_dataset_source(source):
+        yield from dataset_documents(source, text_field)
         return
     if source.startswith("builtin:"):
         raise CorpusError(f"unknown builtin corpus {source!r}; the builtin corpus is {BUILTIN_PYTHON_DOCS!r}")
@@ -214,13 +226,20 @@ def iter_windows(
 ) -> Iterator[Window]:
     """Yields up to `max_windows` windows; raises CorpusError if the corpus yields none."""
     stats = stats if stats is not None else CorpusStats()
+    checked_ids = 0  # pre-tokenised corpora: ids checked against the tokenizer so far
     for doc_id, text in enumerate(iter_documents(source, text_field, stats)):
         stats.documents += 1
         _check_mostly_utf8(source, stats, minimum_lines=20)
-        if not text.strip():
+        if not (text.strip() if isinstance(text, str) else text):
             stats.empty_documents += 1
             continue
-        token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if isinstance(text, list):  # a pre-tokenised corpus: its ids are used as they are
+            if checked_ids < CHECKED_TOKEN_IDS:
+                check_token_ids(tokenizer, text, source)
+                checked_ids += len(text)
+            token_ids = text
+        else:
+            token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(token_ids) < window_tokens:
             stats.short_documents += 1
             continue
@@ -262,7 +281,7 @@ def check_corpus(
         return stats
     text_seen = False
     for text in iter_documents(source, text_field, stats):
-        text_seen = text_seen or bool(text.strip())
+        text_seen = text_seen or bool(text.strip() if isinstance(text, str) else text)
         if stats.lines >= max_lines:
             break
     _check_mostly_utf8(source, stats, minimum_lines=1)

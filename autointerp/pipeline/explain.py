@@ -32,7 +32,10 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
     explained = {
         r["feature_id"]
         for r in store.query(
-            "SELECT DISTINCT feature_id FROM explanations WHERE run_id = ? AND iteration = 0", [run_id]
+            # explanations imported from other tools (`autointerp import`) do not stand in for ours
+            "SELECT DISTINCT feature_id FROM explanations WHERE run_id = ? AND iteration = 0"
+            " AND explainer NOT LIKE 'import:%'",
+            [run_id],
         )
     }
     calls = {

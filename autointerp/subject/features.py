@@ -1,4 +1,5 @@
-"""Feature sources behind one interface: MLP neurons, SAE latents, user directions, planted features.
+"""Feature sources behind one interface: MLP neurons, SAE and transcoder latents (SAELens and
+sparsify layouts), user directions, planted features.
 
 A `FeatureSource` maps token ids [batch, tokens] to activations [batch, tokens, features]
 (float32, on the model's device) and names each feature with a stable id. The collector
@@ -28,6 +29,7 @@ from autointerp.subject.hooks import capture, check_layer, hook_target
 from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.sae import SparseAutoencoder, hook_layer, load_sae
+from autointerp.subject.sparsify import is_sparsify_folder, load_sparsify
 
 if TYPE_CHECKING:
     from autointerp.config import FeaturesConfig
@@ -111,19 +113,30 @@ class MlpNeuronSource(FeatureSource):
 
 
 class SaeLatentSource(FeatureSource):
-    """Latents of a sparse autoencoder reading a hook point."""
+    """Latents of a sparse dictionary: an SAE reading a hook point, or a transcoder reading one hook
+    point (the MLP input) and writing another (the MLP output)."""
 
     kind = "sae"
 
     def __init__(self, subject: SubjectModel, sae: SparseAutoencoder, indices: list[int]) -> None:
         layer = hook_layer(sae.hook_name)
         hook_target(subject, sae.hook_name)
-        if sae.d_in != subject.model.config.hidden_size:
+        width = subject.model.config.hidden_size
+        what = "transcoder" if sae.is_transcoder else "SAE"
+        if sae.d_in != width:
             raise FeatureError(
-                f"the SAE reads {sae.d_in}-wide activations but {subject.slug}'s residual stream is "
-                f"{subject.model.config.hidden_size} wide; train or pick an SAE for this model"
+                f"the {what} reads {sae.d_in}-wide activations but {sae.hook_name} of {subject.slug} is "
+                f"{width} wide; train or pick a dictionary for this model"
             )
-        ids = [f"{subject.slug}/sae.{layer}/{i}" for i in indices]
+        if sae.hook_name_out is not None:
+            hook_target(subject, sae.hook_name_out)
+            if sae.d_out != width:
+                raise FeatureError(
+                    f"the transcoder writes {sae.d_out}-wide activations but {sae.hook_name_out} of "
+                    f"{subject.slug} is {width} wide"
+                )
+        self.kind = "transcoder" if sae.is_transcoder else "sae"
+        ids = [f"{subject.slug}/{self.kind}.{layer}/{i}" for i in indices]
         super().__init__(ids, [sae.hook_name] * len(indices), indices)
         self.subject, self.sae = subject, sae.to(subject.device)
         self._columns = None if indices == list(range(sae.d_sae)) else torch.tensor(indices, device=subject.device)
@@ -134,14 +147,16 @@ class SaeLatentSource(FeatureSource):
             return self.sae.encode(hidden, self._columns)
 
     def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> DirectionEdit:
-        """Returns the edit of the latent at `position` along its decoder row, at the SAE's hook point."""
+        """Returns the edit of the latent at `position` along its decoder row: at the SAE's hook point,
+        or for a transcoder at the hook point it writes (the MLP output), read from the one it reads."""
         column = torch.tensor([self.indices[position]], device=self.subject.device)
         return DirectionEdit(
-            hook=self.sae.hook_name,
+            hook=self.sae.hook_name_out or self.sae.hook_name,
             read=lambda hidden: self.sae.encode(hidden, column)[..., 0],
             direction=self.sae.W_dec[self.indices[position]],
             set_to=set_to,
             add=add,
+            read_from=self.sae.hook_name if self.sae.is_transcoder else None,
         )
 
 
@@ -233,6 +248,53 @@ class PlantedSource(FeatureSource):
         return torch.tensor(rows, dtype=torch.float32, device=self.subject.device)
 
 
+SIGN_POLES: dict[str, tuple[str, ...]] = {"positive": (), "negative": ("-",), "both": ("+", "-")}
+"""`features.sign` -> the poles each feature is split into (none: the activation as it is)."""
+
+
+class SignedSource(FeatureSource):
+    """The poles of another source's features: `+` is relu(a), `-` is relu(-a); ids end in the pole.
+
+    For gated (GLU) MLP neurons and directions, whose activations are negative as often as positive:
+    each pole is explained and scored as its own feature. Editing the `-` pole edits the underlying
+    activation with the opposite sign (ablation sets it to minus the value, steering subtracts).
+    """
+
+    def __init__(self, base: FeatureSource, poles: tuple[str, ...]) -> None:
+        count = len(poles)
+        super().__init__(
+            [f"{fid}{pole}" for fid in base.feature_ids for pole in poles],
+            [hook for hook in base.hooks for _ in poles],
+            [index for index in base.indices for _ in poles],
+        )
+        self.base, self.poles, self._count = base, poles, count
+        self.kind = base.kind
+
+    def _split(self, chunk: torch.Tensor) -> torch.Tensor:
+        parts = [chunk.relu() if pole == "+" else (-chunk).relu() for pole in self.poles]
+        return parts[0] if len(parts) == 1 else torch.stack(parts, dim=-1).flatten(-2)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self._split(self.base.activations(token_ids)).float()
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns the base source's chunks, each split into its poles (interleaved per feature)."""
+        return [self._split(chunk) for chunk in self.base.activation_chunks(token_ids)]
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the base feature's edit, with the sign flipped for the `-` pole."""
+        base_position, pole = divmod(position, self._count)
+        if self.poles[pole] == "+":
+            return self.base.edit(base_position, set_to, add)
+        return self.base.edit(base_position, None if set_to is None else -set_to, -add)
+
+
+def signed(source: FeatureSource, sign: str) -> FeatureSource:
+    """Returns `source` split into the poles `features.sign` names (unchanged for "positive")."""
+    poles = SIGN_POLES[sign]
+    return SignedSource(source, poles) if poles else source
+
+
 class FeatureSourceKind(ABC):
     """A kind of feature source (`features.kind`): builds the run's source and rebuilds one feature.
 
@@ -278,27 +340,83 @@ class MlpNeurons(FeatureSourceKind):
         return MlpNeuronSource(subject, [int(str(feature["hook"]).split(".")[1])], [int(feature["idx"])])
 
 
-class SaeLatents(FeatureSourceKind):
-    """Latents of a sparse autoencoder in a SAELens folder."""
+class _DictionaryKind(FeatureSourceKind):
+    """A kind whose features are the latents of a dictionary folder at `features.path`."""
 
-    name: ClassVar[str] = "sae"
-    stored_kind: ClassVar[str] = "sae"
+    layout: ClassVar[str]
+    """How the folder is described in messages."""
+    transcoder: ClassVar[bool] = False
+
+    @abstractmethod
+    def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
+        """Returns the dictionary in `path`."""
+
+    def _load_checked(self, config: FeaturesConfig) -> SparseAutoencoder:
+        if config.path is None:
+            raise FeatureError(
+                f"features.kind = {self.name!r} needs features.path, {self.layout} (see `autointerp train-sae`)"
+            )
+        sae = self.load(config, config.path)
+        if sae.is_transcoder and not self.transcoder:
+            raise FeatureError(f"{config.path} is a transcoder; set features.kind = 'transcoder'")
+        if self.transcoder and not sae.is_transcoder:
+            raise FeatureError(
+                f"{config.path} is an SAE, not a transcoder; set features.kind = "
+                f"'{'sparsify' if is_sparsify_folder(config.path) else 'sae'}'"
+            )
+        return sae
 
     def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
         """Returns the latents of `features.path` chosen by `indices` / `count`."""
-        if config.path is None:
-            raise FeatureError(
-                "features.kind = 'sae' needs features.path, a SAELens folder (see `autointerp train-sae`)"
-            )
-        sae = load_sae(config.path)
-        indices = choose_indices(config.indices, config.count, sae.d_sae, config.seed, "SAE latent")
-        return SaeLatentSource(subject, sae, indices)
+        sae = self._load_checked(config)
+        what = "transcoder latent" if sae.is_transcoder else "SAE latent"
+        return SaeLatentSource(subject, sae, choose_indices(config.indices, config.count, sae.d_sae, config.seed, what))
 
     def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
-        """Returns the one latent of the row, from the config's SAE folder."""
+        """Returns the one latent of the row, from the config's dictionary folder."""
         if config.path is None:
-            raise FeatureError(f"cannot rebuild {feature['id']}: features.path names no SAE folder")
-        return SaeLatentSource(subject, load_sae(config.path), [int(feature["idx"])])
+            raise FeatureError(f"cannot rebuild {feature['id']}: features.path names no dictionary folder")
+        return SaeLatentSource(subject, self._load_checked(config), [int(feature["idx"])])
+
+
+class SaeLatents(_DictionaryKind):
+    """Latents of a sparse autoencoder in a SAELens folder (standard, JumpReLU or TopK)."""
+
+    name: ClassVar[str] = "sae"
+    stored_kind: ClassVar[str] = "sae"
+    layout: ClassVar[str] = "a SAELens folder (cfg.json + sae_weights.safetensors)"
+
+    def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
+        """Returns the SAE in a SAELens folder."""
+        if is_sparsify_folder(path):
+            raise FeatureError(f"{path} is in the sparsify layout (sae.safetensors); set features.kind = 'sparsify'")
+        return load_sae(path)
+
+
+class SparsifyLatents(_DictionaryKind):
+    """Latents of a TopK sparse autoencoder in EleutherAI sparsify's layout."""
+
+    name: ClassVar[str] = "sparsify"
+    stored_kind: ClassVar[str] = "sae"
+    layout: ClassVar[str] = "a sparsify folder named for its hook point (cfg.json + sae.safetensors)"
+
+    def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
+        """Returns the SAE in a sparsify folder (hook point from the folder name, or `features.hook`)."""
+        return load_sparsify(path, config.hook)
+
+
+class TranscoderLatents(_DictionaryKind):
+    """Latents of a transcoder (SAELens or sparsify layout): read from the MLP input, written to the
+    MLP output; ablation and steering edit the MLP output along the latent's decoder row."""
+
+    name: ClassVar[str] = "transcoder"
+    stored_kind: ClassVar[str] = "transcoder"
+    layout: ClassVar[str] = "a SAELens or sparsify transcoder folder"
+    transcoder: ClassVar[bool] = True
+
+    def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
+        """Returns the transcoder in a sparsify folder (sae.safetensors) or a SAELens one."""
+        return load_sparsify(path, config.hook) if is_sparsify_folder(path) else load_sae(path)
 
 
 class Directions(FeatureSourceKind):
@@ -350,15 +468,25 @@ FEATURE_SOURCES: Registry[type[FeatureSourceKind]] = Registry("autointerp.featur
 
 
 def build_feature_source(config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
-    """Returns the feature source that `features.kind` names, with every index checked."""
-    return FEATURE_SOURCES.get(config.kind)().build(config, subject)
+    """Returns the feature source that `features.kind` names, with every index checked, split into
+    the poles `features.sign` asks for."""
+    return signed(FEATURE_SOURCES.get(config.kind)().build(config, subject), config.sign)
 
 
 def feature_source_for(config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
     """Returns a source of the one feature in `feature` (a row of the features table), built
     from the run's features config (the SAE, direction or planted file it names)."""
+    pole = str(feature["id"])[-1]
+    poles = (pole,) if pole in ("+", "-") else ()
+    configured = FEATURE_SOURCES.get(config.kind)
+    if configured.stored_kind == feature["kind"]:  # several kinds may store the same one (sae, sparsify)
+        return _poles(configured().rebuild(config, subject, feature), poles)
     for name in FEATURE_SOURCES.names():
         kind = FEATURE_SOURCES.get(name)
         if kind.stored_kind == feature["kind"]:
-            return kind().rebuild(config, subject, feature)
+            return _poles(kind().rebuild(config, subject, feature), poles)
     raise FeatureError(f"cannot rebuild feature {feature['id']}: no feature source stores kind {feature['kind']!r}")
+
+
+def _poles(source: FeatureSource, poles: tuple[str, ...]) -> FeatureSource:
+    return SignedSource(source, poles) if poles else source

@@ -18,7 +18,9 @@ class _StopForward(Exception):
     """Raised inside a hook once the wanted activations are captured."""
 
 
-_HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out")
+_HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out", "hook_mlp_in", "ln2.hook_normalized")
+"""`hook_mlp_in` is the residual stream the MLP's layer norm reads (TransformerLens's name);
+`ln2.hook_normalized` is the normalised MLP input (what a transcoder of the MLP reads)."""
 
 
 def check_layer(subject: SubjectModel, layer: int) -> None:
@@ -35,7 +37,7 @@ def hook_target(subject: SubjectModel, point: str) -> tuple[nn.Module, bool, int
         return subject.model.model.layers[layer].mlp.down_proj, True, layer  # type: ignore[union-attr,index]
     layer = hook_layer(point)
     check_layer(subject, layer)
-    kind = point.split(".")[2]
+    kind = point.split(".", 2)[2]
     if kind not in _HOOK_KINDS:
         raise FeatureError(
             f"hook point {point!r} is not supported; use one of blocks.{layer}.{{{', '.join(_HOOK_KINDS)}}}"
@@ -43,6 +45,10 @@ def hook_target(subject: SubjectModel, point: str) -> tuple[nn.Module, bool, int
     block = subject.model.model.layers[layer]  # type: ignore[union-attr,index]
     if kind == "hook_mlp_out":
         return block.mlp, False, layer
+    if kind == "ln2.hook_normalized":
+        return block.mlp, True, layer
+    if kind == "hook_mlp_in":
+        return block.post_attention_layernorm, True, layer
     return block, kind == "hook_resid_pre", layer
 
 

@@ -9,6 +9,11 @@ activations at that hook point along its write direction d: h <- h + (new - old)
 is the feature's activation on h. For an SAE latent d is its decoder row (the latent's share of
 the reconstruction); for a direction v it is v / |v|^2, so the projection h . v moves by exactly
 new - old.
+
+A transcoder latent is read at one hook point (the MLP input) and written at another (the MLP
+output): its edit reads the latent from the activations at `read_from` in the same forward pass
+and moves the MLP output along the latent's decoder row, so the MLP's output changes by exactly
+(new - old) x decoder row and nothing upstream changes.
 """
 
 from __future__ import annotations
@@ -65,12 +70,14 @@ class DirectionEdit:
     direction: torch.Tensor
     set_to: float | None = None
     add: float = 0.0
+    read_from: str | None = None
+    """Where `read` takes its input (a transcoder: the MLP input); None: the edited hook point itself."""
 
-    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Returns the edited activations at the hook point."""
+    def apply(self, hidden: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns the edited activations at the hook point (`source`: those at `read_from`)."""
         change = torch.full(hidden.shape[:-1], self.add, device=hidden.device)
         if self.set_to is not None:
-            change = change + self.set_to - self.read(hidden)
+            change = change + self.set_to - self.read(hidden if source is None else source)
         direction = self.direction.to(device=hidden.device)
         return (hidden.float() + change.unsqueeze(-1) * direction).to(hidden.dtype)
 
@@ -82,20 +89,37 @@ Edit = NeuronEdit | DirectionEdit
 def edit_direction(subject: SubjectModel, edit: DirectionEdit) -> Iterator[None]:
     """Applies `edit` at its hook point to every position of every forward pass inside the block."""
     module, is_input, _layer = hook_target(subject, edit.hook)
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    if edit.read_from is not None:
+        read_module, read_input, _ = hook_target(subject, edit.read_from)
+
+        def remember(value: torch.Tensor) -> None:
+            seen["source"] = value
+
+        if read_input:
+            handles.append(read_module.register_forward_pre_hook(lambda _m, args: remember(args[0])))
+        else:
+            handles.append(
+                read_module.register_forward_hook(
+                    lambda _m, _a, out: remember(out[0] if isinstance(out, tuple) else out)
+                )
+            )
 
     def pre_hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (edit.apply(inputs[0]), *inputs[1:])
+        return (edit.apply(inputs[0], seen.get("source")), *inputs[1:])
 
     def post_hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         if isinstance(output, tuple):
-            return (edit.apply(output[0]), *output[1:])
-        return edit.apply(output)
+            return (edit.apply(output[0], seen.get("source")), *output[1:])
+        return edit.apply(output, seen.get("source"))
 
-    handle = module.register_forward_pre_hook(pre_hook) if is_input else module.register_forward_hook(post_hook)
+    handles.append(module.register_forward_pre_hook(pre_hook) if is_input else module.register_forward_hook(post_hook))
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def applied(subject: SubjectModel, edit: Edit) -> Any:

@@ -6,6 +6,10 @@ squared error divided by the activations' variance plus `l1_coefficient` x the L
 latents weighted by the decoder rows' norms, divided by the mean activation norm (so the
 coefficient does not depend on the layer's scale). The last 10 % of tokens are held out to
 report the fraction of variance unexplained (FVU) and L0 (mean active latents per token).
+
+With `k` set, the SAE is a TopK SAE (Gao et al. 2024; EleutherAI sparsify's architecture): each
+token keeps its k largest ReLU latents, the loss is the normalised squared error alone, and it can
+be saved in the sparsify layout (`save_sparsify`) as well as SAELens's.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from pathlib import Path
 import torch
 
 from autointerp.corpus import iter_windows
+from autointerp.errors import FeatureError
 from autointerp.subject.hooks import capture
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.sae import SparseAutoencoder
+from autointerp.subject.sparsify import save_sparsify
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,8 @@ class SaeTrainingConfig:
     learning_rate: float = 1e-3
     l1_coefficient: float = 0.5
     seed: int = 0
+    k: int | None = None
+    """TopK SAE: latents kept per token (no L1 penalty); None: a ReLU SAE with the L1 penalty."""
 
 
 @dataclass(frozen=True)
@@ -110,10 +118,15 @@ def train_sae(
     for step in range(config.steps):
         batch = train[torch.randint(0, train.shape[0], (config.batch_size,), generator=generator)]
         latents = torch.relu((batch - params["b_dec"]) @ params["W_enc"] + params["b_enc"])
+        if config.k is not None:
+            kept = latents.topk(min(config.k, d_sae), dim=1)
+            latents = torch.zeros_like(latents).scatter(1, kept.indices, kept.values)
         reconstruction = latents @ params["W_dec"] + params["b_dec"]
         mse = (reconstruction - batch).pow(2).sum(dim=1).mean() / variance
-        sparsity = (latents * params["W_dec"].norm(dim=1)).sum(dim=1).mean() / scale
-        loss = mse + config.l1_coefficient * sparsity
+        loss = mse
+        if config.k is None:
+            sparsity = (latents * params["W_dec"].norm(dim=1)).sum(dim=1).mean() / scale
+            loss = mse + config.l1_coefficient * sparsity
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -125,20 +138,31 @@ def train_sae(
         W_dec=params["W_dec"].detach() / factor,
         b_dec=params["b_dec"].detach() / factor,
         hook_name=hook_name,
+        k=config.k,
     )
     return sae, _metrics(sae, held_out, train.shape[0])
 
 
-def train_and_save_sae(subject: SubjectModel, config: SaeTrainingConfig, folder: Path) -> SaeMetrics:
-    """Trains an SAE on the subject's residual stream and writes it in the SAELens layout to `folder`.
+def train_and_save_sae(
+    subject: SubjectModel, config: SaeTrainingConfig, folder: Path, layout: str = "saelens"
+) -> SaeMetrics:
+    """Trains an SAE on the subject's residual stream and writes it to `folder` in the SAELens layout,
+    or with layout="sparsify" in EleutherAI sparsify's (needs `k`; name the folder `layers.L`).
 
-    The metrics go into `metrics.json` and, with the training settings, into cfg.json.
+    The metrics go into `metrics.json` and (SAELens), with the training settings, into cfg.json.
     """
+    if layout not in ("saelens", "sparsify"):
+        raise FeatureError(f"unknown dictionary layout {layout!r}; use saelens or sparsify")
+    if layout == "sparsify" and config.k is None:
+        raise FeatureError("the sparsify layout holds TopK SAEs: pass --k (latents kept per token), e.g. --k 32")
     torch.manual_seed(config.seed)
     activations = residual_activations(subject, config)
     hook = f"blocks.{config.layer}.hook_resid_post"
     sae, metrics = train_sae(activations, hook, config)
     cfg = {"model_name": subject.slug, "autointerp_training": asdict(config), "autointerp_metrics": asdict(metrics)}
-    sae.save(folder, cfg)
+    if layout == "sparsify":
+        save_sparsify(sae, folder)
+    else:
+        sae.save(folder, cfg)
     (folder / "metrics.json").write_text(json.dumps(asdict(metrics), indent=2) + "\n", encoding="utf-8")
     return metrics
