@@ -175,7 +175,12 @@ CASES = [
     ),
     Case("invalid-toml", ["run", "-c", "{root}/bad.toml"], 1, r"error: config file .*bad\.toml is not valid TOML"),
     Case("bracketed-value-kept", _run("features.indices=[1, -2]"), 1, r"error: .*must be >= 0 \(got \[1, -2\]\)"),
-    Case("bad-score-method", _run("score.methods=['simulate']"), 1, r"error: config key 'score\.methods\.0'"),
+    Case(
+        "bad-score-method",
+        _run("score.methods=['simulate']"),
+        1,
+        r"error: config key 'score\.methods'.*unknown scoring method 'simulate'; choose from",
+    ),
     # subject model, layer, feature index
     Case("wrong-model-name", _run("subject.model='no-such-model-xyz'"), 1, r"error: subject\.model: cannot find"),
     Case("model-file-not-gguf", _run("subject.model='{root}/prose.txt'"), 1, r"error: subject\.model: .*not a \.gguf"),

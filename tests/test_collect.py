@@ -70,5 +70,8 @@ def test_collect_exemplars_on_planted_features() -> None:
         assert 7 in exemplar.window.token_ids  # every top window holds the planted token
         assert exemplar.activations == [2.0 if t == 7 else 0.0 for t in exemplar.window.token_ids]
     random = [e for e in result.exemplars if e.feature_index == 1 and e.kind == "random"]
-    assert len(random) == 3 and all(e.split == "score" for e in random)
+    # the feature fires on every window: random windows are topped up with firing ones, never one kept as top
+    assert 1 <= len(random) <= 3 and all(e.split == "score" for e in random)
+    top_1 = {(e.window.doc_id, e.window.offset) for e in result.exemplars if e.feature_index == 1 and e.kind == "top"}
+    assert not top_1 & {(e.window.doc_id, e.window.offset) for e in random}
     assert not [e for e in result.exemplars if e.feature_index == 2], "dead features get no exemplars"

@@ -186,7 +186,7 @@ def test_a_run_whose_explainer_is_down_fails_and_a_rerun_explains_every_feature(
     assert len({e["feature_id"] for e in explained}) == 3 == len(explained)
     assert store.runs()[0]["status"] == "completed"
     failed = store.query("SELECT count(*) AS n FROM llm_calls WHERE role = 'explain' AND error IS NOT NULL")
-    assert failed[0]["n"] == 3  # the first attempts stay recorded
+    assert failed[0]["n"] == 3 * 3  # the first run's attempts (1 + explainer.retries each) stay recorded
 
 
 def test_run_status_is_completed_only_when_every_stage_finished() -> None:
@@ -205,7 +205,10 @@ def test_investigate_obeys_the_run_budget(finished_run: tuple[RunConfig, str]) -
     config, run_id = finished_run
     store = Store(config.store.path)
     before = store.query("SELECT count(*) AS n FROM llm_calls")[0]["n"]
-    feature = store.features(run_id)[0]["id"]
+    investigated = {
+        r["feature_id"] for r in store.query("SELECT DISTINCT feature_id FROM llm_calls WHERE role = 'propose'")
+    }
+    feature = next(f["id"] for f in store.features(run_id) if f["id"] not in investigated)  # one with rounds left
     result = CliRunner().invoke(
         app,
         ["investigate", feature, "--run", run_id, "-s", f"store.path='{config.store.path}'", "-s", "llm.max_tokens=1"],
