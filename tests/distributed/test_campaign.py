@@ -1,0 +1,168 @@
+"""The parent's shard logic with shards run in threads of this process (no Prefect server): equality
+with a single-process run, retries of failed and lost shards, a run that fails and resumes, parts
+ingested once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autointerp.config import RunConfig
+from autointerp.distributed.campaign import Campaign, ShardsFailed, collection_shards, feature_shards
+from autointerp.distributed.parts import results_dir
+from autointerp.distributed.shard import run_shard
+from autointerp.store import Store
+from tests.conftest import session_of
+from tests.distributed.helpers import LoopbackServer, campaign_config, echo_marked, run_rows
+
+Fault = tuple[str, int, int]  # (stage, shard, attempt)
+
+
+class ThreadLauncher:
+    """Runs each shard flow's function in a thread. `lost` attempts never start and never beat (a killed
+    worker); `failing` attempts raise."""
+
+    def __init__(self, lost: set[Fault] = frozenset(), failing: set[Fault] = frozenset()) -> None:  # type: ignore[assignment]
+        self.lost, self.failing = lost, failing
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.crashed: list[str] = []
+
+    def start(self, name: str, parameters: dict[str, Any]) -> str:
+        run_id = str(uuid.uuid4())
+        attempt = (parameters["stage"], parameters["shard"], parameters["attempt"])
+        run: dict[str, Any] = {"state": "RUNNING", "message": "", "name": name}
+        self.runs[run_id] = run
+        if attempt in self.lost:
+            return run_id
+
+        def work() -> None:
+            try:
+                if attempt in self.failing:
+                    raise RuntimeError("injected failure")
+                run_shard.fn(**parameters)
+                run["state"] = "COMPLETED"
+            except Exception as exc:
+                run["state"], run["message"] = "FAILED", f"{type(exc).__name__}: {exc}"
+
+        threading.Thread(target=work, daemon=True).start()
+        return run_id
+
+    def state(self, flow_run_id: str) -> tuple[str, str]:
+        run = self.runs[flow_run_id]
+        return run["state"], run["message"]
+
+    def crash(self, flow_run_id: str, message: str) -> None:
+        self.runs[flow_run_id].update(state="CRASHED", message=message)
+        self.crashed.append(flow_run_id)
+
+
+@pytest.fixture(scope="module")
+def explainer_url() -> Iterator[str]:
+    with LoopbackServer([], respond=echo_marked) as server:
+        yield server.url
+
+
+def single_process_run(config: RunConfig) -> tuple[Store, str]:
+    """The run as `label_features` does it in one process (its stage functions, without Prefect)."""
+    from autointerp.pipeline import run_collect, run_experiments, run_explain, run_score
+
+    store = Store(config.store.path)
+    store.migrate()
+    run_id = config.resolved_run_id()
+    store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), "test", None)
+    run_collect(config, store, run_id)
+    session = session_of(config, store, run_id)
+    for stage in (run_explain, run_score, run_experiments):
+        stage(config, store, run_id, session)
+    return store, run_id
+
+
+def sharded_run(config: RunConfig, launcher: ThreadLauncher) -> tuple[Store, str, Campaign]:
+    store = Store(config.store.path)
+    store.migrate()
+    run_id = config.resolved_run_id()
+    store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), "test", None)
+    campaign = Campaign(config, store, run_id, launcher)
+    campaign.poll_s = 0.05
+    campaign.run()
+    return store, run_id, campaign
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, explainer_url: str) -> dict[str, list[Any]]:
+    store, run_id = single_process_run(campaign_config(tmp_path_factory.mktemp("single"), explainer_url))
+    return run_rows(store, run_id)
+
+
+def test_shard_plans_cover_everything_once() -> None:
+    config = campaign_config(Path("/tmp"), "http://127.0.0.1:1", "corpus.max_windows=50")
+    ranges = [s["window_range"] for s in collection_shards(config, 4)]
+    assert ranges == [[0, 16], [16, 32], [32, 48], [48, 50]]  # 7 batches of 8 (the last short): 2, 2, 2, 1
+    assert [len(s["feature_ids"]) for s in feature_shards([str(i) for i in range(10)], 4)] == [3, 3, 2, 2]
+    assert len(feature_shards(["a", "b"], 4)) == 2 and feature_shards([], 4) == []
+
+
+def test_sharded_run_equals_the_single_process_run_despite_failed_and_lost_shards(
+    tmp_path: Path, explainer_url: str, reference: dict[str, list[Any]]
+) -> None:
+    config = campaign_config(
+        tmp_path, explainer_url, "distributed.shards=4", "distributed.work_pool='threads'",
+        "distributed.heartbeat_timeout_s=3.0",
+    )  # fmt: skip
+    launcher = ThreadLauncher(lost={("collect", 1, 1), ("score", 0, 1)}, failing={("explain", 2, 1)})
+    store, run_id, _ = sharded_run(config, launcher)
+    rows = run_rows(store, run_id)
+    assert rows["features"] and rows["exemplars"] and rows["explanations"] and rows["scores"]
+    for table, expected in reference.items():
+        assert rows[table] == expected, table
+    assert len(launcher.crashed) == 2  # the lost attempts were marked Crashed, then retried
+    shards = store.shards(run_id)
+    assert {(s["stage"], s["status"]) for s in shards} == {(st, "done") for st in ("collect", "explain", "score")}
+    attempts = {(s["stage"], s["shard"]): s["attempts"] for s in shards}
+    assert attempts[("collect", 1)] == attempts[("score", 0)] == attempts[("explain", 2)] == 2
+    assert sum(attempts.values()) == len(shards) + 3
+
+
+def test_a_shard_failing_for_good_fails_the_run_and_a_rerun_redoes_only_unfinished_shards(
+    tmp_path: Path, explainer_url: str, reference: dict[str, list[Any]]
+) -> None:
+    config = campaign_config(
+        tmp_path, explainer_url, "distributed.shards=3", "distributed.work_pool='threads'", "distributed.retries=1"
+    )
+    broken = ThreadLauncher(failing={("explain", 1, 1), ("explain", 1, 2)})
+    with pytest.raises(ShardsFailed, match=r"explain shard 2 of 3 failed 2 times .*injected failure.*Rerun"):
+        sharded_run(config, broken)
+    store = Store(config.store.path)
+    run_id = config.resolved_run_id()
+    statuses = {(s["stage"], s["shard"]): s["status"] for s in store.shards(run_id)}
+    assert statuses[("explain", 1)] == "failed" and statuses[("explain", 0)] == "done"
+
+    healthy = ThreadLauncher()
+    sharded_run(config, healthy)
+    started = sorted(r["name"].split(f"{run_id}-")[1] for r in healthy.runs.values())
+    assert started == ["explain-2of3-try3", "score-1of3-try1", "score-2of3-try1", "score-3of3-try1"]
+    assert run_rows(store, run_id) == reference
+
+
+def test_ingesting_the_same_parts_twice_adds_no_rows(tmp_path: Path, explainer_url: str) -> None:
+    config = campaign_config(tmp_path, explainer_url, "distributed.shards=2", "distributed.work_pool='threads'")
+    store, run_id, campaign = sharded_run(config, ThreadLauncher())
+    before = run_rows(store, run_id)
+    folder = results_dir(campaign.root, run_id)
+    added = 0
+    for shard in store.shards(run_id):
+        if shard["stage"] == "collect":
+            continue
+        part = folder.shard_dir(shard["stage"], shard["shard"], shard["attempts"])
+        part_id = folder.read_json(f"{part}/result.json")["part_id"]
+        tables = folder.read_tables(part)
+        assert any(t.num_rows for t in tables.values())
+        added += store.ingest_part(run_id, f"{part}#{part_id}", tables)  # the same part again
+        added += store.ingest_part(run_id, f"{part}#other-name", tables)  # same rows under another name
+    assert added == 0
+    assert run_rows(store, run_id) == before
