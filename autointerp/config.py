@@ -257,6 +257,9 @@ class DistributedConfig(_Section):
     heartbeat_timeout_s: float = Field(120.0, gt=0)
     """A running shard whose heartbeat (a file in its part) stops changing this long is lost (its worker
     died) and is started again."""
+    start_timeout_s: float = Field(600.0, gt=0)
+    """A shard that a worker picked up (Pending) but that has not started running after this long is
+    lost (its worker died while starting it) and is started again."""
     deployment: str = "autointerp-shard"
     """Name of the deployment of the shard flow that this run creates (or updates) on the work pool."""
     source: str | None = None

@@ -417,6 +417,17 @@ class Store:
             return self.query("SELECT * FROM shards WHERE run_id = ? ORDER BY stage, shard", [run_id])
         return self.query("SELECT * FROM shards WHERE run_id = ? AND stage = ? ORDER BY shard", [run_id, stage])
 
+    def shard_progress(self) -> dict[str, dict[str, int]]:
+        """Returns run id -> shard status (running, done, incomplete, failed) -> how many shards, over
+        every stage of the sharded runs (a file from before sharded runs has none)."""
+        has_table = self.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'shards'")
+        if not has_table:
+            return {}
+        progress: dict[str, dict[str, int]] = {}
+        for row in self.query("SELECT run_id, status, count(*) AS n FROM shards GROUP BY run_id, status"):
+            progress.setdefault(row["run_id"], {})[row["status"]] = row["n"]
+        return progress
+
     def ingest_part(
         self,
         run_id: str,

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 LLM_STAGES = ("explain", "score", "experiment")
 FAILED_STATES = {"FAILED", "CRASHED", "CANCELLED", "CANCELLING"}
-STARTED_STATES = {"PENDING", "RUNNING"}
 POLL_S = 1.0
 
 
@@ -72,7 +71,7 @@ class PrefectLauncher:
             if settings.image:
                 run_shard.deploy(
                     name=settings.deployment, work_pool_name=pool, image=settings.image, build=False, push=False,
-                    print_next_steps=False,
+                    print_next_steps=False, ignore_warnings=True,
                 )  # fmt: skip
             else:
                 import autointerp
@@ -80,7 +79,7 @@ class PrefectLauncher:
                 source = settings.source or str(Path(autointerp.__file__).resolve().parent.parent)
                 remote = run_shard.from_source(source=source, entrypoint="autointerp/distributed/shard.py:run_shard")
                 remote.deploy(  # type: ignore[union-attr]
-                    name=settings.deployment, work_pool_name=pool, print_next_steps=False
+                    name=settings.deployment, work_pool_name=pool, print_next_steps=False, ignore_warnings=True
                 )
         except ObjectNotFound:
             raise ConfigError(
@@ -128,7 +127,9 @@ class Shard:
     errors: list[str] = field(default_factory=list)
     beat: bytes | None = None
     beat_changed: float = 0.0
-    """When the heartbeat last changed (or the run was first seen started), time.monotonic()."""
+    """When the heartbeat last changed (or the run was first seen running), time.monotonic()."""
+    pending_since: float = 0.0
+    """When the flow run was first seen Pending (a worker starting it), time.monotonic()."""
 
 
 def collection_shards(config: RunConfig, shards: int) -> list[dict[str, Any]]:
@@ -272,7 +273,7 @@ class Campaign:
     def _start(self, shard: Shard, count: int) -> None:
         shard.attempts += 1
         shard.retried += 1
-        shard.beat, shard.beat_changed = None, 0.0
+        shard.beat, shard.beat_changed, shard.pending_since = None, 0.0, 0.0
         parameters = {
             "config_data": self.config.model_dump(mode="json"),
             "run_id": self.run_id,
@@ -303,7 +304,14 @@ class Campaign:
             error = "the flow run completed without writing its result"
         elif state in FAILED_STATES:
             error = f"{state.title()}: {message}".strip()
-        elif state in STARTED_STATES:
+        elif state == "PENDING":  # a worker is starting its process: no heartbeat yet
+            now = time.monotonic()
+            if shard.pending_since == 0.0:
+                shard.pending_since = now
+            elif now - shard.pending_since > self.settings.start_timeout_s:
+                error = f"pending for {self.settings.start_timeout_s:g} s without starting: its worker is gone"
+                self.launcher.crash(shard.flow_run_id, error)
+        elif state == "RUNNING":
             beat = self._heartbeat(shard)
             now = time.monotonic()
             if shard.beat_changed == 0.0 or beat != shard.beat:
