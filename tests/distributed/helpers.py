@@ -14,7 +14,7 @@ from autointerp.store import Store
 from tests.conftest import tiny_config
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion  # noqa: E402
+from loopback_server import LoopbackServer, Received, Reply, openai_completion
 
 __all__ = ["LoopbackServer", "campaign_config", "echo_marked", "run_rows"]
 

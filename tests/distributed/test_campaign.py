@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,7 @@ from autointerp.distributed.campaign import Campaign, ShardsFailed, collection_s
 from autointerp.distributed.parts import results_dir
 from autointerp.distributed.shard import run_shard
 from autointerp.store import Store
-from tests.conftest import session_of
-from tests.distributed.helpers import LoopbackServer, campaign_config, echo_marked, run_rows
+from tests.distributed.helpers import campaign_config, run_rows
 
 Fault = tuple[str, int, int]  # (stage, shard, attempt)
 
@@ -61,27 +59,6 @@ class ThreadLauncher:
         self.crashed.append(flow_run_id)
 
 
-@pytest.fixture(scope="module")
-def explainer_url() -> Iterator[str]:
-    with LoopbackServer([], respond=echo_marked) as server:
-        yield server.url
-
-
-def single_process_run(config: RunConfig) -> tuple[Store, str]:
-    """The run as `label_features` does it in one process (its stage functions, without Prefect)."""
-    from autointerp.pipeline import run_collect, run_experiments, run_explain, run_score
-
-    store = Store(config.store.path)
-    store.migrate()
-    run_id = config.resolved_run_id()
-    store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), "test", None)
-    run_collect(config, store, run_id)
-    session = session_of(config, store, run_id)
-    for stage in (run_explain, run_score, run_experiments):
-        stage(config, store, run_id, session)
-    return store, run_id
-
-
 def sharded_run(config: RunConfig, launcher: ThreadLauncher) -> tuple[Store, str, Campaign]:
     store = Store(config.store.path)
     store.migrate()
@@ -91,12 +68,6 @@ def sharded_run(config: RunConfig, launcher: ThreadLauncher) -> tuple[Store, str
     campaign.poll_s = 0.05
     campaign.run()
     return store, run_id, campaign
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, explainer_url: str) -> dict[str, list[Any]]:
-    store, run_id = single_process_run(campaign_config(tmp_path_factory.mktemp("single"), explainer_url))
-    return run_rows(store, run_id)
 
 
 def test_shard_plans_cover_everything_once() -> None:
@@ -166,3 +137,17 @@ def test_ingesting_the_same_parts_twice_adds_no_rows(tmp_path: Path, explainer_u
         added += store.ingest_part(run_id, f"{part}#other-name", tables)  # same rows under another name
     assert added == 0
     assert run_rows(store, run_id) == before
+
+
+def test_runs_command_shows_the_shards(tmp_path: Path, explainer_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    config = campaign_config(tmp_path, explainer_url, "distributed.shards=2", "distributed.work_pool='threads'")
+    store, run_id, _ = sharded_run(config, ThreadLauncher())
+    store.set_shard(run_id, "experiment", 0, 2, "running", 1)
+    store.set_shard(run_id, "experiment", 1, 2, "failed", 3, error="boom")
+    result = CliRunner().invoke(app, ["runs", "--db", str(config.store.path)], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "shards" in result.output and "6 done, 1 running, 1 failed" in result.output
