@@ -59,9 +59,10 @@ def run_rows(store: Store, run_id: str) -> dict[str, list[Any]]:
         for row in store.query(sql, [run_id]):
             for name in ("run_id", "id", "created_at", "latency_s", *drop):
                 row.pop(name, None)
-            if "explanation_id" in row:
-                row["explanation_id"] = feature_of.get(row["explanation_id"], row["explanation_id"])
-            for name in ("details", "request"):
+            for name in ("explanation_id", "parent_id"):
+                if row.get(name) is not None:
+                    row[name] = feature_of.get(row[name], row[name])
+            for name in ("details", "request", "spec", "measured", "predicted"):
                 if isinstance(row.get(name), str):
                     data = json.loads(row[name])
                     if isinstance(data, dict):

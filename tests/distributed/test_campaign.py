@@ -23,17 +23,21 @@ Fault = tuple[str, int, int]  # (stage, shard, attempt)
 
 class ThreadLauncher:
     """Runs each shard flow's function in a thread. `lost` attempts never start and never beat (a killed
-    worker); `failing` attempts raise."""
+    worker); `failing` attempts raise. Collection shards take turns: they share this process's one
+    subject model, whose activation hooks serve one forward pass at a time (workers are processes)."""
 
     def __init__(self, lost: set[Fault] = frozenset(), failing: set[Fault] = frozenset()) -> None:  # type: ignore[assignment]
         self.lost, self.failing = lost, failing
         self.runs: dict[str, dict[str, Any]] = {}
         self.crashed: list[str] = []
+        self.model_lock = threading.Lock()
 
     def start(self, name: str, parameters: dict[str, Any]) -> str:
         run_id = str(uuid.uuid4())
         attempt = (parameters["stage"], parameters["shard"], parameters["attempt"])
-        run: dict[str, Any] = {"state": "RUNNING", "message": "", "name": name}
+        # collection shards wait for the model like a worker starting a process: Pending, no heartbeat
+        first = "PENDING" if parameters["stage"] == "collect" and attempt not in self.lost else "RUNNING"
+        run: dict[str, Any] = {"state": first, "message": "", "name": name}
         self.runs[run_id] = run
         if attempt in self.lost:
             return run_id
@@ -42,7 +46,12 @@ class ThreadLauncher:
             try:
                 if attempt in self.failing:
                     raise RuntimeError("injected failure")
-                run_shard.fn(**parameters)
+                if parameters["stage"] == "collect":
+                    with self.model_lock:
+                        run["state"] = "RUNNING"
+                        run_shard.fn(**parameters)
+                else:
+                    run_shard.fn(**parameters)
                 run["state"] = "COMPLETED"
             except Exception as exc:
                 run["state"], run["message"] = "FAILED", f"{type(exc).__name__}: {exc}"
@@ -83,7 +92,7 @@ def test_sharded_run_equals_the_single_process_run_despite_failed_and_lost_shard
 ) -> None:
     config = campaign_config(
         tmp_path, explainer_url, "distributed.shards=4", "distributed.work_pool='threads'",
-        "distributed.heartbeat_timeout_s=3.0",
+        "distributed.heartbeat_timeout_s=5.0",
     )  # fmt: skip
     launcher = ThreadLauncher(lost={("collect", 1, 1), ("score", 0, 1)}, failing={("explain", 2, 1)})
     store, run_id, _ = sharded_run(config, launcher)
@@ -139,15 +148,39 @@ def test_ingesting_the_same_parts_twice_adds_no_rows(tmp_path: Path, explainer_u
     assert run_rows(store, run_id) == before
 
 
-def test_runs_command_shows_the_shards(tmp_path: Path, explainer_url: str) -> None:
+def test_runs_command_shows_the_shards(tmp_path: Path, explainer_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
     from typer.testing import CliRunner
 
     from autointerp.cli import app
+
+    monkeypatch.setattr("autointerp.cli.console", Console(width=300))  # the whole table on one line
 
     config = campaign_config(tmp_path, explainer_url, "distributed.shards=2", "distributed.work_pool='threads'")
     store, run_id, _ = sharded_run(config, ThreadLauncher())
     store.set_shard(run_id, "experiment", 0, 2, "running", 1)
     store.set_shard(run_id, "experiment", 1, 2, "failed", 3, error="boom")
-    result = CliRunner().invoke(app, ["runs", "--db", str(config.store.path)], terminal_width=250)
+    result = CliRunner().invoke(app, ["runs", "--db", str(config.store.path)])
     assert result.exit_code == 0, result.output
     assert "shards" in result.output and "6 done, 1 running, 1 failed" in result.output
+
+
+def test_experiment_shards_equal_the_single_process_run(tmp_path: Path, explainer_url: str) -> None:
+    from tests.distributed.conftest import single_process_run
+
+    experiments = (
+        "experiments.lowest_n=2",
+        "experiments.score_threshold=1.0",  # every feature is weak: the two lowest get experiments
+        "experiments.kinds=['input']",
+        f"experiments.proposer.model='openai-compatible:{explainer_url}/v1#m'",
+    )
+    single_store, single_id = single_process_run(campaign_config(tmp_path / "single", explainer_url, *experiments))
+    expected = run_rows(single_store, single_id)
+    assert len(expected["experiments"]) >= 2  # both targets were investigated
+
+    config = campaign_config(
+        tmp_path / "sharded", explainer_url, *experiments, "distributed.shards=2", "distributed.work_pool='threads'"
+    )
+    store, run_id, _ = sharded_run(config, ThreadLauncher())
+    assert run_rows(store, run_id) == expected
+    assert len(store.shards(run_id, "experiment")) == 2
