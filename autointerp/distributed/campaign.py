@@ -22,14 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from autointerp.collect import SamplingPlan
+from autointerp.collect import CollectionResult, SamplingPlan
 from autointerp.config import DistributedConfig, RunConfig
 from autointerp.distributed.merge import merge_states
 from autointerp.distributed.parts import ResultsDir, results_dir
 from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
 from autointerp.errors import AutointerpError, ConfigError
+from autointerp.pipeline.collect import store_collection
+from autointerp.pipeline.common import load_subject
+from autointerp.pipeline.experiment import select_targets
 from autointerp.pipeline.pool import StageResult
 from autointerp.store import Store
+from autointerp.subject.features import build_feature_source
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +196,6 @@ class Campaign:
             return
         specs = collection_shards(self.config, self.settings.shards)
         self._run_shards("collect", specs)
-        from autointerp.pipeline.collect import store_collection
-        from autointerp.pipeline.common import load_subject
-        from autointerp.subject.features import build_feature_source
-
         attempts = [row["attempts"] for row in self._stored("collect", len(specs))]
         states = [
             self.folder.read_state(f"{self.folder.shard_dir('collect', n, attempt)}/state.pt")
@@ -206,8 +206,6 @@ class Campaign:
         plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
         sampler = merge_states(states, self.config.corpus.window_tokens, plan)
         stats = sampler.stats()
-        from autointerp.collect import CollectionResult
-
         subject = load_subject(self.config)
         source = build_feature_source(self.config.features, subject)
         result = CollectionResult(feature_indices=source.indices, stats=stats, exemplars=sampler.exemplars(stats))
@@ -216,8 +214,6 @@ class Campaign:
     def llm_stage(self, stage: str) -> StageResult:
         """One LLM stage over the run's live features (experiments: over the features it targets)."""
         if stage == "experiment":
-            from autointerp.pipeline.experiment import select_targets
-
             feature_ids = select_targets(self.config, self.store, self.run_id)
         else:
             feature_ids = [f["id"] for f in self.store.features(self.run_id) if not f["dead"]]
