@@ -143,11 +143,15 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
     """List the runs in the database, newest first: status, progress, cost so far and errors."""
     try:
         rows = Store(db).run_progress()
+        shards = Store(db).shard_progress()
     except AutointerpError as exc:
         _fail(exc)
         return
     table = Table(title=f"runs in {db}")
-    for column in ("run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"):
+    columns = ["run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"]
+    if shards:
+        columns.append("shards")
+    for column in columns:
         table.add_column(column, no_wrap=column in ("run", "created"))
     table.add_column("error", overflow="fold", max_width=50)
     for row in rows:
@@ -161,9 +165,16 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
             str(row["llm_calls"]),
             str(row["failed_calls"]),
             f"{row['cost']:.4f}",
+            *([_shard_summary(shards.get(row["id"], {}))] if shards else []),
             row["error"] or "",
         )
     console.print(table)
+
+
+def _shard_summary(counts: dict[str, int]) -> str:
+    """Returns e.g. `7 done, 1 running, 1 failed` for a run's shards (all stages)."""
+    order = ("done", "running", "incomplete", "failed")
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 
 
 @app.command()
@@ -297,7 +308,7 @@ def review(
     import os
 
     from autointerp.review import ReviewSettings, create_app
-    from autointerp.review.app import is_loopback
+    from autointerp.review.app import is_loopback, review_url
 
     token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
     try:
@@ -312,8 +323,7 @@ def review(
         return
     import uvicorn
 
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    url = review_url(host, port, token)  # the bound address (IPv6 bracketed); any loopback one is an allowed host
     console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     uvicorn.run(review_app, host=host, port=port, log_level="warning")
 
