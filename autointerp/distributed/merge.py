@@ -11,7 +11,11 @@ and saves `state_dict()`. What a sampler keeps is a function of the set of windo
 - max, sums, counts of positive activations, histograms and token counts add up (max: the max).
 
 The result equals the state of one process over the whole corpus, item for item (pool rows aside,
-which `exemplars()` resolves); `tests/test_distributed.py` checks it.
+which `exemplars()` resolves); `tests/distributed/test_merge.py` checks it. One caveat on the mean:
+activation sums are float64 totals of each batch's float32 sum. Shards cover whole batches, so each
+batch sum is the one a single process computes, but the shards' totals are added in another
+grouping; that is exact while the float64 total holds every bit of the batch sums (batch sums
+within ~2^29 of each other in magnitude), which the tests and typical activations meet.
 """
 
 from __future__ import annotations
