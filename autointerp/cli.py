@@ -188,9 +188,14 @@ def investigate(
 @app.command()
 def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
     """List the runs in the database, newest first: status, progress, cost so far and errors."""
-    rows = Store(db).run_progress()
+    store = Store(db)
+    rows = store.run_progress()
+    shards = store.shard_progress()
     table = Table(title=Text(f"runs in {db}"))
-    for column in ("run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"):
+    columns = ["run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"]
+    if shards:
+        columns.append("shards")
+    for column in columns:
         table.add_column(column, no_wrap=column in ("run", "created"))
     table.add_column("error", overflow="fold", max_width=50)
     for row in rows:
@@ -204,9 +209,16 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
             str(row["llm_calls"]),
             str(row["failed_calls"]),
             f"{row['cost']:.4f}",
+            *([_shard_summary(shards.get(row["id"], {}))] if shards else []),
             Text(row["error"] or ""),
         )
     console.print(table)
+
+
+def _shard_summary(counts: dict[str, int]) -> str:
+    """Returns e.g. `7 done, 1 running, 1 failed` for a run's shards (all stages)."""
+    order = ("done", "running", "incomplete", "failed")
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 
 
 @app.command()

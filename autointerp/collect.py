@@ -2,25 +2,27 @@
 
 Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
 - `top`: the k windows with the largest maximum activation;
-- `quantile-j`: `per_quantile` windows sampled uniformly from each of `quantiles` equal-width
-  bins of the window max, bin j holding windows whose max is in ((j-1)/Q, j/Q] x the feature's max;
+- `quantile-j`: up to `per_quantile` windows sampled uniformly from each of `quantiles` equal-width
+  bins of the window max, bin j holding windows whose max is in ((j-1)/Q, j/Q] x the feature's max
+  (sampled from kept bins that are exact under any split of the corpus; see `quantile_bin_top`);
 - `random`: windows sampled uniformly among those where the feature does not fire (max <= 0),
   topped up with uniformly random windows when too few exist (dense MLP neurons);
 - statistics: density (fraction of tokens > 0), max, mean, and a histogram of window maxima
   over fixed log2 bins (`HISTOGRAM_EDGES`).
 
 Everything is kept in fixed-size tensors on the model's device, so memory is
-features x (k + random + quantiles x per_quantile) x window length, whatever the corpus length.
+features x (k + random + 2 x quantiles x per_quantile) x window length, whatever the corpus length.
 
 How a window is ranked: one reduction per window and feature (its max), then a top-k over the
-kept windows plus the batch's. The reservoirs use bottom-r random keys: every (window, feature)
-gets a uniform key from a generator seeded by (seed, batch number); each bin keeps the items with
-the smallest keys, which is a uniform sample of the windows that went into that bin. Bins are
-relative to the running max: when a batch raises a feature's max, the kept items are re-binned
-by their stored window max before the batch's candidates are merged. This needs one pass; the
-price is that windows dropped from a bin before the max last rose are not reconsidered for the
-bin they would fall in now, so the low bins are sampled from the windows seen since then (a
-uniform sample of those, not of the whole corpus).
+kept windows plus the batch's (equal maxima: the lower window number first). The reservoirs use
+bottom-r random keys: every (window, feature) gets a uniform key that is a hash of (seed, feature,
+window number) only (`random_keys`); each bin keeps the items with the smallest keys (equal keys:
+the lower window number), which is a uniform sample of the windows that went into that bin. The
+quantile bins kept are 2Q equal-width bins of (0, T], T the feature's max rounded up to a power of
+two: T changes only when the max doubles, and then pairs of bins merge, so what is kept is a
+function of the set of windows seen, whatever their order or split: a corpus collected in shards
+and merged (`autointerp.distributed.merge`) keeps exactly the items of one pass over it. The
+reported bin j of the final max takes the kept items whose max falls in it, smallest keys first.
 
 Per-token activations are written only for newly kept items (into a per-feature pool of rows
 that kept items point to). The per-token passes (window max, sum, count of positives) read each
@@ -32,7 +34,7 @@ operations over the features a batch can change (`_rows_to_merge`), a few thousa
 
 Checkpoints: the whole state (tensors, counters and the token ids of windows still referenced)
 is saved atomically every `checkpoint_every` batches; a run that finds a checkpoint with the same
-fingerprint skips the windows it already saw and continues. Random keys depend only on the batch
+fingerprint skips the windows it already saw and continues. Random keys depend only on the window
 number, so a resumed run keeps exactly the exemplars of an uninterrupted one.
 """
 
@@ -63,7 +65,59 @@ HISTOGRAM_EDGES: list[float] = [2.0**e for e in range(-6, 9)]
 """Upper edges of the window-max histogram: bin 0 holds max <= 0, bin i holds (edge[i-2], edge[i-1]]
 (edge[-1] = 0), the last bin holds max > 256."""
 
-_EMPTY_KEY = 0.95  # an empty slot's offset in its bin: loses against every real item (< 0.9)
+_EMPTY_KEY = 0.95  # an empty slot's offset in its bin: loses against every real item (< 0.5)
+
+_KEY_BITS = 24  # keys are multiples of 2**-24 in [0, 1), exact in float32
+_MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # splitmix64's multipliers
+_STEP = (0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93, 0xA0761D6478BD642F)
+
+
+def _signed(value: int) -> int:
+    """Returns a 64-bit pattern as the int64 that holds it."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def random_keys(seed: int, stream: int, n_features: int, first: int, batch: int, device: torch.device) -> torch.Tensor:
+    """Returns keys [features, batch] in [0, 1) for windows first..first + batch - 1: a hash (splitmix64)
+    of (seed, stream, feature, window number) only, so any split of the corpus into shards or batches
+    gives every (feature, window) the same key; the reservoirs keep the smallest keys."""
+    feature = torch.arange(n_features, dtype=torch.int64, device=device).unsqueeze(1)
+    window = torch.arange(first, first + batch, dtype=torch.int64, device=device).unsqueeze(0)
+    x = feature * _signed(_STEP[0]) + window * _signed(_STEP[1]) + _signed((seed * 2 + stream) * _STEP[2])
+    for bits, multiplier in ((30, _MIX[0]), (27, _MIX[1])):
+        x = (x ^ _shift_right(x, bits)) * _signed(multiplier)
+    x = x ^ _shift_right(x, 31)
+    return _shift_right(x, 64 - _KEY_BITS).float() / float(1 << _KEY_BITS)
+
+
+def quantile_bin_top(feature_max: torch.Tensor) -> torch.Tensor:
+    """Returns the top of the kept quantile bins: each feature's max rounded up to a power of two.
+
+    It changes only when the max doubles, and then each new bin is the union of two old ones, whose
+    kept items (smallest keys) hold the new bin's smallest keys: so the kept bins are a function of
+    the set of windows seen, not of their order, and shards merge exactly. Twice `quantiles` bins are
+    kept so that every bin of the final max (what `exemplars` reports) has kept items to draw from.
+    """
+    mantissa, exponent = torch.frexp(feature_max.float().clamp(min=1e-30))
+    return torch.where(
+        mantissa == 0.5, feature_max.float().clamp(min=1e-30), torch.ldexp(torch.ones_like(mantissa), exponent)
+    )
+
+
+def _random_sort(key: torch.Tensor, fires: torch.Tensor) -> torch.Tensor:
+    """Sort keys (float64, exact) in the random bin: windows where the feature does not fire first."""
+    return 0.25 * (key.double() + fires.double())
+
+
+def _quantile_sort(bin_: torch.Tensor | int, key: torch.Tensor) -> torch.Tensor:
+    """Sort keys (float64, exact) in a quantile bin: bin + key / 2."""
+    return bin_ + 0.5 * key.double()
 
 
 class CheckpointError(AutointerpError):
@@ -164,9 +218,14 @@ class SamplingPlan:
     seed: int = 0
 
     @property
+    def kept_bins(self) -> int:
+        """Returns how many quantile bins the sampler keeps: twice `quantiles` (see `quantile_bin_top`)."""
+        return 2 * self.quantiles if self.per_quantile else 0
+
+    @property
     def reservoir_slots(self) -> int:
-        """Returns the slots of the random bin plus the quantile bins."""
-        return self.random_windows + self.quantiles * self.per_quantile
+        """Returns the slots of the random bin plus the kept quantile bins."""
+        return self.random_windows + self.kept_bins * self.per_quantile
 
 
 class ExemplarSampler:
@@ -192,29 +251,30 @@ class ExemplarSampler:
         self.windows_seen = 0
         self.windows: dict[int, Window] = {}  # token ids of windows that kept items may point to
         # reservoir layout: bin 0 (random) then quantile bins 1..Q, `per_quantile` slots each
-        caps = [plan.random_windows] + [plan.per_quantile] * plan.quantiles
+        caps = [plan.random_windows] + [plan.per_quantile] * plan.kept_bins
         self.bin_caps = torch.tensor(caps, dtype=torch.long, device=device)
         self.bin_offsets = torch.tensor([0, *itertools.accumulate(caps)][:-1], dtype=torch.long, device=device)
         self.slot_bin = torch.repeat_interleave(torch.arange(len(caps), device=device), self.bin_caps)
         self._k = k
         self.merge_rows = 4096
         self.compiled = device.type == "cpu"  # merge_cpu's loop; the tensor merge on other devices
-        self._plan_sizes = (k, plan.random_windows, plan.quantiles if plan.per_quantile else 0, plan.per_quantile)
+        self._plan_sizes = (k, plan.random_windows, plan.kept_bins, plan.per_quantile)
         self.gate = True  # merge only the features a batch can change (False: all, for tests)
         self.feature_names: Sequence[str] = [f"#{i}" for i in range(n_features)]
         """Names used in the error about a non-finite activation."""
 
     # one batch ----------------------------------------------------------------------------------
 
-    def _keys(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        generator = torch.Generator(device=self.device).manual_seed(self.plan.seed * 1_000_003 + self.batches)
-        keys = torch.rand((2, self.n_features, batch), generator=generator, device=self.device)
-        return keys[0], keys[1]
+    def _keys(self, first: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the random and quantile keys [features, batch] of windows first..first + batch - 1."""
+        return tuple(  # type: ignore[return-value]
+            random_keys(self.plan.seed, stream, self.n_features, first, batch, self.device) for stream in (0, 1)
+        )
 
     def _quantile_bin(self, value: torch.Tensor, feature_max: torch.Tensor) -> torch.Tensor:
-        """Returns bins 1..Q of window maxima relative to each feature's max (for value > 0)."""
-        q = self.plan.quantiles
-        ratio = value / feature_max.clamp(min=1e-30).unsqueeze(1)
+        """Returns kept bins 1..2Q of window maxima relative to `quantile_bin_top` of each feature's max."""
+        q = self.plan.kept_bins
+        ratio = value / quantile_bin_top(feature_max).unsqueeze(1)
         return (torch.ceil(ratio * q).long() - 1).clamp(0, q - 1) + 1
 
     def update(self, acts: torch.Tensor | Sequence[torch.Tensor], windows: list[Window]) -> None:
@@ -236,7 +296,7 @@ class ExemplarSampler:
             check_finite(chunks, windows, self.feature_names)
         rose = window_max.amax(dim=1) > self.act_max
         self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
-        random_key, quantile_key = self._keys(batch)
+        random_key, quantile_key = self._keys(first, batch)
         if self.compiled:
             state = {name: getattr(self, name) for name in ("value", "key", "window", "row", "act_max", "histogram")}
             state["edges"] = self.edges
@@ -321,12 +381,12 @@ class ExemplarSampler:
         if self.plan.reservoir_slots:
             # a feature whose max did not rise keeps its items in their bins: no re-binning
             old_sort = self._old_sort(self.slot_bin.unsqueeze(0).expand_as(self.key[:, k:]))
-            worst = torch.zeros((self.n_features, len(self.bin_caps)), device=self.device)
-            worst.scatter_reduce_(1, self.slot_bin.expand_as(old_sort), old_sort.float(), "amax", include_self=False)
-            need |= (0.45 * (random_key + positive.float()) < worst[:, :1]).any(dim=1)
-            if self.plan.quantiles and self.plan.per_quantile:
+            worst = torch.zeros((self.n_features, len(self.bin_caps)), dtype=torch.float64, device=self.device)
+            worst.scatter_reduce_(1, self.slot_bin.expand_as(old_sort), old_sort, "amax", include_self=False)
+            need |= (_random_sort(random_key, positive) < worst[:, :1]).any(dim=1)
+            if self.plan.kept_bins:
                 batch_bin = self._quantile_bin(window_max, self.act_max)
-                batch_sort = batch_bin + 0.9 * quantile_key
+                batch_sort = _quantile_sort(batch_bin, quantile_key)
                 need |= (positive & (batch_sort < worst.gather(1, batch_bin))).any(dim=1)
         if bool(need.all()):
             return None
@@ -340,14 +400,14 @@ class ExemplarSampler:
         return list(rows.split(size))
 
     def _old_sort(self, old_bin: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-        """Returns the sort keys (bin + offset in [0, 1)) of the kept reservoir items of `rows`."""
+        """Returns the sort keys (bin + offset in [0, 1), float64) of the kept reservoir items of `rows`."""
         k = self._k
         old_value, old_key = self.value[rows, k:], self.key[rows, k:]
         old_real = self.window[rows, k:] >= 0
         in_random_bin = old_bin == 0
         # random bin: windows where the feature does not fire sort first
-        old_offset = torch.where(in_random_bin, 0.45 * (old_key + (old_value > 0).float()), 0.9 * old_key)
-        return old_bin + torch.where(old_real, old_offset, _EMPTY_KEY)
+        offset = torch.where(in_random_bin, _random_sort(old_key, old_value > 0), _quantile_sort(0, old_key))
+        return old_bin + torch.where(old_real, offset, _EMPTY_KEY)
 
     def _merge(
         self,
@@ -360,13 +420,18 @@ class ExemplarSampler:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Merges the batch into the kept items of `rows`; returns (row in `rows`, slot, batch row) of new items."""
         k, batch = self._k, window_max.shape[1]
-        top_values, top_pick = torch.cat([self.value[rows, :k], window_max], dim=1).topk(k, dim=1)
+        # kept items come first and are in order, batch windows after them in window order: a stable
+        # sort orders equal maxima by window number, as the CPU merge and shard merges do
+        top_values, top_pick = torch.cat([self.value[rows, :k], window_max], dim=1).sort(
+            dim=1, descending=True, stable=True
+        )
+        top_values, top_pick = top_values[:, :k], top_pick[:, :k]
         src_old = [torch.where(top_pick < k, top_pick, -1)]
         src_batch = [torch.where(top_pick >= k, top_pick - k, -1)]
         new_value, new_key = [top_values], [torch.ones_like(top_values)]
         if self.plan.reservoir_slots:
             res_old, res_batch, res_value, res_key = self._merge_reservoirs(
-                rows, window_max, positive, random_key, quantile_key
+                rows, window_max, positive, random_key, quantile_key, first
             )
             src_old.append(res_old)
             src_batch.append(res_batch)
@@ -393,6 +458,7 @@ class ExemplarSampler:
         positive: torch.Tensor,
         random_key: torch.Tensor,
         quantile_key: torch.Tensor,
+        first: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (old slot or -1, batch row or -1, value, key) for each reservoir slot of `rows`."""
         k, (n_rows, batch) = self._k, window_max.shape
@@ -400,17 +466,22 @@ class ExemplarSampler:
         old_value, old_key = self.value[rows, k:], self.key[rows, k:]
         slot_bin = self.slot_bin.unsqueeze(0).expand_as(old_value)
         old_bin = slot_bin
-        if self.plan.quantiles:
+        if self.plan.kept_bins:
             # kept items move to the bin of the current max (a no-op where the max did not rise)
             rebinned = self._quantile_bin(old_value, self.act_max[rows])
             old_real = self.window[rows, k:] >= 0
             old_bin = torch.where((slot_bin == 0) | ~old_real, slot_bin, rebinned)
-        parts = [self._old_sort(old_bin, rows).double(), (0.45 * (random_key + positive.float())).double()]
-        if self.plan.quantiles and self.plan.per_quantile:
+        parts = [self._old_sort(old_bin, rows), _random_sort(random_key, positive)]
+        batch_window = torch.arange(first, first + batch, device=self.device).expand(n_rows, batch)
+        windows = [self.window[rows, k:], batch_window]
+        if self.plan.kept_bins:
             batch_bin = self._quantile_bin(window_max, self.act_max[rows])
-            batch_sort = torch.where(positive, batch_bin + 0.9 * quantile_key, float("inf"))
-            parts.append(batch_sort.double())
-        sort_key, order = torch.cat(parts, dim=1).sort(dim=1, stable=True)  # holes tie: keep their order
+            parts.append(torch.where(positive, _quantile_sort(batch_bin, quantile_key), float("inf")))
+            windows.append(batch_window)
+        # order by sort key, equal keys by window number (as merge_cpu and shard merges do)
+        by_window = torch.cat(windows, dim=1).argsort(dim=1, stable=True)
+        sort_key, order = torch.cat(parts, dim=1).gather(1, by_window).sort(dim=1, stable=True)
+        order = by_window.gather(1, order)
         sorted_bin = torch.floor(sort_key)
         rank = torch.arange(sort_key.shape[1], device=self.device) - torch.searchsorted(sort_key, sorted_bin)
         bin_index = sorted_bin.clamp(0, len(self.bin_caps) - 1).nan_to_num(0).long()
@@ -491,20 +562,34 @@ class ExemplarSampler:
         windows, acts = self.window.tolist(), gathered.tolist()
         labels = [("top", rank, "explain" if rank % 2 == 0 else "score") for rank in range(k)]
         labels += [("random", rank, "score") for rank in range(plan.random_windows)]
-        for j in range(1, plan.quantiles + 1):
-            labels += [
-                (f"quantile-{j}", rank, "explain" if rank % 2 == 0 else "score") for rank in range(plan.per_quantile)
-            ]
+        first_quantile = len(labels)
+        quantile_bins = self._reported_bins()
+        keys = self.key.tolist()
         result = []
         for f in range(self.n_features):
             if stats[f].dead:
                 continue
             for slot, (kind, rank, split) in enumerate(labels):
                 number = windows[f][slot]
-                if number < 0:  # fewer windows than slots, or an empty quantile bin
+                if number < 0:  # fewer windows than slots
                     continue
                 result.append(Exemplar(f, kind, rank, self.windows[number], acts[f][slot], split))
+            # each bin of the final max: its kept items with the smallest keys (equal keys: window number)
+            by_bin: dict[int, list[tuple[float, int, int]]] = {}
+            for slot in range(first_quantile, len(windows[f])):
+                if windows[f][slot] >= 0:
+                    by_bin.setdefault(quantile_bins[f][slot], []).append((keys[f][slot], windows[f][slot], slot))
+            for j in sorted(by_bin):
+                for rank, (_, number, slot) in enumerate(sorted(by_bin[j])[: plan.per_quantile]):
+                    split = "explain" if rank % 2 == 0 else "score"
+                    result.append(Exemplar(f, f"quantile-{j}", rank, self.windows[number], acts[f][slot], split))
         return _renumber(_distinct_windows(result))
+
+    def _reported_bins(self) -> list[list[int]]:
+        """Returns each slot's bin 1..Q of the feature's final max (`quantiles` equal-width bins)."""
+        q = max(self.plan.quantiles, 1)
+        ratio = self.value / self.act_max.clamp(min=1e-30).unsqueeze(1)
+        return ((torch.ceil(ratio * q).long() - 1).clamp(0, q - 1) + 1).tolist()
 
     # checkpoints ----------------------------------------------------------------------------------
 

@@ -253,6 +253,35 @@ _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {("features", "sign"): "positive
 """(section, key) -> default of keys added after runs were stored: hashed only when set otherwise."""
 
 
+class DistributedConfig(_Section):
+    """A run split into shards, each a Prefect flow run executed by a work pool's workers. Sharding
+    does not change results, so this section is left out of the config hash."""
+
+    shards: int = Field(1, ge=1, le=100_000)
+    """How many shards per stage: collection splits the corpus, the LLM stages split the features."""
+    work_pool: str | None = None
+    """Prefect work pool whose workers run the shards; unset: the whole run in this process, as always."""
+    results_dir: str | None = None
+    """Where shards write their result parts: a path (or fsspec URL) that workers and this process share;
+    unset: `parts/` beside the DuckDB file."""
+    retries: int = Field(2, ge=0, le=100)
+    """Times a crashed, failed or lost shard is started again before the run fails."""
+    heartbeat_timeout_s: float = Field(120.0, gt=0)
+    """A running shard whose heartbeat (a file in its part) stops changing this long is lost (its worker
+    died) and is started again."""
+    start_timeout_s: float = Field(600.0, gt=0)
+    """A shard that a worker picked up (Pending) but that has not started running after this long is
+    lost (its worker died while starting it) and is started again."""
+    deployment: str = "autointerp-shard"
+    """Name of the deployment of the shard flow that this run creates (or updates) on the work pool."""
+    source: str | None = None
+    """Where workers get the code (`flow.from_source`): a directory they can read or a git URL; unset:
+    the directory this autointerp is imported from."""
+    image: str | None = None
+    """Docker / Kubernetes pools: an image with autointerp installed; the deployment then runs the shard
+    flow from the image (`flow.deploy(image=...)`) and `source` is not used."""
+
+
 class RunConfig(_Section):
     run_id: str | None = None
     """Run identifier; by default derived from the config hash, so rerunning a config resumes it."""
@@ -268,13 +297,15 @@ class RunConfig(_Section):
     """Cache, concurrency and rate limits, budget and prices for every LLM call of the run."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     """Scheduled (incremental) runs; left out of the config hash, like `llm`."""
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    """Shards on a Prefect work pool; left out of the config hash, like `llm`."""
 
     def config_hash(self) -> str:
         """Returns a stable hash of everything that changes results (the store path and llm limits excluded).
 
         Keys added after a release are left out while they hold their default (`_NEW_KEY_DEFAULTS`), so
         a config that does not use them keeps its hash, and its run id."""
-        data = self.model_dump(mode="json", exclude={"run_id", "store", "llm", "schedule"})
+        data = self.model_dump(mode="json", exclude={"run_id", "store", "llm", "schedule", "distributed"})
         for (section, key), default in _NEW_KEY_DEFAULTS.items():
             if data.get(section, {}).get(key) == default:
                 del data[section][key]

@@ -6,15 +6,18 @@ every batch, several times the cost of the rest of collection. Here each feature
 once: a batch window is compared with the worst kept item of the top-k list or of the
 reservoir bin it would enter, and inserted in order only when it wins, which late in a corpus
 is rare. The result is the state the tensor merge gives (same items, same order, same sort
-keys in float32); only the pool rows that items point to may be assigned differently.
+keys); only the pool rows that items point to may be assigned differently.
 
 Layout per feature (see `ExemplarSampler`): slots [0, k) are the top-k list, sorted by value,
 descending; then the reservoir bins, each sorted by sort key, ascending, empty slots
-(window -1) last. Sort key: bin + offset, offset 0.45 x (key + fires) in the random bin 0 and
-0.9 x key in quantile bins; an empty slot's offset is 0.95.
+(window -1) last. Sort key (float64, exact): bin + offset, offset (key + fires) / 4 in the random
+bin 0 and key / 2 in quantile bins; an empty slot's offset is 0.95; equal sort keys are ordered by
+window number, so the kept items do not depend on the order windows arrive in.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -24,18 +27,33 @@ _F = np.float32
 
 
 @njit(cache=True, inline="always")
+def _bin_top(feature_max: float) -> np.float32:
+    """`collect.quantile_bin_top`: the max rounded up to a power of two."""
+    top = max(_F(feature_max), _F(1e-30))
+    mantissa, exponent = math.frexp(top)
+    return top if mantissa == 0.5 else _F(math.ldexp(1.0, exponent))
+
+
+@njit(cache=True, inline="always")
 def _quantile_bin(value: float, feature_max: float, quantiles: int) -> int:
-    ratio = _F(value) / max(_F(feature_max), _F(1e-30))
+    ratio = _F(value) / _bin_top(feature_max)
     return min(max(int(np.ceil(ratio * _F(quantiles))) - 1, 0), quantiles - 1) + 1
 
 
 @njit(cache=True, inline="always")
-def _sort_key(bin_: int, value: float, key: float, window: int) -> np.float32:
+def _sort_key(bin_: int, value: float, key: float, window: int) -> float:
+    """Float64 and exact: the same keys as `collect._random_sort` / `_quantile_sort`."""
     if window < 0:
-        return _F(_F(bin_) + _F(0.95))
+        return bin_ + 0.95
     if bin_ == 0:
-        return _F(0.45) * _F(_F(key) + _F(1.0 if value > 0 else 0.0))
-    return _F(_F(bin_) + _F(0.9) * _F(key))
+        return 0.25 * (np.float64(np.float32(key)) + (1.0 if value > 0 else 0.0))
+    return bin_ + 0.5 * np.float64(np.float32(key))
+
+
+@njit(cache=True, inline="always")
+def _before(sort_a: float, window_a: int, sort_b: float, window_b: int) -> bool:
+    """Whether item a sorts before item b: by sort key, equal keys by window number."""
+    return sort_a < sort_b or (sort_a == sort_b and window_a < window_b)
 
 
 @njit(cache=True, inline="always")
@@ -56,16 +74,18 @@ def _histogram_bin(value: float, edges: np.ndarray) -> int:
 @njit(cache=True)
 def _insert(value, key, window, row, f, start, end, bin_, new_value, new_key, new_window, new_row):  # type: ignore[no-untyped-def]
     """Inserts an item with pool row `new_row` into feature f's sorted bin [start, end), dropping
-    the last item, when it sorts before that item (after any equal one); returns whether it did."""
+    the last item, when it sorts before that item (`_before`); returns whether it did."""
     new_sort = _sort_key(bin_, new_value, new_key, new_window)
     last = end - 1
-    if not new_sort < _sort_key(bin_, value[f, last], key[f, last], window[f, last]):
+    if not _before(
+        new_sort, new_window, _sort_key(bin_, value[f, last], key[f, last], window[f, last]), window[f, last]
+    ):
         return False
     position = last
-    while (
-        position > start
-        and _sort_key(bin_, value[f, position - 1], key[f, position - 1], window[f, position - 1]) > new_sort
-    ):
+    while position > start and _before(
+        new_sort, new_window,
+        _sort_key(bin_, value[f, position - 1], key[f, position - 1], window[f, position - 1]), window[f, position - 1],
+    ):  # fmt: skip
         value[f, position] = value[f, position - 1]
         key[f, position] = key[f, position - 1]
         window[f, position] = window[f, position - 1]
@@ -151,7 +171,7 @@ def merge_batch(  # type: ignore[no-untyped-def]
             continue
         if rose[f]:
             _rebin(value, key, window, row, f, end, quantiles, per_quantile, act_max[f])
-        worst_in_bin = np.empty(quantiles + 1, dtype=np.float32)
+        worst_in_bin = np.empty(quantiles + 1, dtype=np.float64)
         for bin_ in range(1, quantiles + 1):
             last = end + bin_ * per_quantile - 1
             worst_in_bin[bin_] = _sort_key(bin_, value[f, last], key[f, last], window[f, last])

@@ -85,7 +85,25 @@ def _migration_collect_histogram(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE features ADD COLUMN window_max_histogram BIGINT[]")
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_migration_1, _migration_collect_histogram]
+def _migration_distributed_shards(con: duckdb.DuckDBPyConnection) -> None:
+    """Sharded runs: each shard's state, and the result parts already ingested (so none twice)."""
+    con.execute("""
+        CREATE TABLE shards (
+            run_id VARCHAR, stage VARCHAR, shard INTEGER, shards INTEGER, status VARCHAR, attempts INTEGER,
+            flow_run_id VARCHAR, error VARCHAR, updated_at TIMESTAMPTZ,
+            PRIMARY KEY (run_id, stage, shard)
+        );
+        CREATE TABLE ingested_parts (
+            run_id VARCHAR, part VARCHAR, rows BIGINT, ingested_at TIMESTAMPTZ, PRIMARY KEY (run_id, part)
+        );
+    """)
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
+    _migration_1,
+    _migration_collect_histogram,
+    _migration_distributed_shards,
+]
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -435,6 +453,111 @@ class Store:
                        FROM llm_calls GROUP BY run_id) c ON c.run_id = r.id
             ORDER BY r.created_at DESC
         """)
+
+    # sharded runs -------------------------------------------------------------------------------
+
+    def set_shard(
+        self,
+        run_id: str,
+        stage: str,
+        shard: int,
+        shards: int,
+        status: str,
+        attempts: int,
+        flow_run_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Records a shard's status (pending, running, done, failed) and how many times it was started."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, stage, shard, shards, status, attempts, flow_run_id, error, now()],
+            )
+
+    def shards(self, run_id: str, stage: str | None = None) -> list[dict[str, Any]]:
+        """Returns a run's shards (of one stage), by stage and number."""
+        if stage is None:
+            return self.query("SELECT * FROM shards WHERE run_id = ? ORDER BY stage, shard", [run_id])
+        return self.query("SELECT * FROM shards WHERE run_id = ? AND stage = ? ORDER BY shard", [run_id, stage])
+
+    def shard_progress(self) -> dict[str, dict[str, int]]:
+        """Returns run id -> shard status (running, done, incomplete, failed) -> how many shards, over
+        every stage of the sharded runs (a file from before sharded runs has none)."""
+        has_table = self.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'shards'")
+        if not has_table:
+            return {}
+        progress: dict[str, dict[str, int]] = {}
+        for row in self.query("SELECT run_id, status, count(*) AS n FROM shards GROUP BY run_id, status"):
+            progress.setdefault(row["run_id"], {})[row["status"]] = row["n"]
+        return progress
+
+    def ingest_part(
+        self,
+        run_id: str,
+        part: str,
+        rows_by_table: dict[str, pa.Table],
+        shard: tuple[str, int, str] | None = None,
+    ) -> int:
+        """Inserts a result part's rows (table -> Arrow table) in one transaction, once: a part already
+        ingested adds nothing, and rows whose id is stored already are skipped. `shard` (stage, number,
+        status) is recorded in the same transaction. Returns the rows inserted."""
+        with self.transaction() as con:
+            if con.execute("SELECT 1 FROM ingested_parts WHERE run_id = ? AND part = ?", [run_id, part]).fetchone():
+                return 0
+            inserted = 0
+            for table, arrow_rows in rows_by_table.items():
+                if arrow_rows.num_rows == 0:
+                    continue
+                columns = ", ".join(arrow_rows.column_names)
+                con.register("_incoming_part", arrow_rows)
+                try:
+                    new = "SELECT * FROM _incoming_part"
+                    if "id" in arrow_rows.column_names:
+                        new += f" WHERE id NOT IN (SELECT id FROM {table})"
+                    row = con.execute(f"SELECT count(*) FROM ({new})").fetchone()
+                    inserted += int(row[0]) if row else 0
+                    con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM ({new})")
+                finally:
+                    con.unregister("_incoming_part")
+            con.execute("INSERT INTO ingested_parts VALUES (?, ?, ?, ?)", [run_id, part, inserted, now()])
+            if shard is not None:
+                stage, number, status = shard
+                con.execute(
+                    "UPDATE shards SET status = ?, updated_at = ? WHERE run_id = ? AND stage = ? AND shard = ?",
+                    [status, now(), run_id, stage, number],
+                )
+            return inserted
+
+    def export_run(self, run_id: str, tables: Sequence[str]) -> dict[str, pa.Table]:
+        """Returns a run's rows of each table as Arrow (what a shard's own store starts from)."""
+        with self.connect(read_only=True) as con:
+            out = {}
+            for table in tables:
+                if table == "reviews":
+                    sql = "SELECT r.* FROM reviews r JOIN explanations e ON r.explanation_id = e.id WHERE e.run_id = ?"
+                else:
+                    sql = f"SELECT * FROM {table} WHERE {'id' if table == 'runs' else 'run_id'} = ?"
+                out[table] = con.sql(sql, params=[run_id]).to_arrow_table()
+            return out
+
+    def load_tables(self, rows_by_table: dict[str, pa.Table]) -> None:
+        """Inserts Arrow tables as they are, in one transaction (a shard's own store, from an export)."""
+        with self.transaction() as con:
+            for table, arrow_rows in rows_by_table.items():
+                con.register("_incoming_rows", arrow_rows)
+                try:
+                    columns = ", ".join(arrow_rows.column_names)
+                    con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
+                finally:
+                    con.unregister("_incoming_rows")
+
+    def rows_not_in(self, run_id: str, table: str, known_ids: Sequence[str]) -> pa.Table:
+        """Returns a run's rows of `table` whose id is not among `known_ids` (what a shard added)."""
+        with self.connect(read_only=True) as con:
+            con.register("_known", pa.table({"id": pa.array(list(known_ids), pa.string())}))
+            return con.sql(
+                f"SELECT * FROM {table} WHERE run_id = ? AND id NOT IN (SELECT id FROM _known)", params=[run_id]
+            ).to_arrow_table()
 
     def current_explainers(self, exclude_run_id: str) -> dict[str, tuple[str, str]]:
         """Returns feature id -> (explainer, prompt hash) of its latest explanation outside one run."""

@@ -86,13 +86,18 @@ def label_features(config_data: dict[str, Any]) -> str:
     store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), __version__, flow_run.get_id())
     results: list[StageResult] = []
     try:
-        collect(config_data, run_id)
-        session = LLMSession.for_run(config.llm, store, run_id)
-        for stage in (explain, score, experiment):
-            result = stage(config_data, run_id, session)
-            results.append(result)
-            if result.stop_error is not None:  # the budget or a config error: later stages would stop too
-                break
+        if config.distributed.work_pool is not None:  # shards on a work pool's workers
+            from autointerp.distributed.campaign import run_campaign
+
+            results = run_campaign(config, store, run_id)
+        else:
+            collect(config_data, run_id)
+            session = LLMSession.for_run(config.llm, store, run_id)
+            for stage in (explain, score, experiment):
+                result = stage(config_data, run_id, session)
+                results.append(result)
+                if result.stop_error is not None:  # the budget or a config error: later stages would stop too
+                    break
     except BaseException as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from autointerp.collect import collect_exemplars
+from autointerp.collect import CollectionResult, collect_exemplars
 from autointerp.config import RunConfig
 from autointerp.corpus import CorpusStats, iter_windows
 from autointerp.pipeline.common import load_subject
@@ -70,6 +70,15 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
         feature_names=source.feature_ids,
     )
     log.info("corpus: %s", corpus_stats)
+    store_collection(store, run_id, subject, source, result)
+    checkpoint.unlink(missing_ok=True)
+    return len(result.stats)
+
+
+def store_collection(
+    store: Store, run_id: str, subject: SubjectModel, source: FeatureSource, result: CollectionResult
+) -> None:
+    """Writes a collection's features and exemplars (tokens decoded) in one transaction."""
     ids, model = source.feature_ids, _model_name(source, subject)
     features = [
         {
@@ -113,5 +122,3 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
         for e in result.exemplars
     ]
     store.write_collection(run_id, features, exemplars)
-    checkpoint.unlink(missing_ok=True)
-    return len(features)

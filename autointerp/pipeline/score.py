@@ -11,6 +11,7 @@ its windows run in parallel too, all bounded by the backend's limiter.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from autointerp.activations import normalize_activations
@@ -79,9 +80,11 @@ def _scored(store: Store, run_id: str) -> set[tuple[str, str]]:
     return {(r["explanation_id"], r["scorer"]) for r in rows}
 
 
-def run_score(config: RunConfig, store: Store, run_id: str, session: LLMSession) -> StageResult:
-    """Decide: scores every explanation not yet scored by each configured method; returns the tallies
-    (one item per explanation)."""
+def run_score(
+    config: RunConfig, store: Store, run_id: str, session: LLMSession, feature_ids: Collection[str] | None = None
+) -> StageResult:
+    """Decide: scores every explanation not yet scored by each configured method (only those of
+    `feature_ids` when given: a shard); returns the tallies (one item per explanation)."""
     scorers: dict[str, Scorer] = {name: SCORERS.get(name)() for name in config.score.methods}
     explanations = store.explanations(run_id)
     features = {f["id"]: f for f in store.features(run_id)}
@@ -90,7 +93,7 @@ def run_score(config: RunConfig, store: Store, run_id: str, session: LLMSession)
         (e, [m for m, s in scorers.items() if not any((e["id"], n) in done for n in s.stored_names())])
         for e in explanations
     ]
-    todo = [(e, ms) for e, ms in todo if ms]
+    todo = [(e, ms) for e, ms in todo if ms and (feature_ids is None or e["feature_id"] in feature_ids)]
     exemplars = store.exemplars_by_feature(run_id, "score") if todo else {}
     backends: dict[str, ChatBackend] = {}
     for scorer in scorers.values():

@@ -1,0 +1,370 @@
+"""The parent of a sharded run: split each stage into shards, run them on a work pool, merge, ingest.
+
+Per stage the parent plans the shards (collection: batch-aligned ranges of corpus windows; the LLM
+stages: contiguous slices of the run's features), starts each one as a flow run of the shard
+deployment (`run_deployment(..., timeout=0)`), and watches them. A shard whose flow run completed
+is ingested at once (its Parquet part, in one transaction that also marks the shard done; a part
+already ingested adds nothing); collection shards' sampler states are merged exactly once all are
+done. A shard whose flow run failed, crashed or was cancelled, or whose heartbeat stopped (its
+worker was killed: nobody is left to report the crash, so the parent marks the flow run Crashed),
+is started again, up to `distributed.retries` times; after that the run fails naming the shard,
+and rerunning the same command starts only the shards not done.
+
+Only the parent opens the campaign's DuckDB file. `Launcher` is the seam to Prefect: the tests of
+the retry logic swap in an in-process one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from autointerp.collect import CollectionResult, SamplingPlan
+from autointerp.config import DistributedConfig, RunConfig
+from autointerp.distributed.merge import merge_states
+from autointerp.distributed.parts import ResultsDir, results_dir
+from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
+from autointerp.errors import AutointerpError, ConfigError
+from autointerp.pipeline.collect import store_collection
+from autointerp.pipeline.common import load_subject
+from autointerp.pipeline.experiment import select_targets
+from autointerp.pipeline.pool import StageResult
+from autointerp.store import Store
+from autointerp.subject.features import build_feature_source
+
+log = logging.getLogger(__name__)
+
+LLM_STAGES = ("explain", "score", "experiment")
+FAILED_STATES = {"FAILED", "CRASHED", "CANCELLED", "CANCELLING"}
+POLL_S = 1.0
+
+
+class ShardsFailed(AutointerpError):
+    """Shards that failed every attempt; the run is resumable (done shards are kept)."""
+
+
+class Launcher(Protocol):
+    """Starts shard flow runs and reads their states (Prefect's work pool, or a stand-in in tests)."""
+
+    def start(self, name: str, parameters: dict[str, Any]) -> str:
+        """Starts a shard flow run; returns its id."""
+        ...
+
+    def state(self, flow_run_id: str) -> tuple[str, str]:
+        """Returns (state type, e.g. RUNNING or CRASHED; its message)."""
+        ...
+
+    def crash(self, flow_run_id: str, message: str) -> None:
+        """Marks a flow run whose worker is gone as Crashed."""
+        ...
+
+
+class PrefectLauncher:
+    """Deploys the shard flow to the work pool once, then runs shards with `run_deployment`."""
+
+    def __init__(self, settings: DistributedConfig) -> None:
+        from prefect.exceptions import ObjectNotFound
+
+        from autointerp.distributed.shard import run_shard
+
+        pool = settings.work_pool
+        try:
+            if settings.image:
+                run_shard.deploy(
+                    name=settings.deployment, work_pool_name=pool, image=settings.image, build=False, push=False,
+                    print_next_steps=False, ignore_warnings=True,
+                )  # fmt: skip
+            else:
+                import autointerp
+
+                source = settings.source or str(Path(autointerp.__file__).resolve().parent.parent)
+                remote = run_shard.from_source(source=source, entrypoint="autointerp/distributed/shard.py:run_shard")
+                remote.deploy(  # type: ignore[union-attr]
+                    name=settings.deployment, work_pool_name=pool, print_next_steps=False, ignore_warnings=True
+                )
+        except ObjectNotFound:
+            raise ConfigError(
+                f"no Prefect work pool {pool!r}: create it (`prefect work-pool create {pool} --type process`) "
+                "and start workers on it (`prefect worker start --pool ...`)"
+            ) from None
+        self.deployment = f"autointerp-shard/{settings.deployment}"
+
+    def start(self, name: str, parameters: dict[str, Any]) -> str:
+        from prefect.deployments import run_deployment
+
+        flow_run = run_deployment(self.deployment, parameters=parameters, timeout=0, flow_run_name=name)
+        return str(flow_run.id)  # type: ignore[union-attr]
+
+    def state(self, flow_run_id: str) -> tuple[str, str]:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state  # type: ignore[arg-type]
+        if state is None:
+            return "SCHEDULED", ""
+        return state.type.value, state.message or ""
+
+    def crash(self, flow_run_id: str, message: str) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)  # type: ignore[arg-type]
+
+
+@dataclass
+class Shard:
+    """One shard of one stage: its number, its work, and how its current flow run is doing."""
+
+    stage: str
+    number: int
+    work: dict[str, Any]
+    """`window_range` (collection) or `feature_ids` (LLM stages): parameters of the shard flow."""
+    attempts: int = 0
+    """Attempts so far, over every invocation of the run (numbers the attempt folders)."""
+    retried: int = -1
+    """Attempts started by this invocation beyond the first (bounded by `distributed.retries`)."""
+    flow_run_id: str | None = None
+    errors: list[str] = field(default_factory=list)
+    beat: bytes | None = None
+    beat_changed: float = 0.0
+    """When the heartbeat last changed (or the run was first seen running), time.monotonic()."""
+    pending_since: float = 0.0
+    """When the flow run was first seen Pending (a worker starting it), time.monotonic()."""
+
+
+def collection_shards(config: RunConfig, shards: int) -> list[dict[str, Any]]:
+    """Returns up to `shards` window ranges covering [0, max_windows), each a whole number of batches
+    (so every batch, and so every float sum, is the one a single process would compute)."""
+    batch, total = config.corpus.batch_size, config.corpus.max_windows
+    batches = -(-total // batch)
+    count = min(shards, batches)
+    size, extra = divmod(batches, count)
+    ranges, first = [], 0
+    for number in range(count):
+        last = first + size + (number < extra)
+        ranges.append({"window_range": [first * batch, min(last * batch, total)]})
+        first = last
+    return ranges
+
+
+def feature_shards(feature_ids: list[str], shards: int) -> list[dict[str, Any]]:
+    """Returns up to `shards` contiguous, near-equal slices of `feature_ids`."""
+    if not feature_ids:
+        return []
+    count = min(shards, len(feature_ids))
+    size, extra = divmod(len(feature_ids), count)
+    slices, start = [], 0
+    for number in range(count):
+        end = start + size + (number < extra)
+        slices.append({"feature_ids": feature_ids[start:end]})
+        start = end
+    return slices
+
+
+class Campaign:
+    """Runs one run's stages as shards on a launcher and ingests their parts into the run's store."""
+
+    def __init__(self, config: RunConfig, store: Store, run_id: str, launcher: Launcher) -> None:
+        self.config, self.store, self.run_id, self.launcher = config, store, run_id, launcher
+        self.settings = config.distributed
+        root = self.settings.results_dir or str(config.store.path.resolve().parent / "parts")
+        self.root = root
+        self.folder: ResultsDir = results_dir(root, run_id)
+        self.poll_s = POLL_S
+
+    # the stages -----------------------------------------------------------------------------------
+
+    def run(self) -> list[StageResult]:
+        """Runs collection, then each LLM stage; returns the LLM stages' tallies (as `label_features`)."""
+        self.collect()
+        results = []
+        for stage in LLM_STAGES:
+            result = self.llm_stage(stage)
+            results.append(result)
+            if result.stopped is not None:
+                break
+        return results
+
+    def collect(self) -> None:
+        """Collection shards, then their exact merge, stored in one transaction."""
+        if self.store.has_features(self.run_id):
+            log.info("collection of %s already stored; skipping", self.run_id)
+            return
+        specs = collection_shards(self.config, self.settings.shards)
+        self._run_shards("collect", specs)
+        attempts = [row["attempts"] for row in self._stored("collect", len(specs))]
+        states = [
+            self.folder.read_state(f"{self.folder.shard_dir('collect', n, attempt)}/state.pt")
+            for n, attempt in enumerate(attempts)
+        ]
+        collect = self.config.collect
+        quantiles = collect.quantiles if collect.per_quantile else 0
+        plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
+        sampler = merge_states(states, self.config.corpus.window_tokens, plan)
+        stats = sampler.stats()
+        subject = load_subject(self.config)
+        source = build_feature_source(self.config.features, subject)
+        result = CollectionResult(feature_indices=source.indices, stats=stats, exemplars=sampler.exemplars(stats))
+        store_collection(self.store, self.run_id, subject, source, result)
+
+    def llm_stage(self, stage: str) -> StageResult:
+        """One LLM stage over the run's live features (experiments: over the features it targets)."""
+        if stage == "experiment":
+            feature_ids = select_targets(self.config, self.store, self.run_id)
+        else:
+            feature_ids = [f["id"] for f in self.store.features(self.run_id) if not f["dead"]]
+        specs = feature_shards(feature_ids, self.settings.shards)
+        if any(s["status"] != "done" for s in self._stored(stage, len(specs))):
+            self.folder.write_tables(f"input/{stage}", self.store.export_run(self.run_id, STAGE_TABLES[stage]))
+        self._run_shards(stage, specs)
+        total = StageResult(stage)
+        for number, row in enumerate(self._stored(stage, len(specs))):
+            relative = f"{self.folder.shard_dir(stage, number, row['attempts'])}/result.json"
+            if self.folder.exists(relative):
+                _add(total, self.folder.read_json(relative))
+        return total
+
+    # shards ---------------------------------------------------------------------------------------
+
+    def _stored(self, stage: str, count: int) -> list[dict[str, Any]]:
+        stored = {s["shard"]: s for s in self.store.shards(self.run_id, stage) if s["shards"] == count}
+        return [stored.get(n, {"status": "pending", "attempts": 0}) for n in range(count)]
+
+    def _run_shards(self, stage: str, specs: list[dict[str, Any]]) -> None:
+        """Runs every shard not done yet until each is done or has failed every attempt."""
+        stored = self._stored(stage, len(specs))
+        todo = [
+            Shard(stage, n, work, attempts=row["attempts"] or 0)
+            for n, (work, row) in enumerate(zip(specs, stored, strict=True))
+            if row["status"] != "done"
+        ]
+        if len(todo) < len(specs):
+            log.info("%s: %d of %d shards done before; running the others", stage, len(specs) - len(todo), len(specs))
+        for shard in todo:
+            self._start(shard, len(specs))
+        active, failed = list(todo), []
+        while active:
+            time.sleep(self.poll_s)
+            for shard in list(active):
+                outcome = self._check(shard, len(specs))
+                if outcome == "running":
+                    continue
+                active.remove(shard)
+                if outcome == "retry":
+                    self._start(shard, len(specs))
+                    active.append(shard)
+                elif outcome == "failed":
+                    failed.append(shard)
+        if failed:
+            named = "; ".join(
+                f"{s.stage} shard {s.number + 1} of {len(specs)} failed {s.attempts} times (last: {s.errors[-1]})"
+                for s in failed
+            )
+            raise ShardsFailed(f"{named}. Rerun the same command to redo the unfinished shards")
+
+    def _start(self, shard: Shard, count: int) -> None:
+        shard.attempts += 1
+        shard.retried += 1
+        shard.beat, shard.beat_changed, shard.pending_since = None, 0.0, 0.0
+        parameters = {
+            "config_data": self.config.model_dump(mode="json"),
+            "run_id": self.run_id,
+            "results_root": self.root,
+            "stage": shard.stage,
+            "shard": shard.number,
+            "attempt": shard.attempts,
+            "heartbeat_s": max(0.1, min(HEARTBEAT_S, self.settings.heartbeat_timeout_s / 5)),
+            **shard.work,
+        }
+        name = f"{self.run_id}-{shard.stage}-{shard.number + 1}of{count}-try{shard.attempts}"
+        shard.flow_run_id = self.launcher.start(name, parameters)
+        self.store.set_shard(
+            self.run_id, shard.stage, shard.number, count, "running", shard.attempts, shard.flow_run_id
+        )
+        log.info("%s shard %d/%d: started flow run %s (attempt %d)", shard.stage, shard.number + 1, count,
+                 shard.flow_run_id, shard.attempts)  # fmt: skip
+
+    def _check(self, shard: Shard, count: int) -> str:
+        """Returns running, done, retry or failed for a shard's current flow run (ingesting a done one)."""
+        assert shard.flow_run_id is not None
+        state, message = self.launcher.state(shard.flow_run_id)
+        error = None
+        if state == "COMPLETED":
+            part = self.folder.shard_dir(shard.stage, shard.number, shard.attempts)
+            if self.folder.exists(f"{part}/result.json"):
+                return self._ingest(shard, count)
+            error = "the flow run completed without writing its result"
+        elif state in FAILED_STATES:
+            error = f"{state.title()}: {message}".strip()
+        elif state == "PENDING":  # a worker is starting its process: no heartbeat yet
+            now = time.monotonic()
+            if shard.pending_since == 0.0:
+                shard.pending_since = now
+            elif now - shard.pending_since > self.settings.start_timeout_s:
+                error = f"pending for {self.settings.start_timeout_s:g} s without starting: its worker is gone"
+                self.launcher.crash(shard.flow_run_id, error)
+        elif state == "RUNNING":
+            beat = self._heartbeat(shard)
+            now = time.monotonic()
+            if shard.beat_changed == 0.0 or beat != shard.beat:
+                shard.beat, shard.beat_changed = beat, now
+            elif now - shard.beat_changed > self.settings.heartbeat_timeout_s:
+                error = f"no heartbeat for {self.settings.heartbeat_timeout_s:g} s: its worker is gone"
+                self.launcher.crash(shard.flow_run_id, error)
+        if error is None:
+            return "running"
+        shard.errors.append(f"flow run {shard.flow_run_id}: {error}")
+        log.warning("%s shard %d/%d attempt %d: %s", shard.stage, shard.number + 1, count, shard.attempts, error)
+        if shard.retried < self.settings.retries:
+            return "retry"
+        self.store.set_shard(
+            self.run_id, shard.stage, shard.number, count, "failed", shard.attempts, shard.flow_run_id, error
+        )
+        return "failed"
+
+    def _heartbeat(self, shard: Shard) -> bytes | None:
+        relative = f"{self.folder.shard_dir(shard.stage, shard.number, shard.attempts)}/heartbeat"
+        try:
+            return self.folder.read_bytes(relative)
+        except (FileNotFoundError, OSError):
+            return None
+
+    def _ingest(self, shard: Shard, count: int) -> str:
+        """Ingests a finished shard's part and marks it done (LLM stages: in one transaction); a shard
+        that left features unfinished stays `incomplete`, so a rerun starts it again."""
+        part = self.folder.shard_dir(shard.stage, shard.number, shard.attempts)
+        result = self.folder.read_json(f"{part}/result.json")
+        unfinished = result.get("failed") or result.get("not_reached") or result.get("stopped")
+        complete = shard.stage == "collect" or not unfinished
+        status = "done" if complete else "incomplete"
+        if shard.stage != "collect":
+            tables = {t: rows for t, rows in self.folder.read_tables(part).items() if t in ADDED_TABLES}
+            inserted = self.store.ingest_part(
+                self.run_id, f"{part}#{result['part_id']}", tables, shard=(shard.stage, shard.number, status)
+            )
+            log.info("%s shard %d/%d: ingested %d rows", shard.stage, shard.number + 1, count, inserted)
+        self.store.set_shard(self.run_id, shard.stage, shard.number, count, status, shard.attempts, shard.flow_run_id)
+        return "done"
+
+
+def _add(total: StageResult, part: dict[str, Any]) -> None:
+    """Adds a shard's tallies (`result.json`) to a stage's."""
+    total.total += part.get("total", 0)
+    total.done += part.get("done", 0)
+    for reason, n in part.get("skipped", {}).items():
+        total.skipped[reason] = total.skipped.get(reason, 0) + n
+    total.failed.update(part.get("failed", {}))
+    total.not_reached += part.get("not_reached", 0)
+    if part.get("stopped") and total.stopped is None:
+        total.stopped = part["stopped"]
+
+
+def run_campaign(config: RunConfig, store: Store, run_id: str, launcher: Launcher | None = None) -> list[StageResult]:
+    """Runs a whole run as shards on `distributed.work_pool`; returns the LLM stages' tallies."""
+    if config.distributed.work_pool is None and launcher is None:
+        raise ConfigError("distributed.work_pool is not set: a sharded run needs a Prefect work pool")
+    return Campaign(config, store, run_id, launcher or PrefectLauncher(config.distributed)).run()

@@ -1,0 +1,175 @@
+"""The shard flow: what a work pool's worker runs for one shard of one stage of a run.
+
+A shard never opens the campaign's DuckDB file. A collection shard streams its range of corpus
+windows through a sampler and writes the sampler's state; an LLM-stage shard loads the run's rows
+that its stage needs (written by the parent under `input/<stage>/`) into a DuckDB file of its own,
+runs the stage on its features there, and writes the rows it added as Parquet parts. `result.json`
+is written last: its presence means the shard's part is whole.
+
+While it runs, the shard rewrites its heartbeat file every few seconds, so the parent can tell a
+shard whose worker died (kill -9, a lost machine: the flow run stays Running) from a slow one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+import threading
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from autointerp.prefect_env import configure_prefect_defaults
+
+configure_prefect_defaults()
+
+import torch  # noqa: E402
+from prefect import flow  # noqa: E402
+
+from autointerp.collect import ExemplarSampler, SamplingPlan, _batches  # noqa: E402
+from autointerp.config import RunConfig  # noqa: E402
+from autointerp.corpus import iter_windows  # noqa: E402
+from autointerp.distributed.parts import ResultsDir, results_dir  # noqa: E402
+from autointerp.pipeline.pool import StageResult  # noqa: E402
+from autointerp.store import Store  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+STAGE_TABLES: dict[str, tuple[str, ...]] = {
+    "explain": ("runs", "features", "exemplars", "explanations", "llm_calls"),
+    "score": ("runs", "features", "exemplars", "explanations", "scores", "llm_calls"),
+    "experiment": ("runs", "features", "exemplars", "explanations", "scores", "experiments", "llm_calls", "reviews"),
+}
+"""The run's tables a shard of each LLM stage starts from."""
+ADDED_TABLES = ("explanations", "scores", "experiments", "llm_calls")
+"""Tables whose new rows a shard hands back."""
+HEARTBEAT_S = 5.0
+"""Seconds between heartbeats (at most; the parent asks for a fifth of its timeout)."""
+
+
+class Heartbeat:
+    """Rewrites a file with a growing counter every few seconds until stopped."""
+
+    def __init__(self, folder: ResultsDir, relative: str, every_s: float = HEARTBEAT_S) -> None:
+        self.folder, self.relative, self.every_s = folder, relative, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        for count in itertools.count():
+            try:
+                self.folder.write_bytes(self.relative, str(count).encode())
+            except OSError as exc:  # a missed beat is not fatal; a long silence is what the parent detects
+                log.warning("heartbeat: %s", exc)
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
+    """Streams windows [start, end) of the run's corpus through a sampler; returns its state (CPU)."""
+    from autointerp.pipeline.common import load_subject
+    from autointerp.subject.features import build_feature_source
+
+    subject = load_subject(config)
+    source = build_feature_source(config.features, subject)
+    corpus, collect = config.corpus, config.collect
+    windows = iter_windows(
+        subject.tokenizer,
+        corpus.source,
+        window_tokens=corpus.window_tokens,
+        max_windows=corpus.max_windows,
+        text_field=corpus.text_field,
+    )
+    quantiles = collect.quantiles if collect.per_quantile else 0
+    plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
+    sampler = ExemplarSampler(len(source.indices), corpus.window_tokens, plan, subject.device)
+    sampler.windows_seen = start  # global window numbers: the random keys depend on them
+    for batch in _batches(itertools.islice(windows, start, end), corpus.batch_size):
+        token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=subject.device)
+        with torch.inference_mode():
+            sampler.update(source.activation_chunks(token_ids), batch)
+    return sampler.state_dict()
+
+
+def llm_stage_shard(
+    config: RunConfig, folder: ResultsDir, stage: str, run_id: str, feature_ids: list[str], workdir: Path
+) -> tuple[StageResult, dict[str, Any]]:
+    """Runs one LLM stage on `feature_ids` in a DuckDB file of the shard's own; returns the tallies and
+    the rows it added (table -> Arrow)."""
+    from autointerp.llm import LLMSession
+    from autointerp.pipeline import run_experiments, run_explain, run_score
+
+    store = Store(workdir / "shard.duckdb")
+    store.migrate()
+    inputs = folder.read_tables(f"input/{stage}")
+    store.load_tables(inputs)
+    known = {t: inputs[t].column("id").to_pylist() if t in inputs else [] for t in ADDED_TABLES}
+    wanted = set(feature_ids)
+    session = LLMSession.for_run(config.llm, store, run_id)
+    if stage == "explain":
+        # the stage explains the live features its store holds: keep only this shard's
+        with store.transaction() as con:
+            con.execute("CREATE TEMP TABLE keep AS SELECT unnest(?::VARCHAR[]) AS id", [sorted(wanted)])
+            con.execute("DELETE FROM features WHERE id NOT IN (SELECT id FROM keep)")
+        result = run_explain(config, store, run_id, session)
+    elif stage == "score":
+        result = run_score(config, store, run_id, session, feature_ids=wanted)
+    elif stage == "experiment":
+        result = run_experiments(config, store, run_id, session, feature_ids=feature_ids)
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    added = {t: store.rows_not_in(run_id, t, known[t]) for t in ADDED_TABLES}
+    return result, added
+
+
+def _result_json(result: StageResult) -> dict[str, Any]:
+    data = asdict(result)
+    data.pop("stop_error", None)
+    return data
+
+
+@flow(name="autointerp-shard")
+def run_shard(
+    config_data: dict[str, Any],
+    run_id: str,
+    results_root: str,
+    stage: str,
+    shard: int,
+    attempt: int,
+    window_range: list[int] | None = None,
+    feature_ids: list[str] | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
+) -> str:
+    """Runs one shard and writes its part under `<results_root>/<run_id>/<stage>/shard-NNNN/try-A/`.
+
+    Collection: `window_range` [start, end) of the corpus windows, for every feature. LLM stages:
+    the stage on `feature_ids`. Returns the part's folder.
+    """
+    config = RunConfig.model_validate(config_data)
+    folder = results_dir(results_root, run_id)
+    part = folder.shard_dir(stage, shard, attempt)
+    part_id = uuid.uuid4().hex
+    with Heartbeat(folder, f"{part}/heartbeat", heartbeat_s):
+        folder.remove(f"{part}/result.json")
+        if stage == "collect":
+            if window_range is None:
+                raise ValueError("a collection shard needs window_range")
+            start, end = window_range
+            folder.write_state(f"{part}/state.pt", collect_shard(config, start, end))
+            folder.write_json(f"{part}/result.json", {"stage": stage, "windows": [start, end], "part_id": part_id})
+        else:
+            with tempfile.TemporaryDirectory(prefix="autointerp-shard-") as workdir:
+                result, added = llm_stage_shard(config, folder, stage, run_id, feature_ids or [], Path(workdir))
+            folder.write_tables(part, added)
+            folder.write_json(f"{part}/result.json", {**_result_json(result), "part_id": part_id})
+    return part
