@@ -67,7 +67,8 @@ _LIST_ITEM = {"1": True, "0": False, "yes": True, "no": False, "true": True, "fa
 def parse_judgement_list(answer: str, count: int) -> list[bool]:
     """Returns one decision per window from an answer like `[1, 0, 1]` (or `yes, no, yes`).
 
-    The first bracketed list is read (an unclosed one runs to the end of the answer); its items are
+    The first bracketed list is read (an unclosed one runs to the end of its line; a prefill `[` the model
+    repeated, as in `[[1, 0]`, is ignored); its items are
     1 / 0, yes / no or true / false (any case, quotes ignored). Raises JudgementListError when there is
     no such list, an item is anything else, or the list does not have exactly `count` items.
     """
@@ -75,7 +76,7 @@ def parse_judgement_list(answer: str, count: int) -> list[bool]:
     body = answer[start + 1 :] if start >= 0 else answer
     end = body.find("]")
     body = body[:end] if end >= 0 else body.splitlines()[0] if body.strip() else ""
-    items = [item.strip().strip("\"'`").strip().lower() for item in re.split(r"[,;\s]+", body)]
+    items = [item.strip().strip("[\"'`").strip().lower() for item in re.split(r"[,;\s]+", body)]
     items = [item for item in items if item]
     unknown = [item for item in items if item not in _LIST_ITEM]
     if unknown:

@@ -78,6 +78,7 @@ WINDOWS = [
         ("Answer: [1, 0, 1]", 3, [True, False, True]),
         ("[yes, No, 'true']", 3, [True, False, True]),
         ("Answer: [0 1", 2, [False, True]),
+        ("Answer: [[1, 0, 0]", 3, [True, False, False]),
         ("1,0\nsome words after", 2, [True, False]),
     ],
 )
