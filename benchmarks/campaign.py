@@ -568,7 +568,7 @@ def cost_section(args: argparse.Namespace, fast: list[Measured]) -> list[str]:
         "evaluation of 5 examples; shown here divided by 10. These figures were read from a secondary summary of",
         "that post (the post itself was not reachable from this machine); simulation there is generate-and-parse.",
         "OpenAI does not echo prompt log-probabilities, so the all-at-once row prices a vLLM-style server's",
-        "tokens at gpt-4o-mini's price only for comparison. A P(\"yes\") call generates one token, which the",
+        'tokens at gpt-4o-mini\'s price only for comparison. A P("yes") call generates one token, which the',
         "call record does not count (its prompt tokens are estimated at 4 characters each): add 1 output",
         "token per call.",
     ]
