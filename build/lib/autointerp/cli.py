@@ -246,9 +246,6 @@ def bench(
     heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
     distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
     rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).")] = 1,
-    judge_windows_per_prompt: Annotated[
-        int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.")
-    ] = 1,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
@@ -276,7 +273,6 @@ def bench(
             heldout_quiet=heldout,
             distractors=distractors,
             rounds=rounds,
-            judge_windows_per_prompt=judge_windows_per_prompt,
         )
         if method:
             settings.methods = method
@@ -301,7 +297,7 @@ def review(
     import os
 
     from autointerp.review import ReviewSettings, create_app
-    from autointerp.review.app import is_loopback, review_url
+    from autointerp.review.app import is_loopback
 
     token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
     try:
@@ -316,7 +312,8 @@ def review(
         return
     import uvicorn
 
-    url = review_url(host, port, token)  # the bound address (IPv6 bracketed); any loopback one is an allowed host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     uvicorn.run(review_app, host=host, port=port, log_level="warning")
 

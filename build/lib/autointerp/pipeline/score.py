@@ -118,7 +118,6 @@ def run_score(config: RunConfig, store: Store, run_id: str, session: LLMSession)
                 explanation_ids=[explanation["id"]] * (1 + len(distractors)),
                 simulation_mode=config.score.simulation,
                 batch_size=config.score.batch_size,
-                judge_windows_per_prompt=config.score.judge_windows_per_prompt,
             )
             outcomes = scorer.score(context)
             rows.extend(score_records(run_id, explanation["id"], outcomes[0], scorer.metrics, "", {}))
