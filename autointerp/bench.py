@@ -35,6 +35,8 @@ from autointerp.planted import PlantedFeature
 from autointerp.progress import progress_bar
 from autointerp.score.distractors import choose_distractors
 from autointerp.score.embedding import embed_texts
+from autointerp.score.outcome import ScoreOutcome
+from autointerp.score.registry import SCORERS
 from autointerp.score.scorers import methods, primary_value, score_candidates
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import load_subject_model
@@ -76,6 +78,9 @@ class BenchSettings:
     rounds: int = 1
     """Experiment-and-revise rounds on each explainer's explanation (0: none). Input and
     minimal-pair experiments; the explainer proposes them and revises."""
+    judge_windows_per_prompt: int = 1
+    """Above 1: detection and fuzzing are also judged with this many windows per prompt (a list answer),
+    and the report gives their agreement with one window per prompt."""
 
 
 @dataclass
@@ -102,6 +107,45 @@ class Investigated:
 
 
 @dataclass
+class JudgeAgreement:
+    """One judging method run one window per prompt and several per prompt, on the same candidates."""
+
+    windows: int = 0
+    """Judged items (windows or markings, over every candidate description)."""
+    compared: int = 0
+    """Items both modes answered."""
+    same: int = 0
+    """Items where both modes said the same yes / no."""
+    failed_single: int = 0
+    """Items whose one-per-prompt call failed."""
+    failed_batched: int = 0
+    """Items whose list answer failed (the call failed or the list did not parse)."""
+    calls_single: int = 0
+    calls_batched: int = 0
+    batched_scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """Feature -> candidate label -> the batched mode's balanced accuracy."""
+
+    @property
+    def share(self) -> float | None:
+        """Returns the share of items both modes answered on which they agree (None: none compared)."""
+        return self.same / self.compared if self.compared else None
+
+    def add(self, single: list[ScoreOutcome], batched: list[ScoreOutcome], calls: tuple[int, int]) -> None:
+        """Counts one feature's outcomes of both modes (same candidates, same order)."""
+        self.calls_single += calls[0]
+        self.calls_batched += calls[1]
+        for one, many in zip(single, batched, strict=True):
+            key = "windows" if "windows" in one.details else "items"
+            for a, b in zip(one.details.get(key, []), many.details.get(key, []), strict=True):
+                self.windows += 1
+                self.failed_single += a["p_yes"] is None
+                self.failed_batched += b["p_yes"] is None
+                if a["p_yes"] is not None and b["p_yes"] is not None:
+                    self.compared += 1
+                    self.same += (a["p_yes"] > 0.5) == (b["p_yes"] > 0.5)
+
+
+@dataclass
 class BenchResult:
     """Everything the report shows."""
 
@@ -115,6 +159,7 @@ class BenchResult:
     windows: int
     investigated: dict[str, dict[str, Investigated]] = field(default_factory=dict)  # explainer -> feature ->
     revised_similarity: dict[str, dict[str, tuple[float, bool]]] = field(default_factory=dict)
+    agreement: dict[str, JudgeAgreement] = field(default_factory=dict)  # judging method -> batched vs single
 
 
 def build_feature_sets(features: list[PlantedFeature], settings: BenchSettings) -> tuple[list[FeatureSet], int]:
@@ -228,7 +273,9 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     needs_llm = [m for m in settings.methods if m != "embedding"]
     scorer = get_backend(settings.scorer) if needs_llm else None
     scores: dict[str, dict[str, dict[str, float | None]]] = {m: {} for m in settings.methods}
+    agreement: dict[str, JudgeAgreement] = {}
     for method in settings.methods:
+        compare = settings.judge_windows_per_prompt > 1 and SCORERS.get(method).role == "judge"
         started = time.perf_counter()
         with progress_bar(f"score {method}", total=len(live), unit="features") as advance:
             for fs in live:
@@ -245,6 +292,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                     if done and done.revised:
                         labels.append(f"revised:{spec}")
                         texts_to_score.append(done.revised)
+                before = len(recorder.rows)
                 outcomes = score_candidates(
                     method,
                     texts_to_score,
@@ -257,6 +305,23 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                 scores[method][fs.feature.name] = {
                     label: primary_value(method, o) for label, o in zip(labels, outcomes, strict=True)
                 }
+                if compare:
+                    single_calls, before = len(recorder.rows) - before, len(recorder.rows)
+                    batched = score_candidates(
+                        method,
+                        texts_to_score,
+                        fs.heldout,
+                        backend=scorer,
+                        recorder=recorder,
+                        feature_id=fs.feature.name,
+                        judge_windows_per_prompt=settings.judge_windows_per_prompt,
+                    )
+                    tally = agreement.setdefault(method, JudgeAgreement())
+                    tally.add(outcomes, batched, (single_calls, len(recorder.rows) - before))
+                    tally.batched_scores[fs.feature.name] = {
+                        label: o.values.get(f"{method}_balanced_accuracy")
+                        for label, o in zip(labels, batched, strict=True)
+                    }
                 recorder.take()  # the benchmark keeps numbers, not call rows
                 advance(1)
         seconds[f"score {method}"] = time.perf_counter() - started
@@ -264,7 +329,16 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     revisions = {spec: {n: i.revised for n, i in done.items() if i.revised} for spec, done in investigated.items()}
     revised_similarity = explanation_similarity(features, revisions)  # type: ignore[arg-type]
     return BenchResult(
-        settings, sets, scores, explanations, similarity, seconds, n_windows, investigated, revised_similarity
+        settings,
+        sets,
+        scores,
+        explanations,
+        similarity,
+        seconds,
+        n_windows,
+        investigated,
+        revised_similarity,
+        agreement,
     )
 
 
@@ -394,6 +468,8 @@ def render_report(result: BenchResult) -> str:
         lines.append(
             f"| {method} | {_fmt(_mean(truth))} | {_fmt(_mean(distractor))} | {_fmt(value)} | {pairs} | {undefined} |"
         )
+    if result.agreement:
+        lines += agreement_section(result)
     if s.explainers:
         lines += ["", "## Explainers side by side", ""]
         header = ["metric", *[f"`{e}`" for e in s.explainers]]
@@ -447,6 +523,36 @@ def render_report(result: BenchResult) -> str:
                 cells.append("(failed)" if text is None else text.replace("|", "\\|"))
         lines.append(_row(cells))
     return "\n".join(lines) + "\n"
+
+
+def agreement_section(result: BenchResult) -> list[str]:
+    """Returns the report lines comparing batched judging (several windows per prompt) with one per prompt."""
+    k = result.settings.judge_windows_per_prompt
+    lines = [
+        "",
+        f"## Batched judging: {k} windows per prompt vs one",
+        "",
+        f"Detection and fuzzing judged again with `score.judge_windows_per_prompt = {k}` (one prompt lists",
+        "several windows; the judge answers with a list of 1 / 0) on the same candidates and windows.",
+        "*agreement* is the share of items both modes answered on which they give the same yes / no (one per",
+        'prompt: P("yes") > 0.5 where the backend gives probabilities). The batched mode has no probabilities,',
+        "so its number is balanced accuracy.",
+        "",
+        "| method | items | agreement | failed: one per prompt / batched | calls: one per prompt / batched "
+        "| batched balanced accuracy: truth / distractors / AUROC truth vs distractors |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for method, done in result.agreement.items():
+        per = done.batched_scores
+        truth = _mean([v.get("truth") for v in per.values()])
+        distractor = _mean([x for v in per.values() for key, x in v.items() if key.startswith("distractor:")])
+        area, _ = pair_auroc(per, "truth")
+        lines.append(
+            f"| {method} | {done.windows} | {_fmt(done.share)} ({done.same}/{done.compared}) "
+            f"| {done.failed_single} / {done.failed_batched} | {done.calls_single} / {done.calls_batched} "
+            f"| {_fmt(truth)} / {_fmt(distractor)} / {_fmt(area)} |"
+        )
+    return lines
 
 
 def experiment_section(result: BenchResult) -> list[str]:

@@ -297,6 +297,9 @@ def bench(
     heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
     distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
     rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).")] = 1,
+    judge_windows_per_prompt: Annotated[
+        int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.")
+    ] = 1,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
@@ -323,6 +326,7 @@ def bench(
         heldout_quiet=heldout,
         distractors=distractors,
         rounds=rounds,
+        judge_windows_per_prompt=judge_windows_per_prompt,
     )
     if method:
         settings.methods = method

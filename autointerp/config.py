@@ -192,6 +192,10 @@ class ScoreConfig(_Section):
     lines (any backend); `auto` picks all-at-once for local backends and generate otherwise."""
     judge: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=4))
     """The model that answers yes/no for detection and fuzzing."""
+    judge_windows_per_prompt: int = Field(1, ge=1, le=50)
+    """Windows the judge sees in one prompt (detection, fuzzing). 1: one prompt per window (P("yes") where
+    the backend gives probabilities). Above 1, as delphi does: the judge answers with a list of 1 / 0, one
+    per window; fewer calls and tokens, balanced accuracy only; a list that does not parse fails its windows."""
     distractor: bool = True
     """Also score another feature's explanation (chosen deterministically) as the chance level."""
     batch_size: int = Field(8, ge=1)

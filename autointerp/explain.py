@@ -9,7 +9,7 @@ from typing import Any
 
 from autointerp.activations import display_token, normalize_activations
 from autointerp.errors import LLMError
-from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
+from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest, ChatResponse
 from autointerp.llm.calls import CallRecorder
 from autointerp.prompts import PromptTemplate, load_prompt
 from autointerp.records import Explanation
@@ -80,6 +80,14 @@ def parse_explanation(answer: str) -> str:
     return text
 
 
+def explain_request(
+    exemplars: list[dict[str, Any]], max_activation: float, *, max_tokens: int, temperature: float
+) -> ChatRequest:
+    """Returns the first explain request for a feature (what `explain_feature` sends first)."""
+    messages, prefill = build_explainer_prompt(exemplars, max_activation, load_prompt("explain"))
+    return ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
+
+
 @dataclass
 class ExplainOutcome:
     """An explanation ready to store, or None and the last error when every attempt failed."""
@@ -99,16 +107,25 @@ def explain_feature(
     max_tokens: int,
     temperature: float,
     retries: int,
+    first_answer: tuple[ChatResponse | None, str] | None = None,
 ) -> ExplainOutcome:
-    """Asks the explainer; a bad answer is retried with the parse error shown to the model."""
+    """Asks the explainer; a bad answer is retried with the parse error shown to the model. Returns the
+    explanation, or None and the last error once every attempt failed.
+
+    `first_answer` is (response or None, call id) of the first attempt when it was already made (a batch
+    of features generated at once, its call recorded in `recorder`); only retries call the backend then.
+    """
     template = load_prompt("explain")
     messages, prefill = build_explainer_prompt(exemplars, max_activation, template)
     error: str | None = None
     for attempt in range(1, retries + 2):
         request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
-        response, call_id = recorder.call(
-            backend, request, role="explain", prompt_hash=template.hash, feature_id=feature_id
-        )
+        if attempt == 1 and first_answer is not None:
+            response, call_id = first_answer
+        else:
+            response, call_id = recorder.call(
+                backend, request, role="explain", prompt_hash=template.hash, feature_id=feature_id
+            )
         if response is None:
             error = next((r.error for r in recorder.rows if r.id == call_id), None) or "the call failed"
             continue

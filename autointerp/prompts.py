@@ -40,11 +40,11 @@ class PromptTemplate:
     @property
     def hash(self) -> str:
         """Returns the first 16 hex digits of the source's SHA-256."""
-        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+        return _source_hash(self.source)
 
     def render(self, **values: Any) -> tuple[list[ChatMessage], str]:
         """Returns (system + user messages, assistant prefill) with `values` filled in."""
-        text = _environment().from_string(self.source).render(**values)
+        text = _compiled(self.source).render(**values)
         sections: dict[str, list[str]] = {"system": [], "user": [], "assistant": []}
         current = "system"
         for line in text.splitlines():
@@ -62,6 +62,17 @@ class PromptTemplate:
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+@lru_cache(maxsize=64)
+def _compiled(source: str) -> jinja2.Template:
+    """Returns the compiled template of `source` (compiling costs more than a call's HTTP round trip)."""
+    return _environment().from_string(source)
+
+
+@lru_cache(maxsize=64)
+def _source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def load_prompt(role: str) -> PromptTemplate:

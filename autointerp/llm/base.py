@@ -81,6 +81,8 @@ class ChatBackend(ABC):
     """Registry name of the backend, the part before ':' in `backend:model`."""
     max_concurrency: ClassVar[int | None] = None
     """Most calls worth running at once (a model in this process: 1); None: only the configured limit."""
+    generation_batch_size: ClassVar[int] = 8
+    """Prompts worth generating in one padded batch (used where `capabilities().batched_generation`)."""
 
     def __init__(self, model: str) -> None:
         self.model = model

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -194,6 +194,90 @@ class CallRecorder:
         if key is not None and session.cache is not None and response is not None:
             session.cache.put(key, backend.name, response)
         return response, call_id
+
+    def call_many(
+        self,
+        backend: ChatBackend,
+        requests: Sequence[ChatRequest],
+        *,
+        role: str,
+        prompt_hash: str,
+        feature_ids: Sequence[str | None],
+    ) -> list[tuple[ChatResponse | None, str]]:
+        """Returns (response or None on error, call id) per request, in order; one `LLMCall` row each.
+
+        Answers in the cache come from it (as `call` does); the rest go to the backend in one
+        `generate_many` (a local model: padded batches) under the run's budget, checked once before, and
+        one slot of the backend's limiter. Each row's latency is the batch's time shared equally, its
+        request says `"batched": <requests in the batch>`; a failed batch is an error row per request.
+        Raises BudgetExceeded when the run reached its budget, ConfigError / CapabilityMissing as `call`.
+        """
+        session = self.session
+        logged: list[dict[str, Any]] = [
+            {
+                "role": role,
+                "backend": backend.backend,
+                "model": backend.model,
+                "prompt_hash": prompt_hash,
+                "request": request.model_dump(mode="json"),
+                "feature_id": feature_id,
+            }
+            for request, feature_id in zip(requests, feature_ids, strict=True)
+        ]
+        results: list[tuple[ChatResponse | None, str] | None] = [None] * len(requests)
+        keys = [cache_key(backend, r) if session.cacheable(r) else None for r in requests]
+        for index, key in enumerate(keys):
+            if key is None or session.cache is None:
+                continue
+            looked_up = time.perf_counter()
+            hit = session.cache.get(key)
+            if hit is not None:
+                call_id = self.record(
+                    **logged[index],
+                    response=hit.text,
+                    input_tokens=hit.input_tokens,
+                    output_tokens=hit.output_tokens,
+                    latency_s=time.perf_counter() - looked_up,
+                    cached=True,
+                )
+                results[index] = (hit, call_id)
+        misses = [index for index, found in enumerate(results) if found is None]
+        if misses:
+            session.budget.check(self.run_id, backend.backend, backend.model, session.prices)
+            with session.limiter(backend).slot():
+                started = time.perf_counter()
+                responses: list[ChatResponse] | None
+                try:
+                    responses = list(backend.generate_many([requests[i] for i in misses]))
+                    error = None
+                except (ConfigError, CapabilityMissing):
+                    raise
+                except Exception as exc:  # a failed batch is rows, never a crash of the run
+                    responses, error = None, f"{type(exc).__name__}: {exc}"
+                latency_s = (time.perf_counter() - started) / len(misses)
+            if responses is not None and len(responses) != len(misses):
+                error = f"{backend.name} gave {len(responses)} answers to {len(misses)} requests"
+                responses = None
+            for position, index in enumerate(misses):
+                response = responses[position] if responses is not None else None
+                tokens_in, tokens_out = (response.input_tokens, response.output_tokens) if response else (0, 0)
+                cost = session.prices.cost(backend.backend, backend.model, tokens_in, tokens_out)
+                session.budget.spend(tokens_in + tokens_out, cost)
+                entry = logged[index]
+                call_id = self.record(
+                    **{**entry, "request": {**entry["request"], "batched": len(misses)}},
+                    response=response.text if response else None,
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    latency_s=max(latency_s, 1e-6),
+                    error=error,
+                    cost=cost,
+                )
+                key = keys[index]
+                if key is not None and session.cache is not None and response is not None:
+                    session.cache.put(key, backend.name, response)
+                results[index] = (response, call_id)
+        return [found for found in results if found is not None]
 
     def measure(
         self,

@@ -127,7 +127,7 @@ class OpenAIChatBackend(ChatBackend):
             )
         self.declared_logprobs: frozenset[str] | None = declared
         """What the model spec declares; None (`auto`): a probe decides at the first `capabilities()` call."""
-        self._probed: dict[str, LLMError | None] = {}
+        self._probed: dict[str, LLMError | LogprobsUnavailable | None] = {}
         self._probe_lock = threading.Lock()
         self.base_url: str | None = spec_url or os.environ.get(BASE_URL_ENV) or None
         self.timeout_s = timeout_s if timeout_s is not None else timeout_from_env()
@@ -162,16 +162,28 @@ class OpenAIChatBackend(ChatBackend):
             "temperature": request.temperature,
             self.max_tokens_param: request.max_tokens,
         }
-        completion = self._call(lambda: self._client.chat.completions.create(**params))
-        if not completion.choices:
+        body = self._post_json("/chat/completions", params)
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices:
             raise LLMError(f"{self.label} answered with no choices")
-        text = completion.choices[0].message.content or ""
-        usage = completion.usage
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
+        text = text if isinstance(text, str) else ""
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return ChatResponse(
             text=strip_prefill(text, request.prefill) if request.prefill else text,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
         )
+
+    def _post_json(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Returns the JSON answer to one POST of `params` to `path` (e.g. `/chat/completions`) under the
+        retry policy. Sent with the SDK client's `post` (its auth, timeouts and error types), without its
+        per-call parameter transformation and response models: at high concurrency those cost more client
+        CPU than the HTTP round trip (see results/benchmarks/campaign.md)."""
+        text = self._call(lambda: self._client.post(path, cast_to=str, body=params))
+        return parse_json_body(text)
 
     def capabilities(self) -> BackendCapabilities:
         """Returns what the model spec declares, or (`auto`) what one probe request per kind found."""
@@ -206,7 +218,7 @@ class OpenAIChatBackend(ChatBackend):
             f"{self.label} was declared ?logprobs={kind} but gave no {kind} log-probabilities ({reason}); {fallback}"
         )
 
-    def _probe_once(self, kind: str) -> LLMError | None:
+    def _probe_once(self, kind: str) -> LLMError | LogprobsUnavailable | None:
         """Returns None when one tiny request (sent once per backend and kind) got `kind` log-probabilities
         back, else the LLMError saying why not."""
         with self._probe_lock:
@@ -218,14 +230,14 @@ class OpenAIChatBackend(ChatBackend):
                     logger.warning("%s: no usable %s log-probabilities (probed): %s", self.label, kind, failure)
             return self._probed[kind]
 
-    def _probe(self, kind: str) -> LLMError | None:
+    def _probe(self, kind: str) -> LLMError | LogprobsUnavailable | None:
         try:
             if kind == "prompt":
                 self._read_one(ChatRequest(messages=[]), ["x"])
             else:
                 probe = ChatRequest(messages=[ChatMessage(role="user", content="Say yes.")])
                 first_token_top(self._answer_body(probe), label=self.label)
-        except LLMError as exc:
+        except (LLMError, LogprobsUnavailable) as exc:  # the server lacks them: a ConfigError, found out here
             return exc
         return None
 
@@ -263,8 +275,7 @@ class OpenAIChatBackend(ChatBackend):
             "max_tokens": 0,
             "temperature": 0.0,
         }
-        raw = self._call(lambda: self._client.completions.with_raw_response.create(**params))
-        return read_echoed_values(parse_json_body(raw.text), lines, label=self.label)
+        return read_echoed_values(self._post_json("/completions", params), lines, label=self.label)
 
     def answer_probabilities(
         self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]]
@@ -305,10 +316,7 @@ class OpenAIChatBackend(ChatBackend):
             "logprobs": True,
             "top_logprobs": TOP_LOGPROBS,
         }
-        if extra_body:
-            params["extra_body"] = extra_body
-        raw = self._call(lambda: self._client.chat.completions.with_raw_response.create(**params))
-        return parse_json_body(raw.text)
+        return self._post_json("/chat/completions", {**params, **extra_body})
 
     def _call(self, call: Callable[[], Result]) -> Result:
         """Returns `call()` under the retry policy; raises one-line LLMError once retries are spent."""

@@ -3,6 +3,10 @@
 A feature is done once it has a first explanation in the run. A feature whose calls all failed (the
 server was down, the answers did not parse) keeps its calls and is retried by the next run of the
 same config, up to MAX_STAGE_ATTEMPTS times; after that it is reported as failed without new calls.
+
+An explainer that generates many prompts in one padded batch (`capabilities().batched_generation`: a
+model in this process) gets the first attempt of a chunk of features in one `generate_many` call (one
+`llm_calls` row per feature); only the features whose answer did not parse retry one at a time.
 """
 
 from __future__ import annotations
@@ -10,16 +14,33 @@ from __future__ import annotations
 from typing import Any
 
 from autointerp.config import RunConfig
-from autointerp.explain import explain_feature
-from autointerp.llm import CallRecorder, LLMSession, get_backend
+from autointerp.explain import ExplanationParseError, explain_feature, explain_request, parse_explanation
+from autointerp.llm import CallRecorder, ChatBackend, ChatResponse, LLMSession, get_backend
 from autointerp.pipeline.common import live_features, needing_explanation
-from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
+from autointerp.pipeline.pool import STOPPING_ERRORS, ChunkWork, FeatureWork, StageResult, run_chunked_pool, run_pool
 from autointerp.prompts import load_prompt
 from autointerp.records import Rows
 from autointerp.store import Store
 
 MAX_STAGE_ATTEMPTS = 3
 """How many runs of a config may try a feature whose explanation calls all failed."""
+
+
+def parses(answer: str) -> bool:
+    """Returns whether an explainer's answer holds a usable explanation."""
+    try:
+        parse_explanation(answer)
+    except ExplanationParseError:
+        return False
+    return True
+
+
+def batches_generation(backend: ChatBackend) -> bool:
+    """Returns whether `backend` generates many prompts in one padded batch. A backend that keeps the
+    default `generate_many` (one call after another) is not asked: a server backend's `capabilities()`
+    may probe the server."""
+    overrides = type(backend).generate_many is not ChatBackend.generate_many
+    return overrides and backend.capabilities().batched_generation
 
 
 def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSession) -> StageResult:
@@ -49,16 +70,27 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
     if config.schedule.incremental:  # scheduled runs: only new or stale features
         features = needing_explanation(store, run_id, features, backend.name, load_prompt("explain").hash)
     calls_per_attempt = config.explainer.retries + 1
+    template_hash = load_prompt("explain").hash
     exemplars = store.exemplars_by_feature(run_id, "explain")
 
-    def explain_one(feature: dict[str, Any]) -> FeatureWork:
+    def gave_up(feature: dict[str, Any]) -> FeatureWork | None:
         earlier = calls.get(feature["id"], 0)
         if earlier >= MAX_STAGE_ATTEMPTS * calls_per_attempt:
             return FeatureWork.failed(
                 feature["id"],
                 f"gave up after {earlier} failed explain calls in earlier attempts (see `autointerp costs`)",
             )
-        recorder = CallRecorder(run_id, session)
+        return None
+
+    def explain_one(
+        feature: dict[str, Any],
+        recorder: CallRecorder | None = None,
+        first_answer: tuple[ChatResponse | None, str] | None = None,
+    ) -> FeatureWork:
+        given_up = gave_up(feature)
+        if given_up is not None:
+            return given_up
+        recorder = recorder or CallRecorder(run_id, session)
         outcome = explain_feature(
             backend,
             recorder,
@@ -68,6 +100,7 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
             max_tokens=config.explainer.max_tokens,
             temperature=config.explainer.temperature,
             retries=config.explainer.retries,
+            first_answer=first_answer,
         )
         rows = Rows(recorder.take())
         if outcome.explanation is None:
@@ -75,5 +108,41 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
         rows.add(outcome.explanation)
         return FeatureWork(feature["id"], rows)
 
+    def explain_chunk(chunk: list[dict[str, Any]]) -> ChunkWork:
+        """First attempts of the chunk in one batch; retries one feature at a time."""
+        works = [w for w in map(gave_up, chunk) if w is not None]
+        pending = [f for f in chunk if gave_up(f) is None]
+        requests = [
+            explain_request(
+                exemplars.get(f["id"], []),
+                f["max_activation"],
+                max_tokens=config.explainer.max_tokens,
+                temperature=config.explainer.temperature,
+            )
+            for f in pending
+        ]
+        batch = CallRecorder(run_id, session)
+        answers = batch.call_many(
+            backend, requests, role="explain", prompt_hash=template_hash, feature_ids=[f["id"] for f in pending]
+        )
+        rows = {row.id: row for row in batch.take()}
+        firsts = [
+            (f, CallRecorder(run_id, session, [rows[call_id]]), (r, call_id))
+            for f, (r, call_id) in zip(pending, answers, strict=True)
+        ]
+        parsed = [item for item in firsts if item[2][0] is not None and parses(item[2][0].text)]
+        retried = [item for item in firsts if item not in parsed]
+        for feature, recorder, first in parsed + retried:  # the answers that parse cost no new call
+            try:
+                works.append(explain_one(feature, recorder, first))
+            except STOPPING_ERRORS as exc:
+                return ChunkWork(works, stop=exc)
+        return ChunkWork(works)
+
     concurrency = session.limiter(backend).concurrency
+    if batches_generation(backend):
+        return run_chunked_pool(
+            "explain", features, lambda f: f["id"], explain_chunk, store.write_results,
+            chunk_size=2 * backend.generation_batch_size, concurrency=concurrency,
+        )  # fmt: skip
     return run_pool("explain", features, lambda f: f["id"], explain_one, store.write_results, concurrency)

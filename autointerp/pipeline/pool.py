@@ -15,7 +15,6 @@ are counted as not reached, so a rerun resumes them.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -135,6 +134,16 @@ class _BatchWriter:
         self._last = time.monotonic()
 
 
+@dataclass
+class ChunkWork:
+    """What working on a chunk of features produced: each finished feature's work, and a stop, if any."""
+
+    works: list[FeatureWork]
+    """One per finished feature of the chunk; features of the chunk without one were not reached."""
+    stop: BaseException | None = None
+    """A STOPPING_ERRORS error met part-way: the finished features are kept, the rest are not reached."""
+
+
 def run_pool(
     stage: str,
     items: Sequence[Item],
@@ -149,19 +158,40 @@ def run_pool(
     STOPPING_ERRORS error stops the stage (what is in flight is finished and written); any other
     exception fails that feature only, and the stage goes on.
     """
+    return run_chunked_pool(stage, items, feature_of, lambda chunk: ChunkWork([work(chunk[0])]), write, 1, concurrency)
+
+
+def run_chunked_pool(
+    stage: str,
+    items: Sequence[Item],
+    feature_of: Callable[[Item], str],
+    work_chunk: Callable[[list[Item]], ChunkWork],
+    write: Callable[[Rows], None],
+    chunk_size: int,
+    concurrency: int = 1,
+) -> StageResult:
+    """Runs `work_chunk` over consecutive chunks of `chunk_size` items (a local model generating many
+    prompts in one padded batch), up to `concurrency` chunks in flight; returns the stage's tallies, one
+    per item, as `run_pool` does.
+
+    A chunk whose work raises a STOPPING_ERRORS error, or returns a `ChunkWork` with a `stop`, stops the
+    stage: what it finished is written, its other items and every chunk not started are not reached. Any
+    other exception fails the chunk's unfinished items, and the stage goes on.
+    """
     result = StageResult(stage, total=len(items))
     writer = _BatchWriter(write)
-    todo: Iterable[Item] = iter(items)
-    workers = max(1, min(concurrency, len(items)))
-    stop_lock = threading.Lock()
-    in_flight: dict[Future[FeatureWork], Item] = {}
+    size = max(1, chunk_size)
+    chunks = [list(items[start : start + size]) for start in range(0, len(items), size)]
+    todo: Iterable[list[Item]] = iter(chunks)
+    workers = max(1, min(concurrency, len(chunks)))
+    in_flight: dict[Future[ChunkWork], list[Item]] = {}
 
     def submit_more(pool: ThreadPoolExecutor) -> None:
         while result.stopped is None and len(in_flight) < 2 * workers:
-            item = next(todo, None)  # type: ignore[call-overload]
-            if item is None:
+            chunk = next(todo, None)  # type: ignore[call-overload]
+            if chunk is None:
                 return
-            in_flight[pool.submit(work, item)] = item
+            in_flight[pool.submit(work_chunk, chunk)] = chunk
 
     with (
         ThreadPoolExecutor(workers, thread_name_prefix=stage) as pool,
@@ -171,22 +201,30 @@ def run_pool(
         while in_flight:
             finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for future in finished:
-                item = in_flight.pop(future)
+                chunk = in_flight.pop(future)
                 try:
                     outcome = future.result()
                 except STOPPING_ERRORS as exc:
-                    with stop_lock:
-                        if result.stop_error is None:
-                            result.stop_error, result.stopped = exc, str(exc)
-                    result.not_reached += 1
-                    continue
-                except Exception as exc:  # one feature's bug must not lose the others' work
-                    log.exception("%s: %s failed", stage, feature_of(item))
-                    outcome = FeatureWork.failed(feature_of(item), f"{type(exc).__name__}: {exc}")
-                writer.add(outcome.rows)
-                result.count(outcome)
-                advance(1)
+                    outcome = ChunkWork([], stop=exc)
+                except Exception as exc:  # one chunk's bug must not lose the others' work
+                    log.exception("%s: %s failed", stage, ", ".join(feature_of(item) for item in chunk))
+                    reason = f"{type(exc).__name__}: {exc}"
+                    outcome = ChunkWork([FeatureWork.failed(feature_of(item), reason) for item in chunk])
+                for work in outcome.works:
+                    writer.add(work.rows)
+                    result.count(work)
+                advance(len(outcome.works))
+                if outcome.stop is not None:
+                    if result.stop_error is None:
+                        result.stop_error, result.stopped = outcome.stop, str(outcome.stop)
+                    result.not_reached += len(chunk) - len(outcome.works)
+                elif len(outcome.works) < len(chunk):
+                    finished_ids = {work.feature_id for work in outcome.works}
+                    for item in chunk:
+                        if feature_of(item) not in finished_ids:
+                            result.count(FeatureWork.failed(feature_of(item), "the chunk's work left it out"))
+                    advance(len(chunk) - len(outcome.works))
             submit_more(pool)  # refill before deciding whether anything is left
         writer.flush()
-    result.not_reached += sum(1 for _ in todo)
+    result.not_reached += sum(len(chunk) for chunk in todo)
     return result

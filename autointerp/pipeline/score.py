@@ -22,7 +22,7 @@ from autointerp.metric_names import DISTRACTOR_SUFFIX
 from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
 from autointerp.records import Rows, Score
 from autointerp.score.confidence import simulation_confidence
-from autointerp.score.distractors import choose_distractors
+from autointerp.score.distractors import DistractorPool
 from autointerp.score.outcome import ScoreOutcome
 from autointerp.score.registry import SCORERS, Scorer, ScoringContext
 from autointerp.score.windows import HeldOutWindow
@@ -103,13 +103,13 @@ def run_score(
     latest: dict[str, dict[str, Any]] = {}
     for e in explanations:  # oldest first: the latest explanation of each feature wins
         latest[e["feature_id"]] = e
+    pool = DistractorPool(list(latest.items()), lambda e: str(e["text"]))
 
     def score_one(item: tuple[dict[str, Any], list[str]]) -> FeatureWork:
         explanation, pending = item
         feature = features[explanation["feature_id"]]
         windows = held_out_windows(exemplars.get(feature["id"], []), feature["max_activation"])
-        candidates = [(fid, e) for fid, e in latest.items() if e["text"] != explanation["text"]]
-        distractors = choose_distractors(feature["id"], candidates) if config.score.distractor else []
+        distractors = pool.choose(feature["id"], explanation["text"]) if config.score.distractor else []
         recorder = CallRecorder(run_id, session)
         rows = Rows()
         for method in pending:
@@ -123,6 +123,7 @@ def run_score(
                 explanation_ids=[explanation["id"]] * (1 + len(distractors)),
                 simulation_mode=config.score.simulation,
                 batch_size=config.score.batch_size,
+                judge_windows_per_prompt=config.score.judge_windows_per_prompt,
             )
             outcomes = scorer.score(context)
             answered = outcomes[0].details.get("windows") or outcomes[0].details.get("items") or []

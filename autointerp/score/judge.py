@@ -3,6 +3,11 @@
 A backend that gives answer probabilities (a local model, a server with chat log-probabilities)
 gives the probability of "yes" vs "no" as the answer's first token. Any other backend generates a
 short answer that is parsed; an answer that is neither yes nor no is a failed call.
+
+With `score.judge_windows_per_prompt` above 1 (as delphi does), several windows share one prompt and
+the judge answers with a list, one 1 / 0 per window (`judge_in_lists`): fewer calls and prompt tokens,
+no probabilities (balanced accuracy only). A list that cannot be read, or has the wrong length, is a
+failed call, and every window of that prompt is failed.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import json
 import re
 from dataclasses import dataclass
 
+from autointerp.errors import LLMError
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
+from autointerp.prompts import PromptTemplate
 from autointerp.score.metrics import balanced_accuracy
 from autointerp.score.ranking import auroc
 from autointerp.score.registry import ScoringContext
@@ -32,6 +39,8 @@ class Judgement:
     """Why there is no answer (the call failed or did not parse)."""
     from_probability: bool = False
     """True when p_yes is a probability read from the model, not a parsed yes / no."""
+    in_list: bool = False
+    """True when the answer came from a list judging several windows in one prompt."""
 
     @property
     def says_yes(self) -> bool | None:
@@ -46,6 +55,78 @@ def parse_yes_no(answer: str) -> bool | None:
         return None
     first = words[0].lower()
     return True if first == "yes" else False if first == "no" else None
+
+
+class JudgementListError(LLMError):
+    """A batched judge's answer is not a list of one yes / no per window."""
+
+
+_LIST_ITEM = {"1": True, "0": False, "yes": True, "no": False, "true": True, "false": False, "y": True, "n": False}
+
+
+def parse_judgement_list(answer: str, count: int) -> list[bool]:
+    """Returns one decision per window from an answer like `[1, 0, 1]` (or `yes, no, yes`).
+
+    The first bracketed list is read (an unclosed one runs to the end of its line; a prefill `[` the model
+    repeated, as in `[[1, 0]`, is ignored); its items are
+    1 / 0, yes / no or true / false (any case, quotes ignored). Raises JudgementListError when there is
+    no such list, an item is anything else, or the list does not have exactly `count` items.
+    """
+    start = answer.find("[")
+    body = answer[start + 1 :] if start >= 0 else answer
+    end = body.find("]")
+    body = body[:end] if end >= 0 else body.splitlines()[0] if body.strip() else ""
+    items = [item.strip().strip("[\"'`").strip().lower() for item in re.split(r"[,;\s]+", body)]
+    items = [item for item in items if item]
+    unknown = [item for item in items if item not in _LIST_ITEM]
+    if unknown:
+        raise JudgementListError(f"item {unknown[0][:20]!r} of the list is not 1 or 0; answer like [1, 0, 1]")
+    if len(items) != count:
+        raise JudgementListError(f"the list has {len(items)} items for {count} texts; give one 1 or 0 per text")
+    return [_LIST_ITEM[item] for item in items]
+
+
+def judge_in_lists(
+    context: ScoringContext,
+    backend: ChatBackend,
+    template: PromptTemplate,
+    explanation: str,
+    texts: list[str],
+    *,
+    role: str,
+    explanation_id: str | None = None,
+) -> list[Judgement]:
+    """Returns one judgement per text, asking about `context.judge_windows_per_prompt` texts per prompt.
+
+    Each prompt is `template` rendered with the explanation and its texts; the answer is parsed with
+    `parse_judgement_list`. Prompts run in parallel under the backend's limiter; every call is recorded,
+    and a list that does not parse marks its call as failed and fails each of its texts.
+    """
+    per_prompt = max(1, context.judge_windows_per_prompt)
+    chunks = [texts[start : start + per_prompt] for start in range(0, len(texts), per_prompt)]
+    recorder = context.recorder
+
+    def answer(chunk: list[str]) -> list[Judgement]:
+        messages, prefill = template.render(explanation=explanation, texts=chunk)
+        request = ChatRequest(messages=messages, max_tokens=3 * len(chunk) + 8, temperature=0.0, prefill=prefill)
+        response, call_id = recorder.call(
+            backend,
+            request,
+            role=role,
+            prompt_hash=template.hash,
+            feature_id=context.feature_id,
+            explanation_id=explanation_id,
+        )
+        if response is None:
+            return [Judgement(p_yes=None, error="the call failed") for _ in chunk]
+        try:
+            decisions = parse_judgement_list(prefill + response.text, len(chunk))
+        except JudgementListError as exc:
+            recorder.mark_error(call_id, f"unparseable answer: {exc}")
+            return [Judgement(p_yes=None, error=str(exc)) for _ in chunk]
+        return [Judgement(p_yes=1.0 if yes else 0.0, in_list=True) for yes in decisions]
+
+    return [j for chunk in context.parallel_map(answer, chunks) for j in chunk]
 
 
 def judge_prompts(
@@ -132,6 +213,11 @@ def judgement_metrics(
         failed = len(judgements) - len(answered)
         return values, dict.fromkeys(values, f"the answered items are all of one class ({failed} calls failed)")
     if not all(j.from_probability for _, j in answered):
-        return values, {area: f"{backend.name} gives no token probabilities; see balanced accuracy"}
+        why = (
+            "judged several windows per prompt (a list answer has no probabilities)"
+            if any(j.in_list for _, j in answered)
+            else f"{backend.name} gives no token probabilities"
+        )
+        return values, {area: f"{why}; see balanced accuracy"}
     values[area] = auroc([float(j.p_yes or 0.0) for _, j in answered], got)
     return values, {}

@@ -44,6 +44,8 @@ class ScoringContext:
     simulation_mode: SimulationMode = "auto"
     batch_size: int = 8
     """Prompts per forward pass for scorers that run a model in this process."""
+    judge_windows_per_prompt: int = 1
+    """Windows a judge (detection, fuzzing) sees per prompt; above 1 it answers with a list."""
 
     def __post_init__(self) -> None:
         self.explanation_ids = list(self.explanation_ids) + [None] * (

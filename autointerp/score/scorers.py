@@ -37,6 +37,7 @@ def score_candidates(
     explanation_ids: Sequence[str | None] | None = None,
     simulation_mode: SimulationMode = "auto",
     batch_size: int = 8,
+    judge_windows_per_prompt: int = 1,
 ) -> list[ScoreOutcome]:
     """Returns one outcome per explanation for `method`, all on the same held-out windows."""
     context = ScoringContext(
@@ -48,5 +49,6 @@ def score_candidates(
         explanation_ids=list(explanation_ids or []),
         simulation_mode=simulation_mode,
         batch_size=batch_size,
+        judge_windows_per_prompt=judge_windows_per_prompt,
     )
     return get_scorer(method).score(context)

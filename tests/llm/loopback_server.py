@@ -262,7 +262,7 @@ class VLLMResponder:
         p = min(max(self.p_yes(body["messages"]), 1e-9), 1 - 1e-9)
         logprobs = None
         if self.logprobs and body.get("logprobs"):
-            top = [
+            top: list[dict[str, Any]] = [
                 {"token": "yes", "logprob": math.log(0.7 * p)},
                 {"token": " Yes", "logprob": math.log(0.2 * p)},
                 {"token": "no", "logprob": math.log(0.8 * (1 - p))},

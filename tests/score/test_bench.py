@@ -6,6 +6,8 @@ to the word "is". On the planted feature `is` that first explanation is wrong an
 experiment must refute it; on `of` it is right and the experiment must support it.
 """
 
+import re
+
 from autointerp.bench import BenchSettings, render_report, run_bench
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
 from autointerp.planted import load_planted_features
@@ -47,3 +49,38 @@ def test_experiments_refute_a_wrong_first_explanation_and_the_report_counts_it()
     assert "| wrong first explanations refuted by an experiment | 1/1 |" in report
     assert "| right first explanations refuted (false alarms) | 0/1 |" in report
     assert "| wrong first explanations whose revision is right | 1/1 |" in report
+
+
+class DigitJudge(ChatBackend):
+    """A judge without probabilities that says a text fits when it holds a digit, whatever the description:
+    one-window prompts get yes / no, list prompts get [1, 0, ...]."""
+
+    backend = "digit-judge"
+
+    def generate(self, request: ChatRequest) -> ChatResponse:
+        prompt = request.messages[-1].content
+        texts = re.findall(r"^Text \d+(?: with marked tokens)?: (.*)$", prompt, re.MULTILINE)
+        if texts:
+            answer = ", ".join("1" if re.search(r"\d", t) else "0" for t in texts) + "]"
+            return ChatResponse(text=answer, input_tokens=10 * len(texts), output_tokens=2 * len(texts))
+        text = re.split(r"Text(?: with marked tokens)?: ", prompt, maxsplit=1)[1].split("\n")[0]
+        return ChatResponse(text="yes" if re.search(r"\d", text) else "no", input_tokens=10, output_tokens=1)
+
+
+register_backend("digit-judge", DigitJudge)
+
+
+def test_the_report_gives_the_agreement_of_batched_with_one_window_per_prompt_judging() -> None:
+    features = [f for f in load_planted_features() if f.name in ("digits", "of")]
+    settings = BenchSettings(
+        scorer="digit-judge:x", explainers=[], methods=["detection"], max_windows=300, distractors=1, rounds=0,
+        heldout_active=4, heldout_quiet=4, judge_windows_per_prompt=3,
+    )  # fmt: skip
+    result = run_bench(features, settings)
+    done = result.agreement["detection"]
+    assert done.windows == 2 * 2 * 8 and done.compared == done.windows and done.share == 1.0
+    assert done.calls_single == 2 * 2 * 8 and done.calls_batched == 2 * 2 * 3  # 8 windows in lists of 3
+    assert done.batched_scores["digits"]["truth"] == 1.0
+    report = render_report(result)
+    assert "## Batched judging: 3 windows per prompt vs one" in report
+    assert "| detection | 32 | 1.00 (32/32) | 0 / 0 | 32 / 12 |" in report

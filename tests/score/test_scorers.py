@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ from autointerp.config import LLMConfig
 from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse, LLMSession
 from autointerp.llm.local import LocalChatBackend
 from autointerp.planted import BUILTIN_PLANTED_FEATURES
-from autointerp.score.distractors import choose_distractors
+from autointerp.score.distractors import DistractorPool, choose_distractors
 from autointerp.score.fuzzing import fuzzing_items, random_marks
 from autointerp.score.judge import parse_yes_no
 from autointerp.score.scorers import primary_value, score_candidates
@@ -179,3 +180,13 @@ def test_distractors_are_deterministic_and_never_the_feature_itself() -> None:
     assert first == choose_distractors("f2", list(reversed(candidates)), 3)
     assert len(first) == 3 and all(key != "f2" for key, _ in first)
     assert choose_distractors("f0", [("f0", "x")]) == []
+
+
+def test_the_distractor_pool_chooses_what_choose_distractors_does() -> None:
+    rng = random.Random(0)
+    candidates = [(f"f{i}", rng.choice(["a", "b", "c", f"t{i}"])) for i in range(60)]
+    pool = DistractorPool(candidates, str)
+    for key, text in [*candidates[:30], ("new", "a"), ("f3", "zzz")]:
+        expected = choose_distractors(key, [c for c in candidates if c[1] != text], 3)
+        assert pool.choose(key, text, 3) == expected
+    assert DistractorPool([("f0", "x")], str).choose("f0", "x") == []
