@@ -157,7 +157,6 @@ class CallRecorder:
         Otherwise the budget is checked, raising BudgetExceeded when the run reached it, and the call
         waits for a slot of the backend's concurrency and rate limits.
         """
-        session = self.session
         logged: dict[str, Any] = {
             "role": role,
             "backend": backend.backend,
@@ -167,20 +166,9 @@ class CallRecorder:
             "feature_id": feature_id,
             "explanation_id": explanation_id,
         }
-        key = cache_key(backend, request) if session.cacheable(request) else None
-        if key is not None and session.cache is not None:
-            looked_up = time.perf_counter()
-            hit = session.cache.get(key)
-            if hit is not None:
-                call_id = self.record(
-                    **logged,
-                    response=hit.text,
-                    input_tokens=hit.input_tokens,
-                    output_tokens=hit.output_tokens,
-                    latency_s=time.perf_counter() - looked_up,
-                    cached=True,
-                )
-                return hit, call_id
+        key, cached = self._from_cache(backend, request, logged)
+        if cached is not None:
+            return cached
         response, call_id = self.measure(
             backend,
             lambda: backend.generate(request),
@@ -191,9 +179,36 @@ class CallRecorder:
             feature_id=feature_id,
             explanation_id=explanation_id,
         )
-        if key is not None and session.cache is not None and response is not None:
-            session.cache.put(key, backend.name, response)
+        self._to_cache(key, backend, response)
         return response, call_id
+
+    def _from_cache(
+        self, backend: ChatBackend, request: ChatRequest, logged: dict[str, Any]
+    ) -> tuple[str | None, tuple[ChatResponse, str] | None]:
+        """Returns (the request's cache key, None when it may not be cached; (answer, call id) when the
+        cache holds the answer, recorded as a cached call with the lookup's time as latency)."""
+        session = self.session
+        key = cache_key(backend, request) if session.cacheable(request) else None
+        if key is None or session.cache is None:
+            return key, None
+        looked_up = time.perf_counter()
+        hit = session.cache.get(key)
+        if hit is None:
+            return key, None
+        call_id = self.record(
+            **logged,
+            response=hit.text,
+            input_tokens=hit.input_tokens,
+            output_tokens=hit.output_tokens,
+            latency_s=time.perf_counter() - looked_up,
+            cached=True,
+        )
+        return key, (hit, call_id)
+
+    def _to_cache(self, key: str | None, backend: ChatBackend, response: ChatResponse | None) -> None:
+        """Stores an answer under its cache key (nothing when it may not be cached or the call failed)."""
+        if key is not None and self.session.cache is not None and response is not None:
+            self.session.cache.put(key, backend.name, response)
 
     def call_many(
         self,
@@ -225,22 +240,11 @@ class CallRecorder:
             for request, feature_id in zip(requests, feature_ids, strict=True)
         ]
         results: list[tuple[ChatResponse | None, str] | None] = [None] * len(requests)
-        keys = [cache_key(backend, r) if session.cacheable(r) else None for r in requests]
-        for index, key in enumerate(keys):
-            if key is None or session.cache is None:
-                continue
-            looked_up = time.perf_counter()
-            hit = session.cache.get(key)
-            if hit is not None:
-                call_id = self.record(
-                    **logged[index],
-                    response=hit.text,
-                    input_tokens=hit.input_tokens,
-                    output_tokens=hit.output_tokens,
-                    latency_s=time.perf_counter() - looked_up,
-                    cached=True,
-                )
-                results[index] = (hit, call_id)
+        keys: list[str | None] = []
+        for index, request in enumerate(requests):
+            key, cached = self._from_cache(backend, request, logged[index])
+            keys.append(key)
+            results[index] = cached
         misses = [index for index, found in enumerate(results) if found is None]
         if misses:
             session.budget.check(self.run_id, backend.backend, backend.model, session.prices)
@@ -273,9 +277,7 @@ class CallRecorder:
                     error=error,
                     cost=cost,
                 )
-                key = keys[index]
-                if key is not None and session.cache is not None and response is not None:
-                    session.cache.put(key, backend.name, response)
+                self._to_cache(keys[index], backend, response)
                 results[index] = (response, call_id)
         return [found for found in results if found is not None]
 
