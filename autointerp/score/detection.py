@@ -12,7 +12,7 @@ from typing import ClassVar
 from autointerp.activations import display_token
 from autointerp.errors import LLMError
 from autointerp.prompts import load_prompt
-from autointerp.score.judge import judge_in_lists, judge_prompts, judgement_metrics
+from autointerp.score.judge import judge_texts, judgement_metrics
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
 from autointerp.score.registry import Scorer, ScoringContext
 from autointerp.score.windows import never_fires_reason
@@ -44,22 +44,15 @@ class DetectionScorer(Scorer):
                 undefined_outcome(DETECTION_SCORER, backend.name, DETECTION_METRICS, reason)
                 for _ in context.explanations
             ]
-        batched = context.judge_windows_per_prompt > 1
-        template = load_prompt("detect_batch" if batched else "detect")
+        template = load_prompt("detect_batch" if context.judge_windows_per_prompt > 1 else "detect")
         labels = [w.activating for w in windows]
         texts = ["".join(display_token(t) for t in w.tokens) for w in windows]
         outcomes = []
         for explanation, explanation_id in zip(context.explanations, context.explanation_ids, strict=True):
             calls_before = len(context.recorder.rows)
-            if batched:
-                judgements = judge_in_lists(
-                    context, backend, template, explanation, texts, role="detect", explanation_id=explanation_id
-                )
-            else:
-                prompts = [template.render(explanation=explanation, text=text) for text in texts]
-                judgements = judge_prompts(
-                    context, backend, prompts, role="detect", prompt_hash=template.hash, explanation_id=explanation_id
-                )
+            judgements = judge_texts(
+                context, backend, template, explanation, texts, role="detect", explanation_id=explanation_id
+            )
             values, undefined = judgement_metrics("detection", labels, judgements, backend)
             outcomes.append(
                 ScoreOutcome(

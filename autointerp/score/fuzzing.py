@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from autointerp.errors import LLMError
 from autointerp.prompts import load_prompt
-from autointerp.score.judge import judge_in_lists, judge_prompts, judgement_metrics
+from autointerp.score.judge import judge_texts, judgement_metrics
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
 from autointerp.score.registry import Scorer, ScoringContext
 from autointerp.score.windows import ACTIVE_LEVEL, HeldOutWindow, marked, never_fires_reason
@@ -73,22 +73,15 @@ class FuzzingScorer(Scorer):
             return [
                 undefined_outcome(FUZZING_SCORER, backend.name, FUZZING_METRICS, reason) for _ in context.explanations
             ]
-        batched = context.judge_windows_per_prompt > 1
-        template = load_prompt("fuzz_batch" if batched else "fuzz")
+        template = load_prompt("fuzz_batch" if context.judge_windows_per_prompt > 1 else "fuzz")
         labels = [correct for _, correct, _ in items]
+        texts = [text for text, _, _ in items]
         outcomes = []
         for explanation, explanation_id in zip(context.explanations, context.explanation_ids, strict=True):
             calls_before = len(context.recorder.rows)
-            texts = [text for text, _, _ in items]
-            if batched:
-                judgements = judge_in_lists(
-                    context, backend, template, explanation, texts, role="fuzz", explanation_id=explanation_id
-                )
-            else:
-                prompts = [template.render(explanation=explanation, text=text) for text in texts]
-                judgements = judge_prompts(
-                    context, backend, prompts, role="fuzz", prompt_hash=template.hash, explanation_id=explanation_id
-                )
+            judgements = judge_texts(
+                context, backend, template, explanation, texts, role="fuzz", explanation_id=explanation_id
+            )
             values, undefined = judgement_metrics("fuzzing", labels, judgements, backend)
             outcomes.append(
                 ScoreOutcome(

@@ -86,6 +86,24 @@ def parse_judgement_list(answer: str, count: int) -> list[bool]:
     return [_LIST_ITEM[item] for item in items]
 
 
+def judge_texts(
+    context: ScoringContext,
+    backend: ChatBackend,
+    template: PromptTemplate,
+    explanation: str,
+    texts: list[str],
+    *,
+    role: str,
+    explanation_id: str | None = None,
+) -> list[Judgement]:
+    """Returns one judgement per text: several texts per prompt when `context.judge_windows_per_prompt`
+    is above 1 (`template` is then the list template), else one prompt per text."""
+    if context.judge_windows_per_prompt > 1:
+        return judge_in_lists(context, backend, template, explanation, texts, role=role, explanation_id=explanation_id)
+    prompts = [template.render(explanation=explanation, text=text) for text in texts]
+    return judge_prompts(context, backend, prompts, role=role, prompt_hash=template.hash, explanation_id=explanation_id)
+
+
 def judge_in_lists(
     context: ScoringContext,
     backend: ChatBackend,
