@@ -508,6 +508,11 @@ def train_sae_command(
     )
 
 
+from autointerp.simtrain.cli import train_simulator_command  # noqa: E402
+
+app.command("train-simulator")(train_simulator_command)
+
+
 def main() -> None:
     """Entry point of the `autointerp` command."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

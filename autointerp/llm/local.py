@@ -11,6 +11,7 @@ import torch
 
 from autointerp.activations import display_token
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, ValueReadout
+from autointerp.simtrain.adapter import merge_adapter, resolve_local_model
 from autointerp.subject.model import SubjectModel, load_subject_model
 
 
@@ -26,9 +27,10 @@ class LocalChatBackend(ChatBackend):
         super().__init__(model)
         self._lock = threading.Lock()
         """One generation at a time: the model is shared, and parallel CPU forwards only contend."""
-        self.subject: SubjectModel = load_subject_model(
-            model, device=device or os.environ.get("AUTOINTERP_LOCAL_DEVICE", "auto")
-        )
+        base, adapter = resolve_local_model(model)
+        subject = load_subject_model(base, device=device or os.environ.get("AUTOINTERP_LOCAL_DEVICE", "auto"))
+        self.subject: SubjectModel = merge_adapter(subject, adapter) if adapter else subject
+        """The model; with an adapter, a private copy with the adapter merged (the shared one is unchanged)."""
 
     def prompt_ids(self, messages: list[ChatMessage], prefill: str = "") -> list[int]:
         """Returns the token ids of the chat-formatted conversation followed by `prefill`."""

@@ -1,0 +1,66 @@
+"""The `autointerp train-simulator` command (registered on the main app in autointerp/cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autointerp.errors import ConfigError
+
+
+def _distill_source(value: str) -> tuple[Path, str]:
+    """Returns (DuckDB file, run id) from `FILE#RUN_ID`; raises ConfigError otherwise."""
+    db, sep, run_id = value.rpartition("#")
+    if not sep or not db or not run_id:
+        raise ConfigError(f"--distill {value!r} must look like FILE.duckdb#RUN_ID")
+    return Path(db).expanduser(), run_id
+
+
+def train_simulator_command(
+    out: Annotated[Path, typer.Option(help="Folder to write the adapter into.")] = Path("simulator"),
+    base: Annotated[str, typer.Option(help="Local model to fine-tune (a `local:` model name).")] = "smollm2-135m",
+    corpus: Annotated[str, typer.Option(help="Corpus the synthetic features are evaluated on.")] = (
+        "builtin:python-docs"
+    ),
+    windows: Annotated[int, typer.Option(help="Corpus windows per window length.")] = 1536,
+    words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).")] = 120,
+    blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.")] = 8,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    epochs: Annotated[int, typer.Option(help="Passes over the training examples.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 8e-4,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop training after this many minutes.")] = None,
+    distill: Annotated[
+        list[str] | None, typer.Option(help="FILE.duckdb#RUN_ID whose simulator predictions to learn; repeat.")
+    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="Distil only this simulator (backend:model).")] = None,
+    distill_only: Annotated[bool, typer.Option(help="Train on distilled predictions alone.")] = False,
+    evaluate: Annotated[bool, typer.Option(help="Measure untrained vs trained on held-out families.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
+) -> None:
+    """Fine-tune a local model as an all-at-once simulator (LoRA) on synthetic feature families."""
+    from autointerp.simtrain.command import SimulatorTrainingPlan, train_simulator
+    from autointerp.simtrain.train import TrainSettings
+
+    plan = SimulatorTrainingPlan(
+        out=out,
+        base=base,
+        corpus=corpus,
+        windows_per_size=windows,
+        words=words,
+        blocks=blocks,
+        rank=rank,
+        alpha=2.0 * rank,
+        train=TrainSettings(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_minutes=max_minutes, seed=seed
+        ),
+        distill=[_distill_source(d) for d in distill or []],
+        distill_only=distill_only,
+        teacher=teacher,
+        evaluate=evaluate,
+    )
+    if distill_only and not plan.distill:
+        raise ConfigError("--distill-only needs at least one --distill FILE.duckdb#RUN_ID")
+    train_simulator(plan, echo=lambda line: typer.echo(line))
