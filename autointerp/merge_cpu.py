@@ -207,19 +207,19 @@ def window_stats(acts, bits, window_max, act_sum, token_histogram, offset):  # t
         lo = task * block
         n = min(lo + block, width) - lo
         total = np.zeros(n, dtype=np.float32)
+        bin_ = np.empty(n, dtype=np.int32)
         for b in range(batch):
             peak = np.full(n, -np.inf, dtype=np.float32)
             for t in range(tokens):
-                row = acts[b, t, lo : lo + n]
-                for j in range(n):
+                row, row_bits = acts[b, t, lo : lo + n], bits[b, t, lo : lo + n]
+                for j in range(n):  # vectorised: no scattered writes in this loop
                     x = row[j]
                     peak[j] = x if x > peak[j] else peak[j]
                     total[j] += x
+                    code = min(max((row_bits[j] >> _BIN_SHIFT) - _CODE_OFFSET, 1), last_bin)
+                    bin_[j] = code if x > 0 else 0
                 for j in range(n):
-                    bin_ = 0
-                    if row[j] > 0:
-                        bin_ = min(max((bits[b, t, lo + j] >> _BIN_SHIFT) - _CODE_OFFSET, 1), last_bin)
-                    token_histogram[offset + lo + j, bin_] += 1
+                    token_histogram[offset + lo + j, bin_[j]] += 1
             for j in range(n):
                 window_max[offset + lo + j, b] = peak[j]
         for j in range(n):
