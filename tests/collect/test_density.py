@@ -8,9 +8,13 @@ import torch
 
 from autointerp.activations import FIRES_FRACTION, exact_density, fires
 from autointerp.collect import ExemplarSampler, SamplingPlan, _load_checkpoint, _save_checkpoint
-from autointerp.corpus import Window
+from autointerp.corpus import Window, iter_windows
 from autointerp.distributed.merge import merge_states
+from autointerp.pipeline.collect import run_collect
+from autointerp.store import Store
+from autointerp.subject import SubjectModel, build_feature_source
 from autointerp.token_histogram import TOKEN_BINS, add_to_histogram, bin_of, densities, token_bins
+from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
 
@@ -138,3 +142,40 @@ def test_the_token_histogram_is_checkpointed_and_old_checkpoints_are_ignored(tmp
     fresh = ExemplarSampler(4, 6, plan, CPU)
     assert not _load_checkpoint(path, "fp", fresh)
     assert fresh.windows_seen == 0 and int(fresh.token_histogram.sum()) == 0
+
+
+def test_a_collection_run_stores_the_share_of_tokens_at_10_percent_of_the_max(
+    subject: SubjectModel, tmp_path: Path
+) -> None:
+    """The real model on a tiny corpus, both poles of two gated-MLP neurons: the stored density is
+    the exact share of tokens at >= 10 % of each pole's max, not the share above 0 (about half)."""
+    config = tiny_config(tmp_path, "features.sign=both", "features.indices=[5, 400]", "corpus.max_windows=16")
+    store = Store(config.store.path)
+    store.migrate()
+    run_id = config.resolved_run_id()
+    store.start_run(run_id, {}, config.config_hash(), "test", None)
+    run_collect(config, store, run_id)
+    stored = {f["id"]: f for f in store.features(run_id)}
+    source = build_feature_source(config.features, subject)
+    corpus = config.corpus
+    windows = iter_windows(
+        subject.tokenizer,
+        corpus.source,
+        window_tokens=corpus.window_tokens,
+        max_windows=corpus.max_windows,
+        text_field=corpus.text_field,
+    )
+    ids = torch.tensor([w.token_ids for w in windows], device=subject.device)
+    with torch.inference_mode():
+        acts = source.activations(ids).float().cpu()  # [windows, tokens, features]; `-` poles are relu(-a)
+    assert len(stored) == 4
+    for f, feature_id in enumerate(source.feature_ids):
+        column, row = acts[:, :, f], stored[feature_id]
+        assert row["max_activation"] == pytest.approx(float(column.max()), rel=1e-5)
+        exact = exact_density(column.tolist())
+        threshold = FIRES_FRACTION * float(column.max())
+        in_bin = (token_bins(column) == bin_of(threshold)).sum().item() / column.numel()
+        assert abs(row["density"] - exact) <= in_bin + 1e-9, feature_id
+        assert row["density"] <= float((column > 0).double().mean()) + 1e-9
+    positive = [float((acts[:, :, f] > 0).double().mean()) for f in range(4)]
+    assert sum(positive) > sum(stored[i]["density"] for i in source.feature_ids)  # the old number was larger
