@@ -17,7 +17,8 @@ Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
   and 9/8 of the threshold. The counts add, so shards merge exactly.
 
 Everything is kept in fixed-size tensors on the model's device, so memory is
-features x (k + random + 2 x quantiles x per_quantile) x window length, whatever the corpus length.
+features x ((k + random + 2 x quantiles x per_quantile) x window length + TOKEN_BINS (387) counts),
+whatever the corpus length.
 
 How a window is ranked: one reduction per window and feature (its max), then a top-k over the
 kept windows plus the batch's (equal maxima: the lower window number first). The reservoirs use
@@ -40,7 +41,8 @@ operations over the features a batch can change (`_rows_to_merge`), a few thousa
 
 Checkpoints: the whole state (tensors, counters and the token ids of windows still referenced)
 is saved atomically every `checkpoint_every` batches; a run that finds a checkpoint with the same
-fingerprint skips the windows it already saw and continues. Random keys depend only on the window
+fingerprint skips the windows it already saw and continues (a checkpoint without the token
+histogram, from an older autointerp, is ignored and collection starts over). Random keys depend only on the window
 number, so a resumed run keeps exactly the exemplars of an uninterrupted one.
 """
 
