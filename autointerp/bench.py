@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.activations import normalize_activations
+from autointerp.activations import ACTIVE_LEVEL, exact_density, normalize_activations
 from autointerp.config import ExperimentConfig, LLMConfig, LLMRoleConfig
 from autointerp.corpus import iter_windows
 from autointerp.errors import ConfigError
@@ -89,6 +89,7 @@ class FeatureSet:
 
     feature: PlantedFeature
     density: float
+    """Share of corpus tokens that fire (>= FIRES_FRACTION x max), exact: every activation is in memory."""
     max_activation: float
     explain: list[dict[str, Any]]
     """Explanation windows: tokens, token_ids, activations, rank."""
@@ -184,9 +185,8 @@ def feature_set(
         if len(acts) != len(tokens) or any(a < 0 for a in acts):
             raise ConfigError(f"planted feature {feature.name!r} must return one activation >= 0 per token")
         activations.append(acts)
-    total = sum(len(a) for a in activations)
-    density = sum(v > 0 for a in activations for v in a) / max(total, 1)
     max_activation = max((max(a) for a in activations if a), default=0.0)
+    density = exact_density(activations, max_activation)
     if max_activation <= 0:
         reason = f"never fires on the {len(windows)} corpus windows"
         return FeatureSet(feature, density, max_activation, [], [], skipped=reason)
@@ -194,10 +194,10 @@ def feature_set(
     rng = random.Random(f"{settings.seed}:{feature.name}")
     keys = {i: rng.random() for i in range(len(windows))}
     active = sorted(
-        (i for i, lv in enumerate(levels) if max(lv) >= 1),
+        (i for i, lv in enumerate(levels) if max(lv) >= ACTIVE_LEVEL),
         key=lambda i: (-max(activations[i]), -sum(activations[i]), keys[i]),
     )
-    quiet = sorted((i for i, lv in enumerate(levels) if max(lv) == 0), key=lambda i: keys[i])
+    quiet = sorted((i for i, lv in enumerate(levels) if max(lv) < ACTIVE_LEVEL), key=lambda i: keys[i])
     explain = active[0 : 2 * settings.explain_windows : 2]
     top_n = (settings.heldout_active + 1) // 2
     top = active[1 : 2 * top_n : 2][:top_n]

@@ -5,13 +5,20 @@ Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
 - `quantile-j`: up to `per_quantile` windows sampled uniformly from each of `quantiles` equal-width
   bins of the window max, bin j holding windows whose max is in ((j-1)/Q, j/Q] x the feature's max
   (sampled from kept bins that are exact under any split of the corpus; see `quantile_bin_top`);
-- `random`: windows sampled uniformly among those where the feature does not fire (max <= 0),
-  topped up with uniformly random windows when too few exist (dense MLP neurons);
-- statistics: density (fraction of tokens > 0), max, mean, and a histogram of window maxima
-  over fixed log2 bins (`HISTOGRAM_EDGES`).
+- `random`: windows sampled uniformly among those with no positive activation (max <= 0; whether a
+  token fires needs the final max, which a stream does not know), topped up with uniformly random
+  windows when too few exist (dense MLP neurons);
+- statistics: max, mean, a histogram of window maxima over fixed log2 bins (`HISTOGRAM_EDGES`), and
+  density: the share of tokens that fire, i.e. whose activation is at least 10 % of the feature's
+  max (`autointerp.activations.FIRES_FRACTION`, the one definition scoring and the review app use).
+  The max is known only at the end, so every token is counted into a per-feature histogram of fixed
+  bins (`autointerp.token_histogram`: 8 bins per octave) and density is read off it at the end,
+  interpolating inside the bin that holds the threshold: it lies between the exact shares at 8/9
+  and 9/8 of the threshold. The counts add, so shards merge exactly.
 
 Everything is kept in fixed-size tensors on the model's device, so memory is
-features x (k + random + 2 x quantiles x per_quantile) x window length, whatever the corpus length.
+features x ((k + random + 2 x quantiles x per_quantile) x window length + TOKEN_BINS (387) counts),
+whatever the corpus length.
 
 How a window is ranked: one reduction per window and feature (its max), then a top-k over the
 kept windows plus the batch's (equal maxima: the lower window number first). The reservoirs use
@@ -25,7 +32,7 @@ and merged (`autointerp.distributed.merge`) keeps exactly the items of one pass 
 reported bin j of the final max takes the kept items whose max falls in it, smallest keys first.
 
 Per-token activations are written only for newly kept items (into a per-feature pool of rows
-that kept items point to). The per-token passes (window max, sum, count of positives) read each
+that kept items point to). The per-token passes (window max, sum, token histogram) read each
 chunk of the batch once (one chunk per hooked layer; no concatenated [batch, tokens, features]
 tensor). The merge itself has two implementations that keep the same items in the same order
 (a test runs both): on the CPU, `merge_cpu.merge_batch`, a compiled loop that visits each feature
@@ -34,7 +41,8 @@ operations over the features a batch can change (`_rows_to_merge`), a few thousa
 
 Checkpoints: the whole state (tensors, counters and the token ids of windows still referenced)
 is saved atomically every `checkpoint_every` batches; a run that finds a checkpoint with the same
-fingerprint skips the windows it already saw and continues. Random keys depend only on the window
+fingerprint skips the windows it already saw and continues (a checkpoint without the token
+histogram, from an older autointerp, is ignored and collection starts over). Random keys depend only on the window
 number, so a resumed run keeps exactly the exemplars of an uninterrupted one.
 """
 
@@ -54,6 +62,7 @@ from autointerp.corpus import Window
 from autointerp.errors import AutointerpError
 from autointerp.merge_cpu import merge_on_cpu, window_stats
 from autointerp.progress import progress_bar
+from autointerp.token_histogram import TOKEN_BINS, add_to_histogram, densities
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +177,7 @@ class FeatureStats:
     max_activation: float
     mean_activation: float
     density: float
+    """Share of tokens that fire (activation >= FIRES_FRACTION x max; see `token_histogram.densities`)."""
     tokens: int
     histogram: list[int] = field(default_factory=list)
     """Counts of window maxima per `HISTOGRAM_EDGES` bin."""
@@ -243,7 +253,7 @@ class ExemplarSampler:
         self.pool = torch.zeros((f, slots, window_tokens), device=device)  # per-token activations
         self.act_sum = torch.zeros(f, dtype=torch.float64, device=device)
         self.act_max = torch.full((f,), float("-inf"), device=device)
-        self.active = torch.zeros(f, dtype=torch.long, device=device)
+        self.token_histogram = torch.zeros((f, TOKEN_BINS), dtype=torch.long, device=device)  # every token's bin
         self.histogram = torch.zeros((f, len(HISTOGRAM_EDGES) + 2), dtype=torch.long, device=device)
         self.edges = torch.tensor(HISTOGRAM_EDGES, device=device)
         self.tokens = 0
@@ -319,9 +329,12 @@ class ExemplarSampler:
             self.prune_windows()
 
     def _window_stats(self, chunks: list[torch.Tensor]) -> torch.Tensor:
-        """Adds the batch to sums and counts; returns window maxima [features, batch] (chunk by chunk, in cache)."""
+        """Adds the batch to sums and token histograms; returns window maxima [features, batch] (chunk by chunk)."""
         self.act_sum += torch.cat([c.sum(dim=(0, 1), dtype=torch.float32) for c in chunks]).double()
-        self.active += torch.cat([c.sign().relu_().sum(dim=(0, 1), dtype=torch.float32) for c in chunks]).long()
+        offset = 0
+        for chunk in chunks:
+            add_to_histogram(self.token_histogram, chunk, offset)
+            offset += chunk.shape[2]
         return torch.cat([c.amax(dim=1) for c in chunks], dim=1).T.float().contiguous()
 
     def _window_stats_on_cpu(self, chunks: list[torch.Tensor]) -> torch.Tensor:
@@ -329,9 +342,9 @@ class ExemplarSampler:
         window_max = torch.empty((self.n_features, chunks[0].shape[0]))
         offset = 0
         for chunk in chunks:
-            window_stats(
-                chunk.contiguous().numpy(), window_max.numpy(), self.act_sum.numpy(), self.active.numpy(), offset
-            )
+            values = chunk.contiguous().numpy()
+            sums, histogram = self.act_sum.numpy(), self.token_histogram.numpy()
+            window_stats(values, values.view("int32"), window_max.numpy(), sums, histogram, offset)
             offset += chunk.shape[2]
         return window_max
 
@@ -548,10 +561,11 @@ class ExemplarSampler:
     def stats(self) -> list[FeatureStats]:
         """Returns every feature's statistics so far."""
         tokens = max(self.tokens, 1)
-        maxima, sums, active = self.act_max.tolist(), self.act_sum.tolist(), self.active.tolist()
+        maxima, sums = self.act_max.tolist(), self.act_sum.tolist()
+        density = densities(self.token_histogram, self.act_max).tolist()
         histograms = self.histogram.tolist()
         return [
-            FeatureStats(maxima[f], sums[f] / tokens, active[f] / tokens, self.tokens, histograms[f])
+            FeatureStats(maxima[f], sums[f] / tokens, density[f], self.tokens, histograms[f])
             for f in range(self.n_features)
         ]
 
@@ -593,7 +607,7 @@ class ExemplarSampler:
 
     # checkpoints ----------------------------------------------------------------------------------
 
-    _TENSORS = ("value", "key", "window", "row", "pool", "act_sum", "act_max", "active", "histogram")
+    _TENSORS = ("value", "key", "window", "row", "pool", "act_sum", "act_max", "token_histogram", "histogram")
 
     def state_dict(self) -> dict[str, Any]:
         """Returns everything needed to continue, on the CPU."""
@@ -604,11 +618,14 @@ class ExemplarSampler:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores a `state_dict`."""
+        """Restores a `state_dict`; raises CheckpointError, changing nothing, when a tensor is missing
+        (a state saved by an older autointerp) or has another shape."""
         for name in self._TENSORS:
-            current = getattr(self, name)
-            if state[name].shape != current.shape:
+            if name not in state:
+                raise CheckpointError(f"checkpoint has no tensor {name}: it was written by an older autointerp")
+            if state[name].shape != getattr(self, name).shape:
                 raise CheckpointError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}")
+        for name in self._TENSORS:
             setattr(self, name, state[name].to(self.device))
         self.tokens, self.batches, self.windows_seen = state["counters"]
         self.windows = {n: Window(doc_id=d, offset=o, token_ids=list(t)) for n, d, o, t in state["windows"]}
@@ -677,7 +694,11 @@ def _load_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> 
     if saved.get("fingerprint") != fingerprint:
         log.warning("ignoring checkpoint %s: it belongs to another collection", path)
         return False
-    sampler.load_state_dict(saved["state"])
+    try:
+        sampler.load_state_dict(saved["state"])
+    except CheckpointError as exc:
+        log.warning("ignoring checkpoint %s (%s); collecting from the start", path, exc)
+        return False
     log.info("resuming collection from %s after %d windows", path, sampler.windows_seen)
     return True
 

@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from autointerp.token_histogram import BIN_SHIFT, CODE_OFFSET
+
 _F = np.float32
+_BIN_SHIFT, _CODE_OFFSET = BIN_SHIFT, CODE_OFFSET  # globals numba freezes at compile time
 
 
 @njit(cache=True, inline="always")
@@ -193,30 +196,34 @@ def merge_batch(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})  # reassociation lets the sums vectorise
-def window_stats(acts, window_max, act_sum, active, offset):  # type: ignore[no-untyped-def]
-    """One read of acts [batch, tokens, width]: writes window_max[offset + f, b] and adds each
-    feature's sum and count of positive activations into act_sum / active[offset + f]."""
+def window_stats(acts, bits, window_max, act_sum, token_histogram, offset):  # type: ignore[no-untyped-def]
+    """One read of acts [batch, tokens, width] (and `bits`, the same array viewed as int32): writes
+    window_max[offset + f, b], adds each feature's sum into act_sum[offset + f] and counts every
+    token into token_histogram[offset + f] (the bins of `autointerp.token_histogram.token_bins`)."""
     batch, tokens, width = acts.shape
     block = 256  # features per parallel task: a few KiB of accumulators, contiguous reads
+    last_bin = token_histogram.shape[1] - 1
     for task in prange((width + block - 1) // block):
         lo = task * block
         n = min(lo + block, width) - lo
         total = np.zeros(n, dtype=np.float32)
-        fired = np.zeros(n, dtype=np.float32)
+        bin_ = np.empty(n, dtype=np.int32)
         for b in range(batch):
             peak = np.full(n, -np.inf, dtype=np.float32)
             for t in range(tokens):
-                row = acts[b, t, lo : lo + n]
-                for j in range(n):
+                row, row_bits = acts[b, t, lo : lo + n], bits[b, t, lo : lo + n]
+                for j in range(n):  # vectorised: no scattered writes in this loop
                     x = row[j]
                     peak[j] = x if x > peak[j] else peak[j]
                     total[j] += x
-                    fired[j] += _F(1.0) if x > 0 else _F(0.0)
+                    code = min(max((row_bits[j] >> _BIN_SHIFT) - _CODE_OFFSET, 1), last_bin)
+                    bin_[j] = code if x > 0 else 0
+                for j in range(n):
+                    token_histogram[offset + lo + j, bin_[j]] += 1
             for j in range(n):
                 window_max[offset + lo + j, b] = peak[j]
         for j in range(n):
             act_sum[offset + lo + j] += total[j]
-            active[offset + lo + j] += np.int64(fired[j])
 
 
 def merge_on_cpu(

@@ -62,7 +62,11 @@ def test_collect_exemplars_on_planted_features() -> None:
     fires_on_7, by_id, dead = result.stats
     assert dead.dead and not fires_on_7.dead
     assert fires_on_7.max_activation == 2.0
-    assert by_id.density == 1 - sum(w.token_ids.count(0) for w in windows) / (30 * 8)
+    # ids 5..49 fire (>= 10 % of 0.98); id 5 (0.1) shares a histogram bin with the threshold 0.098
+    ids = [t for w in windows for t in w.token_ids]
+    exact = sum(t >= 5 for t in ids) / len(ids)
+    assert abs(by_id.density - exact) <= ids.count(5) / len(ids)
+    assert fires_on_7.density == ids.count(7) / len(ids) and dead.density == 0.0
     top = [e for e in result.exemplars if e.feature_index == 0 and e.kind == "top"]
     assert [e.rank for e in top] == [0, 1, 2, 3]
     assert [e.split for e in top] == ["explain", "score", "explain", "score"]

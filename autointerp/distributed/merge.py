@@ -8,7 +8,8 @@ and saves `state_dict()`. What a sampler keeps is a function of the set of windo
 - the quantile bins: every kept quantile item re-binned against the merged max (whose power-of-two
   top is at least each shard's, so each shard bin lies inside one merged bin), the smallest keys
   per bin;
-- max, sums, counts of positive activations, histograms and token counts add up (max: the max).
+- max, sums, token histograms (whose bins are fixed, so density is read off the merged counts),
+  window-max histograms and token counts add up (max: the max).
 
 The result equals the state of one process over the whole corpus, item for item (pool rows aside,
 which `exemplars()` resolves); `tests/distributed/test_merge.py` checks it. One caveat on the mean:
@@ -63,7 +64,7 @@ def merge_states(states: Sequence[dict[str, Any]], window_tokens: int, plan: Sam
 
     merged.act_max = torch.stack([p.act_max for p in parts]).amax(dim=0)
     merged.act_sum = sum((p.act_sum for p in parts[1:]), parts[0].act_sum.clone())
-    merged.active = torch.stack([p.active for p in parts]).sum(dim=0)
+    merged.token_histogram = torch.stack([p.token_histogram for p in parts]).sum(dim=0)
     merged.histogram = torch.stack([p.histogram for p in parts]).sum(dim=0)
     merged.tokens = sum(p.tokens for p in parts)
     merged.batches = sum(p.batches for p in parts)

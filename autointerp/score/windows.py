@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autointerp.activations import ACTIVE_LEVEL as ACTIVE_LEVEL  # re-exported: the level at which a token fires
 from autointerp.activations import display_token
-
-ACTIVE_LEVEL = 1
-"""A window activates when some token reaches this normalised level (10% of the feature's max)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class HeldOutWindow:
 
     @property
     def activating(self) -> bool:
-        """True when some token reaches ACTIVE_LEVEL."""
+        """True when some token fires (reaches ACTIVE_LEVEL, 10% of the feature's max)."""
         return max(self.levels, default=0) >= ACTIVE_LEVEL
 
     @property

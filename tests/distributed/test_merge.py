@@ -49,7 +49,7 @@ def test_shards_merge_into_the_single_pass_state(compiled: bool, bounds: tuple[i
         _stream(shard, windows, acts, start, end, 8)
         states.append(shard.state_dict())
     merged = merge_states(states[::-1], TOKENS, plan)  # the order of shards does not matter either
-    for name in ("value", "key", "window", "act_max", "active", "histogram"):
+    for name in ("value", "key", "window", "act_max", "token_histogram", "histogram"):
         assert torch.equal(getattr(single, name), getattr(merged, name)), name
     assert torch.equal(single.act_sum, merged.act_sum)  # batch-aligned shards: the same float sums
     assert merged.tokens == single.tokens

@@ -8,9 +8,9 @@ experiment must refute it; on `of` it is right and the experiment must support i
 
 import re
 
-from autointerp.bench import BenchSettings, render_report, run_bench
+from autointerp.bench import BenchSettings, feature_set, render_report, run_bench
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
-from autointerp.planted import load_planted_features
+from autointerp.planted import PlantedFeature, load_planted_features
 
 
 class ScriptedExplainer(ChatBackend):
@@ -84,3 +84,13 @@ def test_the_report_gives_the_agreement_of_batched_with_one_window_per_prompt_ju
     report = render_report(result)
     assert "## Batched judging: 3 windows per prompt vs one" in report
     assert "| detection | 32 | 1.00 (32/32) | 0 / 0 | 32 / 12 |" in report
+
+
+def test_a_planted_feature_density_is_the_share_of_tokens_at_10_percent_of_its_max() -> None:
+    def graded(tokens: list[str]) -> list[float]:  # 10.0 on "a", 0.5 on "b" (5 %: does not fire), 1.0 on "c"
+        return [{"a": 10.0, "b": 0.5, "c": 1.0}.get(t, 0.0) for t in tokens]
+
+    windows = [["a", "b", "x", "x"], ["c", "b", "b", "x"], ["x", "x", "x", "x"]]
+    result = feature_set(PlantedFeature("graded", "a, b or c", graded), windows, BenchSettings())
+    assert result.max_activation == 10.0
+    assert result.density == 2 / 12  # "a" and "c" fire; "b" is above 0 but below 10 % of the max
