@@ -66,10 +66,6 @@ def _warn(warnings: list[str]) -> None:
         typer.echo(f"warning: {warning}", err=True)
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
 def resolve_run(store: Store, run_id: str | None) -> str:
     """Returns `run_id` when the store holds it, else the latest run; raises AutointerpError otherwise."""
     chosen = run_id or store.latest_run_id()
@@ -83,16 +79,16 @@ def resolve_run(store: Store, run_id: str | None) -> str:
 def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
     """Prints a run's features with their explanation and score, best first (text shown as is, never as markup)."""
     from autointerp.metric_names import MAIN_METRIC
+    from autointerp.score.confidence import CHANCE_P, score_text, stored_confidence
 
     rows = store.explanation_table(run_id, MAIN_METRIC)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
     chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC + "_distractor")}
-    main_scores = store.scores(run_id, MAIN_METRIC)
-    confidence = {s["explanation_id"]: json.loads(s["details"] or "{}").get("confidence") for s in main_scores}
+    confidence = {s["explanation_id"]: stored_confidence(s["details"]) for s in store.scores(run_id, MAIN_METRIC)}
     table = Table(
         title=Text(
             f"run {run_id}: explanations by simulation score ({MAIN_METRIC}, ± half a 95% bootstrap interval; "
-            "~chance: not better than its distractor, p > 0.05)"
+            f"~chance: not better than its distractor, p > {CHANCE_P})"
         )
     )
     table.add_column("feature", no_wrap=True)
@@ -101,14 +97,10 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
         table.add_column(column, justify="right")
     for row in rows[:limit]:
         text = Text(row["explanation"]) if row["explanation"] is not None else Text("(none)", style="dim")
-        score = _fmt(row["score"])
         explanation_id = explanation_ids.get((row["feature_id"], row["explanation"]))
         interval = confidence.get(explanation_id) if explanation_id else None
-        if interval and row["score"] is not None:
-            score += f" ± {interval['half_width']:.2f}"
-        if explanation_id in chance:
-            score += f" (distractor {_fmt(chance[explanation_id])})"
-        if interval and interval.get("like_chance"):
+        score = score_text(row["score"], interval.half_width if interval else None, chance.get(explanation_id))
+        if interval and interval.like_chance:
             score += " ~chance"
         table.add_row(Text(row["feature_id"]), text, score, f"{row['density']:.3f}", str(row["experiments"]))
     console.print(table)

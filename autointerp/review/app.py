@@ -42,6 +42,7 @@ from autointerp.review.queries import (
     ReviewQueries,
     UnknownExplanation,
 )
+from autointerp.score.confidence import CHANCE_P, chance_note, score_text
 from autointerp.store import Store, now
 
 HERE = Path(__file__).parent
@@ -109,6 +110,9 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = lambda v: "" if v is None else f"{v:%Y-%m-%d %H:%M:%S}"
     env.filters["shown"] = text.reveal_html
     env.filters["clip"] = text.clip
+    env.globals["score_text"] = score_text
+    env.globals["chance_note"] = chance_note
+    env.globals["chance_p"] = CHANCE_P
     return env
 
 

@@ -10,6 +10,7 @@ from autointerp.review import views
 from autointerp.review.forms import MAX_EDIT_CHARS, MAX_NOTE_CHARS
 from autointerp.review.queries import DECISIONS, STATUS_OF_DECISION
 from autointerp.review.text import clip, has_controls, reveal_plain
+from autointerp.score.confidence import score_text, stored_confidence
 
 REVIEW_TEXT_CHARS = 200
 """Characters of an explanation quoted beside a review about it."""
@@ -60,6 +61,18 @@ def _earlier_verdict(
     return found
 
 
+def _headline(scores: list[dict[str, Any]], metric: str, distractor: float | None) -> dict[str, Any] | None:
+    """Returns the headline score as `autointerp show` prints it (`0.62 ± 0.08 (distractor 0.05)`) with
+    its stored confidence (None for older runs and other scorers); None when `metric` was not scored."""
+    score = next((s for s in scores if s["metric"] == metric), None)
+    if score is None:
+        return None
+    value = None if score["value"] is None else views.as_float(score["value"])
+    confidence = stored_confidence(score["details"])
+    half_width = confidence.half_width if confidence else None
+    return {"metric": metric, "text": score_text(value, half_width, distractor), "confidence": confidence}
+
+
 def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, Any]:
     """Returns the template values of a feature page from everything stored about the feature."""
     explanations = record["explanations"]
@@ -80,6 +93,7 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
     simulation = next((s for s in current_scores if s["metric"] == metric), None) or next(
         (s for s in current_scores if isinstance(views.loads(s["details"]), dict)), None
     )
+    chance = views.chance_levels(current_scores)
     details = views.loads(simulation["details"]) if simulation else None
     details = details if isinstance(details, dict) else None
 
@@ -114,8 +128,11 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
         "explanations": explanations,
         "scores_by_explanation": scores_by_explanation,
         "main_metric": metric,
-        "current_scores": [{**s, "note": views.score_note(s)} for s in current_scores],
-        "chance": views.chance_levels(current_scores),
+        "current_scores": [
+            {**s, "note": views.score_note(s), "confidence": stored_confidence(s["details"])} for s in current_scores
+        ],
+        "headline": _headline(current_scores, metric, chance.get(metric)),
+        "chance": chance,
         "score_details": details,
         "exemplars": [
             {

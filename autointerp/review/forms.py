@@ -13,7 +13,7 @@ from fastapi import Request
 
 from autointerp.errors import AutointerpError
 from autointerp.metric_names import MAIN_METRIC
-from autointerp.review.queries import FEATURE_SORTS, FeatureQuery
+from autointerp.review.queries import CHANCE_FILTERS, FEATURE_SORTS, FeatureQuery
 from autointerp.review.text import CONTROL_PATTERN, control_name
 
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")
@@ -32,6 +32,7 @@ LIST_PARAMS = (
     "disagree",
     "noted",
     "requested",
+    "chance",
 )
 """List parameters carried from page to page (filters and sort; not the page number)."""
 
@@ -120,6 +121,9 @@ def list_query(params: dict[str, str]) -> FeatureQuery:
     direction = params.get("dir") or ("desc" if sort in ("score", "disagreement") else "asc")
     if direction not in ("asc", "desc"):
         raise BadRequest("dir must be asc or desc")
+    chance = params.get("chance") or None
+    if chance is not None and chance not in CHANCE_FILTERS:
+        raise BadRequest(f"chance must be one of {', '.join(CHANCE_FILTERS)}")
     disagree = _number(params, "disagree")
     if disagree is not None and not 0.0 <= disagree <= 1.0:
         raise BadRequest("disagree must be between 0 and 1")
@@ -137,6 +141,7 @@ def list_query(params: dict[str, str]) -> FeatureQuery:
         min_disagreement=disagree,
         has_note=_flag(params, "noted"),
         experiments_requested=_flag(params, "requested"),
+        chance=chance,
         sort=sort,
         descending=direction == "desc",
         limit=per,

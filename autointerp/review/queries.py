@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from autointerp.errors import StoreError
-from autointerp.metric_names import MAIN_METRIC
+from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
+from autointerp.score.confidence import like_chance_sql, stored_confidence
 from autointerp.store import Store
 
 FEATURE_SORTS = {
@@ -31,6 +32,9 @@ FEATURE_SORTS = {
 }
 """Columns the feature list can be sorted by (the only strings that reach ORDER BY)."""
 
+CHANCE_FILTERS = ("only", "hide")
+"""The list's chance-level filter: only the explanations not distinguishable from their distractor, or all but them."""
+
 DECISIONS = ("accept", "reject", "edit", "clear")
 """Review verdicts that set a status; `clear` (written by an undo) sets it back to unreviewed."""
 STATUS_OF_DECISION = {"accept": "accepted", "reject": "rejected", "edit": "edited", "clear": "unreviewed"}
@@ -43,6 +47,20 @@ _DECIDED = """
     QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
 """
 """Each reviewed explanation's latest decision."""
+
+_CHANCE_LEVEL = f"""
+    SELECT explanation_id FROM (
+        SELECT explanation_id,
+               CASE WHEN json_type(confidence, '$.p_vs_distractor') IN ('DOUBLE', 'BIGINT', 'UBIGINT')
+                    THEN CAST(json_extract(confidence, '$.p_vs_distractor') AS DOUBLE) END AS p
+        FROM (
+            SELECT explanation_id, arg_max_null(json_extract(details, '$.confidence'), created_at) AS confidence
+            FROM scores WHERE metric = ? GROUP BY explanation_id
+        )
+    ) WHERE {like_chance_sql("p")}
+"""
+"""Explanations whose latest score of a metric is chance-level (`like_chance` on the stored p, read as
+`stored_confidence` reads it). It parses every such score's details: only the chance filter runs it."""
 
 _STATUS = """CASE {0}.verdict WHEN 'accept' THEN 'accepted' WHEN 'reject' THEN 'rejected'
                  WHEN 'edit' THEN 'edited' ELSE 'unreviewed' END"""
@@ -74,6 +92,9 @@ class FeatureQuery:
     """Keep features with a reviewer's note on any of their explanations."""
     experiments_requested: bool = False
     """Keep features a reviewer asked more experiments for."""
+    chance: str | None = None
+    """`only`: keep explanations whose headline score is not distinguishable from its distractor's;
+    `hide`: leave them out (scores without a confidence are never chance-level)."""
     sort: str = "score"
     descending: bool = True
     limit: int = 50
@@ -82,6 +103,8 @@ class FeatureQuery:
     def __post_init__(self) -> None:
         if self.sort not in FEATURE_SORTS:
             raise StoreError(f"cannot sort by {self.sort!r}; choose one of {', '.join(FEATURE_SORTS)}")
+        if self.chance is not None and self.chance not in CHANCE_FILTERS:
+            raise StoreError(f"chance must be one of {', '.join(CHANCE_FILTERS)}, not {self.chance!r}")
 
 
 @dataclass
@@ -151,10 +174,14 @@ class ReviewQueries:
             ), headline AS (
                 SELECT explanation_id, arg_max(value, created_at) AS value FROM scores WHERE metric = ?
                 GROUP BY explanation_id
+            ), headline_distractor AS (
+                SELECT explanation_id, arg_max(value, created_at) AS value FROM scores WHERE metric = ?
+                GROUP BY explanation_id
             ), listed AS (
                 SELECT feat.*, ex.id AS explanation_id, ex.run_id, ex.explainer,
                        left(ex.text, {LIST_TEXT_CHARS}) AS explanation, length(ex.text) AS explanation_chars,
-                       headline.value AS score, {_STATUS.format("d")} AS status,
+                       headline.value AS score, headline_distractor.value AS score_distractor,
+                       {_STATUS.format("d")} AS status,
                        CASE WHEN d.verdict = 'edit' THEN left(d.edited_text, {LIST_TEXT_CHARS}) END AS edited_text,
                        CASE WHEN d.verdict = 'edit' THEN length(d.edited_text) END AS edited_chars,
                        coalesce(CASE WHEN d.verdict = 'edit' THEN d.edited_text END, ex.text, '') AS search_text,
@@ -165,6 +192,7 @@ class ReviewQueries:
                 FROM feat
                 LEFT JOIN ex ON ex.feature_id = feat.feature_id
                 LEFT JOIN headline ON headline.explanation_id = ex.id
+                LEFT JOIN headline_distractor ON headline_distractor.explanation_id = ex.id
                 LEFT JOIN decided d ON d.explanation_id = ex.id
                 LEFT JOIN earlier ON earlier.feature_id = feat.feature_id
                 LEFT JOIN flags ON flags.feature_id = feat.feature_id
@@ -172,7 +200,13 @@ class ReviewQueries:
             )
             SELECT * FROM listed WHERE 1 = 1
         """
-        all_params: list[Any] = [*run_params, *run_params, MAIN_METRIC, query.metric]
+        all_params: list[Any] = [
+            *run_params,
+            *run_params,
+            MAIN_METRIC,
+            query.metric,
+            query.metric + DISTRACTOR_SUFFIX,
+        ]
         if query.hook:
             sql += " AND hook = ?"
             all_params.append(query.hook)
@@ -198,6 +232,12 @@ class ReviewQueries:
             sql += " AND notes > 0"
         if query.experiments_requested:
             sql += " AND experiment_requests > 0"
+        if query.chance == "only":
+            sql += f" AND explanation_id IN ({_CHANCE_LEVEL})"
+            all_params.append(query.metric)
+        elif query.chance == "hide":
+            sql += f" AND (explanation_id IS NULL OR explanation_id NOT IN ({_CHANCE_LEVEL}))"
+            all_params.append(query.metric)
         column = FEATURE_SORTS[query.sort]
         direction = "DESC" if query.descending else "ASC"
         return sql, all_params, f"{column} {direction} NULLS LAST, hook, idx, feature_id"
@@ -211,9 +251,25 @@ class ReviewQueries:
             [*params, query.limit, query.offset],
         )
         if rows:
-            return FeaturePage(rows, int(rows[0]["total"]), int(rows[0]["reviewable"]))
+            return FeaturePage(
+                self._with_confidence(rows, query.metric), int(rows[0]["total"]), int(rows[0]["reviewable"])
+            )
         counts = self.store.query(f"SELECT count(*) AS n, count(explanation_id) AS r FROM ({sql})", params)[0]
         return FeaturePage(rows, int(counts["n"]), int(counts["r"]))
+
+    def _with_confidence(self, rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+        """Returns the page's rows with their headline score's stored confidence (None without one),
+        read from the latest score's details of those rows only."""
+        ids = [r["explanation_id"] for r in rows if r["explanation_id"] is not None]
+        details = {
+            d["explanation_id"]: d["details"]
+            for d in self.store.query(
+                "SELECT explanation_id, arg_max_null(details, created_at) AS details FROM scores "
+                "WHERE metric = ? AND explanation_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY explanation_id",
+                [metric, ids],
+            )
+        }
+        return [{**r, "confidence": stored_confidence(details.get(r["explanation_id"]))} for r in rows]
 
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:
         """Returns (feature_id, explanation_id, status) of every listed feature with an explanation, in

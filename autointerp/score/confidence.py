@@ -10,6 +10,8 @@ on each draw for the explanation and for its distractor on the same draw, and:
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +22,25 @@ from autointerp.score.metrics import pooled_correlation
 RESAMPLES = 400
 CHANCE_P = 0.05
 """`p_vs_distractor` above this: the score is not distinguishable from its distractor's."""
+
+
+def like_chance(p_vs_distractor: float | None) -> bool:
+    """The chance rule: True when the one-sided test against the distractor gives p above CHANCE_P.
+    No p (no distractor, or not a finite number) is never chance-level."""
+    return p_vs_distractor is not None and math.isfinite(p_vs_distractor) and p_vs_distractor > CHANCE_P
+
+
+def chance_note(p_vs_distractor: float) -> str:
+    """Returns what a chance-level flag says on hover."""
+    return (
+        f"not distinguishable from its distractor at p < {CHANCE_P} "
+        f"(one-sided bootstrap test: p = {p_vs_distractor:.2f})"
+    )
+
+
+def like_chance_sql(p_column: str) -> str:
+    """Returns `like_chance` as a DuckDB boolean expression over a DOUBLE column (never NULL)."""
+    return f"coalesce(isfinite({p_column}) AND {p_column} > {CHANCE_P!r}, false)"
 
 
 @dataclass(frozen=True)
@@ -38,7 +59,7 @@ class Confidence:
     @property
     def like_chance(self) -> bool:
         """True when the explanation is not distinguishable from its distractor."""
-        return self.p_vs_distractor is not None and self.p_vs_distractor > CHANCE_P
+        return like_chance(self.p_vs_distractor)
 
     def as_details(self) -> dict[str, Any]:
         """Returns the JSON stored in a score's `details.confidence`."""
@@ -107,3 +128,49 @@ def simulation_confidence(details: dict[str, Any], distractor_details: dict[str,
         [w["predicted"] for w, _ in kept],
         None if distractor_details is None else [o["predicted"] for _, o in kept],
     )
+
+
+@dataclass(frozen=True)
+class StoredConfidence:
+    """The parts of a stored `details.confidence` a reader shows; each None when missing or malformed."""
+
+    half_width: float | None
+    p_vs_distractor: float | None
+
+    @property
+    def like_chance(self) -> bool:
+        """True when the explanation is not distinguishable from its distractor (`like_chance`)."""
+        return like_chance(self.p_vs_distractor)
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def stored_confidence(details: Any) -> StoredConfidence | None:
+    """Returns the confidence in a score's details (a dict or its JSON text, as stored); None for a
+    score without one (older runs, other scorers) or details that are not the JSON the scorers write."""
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except (json.JSONDecodeError, RecursionError):
+            return None
+    confidence = details.get("confidence") if isinstance(details, dict) else None
+    if not isinstance(confidence, dict):
+        return None
+    return StoredConfidence(_finite(confidence.get("half_width")), _finite(confidence.get("p_vs_distractor")))
+
+
+def score_text(value: float | None, half_width: float | None = None, distractor: float | None = None) -> str:
+    """Returns a score as `autointerp show` and the review app print it: `0.62 ± 0.08 (distractor 0.05)`,
+    each part left out when unknown, `—` for a score without a value."""
+    if value is None or not math.isfinite(value):
+        return "—" if value is None else str(value)
+    text = f"{value:.2f}"
+    if half_width is not None and math.isfinite(half_width):
+        text += f" ± {half_width:.2f}"
+    if distractor is not None and math.isfinite(distractor):
+        text += f" (distractor {distractor:.2f})"
+    return text

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from autointerp.errors import LLMError
 from autointerp.score.outcome import ScoreOutcome
@@ -82,6 +81,8 @@ _embed_lock = threading.Lock()
 
 
 def _embed_texts(texts: list[str], batch_size: int) -> np.ndarray:
+    import torch  # here, not at the top: the review app and `autointerp show` import autointerp.score
+
     tokenizer, model = load_embedding_model()
     rows: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from autointerp.review import ReviewSettings, create_app
+from autointerp.score.confidence import RESAMPLES, Confidence
 from autointerp.store import Store, now
 
 RUN_ID = "run-review0001"
@@ -192,6 +193,17 @@ def score_row(explanation_id: str, metric: str, value: float | None, **extra: An
         "created_at": now(),
         **extra,
     }
+
+
+def set_confidence(path: Path, explanation_id: str, half_width: float, p_vs_distractor: float) -> None:
+    """Stores a bootstrap confidence in the headline score's details, as the score stage writes it."""
+    confidence = Confidence(0.0, 2 * half_width, half_width, p_vs_distractor, RESAMPLES).as_details()
+    with Store(path).transaction() as con:
+        con.execute(
+            "UPDATE scores SET details = json_merge_patch(details, ?) "
+            "WHERE explanation_id = ? AND metric = 'correlation_top_and_random'",
+            [json.dumps({"confidence": confidence}), explanation_id],
+        )
 
 
 def review_row(explanation_id: str, verdict: str, **extra: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import set_confidence
 
 from autointerp.review import ReviewSettings
 from autointerp.store import Store
@@ -54,17 +55,28 @@ def test_open_list_open_feature_accept_it(
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     path, ids = review_db
+    set_confidence(path, ids["explanations"][ids["features"][0]], half_width=0.2, p_vs_distractor=0.31)
     base = serve(ReviewSettings(db=path, reviewer="browser-test"))
     wait = WebDriverWait(browser, 15)
 
     browser.get(base + "/")
     links = browser.find_elements(By.CSS_SELECTOR, "a.feature-link")
     assert [link.text for link in links] == ids["features"]
+    badges = browser.find_elements(By.CSS_SELECTOR, "#feature-table .badge.chance")
+    assert len(badges) == 1 and badges[0].is_displayed() and badges[0].text == "chance"
+    assert badges[0].get_attribute("title").startswith("not distinguishable from its distractor at p < 0.05")
+    cell = browser.find_element(By.CSS_SELECTOR, "#feature-table tbody tr:first-child td.score")
+    assert cell.text == "0.90 ± 0.20 (distractor 0.02) chance"
+    assert badges[0].rect["x"] + badges[0].rect["width"] <= cell.rect["x"] + cell.rect["width"]  # inside its cell
     links[0].click()  # the feature whose corpus holds a <script> token and whose explanation holds <img onerror>
     wait.until(expected_conditions.presence_of_element_located((By.ID, "current-explanation")))
+    assert browser.find_element(By.ID, "chance-badge").is_displayed()
+    assert browser.find_element(By.ID, "headline-score").text == (
+        "correlation_top_and_random: 0.90 ± 0.20 (distractor 0.02) chance"
+    )
     assert browser.execute_script("return window.__pwned === undefined")  # no injected script ran
     assert "<script>window.__pwned = 1</script>" in browser.find_element(By.CSS_SELECTOR, "table.windows").text
     assert "onerror" in browser.find_element(By.ID, "current-explanation").text  # shown as text, not markup
@@ -91,6 +103,10 @@ def test_open_list_open_feature_accept_it(
     listing = tmp_path / "review-list.png"
     browser.save_screenshot(str(listing))
     print(f"screenshot: {listing}")
+    Select(browser.find_element(By.ID, "filter-chance")).select_by_value("hide")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    wait.until(lambda d: "chance=hide" in d.current_url)
+    assert "No features match" in browser.find_element(By.ID, "feature-table").text  # accepted, but chance-level
 
 
 LONG_TEXT = "degenerate " * 5_000 + "y" * 45_000  # ~100 KB of model output, with one unbroken 45 KB word

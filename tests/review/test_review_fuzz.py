@@ -122,7 +122,7 @@ def _random_text(rng: random.Random, most: int = 40) -> str:
 def _random_json(rng: random.Random, depth: int = 0) -> Any:
     kind = rng.randrange(7 if depth < 3 else 4)
     if kind == 0:
-        return rng.choice([None, True, 0, -1, 2**70, 1.5])
+        return rng.choice([None, True, 0, -1, 2**70, 1.5, 0.31, math.nan, math.inf])
     if kind == 1:
         return rng.choice(STRINGS[:9])
     if kind == 2:
@@ -132,6 +132,7 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 4:
         return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
     keys = ["windows", "undefined", "distractor", "kind", "rank", "true", "predicted", _random_text(rng, 5)]
+    keys += ["confidence", "half_width", "p_vs_distractor"]
     return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
@@ -186,7 +187,7 @@ def _hostile_rows(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
                         metric,
                         rng.choice(NUMBERS),
                         scorer=metric.split("_")[0],
-                        details=json.dumps(_random_json(rng)),
+                        details=json.dumps(rng.choice([_random_json(rng), {"confidence": _random_json(rng, 1)}])),
                     )
                 )
             rows["experiments"].append(
@@ -299,9 +300,10 @@ def test_random_and_extreme_requests_never_give_5xx(tmp_path: Path, serve: Calla
                     failures.append(f"GET /feature id={feature!r} {params} -> {response.status_code}")
         for n, sort in enumerate(("score", "disagreement", "status", "density", "layer", "index", "feature", "run")):
             metric = ("correlation_top_and_random", "embedding_auroc", "detection_auroc")[n % 3]
-            response = client.get("/", params={"sort": sort, "metric": metric, "per": "500"})
+            chance = ("", "only", "hide")[n % 3 - 1]
+            response = client.get("/", params={"sort": sort, "metric": metric, "per": "500", "chance": chance})
             if response.status_code != 200:
-                failures.append(f"GET / sort={sort} metric={metric} -> {response.status_code}")
+                failures.append(f"GET / sort={sort} metric={metric} chance={chance} -> {response.status_code}")
         for fmt in ("jsonl", "csv", "parquet"):
             if client.get("/export", params={"format": fmt}).status_code != 200:
                 failures.append(f"GET /export format={fmt}")

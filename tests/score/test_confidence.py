@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 
+import duckdb
 import pytest
 
-from autointerp.score.confidence import bootstrap_confidence, simulation_confidence
+from autointerp.score.confidence import (
+    CHANCE_P,
+    Confidence,
+    StoredConfidence,
+    bootstrap_confidence,
+    like_chance,
+    like_chance_sql,
+    score_text,
+    simulation_confidence,
+    stored_confidence,
+)
 
 
 def _windows(n: int, seed: int) -> list[list[float]]:
@@ -47,3 +60,54 @@ def test_simulation_confidence_reads_the_stored_windows_and_skips_failed_calls()
     assert confidence is not None and confidence.low == pytest.approx(1.0) and confidence.p_vs_distractor == 0.0
     stored = confidence.as_details()
     assert stored["like_chance"] is False and stored["half_width"] == 0.0
+
+
+# the chance rule shared by `autointerp show` and the review app -------------------------------------
+
+P_VALUES = [None, 0.0, 0.01, CHANCE_P, 0.0501, 0.31, 1.0, math.nan, math.inf]
+CHANCE = [False, False, False, False, True, True, True, False, False]
+"""p at the threshold is not chance-level; missing or non-finite p never is."""
+
+
+def test_the_rule_on_known_p_values() -> None:
+    assert [like_chance(p) for p in P_VALUES] == CHANCE
+
+
+def test_the_sql_rule_agrees_with_the_python_rule() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER, p DOUBLE)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(P_VALUES)))
+    rows = con.execute(f"SELECT {like_chance_sql('p')} FROM t ORDER BY n").fetchall()
+    assert [r[0] for r in rows] == CHANCE
+
+
+def test_stored_confidence_reads_what_the_score_stage_writes() -> None:
+    written = Confidence(low=0.5, high=0.66, half_width=0.08, p_vs_distractor=0.31, resamples=400).as_details()
+    for details in ({"windows": [], "confidence": written}, json.dumps({"confidence": written})):
+        stored = stored_confidence(details)
+        assert stored == StoredConfidence(half_width=0.08, p_vs_distractor=0.31) and stored.like_chance
+    beats = Confidence(low=0.5, high=0.66, half_width=0.08, p_vs_distractor=0.0, resamples=400).as_details()
+    assert stored_confidence({"confidence": beats}) == StoredConfidence(0.08, 0.0)
+    assert not StoredConfidence(0.08, 0.0).like_chance
+
+
+@pytest.mark.parametrize(
+    "details",
+    [None, {}, {"windows": []}, "{}", "not json", [1], {"confidence": 5}, {"confidence": None}, 3.0],
+)
+def test_scores_without_a_confidence_have_none(details: object) -> None:
+    assert stored_confidence(details) is None
+
+
+def test_malformed_confidence_parts_are_unknown_never_chance() -> None:
+    stored = stored_confidence({"confidence": {"half_width": "0.1", "p_vs_distractor": True, "like_chance": True}})
+    assert stored == StoredConfidence(None, None) and not stored.like_chance  # the rule reads p, not the flag
+
+
+def test_score_text_matches_the_cli_format() -> None:
+    assert score_text(0.62, 0.08, 0.05) == "0.62 ± 0.08 (distractor 0.05)"
+    assert score_text(0.62, None, 0.05) == "0.62 (distractor 0.05)"
+    assert score_text(0.62) == "0.62"
+    assert score_text(None, 0.08, 0.05) == "—"
+    assert score_text(math.nan, 0.08) == "nan"
+    assert score_text(0.62, math.nan, math.inf) == "0.62"
