@@ -30,13 +30,15 @@ from autointerp.corpus import iter_windows
 from autointerp.errors import ConfigError
 from autointerp.experiments.rounds import Experimenter, FeatureTarget
 from autointerp.explain import explain_feature
-from autointerp.llm import CallRecorder, LLMSession, get_backend
+from autointerp.explain_contrast import split_for_contrast
+from autointerp.explain_select import BestOf, explain_best_of
+from autointerp.llm import CallRecorder, ChatBackend, LLMSession, get_backend
 from autointerp.planted import PlantedFeature
 from autointerp.progress import progress_bar
 from autointerp.score.distractors import choose_distractors
 from autointerp.score.embedding import embed_texts
 from autointerp.score.outcome import ScoreOutcome
-from autointerp.score.registry import SCORERS
+from autointerp.score.registry import SCORERS, SimulationPrompt
 from autointerp.score.scorers import methods, primary_value, score_candidates
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import load_subject_model
@@ -81,6 +83,66 @@ class BenchSettings:
     judge_windows_per_prompt: int = 1
     """Above 1: detection and fuzzing are also judged with this many windows per prompt (a list answer),
     and the report gives their agreement with one window per prompt."""
+    simulation_prompts: list[SimulationPrompt] = field(default_factory=lambda: ["zero-shot"])
+    """All-at-once simulation prompts compared (`score.simulation_prompt`); the first also ranks best-of-k
+    candidates. A prompt other than zero-shot is reported as method `simulation <prompt>`."""
+    explainer_variants: list[str] = field(default_factory=lambda: ["default"])
+    """How each explainer writes: `default`, `best-of-<k>`, `contrastive`, or both joined by `+`
+    (`best-of-3+contrastive`); every explainer runs every variant."""
+    best_of_temperature: float = 0.7
+    """Sampling temperature of best-of-k candidates 2..k."""
+    contrastive_windows: int = 3
+    """Non-activating windows shown by the contrastive variant."""
+    contrast_pool: int = 64
+    """Non-activating corpus windows (none of them held out) the contrastive variant ranks by similarity."""
+
+
+@dataclass(frozen=True)
+class ExplainerVariant:
+    """One explainer model and how it writes (`explainer.best_of`, `explainer.contrastive`)."""
+
+    spec: str
+    best_of: int = 1
+    contrastive: bool = False
+
+    @property
+    def label(self) -> str:
+        """Returns the report's name for it: `local:smollm2-135m best-of-3 contrastive`."""
+        parts = [self.spec] + ([f"best-of-{self.best_of}"] if self.best_of > 1 else [])
+        return " ".join(parts + (["contrastive"] if self.contrastive else []))
+
+
+def parse_variant(spec: str, variant: str) -> ExplainerVariant:
+    """Returns the variant named like `default`, `best-of-3`, `contrastive` or `best-of-3+contrastive`;
+    raises ConfigError for anything else."""
+    best_of, contrastive = 1, False
+    for part in variant.split("+"):
+        if part.startswith("best-of-") and part[8:].isdigit() and 1 <= int(part[8:]) <= 16:
+            best_of = int(part[8:])
+        elif part == "contrastive":
+            contrastive = True
+        elif part != "default":
+            raise ConfigError(
+                f"unknown explainer variant {variant!r}; use default, best-of-<k> (k 1-16), contrastive, or a + of them"
+            )
+    return ExplainerVariant(spec, best_of, contrastive)
+
+
+def explainer_variants(settings: BenchSettings) -> list[ExplainerVariant]:
+    """Returns every (explainer, variant) the benchmark runs, explainers first."""
+    return [parse_variant(spec, v) for spec in settings.explainers for v in settings.explainer_variants]
+
+
+def score_columns(settings: BenchSettings) -> list[tuple[str, str, SimulationPrompt]]:
+    """Returns (report label, scoring method, simulation prompt) per scorer compared: simulation once per
+    prompt (`simulation`, `simulation few-shot`), every other method once."""
+    columns: list[tuple[str, str, SimulationPrompt]] = []
+    for method in settings.methods:
+        prompts: list[SimulationPrompt] = settings.simulation_prompts if method == "simulation" else ["zero-shot"]
+        for prompt in prompts:
+            label = method if prompt == "zero-shot" or method != "simulation" else f"{method} {prompt}"
+            columns.append((label, method, prompt))
+    return columns
 
 
 @dataclass
@@ -95,6 +157,8 @@ class FeatureSet:
     """Explanation windows: tokens, token_ids, activations, rank."""
     heldout: list[HeldOutWindow]
     skipped: str | None = None
+    quiet: list[dict[str, Any]] = field(default_factory=list)
+    """Non-activating windows none of which is held out: the contrastive variant's candidates."""
 
 
 @dataclass
@@ -205,6 +269,7 @@ def feature_set(
     spread_n = min(settings.heldout_active - len(top), len(rest))
     spread = [rest[round(k * (len(rest) - 1) / max(spread_n - 1, 1))] for k in range(spread_n)] if spread_n else []
     negatives = quiet[: settings.heldout_quiet]
+    contrast_pool = quiet[settings.heldout_quiet : settings.heldout_quiet + settings.contrast_pool]
     if not negatives:  # dense: every window fires somewhere; random windows it is, and scorers flag it
         used = set(explain) | set(top) | set(spread)
         negatives = sorted((i for i in range(len(windows)) if i not in used), key=lambda i: keys[i])
@@ -228,6 +293,10 @@ def feature_set(
             for rank, i in enumerate(explain)
         ],
         heldout,
+        quiet=[
+            {"tokens": windows[i], "activations": activations[i], "kind": "random", "rank": rank}
+            for rank, i in enumerate(contrast_pool)
+        ],
     )
 
 
@@ -242,55 +311,48 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     seconds["windows"] = time.perf_counter() - started
     live = [s for s in sets if s.skipped is None]
     recorder = CallRecorder("bench", LLMSession.from_settings(LLMConfig(cache=False)))
+    variants = explainer_variants(settings)
+    columns = score_columns(settings)
+    needs_llm = [m for m in settings.methods if m != "embedding"] or any(v.best_of > 1 for v in variants)
+    scorer = get_backend(settings.scorer) if needs_llm else None
     explanations: dict[str, dict[str, str | None]] = {}
-    for spec in settings.explainers:
-        backend = get_backend(spec)
+    for variant in variants:
+        backend = get_backend(variant.spec)
         started = time.perf_counter()
         texts: dict[str, str | None] = {}
-        with progress_bar(f"explain {spec}", total=len(live), unit="features") as advance:
+        with progress_bar(f"explain {variant.label}", total=len(live), unit="features") as advance:
             for fs in live:
-                outcome = explain_feature(
-                    backend,
-                    recorder,
-                    feature_id=fs.feature.name,
-                    exemplars=fs.explain,
-                    max_activation=fs.max_activation,
-                    max_tokens=24,
-                    temperature=0.0,
-                    retries=1,
-                )
-                texts[fs.feature.name] = outcome.explanation.text if outcome.explanation else None
+                texts[fs.feature.name] = explain_planted(fs, variant, backend, scorer, recorder, settings)
                 advance(1)
-        explanations[spec] = texts
-        seconds[f"explain {spec}"] = time.perf_counter() - started
+        explanations[variant.label] = texts
+        seconds[f"explain {variant.label}"] = time.perf_counter() - started
     investigated: dict[str, dict[str, Investigated]] = {}
     if settings.rounds:
-        for spec, texts in explanations.items():
+        for variant in variants:
             started = time.perf_counter()
-            investigated[spec] = investigate_planted(live, texts, spec, settings, recorder)
-            seconds[f"experiments {spec}"] = time.perf_counter() - started
+            texts = explanations[variant.label]
+            investigated[variant.label] = investigate_planted(live, texts, variant.spec, settings, recorder)
+            seconds[f"experiments {variant.label}"] = time.perf_counter() - started
     descriptions = [(f.name, f.description) for f in features]
-    needs_llm = [m for m in settings.methods if m != "embedding"]
-    scorer = get_backend(settings.scorer) if needs_llm else None
-    scores: dict[str, dict[str, dict[str, float | None]]] = {m: {} for m in settings.methods}
+    scores: dict[str, dict[str, dict[str, float | None]]] = {label: {} for label, _, _ in columns}
     agreement: dict[str, JudgeAgreement] = {}
-    for method in settings.methods:
+    for column, method, prompt in columns:
         compare = settings.judge_windows_per_prompt > 1 and SCORERS.get(method).role == "judge"
         started = time.perf_counter()
-        with progress_bar(f"score {method}", total=len(live), unit="features") as advance:
+        with progress_bar(f"score {column}", total=len(live), unit="features") as advance:
             for fs in live:
                 labels = ["truth"]
                 texts_to_score = [fs.feature.description]
                 for name, text in choose_distractors(fs.feature.name, descriptions, settings.distractors):
                     labels.append(f"distractor:{name}")
                     texts_to_score.append(text)
-                for spec, texts in explanations.items():
+                for name, texts in explanations.items():
                     if texts.get(fs.feature.name):
-                        labels.append(f"explainer:{spec}")
+                        labels.append(f"explainer:{name}")
                         texts_to_score.append(str(texts[fs.feature.name]))
-                    done = investigated.get(spec, {}).get(fs.feature.name)
+                    done = investigated.get(name, {}).get(fs.feature.name)
                     if done and done.revised:
-                        labels.append(f"revised:{spec}")
+                        labels.append(f"revised:{name}")
                         texts_to_score.append(done.revised)
                 before = len(recorder.rows)
                 outcomes = score_candidates(
@@ -300,9 +362,10 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                     backend=scorer,
                     recorder=recorder,
                     feature_id=fs.feature.name,
+                    simulation_prompt=prompt,
                     batch_size=settings.batch_size,
                 )
-                scores[method][fs.feature.name] = {
+                scores[column][fs.feature.name] = {
                     label: primary_value(method, o) for label, o in zip(labels, outcomes, strict=True)
                 }
                 if compare:
@@ -324,7 +387,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                     }
                 recorder.take()  # the benchmark keeps numbers, not call rows
                 advance(1)
-        seconds[f"score {method}"] = time.perf_counter() - started
+        seconds[f"score {column}"] = time.perf_counter() - started
     similarity = explanation_similarity(features, explanations)
     revisions = {spec: {n: i.revised for n, i in done.items() if i.revised} for spec, done in investigated.items()}
     revised_similarity = explanation_similarity(features, revisions)  # type: ignore[arg-type]
@@ -340,6 +403,45 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
         revised_similarity,
         agreement,
     )
+
+
+def explain_planted(
+    fs: FeatureSet,
+    variant: ExplainerVariant,
+    backend: ChatBackend,
+    simulator: ChatBackend | None,
+    recorder: CallRecorder,
+    settings: BenchSettings,
+) -> str | None:
+    """Returns the explanation `variant` writes for one feature (None: every attempt failed). Contrastive:
+    the non-activating windows come from `fs.quiet`, never from the held-out ones; best-of-k: candidates
+    are simulated on the windows the explainer saw."""
+    activating, contrast = fs.explain, None
+    if variant.contrastive:
+        pool = fs.explain + fs.quiet
+        activating, contrast = split_for_contrast(pool, fs.max_activation, settings.contrastive_windows)
+    asked: dict[str, Any] = {
+        "feature_id": fs.feature.name,
+        "exemplars": activating,
+        "max_activation": fs.max_activation,
+        "max_tokens": 24,
+        "temperature": 0.0,
+        "retries": 1,
+        "contrast": contrast,
+    }
+    if variant.best_of > 1 and simulator is not None:
+        best = BestOf(
+            k=variant.best_of,
+            temperature=settings.best_of_temperature,
+            simulator=simulator,
+            simulation_prompt=settings.simulation_prompts[0],
+            batch_size=settings.batch_size,
+        )
+        outcome = explain_best_of(backend, recorder, best, **asked)
+    else:
+        outcome = explain_feature(backend, recorder, **asked)
+    recorder.take()  # the benchmark keeps texts, not call rows
+    return outcome.explanation.text if outcome.explanation else None
 
 
 def investigate_planted(
@@ -435,12 +537,14 @@ def render_report(result: BenchResult) -> str:
     """Returns the Markdown report."""
     s = result.settings
     live = [fs for fs in result.features if fs.skipped is None]
+    methods = [label for label, _, _ in score_columns(s)]
+    explainers = [v.label for v in explainer_variants(s)]
     lines = [
         "# Planted-feature benchmark",
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- scorer model: `{s.scorer}`; embedding model: `all-MiniLM-L6-v2`",
-        f"- explainers: {', '.join(f'`{e}`' for e in s.explainers) or 'none'}",
+        f"- explainers: {', '.join(f'`{e}`' for e in explainers) or 'none'}",
         f"- corpus: `{s.corpus}`, {result.windows} windows of {s.window_tokens} tokens (tokenizer `{s.subject}`)",
         f"- per feature: {s.explain_windows} explanation windows; held out {s.heldout_active} activating + "
         f"{s.heldout_quiet} non-activating; {s.distractors} distractor descriptions",
@@ -453,13 +557,16 @@ def render_report(result: BenchResult) -> str:
         "(true description, distractor description) pairs on the same feature that the truth wins",
         "(ties 1/2; 0.5 is chance). *undefined* counts features where the scorer could not give a number",
         "(for example a dense feature with no non-activating window, for detection).",
+        "*simulation few-shot* is all-at-once simulation with worked examples in the prompt",
+        "(`score.simulation_prompt`). Explainer variants: *best-of-k* keeps the best of k explanations by",
+        "simulation on the windows the explainer saw; *contrastive* also shows it similar non-activating windows.",
         "",
         "## Scorers: true description vs distractors",
         "",
         "| scorer | mean on truth | mean on distractors | AUROC truth vs distractors | pairs | undefined |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for method in s.methods:
+    for method in methods:
         per = result.scores[method]
         truth = [v.get("truth") for v in per.values()]
         distractor = [x for v in per.values() for k, x in v.items() if k.startswith("distractor:")]
@@ -470,29 +577,29 @@ def render_report(result: BenchResult) -> str:
         )
     if result.agreement:
         lines += agreement_section(result)
-    if s.explainers:
+    if explainers:
         lines += ["", "## Explainers side by side", ""]
-        header = ["metric", *[f"`{e}`" for e in s.explainers]]
+        header = ["metric", *[f"`{e}`" for e in explainers]]
         lines += [_row(header), _row(["---"] * len(header))]
         rows: list[list[str]] = []
         rows.append(
-            ["explanations written", *[str(sum(1 for t in result.explanations[e].values() if t)) for e in s.explainers]]
+            ["explanations written", *[str(sum(1 for t in result.explanations[e].values() if t)) for e in explainers]]
         )
-        for method in s.methods:
+        for method in methods:
             per = result.scores[method]
             rows.append(
                 [
                     f"{method}: mean score (truth {_fmt(_mean([v.get('truth') for v in per.values()]))})",
-                    *[_fmt(_mean([v.get(f"explainer:{e}") for v in per.values()])) for e in s.explainers],
+                    *[_fmt(_mean([v.get(f"explainer:{e}") for v in per.values()])) for e in explainers],
                 ]
             )
             rows.append(
-                [f"{method}: AUROC vs distractors", *[_fmt(pair_auroc(per, f"explainer:{e}")[0]) for e in s.explainers]]
+                [f"{method}: AUROC vs distractors", *[_fmt(pair_auroc(per, f"explainer:{e}")[0]) for e in explainers]]
             )
         rows.append(
             [
                 "embedding similarity to the truth (mean cosine)",
-                *[_fmt(_mean([v[0] for v in result.similarity[e].values()])) for e in s.explainers],
+                *[_fmt(_mean([v[0] for v in result.similarity[e].values()])) for e in explainers],
             ]
         )
         rows.append(
@@ -500,7 +607,7 @@ def render_report(result: BenchResult) -> str:
                 "truth is the nearest planted description",
                 *[
                     f"{sum(v[1] for v in result.similarity[e].values())}/{len(result.similarity[e])}"
-                    for e in s.explainers
+                    for e in explainers
                 ],
             ]
         )
@@ -508,17 +615,17 @@ def render_report(result: BenchResult) -> str:
     if result.investigated:
         lines += experiment_section(result)
     lines += ["", "## Per feature", ""]
-    header = ["feature", "kind", "density", *[f"{m} (truth)" for m in s.methods]]
-    header += [f"`{e}` wrote" for e in s.explainers]
+    header = ["feature", "kind", "density", *[f"{m} (truth)" for m in methods]]
+    header += [f"`{e}` wrote" for e in explainers]
     lines += [_row(header), _row(["---"] * len(header))]
     for fs in result.features:
         name = fs.feature.name
         cells = [f"{name}: {fs.feature.description}", fs.feature.kind, f"{fs.density:.3f}"]
         if fs.skipped:
-            cells += [f"skipped: {fs.skipped}"] + [""] * (len(s.methods) - 1 + len(s.explainers))
+            cells += [f"skipped: {fs.skipped}"] + [""] * (len(methods) - 1 + len(explainers))
         else:
-            cells += [_fmt(result.scores[m].get(name, {}).get("truth")) for m in s.methods]
-            for e in s.explainers:
+            cells += [_fmt(result.scores[m].get(name, {}).get("truth")) for m in methods]
+            for e in explainers:
                 text = result.explanations[e].get(name)
                 cells.append("(failed)" if text is None else text.replace("|", "\\|"))
         lines.append(_row(cells))
@@ -558,7 +665,8 @@ def agreement_section(result: BenchResult) -> list[str]:
 def experiment_section(result: BenchResult) -> list[str]:
     """Returns the report lines on the experiment rounds: what they refuted, what the revisions scored."""
     s = result.settings
-    main = s.methods[0]
+    methods = [label for label, _, _ in score_columns(s)]
+    main = methods[0]
     lines = [
         "",
         f"## Experiments on the first explanation ({s.rounds} round{'s' if s.rounds != 1 else ''})",
@@ -598,7 +706,7 @@ def experiment_section(result: BenchResult) -> list[str]:
             result.revised_similarity[spec][n][0] for n in revised if n in result.revised_similarity.get(spec, {})
         ]
         column.append(f"{_fmt(_mean(first_cos))} → {_fmt(_mean(revised_cos))}")
-        for method in s.methods:
+        for method in methods:
             per = result.scores[method]
             first = [per.get(n, {}).get(f"explainer:{spec}") for n in done]
             paired = [(per.get(n, {}).get(f"explainer:{spec}"), per.get(n, {}).get(f"revised:{spec}")) for n in revised]
@@ -617,7 +725,7 @@ def experiment_section(result: BenchResult) -> list[str]:
         "rounds that changed the explanation",
         "wrong first explanations whose revision is right",
         "cosine to the truth, first → revised (revised features)",
-        *[f"{m}: mean first → final" for m in s.methods],
+        *[f"{m}: mean first → final" for m in methods],
     ]
     for row, name in enumerate(names):
         lines.append(_row([name, *[c[row] for c in columns]]))

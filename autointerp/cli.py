@@ -292,10 +292,21 @@ def bench(
     judge_windows_per_prompt: Annotated[
         int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.")
     ] = 1,
+    simulation_prompt: Annotated[
+        list[str] | None,
+        typer.Option(help="All-at-once simulation prompt: zero-shot or few-shot; repeat to compare."),
+    ] = None,
+    explainer_variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="How each explainer writes: default, best-of-<k>, contrastive, or best-of-<k>+contrastive; "
+            "repeat to compare (default: default)."
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
-    from autointerp.bench import BenchSettings, render_report, run_bench, write_report
+    from autointerp.bench import BenchSettings, explainer_variants, render_report, run_bench, write_report
     from autointerp.planted import check_planted_features, load_planted_features
 
     features = load_planted_features(planted)
@@ -322,6 +333,14 @@ def bench(
     )
     if method:
         settings.methods = method
+    if simulation_prompt:
+        bad = sorted(set(simulation_prompt) - {"zero-shot", "few-shot"})
+        if bad:
+            raise AutointerpError(f"unknown simulation prompt {bad[0]!r}; choose zero-shot or few-shot")
+        settings.simulation_prompts = simulation_prompt  # type: ignore[assignment]
+    if explainer_variant:
+        settings.explainer_variants = explainer_variant
+        explainer_variants(settings)  # an unknown variant fails here, before any model loads
     # the bench's own preflight: its models, corpus and planted functions, before the model loads
     from autointerp.corpus import check_corpus
     from autointerp.preflight import check_model_specs

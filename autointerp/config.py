@@ -135,6 +135,21 @@ class LLMRoleConfig(_Section):
     """Extra attempts when an answer cannot be parsed."""
 
 
+class ExplainerConfig(LLMRoleConfig):
+    """The explainer's model, and how its explanation is chosen and prompted."""
+
+    best_of: int = Field(1, ge=1, le=16)
+    """Explanations sampled per feature; above 1, each is simulated (the run's `score.simulator`) on the
+    explanation-split windows the explainer saw, never on held-out ones, and the best is kept. 1: one."""
+    best_of_temperature: float = Field(0.7, gt=0.0, le=2.0)
+    """Sampling temperature of candidates 2..k (the first keeps `temperature`)."""
+    contrastive: bool = False
+    """Also show the explainer explanation-split windows where the feature does not fire, most similar to
+    the activating ones first ("these similar texts do NOT activate it"); never held-out windows."""
+    contrastive_windows: int = Field(3, ge=1, le=20)
+    """Most non-activating windows shown when `contrastive` is on."""
+
+
 class ModelPriceConfig(_Section):
     input_per_mtok: float = Field(ge=0.0)
     """USD per million input (prompt) tokens."""
@@ -190,6 +205,10 @@ class ScoreConfig(_Section):
     simulation: Literal["auto", "all-at-once", "generate"] = "auto"
     """`all-at-once` reads token probabilities (local backends); `generate` parses written "token<TAB>value"
     lines (any backend); `auto` picks all-at-once for local backends and generate otherwise."""
+    simulation_prompt: Literal["zero-shot", "few-shot"] = "zero-shot"
+    """All-at-once simulation prompt: `zero-shot` (`simulate.jinja`: the description alone) or `few-shot`
+    (`simulate_fewshot.jinja`: worked examples of descriptions and their "token<TAB>value" lines first,
+    as Bills et al. 2023). Generated simulation always uses `simulate_generate.jinja`."""
     judge: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=4))
     """The model that answers yes/no for detection and fuzzing."""
     judge_windows_per_prompt: int = Field(1, ge=1, le=50)
@@ -253,7 +272,14 @@ class ScheduleConfig(_Section):
     different explainer model or prompt template; scheduled runs turn this on."""
 
 
-_NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {("features", "sign"): "positive"}
+_NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("features", "sign"): "positive",
+    ("score", "simulation_prompt"): "zero-shot",
+    ("explainer", "best_of"): 1,
+    ("explainer", "best_of_temperature"): 0.7,
+    ("explainer", "contrastive"): False,
+    ("explainer", "contrastive_windows"): 3,
+}
 """(section, key) -> default of keys added after runs were stored: hashed only when set otherwise."""
 
 
@@ -293,7 +319,7 @@ class RunConfig(_Section):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     collect: CollectConfig = Field(default_factory=CollectConfig)
-    explainer: LLMRoleConfig = Field(default_factory=LLMRoleConfig)
+    explainer: ExplainerConfig = Field(default_factory=ExplainerConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     experiments: ExperimentConfig = Field(default_factory=ExperimentConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)

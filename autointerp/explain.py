@@ -9,6 +9,7 @@ from typing import Any
 
 from autointerp.activations import display_token, normalize_activations
 from autointerp.errors import LLMError
+from autointerp.explain_contrast import Contrast
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest, ChatResponse
 from autointerp.llm.calls import CallRecorder
 from autointerp.prompts import PromptTemplate, load_prompt
@@ -43,15 +44,28 @@ def top_tokens_summary(exemplars: list[dict[str, Any]], max_activation: float, l
     return ", ".join(f"{token!r} ({level})" for token, level in ranked) or "none"
 
 
+def explain_template(contrast: Contrast | None) -> PromptTemplate:
+    """Returns the explainer's template: `explain_contrastive` when non-activating windows are shown, else `explain`."""
+    return load_prompt("explain" if contrast is None else "explain_contrastive")
+
+
 def build_explainer_prompt(
-    exemplars: list[dict[str, Any]], max_activation: float, template: PromptTemplate
+    exemplars: list[dict[str, Any]],
+    max_activation: float,
+    template: PromptTemplate,
+    contrast: Contrast | None = None,
 ) -> tuple[list[ChatMessage], str]:
-    """Returns (messages, prefill) asking what the feature fires on."""
+    """Returns (messages, prefill) asking what the feature fires on; with `contrast` (for the
+    `explain_contrastive` template), also the similar windows that do not activate it."""
     shown = [
         {"marked_text": marked_text(e["tokens"], normalize_activations(e["activations"], max_activation))}
         for e in exemplars
     ]
-    return template.render(exemplars=shown, top_tokens=top_tokens_summary(exemplars, max_activation))
+    values: dict[str, Any] = {"exemplars": shown, "top_tokens": top_tokens_summary(exemplars, max_activation)}
+    if contrast is not None:
+        values["contrast"] = ["".join(display_token(t) for t in w["tokens"]) for w in contrast.windows]
+        values["contrast_wanted"] = contrast.wanted
+    return template.render(**values)
 
 
 def _strip_stray_quotes(text: str) -> str:
@@ -81,10 +95,15 @@ def parse_explanation(answer: str) -> str:
 
 
 def explain_request(
-    exemplars: list[dict[str, Any]], max_activation: float, *, max_tokens: int, temperature: float
+    exemplars: list[dict[str, Any]],
+    max_activation: float,
+    *,
+    max_tokens: int,
+    temperature: float,
+    contrast: Contrast | None = None,
 ) -> ChatRequest:
     """Returns the first explain request for a feature (what `explain_feature` sends first)."""
-    messages, prefill = build_explainer_prompt(exemplars, max_activation, load_prompt("explain"))
+    messages, prefill = build_explainer_prompt(exemplars, max_activation, explain_template(contrast), contrast)
     return ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
 
 
@@ -108,15 +127,17 @@ def explain_feature(
     temperature: float,
     retries: int,
     first_answer: tuple[ChatResponse | None, str] | None = None,
+    contrast: Contrast | None = None,
 ) -> ExplainOutcome:
     """Asks the explainer; a bad answer is retried with the parse error shown to the model. Returns the
     explanation, or None and the last error once every attempt failed.
 
     `first_answer` is (response or None, call id) of the first attempt when it was already made (a batch
     of features generated at once, its call recorded in `recorder`); only retries call the backend then.
+    `contrast`: also show these non-activating windows (the `explain_contrastive` template).
     """
-    template = load_prompt("explain")
-    messages, prefill = build_explainer_prompt(exemplars, max_activation, template)
+    template = explain_template(contrast)
+    messages, prefill = build_explainer_prompt(exemplars, max_activation, template, contrast)
     error: str | None = None
     for attempt in range(1, retries + 2):
         request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)

@@ -47,6 +47,7 @@ class Explanation(Record):
     """One explanation of a feature: a first one (iteration 0) or a revision of `parent_id`."""
 
     TABLE: ClassVar[str] = "explanations"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("details",)
     run_id: str
     feature_id: str
     text: str
@@ -58,6 +59,8 @@ class Explanation(Record):
     parent_id: str | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=now)
+    details: dict[str, Any] | None = None
+    """How it was chosen, when more than one was written: `{"best_of": {...}}` (see `explain_select`)."""
 
 
 @dataclass

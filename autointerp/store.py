@@ -99,10 +99,16 @@ def _migration_distributed_shards(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _migration_explanation_details(con: duckdb.DuckDBPyConnection) -> None:
+    """Explanations: how one was chosen (best-of-k candidates and their scores), as JSON; NULL otherwise."""
+    con.execute("ALTER TABLE explanations ADD COLUMN details JSON")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _migration_1,
     _migration_collect_histogram,
     _migration_distributed_shards,
+    _migration_explanation_details,
 ]
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 

@@ -14,11 +14,19 @@ from __future__ import annotations
 from typing import Any
 
 from autointerp.config import RunConfig
-from autointerp.explain import ExplanationParseError, explain_feature, explain_request, parse_explanation
+from autointerp.explain import (
+    ExplainOutcome,
+    ExplanationParseError,
+    explain_feature,
+    explain_request,
+    explain_template,
+    parse_explanation,
+)
+from autointerp.explain_contrast import Contrast, split_for_contrast
+from autointerp.explain_select import BestOf, explain_best_of
 from autointerp.llm import CallRecorder, ChatBackend, ChatResponse, LLMSession, get_backend
 from autointerp.pipeline.common import live_features, needing_explanation
 from autointerp.pipeline.pool import STOPPING_ERRORS, ChunkWork, FeatureWork, StageResult, run_chunked_pool, run_pool
-from autointerp.prompts import load_prompt
 from autointerp.records import Rows
 from autointerp.store import Store
 
@@ -66,12 +74,32 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
             [run_id],
         )
     }
+    settings = config.explainer
     features = [f for f in live_features(store, run_id) if f["id"] not in explained]
+    template_hash = explain_template(Contrast([], 0) if settings.contrastive else None).hash
     if config.schedule.incremental:  # scheduled runs: only new or stale features
-        features = needing_explanation(store, run_id, features, backend.name, load_prompt("explain").hash)
-    calls_per_attempt = config.explainer.retries + 1
-    template_hash = load_prompt("explain").hash
+        features = needing_explanation(store, run_id, features, backend.name, template_hash)
+    calls_per_attempt = (settings.retries + 1) * settings.best_of
     exemplars = store.exemplars_by_feature(run_id, "explain")
+    best_of = (
+        BestOf(
+            k=settings.best_of,
+            temperature=settings.best_of_temperature,
+            simulator=get_backend(config.score.simulator.model),
+            simulation_mode=config.score.simulation,
+            simulation_prompt=config.score.simulation_prompt,
+            batch_size=config.score.batch_size,
+        )
+        if settings.best_of > 1
+        else None
+    )
+
+    def shown(feature: dict[str, Any]) -> tuple[list[dict[str, Any]], Contrast | None]:
+        """Returns the windows shown as activating, and the contrast windows when `contrastive` is on."""
+        mine = exemplars.get(feature["id"], [])
+        if not settings.contrastive:
+            return mine, None
+        return split_for_contrast(mine, feature["max_activation"], settings.contrastive_windows)
 
     def gave_up(feature: dict[str, Any]) -> FeatureWork | None:
         earlier = calls.get(feature["id"], 0)
@@ -91,17 +119,22 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
         if given_up is not None:
             return given_up
         recorder = recorder or CallRecorder(run_id, session)
-        outcome = explain_feature(
-            backend,
-            recorder,
-            feature_id=feature["id"],
-            exemplars=exemplars.get(feature["id"], []),
-            max_activation=feature["max_activation"],
-            max_tokens=config.explainer.max_tokens,
-            temperature=config.explainer.temperature,
-            retries=config.explainer.retries,
-            first_answer=first_answer,
-        )
+        activating, contrast = shown(feature)
+        asked: dict[str, Any] = {
+            "feature_id": feature["id"],
+            "exemplars": activating,
+            "max_activation": feature["max_activation"],
+            "max_tokens": settings.max_tokens,
+            "temperature": settings.temperature,
+            "retries": settings.retries,
+            "first_answer": first_answer,
+            "contrast": contrast,
+        }
+        outcome: ExplainOutcome
+        if best_of is None:
+            outcome = explain_feature(backend, recorder, **asked)
+        else:  # simulated on every explanation-split window the explainer saw, never on held-out ones
+            outcome = explain_best_of(backend, recorder, best_of, **asked)
         rows = Rows(recorder.take())
         if outcome.explanation is None:
             return FeatureWork.failed(feature["id"], outcome.error or "no usable answer", rows)
@@ -112,15 +145,18 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
         """First attempts of the chunk in one batch; retries one feature at a time."""
         works = [w for w in map(gave_up, chunk) if w is not None]
         pending = [f for f in chunk if gave_up(f) is None]
-        requests = [
-            explain_request(
-                exemplars.get(f["id"], []),
-                f["max_activation"],
-                max_tokens=config.explainer.max_tokens,
-                temperature=config.explainer.temperature,
+        requests = []
+        for f in pending:
+            activating, contrast = shown(f)
+            requests.append(
+                explain_request(
+                    activating,
+                    f["max_activation"],
+                    max_tokens=settings.max_tokens,
+                    temperature=settings.temperature,
+                    contrast=contrast,
+                )
             )
-            for f in pending
-        ]
         batch = CallRecorder(run_id, session)
         answers = batch.call_many(
             backend, requests, role="explain", prompt_hash=template_hash, feature_ids=[f["id"] for f in pending]

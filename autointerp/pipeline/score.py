@@ -122,6 +122,7 @@ def run_score(
                 feature_id=feature["id"],
                 explanation_ids=[explanation["id"]] * (1 + len(distractors)),
                 simulation_mode=config.score.simulation,
+                simulation_prompt=config.score.simulation_prompt,
                 batch_size=config.score.batch_size,
                 judge_windows_per_prompt=config.score.judge_windows_per_prompt,
             )

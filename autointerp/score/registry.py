@@ -22,6 +22,7 @@ from autointerp.score.windows import HeldOutWindow
 
 Role = Literal["simulator", "judge"]
 SimulationMode = Literal["auto", "all-at-once", "generate"]
+SimulationPrompt = Literal["zero-shot", "few-shot"]
 A = TypeVar("A")
 B = TypeVar("B")
 
@@ -42,6 +43,8 @@ class ScoringContext:
     explanation_ids: list[str | None] = field(default_factory=list)
     """The stored explanation each candidate is scored for (padded with None)."""
     simulation_mode: SimulationMode = "auto"
+    simulation_prompt: SimulationPrompt = "zero-shot"
+    """All-at-once simulation prompt (`score.simulation_prompt`): the description alone, or worked examples first."""
     batch_size: int = 8
     """Prompts per forward pass for scorers that run a model in this process."""
     judge_windows_per_prompt: int = 1

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from autointerp.llm.base import ChatBackend
 from autointerp.llm.calls import CallRecorder
 from autointerp.score.outcome import ScoreOutcome
-from autointerp.score.registry import SCORERS, ScoringContext, SimulationMode, get_scorer
+from autointerp.score.registry import SCORERS, ScoringContext, SimulationMode, SimulationPrompt, get_scorer
 from autointerp.score.windows import HeldOutWindow
 
 
@@ -36,6 +36,7 @@ def score_candidates(
     feature_id: str | None,
     explanation_ids: Sequence[str | None] | None = None,
     simulation_mode: SimulationMode = "auto",
+    simulation_prompt: SimulationPrompt = "zero-shot",
     batch_size: int = 8,
     judge_windows_per_prompt: int = 1,
 ) -> list[ScoreOutcome]:
@@ -48,6 +49,7 @@ def score_candidates(
         feature_id=feature_id,
         explanation_ids=list(explanation_ids or []),
         simulation_mode=simulation_mode,
+        simulation_prompt=simulation_prompt,
         batch_size=batch_size,
         judge_windows_per_prompt=judge_windows_per_prompt,
     )

@@ -35,6 +35,9 @@ SIMULATION_METRICS = (
 neuron-explainer's number (expected values against the raw activations, all tokens flattened), so
 ours compare with published ones."""
 
+SIMULATION_TEMPLATES: dict[str, str] = {"zero-shot": "simulate", "few-shot": "simulate_fewshot"}
+"""`score.simulation_prompt` -> the all-at-once template it loads (each call records the template's hash)."""
+
 MIN_ALIGNED_SHARE = 0.5
 """A generated answer must give values for at least this share of the window's tokens."""
 
@@ -240,7 +243,8 @@ class SimulationScorer(Scorer):
             return [undefined_outcome(scorer, backend.name, SIMULATION_METRICS, never) for _ in context.explanations]
         masses: list[float | None] = [None] * len(context.explanations)
         if all_at_once:
-            predictions, call_ids, masses = simulate_all_at_once(context, backend, load_prompt("simulate"))
+            template = load_prompt(SIMULATION_TEMPLATES[context.simulation_prompt])
+            predictions, call_ids, masses = simulate_all_at_once(context, backend, template)
         else:
             template = load_prompt("simulate_generate")
             predictions, call_ids = [], []
