@@ -124,6 +124,10 @@ class CollectConfig(_Section):
     """Save the collection state every this many batches (0: never); an interrupted run resumes there."""
 
 
+DEFAULT_SIMULATOR = "local:smollm2-135m-sim"
+"""SmolLM2-135M-Instruct plus the LoRA adapter in autointerp/simulators/smollm2-135m-sim."""
+
+
 class LLMRoleConfig(_Section):
     model: str = "local:smollm2-135m"
     """`backend:model`, for example `local:smollm2-135m`."""
@@ -200,7 +204,9 @@ class ScoreConfig(_Section):
     methods: list[ScoreMethod] = Field(default_factory=_default_score_methods)
     """Scorers to run: `simulation` (Bills et al. 2023), `detection` and `fuzzing` (Paulo et al. 2024),
     `embedding` (all-MiniLM-L6-v2). Each is also run on a distractor explanation for its chance level."""
-    simulator: LLMRoleConfig = Field(default_factory=LLMRoleConfig)
+    simulator: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(model=DEFAULT_SIMULATOR))
+    """The simulation scorer's model: by default SmolLM2-135M with the trained simulator adapter shipped in
+    the package (`autointerp train-simulator`); `local:smollm2-135m` is the untrained model."""
     """The model that predicts activations from the explanation (simulation)."""
     simulation: Literal["auto", "all-at-once", "generate"] = "auto"
     """`all-at-once` reads token probabilities (local backends); `generate` parses written "token<TAB>value"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from autointerp.config import CorpusConfig, FeaturesConfig, RunConfig
 from autointerp.errors import ConfigError, FeatureError, LLMError, SubjectModelError
+from autointerp.simtrain.spec import resolve_local_model
 from autointerp.store import Store
 
 if TYPE_CHECKING:
@@ -153,7 +154,8 @@ def check_model_specs(used: dict[str, list[str]], *, timeout_s: float = PROBE_TI
             raise LLMError(f"{who}: unknown LLM backend {backend!r}; known backends: {known}")
         if backend == "local":
             try:
-                locate_model(model)
+                base, _ = resolve_local_model(model)
+                locate_model(base)
             except SubjectModelError as exc:
                 raise LLMError(f"{who}: {exc}") from None
         elif backend in ("openai", "openai-compatible"):

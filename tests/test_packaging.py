@@ -52,6 +52,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_prompts_and_no_top_level_flows(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "autointerp/prompt_templates/explain.jinja" in names
+    assert "autointerp/simulators/smollm2-135m-sim/adapter.safetensors" in names  # the default simulator
+    assert "autointerp/simulators/smollm2-135m-sim/adapter.json" in names
     assert "autointerp/flows/label_features.py" in names
     assert not [n for n in names if n.startswith("flows/")]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

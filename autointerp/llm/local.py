@@ -11,7 +11,8 @@ import torch
 
 from autointerp.activations import display_token
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, ValueReadout
-from autointerp.simtrain.adapter import merge_adapter, resolve_local_model
+from autointerp.simtrain.adapter import merge_adapter
+from autointerp.simtrain.spec import resolve_local_model
 from autointerp.subject.model import SubjectModel, load_subject_model
 
 

@@ -12,38 +12,18 @@ import copy
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autointerp.errors import SubjectModelError
+from autointerp.simtrain.spec import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, read_adapter_config
 from autointerp.subject.model import SubjectModel
 
-ADAPTER_CONFIG = "adapter.json"
-ADAPTER_WEIGHTS = "adapter.safetensors"
-TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""The linear layers of a Llama-style block that get an adapter."""
-
 _BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-
-
-@dataclass
-class AdapterConfig:
-    """What `adapter.json` records: enough to rebuild the simulator and to say where it came from."""
-
-    base_model: str
-    rank: int
-    alpha: float
-    blocks: list[int]
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    prompt: str = "simulate"
-    """The prompt template the simulator was trained on (its hash is in `training`)."""
-    training: dict[str, Any] = field(default_factory=dict)
-    """Command, data, steps, seed, held-out loss and benchmark numbers."""
 
 
 class LoRALinear(nn.Module):
@@ -107,24 +87,6 @@ def save_adapter(folder: Path, config: AdapterConfig, adapted: dict[str, LoRALin
     return folder
 
 
-def is_adapter_folder(path: Path) -> bool:
-    """Returns whether `path` is a folder holding an adapter."""
-    return (path / ADAPTER_CONFIG).is_file()
-
-
-def read_adapter_config(folder: Path) -> AdapterConfig:
-    """Returns the folder's adapter config; raises SubjectModelError (one line) when it is missing or bad."""
-    path = folder / ADAPTER_CONFIG
-    if not path.is_file():
-        raise SubjectModelError(f"{folder} is not a simulator adapter: it has no {ADAPTER_CONFIG}")
-    if not (folder / ADAPTER_WEIGHTS).is_file():
-        raise SubjectModelError(f"simulator adapter {folder} has no {ADAPTER_WEIGHTS}; train it again")
-    try:
-        return AdapterConfig(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise SubjectModelError(f"{path} is not a valid adapter config: {exc}") from None
-
-
 def merge_adapter(subject: SubjectModel, folder: Path) -> SubjectModel:
     """Returns a copy of `subject` whose weights include the adapter in `folder` (`subject` is unchanged);
     raises SubjectModelError when the adapter does not fit the model."""
@@ -148,31 +110,3 @@ def merge_adapter(subject: SubjectModel, folder: Path) -> SubjectModel:
             linear.weight += update.to(linear.weight.device)
     model.eval()
     return SubjectModel(model=model, tokenizer=subject.tokenizer, slug=subject.slug, device=subject.device)
-
-
-ADAPTER_SEPARATOR = "+adapter="
-PACKAGED_SIMULATORS = {"smollm2-135m-sim": "smollm2-135m-sim"}
-"""Aliases of simulator adapters shipped inside the package (folder under `autointerp/simulators/`)."""
-
-
-def packaged_adapter(alias: str) -> Path:
-    """Returns the folder of a simulator adapter shipped with autointerp."""
-    return Path(__file__).resolve().parent.parent / "simulators" / PACKAGED_SIMULATORS[alias]
-
-
-def resolve_local_model(model: str) -> tuple[str, Path | None]:
-    """Returns (base model name, adapter folder or None) for a `local:` model: `<base>+adapter=<folder>`,
-    an adapter folder (its base comes from adapter.json), a packaged alias such as `smollm2-135m-sim`, or
-    a plain model name (no adapter). Raises SubjectModelError for an adapter that cannot be read."""
-    if ADAPTER_SEPARATOR in model:
-        base, _, folder = model.partition(ADAPTER_SEPARATOR)
-        path = Path(folder).expanduser()
-        read_adapter_config(path)
-        return base, path
-    if model.lower() in PACKAGED_SIMULATORS:
-        path = packaged_adapter(model.lower())
-        return read_adapter_config(path).base_model, path
-    path = Path(model).expanduser()
-    if path.is_dir() and is_adapter_folder(path):
-        return read_adapter_config(path).base_model, path
-    return model, None

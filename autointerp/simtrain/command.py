@@ -17,11 +17,12 @@ from autointerp.llm import get_backend
 from autointerp.llm.local import LocalChatBackend
 from autointerp.planted import BUILTIN_PLANTED_FEATURES
 from autointerp.prompts import load_prompt
-from autointerp.simtrain.adapter import ADAPTER_SEPARATOR, AdapterConfig, save_adapter
+from autointerp.simtrain.adapter import save_adapter
 from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator
 from autointerp.simtrain.examples import SimExample, build_examples
 from autointerp.simtrain.families import SyntheticFeature, synthetic_features
+from autointerp.simtrain.spec import ADAPTER_SEPARATOR, AdapterConfig
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
 
 

@@ -12,6 +12,7 @@ from autointerp.llm import CallRecorder, LLMSession, get_backend
 from autointerp.planted import PlantedFeature
 from autointerp.progress import progress_bar
 from autointerp.score.distractors import choose_distractors
+from autointerp.score.registry import SimulationPrompt
 from autointerp.score.scorers import primary_value, score_candidates
 
 
@@ -47,7 +48,11 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def evaluate_simulator(
-    spec: str, features: Sequence[PlantedFeature], settings: BenchSettings | None = None, label: str = "evaluate"
+    spec: str,
+    features: Sequence[PlantedFeature],
+    settings: BenchSettings | None = None,
+    label: str = "evaluate",
+    prompt: SimulationPrompt = "zero-shot",
 ) -> SimulatorEvaluation:
     """Returns simulation scores of each feature's description and of `settings.distractors` other
     features' descriptions on the feature's held-out windows (as the planted benchmark cuts them)."""
@@ -72,6 +77,7 @@ def evaluate_simulator(
                 recorder=recorder,
                 feature_id=fs.feature.name,
                 batch_size=settings.batch_size,
+                simulation_prompt=prompt,
             )
             recorder.take()
             per_feature[fs.feature.name] = {

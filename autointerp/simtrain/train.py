@@ -22,8 +22,9 @@ from torch import nn
 from autointerp.llm.base import ChatRequest
 from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import PromptTemplate
-from autointerp.simtrain.adapter import AdapterConfig, LoRALinear, attach_lora
+from autointerp.simtrain.adapter import LoRALinear, attach_lora
 from autointerp.simtrain.examples import SimExample
+from autointerp.simtrain.spec import AdapterConfig
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,8 @@ class SimulatorTrainer:
                 optimizer.step()
                 scheduler.step()
                 step, seen = step + 1, seen + len(batch)
-                running = float(loss) if running is None else 0.9 * running + 0.1 * float(loss)
+                value = float(loss.detach())
+                running = value if running is None else 0.9 * running + 0.1 * value
                 if progress:
                     progress(step, steps, running)
                 if settings.max_minutes is not None and time.perf_counter() - started > 60 * settings.max_minutes:

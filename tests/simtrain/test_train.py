@@ -15,9 +15,10 @@ from autointerp.llm import get_backend
 from autointerp.llm.base import ChatRequest
 from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import load_prompt
-from autointerp.simtrain.adapter import AdapterConfig, resolve_local_model, save_adapter
+from autointerp.simtrain.adapter import save_adapter
 from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.examples import SimExample
+from autointerp.simtrain.spec import AdapterConfig, resolve_local_model
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
 from autointerp.store import Store
 from autointerp.subject.model import SubjectModel
@@ -66,16 +67,17 @@ def test_tiny_training_learns_and_the_scorer_reads_what_was_trained(tmp_path: Pa
 
 
 def test_bad_adapters_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(SubjectModelError, match="has no adapter.json"):
+    with pytest.raises(SubjectModelError, match=r"has no adapter\.json"):
         resolve_local_model(f"smollm2-135m+adapter={tmp_path}")
     (tmp_path / "adapter.json").write_text("{}")
-    with pytest.raises(SubjectModelError, match="has no adapter.safetensors"):
+    with pytest.raises(SubjectModelError, match=r"has no adapter\.safetensors"):
         resolve_local_model(f"smollm2-135m+adapter={tmp_path}")
     assert resolve_local_model("smollm2-135m") == ("smollm2-135m", None)
 
 
 def _scored_store(path: Path) -> None:
     store = Store(path)
+    store.migrate()
     details = {
         "windows": [
             {"kind": "top", "rank": 1, "true": [0, 10], "predicted": [0.2, 8.6]},
