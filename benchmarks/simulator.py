@@ -40,8 +40,8 @@ def heldout_members(base: str, corpus: str, windows: int, words: int) -> list[Pl
     return [m.as_planted() for m in synthetic_features(decoded, words) if m.held_out]
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def _fmt(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "–"
 
 
 def main() -> None:
@@ -49,6 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", type=Path, default=packaged_adapter("smollm2-135m-sim"))
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "benchmarks" / "simulator.md")
+    parser.add_argument(
+        "--measure-all",
+        action="store_true",
+        help="Measure the untrained and trained zero-shot rows again instead of reading them from adapter.json "
+        "(where train-simulator stored them, measured the same way).",
+    )
     args = parser.parse_args()
     config = read_adapter_config(args.adapter)
     training = config.training
@@ -63,12 +69,19 @@ def main() -> None:
         ("trained adapter, zero-shot", f"local:{base}{ADAPTER_SEPARATOR}{args.adapter}", "zero-shot"),
     ]
     settings = BenchSettings(methods=["simulation"], explainers=[], rounds=0, corpus=corpus, subject=base)
-    results: dict[tuple[str, str], SimulatorEvaluation] = {}
+    stored = training.get("evaluation", {})
+    stored_labels = {"untrained, zero-shot": "untrained", "trained adapter, zero-shot": "trained"}
+    results: dict[tuple[str, str], dict[str, float | int | str | None]] = {}
     seconds: dict[str, float] = {}
     for set_name, features in sets.items():
         for label, spec, prompt in simulators:
+            reused = stored.get(set_name, {}).get(stored_labels.get(label, ""))
+            if reused and not args.measure_all:
+                results[set_name, label] = {**reused, "source": "adapter.json"}
+                continue
             started = time.perf_counter()
-            results[set_name, label] = evaluate_simulator(spec, features, settings, f"{set_name}:", prompt)
+            measured: SimulatorEvaluation = evaluate_simulator(spec, features, settings, f"{set_name}:", prompt)
+            results[set_name, label] = {**measured.summary(), "source": "this run"}
             seconds[f"{set_name} / {label}"] = time.perf_counter() - started
     lines = [
         "# Simulators on features whose truth is known",
@@ -83,13 +96,16 @@ def main() -> None:
         f"family members `train-simulator` never trained on ({len(sets['held-out families'])}). Planted benchmark:",
         "the 27 features of `autointerp bench`, none of which is a training family member.",
         "",
-        "| feature set | simulator | features | AUROC truth vs distractors | truth mean | distractor mean |",
-        "|---|---|---|---|---|---|",
+        "Rows marked `adapter.json` were measured by `train-simulator` right after training, with the same",
+        "function and settings (`--measure-all` measures them again).",
+        "",
+        "| feature set | simulator | features | AUROC truth vs distractors | truth mean | distractor mean | measured |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for (set_name, label), result in results.items():
+    for (set_name, label), row in results.items():
         lines.append(
-            f"| {set_name} | {label} | {result.features} | {_fmt(result.auroc)} | {_fmt(result.truth_mean)} | "
-            f"{_fmt(result.distractor_mean)} |"
+            f"| {set_name} | {label} | {row['features']} | {_fmt(row['auroc_truth_vs_distractors'])} | "
+            f"{_fmt(row['truth_mean'])} | {_fmt(row['distractor_mean'])} | {row['source']} |"
         )
     report = training.get("report", {})
     lines += [
