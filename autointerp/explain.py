@@ -16,8 +16,9 @@ from autointerp.prompts import PromptTemplate, load_prompt
 from autointerp.records import Explanation
 
 MAX_EXPLANATION_CHARS = 200
-LEVEL_ECHO = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s*\)")
-"""An activation level in parentheses, as the prompt's top-token summary shows them: `'where' (10)`."""
+LEVEL_ECHO = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s*(?:\)|$)")
+"""An activation level in parentheses, as the prompt's top-token summary shows them: `'where' (10)`, or
+cut off by the token limit at the end of the answer: `'where' (10`."""
 
 
 class ExplanationParseError(LLMError):

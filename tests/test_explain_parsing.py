@@ -60,7 +60,11 @@ def test_input_experiment_verdict_rule(on: list[float], off: list[float], verdic
 
 @pytest.mark.parametrize(
     ("answer", "expected"),
-    [('the token "where" (10).', 'the token "where"'), ("words like 'if' (9), 'else' (7)", "words like 'if', 'else'")],
+    [
+        ('the token "where" (10).', 'the token "where"'),
+        ("words like 'if' (9), 'else' (7)", "words like 'if', 'else'"),
+        ('the tag is "the" (10', 'the tag is "the"'),  # cut off by the token limit
+    ],
 )
 def test_the_prompts_activation_levels_are_not_echoed_into_explanations(answer: str, expected: str) -> None:
     assert parse_explanation(answer) == expected
