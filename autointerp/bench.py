@@ -488,6 +488,8 @@ def explanation_similarity(
 ) -> dict[str, dict[str, tuple[float, bool]]]:
     """Returns explainer -> feature -> (cosine to the true description, whether the truth is the nearest
     of all planted descriptions)."""
+    if not any(any(texts.values()) for texts in explanations.values()):
+        return {spec: {} for spec in explanations}  # nothing to compare: no embedding model to load
     truths = embed_texts([f.description for f in features])
     index = {f.name: i for i, f in enumerate(features)}
     result: dict[str, dict[str, tuple[float, bool]]] = {}

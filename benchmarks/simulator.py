@@ -68,7 +68,7 @@ def main() -> None:
         ("untrained, few-shot", f"local:{base}", "few-shot"),
         ("trained adapter, zero-shot", f"local:{base}{ADAPTER_SEPARATOR}{args.adapter}", "zero-shot"),
     ]
-    settings = BenchSettings(methods=["simulation"], explainers=[], rounds=0, corpus=corpus, subject=base)
+    settings = BenchSettings(corpus=corpus, subject=base)
     stored = training.get("evaluation", {})
     stored_labels = {"untrained, zero-shot": "untrained", "trained adapter, zero-shot": "trained"}
     results: dict[tuple[str, str], dict[str, float | int | str | None]] = {}
@@ -80,7 +80,7 @@ def main() -> None:
                 results[set_name, label] = {**reused, "source": "adapter.json"}
                 continue
             started = time.perf_counter()
-            measured: SimulatorEvaluation = evaluate_simulator(spec, features, settings, f"{set_name}:", prompt)
+            measured: SimulatorEvaluation = evaluate_simulator(spec, features, settings, prompt)
             results[set_name, label] = {**measured.summary(), "source": "this run"}
             seconds[f"{set_name} / {label}"] = time.perf_counter() - started
     lines = [

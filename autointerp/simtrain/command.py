@@ -164,18 +164,17 @@ def _fmt(value: float | None) -> str:
 
 def _evaluate(plan: SimulatorTrainingPlan, heldout: list[SyntheticFeature], echo: Echo) -> dict[str, Any]:
     """Returns the untrained and trained simulators' numbers on held-out members and the benchmark."""
-    bench = BenchSettings(methods=["simulation"], explainers=[], rounds=0, corpus=plan.corpus, subject=plan.base)
+    bench = BenchSettings(corpus=plan.corpus, subject=plan.base)
     sets = {"held-out families": [m.as_planted() for m in heldout], "planted benchmark": BUILTIN_PLANTED_FEATURES}
     specs = {"untrained": f"local:{plan.base}", "trained": f"local:{plan.base}{ADAPTER_SEPARATOR}{plan.out}"}
     numbers: dict[str, Any] = {}
     for set_name, features in sets.items():
         for label, spec in specs.items():
-            result: SimulatorEvaluation = evaluate_simulator(spec, features, bench, f"{set_name}:")
+            result: SimulatorEvaluation = evaluate_simulator(spec, features, bench)
             numbers.setdefault(set_name, {})[label] = result.summary()
-            summary = result.summary()
             echo(
                 f"{set_name:18} {label:9}  AUROC truth vs distractors {_fmt(result.auroc)}  "
                 f"truth {_fmt(result.truth_mean)}  distractors {_fmt(result.distractor_mean)}  "
-                f"({summary['features']} features)"
+                f"({result.features} features)"
             )
     return numbers

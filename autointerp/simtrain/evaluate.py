@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from autointerp.bench import BenchSettings, build_feature_sets, pair_auroc
-from autointerp.config import LLMConfig
-from autointerp.llm import CallRecorder, LLMSession, get_backend
+from autointerp.bench import BenchSettings, pair_auroc, run_bench
 from autointerp.planted import PlantedFeature
-from autointerp.progress import progress_bar
-from autointerp.score.distractors import choose_distractors
 from autointerp.score.registry import SimulationPrompt
-from autointerp.score.scorers import primary_value, score_candidates
 
 
 @dataclass(frozen=True)
@@ -51,40 +46,21 @@ def evaluate_simulator(
     spec: str,
     features: Sequence[PlantedFeature],
     settings: BenchSettings | None = None,
-    label: str = "evaluate",
     prompt: SimulationPrompt = "zero-shot",
 ) -> SimulatorEvaluation:
     """Returns simulation scores of each feature's description and of `settings.distractors` other
-    features' descriptions on the feature's held-out windows (as the planted benchmark cuts them)."""
-    settings = settings or BenchSettings(methods=["simulation"], explainers=[], rounds=0)
-    sets, _ = build_feature_sets(list(features), settings)
-    live = [s for s in sets if s.skipped is None]
-    descriptions = [(f.name, f.description) for f in features]
-    backend = get_backend(spec)
-    recorder = CallRecorder("simulator-eval", LLMSession.from_settings(LLMConfig(cache=False)))
-    per_feature: dict[str, dict[str, float | None]] = {}
-    with progress_bar(f"{label} {spec}", total=len(live), unit="features") as advance:
-        for fs in live:
-            labels, texts = ["truth"], [fs.feature.description]
-            for name, text in choose_distractors(fs.feature.name, descriptions, settings.distractors):
-                labels.append(f"distractor:{name}")
-                texts.append(text)
-            outcomes = score_candidates(
-                "simulation",
-                texts,
-                fs.heldout,
-                backend=backend,
-                recorder=recorder,
-                feature_id=fs.feature.name,
-                batch_size=settings.batch_size,
-                simulation_prompt=prompt,
-            )
-            recorder.take()
-            per_feature[fs.feature.name] = {
-                label: primary_value("simulation", o) for label, o in zip(labels, outcomes, strict=True)
-            }
-            advance(1)
+    features' descriptions on the feature's held-out windows: the planted benchmark run with `spec` as
+    its only scorer and no explainer."""
+    settings = replace(
+        settings or BenchSettings(),
+        scorer=spec,
+        methods=["simulation"],
+        simulation_prompts=[prompt],
+        explainers=[],
+        rounds=0,
+    )
+    [per_feature] = run_bench(list(features), settings).scores.values()
     auroc, _ = pair_auroc(per_feature, "truth")
     truth = [v.get("truth") for v in per_feature.values()]
     distractors = [x for v in per_feature.values() for k, x in v.items() if k.startswith("distractor:")]
-    return SimulatorEvaluation(len(live), auroc, _mean(truth), _mean(distractors), per_feature)
+    return SimulatorEvaluation(len(per_feature), auroc, _mean(truth), _mean(distractors), per_feature)
