@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from transformers import PreTrainedTokenizerBase
 
+from autointerp.config import CorpusConfig
 from autointerp.corpus_datasets import (
     CHECKED_TOKEN_IDS,
     Document,
@@ -213,6 +214,20 @@ def _check_mostly_utf8(source: str, stats: CorpusStats, minimum_lines: int) -> N
             f"corpus {source} is not UTF-8 text ({stats.lines_with_invalid_utf8} of {stats.lines} lines "
             "have invalid bytes); convert it, e.g. iconv -f latin1 -t utf-8"
         )
+
+
+def corpus_windows(
+    tokenizer: PreTrainedTokenizerBase, corpus: CorpusConfig, stats: CorpusStats | None = None
+) -> Iterator[Window]:
+    """Returns `iter_windows` over a run's `[corpus]` section (source, window length, count, text field)."""
+    return iter_windows(
+        tokenizer,
+        corpus.source,
+        window_tokens=corpus.window_tokens,
+        max_windows=corpus.max_windows,
+        text_field=corpus.text_field,
+        stats=stats,
+    )
 
 
 def iter_windows(

@@ -30,7 +30,7 @@ from prefect import flow  # noqa: E402
 
 from autointerp.collect import ExemplarSampler, SamplingPlan, _batches  # noqa: E402
 from autointerp.config import RunConfig  # noqa: E402
-from autointerp.corpus import iter_windows  # noqa: E402
+from autointerp.corpus import corpus_windows  # noqa: E402
 from autointerp.distributed.parts import ResultsDir, results_dir  # noqa: E402
 from autointerp.pipeline.pool import StageResult  # noqa: E402
 from autointerp.store import Store  # noqa: E402
@@ -83,13 +83,7 @@ def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     subject = load_subject(config)
     source = build_feature_source(config.features, subject)
     corpus, collect = config.corpus, config.collect
-    windows = iter_windows(
-        subject.tokenizer,
-        corpus.source,
-        window_tokens=corpus.window_tokens,
-        max_windows=corpus.max_windows,
-        text_field=corpus.text_field,
-    )
+    windows = corpus_windows(subject.tokenizer, corpus)
     quantiles = collect.quantiles if collect.per_quantile else 0
     plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
     sampler = ExemplarSampler(len(source.indices), corpus.window_tokens, plan, subject.device)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from autointerp.collect import CollectionResult, collect_exemplars
 from autointerp.config import RunConfig
-from autointerp.corpus import CorpusStats, iter_windows
+from autointerp.corpus import CorpusStats, corpus_windows
 from autointerp.pipeline.common import load_subject
 from autointerp.store import Store
 from autointerp.subject import SubjectModel
@@ -42,14 +42,7 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
     source = build_feature_source(config.features, subject)
     corpus, collect = config.corpus, config.collect
     corpus_stats = CorpusStats()
-    windows = iter_windows(
-        subject.tokenizer,
-        corpus.source,
-        window_tokens=corpus.window_tokens,
-        max_windows=corpus.max_windows,
-        text_field=corpus.text_field,
-        stats=corpus_stats,
-    )
+    windows = corpus_windows(subject.tokenizer, corpus, corpus_stats)
     checkpoint = checkpoint_path(config, run_id)
     result = collect_exemplars(
         windows,

@@ -8,7 +8,7 @@ import torch
 
 from autointerp.activations import FIRES_FRACTION, exact_density, fires
 from autointerp.collect import ExemplarSampler, SamplingPlan, _load_checkpoint, _save_checkpoint
-from autointerp.corpus import Window, iter_windows
+from autointerp.corpus import Window, corpus_windows
 from autointerp.distributed.merge import merge_states
 from autointerp.pipeline.collect import run_collect
 from autointerp.store import Store
@@ -158,13 +158,7 @@ def test_a_collection_run_stores_the_share_of_tokens_at_10_percent_of_the_max(
     stored = {f["id"]: f for f in store.features(run_id)}
     source = build_feature_source(config.features, subject)
     corpus = config.corpus
-    windows = iter_windows(
-        subject.tokenizer,
-        corpus.source,
-        window_tokens=corpus.window_tokens,
-        max_windows=corpus.max_windows,
-        text_field=corpus.text_field,
-    )
+    windows = corpus_windows(subject.tokenizer, corpus)
     ids = torch.tensor([w.token_ids for w in windows], device=subject.device)
     with torch.inference_mode():
         acts = source.activations(ids).float().cpu()  # [windows, tokens, features]; `-` poles are relu(-a)
