@@ -82,6 +82,11 @@ class LocalChatBackend(ChatBackend):
                 ids.add(int(encoded[0]))
         return sorted(ids)
 
+    def digit_tokens(self) -> dict[int, int]:
+        """Returns value -> token id for the values 0-10 written as one token: what all-at-once simulation
+        reads (and what a simulator is trained to predict)."""
+        return {v: ids[0] for v in range(11) if len(ids := self._single_token_ids([str(v)])) == 1}
+
     def _padded(self, prompts: list[list[int]], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns right-padded ids and mask [rows, longest] of the chosen prompts."""
         device = self.subject.device
@@ -137,10 +142,10 @@ class LocalChatBackend(ChatBackend):
         """Returns the expected value 0-10 after each line of each item, and the probability mass the
         digits held; prompts of similar length share one padded forward pass."""
         with self._lock, torch.inference_mode():
-            digits = {v: i for v in range(11) if len(i := self._single_token_ids([str(v)])) == 1}
+            digits = self.digit_tokens()
             device = self.subject.device
             values = torch.tensor(list(digits), dtype=torch.float32, device=device)
-            digit_ids = torch.tensor([i[0] for i in digits.values()], device=device)
+            digit_ids = torch.tensor(list(digits.values()), device=device)
             prompts = [self.simulation_prompt(request, lines) for request, lines in items]
             encoded = [ids for ids, _ in prompts]
             order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))

@@ -83,6 +83,11 @@ def save_adapter(folder: Path, config: AdapterConfig, adapted: dict[str, LoRALin
     """Writes `adapter.json` and `adapter.safetensors` into `folder`; returns the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file(adapter_tensors(adapted), str(folder / ADAPTER_WEIGHTS))
+    return write_adapter_config(folder, config)
+
+
+def write_adapter_config(folder: Path, config: AdapterConfig) -> Path:
+    """Writes `adapter.json` into `folder` (e.g. again, once the evaluation is known); returns the folder."""
     (folder / ADAPTER_CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
     return folder
 

@@ -17,7 +17,7 @@ from autointerp.llm import get_backend
 from autointerp.llm.local import LocalChatBackend
 from autointerp.planted import BUILTIN_PLANTED_FEATURES
 from autointerp.prompts import load_prompt
-from autointerp.simtrain.adapter import save_adapter
+from autointerp.simtrain.adapter import save_adapter, write_adapter_config
 from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator
 from autointerp.simtrain.examples import SimExample, build_examples
@@ -73,7 +73,9 @@ def _windows(backend: LocalChatBackend, plan: SimulatorTrainingPlan) -> list[lis
     return sets
 
 
-def _split(members: list[SyntheticFeature], plan: SimulatorTrainingPlan) -> tuple[list, list]:
+def _split(
+    members: list[SyntheticFeature], plan: SimulatorTrainingPlan
+) -> tuple[list[SyntheticFeature], list[SyntheticFeature]]:
     train = [m for m in members if not m.held_out]
     heldout = [m for m in members if m.held_out]
     if plan.max_members is not None:
@@ -152,7 +154,7 @@ def train_simulator(plan: SimulatorTrainingPlan, echo: Echo = print) -> dict[str
     )
     if plan.evaluate:
         training["evaluation"] = _evaluate(plan, heldout_members, echo)
-        save_adapter(plan.out, config, trainer.adapted)
+        write_adapter_config(plan.out, config)
     echo(f'wrote {plan.out}. Use it with score.simulator.model = "local:{plan.out}"')
     echo(f'  (or "local:{plan.base}{ADAPTER_SEPARATOR}{plan.out}")')
     return training

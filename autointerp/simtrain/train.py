@@ -77,11 +77,9 @@ class SimulatorTrainer:
         self.template = template
         self.config = config
         self.model = copy.deepcopy(backend.subject.model)  # the shared model (maybe the subject) stays as it is
-        tokenizer = backend.subject.tokenizer
-        self.digit_values = [v for v in range(11) if len(tokenizer(str(v), add_special_tokens=False)["input_ids"]) == 1]
-        self.digit_ids = torch.tensor(
-            [tokenizer(str(v), add_special_tokens=False)["input_ids"][0] for v in self.digit_values]
-        )
+        digits = backend.digit_tokens()  # the classes the scorer's readout uses
+        self.digit_values = list(digits)
+        self.digit_ids = torch.tensor(list(digits.values()))
         self.adapted: dict[str, LoRALinear] = attach_lora(self.model, config, seed)
         self.first_trained = min(config.blocks)
 
