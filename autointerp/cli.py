@@ -179,12 +179,16 @@ def investigate(
 
 @app.command()
 def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
-    """List the runs in the database, newest first: status, progress, cost so far and errors."""
+    """List the runs in the database, newest first: status, progress, cost so far and errors.
+
+    `skipped`: live features that fire in fewer than `collect.min_firing_windows` windows (not explained or
+    scored); `few non-firing`: features scored on fewer non-firing windows than `collect.random_windows`."""
     store = Store(db)
     rows = store.run_progress()
     shards = store.shard_progress()
     table = Table(title=Text(f"runs in {db}"))
-    columns = ["run", "created", "status", "explained", "scored", "experiments", "llm calls", "failed", "cost USD"]
+    columns = ["run", "created", "status", "explained", "skipped", "few non-firing", "scored", "experiments"]
+    columns += ["llm calls", "failed", "cost USD"]
     if shards:
         columns.append("shards")
     for column in columns:
@@ -196,6 +200,8 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
             f"{row['created_at']:%Y-%m-%d %H:%M}",
             row["status"],
             f"{row['explained']}/{row['live_features']}",
+            str(row["skipped_features"]),
+            str(row["few_nonfiring"]),
             str(row["scored"]),
             str(row["experiments"]),
             str(row["llm_calls"]),

@@ -5,9 +5,9 @@ Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
 - `quantile-j`: up to `per_quantile` windows sampled uniformly from each of `quantiles` equal-width
   bins of the window max, bin j holding windows whose max is in ((j-1)/Q, j/Q] x the feature's max
   (sampled from kept bins that are exact under any split of the corpus; see `quantile_bin_top`);
-- `random`: windows sampled uniformly among those with no positive activation (max <= 0; whether a
-  token fires needs the final max, which a stream does not know), topped up with uniformly random
-  windows when too few exist (dense MLP neurons);
+- `random` (non-activating): up to `random_windows` windows where the feature does not fire (every
+  token below 10 % of the final max), sampled by random key among them; a feature with fewer such
+  windows keeps what exists (never a firing window in their place);
 - statistics: max, mean, a histogram of window maxima over fixed log2 bins (`HISTOGRAM_EDGES`), and
   density: the share of tokens that fire, i.e. whose activation is at least 10 % of the feature's
   max (`autointerp.activations.FIRES_FRACTION`, the one definition scoring and the review app use).
@@ -17,7 +17,7 @@ Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
   and 9/8 of the threshold. The counts add, so shards merge exactly.
 
 Everything is kept in fixed-size tensors on the model's device, so memory is
-features x ((k + random + 2 x quantiles x per_quantile) x window length + TOKEN_BINS (387) counts),
+features x ((k + 6 x random + 2 x quantiles x per_quantile) x window length + TOKEN_BINS (387) counts),
 whatever the corpus length.
 
 How a window is ranked: one reduction per window and feature (its max), then a top-k over the
@@ -29,7 +29,17 @@ quantile bins kept are 2Q equal-width bins of (0, T], T the feature's max rounde
 two: T changes only when the max doubles, and then pairs of bins merge, so what is kept is a
 function of the set of windows seen, whatever their order or split: a corpus collected in shards
 and merged (`autointerp.distributed.merge`) keeps exactly the items of one pass over it. The
-reported bin j of the final max takes the kept items whose max falls in it, smallest keys first.
+reported bin j of the final max takes the kept items whose max falls in it, smallest keys first;
+top and quantile windows that do not fire at the final max are dropped.
+
+Non-activating windows need the final max, which a stream does not know; the running max only
+grows, so what is quiet now stays quiet. The random reservoir keeps `random_windows` items in each
+of `RANDOM_BINS` bins of the window max relative to T: bin 0 holds windows at or below T/32 (quiet
+under any final max, since the final max exceeds T/2), bins 1..5 the octaves (T/32, T/16], ...,
+(T/2, T]. When T doubles the octaves shift down one bin and the lowest joins bin 0, so, like the
+quantile bins, what is kept depends only on the set of windows seen. At the end the windows below
+10 % of the final max (bin 0 and parts of bins 1-2) are candidates and the `random_windows` with the
+smallest keys are reported: every one is a window where the feature does not fire.
 
 Per-token activations are written only for newly kept items (into a per-feature pool of rows
 that kept items point to). The per-token passes (window max, sum, token histogram) read each
@@ -58,9 +68,10 @@ from typing import Any
 
 import torch
 
+from autointerp.activations import fires
 from autointerp.corpus import Window
 from autointerp.errors import AutointerpError
-from autointerp.merge_cpu import merge_on_cpu, window_stats
+from autointerp.merge_cpu import QUIET_LEVELS, RANDOM_BINS, merge_on_cpu, window_stats
 from autointerp.progress import progress_bar
 from autointerp.token_histogram import TOKEN_BINS, add_to_histogram, densities
 
@@ -119,13 +130,18 @@ def quantile_bin_top(feature_max: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _random_sort(key: torch.Tensor, fires: torch.Tensor) -> torch.Tensor:
-    """Sort keys (float64, exact) in the random bin: windows where the feature does not fire first."""
-    return 0.25 * (key.double() + fires.double())
+def random_bin(value: torch.Tensor, feature_max: torch.Tensor) -> torch.Tensor:
+    """Returns the random reservoir's bins 0..QUIET_LEVELS of window maxima `value` [features, n] for
+    each feature's max: 0 at or below T/32 (T = `quantile_bin_top`), else 1 + the octave of value / T
+    counted from (T/32, T/16]. Exact: dividing by a power of two and `frexp` do not round."""
+    ratio = value / quantile_bin_top(feature_max).unsqueeze(1)
+    mantissa, exponent = torch.frexp(ratio)
+    octave = exponent - (mantissa == 0.5).to(exponent.dtype)  # ceil(log2(ratio))
+    return torch.where(ratio <= 2.0**-QUIET_LEVELS, 0, (octave.long() + QUIET_LEVELS).clamp(1, QUIET_LEVELS))
 
 
-def _quantile_sort(bin_: torch.Tensor | int, key: torch.Tensor) -> torch.Tensor:
-    """Sort keys (float64, exact) in a quantile bin: bin + key / 2."""
+def _sort_key(bin_: torch.Tensor | int, key: torch.Tensor) -> torch.Tensor:
+    """Sort keys (float64, exact) in a reservoir bin: bin + key / 2."""
     return bin_ + 0.5 * key.double()
 
 
@@ -216,6 +232,14 @@ class CollectionResult:
     stats: list[FeatureStats]
     exemplars: list[Exemplar] = field(default_factory=list)
 
+    def window_counts(self) -> list[tuple[int, int]]:
+        """Returns (firing top windows, non-firing windows) kept for each feature, by position."""
+        counts = [[0, 0] for _ in self.stats]
+        for exemplar in self.exemplars:
+            if exemplar.kind in ("top", "random"):
+                counts[exemplar.feature_index][exemplar.kind == "random"] += 1
+        return [(top, quiet) for top, quiet in counts]
+
 
 @dataclass(frozen=True)
 class SamplingPlan:
@@ -233,9 +257,14 @@ class SamplingPlan:
         return 2 * self.quantiles if self.per_quantile else 0
 
     @property
+    def random_slots(self) -> int:
+        """Returns the slots of the random reservoir: `random_windows` in each of its RANDOM_BINS bins."""
+        return self.random_windows * RANDOM_BINS
+
+    @property
     def reservoir_slots(self) -> int:
-        """Returns the slots of the random bin plus the kept quantile bins."""
-        return self.random_windows + self.kept_bins * self.per_quantile
+        """Returns the slots of the random reservoir plus the kept quantile bins."""
+        return self.random_slots + self.kept_bins * self.per_quantile
 
 
 class ExemplarSampler:
@@ -260,8 +289,9 @@ class ExemplarSampler:
         self.batches = 0
         self.windows_seen = 0
         self.windows: dict[int, Window] = {}  # token ids of windows that kept items may point to
-        # reservoir layout: bin 0 (random) then quantile bins 1..Q, `per_quantile` slots each
-        caps = [plan.random_windows] + [plan.per_quantile] * plan.kept_bins
+        # reservoir layout: random bins 0..RANDOM_BINS - 1 (`random_windows` slots each), then the kept
+        # quantile bins RANDOM_BINS.. (`per_quantile` slots each)
+        caps = [plan.random_windows] * RANDOM_BINS + [plan.per_quantile] * plan.kept_bins
         self.bin_caps = torch.tensor(caps, dtype=torch.long, device=device)
         self.bin_offsets = torch.tensor([0, *itertools.accumulate(caps)][:-1], dtype=torch.long, device=device)
         self.slot_bin = torch.repeat_interleave(torch.arange(len(caps), device=device), self.bin_caps)
@@ -282,10 +312,19 @@ class ExemplarSampler:
         )
 
     def _quantile_bin(self, value: torch.Tensor, feature_max: torch.Tensor) -> torch.Tensor:
-        """Returns kept bins 1..2Q of window maxima relative to `quantile_bin_top` of each feature's max."""
+        """Returns the layout bins (RANDOM_BINS + 0..2Q - 1) of window maxima in the kept quantile bins,
+        equal-width bins of (0, `quantile_bin_top`] of each feature's max."""
         q = self.plan.kept_bins
         ratio = value / quantile_bin_top(feature_max).unsqueeze(1)
-        return (torch.ceil(ratio * q).long() - 1).clamp(0, q - 1) + 1
+        return (torch.ceil(ratio * q).long() - 1).clamp(0, q - 1) + RANDOM_BINS
+
+    def _reservoir_bin(self, value: torch.Tensor, feature_max: torch.Tensor) -> torch.Tensor:
+        """Returns the layout bin, under the current max, of the items kept in each reservoir slot."""
+        slot_bin = self.slot_bin.unsqueeze(0).expand_as(value)
+        rebinned = random_bin(value, feature_max)
+        if self.plan.kept_bins:
+            rebinned = torch.where(slot_bin < RANDOM_BINS, rebinned, self._quantile_bin(value, feature_max))
+        return rebinned
 
     def update(self, acts: torch.Tensor | Sequence[torch.Tensor], windows: list[Window]) -> None:
         """Merges one batch of `windows`: acts [batch, tokens, features], or chunks of it split on features.
@@ -396,10 +435,12 @@ class ExemplarSampler:
             old_sort = self._old_sort(self.slot_bin.unsqueeze(0).expand_as(self.key[:, k:]))
             worst = torch.zeros((self.n_features, len(self.bin_caps)), dtype=torch.float64, device=self.device)
             worst.scatter_reduce_(1, self.slot_bin.expand_as(old_sort), old_sort, "amax", include_self=False)
-            need |= (_random_sort(random_key, positive) < worst[:, :1]).any(dim=1)
+            if self.plan.random_windows:
+                batch_bin = random_bin(window_max, self.act_max)
+                need |= (_sort_key(batch_bin, random_key) < worst.gather(1, batch_bin)).any(dim=1)
             if self.plan.kept_bins:
                 batch_bin = self._quantile_bin(window_max, self.act_max)
-                batch_sort = _quantile_sort(batch_bin, quantile_key)
+                batch_sort = _sort_key(batch_bin, quantile_key)
                 need |= (positive & (batch_sort < worst.gather(1, batch_bin))).any(dim=1)
         if bool(need.all()):
             return None
@@ -415,12 +456,8 @@ class ExemplarSampler:
     def _old_sort(self, old_bin: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """Returns the sort keys (bin + offset in [0, 1), float64) of the kept reservoir items of `rows`."""
         k = self._k
-        old_value, old_key = self.value[rows, k:], self.key[rows, k:]
         old_real = self.window[rows, k:] >= 0
-        in_random_bin = old_bin == 0
-        # random bin: windows where the feature does not fire sort first
-        offset = torch.where(in_random_bin, _random_sort(old_key, old_value > 0), _quantile_sort(0, old_key))
-        return old_bin + torch.where(old_real, offset, _EMPTY_KEY)
+        return old_bin + torch.where(old_real, _sort_key(0, self.key[rows, k:]), _EMPTY_KEY)
 
     def _merge(
         self,
@@ -478,18 +515,15 @@ class ExemplarSampler:
         slots = self.plan.reservoir_slots
         old_value, old_key = self.value[rows, k:], self.key[rows, k:]
         slot_bin = self.slot_bin.unsqueeze(0).expand_as(old_value)
-        old_bin = slot_bin
-        if self.plan.kept_bins:
-            # kept items move to the bin of the current max (a no-op where the max did not rise)
-            rebinned = self._quantile_bin(old_value, self.act_max[rows])
-            old_real = self.window[rows, k:] >= 0
-            old_bin = torch.where((slot_bin == 0) | ~old_real, slot_bin, rebinned)
-        parts = [self._old_sort(old_bin, rows), _random_sort(random_key, positive)]
+        # kept items move to the bin of the current max (a no-op where the max did not rise)
+        old_real = self.window[rows, k:] >= 0
+        old_bin = torch.where(old_real, self._reservoir_bin(old_value, self.act_max[rows]), slot_bin)
+        parts = [self._old_sort(old_bin, rows), _sort_key(random_bin(window_max, self.act_max[rows]), random_key)]
         batch_window = torch.arange(first, first + batch, device=self.device).expand(n_rows, batch)
         windows = [self.window[rows, k:], batch_window]
         if self.plan.kept_bins:
             batch_bin = self._quantile_bin(window_max, self.act_max[rows])
-            parts.append(torch.where(positive, _quantile_sort(batch_bin, quantile_key), float("inf")))
+            parts.append(torch.where(positive, _sort_key(batch_bin, quantile_key), float("inf")))
             windows.append(batch_window)
         # order by sort key, equal keys by window number (as merge_cpu and shard merges do)
         by_window = torch.cat(windows, dim=1).argsort(dim=1, stable=True)
@@ -570,33 +604,43 @@ class ExemplarSampler:
         ]
 
     def exemplars(self, stats: list[FeatureStats]) -> list[Exemplar]:
-        """Returns the kept windows of every live feature, labelled with kind, rank and split."""
+        """Returns the kept windows of every live feature, labelled with kind, rank and split.
+
+        Top and quantile windows fire at the final max, random ones do not (see `autointerp.activations`);
+        a feature with too few of either gets fewer, never a window of the other kind in their place."""
         k, plan = self._k, self.plan
         gathered = self.pool.gather(1, self.row.unsqueeze(-1).expand(-1, -1, self.window_tokens))
-        windows, acts = self.window.tolist(), gathered.tolist()
-        labels = [("top", rank, "explain" if rank % 2 == 0 else "score") for rank in range(k)]
-        labels += [("random", rank, "score") for rank in range(plan.random_windows)]
-        first_quantile = len(labels)
+        windows, acts, values = self.window.tolist(), gathered.tolist(), self.value.tolist()
+        maxima, keys = self.act_max.tolist(), self.key.tolist()
+        first_quantile = k + plan.random_slots
         quantile_bins = self._reported_bins()
-        keys = self.key.tolist()
         result = []
         for f in range(self.n_features):
             if stats[f].dead:
                 continue
-            for slot, (kind, rank, split) in enumerate(labels):
-                number = windows[f][slot]
-                if number < 0:  # fewer windows than slots
-                    continue
-                result.append(Exemplar(f, kind, rank, self.windows[number], acts[f][slot], split))
-            # each bin of the final max: its kept items with the smallest keys (equal keys: window number)
+
+            def kept(slots: range, f: int = f) -> list[int]:
+                return [slot for slot in slots if windows[f][slot] >= 0]
+
+            def item(kind: str, rank: int, slot: int, split: str, f: int = f) -> Exemplar:
+                return Exemplar(f, kind, rank, self.windows[windows[f][slot]], acts[f][slot], split)
+
+            top = [slot for slot in kept(range(k)) if fires(values[f][slot], maxima[f])]
+            for rank, slot in enumerate(top):
+                result.append(item("top", rank, slot, "explain" if rank % 2 == 0 else "score"))
+            # non-activating: the quiet candidates of the random bins, smallest keys first (ties: window number)
+            quiet = [slot for slot in kept(range(k, first_quantile)) if not fires(values[f][slot], maxima[f])]
+            quiet.sort(key=lambda slot: (keys[f][slot], windows[f][slot]))
+            for rank, slot in enumerate(quiet[: plan.random_windows]):
+                result.append(item("random", rank, slot, "score"))
+            # each bin of the final max: its kept firing items with the smallest keys (equal keys: window number)
             by_bin: dict[int, list[tuple[float, int, int]]] = {}
-            for slot in range(first_quantile, len(windows[f])):
-                if windows[f][slot] >= 0:
+            for slot in kept(range(first_quantile, len(windows[f]))):
+                if fires(values[f][slot], maxima[f]):
                     by_bin.setdefault(quantile_bins[f][slot], []).append((keys[f][slot], windows[f][slot], slot))
             for j in sorted(by_bin):
-                for rank, (_, number, slot) in enumerate(sorted(by_bin[j])[: plan.per_quantile]):
-                    split = "explain" if rank % 2 == 0 else "score"
-                    result.append(Exemplar(f, f"quantile-{j}", rank, self.windows[number], acts[f][slot], split))
+                for rank, (_, _, slot) in enumerate(sorted(by_bin[j])[: plan.per_quantile]):
+                    result.append(item(f"quantile-{j}", rank, slot, "explain" if rank % 2 == 0 else "score"))
         return _renumber(_distinct_windows(result))
 
     def _reported_bins(self) -> list[list[int]]:

@@ -32,7 +32,8 @@ def _known_plugins(group: str, what: str, names: list[str]) -> list[str]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    """No setting takes NaN or infinity: `steering_strengths = [nan]` is an error, not a silent NaN run."""
 
 
 class SubjectConfig(_Section):
@@ -111,17 +112,31 @@ class CorpusConfig(_Section):
 class CollectConfig(_Section):
     top_k: int = Field(8, ge=2)
     """Top-activating windows kept per feature; alternate ranks go to the explainer and to scoring."""
-    quantiles: int = Field(4, ge=0, le=100)
-    """Bins of the window max, equal-width between 0 and the feature's max (the literature uses ~10)."""
+    quantiles: int = Field(4, le=100)
+    """Bins of the window max, equal-width between 0 and the feature's max (the literature uses ~10); at
+    least 1 (for no quantile windows, set `per_quantile = 0`)."""
     per_quantile: int = Field(2, ge=0)
-    """Windows sampled per quantile bin; alternate ones go to the explainer and to scoring."""
+    """Windows sampled per quantile bin; alternate ones go to the explainer and to scoring. 0: no quantile
+    windows."""
     random_windows: int = Field(4, ge=1)
-    """Random windows per feature where it does not fire (topped up with random ones when too few);
-    held out for scoring."""
+    """Non-activating windows per feature (every token below 10 % of the feature's max), sampled at random
+    among them and held out for scoring; a feature with fewer keeps what exists and is flagged."""
+    min_firing_windows: int = Field(2, ge=1)
+    """A feature that fires in fewer windows than this is not explained or scored (the reason is stored
+    with it and shown by `autointerp runs`); one explain and one score window need at least 2."""
     seed: int = 0
     """Seed for the reservoirs' random keys."""
     checkpoint_every: int = Field(50, ge=0)
     """Save the collection state every this many batches (0: never); an interrupted run resumes there."""
+
+    @field_validator("quantiles")
+    @classmethod
+    def _some_bins(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                "quantiles must be >= 1 (the number of bins); for no quantile windows set collect.per_quantile = 0"
+            )
+        return value
 
 
 DEFAULT_SIMULATOR = "local:smollm2-135m-sim"
@@ -357,7 +372,8 @@ def _format_validation_error(error: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{key}'; check the spelling against `autointerp config`"
-    return f"config key '{key}': {first['msg']} (got {first.get('input')!r})"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"config key '{key}': {message} (got {first.get('input')!r})"
 
 
 def _parse_override_value(raw: str) -> Any:

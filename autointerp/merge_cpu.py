@@ -9,10 +9,12 @@ is rare. The result is the state the tensor merge gives (same items, same order,
 keys); only the pool rows that items point to may be assigned differently.
 
 Layout per feature (see `ExemplarSampler`): slots [0, k) are the top-k list, sorted by value,
-descending; then the reservoir bins, each sorted by sort key, ascending, empty slots
-(window -1) last. Sort key (float64, exact): bin + offset, offset (key + fires) / 4 in the random
-bin 0 and key / 2 in quantile bins; an empty slot's offset is 0.95; equal sort keys are ordered by
-window number, so the kept items do not depend on the order windows arrive in.
+descending; then the RANDOM_BINS random bins (quiet, then octaves of the window max relative to
+the max's power-of-two top: `collect.random_bin`) and the quantile bins, each sorted by sort key,
+ascending, empty slots (window -1) last. Sort key (float64, exact): bin + key / 2; an empty slot's
+offset is 0.95; equal sort keys are ordered by window number, so the kept items do not depend on
+the order windows arrive in. When a feature's max rises, its random and quantile items move to the
+bins of the new max (`_rebin`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ from numba import njit, prange
 
 from autointerp.token_histogram import BIN_SHIFT, CODE_OFFSET
 
+QUIET_LEVELS = 5
+"""Octave bins of the random reservoir above its quiet bin: (T/32, T/16], ..., (T/2, T] (see `autointerp.collect`)."""
+RANDOM_BINS = QUIET_LEVELS + 1
+"""Bins of the random reservoir: quiet (<= T/32, T the max's power-of-two top) and the octaves up to T."""
+
 _F = np.float32
 _BIN_SHIFT, _CODE_OFFSET = BIN_SHIFT, CODE_OFFSET  # globals numba freezes at compile time
+_QUIET_LEVELS, _RANDOM_BINS = QUIET_LEVELS, RANDOM_BINS
+_QUIET_RATIO = _F(2.0**-QUIET_LEVELS)
 
 
 @njit(cache=True, inline="always")
@@ -44,12 +53,21 @@ def _quantile_bin(value: float, feature_max: float, quantiles: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _sort_key(bin_: int, value: float, key: float, window: int) -> float:
-    """Float64 and exact: the same keys as `collect._random_sort` / `_quantile_sort`."""
+def _random_bin(value: float, feature_max: float) -> int:
+    """`collect.random_bin`: 0 at or below T/32, else 1 + the octave of value / T above T/32."""
+    ratio = _F(value) / _bin_top(feature_max)
+    if not ratio > _QUIET_RATIO:
+        return 0
+    mantissa, exponent = math.frexp(ratio)
+    octave = exponent - 1 if mantissa == 0.5 else exponent  # ceil(log2(ratio))
+    return min(max(octave + _QUIET_LEVELS, 1), _QUIET_LEVELS)
+
+
+@njit(cache=True, inline="always")
+def _sort_key(bin_: int, key: float, window: int) -> float:
+    """Float64 and exact: the same keys as `collect._sort_key` (empty slots: bin + 0.95)."""
     if window < 0:
         return bin_ + 0.95
-    if bin_ == 0:
-        return 0.25 * (np.float64(np.float32(key)) + (1.0 if value > 0 else 0.0))
     return bin_ + 0.5 * np.float64(np.float32(key))
 
 
@@ -78,17 +96,14 @@ def _histogram_bin(value: float, edges: np.ndarray) -> int:
 def _insert(value, key, window, row, f, start, end, bin_, new_value, new_key, new_window, new_row):  # type: ignore[no-untyped-def]
     """Inserts an item with pool row `new_row` into feature f's sorted bin [start, end), dropping
     the last item, when it sorts before that item (`_before`); returns whether it did."""
-    new_sort = _sort_key(bin_, new_value, new_key, new_window)
+    new_sort = _sort_key(bin_, new_key, new_window)
     last = end - 1
-    if not _before(
-        new_sort, new_window, _sort_key(bin_, value[f, last], key[f, last], window[f, last]), window[f, last]
-    ):
+    if not _before(new_sort, new_window, _sort_key(bin_, key[f, last], window[f, last]), window[f, last]):
         return False
     position = last
     while position > start and _before(
-        new_sort, new_window,
-        _sort_key(bin_, value[f, position - 1], key[f, position - 1], window[f, position - 1]), window[f, position - 1],
-    ):  # fmt: skip
+        new_sort, new_window, _sort_key(bin_, key[f, position - 1], window[f, position - 1]), window[f, position - 1]
+    ):
         value[f, position] = value[f, position - 1]
         key[f, position] = key[f, position - 1]
         window[f, position] = window[f, position - 1]
@@ -100,9 +115,10 @@ def _insert(value, key, window, row, f, start, end, bin_, new_value, new_key, ne
 
 
 @njit(cache=True)
-def _rebin(value, key, window, row, f, start, quantiles, per_quantile, feature_max):  # type: ignore[no-untyped-def]
-    """Moves feature f's quantile items to the bins of its new max, keeping the best of each bin."""
-    slots = quantiles * per_quantile
+def _rebin(value, key, window, row, f, start, n_bins, per_bin, feature_max, random):  # type: ignore[no-untyped-def]
+    """Moves feature f's random (`random` True) or quantile items, `n_bins` bins of `per_bin` slots
+    from `start`, to the bins of its new max, keeping the best of each bin."""
+    slots = n_bins * per_bin
     old_value = value[f, start : start + slots].copy()
     old_key = key[f, start : start + slots].copy()
     old_window = window[f, start : start + slots].copy()
@@ -111,10 +127,13 @@ def _rebin(value, key, window, row, f, start, quantiles, per_quantile, feature_m
         value[f, slot], key[f, slot], window[f, slot] = -np.inf, 1.0, -1
     for i in range(slots):  # in slot order, so ties keep the order a stable sort gives
         if old_window[i] >= 0:
-            bin_ = _quantile_bin(old_value[i], feature_max, quantiles)
-            bin_start = start + (bin_ - 1) * per_quantile
+            if random:
+                bin_ = _random_bin(old_value[i], feature_max)
+            else:
+                bin_ = _quantile_bin(old_value[i], feature_max, n_bins) - 1
+            bin_start = start + bin_ * per_bin
             _insert(
-                value, key, window, row, f, bin_start, bin_start + per_quantile, bin_,
+                value, key, window, row, f, bin_start, bin_start + per_bin, bin_,
                 old_value[i], old_key[i], old_window[i], old_row[i],
             )  # fmt: skip
     # kept items carried their pool rows; empty slots take the rows no kept item holds
@@ -135,7 +154,7 @@ def _rebin(value, key, window, row, f, start, quantiles, per_quantile, feature_m
 @njit(cache=True, parallel=True)
 def merge_batch(  # type: ignore[no-untyped-def]
     value, key, window, row, pending, histogram, edges, window_max, random_key, quantile_key, act_max, rose,
-    top_k, random_slots, quantiles, per_quantile, first_window,
+    top_k, random_windows, quantiles, per_quantile, first_window,
 ):  # fmt: skip
     """Merges a batch in place; sets pending[f, pool row] = batch row for every new item kept."""
     n_features, batch = window_max.shape
@@ -158,32 +177,42 @@ def merge_batch(  # type: ignore[no-untyped-def]
             row[f, position] = freed
             pending[f, freed] = b
 
-        # random bin: every window is a candidate; where the feature does not fire sorts first
-        end = top_k + random_slots
-        if random_slots:
-            worst = _sort_key(0, value[f, end - 1], key[f, end - 1], window[f, end - 1])
+        # random bins: every window is a candidate for the bin of its max (quiet, or an octave below the max)
+        end = top_k + random_windows * _RANDOM_BINS
+        if random_windows:
+            if rose[f]:
+                _rebin(value, key, window, row, f, top_k, _RANDOM_BINS, random_windows, act_max[f], True)
+            worst_random = np.empty(_RANDOM_BINS, dtype=np.float64)
+            for bin_ in range(_RANDOM_BINS):
+                last = top_k + (bin_ + 1) * random_windows - 1
+                worst_random[bin_] = _sort_key(bin_, key[f, last], window[f, last])
             for b in range(batch):
-                v = window_max[f, b]
-                if not _sort_key(0, v, random_key[f, b], 0) < worst:
+                bin_ = _random_bin(window_max[f, b], act_max[f])
+                if not _sort_key(bin_, random_key[f, b], 0) < worst_random[bin_]:
                     continue
-                freed = row[f, end - 1]
-                _insert(value, key, window, row, f, top_k, end, 0, v, random_key[f, b], first_window + b, freed)
+                bin_start = top_k + bin_ * random_windows
+                last = bin_start + random_windows - 1
+                freed = row[f, last]
+                _insert(
+                    value, key, window, row, f, bin_start, last + 1, bin_,
+                    window_max[f, b], random_key[f, b], first_window + b, freed,
+                )  # fmt: skip
                 pending[f, freed] = b
-                worst = _sort_key(0, value[f, end - 1], key[f, end - 1], window[f, end - 1])
+                worst_random[bin_] = _sort_key(bin_, key[f, last], window[f, last])
         if not quantiles:
             continue
         if rose[f]:
-            _rebin(value, key, window, row, f, end, quantiles, per_quantile, act_max[f])
+            _rebin(value, key, window, row, f, end, quantiles, per_quantile, act_max[f], False)
         worst_in_bin = np.empty(quantiles + 1, dtype=np.float64)
         for bin_ in range(1, quantiles + 1):
             last = end + bin_ * per_quantile - 1
-            worst_in_bin[bin_] = _sort_key(bin_, value[f, last], key[f, last], window[f, last])
+            worst_in_bin[bin_] = _sort_key(bin_, key[f, last], window[f, last])
         for b in range(batch):
             v = window_max[f, b]
             if not v > 0:
                 continue
             bin_ = _quantile_bin(v, act_max[f], quantiles)
-            if not _sort_key(bin_, v, quantile_key[f, b], 0) < worst_in_bin[bin_]:
+            if not _sort_key(bin_, quantile_key[f, b], 0) < worst_in_bin[bin_]:
                 continue
             bin_start = end + (bin_ - 1) * per_quantile
             last = bin_start + per_quantile - 1
@@ -192,7 +221,7 @@ def merge_batch(  # type: ignore[no-untyped-def]
                 value, key, window, row, f, bin_start, last + 1, bin_, v, quantile_key[f, b], first_window + b, freed
             )
             pending[f, freed] = b
-            worst_in_bin[bin_] = _sort_key(bin_, value[f, last], key[f, last], window[f, last])
+            worst_in_bin[bin_] = _sort_key(bin_, key[f, last], window[f, last])
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})  # reassociation lets the sums vectorise
@@ -236,11 +265,11 @@ def merge_on_cpu(
     first_window: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Merges a batch into the CPU tensors `state` in place; returns (feature, pool row, batch row) of new items."""
-    top_k, random_slots, quantiles, per_quantile = plan
+    top_k, random_windows, quantiles, per_quantile = plan
     pending = torch.full(state["row"].shape, -1, dtype=torch.long)
     arrays = [state[name].numpy() for name in ("value", "key", "window", "row")]
     arrays += [pending.numpy(), state["histogram"].numpy(), state["edges"].numpy()]
     arrays += [t.numpy() for t in (window_max, random_key, quantile_key, state["act_max"], rose)]
-    merge_batch(*arrays, top_k, random_slots, quantiles, per_quantile, first_window)  # type: ignore[call-arg]
+    merge_batch(*arrays, top_k, random_windows, quantiles, per_quantile, first_window)  # type: ignore[call-arg]
     feature, pool_row = (pending >= 0).nonzero(as_tuple=True)
     return feature, pool_row, pending[feature, pool_row]

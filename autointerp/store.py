@@ -104,11 +104,20 @@ def _migration_explanation_details(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE explanations ADD COLUMN details JSON")
 
 
+def _migration_feature_evidence(con: duckdb.DuckDBPyConnection) -> None:
+    """Features: how many firing (top) and non-firing windows were kept, and why a feature is left out of
+    explaining and scoring (NULL: it is not). Rows written before have NULL counts."""
+    con.execute("ALTER TABLE features ADD COLUMN firing_windows INTEGER")
+    con.execute("ALTER TABLE features ADD COLUMN nonfiring_windows INTEGER")
+    con.execute("ALTER TABLE features ADD COLUMN skip_reason VARCHAR")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _migration_1,
     _migration_collect_histogram,
     _migration_distributed_shards,
     _migration_explanation_details,
+    _migration_feature_evidence,
 ]
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 
@@ -442,13 +451,23 @@ class Store:
         return self.query("""
             SELECT r.id, r.created_at, r.finished_at, r.status, r.error, r.config_hash,
                    coalesce(f.features, 0) AS features, coalesce(f.live, 0) AS live_features,
+                   coalesce(f.skipped, 0) AS skipped_features, coalesce(f.few_nonfiring, 0) AS few_nonfiring,
                    coalesce(e.explained, 0) AS explained, coalesce(s.scored, 0) AS scored,
                    coalesce(x.experiments, 0) AS experiments, coalesce(c.calls, 0) AS llm_calls,
                    coalesce(c.failed, 0) AS failed_calls, coalesce(c.cost, 0) AS cost,
                    coalesce(c.input_tokens, 0) AS input_tokens, coalesce(c.output_tokens, 0) AS output_tokens
             FROM runs r
-            LEFT JOIN (SELECT run_id, count(*) AS features, count(*) FILTER (WHERE NOT dead) AS live
-                       FROM features GROUP BY run_id) f ON f.run_id = r.id
+            LEFT JOIN (SELECT run_id, count(*) AS features,
+                              count(*) FILTER (WHERE NOT dead AND skip_reason IS NULL) AS live,
+                              count(*) FILTER (WHERE NOT dead AND skip_reason IS NOT NULL) AS skipped,
+                              count(*) FILTER (WHERE NOT dead AND skip_reason IS NULL
+                                               AND nonfiring_windows < nonfiring_wanted) AS few_nonfiring
+                       FROM features
+                       LEFT JOIN (SELECT id AS rid,
+                                         coalesce(try_cast(config->>'$.collect.random_windows' AS INTEGER), 0)
+                                             AS nonfiring_wanted
+                                  FROM runs) w ON w.rid = features.run_id
+                       GROUP BY run_id) f ON f.run_id = r.id
             LEFT JOIN (SELECT run_id, count(DISTINCT feature_id) AS explained FROM explanations GROUP BY run_id) e
                    ON e.run_id = r.id
             LEFT JOIN (SELECT run_id, count(DISTINCT explanation_id) AS scored FROM scores GROUP BY run_id) s

@@ -29,7 +29,7 @@ from autointerp.distributed.parts import ResultsDir, results_dir
 from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
 from autointerp.errors import AutointerpError, ConfigError
 from autointerp.pipeline.collect import store_collection
-from autointerp.pipeline.common import load_subject
+from autointerp.pipeline.common import live_features, load_subject
 from autointerp.pipeline.experiment import select_targets
 from autointerp.pipeline.pool import StageResult
 from autointerp.store import Store
@@ -209,14 +209,14 @@ class Campaign:
         subject = load_subject(self.config)
         source = build_feature_source(self.config.features, subject)
         result = CollectionResult(feature_indices=source.indices, stats=stats, exemplars=sampler.exemplars(stats))
-        store_collection(self.store, self.run_id, subject, source, result)
+        store_collection(self.store, self.run_id, subject, source, result, self.config.collect)
 
     def llm_stage(self, stage: str) -> StageResult:
         """One LLM stage over the run's live features (experiments: over the features it targets)."""
         if stage == "experiment":
             feature_ids = select_targets(self.config, self.store, self.run_id)
         else:
-            feature_ids = [f["id"] for f in self.store.features(self.run_id) if not f["dead"]]
+            feature_ids = [f["id"] for f in live_features(self.store, self.run_id)]
         specs = feature_shards(feature_ids, self.settings.shards)
         if any(s["status"] != "done" for s in self._stored(stage, len(specs))):
             self.folder.write_tables(f"input/{stage}", self.store.export_run(self.run_id, STAGE_TABLES[stage]))

@@ -4,7 +4,8 @@ Each shard streams its windows (with their global window numbers) through an `Ex
 and saves `state_dict()`. What a sampler keeps is a function of the set of windows it saw (see
 `autointerp.collect`), so the merge is a selection over the union of the kept items:
 - top-k: the k largest window maxima, equal maxima by window number;
-- the random bin: the smallest (fires, key) sort keys, equal keys by window number;
+- the random bins: every kept random item re-binned against the merged max (quiet, or its octave
+  below the max's power-of-two top), the smallest keys per bin;
 - the quantile bins: every kept quantile item re-binned against the merged max (whose power-of-two
   top is at least each shard's, so each shard bin lies inside one merged bin), the smallest keys
   per bin;
@@ -21,12 +22,12 @@ within ~2^29 of each other in magnitude), which the tests and typical activation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from autointerp.collect import _EMPTY_KEY, ExemplarSampler, SamplingPlan, _quantile_sort, _random_sort
+from autointerp.collect import RANDOM_BINS, ExemplarSampler, SamplingPlan, _sort_key, random_bin
 from autointerp.corpus import Window
 from autointerp.errors import AutointerpError
 
@@ -54,7 +55,7 @@ def merge_states(states: Sequence[dict[str, Any]], window_tokens: int, plan: Sam
         raise ShardMergeError("no shard states to merge")
     parts = [_sampler_from_state(s, window_tokens, plan) for s in states]
     merged = ExemplarSampler(parts[0].n_features, window_tokens, plan, torch.device("cpu"))
-    k, random_slots, bins, per_bin = plan.top_k, plan.random_windows, plan.kept_bins, plan.per_quantile
+    k, random_windows, bins, per_bin = plan.top_k, plan.random_windows, plan.kept_bins, plan.per_quantile
     for part in parts:
         if part.n_features != merged.n_features or part.value.shape != merged.value.shape:
             raise ShardMergeError("shard states have different shapes: were they collected with one config?")
@@ -97,25 +98,30 @@ def merge_states(states: Sequence[dict[str, Any]], window_tokens: int, plan: Sam
 
     value, key, window, acts = gather(slice(0, k))
     keep(_select(torch.where(window >= 0, -value.double(), float("inf")), window, k), value, key, window, acts)
-    if random_slots:
-        value, key, window, acts = gather(slice(k, k + random_slots))
-        sort_key = torch.where(window >= 0, _random_sort(key, value > 0), _EMPTY_KEY)
-        keep(_select(sort_key, window, random_slots), value, key, window, acts)
-    if bins:
-        value, key, window, acts = gather(slice(k + random_slots, None))
-        bin_ = merged._quantile_bin(value, merged.act_max)
-        for j in range(1, bins + 1):
-            in_bin = (window >= 0) & (bin_ == j)
-            sort_key = torch.where(in_bin, _quantile_sort(j, key), float("inf"))
+
+    def keep_bins(section: slice, bin_of: Callable[[torch.Tensor], torch.Tensor], bins: range, per_bin: int) -> None:
+        """Keeps, for each bin in `bins` (in slot order), the `per_bin` smallest keys of the items in it."""
+        value, key, window, acts = gather(section)
+        # an empty slot: point at an extra empty column (window -1) so `keep` writes a hole
+        hole = torch.full_like(value[:, :1], float("nan"))
+        value_h = torch.cat([value, hole], dim=1)
+        key_h = torch.cat([key, torch.ones_like(hole)], dim=1)
+        window_h = torch.cat([window, torch.full_like(window[:, :1], -1)], dim=1)
+        acts_h = torch.cat([acts, torch.zeros_like(acts[:, :1])], dim=1)
+        item_bin = bin_of(value)
+        for j in bins:
+            in_bin = (window >= 0) & (item_bin == j)
+            sort_key = torch.where(in_bin, _sort_key(j, key), float("inf"))
             columns = _select(sort_key, torch.where(in_bin, window, -1), per_bin)
             columns = torch.where(in_bin.gather(1, columns), columns, -1)
-            # an empty slot: point at an empty column (window -1) so `keep` writes a hole
-            hole = torch.full_like(value[:, :1], float("nan"))
-            value_h = torch.cat([value, hole], dim=1)
-            key_h = torch.cat([key, torch.ones_like(hole)], dim=1)
-            window_h = torch.cat([window, torch.full_like(window[:, :1], -1)], dim=1)
-            acts_h = torch.cat([acts, torch.zeros_like(acts[:, :1])], dim=1)
             keep(torch.where(columns < 0, value.shape[1], columns), value_h, key_h, window_h, acts_h)
+
+    random_end = k + plan.random_slots
+    if random_windows:
+        keep_bins(slice(k, random_end), lambda v: random_bin(v, merged.act_max), range(RANDOM_BINS), random_windows)
+    if bins:
+        quantile_bins = range(RANDOM_BINS, RANDOM_BINS + bins)
+        keep_bins(slice(random_end, None), lambda v: merged._quantile_bin(v, merged.act_max), quantile_bins, per_bin)
     merged.value = torch.cat([c[0] for c in chosen], dim=1).contiguous()
     merged.key = torch.cat([c[1] for c in chosen], dim=1).contiguous()
     merged.window = torch.cat([c[2] for c in chosen], dim=1).contiguous()

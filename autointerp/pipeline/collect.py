@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from autointerp.collect import CollectionResult, collect_exemplars
-from autointerp.config import RunConfig
+from autointerp.config import CollectConfig, RunConfig
 from autointerp.corpus import CorpusStats, corpus_windows
 from autointerp.pipeline.common import load_subject
 from autointerp.store import Store
@@ -63,16 +63,46 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
         feature_names=source.feature_ids,
     )
     log.info("corpus: %s", corpus_stats)
-    store_collection(store, run_id, subject, source, result)
+    store_collection(store, run_id, subject, source, result, collect)
     checkpoint.unlink(missing_ok=True)
     return len(result.stats)
 
 
+def skip_reason(firing_windows: int, settings: CollectConfig) -> str | None:
+    """Returns why a live feature with this many firing windows is not explained or scored (None: it is)."""
+    if firing_windows >= settings.min_firing_windows:
+        return None
+    windows = "window" if firing_windows == 1 else "windows"
+    return f"fires in {firing_windows} {windows} (collect.min_firing_windows = {settings.min_firing_windows})"
+
+
+def evidence_summary(result: CollectionResult, settings: CollectConfig) -> str:
+    """Returns one line on the evidence collected: features skipped for too few firing windows, and
+    features scored on fewer non-firing windows than `collect.random_windows`."""
+    counts = result.window_counts()
+    live = [f for f, s in enumerate(result.stats) if not s.dead]
+    skipped = [f for f in live if skip_reason(counts[f][0], settings)]
+    few_quiet = [f for f in live if f not in skipped and counts[f][1] < settings.random_windows]
+    return (
+        f"collect: {len(live)} live features, {len(skipped)} skipped (fire in fewer than "
+        f"{settings.min_firing_windows} windows), {len(few_quiet)} with fewer than {settings.random_windows} "
+        "non-firing windows (scored on what exists)"
+    )
+
+
 def store_collection(
-    store: Store, run_id: str, subject: SubjectModel, source: FeatureSource, result: CollectionResult
+    store: Store,
+    run_id: str,
+    subject: SubjectModel,
+    source: FeatureSource,
+    result: CollectionResult,
+    settings: CollectConfig,
 ) -> None:
-    """Writes a collection's features and exemplars (tokens decoded) in one transaction."""
+    """Writes a collection's features and exemplars (tokens decoded) in one transaction; a feature that
+    fires in fewer than `min_firing_windows` windows is stored with its skip reason."""
     ids, model = source.feature_ids, _model_name(source, subject)
+    counts = result.window_counts()
+    log.info(evidence_summary(result, settings))
     features = [
         {
             "run_id": run_id,
@@ -87,6 +117,9 @@ def store_collection(
             "tokens": s.tokens,
             "dead": s.dead,
             "window_max_histogram": s.histogram,
+            "firing_windows": counts[f][0],
+            "nonfiring_windows": counts[f][1],
+            "skip_reason": None if s.dead else skip_reason(counts[f][0], settings),
         }
         for f, s in enumerate(result.stats)
     ]

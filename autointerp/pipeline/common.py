@@ -23,8 +23,9 @@ def load_subject(config: RunConfig) -> SubjectModel:
 
 
 def live_features(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """Returns the run's features that are not dead."""
-    return [f for f in store.features(run_id) if not f["dead"]]
+    """Returns the run's features to explain and score: not dead, and not skipped for too few firing
+    windows (`features.skip_reason`)."""
+    return [f for f in store.features(run_id) if not f["dead"] and f.get("skip_reason") is None]
 
 
 def attempted(store: Store, run_id: str, role: str, key: str) -> set[str]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autointerp.activations import FIRES_FRACTION
-from autointerp.collect import HISTOGRAM_EDGES, ExemplarSampler, SamplingPlan, collect_exemplars
+from autointerp.collect import HISTOGRAM_EDGES, ExemplarSampler, SamplingPlan, collect_exemplars, random_keys
 from autointerp.corpus import Window
 
 TOKENS = 6
@@ -99,14 +99,51 @@ def test_quantile_bins_sample_uniformly_when_the_max_comes_first() -> None:
     assert counts[1:].min() >= 1 and counts[1:].max() <= 18  # expected 400 / 59 = 6.8 each
 
 
-def test_random_windows_prefer_windows_where_the_feature_does_not_fire() -> None:
+def test_random_windows_are_windows_where_the_feature_does_not_fire() -> None:
     windows, acts = _corpus(150, 5)
     result = _collect(windows, acts)
     sparse_random = _by_kind(result, 0)["random"]
     assert len(sparse_random) == 4
     assert all(e.max_activation <= 0 and e.split == "score" for e in sparse_random)
-    dense_random = _by_kind(result, 1)["random"]  # fires almost everywhere: topped up at random
-    assert len(dense_random) == 4
+    for f in range(4):
+        threshold = FIRES_FRACTION * float(acts[:, :, f].max())
+        kinds = _by_kind(result, f)
+        assert all(e.max_activation < threshold for e in kinds["random"]), f
+        assert all(e.max_activation >= threshold for k, es in kinds.items() if k != "random" for e in es), f
+
+
+def test_random_windows_are_the_smallest_keys_among_quiet_windows() -> None:
+    """Windows either quiet or firing: the reported ones are exactly the 4 smallest random keys of the
+    quiet ones, whatever the batch size (the reservoir is a function of the set of windows)."""
+    n = 200
+    windows, acts = _corpus(n, 2)
+    generator = torch.Generator().manual_seed(11)
+    quiet = torch.rand(n, generator=generator) < 0.7
+    acts[:, :, 0] = torch.where(quiet, 0.01, 1.0).view(-1, 1) * torch.rand(n, TOKENS, generator=generator)
+    keys = random_keys(0, 0, 2, 0, n, torch.device("cpu"))[0]
+    threshold = FIRES_FRACTION * float(acts[:, :, 0].max())
+    candidates = [w for w in range(n) if float(acts[w, :, 0].max()) < threshold]
+    expected = sorted(candidates, key=lambda w: (float(keys[w]), w))[:4]
+    for batch_size in (7, 64):
+        result = _collect(windows, acts, batch_size=batch_size)
+        assert [e.window.token_ids[0] for e in _by_kind(result, 0)["random"]] == expected
+
+
+def test_too_few_quiet_or_firing_windows_keep_what_exists() -> None:
+    """A dense feature with 2 quiet windows keeps 2 random windows, not 4; a feature firing in 2 windows
+    keeps 2 top windows, never a window where it does not fire."""
+    n = 60
+    windows, acts = _corpus(n, 3)
+    acts[:, :, 0] = 1.0 + torch.rand(n, TOKENS)  # fires in every window...
+    acts[[5, 17], :, 0] = 0.0  # ...but two
+    acts[:, :, 1] = 0.0
+    acts[[3, 40], 2, 1] = torch.tensor([2.0, 3.0])  # fires in two windows only
+    result = _collect(windows, acts)
+    dense, sparse = _by_kind(result, 0), _by_kind(result, 1)
+    assert sorted(e.window.token_ids[0] for e in dense["random"]) == [5, 17]
+    assert [e.window.token_ids[0] for e in sparse["top"]] == [40, 3]
+    assert [e.split for e in sparse["top"]] == ["explain", "score"]
+    assert all(e.max_activation >= 0.3 for k, es in sparse.items() if k != "random" for e in es)
 
 
 def test_statistics_histogram_and_dead_features() -> None:
@@ -132,8 +169,9 @@ def test_memory_is_bounded_by_what_sampling_keeps() -> None:
         for start in range(0, n, 7):
             sampler.update(acts[start : start + 7], windows[start : start + 7])
         sampler.prune_windows()
-        sizes.append((tuple(sampler.pool.shape), len(sampler.windows) <= 3 * (5 + 4 + 2 * 12)))
-    assert sizes[0] == sizes[1] == ((3, 33, TOKENS), True)  # quantile bins are kept twice over
+        sizes.append((tuple(sampler.pool.shape), len(sampler.windows) <= 3 * (5 + 6 * 4 + 2 * 12)))
+    # six random bins (quiet and five octaves), quantile bins kept twice over
+    assert sizes[0] == sizes[1] == ((3, 5 + 6 * 4 + 2 * 12, TOKENS), True)
 
 
 def test_resume_from_a_checkpoint_gives_the_same_exemplars(tmp_path: Path) -> None:
