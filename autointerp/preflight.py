@@ -181,6 +181,8 @@ class ModelShape:
     n_layers: int | None = None
     d_mlp: int | None = None
     hidden_size: int | None = None
+    model_type: str | None = None
+    """config.json's model_type (None until a GGUF file is converted)."""
 
 
 def _hub_config(name: str) -> Path | None:
@@ -196,10 +198,12 @@ def _hub_config(name: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def locate_model(name: str) -> ModelShape:
+def locate_model(name: str, *, hooks: bool = False) -> ModelShape:
     """Resolves a subject (or `local:`) model name the way the loader does, read-only: the embedded
     alias, a .gguf file, a transformers folder, or a Hugging Face id in the local cache. Returns its
-    folder and shape when known; raises SubjectModelError saying what is wrong."""
+    folder and shape when known (widths from the family's own config keys: GPT-2's n_layer, n_embd,
+    n_inner, ...); raises SubjectModelError saying what is wrong. With `hooks` (the subject model, whose
+    activations are read) a model_type without an architecture adapter is an error too."""
     from autointerp.subject.model import EMBEDDED_ALIASES, cache_dir, embedded_gguf_path
 
     config_file: Path | None
@@ -236,15 +240,25 @@ def locate_model(name: str) -> ModelShape:
         data = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SubjectModelError(f"cannot read {config_file}: {exc}") from None
-    text = data.get("text_config", data) if isinstance(data, dict) else {}
+    return _shape_of(data if isinstance(data, dict) else {}, config_file.parent, slug, hooks)
 
-    def number(key: str) -> int | None:
-        value = text.get(key)
-        return int(value) if isinstance(value, int) else None
 
-    return ModelShape(
-        config_file.parent, slug, number("num_hidden_layers"), number("intermediate_size"), number("hidden_size")
-    )
+def _shape_of(data: dict[str, Any], folder: Path, slug: str, hooks: bool) -> ModelShape:
+    """Returns the shape a config.json describes, read through its family's architecture adapter."""
+    from autointerp.subject.architectures import Architecture, architecture_for
+
+    model_type = data.get("model_type")
+    try:
+        arch = architecture_for(model_type)
+    except SubjectModelError:
+        if hooks:
+            raise
+        text = data.get("text_config", data)
+        text = text if isinstance(text, dict) else {}
+        arch = Architecture("generic", (), "", "", "", "", "", "", "")  # the usual key names only
+        data = text
+    n_layers, d_model, d_mlp = arch.shape(data)
+    return ModelShape(folder, slug, n_layers, d_mlp, d_model, model_type if isinstance(model_type, str) else None)
 
 
 @lru_cache(maxsize=4)
@@ -394,7 +408,7 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
     check_store(config.store.path)
     warnings = check_models(config, experiments=experiments, timeout_s=timeout_s)
     try:
-        shape = locate_model(config.subject.model)
+        shape = locate_model(config.subject.model, hooks=True)
     except SubjectModelError as exc:
         raise SubjectModelError(f"subject.model: {exc}") from None
     check_features(config.features, shape)

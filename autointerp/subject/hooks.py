@@ -1,9 +1,16 @@
-"""Hook points: names, reading activations at them, stopping the forward pass early."""
+"""Hook points: names, reading activations at them, stopping the forward pass early.
+
+Names are TransformerLens's (see `autointerp.subject.architectures` for what each means); `mlp.L` is
+the MLP neurons of block L (`blocks.L.mlp.hook_post`). Each name resolves, through the model family's
+adapter, to a module of the Hugging Face model whose input or output is the hook's value, or, for
+`ln2.hook_normalized`, is computed from the input of the MLP's norm as TransformerLens computes it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,16 +18,61 @@ from torch import nn
 
 from autointerp.errors import FeatureError
 from autointerp.subject.model import SubjectModel
-from autointerp.subject.sae import hook_layer
 
 
 class _StopForward(Exception):
     """Raised inside a hook once the wanted activations are captured."""
 
 
-_HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out", "hook_mlp_in", "ln2.hook_normalized")
-"""`hook_mlp_in` is the residual stream the MLP's layer norm reads (TransformerLens's name);
-`ln2.hook_normalized` is the normalised MLP input (what a transcoder of the MLP reads)."""
+_HOOK_KINDS = (
+    "hook_resid_pre",
+    "hook_resid_post",
+    "hook_mlp_out",
+    "hook_mlp_in",
+    "ln2.hook_normalized",
+    "mlp.hook_in",
+    "mlp.hook_post",
+)
+"""`hook_mlp_in` is the residual stream the MLP's norm reads, `ln2.hook_normalized` that stream
+normalised (before the norm's gain), `mlp.hook_in` the MLP's input (after the gain), `mlp.hook_post`
+the MLP's neurons (TransformerLens's names and meanings)."""
+
+
+@dataclass(frozen=True)
+class HookSite:
+    """Where a hook point's value is in the model: a module's input or output, maybe normalised."""
+
+    module: nn.Module
+    is_input: bool
+    layer: int
+    normalise: bool = False
+    """ln2.hook_normalized: the value is the module's (the MLP norm's) input normalised, without its gain."""
+    centre: bool = False
+    """LayerNorm: subtract the mean before scaling (RMSNorm only scales)."""
+    gain_offset: float = 0.0
+    """The norm's gain is gain_offset + weight (Gemma: 1 + weight); edits at the site go through it."""
+
+    def value(self, raw: torch.Tensor) -> torch.Tensor:
+        """Returns the hook's value from the module's input (is_input) or output."""
+        if not self.normalise:
+            return raw
+        h = raw.float()
+        if self.centre:
+            h = h - h.mean(-1, keepdim=True)
+        return (h / (h.pow(2).mean(-1, keepdim=True) + _norm_eps(self.module)).sqrt()).to(raw.dtype)
+
+    def gain(self) -> torch.Tensor | float:
+        """Returns the norm's gain (what the normalised value is multiplied by), 1 without a weight."""
+        weight = getattr(self.module, "weight", None)
+        return 1.0 if weight is None else self.gain_offset + weight
+
+
+def _norm_eps(norm: nn.Module | None) -> float:
+    for attribute in ("eps", "variance_epsilon", "epsilon"):
+        value = getattr(norm, attribute, None)
+        if isinstance(value, int | float):
+            return float(value)
+    raise FeatureError(f"cannot find the epsilon of norm {type(norm).__name__}; the architecture adapter needs one")
 
 
 def check_layer(subject: SubjectModel, layer: int) -> None:
@@ -29,67 +81,101 @@ def check_layer(subject: SubjectModel, layer: int) -> None:
         raise FeatureError(f"layer {layer} does not exist: {subject.slug} has layers 0..{subject.n_layers - 1}")
 
 
-def hook_target(subject: SubjectModel, point: str) -> tuple[nn.Module, bool, int]:
-    """Returns (module, read its input instead of its output, layer) for a hook point name."""
-    if point.startswith("mlp."):
-        layer = int(point.split(".")[1])
-        check_layer(subject, layer)
-        return subject.model.model.layers[layer].mlp.down_proj, True, layer  # type: ignore[union-attr,index]
-    layer = hook_layer(point)
-    check_layer(subject, layer)
-    kind = point.split(".", 2)[2]
+def parse_hook(point: str) -> tuple[int, str]:
+    """Returns (layer, kind) of `blocks.L.<kind>` or `mlp.L` (kind `mlp.hook_post`); FeatureError otherwise."""
+    parts = point.split(".")
+    if len(parts) == 2 and parts[0] == "mlp" and parts[1].isdigit():
+        return int(parts[1]), "mlp.hook_post"
+    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        raise FeatureError(
+            f"hook point {point!r} is not understood; use blocks.L.hook_resid_post, blocks.L.hook_resid_pre, "
+            "blocks.L.hook_mlp_out, blocks.L.ln2.hook_normalized or blocks.L.mlp.hook_post"
+        )
+    layer, kind = int(parts[1]), ".".join(parts[2:])
     if kind not in _HOOK_KINDS:
         raise FeatureError(
             f"hook point {point!r} is not supported; use one of blocks.{layer}.{{{', '.join(_HOOK_KINDS)}}}"
         )
-    block = subject.model.model.layers[layer]  # type: ignore[union-attr,index]
+    return layer, kind
+
+
+def hook_site(subject: SubjectModel, point: str) -> HookSite:
+    """Returns where hook point `point` is in the subject model (FeatureError for a bad name or layer)."""
+    layer, kind = parse_hook(point)
+    check_layer(subject, layer)
+    arch = subject.architecture
+    block = arch.blocks_of(subject.model)[layer]
+    if kind == "mlp.hook_post":
+        return HookSite(arch.block_part(block, arch.neurons), True, layer)
     if kind == "hook_mlp_out":
-        return block.mlp, False, layer
-    if kind == "ln2.hook_normalized":
-        return block.mlp, True, layer
+        return HookSite(arch.block_part(block, arch.mlp_out_norm or arch.mlp), False, layer)
+    if kind == "mlp.hook_in":
+        return HookSite(arch.block_part(block, arch.mlp), True, layer)
     if kind == "hook_mlp_in":
-        return block.post_attention_layernorm, True, layer
-    return block, kind == "hook_resid_pre", layer
+        return HookSite(arch.block_part(block, arch.mlp_norm), True, layer)
+    if kind == "ln2.hook_normalized":
+        norm = arch.block_part(block, arch.mlp_norm)
+        return HookSite(norm, True, layer, True, arch.norm == "layernorm", arch.norm_gain_offset)
+    return HookSite(block, kind == "hook_resid_pre", layer)
+
+
+def hook_target(subject: SubjectModel, point: str) -> tuple[nn.Module, bool, int]:
+    """Returns (module hooked, whether its input is read, layer) for a hook point name (checks the name)."""
+    site = hook_site(subject, point)
+    return site.module, site.is_input, site.layer
+
+
+def first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """Returns a module call's main input: its first positional argument or `hidden_states`."""
+    return args[0] if args else kwargs["hidden_states"]  # type: ignore[no-any-return]
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """Returns a module's main output (the first element of a tuple)."""
+    return output[0] if isinstance(output, tuple) else output  # type: ignore[no-any-return]
+
+
+def read_hook(site: HookSite, read: Callable[[torch.Tensor], None]) -> Any:
+    """Registers a hook calling `read(value)` with the site's value on every forward; returns its handle."""
+    if site.is_input:
+        return site.module.register_forward_pre_hook(
+            lambda _m, args, kwargs: read(site.value(first_tensor(args, kwargs))), with_kwargs=True
+        )
+    return site.module.register_forward_hook(lambda _m, _args, output: read(site.value(output_tensor(output))))
 
 
 @torch.inference_mode()
 def capture(subject: SubjectModel, token_ids: torch.Tensor, points: Sequence[str]) -> list[torch.Tensor]:
     """Returns the activations at each hook point, running the model body only as deep as needed."""
-    targets = [hook_target(subject, p) for p in points]
-    deepest = max(layer + (0 if is_input else 0.5) for _, is_input, layer in targets)
+    sites = [hook_site(subject, p) for p in points]
     captured: dict[int, torch.Tensor] = {}
     handles = []
 
-    def make_hook(slot: int, is_input: bool, depth: float) -> Any:
+    def make_reader(slot: int) -> Callable[[torch.Tensor], None]:
         def read(value: torch.Tensor) -> None:
-            captured[slot] = value
-            if len(captured) == len(targets) and depth == deepest:
+            captured.setdefault(slot, value)
+            if len(captured) == len(sites):
                 raise _StopForward
 
-        if is_input:
-            return lambda _m, args: read(args[0])
-        return lambda _m, _args, output: read(output[0] if isinstance(output, tuple) else output)
+        return read
 
     try:
-        for slot, (module, is_input, layer) in enumerate(targets):
-            hook = make_hook(slot, is_input, layer + (0 if is_input else 0.5))
-            if is_input:
-                handles.append(module.register_forward_pre_hook(hook))
-            else:
-                handles.append(module.register_forward_hook(hook))
+        for slot, site in enumerate(sites):
+            handles.append(read_hook(site, make_reader(slot)))
         with suppress(_StopForward):
-            subject.model.model(input_ids=token_ids.to(subject.device), use_cache=False)  # type: ignore[operator]
+            body = subject.architecture.body_of(subject.model)
+            body(input_ids=token_ids.to(subject.device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    return [captured[slot] for slot in range(len(targets))]
+    return [captured[slot] for slot in range(len(sites))]
 
 
 def mlp_down_proj(subject: SubjectModel, layer: int) -> nn.Module:
-    """Returns the down projection of block `layer`'s MLP (its input is the neuron activations)."""
+    """Returns the output projection of block `layer`'s MLP (its input is the neuron activations)."""
     check_layer(subject, layer)
-    block = subject.model.model.layers[layer]  # type: ignore[union-attr,index]
-    return block.mlp.down_proj  # type: ignore[no-any-return]
+    arch = subject.architecture
+    return arch.block_part(arch.blocks_of(subject.model)[layer], arch.neurons)
 
 
 def check_neuron_indices(subject: SubjectModel, indices: list[int]) -> None:

@@ -1,8 +1,9 @@
 """Interventions on features: ablate (zero or mean) or steer (add to the activation), and what
 they do to the model's next-token distribution.
 
-A neuron's activation is the input of its block's down projection; ablating or steering
-it changes the block's MLP output by (new - old) * W_down[:, index] and nothing upstream.
+A neuron's activation is the input of its block's MLP output projection (down_proj, c_proj,
+dense_4h_to_h: see `autointerp.subject.architectures`); ablating or steering it changes the MLP's
+output by (new - old) * W_down[:, index] (then through Gemma's post-MLP norm) and nothing upstream.
 
 A feature read linearly off a hook point (an SAE latent, a user direction) is edited in the
 activations at that hook point along its write direction d: h <- h + (new - old) * d, where old
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autointerp.subject.hooks import check_neuron_indices, hook_target, mlp_down_proj
+from autointerp.subject.hooks import check_neuron_indices, first_tensor, hook_site, mlp_down_proj, read_hook
 from autointerp.subject.model import SubjectModel
 
 
@@ -46,14 +47,16 @@ def edit_neuron(subject: SubjectModel, edit: NeuronEdit) -> Iterator[None]:
     module: nn.Module = mlp_down_proj(subject, edit.layer)
     check_neuron_indices(subject, [edit.index])
 
-    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        activations = inputs[0].clone()
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        activations = first_tensor(args, kwargs).clone()
         if edit.set_to is not None:
             activations[..., edit.index] = edit.set_to
         activations[..., edit.index] += edit.add
-        return (activations, *inputs[1:])
+        if args:
+            return (activations, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": activations}
 
-    handle = module.register_forward_pre_hook(hook)
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         yield
     finally:
@@ -88,33 +91,34 @@ Edit = NeuronEdit | DirectionEdit
 @contextmanager
 def edit_direction(subject: SubjectModel, edit: DirectionEdit) -> Iterator[None]:
     """Applies `edit` at its hook point to every position of every forward pass inside the block."""
-    module, is_input, _layer = hook_target(subject, edit.hook)
+    site = hook_site(subject, edit.hook)
     seen: dict[str, torch.Tensor] = {}
     handles = []
     if edit.read_from is not None:
-        read_module, read_input, _ = hook_target(subject, edit.read_from)
+        handles.append(read_hook(hook_site(subject, edit.read_from), lambda value: seen.update(source=value)))
 
-        def remember(value: torch.Tensor) -> None:
-            seen["source"] = value
-
-        if read_input:
-            handles.append(read_module.register_forward_pre_hook(lambda _m, args: remember(args[0])))
-        else:
-            handles.append(
-                read_module.register_forward_hook(
-                    lambda _m, _a, out: remember(out[0] if isinstance(out, tuple) else out)
-                )
-            )
-
-    def pre_hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (edit.apply(inputs[0], seen.get("source")), *inputs[1:])
+    def pre_hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (edit.apply(args[0], seen.get("source")), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": edit.apply(kwargs["hidden_states"], seen.get("source"))}
 
     def post_hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         if isinstance(output, tuple):
             return (edit.apply(output[0], seen.get("source")), *output[1:])
         return edit.apply(output, seen.get("source"))
 
-    handles.append(module.register_forward_pre_hook(pre_hook) if is_input else module.register_forward_hook(post_hook))
+    def normalised_hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        # the norm's output is normalised x gain (+ bias): moving the normalised value moves it by change x gain
+        normalised = site.value(first_tensor(args, kwargs))
+        change = edit.apply(normalised, seen.get("source")).float() - normalised.float()
+        return (output.float() + change * site.gain()).to(output.dtype)
+
+    if site.normalise:
+        handles.append(site.module.register_forward_hook(normalised_hook, with_kwargs=True))
+    elif site.is_input:
+        handles.append(site.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    else:
+        handles.append(site.module.register_forward_hook(post_hook))
     try:
         yield
     finally:

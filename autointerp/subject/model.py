@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from autointerp.errors import SubjectModelError
+from autointerp.subject.architectures import Architecture, architecture_for
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,14 @@ def prepare_model_folder(name: str) -> tuple[Path | str, str]:
     return name, name.split("/")[-1].lower()
 
 
+def _model_type(source: Path | str) -> object:
+    """Returns config.json's model_type in a local folder (None when it cannot be read)."""
+    try:
+        return json.loads((Path(source) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 @dataclass
 class SubjectModel:
     """A loaded causal LM with its tokenizer and the slug used in feature ids."""
@@ -106,15 +116,39 @@ class SubjectModel:
     slug: str
     device: torch.device
 
+    @cached_property
+    def architecture(self) -> Architecture:
+        """Returns the adapter of the model's family (where its blocks, MLPs and norms are)."""
+        return architecture_for(getattr(self.model.config, "model_type", None))
+
+    @cached_property
+    def _shape(self) -> tuple[int, int, int]:
+        n_layers, d_model, d_mlp = self.architecture.shape(self.model.config.to_dict())
+        blocks = self.architecture.blocks_of(self.model)
+        if n_layers is None:
+            n_layers = len(blocks)
+        if d_model is None or d_mlp is None:
+            neurons = self.architecture.block_part(blocks[0], self.architecture.neurons)
+            rows, columns = tuple(getattr(neurons, "weight").shape)  # noqa: B009
+            # Linear: [d_model, d_mlp]; GPT-2's Conv1D: [d_mlp, d_model]
+            wide, narrow = (columns, rows) if isinstance(neurons, torch.nn.Linear) else (rows, columns)
+            d_model, d_mlp = d_model or int(narrow), d_mlp or int(wide)
+        return int(n_layers), int(d_model), int(d_mlp)
+
     @property
     def n_layers(self) -> int:
         """Returns the number of transformer blocks."""
-        return int(self.model.config.num_hidden_layers)
+        return self._shape[0]
+
+    @property
+    def d_model(self) -> int:
+        """Returns the width of the residual stream."""
+        return self._shape[1]
 
     @property
     def d_mlp(self) -> int:
         """Returns the number of MLP neurons per block."""
-        return int(self.model.config.intermediate_size)
+        return self._shape[2]
 
     def decode_tokens(self, token_ids: list[int]) -> list[str]:
         """Returns each token's text, as it reads in the decoded string."""
@@ -144,6 +178,12 @@ def _load_subject_model(name: str, device: str, dtype: str) -> SubjectModel:
     torch_device = torch.device(device)
     try:
         # nothing is downloaded at run time: a Hugging Face id loads from the local hub cache only
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=True)
+        except ValueError:  # a model_type transformers does not know
+            config = None
+        # an unsupported family stops here, before its weights load
+        architecture_for(getattr(config, "model_type", None) if config is not None else _model_type(source))
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[dtype], local_files_only=True)
     except OSError as exc:
