@@ -57,7 +57,20 @@ class CorpusStats:
     lines_with_invalid_utf8: int = 0
     lines: int = 0
     windows: int = 0
+    records_not_text: dict[str, int] = field(default_factory=dict)
+    """JSONL records dropped because their text field is not a string (null, a number, ...), by JSON type."""
     notes: list[str] = field(default_factory=list)
+
+    def not_text_kinds(self) -> str:
+        """Returns e.g. `10 null, 2 number`: the dropped records by JSON type, most first."""
+        return ", ".join(f"{n} {kind}" for kind, n in sorted(self.records_not_text.items(), key=lambda kv: -kv[1]))
+
+    def not_text_summary(self) -> str:
+        """Returns e.g. `12 records whose text is not a string (10 null, 2 number)`, or '' when none."""
+        total = sum(self.records_not_text.values())
+        if not total:
+            return ""
+        return f"{total} record{'s' if total != 1 else ''} whose text is not a string ({self.not_text_kinds()})"
 
 
 def _builtin_python_docs() -> Iterator[str]:
@@ -140,8 +153,12 @@ def _text_file_documents(path: Path, stats: CorpusStats) -> Iterator[str]:
         yield "".join(pieces)
 
 
-def _jsonl_documents(path: Path, text_field: str, stats: CorpusStats) -> Iterator[str]:
-    """Yields the `text_field` of each JSON line; a record without it is an error."""
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
+
+
+def _jsonl_documents(path: Path, text_field: str, stats: CorpusStats) -> Iterator[Document]:
+    """Yields the `text_field` of each JSON line (a list of ints: token ids); a record without it is an
+    error, a record whose value is not a string (null, a number) is dropped and counted in `stats`."""
     with path.open("rb") as handle:
         for number in itertools.count(1):
             raw = handle.readline(MAX_JSONL_LINE_BYTES + 1)
@@ -164,7 +181,14 @@ def _jsonl_documents(path: Path, text_field: str, stats: CorpusStats) -> Iterato
                 raise CorpusError(f"{path}:{number} is not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict) or text_field not in record:
                 raise CorpusError(f"{path}:{number} has no '{text_field}' field; set corpus.text_field")
-            yield str(record[text_field])
+            value = record[text_field]
+            if isinstance(value, str):
+                yield value
+            elif isinstance(value, list) and value and all(type(t) is int for t in value):
+                yield value  # a pre-tokenised record: token ids, checked against the tokenizer
+            else:
+                kind = _JSON_TYPES.get(type(value), type(value).__name__)
+                stats.records_not_text[kind] = stats.records_not_text.get(kind, 0) + 1
 
 
 def corpus_path(source: str) -> Path:
@@ -188,6 +212,73 @@ def corpus_path(source: str) -> Path:
     return path
 
 
+SNIFF_BYTES = 65_536
+"""Bytes read from the start of a text or JSONL corpus to tell a binary file from text."""
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"),
+    (b"%PDF-", "PDF document"),
+    (b"PK\x03\x04", "ZIP archive (also .docx, .xlsx, .epub)"),
+    (b"\x1f\x8b", "gzip-compressed file"),
+    (b"BZh", "bzip2-compressed file"),
+    (b"\xfd7zXZ\x00", "xz-compressed file"),
+    (b"(\xb5/\xfd", "zstd-compressed file"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"\x7fELF", "executable (ELF)"),
+    (b"SQLite format 3\x00", "SQLite database"),
+    (b"PAR1", "Parquet file (name it .parquet)"),
+    (b"ARROW1", "Arrow file (name it .arrow)"),
+    (b"\x93NUMPY", "NumPy array"),
+    (b"RIFF", "RIFF media file (WAV / AVI / WebP)"),
+    (b"OggS", "Ogg media file"),
+    (b"ID3", "MP3 audio"),
+    (b"\x00\x00\x01\x00", "icon (ICO) image"),
+)
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\x1b\x08")
+"""Control bytes that plain text may hold (tab, newlines, form feed, escape, backspace)."""
+
+
+def binary_kind(head: bytes) -> str | None:
+    """Returns what the first bytes of a file say it is when it is not text (e.g. `PNG image`, `file of
+    NUL bytes`), or None for text. UTF-16 with a byte-order mark is named as such (it needs converting)."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[4:8] in (b"ftyp",):
+        return "MP4 / QuickTime media file"
+    if head[257:262] == b"ustar":
+        return "tar archive"
+    if head[8:12] == b"DUCK":
+        return "DuckDB database"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text (convert it: iconv -f utf-16 -t utf-8)"
+    if not head:
+        return None
+    nuls = head.count(0)
+    if nuls == len(head):
+        return "file of NUL bytes"
+    controls = sum(1 for byte in head if byte < 0x20 and byte not in _TEXT_CONTROLS) + head.count(0x7F)
+    if nuls or controls * 20 > len(head):  # text holds no NUL; a few stray control bytes are tolerated
+        share = (nuls + controls) / len(head)
+        return f"binary file ({share:.0%} of its first {len(head):,} bytes are NUL or control bytes)"
+    return None
+
+
+def check_text_file(path: Path) -> None:
+    """Raises CorpusError when the start of a .txt / .jsonl corpus is a binary file (an image, an
+    archive, NUL bytes) rather than text; returns None otherwise."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise CorpusError(f"cannot read corpus file {path}: {exc.strerror or exc}") from None
+    kind = binary_kind(head)
+    if kind is not None:
+        raise CorpusError(f"corpus {path} is not text: it is a {kind}; give a .txt or .jsonl file of text")
+
+
 def iter_documents(source: str, text_field: str, stats: CorpusStats) -> Iterator[Document]:
     """Yields the documents of a corpus source (builtin name, .txt or .jsonl path, or a dataset:
     `hf:NAME[:CONFIG][@SPLIT]`, a save_to_disk folder, .parquet / .csv / .arrow; see corpus_datasets):
@@ -201,6 +292,7 @@ def iter_documents(source: str, text_field: str, stats: CorpusStats) -> Iterator
     if source.startswith("builtin:"):
         raise CorpusError(f"unknown builtin corpus {source!r}; the builtin corpus is {BUILTIN_PYTHON_DOCS!r}")
     path = corpus_path(source)
+    check_text_file(path)
     if path.suffix == ".jsonl":
         yield from _jsonl_documents(path, text_field, stats)
     else:
@@ -262,13 +354,28 @@ def iter_windows(
             yield Window(doc_id=doc_id, offset=offset, token_ids=token_ids[offset : offset + window_tokens])
             stats.windows += 1
             if stats.windows >= max_windows:
+                _report_dropped(source, stats, text_field)
                 return
     _check_mostly_utf8(source, stats, minimum_lines=1)
     if stats.windows == 0:
+        if stats.records_not_text and not stats.documents:
+            raise CorpusError(
+                f"corpus {source}: no record's '{text_field}' is a string ({stats.not_text_kinds()}); "
+                "set corpus.text_field to the field that holds the text"
+            )
+        dropped = f" ({stats.not_text_summary()} dropped)" if stats.records_not_text else ""
         raise CorpusError(
             f"corpus {source} produced no windows of {window_tokens} tokens: it is empty or every "
-            "document is shorter than corpus.window_tokens"
+            f"document is shorter than corpus.window_tokens{dropped}"
         )
+    _report_dropped(source, stats, text_field)
+
+
+def _report_dropped(source: str, stats: CorpusStats, text_field: str) -> None:
+    """Logs (a warning) what the reader dropped or repaired so far: records whose text is not a string,
+    lines with invalid UTF-8."""
+    if stats.records_not_text:
+        log.warning("corpus %s: dropped %s (field '%s')", source, stats.not_text_summary(), text_field)
     if stats.lines_with_invalid_utf8:
         log.warning("%d lines of %s had invalid UTF-8 bytes (replaced)", stats.lines_with_invalid_utf8, source)
 
@@ -300,6 +407,11 @@ def check_corpus(
         if stats.lines >= max_lines:
             break
     _check_mostly_utf8(source, stats, minimum_lines=1)
+    if not text_seen and stats.records_not_text:
+        raise CorpusError(
+            f"corpus {source}: no record's '{text_field}' is a string ({stats.not_text_kinds()}); "
+            "set corpus.text_field to the field that holds the text"
+        )
     if not text_seen and stats.lines < max_lines:
         raise CorpusError(f"corpus {source} is empty (no text in it)")
     return stats

@@ -9,14 +9,20 @@ with different Prefect versions never share one.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from autointerp.errors import AutointerpError
 from autointerp.subject.model import cache_dir
@@ -87,8 +93,6 @@ def hide_user_error_tracebacks() -> None:
 def _output_to(path: Path) -> Iterator[None]:
     """Points this process's stdout and stderr file descriptors at `path` for the duration (a child
     process started inside inherits them), then restores them."""
-    import sys
-
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved = [os.dup(1), os.dup(2)]
@@ -142,6 +146,66 @@ def _check_api_url(url: str, timeout_s: float) -> None:
         )
 
 
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when the thread that started it dies (Linux)."""
+
+
+def _die_with_this_process() -> Callable[[], None] | None:
+    """Returns a `preexec_fn` that makes a child process get SIGTERM when this process dies, however it
+    dies (kill -9 included): Linux's PR_SET_PDEATHSIG, set in the child between fork and exec and kept
+    across exec. None where that cannot hold: not Linux, no libc, or not the main thread (the signal
+    follows the thread that forked, and only the main thread lives as long as the process)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above: nobody to outlive
+            os._exit(1)
+
+    return preexec
+
+
+class _PopenDyingWithUs:
+    """Stands in for the `subprocess` module inside Prefect's server module while it starts the server:
+    its `Popen` adds the `preexec_fn` of `_die_with_this_process`, everything else is `subprocess`."""
+
+    def __init__(self, preexec: Callable[[], None]) -> None:
+        self._preexec = preexec
+
+    def Popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+        kwargs.setdefault("preexec_fn", self._preexec)
+        return subprocess.Popen(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
+@contextmanager
+def _server_dies_with_us() -> Iterator[None]:
+    """While active, the temporary server that Prefect's `SubprocessASGIServer._run_uvicorn_command`
+    starts dies with this process (see `_die_with_this_process`), so neither Ctrl-C, SIGTERM nor kill -9
+    of `autointerp run` leaves it orphaned. Prefect's own command line and environment are kept as they
+    are; only its module's `subprocess` name is swapped for the moment of the start."""
+    from prefect.server.api import server as server_module
+
+    preexec = _die_with_this_process()
+    if preexec is None or getattr(server_module, "subprocess", None) is not subprocess:
+        yield
+        return
+    server_module.subprocess = _PopenDyingWithUs(preexec)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        server_module.subprocess = subprocess
+
+
 def start_prefect(timeout_s: float | None = None) -> None:
     """Makes sure a Prefect API answers before a flow starts: checks PREFECT_API_URL when set (in the
     environment or the active Prefect profile), otherwise starts Prefect's temporary server (once per
@@ -170,7 +234,7 @@ def start_prefect(timeout_s: float | None = None) -> None:
         raise PrefectStartError(f"cannot create PREFECT_HOME {home}: {exc.strerror or exc}") from None
     server_log = home / SERVER_LOG_NAME
     server.port = server.find_available_port()
-    with _output_to(server_log):
+    with _output_to(server_log), _server_dies_with_us():
         process = server._run_uvicorn_command()
     deadline = time.monotonic() + limit
     port_retries = 3
@@ -180,7 +244,7 @@ def start_prefect(timeout_s: float | None = None) -> None:
             if code is not None and port_retries and _port_was_taken(server_log):
                 port_retries -= 1  # another process took the port first: try another one
                 server.port = server.find_available_port()
-                with _output_to(server_log):
+                with _output_to(server_log), _server_dies_with_us():
                     process = server._run_uvicorn_command()
                 continue
             if code is not None:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 PROBE_TIMEOUT_S = 5.0
 """Seconds one reachability probe of an LLM server may take."""
+CHAT_PROBE_TIMEOUT_S = 15.0
+"""Seconds the preflight's one 1-token chat request to each remote model may take."""
 
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 ANTHROPIC_DEFAULT_BASE = "https://api.anthropic.com"
@@ -82,8 +84,33 @@ def _probe(url: str, headers: dict[str, str], who: str, key_env: str | None, tim
         return None
 
 
+def _chat_probe(
+    url: str, headers: dict[str, str], body: dict[str, Any], who: str, key_env: str, timeout_s: float
+) -> None:
+    """POSTs one minimal chat request (a 1-token answer) and returns once the server answers anything
+    within `timeout_s`: a server that lists its models but never answers a chat request is found here,
+    not after minutes of retries in the run. Raises LLMError when it does not answer or refuses the key;
+    any other answer (even an error status) shows the server is alive, and the run reports it per call."""
+    import httpx
+
+    try:
+        response = httpx.post(url, headers=headers, json=body, timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise LLMError(
+            f"{who}: {url} did not answer a 1-token chat request within {timeout_s:g} s; the server lists its "
+            "models but does not generate (overloaded, or still loading the model?)"
+        ) from None
+    except httpx.HTTPError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LLMError(f"{who}: cannot reach {url} ({reason}); start the server or fix the URL") from None
+    if response.status_code in (401, 403):
+        raise LLMError(f"{who}: {url} refused the request (HTTP {response.status_code}); check {key_env}")
+
+
 def _listed_model_warning(answer: Any, model: str, who: str) -> list[str]:
-    """Returns a warning when a /models answer lists models and `model` is not among them."""
+    """Returns a warning when a /models answer lists models and `model` (without a `?option=...` suffix
+    such as `?logprobs=auto`, which is ours, not the server's) is not among them."""
+    model = model.partition("?")[0]
     if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
         return []
     ids = [str(m.get("id")) for m in answer["data"] if isinstance(m, dict)]
@@ -93,7 +120,9 @@ def _listed_model_warning(answer: Any, model: str, who: str) -> list[str]:
     return []
 
 
-def _check_openai(model: str, who: str, timeout_s: float, *, compatible: bool) -> list[str]:
+def _check_openai(
+    model: str, who: str, timeout_s: float, *, compatible: bool, chat_timeout_s: float | None = None
+) -> list[str]:
     from autointerp.llm.openai_backend import BASE_URL_ENV, COMPATIBLE_KEY_ENV, KEY_ENV, split_model_spec
 
     spec_url, name = split_model_spec(model)
@@ -111,10 +140,16 @@ def _check_openai(model: str, who: str, timeout_s: float, *, compatible: bool) -
         base = OPENAI_DEFAULT_BASE
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     answer = _probe(base.rstrip("/") + "/models", headers, who, key_env, timeout_s)
-    return _listed_model_warning(answer, name, who)
+    warnings = _listed_model_warning(answer, name, who)
+    if chat_timeout_s:
+        model_name = name.partition("?")[0]
+        tokens = "max_tokens" if compatible else "max_completion_tokens"
+        body = {"model": model_name, "messages": [{"role": "user", "content": "Say yes."}], tokens: 1}
+        _chat_probe(base.rstrip("/") + "/chat/completions", headers, body, who, key_env, chat_timeout_s)
+    return warnings
 
 
-def _check_anthropic(model: str, who: str, timeout_s: float) -> list[str]:
+def _check_anthropic(model: str, who: str, timeout_s: float, chat_timeout_s: float | None = None) -> list[str]:
     from autointerp.llm.anthropic_backend import BASE_URL_ENV, KEY_ENV
 
     key = os.environ.get(KEY_ENV)
@@ -123,22 +158,36 @@ def _check_anthropic(model: str, who: str, timeout_s: float) -> list[str]:
     base = (os.environ.get(BASE_URL_ENV) or ANTHROPIC_DEFAULT_BASE).rstrip("/")
     headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_API_VERSION}
     answer = _probe(base + "/v1/models", headers, who, KEY_ENV, timeout_s)
-    return _listed_model_warning(answer, model, who)
+    warnings = _listed_model_warning(answer, model, who)
+    if chat_timeout_s:
+        body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Say yes."}]}
+        _chat_probe(base + "/v1/messages", headers, body, who, KEY_ENV, chat_timeout_s)
+    return warnings
 
 
 def check_models(
-    config: RunConfig, *, experiments: bool | None = None, timeout_s: float = PROBE_TIMEOUT_S
+    config: RunConfig,
+    *,
+    experiments: bool | None = None,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    chat_timeout_s: float | None = CHAT_PROBE_TIMEOUT_S,
 ) -> list[str]:
     """Checks every LLM the run will call (see `models_in_use`): the spec parses, the backend is
-    registered, its API key is set, and its server answers one cheap `GET .../models`; a `local:`
-    model name must resolve like a subject model (nothing is loaded). Returns warnings (a plugin
-    backend that cannot be probed, a model the server does not list); raises a one-line LLMError."""
-    return check_model_specs(models_in_use(config, experiments=experiments), timeout_s=timeout_s)
+    registered, its API key is set, its server answers one cheap `GET .../models` and one 1-token chat
+    request (`chat_timeout_s`; None: not sent); a `local:` model name must resolve like a subject model
+    and its folder hold weights and a tokenizer (nothing is loaded). Returns warnings (a plugin backend
+    that cannot be probed, a model the server does not list); raises a one-line LLMError."""
+    return check_model_specs(
+        models_in_use(config, experiments=experiments), timeout_s=timeout_s, chat_timeout_s=chat_timeout_s
+    )
 
 
-def check_model_specs(used: dict[str, list[str]], *, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
+def check_model_specs(
+    used: dict[str, list[str]], *, timeout_s: float = PROBE_TIMEOUT_S, chat_timeout_s: float | None = None
+) -> list[str]:
     """Checks each `backend:model` in `used` (spec -> the settings that name it, for the messages) as
-    `check_models` does. Returns warnings; raises a one-line LLMError."""
+    `check_models` does (the chat request only when `chat_timeout_s` is set). Returns warnings; raises a
+    one-line LLMError."""
     from autointerp.llm.registry import available_backends, parse_model_spec
 
     warnings: list[str] = []
@@ -155,13 +204,16 @@ def check_model_specs(used: dict[str, list[str]], *, timeout_s: float = PROBE_TI
         if backend == "local":
             try:
                 base, _ = resolve_local_model(model)
-                locate_model(base)
+                shape = locate_model(base)
+                if shape.folder is not None:
+                    check_model_files(shape.folder)
             except SubjectModelError as exc:
                 raise LLMError(f"{who}: {exc}") from None
         elif backend in ("openai", "openai-compatible"):
-            warnings += _check_openai(model, who, timeout_s, compatible=backend == "openai-compatible")
+            compatible = backend == "openai-compatible"
+            warnings += _check_openai(model, who, timeout_s, compatible=compatible, chat_timeout_s=chat_timeout_s)
         elif backend == "anthropic":
-            warnings += _check_anthropic(model, who, timeout_s)
+            warnings += _check_anthropic(model, who, timeout_s, chat_timeout_s)
         else:
             warnings.append(f"{who}: backend {backend!r} is a plugin; it is first checked when it is called")
     return warnings
@@ -272,6 +324,117 @@ def _tokenizer(folder: str) -> PreTrainedTokenizerBase | None:
         return None
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""A transformers folder's weights: one file, or a sharded index naming its shards."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+"""Any one of these makes a tokenizer (with tokenizer_config.json and, for vocab.json, merges.txt)."""
+
+
+def _readable(path: Path) -> str | None:
+    """Returns None when `path` is a file whose first bytes can be read, else why not."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.read(8)
+    except IsADirectoryError:
+        return "is a folder"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not first:
+        return "is empty"
+    if path.suffix == ".safetensors":
+        size = path.stat().st_size
+        header = int.from_bytes(first, "little") if len(first) == 8 else size
+        if header + 8 > size:
+            return f"is cut short ({size} bytes; its header alone says {header + 8})"
+    return None
+
+
+def check_model_files(folder: Path) -> None:
+    """Checks that a transformers model folder holds readable weights (model.safetensors, a sharded
+    index and every shard it names, or pytorch_model.bin) and tokenizer files, so a folder with only
+    config.json fails here in one line instead of in the tokenizer or loader after the run started.
+    Returns None; raises SubjectModelError."""
+    folder = Path(folder)
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).exists()]
+    if not weights:
+        raise SubjectModelError(
+            f"model folder {folder} has config.json but no weights ({', '.join(WEIGHT_FILES[::2])} or a sharded "
+            "*.index.json); copy the weights in, or point at the complete folder"
+        )
+    for path in weights:
+        problem = _readable(path)
+        if problem is not None:
+            raise SubjectModelError(f"model weights {path} {problem}; copy the file again")
+        if path.name.endswith(".index.json"):
+            try:
+                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                raise SubjectModelError(f"{path} is not a weight index (no 'weight_map'); copy it again") from None
+            for shard in shards:
+                problem = _readable(folder / str(shard)) if (folder / str(shard)).exists() else "is missing"
+                if problem is not None:
+                    raise SubjectModelError(f"weight shard {folder / str(shard)} named in {path.name} {problem}")
+    tokenizers = [folder / name for name in TOKENIZER_FILES if (folder / name).exists()]
+    if not tokenizers:
+        raise SubjectModelError(
+            f"model folder {folder} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json + "
+            "merges.txt); copy them from where the model came from"
+        )
+    for path in tokenizers:
+        problem = _readable(path)
+        if problem is not None:
+            raise SubjectModelError(f"tokenizer file {path} {problem}; copy it again")
+
+
+def _dictionary_width(features: FeaturesConfig) -> int | None:
+    """Returns the number of latents of an SAE / sparsify / transcoder folder from its cfg.json, or None."""
+    if features.path is None:
+        return None
+    cfg_path = Path(features.path).expanduser() / "cfg.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    for key in ("d_sae", "num_latents"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    return None
+
+
+def check_feature_count(features: FeaturesConfig, shape: ModelShape) -> None:
+    """Refuses a `features.count` set above the number of features there are (neurons per block,
+    dictionary latents or direction rows), which would silently mean every feature: set it to that
+    number or to "all". The default count is not refused (a 3-row matrix gives its 3 directions).
+    Returns None; raises FeatureError."""
+    count = features.count
+    if features.indices or count == "all" or "count" not in features.model_fields_set:
+        return
+    width: int | None = None
+    what = "features"
+    if features.kind == "mlp":
+        width, what = shape.d_mlp, f"neurons in each MLP block of {shape.slug}"
+    elif features.kind in ("sae", "sparsify", "transcoder"):
+        width, what = _dictionary_width(features), f"latents in {features.path}"
+    elif features.kind == "direction" and features.path is not None:
+        from autointerp.subject.features import load_directions
+
+        try:
+            width, what = int(load_directions(Path(features.path)).shape[0]), f"directions in {features.path}"
+        except Exception:  # check_features reports an unreadable matrix
+            return
+    if width is not None and int(count) > width:
+        raise FeatureError(
+            f'features.count = {count} but there are only {width} {what}; set features.count <= {width}, or "all"'
+        )
+
+
 # features -------------------------------------------------------------------------------------------
 
 
@@ -287,33 +450,30 @@ def _check_indices(indices: list[int], width: int | None, what: str) -> None:
 
 
 def check_features(features: FeaturesConfig, shape: ModelShape) -> None:
-    """Checks layers and indices against the model's shape, a direction file (readable, [n, d] with the
-    model's width, no NaN/inf in the chosen rows), an SAE folder's presence, and planted functions (they
-    load, run on a sample window and return finite values). Returns None; raises FeatureError/ConfigError."""
-    if features.kind == "mlp":
-        if features.layers == "all":
-            layers: list[int] = []
-        elif features.layers:
-            layers = list(features.layers)
-        else:
-            layers = [features.layer]
-        for layer in layers:
-            _check_layer(layer, shape)
-        _check_indices(features.indices, shape.d_mlp, "neuron")
-    elif features.kind == "direction":
-        _check_directions(features, shape)
-    elif features.kind == "sae":
-        _check_sae(features, shape)
-    else:
-        from autointerp.planted import check_planted_features, load_planted_features
+    """Checks the features config against the model's shape through its kind's own `check` (the
+    `autointerp.feature_sources` registry): layers and indices, a direction file, a dictionary folder's
+    cfg.json and weights header, planted functions. Returns None; raises FeatureError/ConfigError."""
+    from autointerp.subject.features import FEATURE_SOURCES
 
-        planted = load_planted_features(features.path)
-        _check_indices(features.indices, len(planted), "planted feature")
-        check_planted_features([planted[i] for i in features.indices] if features.indices else planted)
+    FEATURE_SOURCES.get(features.kind)().check(features, shape)
 
 
-HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out")
-"""The hook points a direction or SAE may read (as in autointerp.subject.hooks)."""
+HOOK_KINDS = (
+    "hook_resid_pre",
+    "hook_resid_post",
+    "hook_mlp_out",
+    "hook_mlp_in",
+    "ln2.hook_normalized",
+    "mlp.hook_in",
+    "mlp.hook_post",
+)
+"""The hook points a direction or dictionary may read or write (as in autointerp.subject.hooks)."""
+
+
+def hook_width(hook: str, shape: ModelShape) -> int | None:
+    """Returns the width of the activations at `hook` (the MLP's neurons for `mlp.hook_post`, else the
+    model's width), None when unknown."""
+    return shape.d_mlp if hook.endswith("mlp.hook_post") else shape.hidden_size
 
 
 def _check_hook(hook: str, shape: ModelShape) -> None:
@@ -321,65 +481,9 @@ def _check_hook(hook: str, shape: ModelShape) -> None:
 
     layer = hook_layer(hook)
     _check_layer(layer, shape)
-    if hook.split(".")[2] not in HOOK_KINDS:
+    if hook.split(".", 2)[2] not in HOOK_KINDS:
         raise FeatureError(
             f"hook point {hook!r} is not supported; use one of blocks.{layer}.{{{', '.join(HOOK_KINDS)}}}"
-        )
-
-
-def _check_sae(features: FeaturesConfig, shape: ModelShape) -> None:
-    """Checks an SAE folder from its cfg.json alone (the weights are read once, by the run)."""
-    from autointerp.subject.sae import CFG_FILE, WEIGHTS_FILE
-
-    if features.path is None:
-        raise FeatureError("features.kind = 'sae' needs features.path, a SAELens folder (see `autointerp train-sae`)")
-    folder = Path(features.path).expanduser()
-    if not folder.is_dir():
-        raise FeatureError(f"SAE folder {folder} does not exist; set features.path")
-    cfg_path = folder / CFG_FILE
-    if not cfg_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise FeatureError(
-            f"SAE folder {folder} needs {CFG_FILE} and {WEIGHTS_FILE} (SAELens layout); set features.path"
-        )
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FeatureError(f"cannot read {cfg_path}: {str(exc).splitlines()[0]}") from None
-    hook = cfg.get("hook_name") or cfg.get("hook_point") if isinstance(cfg, dict) else None
-    if not isinstance(hook, str):
-        raise FeatureError(f"{cfg_path} has no 'hook_name', e.g. \"blocks.15.hook_resid_post\"")
-    _check_hook(hook, shape)
-    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
-    if isinstance(d_in, int) and shape.hidden_size is not None and d_in != shape.hidden_size:
-        raise FeatureError(
-            f"the SAE reads {d_in}-wide activations but {shape.slug}'s residual stream is {shape.hidden_size} wide; "
-            "train or pick an SAE for this model"
-        )
-    if isinstance(d_sae, int):
-        _check_indices(features.indices, d_sae, "SAE latent")
-
-
-def _check_directions(features: FeaturesConfig, shape: ModelShape) -> None:
-    import torch
-
-    from autointerp.subject.features import choose_indices, load_directions
-
-    if features.path is None:
-        raise FeatureError("features.kind = 'direction' needs features.path, a .safetensors or .npy [n, d] matrix")
-    _check_hook(features.hook or f"blocks.{features.layer}.hook_resid_post", shape)
-    matrix = load_directions(Path(features.path))
-    if shape.hidden_size is not None and matrix.shape[1] != shape.hidden_size:
-        raise FeatureError(
-            f"directions in {features.path} are {matrix.shape[1]}-wide but the residual stream is "
-            f"{shape.hidden_size}-wide; the matrix must be [n, {shape.hidden_size}]"
-        )
-    rows = choose_indices(features.indices, features.count, matrix.shape[0], features.seed, "direction")
-    finite = torch.isfinite(matrix[rows]).all(dim=1)
-    if not bool(finite.all()):
-        row = rows[int((~finite).nonzero()[0, 0])]
-        raise FeatureError(
-            f"direction row {row} of {features.path} holds NaN or infinite values; fix the matrix or leave "
-            "that row out of features.indices"
         )
 
 
@@ -411,6 +515,12 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
         shape = locate_model(config.subject.model, hooks=True)
     except SubjectModelError as exc:
         raise SubjectModelError(f"subject.model: {exc}") from None
+    if shape.folder is not None:
+        try:
+            check_model_files(shape.folder)
+        except SubjectModelError as exc:
+            raise SubjectModelError(f"subject.model: {exc}") from None
+    check_feature_count(config.features, shape)
     check_features(config.features, shape)
     check_corpus_config(config.corpus, shape)
     if "embedding" in config.score.methods and importlib.util.find_spec(EMBEDDING_PACKAGE) is None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from autointerp.errors import LLMError
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatRequest, ChatResponse
-from autointerp.llm.retry import RetryPolicy, call_with_retries, sdk_failure, timeout_from_env
+from autointerp.llm.retry import RetryPolicy, call_with_retries, request_timeout, sdk_failure, timeout_from_env
 
 if TYPE_CHECKING:
     from anthropic import Anthropic
@@ -65,6 +65,8 @@ class AnthropicChatBackend(ChatBackend):
             raise LLMError(f"the anthropic backend needs an API key: set {KEY_ENV}")
         self.base_url: str | None = os.environ.get(BASE_URL_ENV) or None
         self.timeout_s = timeout_s if timeout_s is not None else timeout_from_env()
+        """Per-request timeout: fixed when given, else the base to which each request adds time per token."""
+        self.scaled_timeout = timeout_s is None
         self.retry = retry or RetryPolicy.from_env()
         self._sdk = import_anthropic()
         self._client: Anthropic = self._sdk.Anthropic(
@@ -86,9 +88,10 @@ class AnthropicChatBackend(ChatBackend):
     def generate(self, request: ChatRequest) -> ChatResponse:
         """Returns the model's continuation of the prefill; raises LLMError once retries are spent."""
         params = {"model": self.model, "max_tokens": request.max_tokens, **messages_params(request)}
+        timeout = request_timeout(self.timeout_s, request.max_tokens) if self.scaled_timeout else self.timeout_s
         message = call_with_retries(
-            lambda: self._client.messages.create(**params),
-            describe=lambda exc: sdk_failure(exc, self._sdk, self.timeout_s),
+            lambda: self._client.messages.create(**params, timeout=timeout),
+            describe=lambda exc: sdk_failure(exc, self._sdk, timeout),
             label=self.label,
             policy=self.retry,
             secrets=[self._client.api_key or ""],

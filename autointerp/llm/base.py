@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -68,6 +68,57 @@ class ValueReadout:
     """Mean probability mass the digits 0-10 held at the read positions, before renormalising."""
     input_tokens: int = 0
     """Prompt tokens processed."""
+
+
+class Probabilities(dict[str, float]):
+    """{choice: probability} of one `answer_probabilities` item, with the tokens the server counted for
+    it (its `usage`; 0 when it sent none)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @classmethod
+    def with_usage(cls, shares: Mapping[str, float], input_tokens: int, output_tokens: int) -> Probabilities:
+        """Returns `shares` carrying the server's token counts."""
+        made = cls(shares)
+        made.input_tokens, made.output_tokens = input_tokens, output_tokens
+        return made
+
+
+class LazyCapabilities(BackendCapabilities):
+    """Capabilities found out only when read: `offers(kind)` is asked for `prompt_logprobs` or
+    `answer_logprobs` at first access, so a run reading only `answer_logprobs` (a detection-only run) never
+    probes prompt log-probabilities. Compares equal to a `BackendCapabilities` with the same values."""
+
+    def __init__(self, offers: Callable[[str], bool], batched_generation: bool = False) -> None:
+        object.__setattr__(self, "_offers", offers)
+        object.__setattr__(self, "_batched", batched_generation)
+
+    @property  # type: ignore[override]
+    def prompt_logprobs(self) -> bool:
+        return bool(self._offers("prompt"))  # type: ignore[attr-defined]
+
+    @property  # type: ignore[override]
+    def answer_logprobs(self) -> bool:
+        return bool(self._offers("answer"))  # type: ignore[attr-defined]
+
+    @property  # type: ignore[override]
+    def batched_generation(self) -> bool:
+        return bool(self._batched)  # type: ignore[attr-defined]
+
+    def _values(self) -> tuple[bool, bool, bool]:
+        return self.prompt_logprobs, self.answer_logprobs, self.batched_generation
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BackendCapabilities):
+            return NotImplemented
+        return self._values() == (other.prompt_logprobs, other.answer_logprobs, other.batched_generation)
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "LazyCapabilities(found out when read)"
 
 
 class CapabilityMissing(NotImplementedError):

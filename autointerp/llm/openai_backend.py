@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from autointerp.errors import LLMError
 from autointerp.llm.base import (
@@ -32,6 +32,8 @@ from autointerp.llm.base import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
+    LazyCapabilities,
+    Probabilities,
     ValueReadout,
 )
 from autointerp.llm.logprobs import (
@@ -45,7 +47,14 @@ from autointerp.llm.logprobs import (
     read_echoed_values,
     render_values_prompt,
 )
-from autointerp.llm.retry import RetryPolicy, call_with_retries, sdk_failure, timeout_from_env
+from autointerp.llm.retry import (
+    CallFailure,
+    RetryPolicy,
+    call_with_retries,
+    request_timeout,
+    sdk_failure,
+    timeout_from_env,
+)
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -55,6 +64,8 @@ BASE_URL_ENV = "OPENAI_BASE_URL"
 COMPATIBLE_KEY_ENV = "AUTOINTERP_COMPATIBLE_API_KEY"
 NO_KEY = "not-needed"
 """Key sent to compatible servers that want none (the SDK insists on some key)."""
+CONTINUING_SERVERS = frozenset({"vllm", "llamacpp"})
+"""`owned_by` in a server's `/models` answer that marks a server continuing a final assistant message."""
 PARALLEL_REQUESTS = 8
 """Requests in flight at once within one `answer_probabilities` call."""
 
@@ -131,7 +142,12 @@ class OpenAIChatBackend(ChatBackend):
         self._probe_lock = threading.Lock()
         self.base_url: str | None = spec_url or os.environ.get(BASE_URL_ENV) or None
         self.timeout_s = timeout_s if timeout_s is not None else timeout_from_env()
+        """Per-request timeout: fixed when given, else the base to which each request adds time per token."""
+        self.scaled_timeout = timeout_s is None
         self.retry = retry or RetryPolicy.from_env()
+        self._continues: bool | None = None
+        """Whether the server continues a final assistant message (`continue_final_message`); None: not
+        tried yet. Only compatible servers are tried; OpenAI gets the prefill as an instruction."""
         self._sdk = import_openai()
         self._client: OpenAI = self._sdk.OpenAI(
             api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout_s, max_retries=0
@@ -154,15 +170,28 @@ class OpenAIChatBackend(ChatBackend):
         return f"{self.name} at {self.base_url}" if self.base_url else self.name
 
     def generate(self, request: ChatRequest) -> ChatResponse:
-        """Returns the model's answer, without the prefill; raises LLMError once retries are spent."""
-        messages = prefill_as_instruction(request.messages, request.prefill)
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": [message.model_dump() for message in messages],
-            "temperature": request.temperature,
-            self.max_tokens_param: request.max_tokens,
-        }
-        body = self._post_json("/chat/completions", params)
+        """Returns the model's answer, without the prefill; raises LLMError once retries are spent.
+
+        A prefill is continued by the server where it can (a final assistant message, as the judges'
+        path does: `_continuation`); otherwise the last user turn asks the answer to start with it."""
+        params: dict[str, Any] = {"temperature": request.temperature, self.max_tokens_param: request.max_tokens}
+        body: dict[str, Any] | None = None
+        if request.prefill and self._continues is not False:
+            messages, extra = self._continuation(request)
+            if extra:
+                body = self._post_json(
+                    "/chat/completions", {"model": self.model, "messages": messages, **params, **extra}, refused_ok=True
+                )
+                if body is None:
+                    self._continues = False
+                    logger.info(
+                        "%s refused a continued assistant message; the prefill becomes an instruction", self.label
+                    )
+        if body is None:
+            asked = prefill_as_instruction(request.messages, request.prefill)
+            body = self._post_json(
+                "/chat/completions", {"model": self.model, "messages": [m.model_dump() for m in asked], **params}
+            )
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices:
             raise LLMError(f"{self.label} answered with no choices")
@@ -177,17 +206,46 @@ class OpenAIChatBackend(ChatBackend):
             output_tokens=int(usage.get("completion_tokens") or 0),
         )
 
-    def _post_json(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _continuation(self, request: ChatRequest) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Returns (messages, extra body) that make the server continue the prefill, or an empty extra
+        body when this backend cannot (OpenAI's API continues no assistant message)."""
+        return [m.model_dump() for m in request.messages], {}
+
+    def request_timeout(self, max_tokens: int) -> float:
+        """Returns the timeout of a request for `max_tokens` tokens (see `retry.request_timeout`)."""
+        return request_timeout(self.timeout_s, max_tokens) if self.scaled_timeout else self.timeout_s
+
+    @overload
+    def _post_json(self, path: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    @overload
+    def _post_json(self, path: str, params: dict[str, Any], *, refused_ok: bool) -> dict[str, Any] | None: ...
+
+    def _post_json(self, path: str, params: dict[str, Any], *, refused_ok: bool = False) -> dict[str, Any] | None:
         """Returns the JSON answer to one POST of `params` to `path` (e.g. `/chat/completions`) under the
-        retry policy. Sent with the SDK client's `post` (its auth, timeouts and error types), without its
-        per-call parameter transformation and response models: at high concurrency those cost more client
-        CPU than the HTTP round trip (see results/benchmarks/campaign.md)."""
-        text = self._call(lambda: self._client.post(path, cast_to=str, body=params))
+        retry policy, with a timeout that grows with the tokens asked for. Sent with the SDK client's
+        `post` (its auth, timeouts and error types), without its per-call parameter transformation and
+        response models: at high concurrency those cost more client CPU than the HTTP round trip (see
+        results/benchmarks/campaign.md). `refused_ok`: returns None when the server refuses the request's
+        fields (HTTP 400 / 422) instead of raising."""
+        tokens = params.get(self.max_tokens_param, params.get("max_tokens", 0))
+        timeout = self.request_timeout(int(tokens or 0))
+        try:
+            text = self._call(
+                lambda: self._client.post(path, cast_to=str, body=params, options={"timeout": timeout}),
+                timeout,
+                passthrough=(400, 422) if refused_ok else (),
+            )
+        except self._sdk.APIStatusError as exc:
+            if refused_ok and exc.status_code in (400, 422):
+                return None
+            raise
         return parse_json_body(text)
 
     def capabilities(self) -> BackendCapabilities:
-        """Returns what the model spec declares, or (`auto`) what one probe request per kind found."""
-        return BackendCapabilities(prompt_logprobs=self._offers("prompt"), answer_logprobs=self._offers("answer"))
+        """Returns what the model spec declares, or (`auto`) what one probe request per kind finds, each
+        kind probed only when a scorer reads it (a detection-only run never probes prompt log-probabilities)."""
+        return LazyCapabilities(self._offers)
 
     def _offers(self, kind: str) -> bool:
         """Returns whether `kind` ("prompt" / "answer") log-probabilities are declared, or (`auto`) found by
@@ -303,7 +361,14 @@ class OpenAIChatBackend(ChatBackend):
         return request.messages, {}
 
     def _answer_one(self, request: ChatRequest, choices: Mapping[str, Sequence[str]]) -> dict[str, float]:
-        return choice_probabilities(self._answer_body(request), choices, label=self.label)
+        body = self._answer_body(request)
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        return Probabilities.with_usage(
+            choice_probabilities(body, choices, label=self.label),
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+        )
 
     def _answer_body(self, request: ChatRequest) -> dict[str, Any]:
         """Returns the JSON answer to `request` asked for one token with its top log-probabilities."""
@@ -318,14 +383,17 @@ class OpenAIChatBackend(ChatBackend):
         }
         return self._post_json("/chat/completions", {**params, **extra_body})
 
-    def _call(self, call: Callable[[], Result]) -> Result:
-        """Returns `call()` under the retry policy; raises one-line LLMError once retries are spent."""
+    def _call(self, call: Callable[[], Result], timeout_s: float, passthrough: tuple[int, ...] = ()) -> Result:
+        """Returns `call()` under the retry policy; raises one-line LLMError once retries are spent (an
+        SDK status error whose status is in `passthrough` is raised as it is)."""
+
+        def describe(exc: Exception) -> CallFailure | None:
+            if passthrough and isinstance(exc, self._sdk.APIStatusError) and exc.status_code in passthrough:
+                return None
+            return sdk_failure(exc, self._sdk, timeout_s)
+
         return call_with_retries(
-            call,
-            describe=lambda exc: sdk_failure(exc, self._sdk, self.timeout_s),
-            label=self.label,
-            policy=self.retry,
-            secrets=[self._client.api_key],
+            call, describe=describe, label=self.label, policy=self.retry, secrets=[self._client.api_key]
         )
 
 
@@ -346,6 +414,31 @@ class OpenAICompatibleChatBackend(OpenAIChatBackend):
                 f" or set {BASE_URL_ENV}"
             )
         super().__init__(model, timeout_s=timeout_s, retry=retry)
+
+    def _continuation(self, request: ChatRequest) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Returns (messages, extra body): the prefill as a final assistant message that the server continues
+        (vLLM's `continue_final_message`; llama.cpp continues a final assistant message itself). A server
+        that refuses these fields (`transformers serve`: HTTP 422) gets the prefill as an instruction."""
+        if self._continues is None:
+            self._continues = self._server_continues()
+        if not self._continues:
+            return [m.model_dump() for m in request.messages], {}
+        messages, extra = self._answer_messages(request)
+        return [m.model_dump() for m in messages], extra
+
+    def _server_continues(self) -> bool:
+        """Returns whether the server is one known to continue a final assistant message (its `/models`
+        says `owned_by` vllm or llamacpp); asked once. Other servers (`transformers serve`, unknown ones)
+        get the prefill as an instruction."""
+        try:
+            text = self._client.get("/models", cast_to=str, options={"timeout": min(self.timeout_s, 5.0)})
+            listed = parse_json_body(text).get("data")
+        except Exception:  # no /models, or not JSON: an unknown server
+            return False
+        owners = {str(m.get("owned_by", "")).lower() for m in listed or [] if isinstance(m, dict)}
+        continues = bool(owners & CONTINUING_SERVERS)
+        logger.info("%s: prefill %s", self.label, "continued" if continues else "sent as an instruction")
+        return continues
 
     def _answer_messages(self, request: ChatRequest) -> tuple[list[ChatMessage], dict[str, Any]]:
         """Returns (messages, extra body): a prefill becomes a final assistant message that the server

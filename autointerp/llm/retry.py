@@ -12,13 +12,14 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TypeVar
 
-from autointerp.errors import LLMError
+from autointerp.errors import ConfigError, LLMError
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,23 @@ T = TypeVar("T")
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 """HTTP statuses worth another try: timeouts, rate limits, overload and server errors."""
 
-DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_TIMEOUT_S = 30.0
+"""Seconds a request may take before its first generated token is due (plus `SECONDS_PER_TOKEN` per token
+asked for): a 24-token answer may take 36 s, a 1,000-token one 280 s."""
+SECONDS_PER_TOKEN = 0.25
+"""Seconds added to a request's timeout per token it asks for (a slow local server makes ~5-20 tokens/s)."""
 TIMEOUT_ENV = "AUTOINTERP_LLM_TIMEOUT"
 MAX_RETRIES_ENV = "AUTOINTERP_LLM_MAX_RETRIES"
+STALL_ENV = "AUTOINTERP_LLM_STALL_S"
+DEFAULT_STALL_S = 120.0
+"""Seconds a server may go without answering any call successfully (while calls keep failing with
+timeouts, connection errors or server errors) before the run stops with one line naming it."""
+
+
+class ServerStalled(ConfigError, LLMError):
+    """A server made no progress for `stall_s` seconds: every call failed or timed out. Stops the stage
+    (as a ConfigError does: the next feature would wait the same way), rather than failing each feature
+    after minutes of retries."""
 
 
 @dataclass(frozen=True)
@@ -114,18 +129,94 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def timeout_from_env() -> float:
-    """Returns the per-request timeout in seconds: `AUTOINTERP_LLM_TIMEOUT`, or 60."""
-    raw = os.environ.get(TIMEOUT_ENV)
+def _seconds_from_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
     if raw is None:
-        return DEFAULT_TIMEOUT_S
+        return default
     try:
-        timeout = float(raw)
+        value = float(raw)
     except ValueError:
-        timeout = 0.0
-    if not timeout > 0:
-        raise LLMError(f"{TIMEOUT_ENV}={raw!r} must be a number of seconds > 0")
-    return timeout
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise LLMError(f"{name}={raw!r} must be a number of seconds > 0")
+    return value
+
+
+def timeout_from_env() -> float:
+    """Returns the base per-request timeout in seconds: `AUTOINTERP_LLM_TIMEOUT`, or 30 (each request
+    adds `SECONDS_PER_TOKEN` per token it asks for: see `request_timeout`)."""
+    return _seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+
+
+def request_timeout(base_s: float, max_tokens: int) -> float:
+    """Returns the timeout of a request asking for `max_tokens` tokens: the base plus
+    `SECONDS_PER_TOKEN` per token, so a long answer from a slow server is not cut off while a short
+    one from a stalled server is given up on soon."""
+    return base_s + SECONDS_PER_TOKEN * max(0, max_tokens)
+
+
+def stall_from_env() -> float:
+    """Returns the seconds without progress after which a server is given up on: `AUTOINTERP_LLM_STALL_S`,
+    or 120."""
+    return _seconds_from_env(STALL_ENV, DEFAULT_STALL_S)
+
+
+class ServerProgress:
+    """When each server (by label) last answered a call, and since when its calls fail: the watchdog
+    that stops a run whose calls make no progress, shared by every thread of this process."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failing_since: dict[str, float] = {}
+        self._stalled: dict[str, str] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def succeeded(self, label: str) -> None:
+        """Records an answer from `label`: it makes progress."""
+        with self._lock:
+            self._failing_since.pop(label, None)
+
+    def failed(self, label: str, started: float, failure: CallFailure, stall_s: float) -> None:
+        """Records a failed attempt begun at `started` (clock time); raises ServerStalled when `label`
+        has answered nothing for `stall_s` seconds."""
+        with self._lock:
+            since = min(self._failing_since.get(label, started), started)
+            self._failing_since[label] = since
+            waited = self._clock() - since
+            if waited >= stall_s and label not in self._stalled:
+                self._stalled[label] = (
+                    f"{label} made no progress for {waited:.0f} s (last failure: {failure.reason}); "
+                    f"is the server overloaded or down? (limit {STALL_ENV}={stall_s:g})"
+                )
+            message = self._stalled.get(label)
+        if message is not None:
+            raise ServerStalled(message)
+
+    def check(self, label: str) -> None:
+        """Raises ServerStalled when `label` was already given up on (no further call waits on it)."""
+        with self._lock:
+            message = self._stalled.get(label)
+        if message is not None:
+            raise ServerStalled(message)
+
+    def first_retry(self, label: str) -> bool:
+        """Returns True the first time it is asked about `label` (its first retry is logged, later ones not)."""
+        with self._lock:
+            first = label not in self._warned
+            self._warned.add(label)
+            return first
+
+    def reset(self) -> None:
+        """Forgets every server (tests; a new run in the same process)."""
+        with self._lock:
+            self._failing_since.clear()
+            self._stalled.clear()
+            self._warned.clear()
+
+
+PROGRESS = ServerProgress()
+"""This process's watchdog over the servers its calls go to."""
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -145,30 +236,52 @@ def call_with_retries(
     policy: RetryPolicy,
     secrets: Iterable[str] = (),
     sleep: Callable[[float], None] = time.sleep,
+    progress: ServerProgress | None = None,
+    stall_s: float | None = None,
 ) -> T:
     """Returns `call()`, retrying the failures `describe` marks retryable.
 
     `describe` maps an exception to a `CallFailure`, or to None for exceptions that are not
     call failures (those propagate unchanged). After the last attempt, raises `LLMError`
-    with a one-line message naming `label` and the failure, with `secrets` redacted.
+    with a one-line message naming `label`, the failure and the attempts, with `secrets` redacted.
+    Retries are not logged one by one: the first retry of a server logs one warning, and the final
+    error counts the attempts. `progress` (default: this process's watchdog) raises ServerStalled
+    once the server has answered nothing for `stall_s` seconds (default `AUTOINTERP_LLM_STALL_S`, 120).
     """
     secrets = tuple(secrets)
+    progress = progress if progress is not None else PROGRESS
+    stall_s = stall_s if stall_s is not None else stall_from_env()
     attempt = 0
     while True:
+        progress.check(label)
+        started = time.monotonic()
         try:
-            return call()
+            result = call()
         except Exception as exc:
             failure = describe(exc)
             if failure is None:
                 raise
+        else:
+            progress.succeeded(label)
+            return result
         attempt += 1
+        if failure.retryable:
+            progress.failed(label, started, failure, stall_s)
         if not failure.retryable or attempt > policy.max_retries:
             raise LLMError(failure_message(label, failure, attempt, secrets)) from None
         if failure.retry_after_s is not None:
             delay = min(failure.retry_after_s, policy.max_retry_after_s)
         else:
             delay = policy.backoff_s(attempt - 1)
-        logger.warning("%s: %s; retry %d/%d in %.2fs", label, failure.reason, attempt, policy.max_retries, delay)
+        if progress.first_retry(label):
+            logger.warning(
+                "%s: %s; retrying (up to %d times per call; the final error counts the attempts)",
+                label,
+                redact(failure.reason, secrets),
+                policy.max_retries,
+            )
+        else:
+            logger.debug("%s: %s; retry %d/%d in %.2fs", label, failure.reason, attempt, policy.max_retries, delay)
         sleep(delay)
 
 

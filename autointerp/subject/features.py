@@ -28,11 +28,20 @@ from autointerp.plugins import Registry
 from autointerp.subject.hooks import capture, check_layer, hook_target
 from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
 from autointerp.subject.model import SubjectModel
-from autointerp.subject.sae import SparseAutoencoder, hook_layer, load_sae
-from autointerp.subject.sparsify import is_sparsify_folder, load_sparsify
+from autointerp.subject.sae import WEIGHTS_FILE as SAELENS_WEIGHTS_FILE
+from autointerp.subject.sae import (
+    DictionarySpec,
+    SparseAutoencoder,
+    check_weights,
+    hook_layer,
+    load_sae,
+    read_saelens_cfg,
+)
+from autointerp.subject.sparsify import is_sparsify_folder, load_sparsify, read_sparsify_cfg
 
 if TYPE_CHECKING:
     from autointerp.config import FeaturesConfig
+    from autointerp.preflight import ModelShape
 
 
 class FeatureSource(ABC):
@@ -78,6 +87,10 @@ def choose_indices(indices: list[int], count: int | str, width: int, seed: int, 
         return list(indices)
     if count == "all":
         return list(range(width))
+    if int(count) > width:  # the preflight refuses a count set above the width; the default 16 is kept
+        import logging
+
+        logging.getLogger(__name__).warning("features.count %s > the %d %ss: using all %d", count, width, what, width)
     return sorted(random.Random(seed).sample(range(width), min(int(count), width)))
 
 
@@ -153,7 +166,7 @@ class SaeLatentSource(FeatureSource):
         return DirectionEdit(
             hook=self.sae.hook_name_out or self.sae.hook_name,
             read=lambda hidden: self.sae.encode(hidden, column)[..., 0],
-            direction=self.sae.W_dec[self.indices[position]],
+            direction=self.sae.decoder_rows()[self.indices[position]],
             set_to=set_to,
             add=add,
             read_from=self.sae.hook_name if self.sae.is_transcoder else None,
@@ -315,6 +328,13 @@ class FeatureSourceKind(ABC):
     def rebuild(self, config: FeaturesConfig, subject: SubjectModel, feature: dict[str, Any]) -> FeatureSource:
         """Returns a source of the one feature in `feature` (a row of the features table)."""
 
+    def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
+        """The preflight's check of `config` against the model's shape (known without loading the model;
+        None fields are unknown): raises a one-line FeatureError / ConfigError saying what to change.
+        Must be fast and must not load the subject model. The default checks nothing: a plugin kind
+        that does not override it is first checked when `build` runs."""
+        return None
+
 
 class MlpNeurons(FeatureSourceKind):
     """MLP neurons: the input of each chosen block's down projection."""
@@ -339,32 +359,95 @@ class MlpNeurons(FeatureSourceKind):
         """Returns the one neuron of the row."""
         return MlpNeuronSource(subject, [int(str(feature["hook"]).split(".")[1])], [int(feature["idx"])])
 
+    def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
+        """Checks the layers and neuron indices against the model's shape."""
+        from autointerp.preflight import _check_indices, _check_layer
+
+        if config.layers == "all":
+            layers: list[int] = []
+        elif config.layers:
+            layers = list(config.layers)
+        else:
+            layers = [config.layer]
+        for layer in layers:
+            _check_layer(layer, shape)
+        _check_indices(config.indices, shape.d_mlp, "neuron")
+
 
 class _DictionaryKind(FeatureSourceKind):
-    """A kind whose features are the latents of a dictionary folder at `features.path`."""
+    """A kind whose features are the latents of a dictionary folder at `features.path`: one reader per
+    layout gives the spec (cfg.json alone, for the preflight) and the dictionary (for the run)."""
 
     layout: ClassVar[str]
     """How the folder is described in messages."""
+    what: ClassVar[str] = "SAE"
     transcoder: ClassVar[bool] = False
+
+    @abstractmethod
+    def spec(self, config: FeaturesConfig, path: Path) -> DictionarySpec:
+        """Returns what the cfg.json in `path` says (no weights read)."""
 
     @abstractmethod
     def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
         """Returns the dictionary in `path`."""
 
-    def _load_checked(self, config: FeaturesConfig) -> SparseAutoencoder:
+    def _path(self, config: FeaturesConfig) -> Path:
         if config.path is None:
             raise FeatureError(
                 f"features.kind = {self.name!r} needs features.path, {self.layout} (see `autointerp train-sae`)"
             )
-        sae = self.load(config, config.path)
-        if sae.is_transcoder and not self.transcoder:
-            raise FeatureError(f"{config.path} is a transcoder; set features.kind = 'transcoder'")
-        if self.transcoder and not sae.is_transcoder:
+        path = Path(config.path).expanduser()
+        if not path.exists():
+            raise FeatureError(f"{self.what} folder {path} does not exist; set features.path")
+        if not path.is_dir():
+            raise FeatureError(f"{self.what} path {path} is a file; expected a folder, {self.layout}")
+        return path
+
+    def _check_role(self, path: Path, is_transcoder: bool) -> None:
+        if is_transcoder and not self.transcoder:
+            raise FeatureError(f"{path} is a transcoder; set features.kind = 'transcoder'")
+        if self.transcoder and not is_transcoder:
             raise FeatureError(
-                f"{config.path} is an SAE, not a transcoder; set features.kind = "
-                f"'{'sparsify' if is_sparsify_folder(config.path) else 'sae'}'"
+                f"{path} is an SAE, not a transcoder; set features.kind = "
+                f"'{'sparsify' if is_sparsify_folder(path) else 'sae'}'"
             )
+
+    def _load_checked(self, config: FeaturesConfig) -> SparseAutoencoder:
+        path = self._path(config)
+        self.spec(config, path)  # the layout checks, with the messages that name the right kind
+        sae = self.load(config, path)
+        self._check_role(path, sae.is_transcoder)
         return sae
+
+    def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
+        """Checks the folder from its cfg.json and its weights' header (no tensor is read): the layout,
+        the hook points, the widths against the model's, the latent indices, every tensor's shape."""
+        from autointerp.preflight import _check_hook, _check_indices, hook_width
+
+        path = self._path(config)
+        spec = self.spec(config, path)
+        self._check_role(path, spec.is_transcoder)
+        _check_hook(spec.hook_name, shape)
+        if spec.hook_name_out is not None:
+            _check_hook(spec.hook_name_out, shape)
+        what, article = ("transcoder", "a") if spec.is_transcoder else ("SAE", "an")
+        width = hook_width(spec.hook_name, shape)
+        if width is not None and spec.d_in != width:
+            where = (
+                f"{shape.slug}'s residual stream" if "resid" in spec.hook_name else f"{spec.hook_name} of {shape.slug}"
+            )
+            raise FeatureError(
+                f"the {what} reads {spec.d_in}-wide activations but {where} is {width} wide "
+                f"({spec.cfg_file} says d_in = {spec.d_in}); train or pick {article} {what} for this model"
+            )
+        _check_indices(config.indices, spec.d_sae, f"{what} latent")
+        spec = check_weights(spec)
+        out_width = None if spec.hook_name_out is None else hook_width(spec.hook_name_out, shape)
+        if out_width is not None and spec.d_out is not None and spec.d_out != out_width:
+            raise FeatureError(
+                f"the transcoder writes {spec.d_out}-wide activations but {spec.hook_name_out} of {shape.slug} is "
+                f"{out_width} wide ({spec.weights_file.name}: W_dec [{spec.d_sae}, {spec.d_out}])"
+            )
 
     def build(self, config: FeaturesConfig, subject: SubjectModel) -> FeatureSource:
         """Returns the latents of `features.path` chosen by `indices` / `count`."""
@@ -386,10 +469,15 @@ class SaeLatents(_DictionaryKind):
     stored_kind: ClassVar[str] = "sae"
     layout: ClassVar[str] = "a SAELens folder (cfg.json + sae_weights.safetensors)"
 
+    def spec(self, config: FeaturesConfig, path: Path) -> DictionarySpec:
+        """Returns the cfg.json of a SAELens folder; a sparsify folder names its kind."""
+        if is_sparsify_folder(path):
+            kind = "transcoder" if read_sparsify_cfg(path, config.hook).is_transcoder else "sparsify"
+            raise FeatureError(f"{path} is in the sparsify layout (sae.safetensors); set features.kind = '{kind}'")
+        return read_saelens_cfg(path, "SAE")
+
     def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
         """Returns the SAE in a SAELens folder."""
-        if is_sparsify_folder(path):
-            raise FeatureError(f"{path} is in the sparsify layout (sae.safetensors); set features.kind = 'sparsify'")
         return load_sae(path)
 
 
@@ -398,7 +486,17 @@ class SparsifyLatents(_DictionaryKind):
 
     name: ClassVar[str] = "sparsify"
     stored_kind: ClassVar[str] = "sae"
+    what: ClassVar[str] = "sparsify"
     layout: ClassVar[str] = "a sparsify folder named for its hook point (cfg.json + sae.safetensors)"
+
+    def spec(self, config: FeaturesConfig, path: Path) -> DictionarySpec:
+        """Returns the cfg.json of a sparsify folder; a SAELens folder names its kind."""
+        if (path / SAELENS_WEIGHTS_FILE).is_file() and not is_sparsify_folder(path):
+            kind = "transcoder" if read_saelens_cfg(path).is_transcoder else "sae"
+            raise FeatureError(
+                f"{path} is in the SAELens layout ({SAELENS_WEIGHTS_FILE}); set features.kind = '{kind}'"
+            )
+        return read_sparsify_cfg(path, config.hook)
 
     def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
         """Returns the SAE in a sparsify folder (hook point from the folder name, or `features.hook`)."""
@@ -411,12 +509,19 @@ class TranscoderLatents(_DictionaryKind):
 
     name: ClassVar[str] = "transcoder"
     stored_kind: ClassVar[str] = "transcoder"
+    what: ClassVar[str] = "transcoder"
     layout: ClassVar[str] = "a SAELens or sparsify transcoder folder"
     transcoder: ClassVar[bool] = True
 
+    def spec(self, config: FeaturesConfig, path: Path) -> DictionarySpec:
+        """Returns the cfg.json of a sparsify folder (sae.safetensors) or a SAELens one."""
+        return (
+            read_sparsify_cfg(path, config.hook) if is_sparsify_folder(path) else read_saelens_cfg(path, "transcoder")
+        )
+
     def load(self, config: FeaturesConfig, path: Path) -> SparseAutoencoder:
         """Returns the transcoder in a sparsify folder (sae.safetensors) or a SAELens one."""
-        return load_sparsify(path, config.hook) if is_sparsify_folder(path) else load_sae(path)
+        return load_sparsify(path, config.hook) if is_sparsify_folder(path) else load_sae(path, "transcoder")
 
 
 class Directions(FeatureSourceKind):
@@ -440,6 +545,32 @@ class Directions(FeatureSourceKind):
             raise FeatureError(f"cannot rebuild {feature['id']}: features.path names no direction matrix")
         return DirectionSource(subject, load_directions(config.path), str(feature["hook"]), [int(feature["idx"])])
 
+    def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
+        """Checks the hook point, the matrix (readable, [n, d] with the model's width) and that the chosen
+        rows hold no NaN or infinite value."""
+        from autointerp.preflight import _check_hook, hook_width
+
+        if config.path is None:
+            raise FeatureError("features.kind = 'direction' needs features.path, a .safetensors or .npy [n, d] matrix")
+        hook = config.hook or f"blocks.{config.layer}.hook_resid_post"
+        _check_hook(hook, shape)
+        matrix = load_directions(Path(config.path))
+        width = hook_width(hook, shape)
+        if width is not None and matrix.shape[1] != width:
+            where = "the residual stream" if "resid" in hook else hook
+            raise FeatureError(
+                f"directions in {config.path} are {matrix.shape[1]}-wide but {where} is "
+                f"{width}-wide; the matrix must be [n, {width}]"
+            )
+        rows = choose_indices(config.indices, config.count, matrix.shape[0], config.seed, "direction")
+        finite = torch.isfinite(matrix[rows]).all(dim=1)
+        if not bool(finite.all()):
+            row = rows[int((~finite).nonzero()[0, 0])]
+            raise FeatureError(
+                f"direction row {row} of {config.path} holds NaN or infinite values; fix the matrix or leave "
+                "that row out of features.indices"
+            )
+
 
 class Planted(FeatureSourceKind):
     """Planted features with known descriptions (built-in, or a user's .py file)."""
@@ -461,6 +592,16 @@ class Planted(FeatureSourceKind):
         if not planted:
             raise FeatureError(f"cannot rebuild {feature['id']}: no planted feature {name!r} in {config.path}")
         return PlantedSource(subject, planted)
+
+    def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
+        """Checks that the planted functions load, run on a sample window and return finite values, and the
+        indices against their number."""
+        from autointerp.planted import check_planted_features
+        from autointerp.preflight import _check_indices
+
+        planted = load_planted_features(config.path)
+        _check_indices(config.indices, len(planted), "planted feature")
+        check_planted_features([planted[i] for i in config.indices] if config.indices else planted)
 
 
 FEATURE_SOURCES: Registry[type[FeatureSourceKind]] = Registry("autointerp.feature_sources", "feature source")
