@@ -3,14 +3,29 @@
 
 The weights are `W_enc` [d_in, d_sae], `b_enc` [d_sae], `W_dec` [d_sae, d_out], `b_dec` [d_out]
 (d_out = d_in for an SAE) and, for a JumpReLU dictionary, `threshold` [d_sae] (or `log_threshold`).
-Latents are `act((x - b_dec) @ W_enc + b_enc)` when `apply_b_dec_to_input` is true (SAELens's
-default for standard SAEs), else `act(x @ W_enc + b_enc)`; `act` is ReLU, JumpReLU
-(`z * (z > threshold)`) or TopK (ReLU, then all but the `k` largest latents of each token set to 0).
+Latents are computed as SAELens 6's own `encode` computes them (checked against SAELens 6.54 on the
+folders in tests/fixtures/dictionaries):
 
-A transcoder reads one hook point (`hook_name`, e.g. the MLP input `blocks.L.ln2.hook_normalized`)
-and writes another (`hook_name_out`, e.g. `blocks.L.hook_mlp_out`). SAELens keeps `hook_name` at
-the top of cfg.json (older versions) or under `metadata` (6.x); both are read. The EleutherAI
-sparsify layout is read by `autointerp.subject.sparsify` into the same class.
+- `pre = (x - b_dec) @ W_enc + b_enc` when `apply_b_dec_to_input` is true (the default; never for a
+  transcoder, whose b_dec is an output bias), else `pre = x @ W_enc + b_enc`;
+- standard and transcoder: `relu(pre)`;
+- JumpReLU (`jumprelu`, `jumprelu_transcoder`): `relu(pre) * (pre > threshold)`; with a negative
+  threshold the ReLU still applies;
+- TopK: with `rescale_acts_by_decoder_norm` (the default of SAELens's TopK training class) `pre` is first
+  multiplied by the decoder row norms `|W_dec[i]|`; then the `k` largest of each token are kept and
+  passed through ReLU, the rest set to 0. Such a dictionary decodes `latent_i * W_dec[i] / |W_dec[i]|`.
+
+A transcoder reads one hook point (`hook_name`, e.g. the MLP input `blocks.L.ln2.hook_normalized`) and
+writes another (`hook_name_out`, e.g. `blocks.L.hook_mlp_out`). SAELens keeps the hook names at the
+top of cfg.json (before 6.0) or under `metadata` (6.x); both are read. `normalize_activations` other
+than "none" is refused (SAELens folds the scaling into the weights when training ends; a folder that
+still asks for it needs a factor the folder does not hold, or a per-token scaling the edits would not
+follow). The EleutherAI sparsify layout is read by `autointerp.subject.sparsify` into the same class.
+
+`read_saelens_cfg` reads cfg.json alone (the preflight uses it, no weights loaded); `check_weights`
+reads the safetensors header (names, shapes; a cut-short or corrupt file) without the tensors;
+`load_sae` does both, then loads the tensors. Every problem is one FeatureError line naming the file,
+what was found and what was expected.
 """
 
 from __future__ import annotations
@@ -31,6 +46,166 @@ log = logging.getLogger(__name__)
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 
+SAELENS_ARCHITECTURES: dict[str, tuple[str, bool]] = {
+    "standard": ("relu", False),
+    "jumprelu": ("jumprelu", False),
+    "topk": ("topk", False),
+    "transcoder": ("relu", True),
+    "skip_transcoder": ("relu", True),
+    "jumprelu_transcoder": ("jumprelu", True),
+    "jumprelu_skip_transcoder": ("jumprelu", True),
+    "topk_transcoder": ("topk", True),  # written by autointerp's own `save`; not a SAELens class
+}
+"""SAELens `architecture` -> (activation, is a transcoder), for the architectures read here (a skip
+transcoder's `W_skip` does not change its latents and is not read)."""
+
+SAELENS_TRAINING_ONLY = ("batchtopk", "matryoshka_batchtopk")
+"""Architectures SAELens writes only as training checkpoints (its inference save makes them jumprelu)."""
+
+SAELENS_TOPK_DEFAULT_K = 100
+"""`TopKSAEConfig.k`'s default in SAELens 6, used when a topk cfg.json has no `k`."""
+
+
+@dataclass(frozen=True)
+class DictionarySpec:
+    """What a dictionary folder's cfg.json says, read without the weights: enough for the preflight's
+    checks, and with the weights (`check_weights`, then the loader) for the latents."""
+
+    folder: Path
+    cfg_file: Path
+    weights_file: Path
+    layout: str
+    """"SAELens" or "sparsify"."""
+    architecture: str
+    activation: str
+    """relu, jumprelu, topk or groupmax."""
+    hook_name: str
+    hook_name_out: str | None
+    d_in: int
+    d_sae: int
+    d_out: int | None
+    """Transcoders: the width written (None when cfg.json does not say; the weights tell)."""
+    k: int | None = None
+    apply_b_dec_to_input: bool = True
+    rescale_acts_by_decoder_norm: bool = False
+    cfg: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_transcoder(self) -> bool:
+        """True when the dictionary writes to another hook point than it reads."""
+        return self.hook_name_out is not None
+
+    def expected_tensors(self) -> dict[str, tuple[int | None, ...]]:
+        """Returns the tensors the weights file must hold -> their shapes (None: any size)."""
+        d_in, d_sae, d_out = self.d_in, self.d_sae, self.d_out if self.is_transcoder else self.d_in
+        if self.layout == "sparsify":
+            return {
+                "encoder.weight": (d_sae, d_in),
+                "encoder.bias": (d_sae,),
+                "W_dec": (d_sae, d_out),
+                "b_dec": (d_out,),
+            }
+        return {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_out), "b_dec": (d_out,)}
+
+
+def describe_tensors(expected: dict[str, tuple[int | None, ...]]) -> str:
+    """Returns `W_enc [576, 48], b_enc [48], ...` for messages."""
+    return ", ".join(
+        f"{name} [{', '.join('d' if n is None else str(n) for n in shape)}]" for name, shape in expected.items()
+    )
+
+
+def safetensors_shapes(path: Path, expected: str) -> dict[str, tuple[int, ...]]:
+    """Returns tensor name -> shape from a safetensors file's header, without reading the tensors;
+    FeatureError (naming the file, what is wrong and `expected`) when the file is unreadable, not a
+    safetensors file, or shorter than its header says."""
+
+    def bad(why: str) -> FeatureError:
+        return FeatureError(f"{path} {why}; expected a safetensors file with {expected}")
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            first = handle.read(8)
+            if len(first) < 8:
+                raise bad(f"is {size} bytes, too short for a safetensors header")
+            length = int.from_bytes(first, "little")
+            if length + 8 > size:
+                raise bad(
+                    f"is cut short or not a safetensors file ({size} bytes; its first 8 bytes announce a "
+                    f"{length}-byte header)"
+                )
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except OSError as exc:
+        raise bad(f"cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, ValueError):
+        raise bad("has a header that is not JSON (not a safetensors file?)") from None
+    if not isinstance(header, dict):
+        raise bad("has a header that is not a JSON object")
+    shapes: dict[str, tuple[int, ...]] = {}
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape = tuple(int(n) for n in info["shape"])
+            start, stop = (int(n) for n in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"has a malformed header entry for {name!r}") from None
+        shapes[name] = shape
+        end = max(end, start, stop)
+    if 8 + length + end > size:
+        raise bad(f"is cut short ({size} bytes; its tensors need {8 + length + end})")
+    return shapes
+
+
+def check_weights(spec: DictionarySpec) -> DictionarySpec:
+    """Checks the weights file's header against `spec` (every tensor present, shapes as cfg.json says);
+    returns the spec with `d_out` filled in from W_dec. Reads no tensor data."""
+    expected = spec.expected_tensors()
+    shapes = safetensors_shapes(spec.weights_file, f"{describe_tensors(expected)} ({spec.layout} layout)")
+    d_out = spec.d_out
+    if spec.is_transcoder and d_out is None and len(shapes.get("W_dec", ())) == 2:
+        d_out = shapes["W_dec"][1]
+        expected = {name: tuple(d_out if n is None else n for n in shape) for name, shape in expected.items()}
+    if spec.activation == "jumprelu":
+        key = "threshold" if "threshold" in shapes or "log_threshold" not in shapes else "log_threshold"
+        expected[key] = (spec.d_sae,)
+    for name, shape in expected.items():
+        if name not in shapes:
+            held = ", ".join(sorted(shapes)) or "no tensors"
+            raise FeatureError(
+                f"{spec.weights_file} has no tensor {name!r} (it holds {held}); expected {describe_tensors(expected)}"
+            )
+        if any(want is not None and have != want for have, want in zip(shapes[name], shape, strict=False)) or len(
+            shapes[name]
+        ) != len(shape):
+            sizes = f"d_in = {spec.d_in}, d_sae = {spec.d_sae}" + (f", d_out = {d_out}" if spec.is_transcoder else "")
+            raise FeatureError(
+                f"{spec.weights_file}: {name} is {list(shapes[name])} but {spec.cfg_file.name} says {sizes} "
+                f"(expected {describe_tensors({name: shape})})"
+            )
+    return spec if d_out == spec.d_out else _replace_d_out(spec, d_out)
+
+
+def _replace_d_out(spec: DictionarySpec, d_out: int | None) -> DictionarySpec:
+    from dataclasses import replace
+
+    return replace(spec, d_out=d_out)
+
+
+def load_tensors(spec: DictionarySpec) -> dict[str, torch.Tensor]:
+    """Returns the tensors of a dictionary whose header `check_weights` passed; FeatureError when the
+    data cannot be read."""
+    try:
+        return load_file(str(spec.weights_file))
+    except Exception as exc:  # safetensors raises its own error types for corrupt data
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FeatureError(
+            f"cannot read {spec.weights_file} ({reason}); expected a safetensors file with "
+            f"{describe_tensors(spec.expected_tensors())}"
+        ) from None
+
 
 @dataclass
 class SparseAutoencoder:
@@ -48,6 +223,11 @@ class SparseAutoencoder:
     """TopK dictionaries: latents kept per token (the rest are 0)."""
     hook_name_out: str | None = None
     """Transcoders: the hook point the decoder writes (None: an SAE, writing where it reads)."""
+    rescale_acts_by_decoder_norm: bool = False
+    """SAELens TopK: pre-activations are multiplied by the decoder row norms before the top k are kept,
+    and the decoder uses unit rows (`W_dec[i] / |W_dec[i]|`)."""
+    group_max: bool = False
+    """sparsify `activation = "groupmax"`: the latents are k equal groups, each keeping its largest."""
 
     @property
     def is_transcoder(self) -> bool:
@@ -80,7 +260,8 @@ class SparseAutoencoder:
     def encode(self, x: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
         """Returns latent activations [..., d_sae] (or only `columns`) of activations x [..., d_in]."""
         w_enc, b_enc, threshold = self.W_enc, self.b_enc, self.threshold
-        if columns is not None and self.k is None:  # TopK needs every latent to rank them
+        ranked = self.k is not None  # TopK and group max need every latent to rank them
+        if columns is not None and not ranked:
             w_enc, b_enc = w_enc[:, columns], b_enc[columns]
             threshold = None if threshold is None else threshold[columns]
         x = x.float()
@@ -88,21 +269,36 @@ class SparseAutoencoder:
             x = x - self.b_dec
         pre = x @ w_enc + b_enc
         if threshold is not None:
-            return pre * (pre > threshold)
+            return torch.relu(pre) * (pre > threshold)
+        if self.rescale_acts_by_decoder_norm:
+            pre = pre * self.W_dec.norm(dim=-1)
         latents = torch.relu(pre)
-        if self.k is not None:
+        if self.k is not None and self.group_max:
+            groups = latents.unflatten(-1, (self.k, -1))
+            top = groups.max(dim=-1, keepdim=True)
+            latents = torch.zeros_like(groups).scatter_(-1, top.indices, top.values).flatten(-2)
+        elif self.k is not None:
             kept = latents.topk(min(self.k, latents.shape[-1]), dim=-1)
             latents = torch.zeros_like(latents).scatter_(-1, kept.indices, kept.values)
-            if columns is not None:
-                latents = latents.index_select(-1, columns)
+        if columns is not None and ranked:
+            latents = latents.index_select(-1, columns)
         return latents
 
+    def decoder_rows(self) -> torch.Tensor:
+        """Returns what one unit of each latent adds to the output [d_sae, d_out]: W_dec, or its rows made
+        unit-norm for a dictionary with `rescale_acts_by_decoder_norm`."""
+        if self.rescale_acts_by_decoder_norm:
+            return self.W_dec / self.W_dec.norm(dim=-1, keepdim=True)
+        return self.W_dec
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Returns the reconstruction [..., d_in] of latents [..., d_sae]."""
-        return latents @ self.W_dec + self.b_dec
+        """Returns the reconstruction [..., d_out] of latents [..., d_sae]."""
+        return latents @ self.decoder_rows() + self.b_dec
 
     def save(self, folder: Path, cfg: dict[str, Any] | None = None) -> None:
         """Writes cfg.json and sae_weights.safetensors to `folder` (SAELens layout)."""
+        if self.group_max:
+            raise FeatureError("a group-max dictionary has no SAELens layout; save it with save_sparsify")
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
         if self.threshold is not None:
@@ -126,18 +322,18 @@ class SparseAutoencoder:
         }
         if self.k is not None:
             full_cfg["k"] = self.k
+            full_cfg["rescale_acts_by_decoder_norm"] = self.rescale_acts_by_decoder_norm
         if self.hook_name_out is not None:
             full_cfg |= {"d_out": self.d_out, "hook_name_out": self.hook_name_out}
         (folder / CFG_FILE).write_text(json.dumps(full_cfg, indent=2) + "\n", encoding="utf-8")
 
 
 def hook_layer(hook_name: str) -> int:
-    """Returns L of a TransformerLens hook name `blocks.L.hook_...` (or `blocks.L.ln2.hook_normalized`,
-    the MLP input); FeatureError otherwise."""
+    """Returns L of a TransformerLens hook name `blocks.L.hook_...` (also `blocks.L.ln2.hook_normalized`,
+    `blocks.L.mlp.hook_post`: a sub-module's hook); FeatureError otherwise. Which hook points can be read
+    is `autointerp.subject.hooks`' business."""
     parts = hook_name.split(".")
-    if parts[2:] == ["ln2", "hook_normalized"]:
-        parts = [*parts[:2], "hook_normalized"]
-    if len(parts) != 3 or parts[0] != "blocks" or not parts[1].isdigit() or not parts[2].startswith("hook_"):
+    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit() or not parts[-1].startswith("hook_"):
         raise FeatureError(
             f"hook point {hook_name!r} is not understood; use blocks.L.hook_resid_post, "
             "blocks.L.hook_resid_pre, blocks.L.hook_mlp_out or blocks.L.ln2.hook_normalized (the MLP input)"
@@ -164,65 +360,167 @@ def check_shapes(sae: SparseAutoencoder, where: object) -> SparseAutoencoder:
         )
     if sae.k is not None and not 0 < sae.k <= d_sae:
         raise FeatureError(f"dictionary in {where} keeps k = {sae.k} latents per token but has {d_sae}")
+    if sae.group_max and sae.k is not None and d_sae % sae.k:
+        raise FeatureError(
+            f"dictionary in {where} splits {d_sae} latents into k = {sae.k} groups; d_sae must be a multiple of k"
+        )
     return sae
 
 
-def _cfg_value(cfg: dict[str, Any], key: str) -> Any:
-    """Returns cfg[key], or cfg["metadata"][key] (SAELens 6 keeps hook names there)."""
-    if key in cfg:
-        return cfg[key]
-    metadata = cfg.get("metadata")
-    return metadata.get(key) if isinstance(metadata, dict) else None
-
-
-def load_sae(folder: Path) -> SparseAutoencoder:
-    """Reads an SAE from a SAELens-layout folder; FeatureError names what is missing or wrong."""
-    folder = Path(folder).expanduser()
-    cfg_path, weights_path = folder / CFG_FILE, folder / WEIGHTS_FILE
-    if not cfg_path.is_file() or not weights_path.is_file():
-        raise FeatureError(
-            f"SAE folder {folder} needs {CFG_FILE} and {WEIGHTS_FILE} (SAELens layout); set features.path"
-        )
+def read_cfg_json(cfg_file: Path, layout: str) -> dict[str, Any]:
+    """Returns a cfg.json's object; FeatureError naming the file when it is not readable JSON."""
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        tensors = load_file(str(weights_path))
-    except (OSError, ValueError) as exc:
-        raise FeatureError(f"cannot read SAE in {folder}: {str(exc).splitlines()[0]}") from None
-    missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in tensors]
-    if missing:
-        raise FeatureError(f"{weights_path} lacks tensor {missing[0]!r} (needs W_enc, b_enc, W_dec, b_dec)")
-    hook_name = _cfg_value(cfg, "hook_name") or _cfg_value(cfg, "hook_point")
-    if not isinstance(hook_name, str):
-        raise FeatureError(f"{cfg_path} has no 'hook_name', e.g. \"blocks.15.hook_resid_post\"")
-    hook_layer(hook_name)
-    architecture = str(cfg.get("architecture", "standard"))
-    hook_name_out = _cfg_value(cfg, "hook_name_out")
-    if "transcoder" in architecture and not isinstance(hook_name_out, str):
-        raise FeatureError(f"{cfg_path} is a transcoder without 'hook_name_out', e.g. \"blocks.15.hook_mlp_out\"")
-    if isinstance(hook_name_out, str):
-        hook_layer(hook_name_out)
-    threshold = tensors.get("threshold")
-    if threshold is None and "log_threshold" in tensors:
-        threshold = tensors["log_threshold"].exp()
-    if cfg.get("normalize_activations") not in (None, "none"):
-        log.warning(
-            "%s: normalize_activations=%r is not applied; activations are read unscaled",
-            cfg_path,
-            cfg["normalize_activations"],
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FeatureError(
+            f"cannot read {cfg_file} ({reason}); expected the JSON object of a {layout} cfg.json"
+        ) from None
+    if not isinstance(cfg, dict):
+        raise FeatureError(f"{cfg_file} holds a JSON {type(cfg).__name__}; expected the object of a {layout} cfg.json")
+    return cfg
+
+
+def cfg_int(cfg: dict[str, Any], key: str, cfg_file: Path, meaning: str, default: int | None = None) -> int:
+    """Returns cfg[key] as a positive int (or `default` when absent); FeatureError otherwise."""
+    value = cfg.get(key, default)
+    if value is None:
+        raise FeatureError(f"{cfg_file} has no {key!r} ({meaning}, a positive integer)")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise FeatureError(f"{cfg_file}: {key} is {value!r}; expected {meaning}, a positive integer")
+    return value
+
+
+def _saelens_version(cfg: dict[str, Any], metadata: dict[str, Any]) -> int | None:
+    """Returns the major SAELens version that wrote the cfg, or None when it does not say."""
+    written = cfg.get("sae_lens_version") or metadata.get("sae_lens_version")
+    head = str(written).split(".")[0] if written else ""
+    return int(head) if head.isdigit() else None
+
+
+def read_saelens_cfg(folder: Path, what: str = "SAE") -> DictionarySpec:
+    """Reads a SAELens folder's cfg.json (not its weights) the way SAELens 6 reads it: keys at the top or,
+    for the hook names, under `metadata`; a cfg.json written before 6.0 (no `sae_lens_version`) with
+    `hook_point` and `activation_fn = "topk"` is renamed as SAELens renames it. FeatureError (one line:
+    the file, what was found, what was expected) for anything SAELens would not read or that is not
+    read here."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FeatureError(f"{what} folder {folder} does not exist; set features.path")
+    cfg_file, weights_file = folder / CFG_FILE, folder / WEIGHTS_FILE
+    if not cfg_file.is_file() or not weights_file.is_file():
+        raise FeatureError(
+            f"{what} folder {folder} needs {CFG_FILE} and {WEIGHTS_FILE} (SAELens layout); set features.path"
         )
-    k = cfg.get("k") if "topk" in architecture else None
-    sae = SparseAutoencoder(
-        W_enc=tensors["W_enc"],
-        b_enc=tensors["b_enc"],
-        W_dec=tensors["W_dec"],
-        b_dec=tensors["b_dec"],
+    cfg = read_cfg_json(cfg_file, "SAELens")
+    raw_metadata = cfg.get("metadata")
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
+
+    def value(key: str) -> Any:
+        return cfg[key] if key in cfg else metadata.get(key)
+
+    major = _saelens_version(cfg, metadata)
+    pre_6 = major is None or major < 6
+    architecture = cfg.get("architecture")
+    k_default: int | None = SAELENS_TOPK_DEFAULT_K
+    normalize = cfg.get("normalize_activations", "none")
+    if pre_6:  # as SAELens's handle_pre_6_0_config
+        architecture = architecture or "standard"
+        raw_kwargs = cfg.get("activation_fn_kwargs")
+        kwargs: dict[str, Any] = raw_kwargs if isinstance(raw_kwargs, dict) else {}
+        if (cfg.get("activation_fn") or cfg.get("activation_fn_str")) == "topk" and kwargs.get("k") is not None:
+            architecture, k_default = "topk", kwargs["k"]
+        if isinstance(normalize, bool):
+            normalize = "expected_average_only_in" if normalize else "none"
+    if not isinstance(architecture, str):
+        raise FeatureError(f"{cfg_file} has no 'architecture' (SAELens 6 writes one, e.g. \"standard\")")
+    if architecture in SAELENS_TRAINING_ONLY:
+        raise FeatureError(
+            f"{cfg_file}: architecture {architecture!r} is a SAELens training checkpoint, which SAELens itself "
+            "does not load as an SAE; save it with save_inference_model (a jumprelu SAE) and use that folder"
+        )
+    if architecture not in SAELENS_ARCHITECTURES:
+        raise FeatureError(
+            f"{cfg_file}: architecture {architecture!r} is not read by autointerp; expected one of "
+            + ", ".join(SAELENS_ARCHITECTURES)
+        )
+    activation, transcoder = SAELENS_ARCHITECTURES[architecture]
+    if normalize not in (None, "none"):
+        raise FeatureError(
+            f'{cfg_file}: normalize_activations is {normalize!r}; autointerp reads only "none" (fold the scaling '
+            "into the weights, as SAELens does when training ends, e.g. SAE.fold_activation_norm_scaling_factor)"
+        )
+    hook_name = value("hook_name") or (value("hook_point") if pre_6 else None)
+    if not isinstance(hook_name, str):
+        raise FeatureError(
+            f"{cfg_file} has no 'hook_name' (neither at the top nor under 'metadata'); expected the hook point it "
+            'reads, e.g. "blocks.15.hook_resid_post"'
+        )
+    hook_layer(hook_name)
+    hook_name_out = value("hook_name_out") if transcoder else None
+    if transcoder and not isinstance(hook_name_out, str):
+        raise FeatureError(
+            f"{cfg_file} is a {architecture} without 'hook_name_out' (at the top or under 'metadata'); expected the "
+            'hook point it writes, e.g. "blocks.15.hook_mlp_out"'
+        )
+    if hook_name_out is not None:
+        hook_layer(hook_name_out)
+    d_in = cfg_int(cfg, "d_in", cfg_file, "the width it reads")
+    d_sae = cfg_int(cfg, "d_sae", cfg_file, "the number of latents")
+    d_out = cfg_int(cfg, "d_out", cfg_file, "the width it writes") if transcoder and "d_out" in cfg else None
+    k = cfg_int(cfg, "k", cfg_file, "latents kept per token", k_default) if activation == "topk" else None
+    if k is not None and k > d_sae:
+        raise FeatureError(f"{cfg_file}: k = {k} latents kept per token, but d_sae = {d_sae}; expected k <= d_sae")
+    apply_b_dec = bool(cfg.get("apply_b_dec_to_input", True))
+    if transcoder and architecture != "topk_transcoder":
+        apply_b_dec = False  # SAELens's Transcoder never subtracts b_dec (an output bias) from its input
+    elif transcoder and d_out is not None and d_out != d_in:
+        apply_b_dec = False
+    return DictionarySpec(
+        folder=folder,
+        cfg_file=cfg_file,
+        weights_file=weights_file,
+        layout="SAELens",
+        architecture=architecture,
+        activation=activation,
         hook_name=hook_name,
-        threshold=threshold,
-        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-        extra_cfg=cfg,
-        k=None if k is None else int(k),
-        hook_name_out=hook_name_out if isinstance(hook_name_out, str) else None,
+        hook_name_out=hook_name_out,
+        d_in=d_in,
+        d_sae=d_sae,
+        d_out=d_out,
+        k=k,
+        apply_b_dec_to_input=apply_b_dec,
+        rescale_acts_by_decoder_norm=activation == "topk" and bool(cfg.get("rescale_acts_by_decoder_norm", False)),
+        cfg=cfg,
+    )
+
+
+def load_sae(folder: Path, what: str = "SAE") -> SparseAutoencoder:
+    """Reads an SAE or transcoder from a SAELens-layout folder; FeatureError names what is missing or wrong."""
+    spec = check_weights(read_saelens_cfg(folder, what))
+    tensors = load_tensors(spec)
+    threshold = tensors.get("threshold") if spec.activation == "jumprelu" else None
+    if spec.activation == "jumprelu" and threshold is None:
+        threshold = tensors["log_threshold"].exp()  # as SAELens's process_state_dict_for_loading
+    scaling = tensors.get("scaling_factor")
+    if scaling is not None and not torch.allclose(scaling, torch.ones_like(scaling)):
+        raise FeatureError(
+            f"{spec.weights_file} holds a 'scaling_factor' that is not all ones (an old SAELens finetuning scale); "
+            "SAELens 6 does not read it either: fold it into W_dec"
+        )
+    sae = SparseAutoencoder(
+        W_enc=tensors["W_enc"].float(),
+        b_enc=tensors["b_enc"].float(),
+        W_dec=tensors["W_dec"].float(),
+        b_dec=tensors["b_dec"].float(),
+        hook_name=spec.hook_name,
+        threshold=None if threshold is None else threshold.float(),
+        apply_b_dec_to_input=spec.apply_b_dec_to_input,
+        extra_cfg=spec.cfg,
+        k=spec.k,
+        hook_name_out=spec.hook_name_out,
+        rescale_acts_by_decoder_norm=spec.rescale_acts_by_decoder_norm,
     )
     if sae.is_transcoder and sae.d_out != sae.d_in:
         sae.apply_b_dec_to_input = False  # b_dec lives in the output space
-    return check_shapes(sae, folder)
+    return check_shapes(sae, spec.folder)

@@ -4,10 +4,13 @@ One folder per hook point, named for the module it hooks (`layers.15`, `layers.1
 `model.` or `gpt_neox.` prefix). `cfg.json` holds `d_in`, `k`, `num_latents` (0: `d_in x
 expansion_factor`), `activation` (`topk`), `transcode` and `skip_connection`; the weights are
 `encoder.weight` [num_latents, d_in], `encoder.bias` [num_latents], `W_dec` [num_latents, d_in],
-`b_dec` [d_in] and, with a skip connection, `W_skip` [d_in, d_in] (not needed to read latents).
+`b_dec` [d_in] and, with a skip connection, `W_skip` [d_in, d_in] (not needed to read latents). Keys
+a cfg.json leaves out default as in sparsify's `SparseCoderConfig` (k = 32, activation topk).
 
 Latents are `topk(relu(encoder(x - b_dec)), k)` for an SAE and `topk(relu(encoder(x)), k)` for a
-transcoder (which reads a module's input and predicts its output, so b_dec is an output bias).
+transcoder (which reads a module's input and predicts its output, so b_dec is an output bias); with
+`activation = "groupmax"` the latents are k equal groups, each keeping its largest (sparsify's
+`fused_encoder`). Checked against eai-sparsify 1.3.3 on the folders in tests/fixtures/dictionaries.
 Hook points: `layers.L` is the output of block L (`blocks.L.hook_resid_post`); for an SAE
 `layers.L.mlp` is the MLP's output (`blocks.L.hook_mlp_out`); a transcoder of `layers.L.mlp` reads
 the MLP's input (`blocks.L.ln2.hook_normalized`) and writes its output.
@@ -18,13 +21,21 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from autointerp.errors import FeatureError
-from autointerp.subject.sae import SparseAutoencoder, check_shapes, hook_layer
+from autointerp.subject.sae import (
+    DictionarySpec,
+    SparseAutoencoder,
+    cfg_int,
+    check_shapes,
+    check_weights,
+    hook_layer,
+    load_tensors,
+    read_cfg_json,
+)
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -67,47 +78,72 @@ def _checkpoint_folder(folder: Path) -> Path:
     raise FeatureError(f"sparsify folder {folder} needs {CFG_FILE} and {WEIGHTS_FILE}; set features.path")
 
 
+SPARSIFY_DEFAULTS = {"activation": "topk", "expansion_factor": 32, "num_latents": 0, "k": 32, "transcode": False}
+"""`SparseCoderConfig`'s defaults in sparsify 1.3, used for keys a cfg.json leaves out (as sparsify does)."""
+
+
+def read_sparsify_cfg(folder: Path, hook: str | None = None) -> DictionarySpec:
+    """Reads a sparsify folder's cfg.json (not its weights) the way `SparseCoder.load_from_disk` does:
+    `d_in` required, every other key defaulting as in `SparseCoderConfig`; the hook point from `hook` (a
+    TransformerLens name) or the folder name. FeatureError (one line) for anything else."""
+    folder = _checkpoint_folder(Path(folder).expanduser())
+    cfg_file = folder / CFG_FILE
+    cfg = {**SPARSIFY_DEFAULTS, **read_cfg_json(cfg_file, "sparsify")}
+    activation = cfg["activation"]
+    if activation not in ("topk", "groupmax"):
+        raise FeatureError(f'{cfg_file}: activation is {activation!r}; expected "topk" or "groupmax" (sparsify\'s two)')
+    d_in = cfg_int(cfg, "d_in", cfg_file, "the width it reads")
+    k = cfg_int(cfg, "k", cfg_file, "latents kept per token")
+    num_latents = cfg["num_latents"] or d_in * cfg_int(cfg, "expansion_factor", cfg_file, "latents per input width")
+    if isinstance(num_latents, bool) or not isinstance(num_latents, int) or num_latents < 0:
+        raise FeatureError(f"{cfg_file}: num_latents is {num_latents!r}; expected a positive integer (or 0)")
+    if k > num_latents or (activation == "groupmax" and num_latents % k):
+        raise FeatureError(
+            f"{cfg_file}: k = {k} with {num_latents} latents; expected k <= num_latents"
+            + (" and num_latents a multiple of k (groupmax)" if activation == "groupmax" else "")
+        )
+    transcode = bool(cfg["transcode"])
+    if hook is not None:
+        hook_layer(hook)
+        read, written = hook, (f"blocks.{hook_layer(hook)}.hook_mlp_out" if transcode else None)
+    else:
+        read, written = sparsify_hook_names(folder.name, transcode)
+    return DictionarySpec(
+        folder=folder,
+        cfg_file=cfg_file,
+        weights_file=folder / WEIGHTS_FILE,
+        layout="sparsify",
+        architecture=f"{activation} transcoder" if transcode else activation,
+        activation=activation,
+        hook_name=read,
+        hook_name_out=written,
+        d_in=d_in,
+        d_sae=num_latents,
+        d_out=d_in if transcode else None,
+        k=k,
+        apply_b_dec_to_input=not transcode,
+        cfg=cfg,
+    )
+
+
 def load_sparsify(folder: Path, hook: str | None = None) -> SparseAutoencoder:
     """Returns the dictionary in a sparsify folder, reading at `hook` (a TransformerLens name) or at
     the hook point its folder name says; FeatureError names what is missing or wrong."""
-    folder = _checkpoint_folder(Path(folder).expanduser())
-    try:
-        cfg: dict[str, Any] = json.loads((folder / CFG_FILE).read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / WEIGHTS_FILE))
-    except (OSError, ValueError) as exc:
-        raise FeatureError(f"cannot read sparsify dictionary in {folder}: {str(exc).splitlines()[0]}") from None
-    missing = [k for k in ("encoder.weight", "encoder.bias", "W_dec", "b_dec") if k not in tensors]
-    if missing:
-        raise FeatureError(
-            f"{folder / WEIGHTS_FILE} lacks tensor {missing[0]!r} (needs encoder.weight, encoder.bias, W_dec, b_dec)"
-        )
-    if cfg.get("activation", "topk") != "topk":
-        raise FeatureError(f"{folder / CFG_FILE}: activation {cfg['activation']!r} is not supported (only topk)")
-    if "k" not in cfg:
-        raise FeatureError(f"{folder / CFG_FILE} has no 'k' (latents kept per token)")
-    transcode = bool(cfg.get("transcode", False))
-    if hook is not None:
-        hook_layer(hook)
-        read, written = hook, None
-        if transcode:
-            written = f"blocks.{hook_layer(hook)}.hook_mlp_out"
-    else:
-        read, written = sparsify_hook_names(folder.name, transcode)
+    spec = check_weights(read_sparsify_cfg(folder, hook))
+    tensors = load_tensors(spec)
     sae = SparseAutoencoder(
         W_enc=tensors["encoder.weight"].float().T.contiguous(),
         b_enc=tensors["encoder.bias"].float(),
         W_dec=tensors["W_dec"].float(),
         b_dec=tensors["b_dec"].float(),
-        hook_name=read,
-        apply_b_dec_to_input=not transcode,
-        extra_cfg=cfg,
-        k=int(cfg["k"]),
-        hook_name_out=written,
+        hook_name=spec.hook_name,
+        apply_b_dec_to_input=spec.apply_b_dec_to_input,
+        extra_cfg=spec.cfg,
+        k=spec.k,
+        hook_name_out=spec.hook_name_out,
+        group_max=spec.activation == "groupmax",
     )
-    check_shapes(sae, folder)
-    if "d_in" in cfg and int(cfg["d_in"]) != sae.d_in:
-        raise FeatureError(f"{folder / CFG_FILE} says d_in = {cfg['d_in']} but encoder.weight is {sae.d_in} wide")
-    return sae
+    return check_shapes(sae, spec.folder)
 
 
 def save_sparsify(sae: SparseAutoencoder, folder: Path) -> None:
@@ -124,7 +160,7 @@ def save_sparsify(sae: SparseAutoencoder, folder: Path) -> None:
     }
     save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
     cfg = {
-        "activation": "topk",
+        "activation": "groupmax" if sae.group_max else "topk",
         "expansion_factor": max(1, sae.d_sae // sae.d_in),
         "normalize_decoder": False,  # our decoder rows are not unit-norm; sparsify only uses this at init
         "num_latents": sae.d_sae,
