@@ -124,7 +124,8 @@ def test_transcoder_reads_mlp_input_and_edits_mlp_output(subject: SubjectModel, 
     transcoder.save(tmp_path / "saelens")  # the SAELens layout of the same transcoder
     ids = _ids(subject)
     clean_in, clean_out = _mlp_io(subject, ids, 3)
-    expected = transcoder.encode(clean_in)
+    (normalized,) = capture(subject, ids, ["blocks.3.ln2.hook_normalized"])  # the MLP input before ln2's gain
+    expected = transcoder.encode(normalized)
     for path in (tmp_path / "layers.3.mlp", tmp_path / "saelens"):
         source = _source(subject, "features.kind=transcoder", f"features.path='{path}'", "features.indices=[2, 7]")
         assert isinstance(source, SaeLatentSource) and source.kind == "transcoder"
