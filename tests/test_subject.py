@@ -10,7 +10,8 @@ from autointerp.subject.hooks import mlp_down_proj
 
 def test_embedded_model_shape(subject: SubjectModel) -> None:
     assert subject.slug == "smollm2-135m"
-    assert (subject.n_layers, subject.d_mlp) == (30, 1536)
+    assert (subject.n_layers, subject.d_mlp, subject.d_model) == (30, 1536, 576)
+    assert subject.architecture.name == "llama"  # SmolLM2 is a Llama
 
 
 def test_neuron_activations_equal_the_mlp_input_of_a_full_forward(subject: SubjectModel) -> None:
