@@ -275,8 +275,10 @@ def check_text_file(path: Path) -> None:
     except OSError as exc:
         raise CorpusError(f"cannot read corpus file {path}: {exc.strerror or exc}") from None
     kind = binary_kind(head)
+    if kind is not None and kind.startswith("UTF-16"):
+        raise CorpusError(f"corpus {path} is UTF-16 text; convert it to UTF-8, e.g. iconv -f utf-16 -t utf-8")
     if kind is not None:
-        raise CorpusError(f"corpus {path} is not text: it is a {kind}; give a .txt or .jsonl file of text")
+        raise CorpusError(f"corpus {path} is a {kind}, not text; give a .txt or .jsonl file of text")
 
 
 def iter_documents(source: str, text_field: str, stats: CorpusStats) -> Iterator[Document]:

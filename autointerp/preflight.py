@@ -170,13 +170,16 @@ def check_models(
     *,
     experiments: bool | None = None,
     timeout_s: float = PROBE_TIMEOUT_S,
-    chat_timeout_s: float | None = CHAT_PROBE_TIMEOUT_S,
+    chat_timeout_s: float | None = -1.0,
 ) -> list[str]:
     """Checks every LLM the run will call (see `models_in_use`): the spec parses, the backend is
     registered, its API key is set, its server answers one cheap `GET .../models` and one 1-token chat
-    request (`chat_timeout_s`; None: not sent); a `local:` model name must resolve like a subject model
-    and its folder hold weights and a tokenizer (nothing is loaded). Returns warnings (a plugin backend
-    that cannot be probed, a model the server does not list); raises a one-line LLMError."""
+    request within `chat_timeout_s` (default `CHAT_PROBE_TIMEOUT_S`; None: not sent); a `local:` model
+    name must resolve like a subject model and its folder hold weights and a tokenizer (nothing is
+    loaded). Returns warnings (a plugin backend that cannot be probed, a model the server does not
+    list); raises a one-line LLMError."""
+    if chat_timeout_s is not None and chat_timeout_s < 0:
+        chat_timeout_s = CHAT_PROBE_TIMEOUT_S  # read now, so that a test can shorten it
     return check_model_specs(
         models_in_use(config, experiments=experiments), timeout_s=timeout_s, chat_timeout_s=chat_timeout_s
     )

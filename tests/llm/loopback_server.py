@@ -48,10 +48,17 @@ class Received:
 class LoopbackServer:
     """ThreadingHTTPServer on an ephemeral loopback port; use as a context manager."""
 
-    def __init__(self, script: list[Reply], respond: Callable[[Received], Reply] | None = None) -> None:
-        """`respond`, when given, computes each reply from the request instead of the script."""
+    def __init__(
+        self,
+        script: list[Reply],
+        respond: Callable[[Received], Reply] | None = None,
+        models: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """`respond`, when given, computes each reply from the request instead of the script. `models`, when
+        given, is what `GET .../models` lists (`{"data": models}`); without it a GET is answered 501."""
         self.script = script
         self.respond = respond
+        self.models = models
         self.received: list[Received] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -102,6 +109,18 @@ class LoopbackServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if server.models is None:
+                    self.send_error(501)
+                    return
+                found = self.path.rstrip("/").endswith("/models")
+                payload = json.dumps({"object": "list", "data": server.models} if found else {}).encode()
+                self.send_response(200 if found else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 received = Received(
