@@ -56,7 +56,9 @@ def sparsify_hook_names(hookpoint: str, transcode: bool) -> tuple[str, str | Non
     if transcode:
         if not mlp:
             return f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_resid_post"
-        return f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"
+        # sparsify hooks the input of the HF module `layers.L.mlp`: after the norm's gain (mlp.hook_in), not
+        # TransformerLens's ln2.hook_normalized (before the gain)
+        return f"blocks.{layer}.mlp.hook_in", f"blocks.{layer}.hook_mlp_out"
     return (f"blocks.{layer}.hook_mlp_out" if mlp else f"blocks.{layer}.hook_resid_post"), None
 
 

@@ -125,8 +125,12 @@ def test_transcoder_reads_mlp_input_and_edits_mlp_output(subject: SubjectModel, 
     ids = _ids(subject)
     clean_in, clean_out = _mlp_io(subject, ids, 3)
     (normalized,) = capture(subject, ids, ["blocks.3.ln2.hook_normalized"])  # the MLP input before ln2's gain
-    expected = transcoder.encode(normalized)
-    for path in (tmp_path / "layers.3.mlp", tmp_path / "saelens"):
+    # sparsify reads the MLP module's input (after the gain); the SAELens folder names ln2.hook_normalized
+    expected_by_path = {
+        tmp_path / "layers.3.mlp": transcoder.encode(clean_in),
+        tmp_path / "saelens": transcoder.encode(normalized),
+    }
+    for path, expected in expected_by_path.items():
         source = _source(subject, "features.kind=transcoder", f"features.path='{path}'", "features.indices=[2, 7]")
         assert isinstance(source, SaeLatentSource) and source.kind == "transcoder"
         assert source.feature_ids == ["smollm2-135m/transcoder.3/2", "smollm2-135m/transcoder.3/7"]
