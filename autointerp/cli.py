@@ -481,8 +481,17 @@ def export(
     if out is None:
         sys.stdout.buffer.write(data)
     else:
-        out.write_bytes(data)
+        _write_output(out, data)
         console.print(f"wrote {out}", highlight=False, markup=False)
+
+
+def _write_output(out: Path, data: bytes) -> None:
+    """Writes an export to `out`, creating its parent folders; an unwritable path is one error line."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    except OSError as exc:
+        raise AutointerpError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 @app.command("export-run")
@@ -490,12 +499,13 @@ def export_run_command(
     run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
     db: DbOption = DEFAULT_DB_PATH,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="neuronpedia (JSON array of explanation records) or jsonl.")
+        str,
+        typer.Option("--format", "-f", help="neuronpedia (explanation records and batch-upload bodies) or jsonl."),
     ] = "neuronpedia",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
     model_id: Annotated[str | None, typer.Option(help="Neuronpedia modelId (default: the feature's model).")] = None,
     source_set: Annotated[
-        str | None, typer.Option(help="Neuronpedia source-set name; layer becomes '<L>-<set>' (default per kind).")
+        str | None, typer.Option(help="Neuronpedia source-set name; source becomes '<L>-<set>' (default per kind).")
     ] = None,
 ) -> None:
     """Export a run's explanations and scores: Neuronpedia's explanation records, or JSONL with exemplars."""
@@ -508,7 +518,7 @@ def export_run_command(
     if out is None:
         sys.stdout.buffer.write(data)
     else:
-        out.write_bytes(data)
+        _write_output(out, data)
         console.print(Text(f"wrote {out}"))
 
 
@@ -525,10 +535,20 @@ def import_command(
     store = Store(db)
     store.migrate()
     result = import_explanations(store, resolve_run(store, run_id), tool, path)
+    parts = [f"{result.already_there} already there"]
+    if result.refused:
+        parts.append(f"placeholders refused: {result.refused}")
+    if result.scores_added:
+        parts.append(f"{result.scores_added} {tool} scores added")
+    if result.skipped_scores:
+        skipped = ", ".join(f"{name} ({why})" for name, why in sorted(result.skipped_scores.items()))
+        parts.append(f"{tool} scores skipped: {skipped}")
     console.print(
-        f"imported {result.added} explanations into run {result.run_id} ({result.already_there} already there); "
-        "rerun the run's config (`autointerp run -c ...`) to score them",
-        highlight=False,
+        Text(
+            f"imported {result.added} explanations into run {result.run_id} ({'; '.join(parts)}); "
+            "rerun the run's config (`autointerp run -c ...`) to score them"
+        ),
+        soft_wrap=True,
     )
 
 

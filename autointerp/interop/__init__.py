@@ -1,7 +1,14 @@
 """Interoperability with other interpretability tools: exports (Neuronpedia, JSONL) and imports of
 explanations written elsewhere (CSV, neuron-explainer, delphi)."""
 
-from autointerp.interop.export import EXPORT_FORMATS, export_run, jsonl_lines, neuronpedia_records
+from autointerp.interop.export import (
+    EXPORT_FORMATS,
+    export_run,
+    jsonl_lines,
+    neuronpedia_export,
+    neuronpedia_records,
+    neuronpedia_uploads,
+)
 from autointerp.interop.imports import IMPORT_TOOLS, ImportFileError, ImportResult, import_explanations
 
 __all__ = [
@@ -12,5 +19,7 @@ __all__ = [
     "export_run",
     "import_explanations",
     "jsonl_lines",
+    "neuronpedia_export",
     "neuronpedia_records",
+    "neuronpedia_uploads",
 ]

@@ -1,10 +1,20 @@
-"""Exports of a run's explanations for other tools: Neuronpedia's explanation records and a plain JSONL.
+"""Exports of a run's explanations for other tools: Neuronpedia's shapes and a plain JSONL.
 
-Neuronpedia (its bulk exports and explanation API) names a feature by `modelId`, `layer` (the
-source id, e.g. `15-res-jb`: the layer and a source-set name) and `index` (a string), and an
-explanation by `description`, `explanationModelName` and `typeName` (the explanation method). One
-record per explanation; our scores ride along in `scores` (`typeName` = metric, `value`,
-`scorerModel`; distractor scores are left out) and the autointerp ids in `autointerp`.
+Neuronpedia (`neuronpedia` client 1.2.x and its upload API) names a feature by `modelId`, `source`
+(e.g. `15-mlp`: the layer and a source-set name) and an integer `index`. The export is one JSON object:
+
+- `explanations`: one record per explanation in the shape `Explanation.from_np_db_json` reads:
+  `modelId`, `source` (also as `layer`, the older name in Neuronpedia's database exports), `index`,
+  `description`, `typeName` (the method, `autointerp-<prompt hash>`) and `explanationModelName`; our
+  scores ride along in `scores` as Neuronpedia's score rows (`explanationScoreTypeName` = metric,
+  `explanationScoreModelName` = scorer model, `value`; distractor scores and scores without a value
+  are left out), and the autointerp ids in `autointerp`.
+- `uploads`: the bodies of Neuronpedia's batch upload (`POST /api/upload-batch`), one per
+  (modelId, source) and at most 128 features each: `{modelId, source, features: [{index, density,
+  activations: [{tokens, values}], explanations: [{text, methodName, modelName}]}]}`.
+
+No value is null: a missing number drops its key (or its score row). The `-` pole of a signed feature
+gets its own source (`<source>-neg`), as its activations are another feature's.
 
 The plain JSONL has one line per explanation: the text, who wrote it, every score by metric
 (distractor metrics included, so a reader sees the chance level), the feature's statistics and its
@@ -50,13 +60,25 @@ def _explanations_with_scores(store: Store, run_id: str) -> list[dict[str, Any]]
     return explanations
 
 
+NEURONPEDIA_BATCH = 128
+"""The most features one Neuronpedia batch upload takes (`neuronpedia` client's MAX_FEATURES_PER_BATCH)."""
+
+
+def _neuronpedia_source(feature: dict[str, Any], source_set: str | None) -> str:
+    layer = layer_of(str(feature["hook"]))
+    kind = str(feature["kind"])
+    name = source_set or _SOURCE_SETS.get(kind, kind)
+    source = f"{layer}-{name}" if layer is not None else name
+    return f"{source}-neg" if str(feature["id"]).endswith("-") else source
+
+
 def neuronpedia_records(
     store: Store, run_id: str, model_id: str | None = None, source_set: str | None = None
 ) -> list[dict[str, Any]]:
     """Returns one Neuronpedia explanation record per explanation of the run (see the module docstring).
 
     `model_id` defaults to the feature's model (e.g. `smollm2-135m`); `source_set` to one per kind
-    (`mlp`, `res-autointerp`, ...), giving `layer` values such as `15-mlp`.
+    (`mlp`, `res-autointerp`, ...), giving `source` values such as `15-mlp`.
     """
     features = {f["id"]: f for f in store.features(run_id)}
     records = []
@@ -64,30 +86,78 @@ def neuronpedia_records(
         feature = features.get(explanation["feature_id"])
         if feature is None:
             continue
-        layer = layer_of(str(feature["hook"]))
-        source = source_set or _SOURCE_SETS.get(str(feature["kind"]), str(feature["kind"]))
+        source = _neuronpedia_source(feature, source_set)
         records.append(
             {
-                "modelId": model_id or feature["model"],
-                "layer": f"{layer}-{source}" if layer is not None else source,
-                "index": str(feature["idx"]),
+                "modelId": model_id or str(feature["model"]),
+                "source": source,
+                "layer": source,
+                "index": int(feature["idx"]),
                 "description": explanation["text"],
-                "explanationModelName": explanation["explainer"],
                 "typeName": f"autointerp-{explanation['prompt_hash'] or 'unknown'}"[:64],
+                "explanationModelName": explanation["explainer"] or "unknown",
                 "scores": [
-                    {"typeName": metric, "value": value, "scorerModel": scorer_model}
+                    {
+                        "explanationScoreTypeName": metric,
+                        "explanationScoreModelName": scorer_model or "unknown",
+                        "value": value,
+                    }
                     for metric, (value, scorer_model) in sorted(explanation["scores"].items())
-                    if not metric.endswith(DISTRACTOR_SUFFIX)
+                    if value is not None and not metric.endswith(DISTRACTOR_SUFFIX)
                 ],
                 "autointerp": {
                     "run_id": run_id,
                     "feature_id": explanation["feature_id"],
                     "explanation_id": explanation["id"],
-                    "iteration": explanation["iteration"],
+                    "iteration": int(explanation["iteration"] or 0),
                 },
             }
         )
     return records
+
+
+def neuronpedia_uploads(
+    store: Store, run_id: str, records: list[dict[str, Any]], source_set: str | None = None
+) -> list[dict[str, Any]]:
+    """Returns the batch-upload bodies for the features that `records` explain (see the module docstring):
+    density when known, the top and quantile exemplars (both splits) as activations, the explanations."""
+    features = {f["id"]: f for f in store.features(run_id)}
+    exemplars = store.exemplars_by_feature(run_id, "explain")
+    for feature_id, rows in store.exemplars_by_feature(run_id, "score").items():
+        exemplars.setdefault(feature_id, []).extend(rows)
+    by_feature: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_feature.setdefault(record["autointerp"]["feature_id"], []).append(record)
+    batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for feature_id, explained in by_feature.items():
+        feature = features[feature_id]
+        entry: dict[str, Any] = {"index": int(feature["idx"])}
+        density = _number(feature.get("density"))
+        if density is not None:
+            entry["density"] = density
+        entry["activations"] = [
+            {"tokens": list(e["tokens"]), "values": [_number(a) or 0.0 for a in e["activations"]]}
+            for e in exemplars.get(feature_id, [])
+            if e["kind"] != "random" and e["tokens"] is not None and e["activations"] is not None
+        ]
+        entry["explanations"] = [
+            {"text": r["description"], "methodName": r["typeName"], "modelName": r["explanationModelName"]}
+            for r in explained
+        ]
+        batches.setdefault((explained[0]["modelId"], explained[0]["source"]), []).append(entry)
+    return [
+        {"modelId": model, "source": source, "features": entries[start : start + NEURONPEDIA_BATCH]}
+        for (model, source), entries in sorted(batches.items())
+        for start in range(0, len(entries), NEURONPEDIA_BATCH)
+    ]
+
+
+def neuronpedia_export(
+    store: Store, run_id: str, model_id: str | None = None, source_set: str | None = None
+) -> dict[str, Any]:
+    """Returns the Neuronpedia export of a run: `{"explanations": [...], "uploads": [...]}`."""
+    records = neuronpedia_records(store, run_id, model_id, source_set)
+    return {"explanations": records, "uploads": neuronpedia_uploads(store, run_id, records, source_set)}
 
 
 def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
@@ -128,11 +198,11 @@ def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
 def export_run(
     store: Store, run_id: str, fmt: str, model_id: str | None = None, source_set: str | None = None
 ) -> bytes:
-    """Returns a run's explanations and scores as `fmt`: `neuronpedia` (a JSON array of explanation
-    records) or `jsonl` (one line per explanation, with scores and exemplars)."""
+    """Returns a run's explanations and scores as `fmt`: `neuronpedia` (a JSON object of explanation
+    records and batch-upload bodies) or `jsonl` (one line per explanation, with scores and exemplars)."""
     if fmt not in EXPORT_FORMATS:
         raise AutointerpError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "neuronpedia":
-        records = neuronpedia_records(store, run_id, model_id, source_set)
-        return (json.dumps(records, indent=1, ensure_ascii=False) + "\n").encode()
+        export = neuronpedia_export(store, run_id, model_id, source_set)
+        return (json.dumps(export, indent=1, ensure_ascii=False) + "\n").encode()
     return "".join(line + "\n" for line in jsonl_lines(store, run_id)).encode()

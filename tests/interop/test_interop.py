@@ -15,6 +15,7 @@ from autointerp.interop import ImportFileError, export_run, import_explanations
 from autointerp.pipeline.score import run_score
 from autointerp.store import Store, now
 from tests.conftest import session_of
+from tests.interop.interop_runs import FIXTURES
 
 RUN = "run-interop"
 MONTHS = ["We", " met", " in", " March"]
@@ -50,23 +51,15 @@ def store(tmp_path: Path) -> Store:
 def _files(tmp_path: Path) -> dict[str, Path]:
     csv_file = tmp_path / "labels.csv"
     csv_file.write_text('feature_id,explanation\nsmollm2-135m/mlp.15/417,"names of months, like March"\n12,code\n')
-    neuron_explainer = tmp_path / "explanations" / "15"
-    neuron_explainer.mkdir(parents=True)
-    record = {"dataclass_name": "NeuronSimulationResults", "neuron_id": {"layer_index": 15, "neuron_index": 417},
-              "scored_explanations": [{"explanation": "months of the year", "scored_simulation": {}}]}  # fmt: skip
-    (neuron_explainer / "417.jsonl").write_text(json.dumps(record) + "\n")
-    delphi = tmp_path / "delphi" / "explanations"
-    delphi.mkdir(parents=True)
-    (delphi / "layers.15_latent417.txt").write_text(json.dumps("calendar months"))
-    (delphi / "layers.15_latent12.txt").write_text(json.dumps("programming words"))
-    return {"csv": csv_file, "neuron-explainer": tmp_path / "explanations", "delphi": delphi}
+    # written by neuron-explainer's own code (tests/fixtures/interop/make_neuron_explainer_fixture.py)
+    return {"csv": csv_file, "neuron-explainer": FIXTURES / "neuron-explainer" / "15" / "417.jsonl"}
 
 
 def test_imports_are_scored_beside_ours_and_exported(store: Store, tmp_path: Path) -> None:
     files = _files(tmp_path)
     added = {tool: import_explanations(store, RUN, tool, path).added for tool, path in files.items()}
-    assert added == {"csv": 2, "neuron-explainer": 1, "delphi": 2}
-    assert import_explanations(store, RUN, "delphi", files["delphi"]).added == 0  # importing again adds nothing
+    assert added == {"csv": 2, "neuron-explainer": 1}
+    assert import_explanations(store, RUN, "csv", files["csv"]).added == 0  # importing again adds nothing
     rows = store.query(
         "SELECT feature_id, explainer, prompt_hash, text FROM explanations WHERE explainer LIKE 'import:%'"
     )
@@ -76,22 +69,23 @@ def test_imports_are_scored_beside_ours_and_exported(store: Store, tmp_path: Pat
 
     db = store.path
     config = load_config(None, [f"store.path='{db}'", 'score.methods=["embedding"]'])
-    assert run_score(config, store, RUN, session_of(config, store, RUN)).done == 6
+    assert run_score(config, store, RUN, session_of(config, store, RUN)).done == 4
     scores = store.query(
         "SELECT e.explainer, e.text, s.value FROM scores s JOIN explanations e ON s.explanation_id = e.id "
         "WHERE s.metric = 'embedding_auroc' AND e.feature_id LIKE '%/417'"
     )
     by_text = {r["text"]: r["value"] for r in scores}
-    assert set(by_text) == {"compilers", "names of months, like March", "months of the year", "calendar months"}
+    assert set(by_text) == {"compilers", "names of months, like March", "months of the year"}
     assert by_text["months of the year"] > by_text["compilers"]  # same scorer, same windows, side by side
 
-    records = json.loads(export_run(store, RUN, "neuronpedia"))
+    records = json.loads(export_run(store, RUN, "neuronpedia"))["explanations"]
     months = next(r for r in records if r["description"] == "months of the year")
-    assert (months["modelId"], months["layer"], months["index"]) == ("smollm2-135m", "15-mlp", "417")
+    assert (months["modelId"], months["source"], months["index"]) == ("smollm2-135m", "15-mlp", 417)
     assert months["explanationModelName"] == "import:neuron-explainer"
-    assert [s["typeName"] for s in months["scores"]] == ["embedding_auroc"] and months["scores"][0]["value"] == 1.0
+    scores = months["scores"]
+    assert [s["explanationScoreTypeName"] for s in scores] == ["embedding_auroc"] and scores[0]["value"] == 1.0
     lines = [json.loads(line) for line in export_run(store, RUN, "jsonl").decode().splitlines()]
-    assert len(lines) == 6
+    assert len(lines) == 4
     ours = next(line for line in lines if line["explanation_id"] == "ours-417")
     assert set(ours["scores"]) == {"embedding_auroc", "embedding_auroc_distractor"}
     assert ours["feature"]["density"] == 0.25 and len(ours["exemplars"]) == 4
@@ -103,12 +97,14 @@ def test_unknown_features_abort_the_whole_import(store: Store, tmp_path: Path) -
     bad.write_text("feature,text\nsmollm2-135m/mlp.15/417,fine\nsmollm2-135m/mlp.3/9,unknown\nnope,unknown too\n")
     with pytest.raises(ImportFileError, match=rf"2 of 3 explanations .* run {RUN} does not have .*nothing imported"):
         import_explanations(store, RUN, "csv", bad)
-    delphi = tmp_path / "d"
-    delphi.mkdir()
-    (delphi / "layers.15_latent417.txt").write_text('"ok"')
-    (delphi / "layers.9_latent417.txt").write_text('"wrong layer"')
-    with pytest.raises(ImportFileError, match=r"1 of 2 explanations .*layer 9 index 417"):
-        import_explanations(store, RUN, "delphi", delphi)
+    neurons = tmp_path / "ne"
+    for layer in (15, 9):
+        (neurons / str(layer)).mkdir(parents=True)
+        record = {"neuron_id": {"layer_index": layer, "neuron_index": 417},
+                  "scored_explanations": [{"explanation": f"layer {layer}"}]}  # fmt: skip
+        (neurons / str(layer) / "417.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ImportFileError, match=r"1 of 2 explanations .*layer 9 neuron 417.*neuron at mlp\.9"):
+        import_explanations(store, RUN, "neuron-explainer", neurons)
     assert not store.query("SELECT * FROM explanations WHERE explainer LIKE 'import:%'")  # nothing half-imported
     no_header = tmp_path / "no_header.csv"
     no_header.write_text("a,b\n1,2\n")
@@ -129,7 +125,7 @@ def test_cli_import_and_export(store: Store, tmp_path: Path) -> None:
     out = tmp_path / "np.json"
     result = runner.invoke(app, ["export-run", "--db", str(store.path), "-f", "neuronpedia", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert len(json.loads(out.read_text())) == 3
+    assert len(json.loads(out.read_text())["explanations"]) == 3
     result = runner.invoke(app, ["export-run", "--db", str(store.path), "-f", "xml"])
     assert result.exit_code == 1 and "unknown export format 'xml'" in result.output
 
@@ -137,7 +133,7 @@ def test_cli_import_and_export(store: Store, tmp_path: Path) -> None:
 def test_imported_explanations_do_not_stand_in_for_ours(store: Store, tmp_path: Path) -> None:
     from autointerp.pipeline.explain import run_explain
 
-    import_explanations(store, RUN, "delphi", _files(tmp_path)["delphi"])  # both features get an imported one
+    import_explanations(store, RUN, "csv", _files(tmp_path)["csv"])  # both features get an imported one
     config = load_config(
         None, [f"store.path='{store.path}'", "explainer.max_tokens=8", "explainer.retries=0", "llm.cache=false"]
     )
