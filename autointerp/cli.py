@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -54,6 +55,16 @@ app = typer.Typer(
 console = Console()
 if not console.is_terminal:
     console = Console(width=120)  # logs and pipes get the whole table, not 80 columns
+
+
+def print_table(table: Table) -> None:
+    """Prints a table; into a pipe or a log at its natural width, so no column is cut short."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(width=max(console.width, natural), file=console.file).print(table)
+
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML run config.")]
 SetOption = Annotated[
@@ -105,7 +116,7 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
         if interval and interval.like_chance:
             score += " ~chance"
         table.add_row(Text(row["feature_id"]), text, score, f"{row['density']:.3f}", str(row["experiments"]))
-    console.print(table)
+    print_table(table)
 
 
 def _load_checked_config(config: Path | None, set_: list[str] | None, *, experiments: bool | None = None) -> RunConfig:
@@ -282,7 +293,7 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
             *([_shard_summary(shards.get(row["id"], {}))] if shards else []),
             Text(row["error"] or ""),
         )
-    console.print(table)
+    print_table(table)
 
 
 def _shard_summary(counts: dict[str, int]) -> str:
@@ -321,7 +332,7 @@ def costs(
     total = sum(row["cost"] for row in rows)
     table.add_section()
     table.add_row("total", "", str(sum(r["calls"] for r in rows)), "", "", "", "", f"{total:.4f}", "")
-    console.print(table)
+    print_table(table)
 
 
 @app.command("config")

@@ -177,8 +177,16 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
 
     concurrency = session.limiter(backend).concurrency
     if batches_generation(backend):
-        return run_chunked_pool(
+        result = run_chunked_pool(
             "explain", features, lambda f: f["id"], explain_chunk, store.write_results,
             chunk_size=2 * backend.generation_batch_size, concurrency=concurrency,
         )  # fmt: skip
-    return run_pool("explain", features, lambda f: f["id"], explain_one, store.write_results, concurrency)
+    else:
+        result = run_pool("explain", features, lambda f: f["id"], explain_one, store.write_results, concurrency)
+    # features collection left out for too little evidence: counted, with the reason, in the stage's line
+    too_few = [f for f in store.features(run_id) if not f["dead"] and f.get("skip_reason")]
+    if too_few:
+        reason = f"fire in fewer than {config.collect.min_firing_windows} windows"
+        result.total += len(too_few)
+        result.skipped[reason] = result.skipped.get(reason, 0) + len(too_few)
+    return result
