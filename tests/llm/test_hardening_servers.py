@@ -185,3 +185,22 @@ def test_a_server_refusing_continuation_gets_the_instruction() -> None:
         assert backend.generate(request).text == " the word cat."
     posted = [r.body for r in server.received]
     assert ["continue_final_message" in b for b in posted] == [True, False, False]
+
+
+@pytest.mark.parametrize(("key", "most"), [("openai-compatible:test-model", 1), ("openai-compatible:other", 4)])
+def test_a_slow_server_gets_fewer_calls_at_once_by_model(tmp_path: Path, key: str, most: int) -> None:
+    """`llm.limits."backend:model".concurrency` caps the calls in flight to that model alone."""
+    from synthetic import explain_config, explaining_reply, write_synthetic_run
+
+    from autointerp.pipeline.explain import run_explain
+    from autointerp.store import Store
+    from tests.conftest import session_of
+
+    with LoopbackServer([], respond=explaining_reply(delay_s=0.3)) as server:
+        config = explain_config(
+            tmp_path, server.url, "llm.concurrency=8", f'llm.limits."{key}".concurrency=1', "llm.cache=false"
+        )
+        store = Store(config.store.path)
+        write_synthetic_run(store, "limited", 4)
+        assert run_explain(config, store, "limited", session_of(config, store, "limited")).done == 4
+    assert server.max_in_flight == 1 if most == 1 else server.max_in_flight >= 2
