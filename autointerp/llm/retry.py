@@ -168,7 +168,8 @@ class ServerProgress:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._failing_since: dict[str, float] = {}
-        self._stalled: dict[str, str] = {}
+        self._stalled: dict[str, tuple[str, float]] = {}
+        """label -> (the error, the clock time until which calls to it fail at once)."""
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -183,22 +184,27 @@ class ServerProgress:
         with self._lock:
             since = min(self._failing_since.get(label, started), started)
             self._failing_since[label] = since
-            waited = self._clock() - since
+            now = self._clock()
+            waited = now - since
             if waited >= stall_s and label not in self._stalled:
-                self._stalled[label] = (
+                message = (
                     f"{label} made no progress for {waited:.0f} s (last failure: {failure.reason}); "
                     f"is the server overloaded or down? (limit {STALL_ENV}={stall_s:g})"
                 )
-            message = self._stalled.get(label)
-        if message is not None:
-            raise ServerStalled(message)
+                self._stalled[label] = (message, now + stall_s)
+        self.check(label)
 
     def check(self, label: str) -> None:
-        """Raises ServerStalled when `label` was already given up on (no further call waits on it)."""
+        """Raises ServerStalled when `label` was given up on less than `stall_s` ago (no further call waits
+        on it meanwhile); after that, calls may try it again (a later run in the same process)."""
         with self._lock:
-            message = self._stalled.get(label)
-        if message is not None:
-            raise ServerStalled(message)
+            stalled = self._stalled.get(label)
+            if stalled is not None and self._clock() >= stalled[1]:
+                del self._stalled[label]
+                self._failing_since.pop(label, None)
+                stalled = None
+        if stalled is not None:
+            raise ServerStalled(stalled[0])
 
     def first_retry(self, label: str) -> bool:
         """Returns True the first time it is asked about `label` (its first retry is logged, later ones not)."""

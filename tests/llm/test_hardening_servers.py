@@ -204,3 +204,26 @@ def test_a_slow_server_gets_fewer_calls_at_once_by_model(tmp_path: Path, key: st
         write_synthetic_run(store, "limited", 4)
         assert run_explain(config, store, "limited", session_of(config, store, "limited")).done == 4
     assert server.max_in_flight == 1 if most == 1 else server.max_in_flight >= 2
+
+
+def test_a_stalled_server_is_tried_again_after_the_stall_window() -> None:
+    """Calls fail at once for `stall_s` after the stall (the stage stops); later (a new run in the same
+    process, e.g. a schedule) the server is tried again, and an answer clears its record."""
+    from autointerp.llm.retry import CallFailure, ServerProgress
+
+    now = [0.0]
+    progress = ServerProgress(clock=lambda: now[0])
+    timeout = CallFailure(reason="no answer within 30s (timeout)", retryable=True)
+    progress.failed("s", 0.0, timeout, stall_s=100)
+    now[0] = 120.0
+    with pytest.raises(ServerStalled, match=r"^s made no progress for 120 s \(last failure: no answer"):
+        progress.failed("s", 90.0, timeout, stall_s=100)
+    now[0] = 200.0
+    with pytest.raises(ServerStalled):
+        progress.check("s")
+    now[0] = 221.0
+    progress.check("s")  # tried again
+    progress.failed("s", 221.0, timeout, stall_s=100)  # a new streak: not stalled yet
+    progress.succeeded("s")
+    now[0] = 400.0
+    progress.failed("s", 390.0, timeout, stall_s=100)
