@@ -21,7 +21,7 @@ import pytest
 from autointerp.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion  # noqa: E402
+from loopback_server import LoopbackServer, Received, Reply, openai_completion
 
 pytestmark = pytest.mark.slow  # loads the subject model and starts Prefect's temporary server in a child process
 
@@ -119,7 +119,7 @@ def test_a_stopped_run_ends_at_once_and_leaves_no_process(how: signal.Signals, c
             children = _wait_for_call_in_flight(process, server)
             sent = time.monotonic()
             process.send_signal(how)
-            out, err = process.communicate(timeout=20)
+            _, err = process.communicate(timeout=20)
             took = time.monotonic() - sent
         finally:
             if process.poll() is None:
