@@ -1,3 +1,3 @@
-from autointerp.cli import main
+from autointerp.cli.app import main
 
 main()

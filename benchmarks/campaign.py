@@ -46,12 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autointerp.config import load_config  # noqa: E402
+from autointerp.explain.stage import run_explain  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
-from autointerp.pipeline.explain import run_explain  # noqa: E402
 from autointerp.pipeline.pool import StageResult  # noqa: E402
-from autointerp.pipeline.score import run_score  # noqa: E402
 from autointerp.records import Explanation, Rows  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.score.stage import run_score  # noqa: E402
+from autointerp.store.database import Store  # noqa: E402
 from tests.llm.loopback_server import VLLMResponder, split_tokens  # noqa: E402
 
 RESULTS = ROOT / "results" / "benchmarks" / "campaign.md"

@@ -29,11 +29,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autointerp.collect import ExemplarSampler, SamplingPlan  # noqa: E402
+from autointerp.collect.results import SamplingPlan  # noqa: E402
+from autointerp.collect.sampler import ExemplarSampler  # noqa: E402
+from autointerp.collect.stage import run_collect  # noqa: E402
 from autointerp.config import load_config  # noqa: E402
-from autointerp.corpus import iter_windows  # noqa: E402
-from autointerp.pipeline.collect import run_collect  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.corpus.sources import iter_windows  # noqa: E402
+from autointerp.store.database import Store  # noqa: E402
 from autointerp.subject import load_subject_model  # noqa: E402
 from autointerp.subject.features import MlpNeuronSource  # noqa: E402
 

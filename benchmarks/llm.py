@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.config import RunConfig, load_config
+from autointerp.explain.stage import run_explain
 from autointerp.llm.serve import TransformersServer
-from autointerp.pipeline.explain import run_explain
-from autointerp.store import Store
+from autointerp.store.database import Store
 from autointerp.subject.model import prepare_model_folder
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "llm.md"

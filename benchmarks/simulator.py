@@ -22,14 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autointerp.bench import BenchSettings  # noqa: E402
-from autointerp.corpus import iter_windows  # noqa: E402
-from autointerp.planted import BUILTIN_PLANTED_FEATURES, PlantedFeature  # noqa: E402
+from autointerp.bench.planted import BenchSettings  # noqa: E402
+from autointerp.corpus.sources import iter_windows  # noqa: E402
 from autointerp.score.registry import SimulationPrompt  # noqa: E402
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator  # noqa: E402
 from autointerp.simtrain.families import synthetic_features  # noqa: E402
 from autointerp.simtrain.spec import ADAPTER_SEPARATOR, packaged_adapter, read_adapter_config  # noqa: E402
 from autointerp.subject import load_subject_model  # noqa: E402
+from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES, PlantedFeature  # noqa: E402
 
 
 def heldout_members(base: str, corpus: str, windows: int, words: int) -> list[PlantedFeature]:

@@ -14,7 +14,7 @@ import pytest
 # huggingface_hub reads this once at import: tests never wait on the hub, even for a bad model id
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from autointerp.prefect_env import configure_prefect_defaults
+from autointerp.pipeline.prefect_env import configure_prefect_defaults
 
 configure_prefect_defaults()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autointerp.cli import app
+from autointerp.cli.app import app
 from autointerp.subject.model import _load_subject_model
 
 
@@ -125,8 +125,8 @@ def test_records_whose_text_is_not_a_string_are_dropped_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """12 of 40 records hold null or a number: the other 28 are read, and one warning counts the 12."""
-    from autointerp.corpus import CorpusStats, iter_windows
-    from autointerp.preflight import _tokenizer
+    from autointerp.cli.preflight import _tokenizer
+    from autointerp.corpus.sources import CorpusStats, iter_windows
 
     text = "The quick brown fox jumps over the lazy dog. " * 4
     records = [{"text": None if i < 9 else 7 if i < 12 else text} for i in range(40)]
@@ -135,7 +135,7 @@ def test_records_whose_text_is_not_a_string_are_dropped_and_counted(
     tokenizer = _tokenizer(str(_model_folder()))
     assert tokenizer is not None
     stats = CorpusStats()
-    with caplog.at_level(logging.WARNING, logger="autointerp.corpus"):
+    with caplog.at_level(logging.WARNING, logger="autointerp.corpus.sources"):
         windows = list(iter_windows(tokenizer, str(path), window_tokens=16, max_windows=10_000, stats=stats))
     assert {w.doc_id for w in windows} == set(range(28)) and stats.documents == 28
     assert stats.records_not_text == {"null": 9, "number": 3}
@@ -146,7 +146,7 @@ def test_records_whose_text_is_not_a_string_are_dropped_and_counted(
 
 
 def test_a_jsonl_list_of_token_ids_is_a_pretokenised_record(tmp_path: Path) -> None:
-    from autointerp.corpus import CorpusStats, iter_documents
+    from autointerp.corpus.sources import CorpusStats, iter_documents
 
     path = tmp_path / "ids.jsonl"
     path.write_text(json.dumps({"text": [1, 2, 3]}) + "\n" + json.dumps({"text": "words"}) + "\n")
@@ -169,7 +169,7 @@ def test_a_jsonl_list_of_token_ids_is_a_pretokenised_record(tmp_path: Path) -> N
     ],
 )
 def test_binary_kind(head: bytes, kind: str | None) -> None:
-    from autointerp.corpus import binary_kind
+    from autointerp.corpus.sources import binary_kind
 
     found = binary_kind(head)
     assert (found is None) if kind is None else (found is not None and found.startswith(kind)), found

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.store import Store
-
-sys.path.insert(0, str(Path(__file__).parent / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion
+from autointerp.store.database import Store
+from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
 
 pytestmark = pytest.mark.slow  # loads the subject model and starts Prefect's temporary server in a child process
 

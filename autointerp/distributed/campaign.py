@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from autointerp.collect import CollectionResult, SamplingPlan
+from autointerp.collect.merge_shards import merge_states
+from autointerp.collect.results import CollectionResult, SamplingPlan
+from autointerp.collect.stage import store_collection
 from autointerp.config import DistributedConfig, RunConfig
-from autointerp.distributed.merge import merge_states
 from autointerp.distributed.parts import ResultsDir, results_dir
 from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
 from autointerp.errors import AutointerpError, ConfigError
-from autointerp.pipeline.collect import store_collection
+from autointerp.experiments.stage import select_targets
 from autointerp.pipeline.common import live_features, load_subject
-from autointerp.pipeline.experiment import select_targets
 from autointerp.pipeline.pool import StageResult
-from autointerp.store import Store
+from autointerp.store.database import Store
 from autointerp.subject.features import build_feature_source
 
 log = logging.getLogger(__name__)

@@ -21,19 +21,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from autointerp.prefect_env import configure_prefect_defaults
+from autointerp.pipeline.prefect_env import configure_prefect_defaults
 
 configure_prefect_defaults()
 
 import torch  # noqa: E402
 from prefect import flow  # noqa: E402
 
-from autointerp.collect import ExemplarSampler, SamplingPlan, _batches  # noqa: E402
+from autointerp.collect.results import SamplingPlan  # noqa: E402
+from autointerp.collect.sampler import ExemplarSampler  # noqa: E402
+from autointerp.collect.stream import batches  # noqa: E402
 from autointerp.config import RunConfig  # noqa: E402
-from autointerp.corpus import corpus_windows  # noqa: E402
+from autointerp.corpus.sources import corpus_windows  # noqa: E402
 from autointerp.distributed.parts import ResultsDir, results_dir  # noqa: E402
 from autointerp.pipeline.pool import StageResult  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.store.database import Store  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
     sampler = ExemplarSampler(len(source.indices), corpus.window_tokens, plan, subject.device)
     sampler.windows_seen = start  # global window numbers: the random keys depend on them
-    for batch in _batches(itertools.islice(windows, start, end), corpus.batch_size):
+    for batch in batches(itertools.islice(windows, start, end), corpus.batch_size):
         token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=subject.device)
         with torch.inference_mode():
             sampler.update(source.activation_chunks(token_ids), batch)
@@ -100,8 +102,10 @@ def llm_stage_shard(
 ) -> tuple[StageResult, dict[str, Any]]:
     """Runs one LLM stage on `feature_ids` in a DuckDB file of the shard's own; returns the tallies and
     the rows it added (table -> Arrow)."""
+    from autointerp.experiments.stage import run_experiments
+    from autointerp.explain.stage import run_explain
     from autointerp.llm import LLMSession
-    from autointerp.pipeline import run_experiments, run_explain, run_score
+    from autointerp.score.stage import run_score
 
     store = Store(workdir / "shard.duckdb")
     store.migrate()

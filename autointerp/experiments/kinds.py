@@ -23,7 +23,7 @@ from autointerp.experiments.proposals import (
     replacement_parser,
     run_input_experiment,
 )
-from autointerp.explain import marked_text
+from autointerp.explain.explainer import marked_text
 from autointerp.plugins import Registry
 from autointerp.subject.interventions import (
     Edit,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autointerp.activations import normalize_activations
 from autointerp.errors import LLMError
-from autointerp.explain import marked_text
+from autointerp.explain.explainer import marked_text
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
 from autointerp.llm.calls import CallRecorder
 from autointerp.prompts import PromptTemplate, load_prompt

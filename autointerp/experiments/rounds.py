@@ -1,6 +1,6 @@
 """One experiment round on one feature: run the configured experiment kinds, then ask for a revision.
 
-`Experimenter` touches no store: the experiment stage (`autointerp.pipeline.experiment`) feeds it a
+`Experimenter` touches no store: the experiment stage (`autointerp.experiments.stage`) feeds it a
 run's explanations and exemplars, and the planted-feature benchmark feeds it planted features.
 """
 
@@ -19,7 +19,7 @@ from autointerp.experiments.proposals import (
     ask_for,
     parse_word_list,
 )
-from autointerp.explain import marked_text, parse_explanation
+from autointerp.explain.explainer import marked_text, parse_explanation
 from autointerp.llm import CallRecorder, ChatBackend, get_backend
 from autointerp.prompts import load_prompt
 from autointerp.records import Experiment, Explanation

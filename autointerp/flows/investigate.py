@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autointerp.prefect_env import configure_prefect_defaults
+from autointerp.pipeline.prefect_env import configure_prefect_defaults
 
 configure_prefect_defaults()
 
@@ -13,9 +13,9 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from autointerp.config import RunConfig  # noqa: E402
 from autointerp.errors import FeatureError  # noqa: E402
+from autointerp.experiments.stage import run_experiments  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
-from autointerp.pipeline import run_experiments  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.store.database import Store  # noqa: E402
 
 
 @task(name="investigate-feature", cache_policy=NO_CACHE)

@@ -1,8 +1,8 @@
 """The `label_features` flow: collect -> explain -> score -> experiment, logged to DuckDB.
 
-The stages are plain functions in `autointerp.pipeline`; this module adds Prefect tasks around
-them and owns the run's LLM session (cache, limits, prices, budget), handed to every stage. Works
-with no Prefect server running (Prefect starts a temporary one).
+The stages are plain functions (`run_collect` in `autointerp.collect.stage`, and so on); this
+module adds Prefect tasks around them and owns the run's LLM session (cache, limits, prices,
+budget), handed to every stage. Works with no Prefect server running (Prefect starts a temporary one).
 
 A run is `completed` only when every stage finished every live feature. A stage that left features
 undone (failed calls, the budget) makes it `incomplete`, one that did nothing of what it had to do
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autointerp.prefect_env import configure_prefect_defaults
+from autointerp.pipeline.prefect_env import configure_prefect_defaults
 
 configure_prefect_defaults()
 
@@ -22,12 +22,16 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from autointerp import __version__, pipeline  # noqa: E402
+from autointerp import __version__  # noqa: E402
+from autointerp.collect.stage import run_collect  # noqa: E402
 from autointerp.config import RunConfig  # noqa: E402
 from autointerp.errors import RunIncomplete  # noqa: E402
+from autointerp.experiments.stage import run_experiments  # noqa: E402
+from autointerp.explain.stage import run_explain  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
 from autointerp.pipeline.pool import StageResult  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.score.stage import run_score  # noqa: E402
+from autointerp.store.database import Store  # noqa: E402
 
 
 def _config(data: dict[str, Any]) -> RunConfig:
@@ -38,28 +42,28 @@ def _config(data: dict[str, Any]) -> RunConfig:
 def collect(config_data: dict[str, Any], run_id: str) -> int:
     """Returns the number of features collected."""
     config = _config(config_data)
-    return pipeline.run_collect(config, Store(config.store.path), run_id)
+    return run_collect(config, Store(config.store.path), run_id)
 
 
 @task(name="explain", cache_policy=NO_CACHE)
 def explain(config_data: dict[str, Any], run_id: str, session: LLMSession) -> StageResult:
     """Returns the explain stage's tallies."""
     config = _config(config_data)
-    return pipeline.run_explain(config, Store(config.store.path), run_id, session)
+    return run_explain(config, Store(config.store.path), run_id, session)
 
 
 @task(name="score", cache_policy=NO_CACHE)
 def score(config_data: dict[str, Any], run_id: str, session: LLMSession) -> StageResult:
     """Returns the score stage's tallies (one item per explanation)."""
     config = _config(config_data)
-    return pipeline.run_score(config, Store(config.store.path), run_id, session)
+    return run_score(config, Store(config.store.path), run_id, session)
 
 
 @task(name="experiment", cache_policy=NO_CACHE)
 def experiment(config_data: dict[str, Any], run_id: str, session: LLMSession) -> StageResult:
     """Returns the experiment stage's tallies."""
     config = _config(config_data)
-    return pipeline.run_experiments(config, Store(config.store.path), run_id, session)
+    return run_experiments(config, Store(config.store.path), run_id, session)
 
 
 def run_status(results: list[StageResult]) -> tuple[str, str | None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from autointerp.prefect_env import configure_prefect_defaults
+from autointerp.pipeline.prefect_env import configure_prefect_defaults
 
 configure_prefect_defaults()
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from autointerp.errors import AutointerpError
 from autointerp.metric_names import DISTRACTOR_SUFFIX
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 EXPORT_FORMATS = ("neuronpedia", "jsonl")
 

@@ -48,7 +48,7 @@ from typing import Any
 
 from autointerp.errors import AutointerpError
 from autointerp.records import Explanation, Rows, Score
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 IMPORT_TOOLS = ("csv", "neuron-explainer", "delphi")
 IMPORT_PROMPT_HASH = "import"

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError
 from autointerp.llm.accounting import Budget, Price, PriceTable
-from autointerp.llm.base import CapabilityMissing, ChatBackend, ChatRequest, ChatResponse
+from autointerp.llm.base import CapabilityMissing, ChatBackend, ChatRequest, ChatResponse, Probabilities
 from autointerp.llm.cache import ResponseCache, cache_key
 from autointerp.llm.limits import CallLimiter, limiter_for
 from autointerp.records import LLMCall
@@ -81,6 +81,16 @@ class LLMSession:
         if backend.max_concurrency is not None:
             concurrency = min(concurrency, backend.max_concurrency)
         return limiter_for(backend.name, concurrency, rpm)
+
+
+def server_usage(result: object) -> tuple[int, int] | None:
+    """Returns the (input, output) tokens a server counted for a list of `Probabilities` (judges' P("yes")
+    read over HTTP), or None when the result carries no such count (a local model, a server without `usage`)."""
+    if not isinstance(result, list) or not result or not all(isinstance(r, Probabilities) for r in result):
+        return None
+    if not any(r.input_tokens or r.output_tokens for r in result):
+        return None
+    return sum(r.input_tokens for r in result), sum(r.output_tokens for r in result)
 
 
 def _describe_response(response: ChatResponse) -> tuple[str, int, int]:
@@ -310,6 +320,9 @@ class CallRecorder:
                 result, error = None, f"{type(exc).__name__}: {exc}"
             latency_s = time.perf_counter() - started
         text, input_tokens, output_tokens = describe(result) if result is not None else (None, 0, 0)
+        counted = server_usage(result)
+        if counted is not None:  # the server's own counts beat the caller's estimate
+            input_tokens, output_tokens = counted
         cost = session.prices.cost(backend.backend, backend.model, input_tokens, output_tokens)
         session.budget.spend(input_tokens + output_tokens, cost)
         call_id = self.record(

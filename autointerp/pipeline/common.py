@@ -6,7 +6,7 @@ from typing import Any
 
 from autointerp.config import RunConfig
 from autointerp.metric_names import MAIN_METRIC
-from autointerp.store import Store
+from autointerp.store.database import Store
 from autointerp.subject import SubjectModel, load_subject_model
 
 __all__ = ["MAIN_METRIC", "attempted", "feature_id", "live_features", "load_subject", "needing_explanation"]

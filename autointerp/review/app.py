@@ -43,7 +43,7 @@ from autointerp.review.queries import (
     UnknownExplanation,
 )
 from autointerp.score.confidence import CHANCE_P, chance_note, score_text
-from autointerp.store import Store, now
+from autointerp.store.database import Store, now
 
 HERE = Path(__file__).parent
 VERDICTS = ("accept", "reject", "edit", "note", "request_experiments")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from autointerp.errors import AutointerpError
 from autointerp.review.queries import ReviewQueries
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "parquet": "application/x-parquet"}
 

@@ -1,6 +1,6 @@
 """The review app's reads and its one write (reviews): the feature list, a feature's record, exports.
 
-The pipeline's reads and writes live in `autointerp.store`; this module holds the queries only the
+The pipeline's reads and writes live in `autointerp.store.database`; this module holds the queries only the
 review app and `autointerp export` need, over the same short connections.
 
 Reviews are append-only. A feature's status is its current explanation's latest *decision*
@@ -18,7 +18,7 @@ from typing import Any
 from autointerp.errors import StoreError
 from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
 from autointerp.score.confidence import like_chance_sql, stored_confidence
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 FEATURE_SORTS = {
     "score": "score",

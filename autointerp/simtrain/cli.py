@@ -1,4 +1,4 @@
-"""The `autointerp train-simulator` command (registered on the main app in autointerp/cli.py)."""
+"""The `autointerp train-simulator` command (registered on the main app in autointerp/cli/app.py)."""
 
 from __future__ import annotations
 

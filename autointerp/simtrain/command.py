@@ -11,11 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autointerp.bench import BenchSettings
-from autointerp.corpus import iter_windows
+from autointerp.bench.planted import BenchSettings
+from autointerp.corpus.sources import iter_windows
 from autointerp.llm import get_backend
 from autointerp.llm.local import LocalChatBackend
-from autointerp.planted import BUILTIN_PLANTED_FEATURES
 from autointerp.prompts import load_prompt
 from autointerp.simtrain.adapter import save_adapter, write_adapter_config
 from autointerp.simtrain.distill import distill_examples
@@ -24,6 +23,7 @@ from autointerp.simtrain.examples import SimExample, build_examples
 from autointerp.simtrain.families import SyntheticFeature, synthetic_features
 from autointerp.simtrain.spec import ADAPTER_SEPARATOR, AdapterConfig
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
+from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
 
 
 @dataclass

@@ -6,9 +6,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from autointerp.bench import BenchSettings, pair_auroc, run_bench
-from autointerp.planted import PlantedFeature
+from autointerp.bench.planted import BenchSettings, pair_auroc, run_bench
 from autointerp.score.registry import SimulationPrompt
+from autointerp.subject.planted import PlantedFeature
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from autointerp.planted import (
+from autointerp.subject.planted import (
     BUILTIN_PLANTED_FEATURES,
     BUILTIN_TYPES,
     MONTHS,

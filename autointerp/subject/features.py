@@ -23,11 +23,11 @@ import torch
 from safetensors.torch import load_file
 
 from autointerp.errors import FeatureError
-from autointerp.planted import PlantedFeature, load_planted_features
 from autointerp.plugins import Registry
 from autointerp.subject.hooks import capture, check_layer, hook_target
 from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
 from autointerp.subject.model import SubjectModel
+from autointerp.subject.planted import PlantedFeature, load_planted_features
 from autointerp.subject.sae import WEIGHTS_FILE as SAELENS_WEIGHTS_FILE
 from autointerp.subject.sae import (
     DictionarySpec,
@@ -41,7 +41,7 @@ from autointerp.subject.sparsify import is_sparsify_folder, load_sparsify, read_
 
 if TYPE_CHECKING:
     from autointerp.config import FeaturesConfig
-    from autointerp.preflight import ModelShape
+    from autointerp.subject.shape import ModelShape
 
 
 class FeatureSource(ABC):
@@ -361,7 +361,7 @@ class MlpNeurons(FeatureSourceKind):
 
     def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
         """Checks the layers and neuron indices against the model's shape."""
-        from autointerp.preflight import _check_indices, _check_layer
+        from autointerp.subject.shape import check_indices, check_layer
 
         if config.layers == "all":
             layers: list[int] = []
@@ -370,8 +370,8 @@ class MlpNeurons(FeatureSourceKind):
         else:
             layers = [config.layer]
         for layer in layers:
-            _check_layer(layer, shape)
-        _check_indices(config.indices, shape.d_mlp, "neuron")
+            check_layer(layer, shape)
+        check_indices(config.indices, shape.d_mlp, "neuron")
 
 
 class _DictionaryKind(FeatureSourceKind):
@@ -422,14 +422,14 @@ class _DictionaryKind(FeatureSourceKind):
     def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
         """Checks the folder from its cfg.json and its weights' header (no tensor is read): the layout,
         the hook points, the widths against the model's, the latent indices, every tensor's shape."""
-        from autointerp.preflight import _check_hook, _check_indices, hook_width
+        from autointerp.subject.shape import check_hook, check_indices, hook_width
 
         path = self._path(config)
         spec = self.spec(config, path)
         self._check_role(path, spec.is_transcoder)
-        _check_hook(spec.hook_name, shape)
+        check_hook(spec.hook_name, shape)
         if spec.hook_name_out is not None:
-            _check_hook(spec.hook_name_out, shape)
+            check_hook(spec.hook_name_out, shape)
         what, article = ("transcoder", "a") if spec.is_transcoder else ("SAE", "an")
         width = hook_width(spec.hook_name, shape)
         if width is not None and spec.d_in != width:
@@ -440,7 +440,7 @@ class _DictionaryKind(FeatureSourceKind):
                 f"the {what} reads {spec.d_in}-wide activations but {where} is {width} wide "
                 f"({spec.cfg_file} says d_in = {spec.d_in}); train or pick {article} {what} for this model"
             )
-        _check_indices(config.indices, spec.d_sae, f"{what} latent")
+        check_indices(config.indices, spec.d_sae, f"{what} latent")
         spec = check_weights(spec)
         out_width = None if spec.hook_name_out is None else hook_width(spec.hook_name_out, shape)
         if out_width is not None and spec.d_out is not None and spec.d_out != out_width:
@@ -548,12 +548,12 @@ class Directions(FeatureSourceKind):
     def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
         """Checks the hook point, the matrix (readable, [n, d] with the model's width) and that the chosen
         rows hold no NaN or infinite value."""
-        from autointerp.preflight import _check_hook, hook_width
+        from autointerp.subject.shape import check_hook, hook_width
 
         if config.path is None:
             raise FeatureError("features.kind = 'direction' needs features.path, a .safetensors or .npy [n, d] matrix")
         hook = config.hook or f"blocks.{config.layer}.hook_resid_post"
-        _check_hook(hook, shape)
+        check_hook(hook, shape)
         matrix = load_directions(Path(config.path))
         width = hook_width(hook, shape)
         if width is not None and matrix.shape[1] != width:
@@ -596,11 +596,11 @@ class Planted(FeatureSourceKind):
     def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
         """Checks that the planted functions load, run on a sample window and return finite values, and the
         indices against their number."""
-        from autointerp.planted import check_planted_features
-        from autointerp.preflight import _check_indices
+        from autointerp.subject.planted import check_planted_features
+        from autointerp.subject.shape import check_indices
 
         planted = load_planted_features(config.path)
-        _check_indices(config.indices, len(planted), "planted feature")
+        check_indices(config.indices, len(planted), "planted feature")
         check_planted_features([planted[i] for i in config.indices] if config.indices else planted)
 
 

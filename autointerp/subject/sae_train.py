@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from autointerp.corpus import iter_windows
+from autointerp.corpus.sources import iter_windows
 from autointerp.errors import FeatureError
 from autointerp.subject.hooks import capture
 from autointerp.subject.model import SubjectModel

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from autointerp.collect import ExemplarSampler, NonFiniteActivationError, SamplingPlan, collect_exemplars
-from autointerp.corpus import Window
+from autointerp.collect.results import NonFiniteActivationError, SamplingPlan
+from autointerp.collect.sampler import ExemplarSampler
+from autointerp.collect.stream import collect_exemplars
+from autointerp.corpus.sources import Window
 
 TOKENS = 5
 

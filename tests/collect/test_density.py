@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from autointerp.activations import FIRES_FRACTION, exact_density, fires
-from autointerp.collect import ExemplarSampler, SamplingPlan, _load_checkpoint, _save_checkpoint
-from autointerp.corpus import Window, corpus_windows
-from autointerp.distributed.merge import merge_states
-from autointerp.pipeline.collect import run_collect
-from autointerp.store import Store
+from autointerp.collect.histogram import TOKEN_BINS, add_to_histogram, bin_of, densities, token_bins
+from autointerp.collect.merge_shards import merge_states
+from autointerp.collect.results import SamplingPlan
+from autointerp.collect.sampler import ExemplarSampler
+from autointerp.collect.stage import run_collect
+from autointerp.collect.stream import load_checkpoint, save_checkpoint
+from autointerp.corpus.sources import Window, corpus_windows
+from autointerp.store.database import Store
 from autointerp.subject import SubjectModel, build_feature_source
-from autointerp.token_histogram import TOKEN_BINS, add_to_histogram, bin_of, densities, token_bins
 from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
@@ -132,15 +134,15 @@ def test_the_token_histogram_is_checkpointed_and_old_checkpoints_are_ignored(tmp
     sampler = ExemplarSampler(4, 6, plan, CPU)
     _stream(sampler, acts, 0, 32)
     path = tmp_path / "run.collect.pt"
-    _save_checkpoint(path, "fp", sampler)
+    save_checkpoint(path, "fp", sampler)
     resumed = ExemplarSampler(4, 6, plan, CPU)
-    assert _load_checkpoint(path, "fp", resumed)
+    assert load_checkpoint(path, "fp", resumed)
     assert torch.equal(resumed.token_histogram, sampler.token_histogram)
     old = sampler.state_dict()
     del old["token_histogram"]  # a checkpoint from before density used the histogram
     torch.save({"fingerprint": "fp", "state": old}, path)
     fresh = ExemplarSampler(4, 6, plan, CPU)
-    assert not _load_checkpoint(path, "fp", fresh)
+    assert not load_checkpoint(path, "fp", fresh)
     assert fresh.windows_seen == 0 and int(fresh.token_histogram.sum()) == 0
 
 

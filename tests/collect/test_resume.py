@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from autointerp.collect.stage import checkpoint_path, run_collect
 from autointerp.config import RunConfig, load_config
-from autointerp.pipeline.collect import checkpoint_path, run_collect
-from autointerp.store import Store
+from autointerp.store.database import Store
 from autointerp.subject import SubjectModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, sys, time
 from autointerp.config import RunConfig
-from autointerp.pipeline.collect import run_collect
-from autointerp.store import Store
+from autointerp.collect.stage import run_collect
+from autointerp.store.database import Store
 from autointerp.subject.features import MlpNeuronSource
 
 original = MlpNeuronSource.activation_chunks

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from autointerp.activations import FIRES_FRACTION
-from autointerp.collect import HISTOGRAM_EDGES, ExemplarSampler, SamplingPlan, collect_exemplars, random_keys
-from autointerp.corpus import Window
+from autointerp.collect.keys import random_keys
+from autointerp.collect.results import HISTOGRAM_EDGES, SamplingPlan
+from autointerp.collect.sampler import ExemplarSampler
+from autointerp.collect.stream import collect_exemplars
+from autointerp.corpus.sources import Window
 
 TOKENS = 6
 

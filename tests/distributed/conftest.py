@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from autointerp.config import RunConfig
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.conftest import session_of
 from tests.distributed.helpers import LoopbackServer, campaign_config, echo_marked, run_rows
 
@@ -22,7 +22,10 @@ def explainer_url() -> Iterator[str]:
 
 def single_process_run(config: RunConfig) -> tuple[Store, str]:
     """The run as `label_features` does it in one process (its stage functions, without Prefect)."""
-    from autointerp.pipeline import run_collect, run_experiments, run_explain, run_score
+    from autointerp.collect.stage import run_collect
+    from autointerp.experiments.stage import run_experiments
+    from autointerp.explain.stage import run_explain
+    from autointerp.score.stage import run_score
 
     store = Store(config.store.path)
     store.migrate()

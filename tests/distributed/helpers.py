@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from autointerp.config import RunConfig
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.conftest import tiny_config
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion
+from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
 
 __all__ = ["LoopbackServer", "campaign_config", "echo_marked", "run_rows"]
 

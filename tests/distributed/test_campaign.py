@@ -15,7 +15,7 @@ from autointerp.config import RunConfig
 from autointerp.distributed.campaign import Campaign, ShardsFailed, collection_shards, feature_shards
 from autointerp.distributed.parts import results_dir
 from autointerp.distributed.shard import run_shard
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.distributed.helpers import campaign_config, run_rows
 
 Fault = tuple[str, int, int]  # (stage, shard, attempt)
@@ -152,9 +152,9 @@ def test_runs_command_shows_the_shards(tmp_path: Path, explainer_url: str, monke
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from autointerp.cli import app
+    from autointerp.cli.app import app
 
-    monkeypatch.setattr("autointerp.cli.console", Console(width=300))  # the whole table on one line
+    monkeypatch.setattr("autointerp.cli.app.console", Console(width=300))  # the whole table on one line
 
     config = campaign_config(tmp_path, explainer_url, "distributed.shards=2", "distributed.work_pool='threads'")
     store, run_id, _ = sharded_run(config, ThreadLauncher())

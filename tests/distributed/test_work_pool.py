@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.distributed.helpers import campaign_config, run_rows
 
 PREFECT = str(Path(sys.executable).parent / "prefect")

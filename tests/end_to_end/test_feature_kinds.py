@@ -9,7 +9,6 @@ scorer the local embedding model, so each run takes seconds beyond loading the s
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +17,10 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from autointerp.cli import app
-from autointerp.store import Store
+from autointerp.cli.app import app
+from autointerp.store.database import Store
 from tests.evidence import assert_evidence_invariants
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion
+from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
 
 DICTIONARIES = Path(__file__).parents[1] / "fixtures" / "dictionaries"
 
@@ -107,7 +104,7 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
 
 
 PLANTED_FILE = """
-from autointerp.planted import PlantedFeature
+from autointerp.subject.planted import PlantedFeature
 
 PLANTED_FEATURES = [
     PlantedFeature("the", "the word the", lambda tokens: [1.0 if t.strip() == "the" else 0.0 for t in tokens]),

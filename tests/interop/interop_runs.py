@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 MODEL = "smollm2-135m"
 MONTHS = ["We", " met", " in", " March"]

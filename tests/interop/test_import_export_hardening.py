@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from autointerp.cli import app
+from autointerp.cli.app import app
 from autointerp.interop import ImportFileError, import_explanations
 from autointerp.interop.imports import delphi_targets
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.interop.interop_runs import FIXTURES, feature_id, seed_run
 
 RUN = "run-hooks"

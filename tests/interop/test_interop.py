@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autointerp.cli import app
+from autointerp.cli.app import app
 from autointerp.config import load_config
 from autointerp.interop import ImportFileError, export_run, import_explanations
-from autointerp.pipeline.score import run_score
-from autointerp.store import Store, now
+from autointerp.score.stage import run_score
+from autointerp.store.database import Store, now
 from tests.conftest import session_of
 from tests.interop.interop_runs import FIXTURES
 
@@ -131,7 +131,7 @@ def test_cli_import_and_export(store: Store, tmp_path: Path) -> None:
 
 
 def test_imported_explanations_do_not_stand_in_for_ours(store: Store, tmp_path: Path) -> None:
-    from autointerp.pipeline.explain import run_explain
+    from autointerp.explain.stage import run_explain
 
     import_explanations(store, RUN, "csv", _files(tmp_path)["csv"])  # both features get an imported one
     config = load_config(

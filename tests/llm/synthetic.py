@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from loopback_server import Received, Reply, openai_completion
-
 from autointerp.config import RunConfig, load_config
-from autointerp.store import Store
+from autointerp.store.database import Store
+from tests.llm.loopback_server import Received, Reply, openai_completion
 
 
 def synthetic_feature_id(index: int) -> str:

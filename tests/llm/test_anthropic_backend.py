@@ -7,7 +7,6 @@ import time
 import traceback
 
 import pytest
-from loopback_server import LoopbackServer, Reply, anthropic_error, anthropic_message
 
 from autointerp.errors import LLMError
 from autointerp.llm import registry
@@ -15,6 +14,7 @@ from autointerp.llm.anthropic_backend import AnthropicChatBackend, create_anthro
 from autointerp.llm.base import BackendCapabilities, CapabilityMissing, ChatMessage, ChatRequest
 from autointerp.llm.registry import get_backend, register_backend
 from autointerp.llm.retry import RetryPolicy
+from tests.llm.loopback_server import LoopbackServer, Reply, anthropic_error, anthropic_message
 
 SECRET = "sk-ant-test-SECRET-0123456789abcdef"
 FAST = RetryPolicy(max_retries=2, base_delay_s=0.01, max_delay_s=0.05)

@@ -11,22 +11,22 @@ import time
 from pathlib import Path
 
 import pytest
-from loopback_server import LoopbackServer, Reply, openai_completion
-from synthetic import explain_config, explaining_reply, write_synthetic_run
 from typer.testing import CliRunner
 
-from autointerp.cli import app
+from autointerp.cli.app import app
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError
+from autointerp.explain.stage import run_explain
 from autointerp.llm.accounting import Budget, BudgetExceeded, Price, PriceTable
 from autointerp.llm.base import ChatMessage, ChatRequest
 from autointerp.llm.cache import ResponseCache, cache_key
 from autointerp.llm.calls import CallRecorder, LLMSession
 from autointerp.llm.limits import TokenBucket
 from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
-from autointerp.pipeline.explain import run_explain
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.conftest import session_of
+from tests.llm.loopback_server import LoopbackServer, Reply, openai_completion
+from tests.llm.synthetic import explain_config, explaining_reply, write_synthetic_run
 
 REQUEST = ChatRequest(messages=[ChatMessage(role="user", content="Hi?")], max_tokens=8)
 

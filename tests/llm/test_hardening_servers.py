@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from loopback_server import LoopbackServer, Received, Reply, VLLMResponder, openai_completion, openai_error
 from typer.testing import CliRunner
 
-from autointerp.cli import app
+from autointerp.cli.app import app
 from autointerp.errors import ConfigError, LLMError
 from autointerp.llm.base import ChatMessage, ChatRequest
 from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
 from autointerp.llm.retry import PROGRESS, RetryPolicy, ServerStalled, request_timeout
+from tests.llm.loopback_server import LoopbackServer, Received, Reply, VLLMResponder, openai_completion, openai_error
 
 FAST = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.02, jitter=0.0)
 REQUEST = ChatRequest(messages=[ChatMessage(role="user", content="Hi?")], max_tokens=8)
@@ -45,7 +45,7 @@ def _check(tmp_path: Path, *overrides: str) -> tuple[int, list[str]]:
 def test_a_server_that_lists_models_but_never_answers_fails_the_preflight(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("autointerp.preflight.CHAT_PROBE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("autointerp.cli.preflight.CHAT_PROBE_TIMEOUT_S", 1.0)
     with LoopbackServer([Reply(openai_completion("late"), delay_s=30)], models=LISTED) as server:
         started = time.monotonic()
         code, lines = _check(tmp_path, f"explainer.model='openai-compatible:{server.url}/v1#served'")
@@ -93,8 +93,8 @@ def test_the_stalled_server_stops_the_stage(tmp_path: Path, monkeypatch: pytest.
     are left for a rerun, and no feature is failed for it."""
     from synthetic import explain_config, write_synthetic_run
 
-    from autointerp.pipeline.explain import run_explain
-    from autointerp.store import Store
+    from autointerp.explain.stage import run_explain
+    from autointerp.store.database import Store
     from tests.conftest import session_of
 
     monkeypatch.setenv("AUTOINTERP_LLM_STALL_S", "1")
@@ -192,8 +192,8 @@ def test_a_slow_server_gets_fewer_calls_at_once_by_model(tmp_path: Path, key: st
     """`llm.limits."backend:model".concurrency` caps the calls in flight to that model alone."""
     from synthetic import explain_config, explaining_reply, write_synthetic_run
 
-    from autointerp.pipeline.explain import run_explain
-    from autointerp.store import Store
+    from autointerp.explain.stage import run_explain
+    from autointerp.store.database import Store
     from tests.conftest import session_of
 
     with LoopbackServer([], respond=explaining_reply(delay_s=0.3)) as server:
@@ -227,3 +227,25 @@ def test_a_stalled_server_is_tried_again_after_the_stall_window() -> None:
     progress.succeeded("s")
     now[0] = 400.0
     progress.failed("s", 390.0, timeout, stall_s=100)
+
+
+def test_judge_calls_record_the_servers_token_counts() -> None:
+    """P("yes") over HTTP: the recorded tokens are the server's `usage` (17 in, 1 out per item), not the
+    caller's estimate of 4 characters per token."""
+    from autointerp.config import LLMConfig
+    from autointerp.llm.calls import CallRecorder, LLMSession
+
+    recorder = CallRecorder("r", LLMSession.from_settings(LLMConfig(cache=False)))
+    with LoopbackServer([], respond=VLLMResponder()) as server:
+        backend = OpenAICompatibleChatBackend(f"{server.url}/v1#m?logprobs=answer", timeout_s=5, retry=FAST)
+        shares, _ = recorder.measure(
+            backend,
+            lambda: backend.answer_probabilities([REQUEST, REQUEST], {"yes": ["yes"], "no": ["no"]}),
+            role="detect",
+            prompt_hash="h",
+            request={},
+            describe=lambda shares: ("estimate", 999, 0),
+            feature_id=None,
+        )
+    assert shares is not None and len(shares) == 2
+    assert (recorder.rows[0].input_tokens, recorder.rows[0].output_tokens) == (34, 2)

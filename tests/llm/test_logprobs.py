@@ -9,15 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from loopback_server import (
-    LoopbackServer,
-    Received,
-    Reply,
-    VLLMResponder,
-    openai_completion,
-    openai_error,
-    split_tokens,
-)
 
 from autointerp.errors import LLMError
 from autointerp.llm import registry
@@ -39,6 +30,15 @@ from autointerp.llm.openai_backend import (
 )
 from autointerp.llm.registry import get_backend, register_backend
 from autointerp.llm.retry import RetryPolicy
+from tests.llm.loopback_server import (
+    LoopbackServer,
+    Received,
+    Reply,
+    VLLMResponder,
+    openai_completion,
+    openai_error,
+    split_tokens,
+)
 
 FAST = RetryPolicy(max_retries=2, base_delay_s=0.01, max_delay_s=0.05)
 TRUTH = {"cat": 9, "dog": 7, "fish": 4}

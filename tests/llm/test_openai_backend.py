@@ -8,7 +8,6 @@ import time
 import traceback
 
 import pytest
-from loopback_server import LoopbackServer, Reply, openai_completion, openai_error
 
 from autointerp.errors import LLMError
 from autointerp.llm import registry
@@ -20,6 +19,7 @@ from autointerp.llm.openai_backend import (
 )
 from autointerp.llm.registry import get_backend, register_backend
 from autointerp.llm.retry import RetryPolicy, parse_retry_after
+from tests.llm.loopback_server import LoopbackServer, Reply, openai_completion, openai_error
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 FAST = RetryPolicy(max_retries=2, base_delay_s=0.01, max_delay_s=0.05)

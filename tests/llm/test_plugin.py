@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from synthetic import write_synthetic_run
 
 from autointerp.config import load_config
+from autointerp.explain.stage import run_explain
 from autointerp.llm import available_backends, get_backend
-from autointerp.pipeline.explain import run_explain
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.conftest import session_of
+from tests.llm.synthetic import write_synthetic_run
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugin_example"
 

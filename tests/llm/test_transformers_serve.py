@@ -6,16 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from synthetic import write_synthetic_run
 
 from autointerp.config import load_config
+from autointerp.explain.stage import run_explain
 from autointerp.llm.base import BackendCapabilities, ChatMessage, ChatRequest
 from autointerp.llm.logprobs import LogprobsUnavailable
 from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
 from autointerp.llm.serve import TransformersServer, transformers_command
-from autointerp.pipeline.explain import run_explain
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.conftest import session_of
+from tests.llm.synthetic import write_synthetic_run
 
 pytestmark = pytest.mark.slow
 

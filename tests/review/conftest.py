@@ -17,7 +17,7 @@ import uvicorn
 
 from autointerp.review import ReviewSettings, create_app
 from autointerp.score.confidence import RESAMPLES, Confidence
-from autointerp.store import Store, now
+from autointerp.store.database import Store, now
 
 RUN_ID = "run-review0001"
 HOSTILE_TOKEN = "<script>window.__pwned = 1</script>"

@@ -21,7 +21,7 @@ from conftest import HOSTILE_EXPLANATION, HOSTILE_TOKEN, feature_rows
 from autointerp.review import ReviewSettings
 from autointerp.review.app import is_loopback
 from autointerp.review.queries import ReviewQueries
-from autointerp.store import Store, now
+from autointerp.store.database import Store, now
 
 Serve = Callable[[ReviewSettings], str]
 DB = tuple[Path, dict[str, Any]]
@@ -196,7 +196,7 @@ def test_pages_stay_fast_with_100k_features(tmp_path: Path, serve: Serve) -> Non
 
 WRITER = """
 import sys, uuid
-from autointerp.store import Store, now
+from autointerp.store.database import Store, now
 store, n = Store(sys.argv[1]), int(sys.argv[2])
 for i in range(n):
     store.write_results({"llm_calls": [{"id": str(uuid.uuid4()), "run_id": "run-review0001", "role": "explain",

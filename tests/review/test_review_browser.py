@@ -11,7 +11,7 @@ import pytest
 from conftest import set_confidence
 
 from autointerp.review import ReviewSettings
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

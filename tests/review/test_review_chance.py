@@ -17,7 +17,7 @@ from rich.console import Console
 
 from autointerp import cli
 from autointerp.review import ReviewSettings
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 Serve = Callable[[ReviewSettings], str]
 DB = tuple[Path, dict[str, Any]]

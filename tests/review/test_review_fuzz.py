@@ -20,7 +20,7 @@ from conftest import RUN_ID, explanation_row, populate, review_row, score_row
 
 from autointerp.review import ReviewSettings
 from autointerp.review.forms import LIST_PARAMS
-from autointerp.store import Store, now
+from autointerp.store.database import Store, now
 
 SEED = 1612
 REQUESTS = 200

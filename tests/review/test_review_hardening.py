@@ -20,7 +20,7 @@ from autointerp.review.app import review_url
 from autointerp.review.forms import MAX_BODY_BYTES, MAX_EDIT_CHARS, MAX_NOTE_CHARS
 from autointerp.review.text import clip, reveal_html, reveal_plain
 from autointerp.review.views import histogram, nice_step, score_note
-from autointerp.store import Store
+from autointerp.store.database import Store
 
 Serve = Callable[..., str]
 DB = tuple[Path, dict[str, Any]]

@@ -16,7 +16,7 @@ from conftest import add_run, explanation_row, review_row, score_row
 
 from autointerp.review import ReviewSettings
 from autointerp.review.queries import ReviewQueries
-from autointerp.store import Store, now
+from autointerp.store.database import Store, now
 
 Serve = Callable[..., str]
 DB = tuple[Path, dict[str, Any]]

@@ -8,24 +8,21 @@ a list that does not parse fails its call and every window in it, and nothing el
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from autointerp.config import LLMConfig, load_config
 from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse, LLMSession
-from autointerp.pipeline.score import run_score
 from autointerp.records import Explanation, Rows
 from autointerp.score.judge import JudgementListError, parse_judgement_list
 from autointerp.score.scorers import score_candidates
+from autointerp.score.stage import run_score
 from autointerp.score.windows import HeldOutWindow
-from autointerp.store import Store
+from autointerp.store.database import Store
 from tests.conftest import session_of
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "llm"))
-from loopback_server import LoopbackServer, Received, Reply, openai_completion
-from synthetic import write_synthetic_run
+from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
+from tests.llm.synthetic import write_synthetic_run
 
 ONE_AT_A_TIME = LLMSession.from_settings(LLMConfig(cache=False, concurrency=1))
 TEXT = re.compile(r"^Text \d+(?: with marked tokens)?: (.*)$", re.MULTILINE)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from autointerp.config import load_config
-from autointerp.pipeline.score import run_score
-from autointerp.store import Store, now
+from autointerp.score.stage import run_score
+from autointerp.store.database import Store, now
 from tests.conftest import session_of
 
 

@@ -10,7 +10,6 @@ import pytest
 from autointerp.config import LLMConfig
 from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse, LLMSession
 from autointerp.llm.local import LocalChatBackend
-from autointerp.planted import BUILTIN_PLANTED_FEATURES
 from autointerp.score.distractors import DistractorPool, choose_distractors
 from autointerp.score.fuzzing import fuzzing_items, random_marks
 from autointerp.score.judge import parse_yes_no
@@ -18,6 +17,7 @@ from autointerp.score.scorers import primary_value, score_candidates
 from autointerp.score.simulation import SimulationParseError, parse_simulation_lines
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import SubjectModel
+from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
 
 ONE_AT_A_TIME = LLMSession.from_settings(LLMConfig(cache=False, concurrency=1))
 """Scripted backends answer in order: their calls must not run in parallel."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from autointerp.planted import BUILTIN_PLANTED_FEATURES, SAMPLE_TOKENS
 from autointerp.simtrain.examples import build_examples, member_activations
 from autointerp.simtrain.families import BENCHMARK_WORDS, frequent_words, synthetic_features
+from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES, SAMPLE_TOKENS
 
 WINDOWS = [
     [" a", " file", " is", " opened", " with", " the", " path", "."],

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autointerp.cli import app
+from autointerp.cli.app import app
 from autointerp.errors import ConfigError, SubjectModelError
 from autointerp.llm import get_backend
 from autointerp.llm.base import ChatRequest
@@ -20,7 +20,7 @@ from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.examples import SimExample
 from autointerp.simtrain.spec import AdapterConfig, resolve_local_model
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
-from autointerp.store import Store
+from autointerp.store.database import Store
 from autointerp.subject.model import SubjectModel
 
 WINDOW = [" the", " cat", " sat", " on", " the", " mat"]

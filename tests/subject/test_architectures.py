@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from autointerp.cli import app
+from autointerp.cli.app import app
+from autointerp.cli.preflight import locate_model
 from autointerp.errors import FeatureError, SubjectModelError
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
 from autointerp.llm.base import BackendCapabilities, ValueReadout
-from autointerp.preflight import locate_model
 from autointerp.subject import SubjectModel, load_subject_model, mlp_neuron_activations
 from autointerp.subject.architectures import Architecture, architecture_for, register_architecture
 from autointerp.subject.hooks import capture, hook_site, mlp_down_proj

@@ -1,0 +1,1 @@
+"""The `autointerp` command (`app`) and the checks a run makes before it starts (`preflight`)."""

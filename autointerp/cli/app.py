@@ -1,0 +1,646 @@
+"""`autointerp ...`: run the loop, show results, inspect the config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
+from autointerp.errors import AutointerpError, RunIncomplete
+from autointerp.store.database import Store
+
+EXIT_INCOMPLETE = 3
+"""Exit code of a run that stopped with live features left undone (rerun to resume); 1 is a failure."""
+
+
+def error_line(error: BaseException) -> str:
+    """Returns the one line the CLI prints for an error: `error: message`, the message's lines joined."""
+    message = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return f"error: {message or type(error).__name__}"
+
+
+class _OneLineErrors(TyperGroup):
+    """The CLI's one error handler: an AutointerpError from any command (bad input, a failed model,
+    a Prefect start-up failure) is printed as one plain line on stderr, never read as Rich markup,
+    and the command exits with code 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (its click base is private to typer)
+        try:
+            return super().invoke(ctx)
+        except AutointerpError as exc:
+            typer.echo(error_line(exc), err=True)
+            incomplete = isinstance(exc, RunIncomplete) and exc.status == "incomplete"
+            raise typer.Exit(code=EXIT_INCOMPLETE if incomplete else 1) from None
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    help="Explain, score and test the features of a neural network.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+if not console.is_terminal:
+    console = Console(width=120)  # logs and pipes get the whole table, not 80 columns
+
+
+def print_table(table: Table) -> None:
+    """Prints a table; into a pipe or a log at its natural width, so no column is cut short."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(width=max(console.width, natural), file=console.file).print(table)
+
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML run config.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a config key, e.g. -s features.layer=10.")
+]
+DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file.")]
+
+
+def _warn(warnings: list[str]) -> None:
+    """Prints each preflight warning as one plain line on stderr."""
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def resolve_run(store: Store, run_id: str | None) -> str:
+    """Returns `run_id` when the store holds it, else the latest run; raises AutointerpError otherwise."""
+    chosen = run_id or store.latest_run_id()
+    if chosen is None:
+        raise AutointerpError(f"{store.path} holds no runs yet; run `autointerp run` first")
+    if not store.query("SELECT 1 FROM runs WHERE id = ?", [chosen]):
+        raise AutointerpError(f"no run {chosen!r} in {store.path}; `autointerp runs` lists them")
+    return chosen
+
+
+def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
+    """Prints a run's features with their explanation and score, best first (text shown as is, never as markup)."""
+    from autointerp.metric_names import MAIN_METRIC
+    from autointerp.score.confidence import CHANCE_P, score_text, stored_confidence
+
+    rows = store.explanation_table(run_id, MAIN_METRIC)
+    explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
+    chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC + "_distractor")}
+    confidence = {s["explanation_id"]: stored_confidence(s["details"]) for s in store.scores(run_id, MAIN_METRIC)}
+    table = Table(
+        title=Text(
+            f"run {run_id}: explanations by simulation score ({MAIN_METRIC}, ± half a 95% bootstrap interval; "
+            f"~chance: not better than its distractor, p > {CHANCE_P})"
+        )
+    )
+    table.add_column("feature", no_wrap=True)
+    table.add_column("explanation", overflow="fold", min_width=30)
+    for column in ("score", "density", "experiments"):
+        table.add_column(column, justify="right")
+    for row in rows[:limit]:
+        text = Text(row["explanation"]) if row["explanation"] is not None else Text("(none)", style="dim")
+        explanation_id = explanation_ids.get((row["feature_id"], row["explanation"]))
+        interval = confidence.get(explanation_id) if explanation_id else None
+        score = score_text(row["score"], interval.half_width if interval else None, chance.get(explanation_id))
+        if interval and interval.like_chance:
+            score += " ~chance"
+        table.add_row(Text(row["feature_id"]), text, score, f"{row['density']:.3f}", str(row["experiments"]))
+    print_table(table)
+
+
+def _load_checked_config(config: Path | None, set_: list[str] | None, *, experiments: bool | None = None) -> RunConfig:
+    """Returns the run config after the preflight checks (store, models, subject, features, corpus);
+    prints their warnings. Raises AutointerpError before any model is loaded."""
+    from autointerp.cli.preflight import check_run
+
+    run_config = load_config(config, set_ or [])
+    _warn(check_run(run_config, experiments=experiments))
+    return run_config
+
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
+"""The line a run stopped by Ctrl-C or SIGTERM prints (exit code 130 / 143)."""
+
+
+def _stop_at_once(signum: int, frame: object) -> None:
+    """Ends the command within a moment of Ctrl-C or SIGTERM, with one line and exit code 128 + signal,
+    even while LLM calls are in flight (their threads would otherwise hold the exit until their timeouts).
+    Nothing is half-written: each store write is one DuckDB transaction, a collection checkpoint is
+    written to a staging file and renamed, and Prefect's temporary server dies with this process."""
+    import os
+    import sys
+
+    if sys.stderr.isatty():
+        sys.stderr.write("\x1b[?25h\n")  # a progress bar may have hidden the cursor
+    sys.stderr.write(f"{INTERRUPTED}\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+@contextmanager
+def _stopping_on_signals() -> Iterator[None]:
+    """While active, Ctrl-C (SIGINT) and SIGTERM end the command at once (`_stop_at_once`); the previous
+    handlers come back after (main thread only; elsewhere nothing changes)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, _stop_at_once) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def _prefect_leaves_sigterm() -> Iterator[None]:
+    """While active, Prefect's flow engine keeps SIGTERM as it is (`_stop_at_once`) instead of swapping in
+    its own handler, which raises inside the flow so that it unwinds: its thread pools would then wait for
+    every LLM call in flight. Prefect's handler serves cancellation by a deployment's runner, which
+    `autointerp run` does not use. Prefect must be configured (`start_prefect`) before this is entered."""
+    import contextlib
+
+    from prefect import flow_engine
+
+    original = getattr(flow_engine, "capture_sigterm", None)
+    if original is None:
+        yield
+        return
+    flow_engine.capture_sigterm = contextlib.nullcontext  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        flow_engine.capture_sigterm = original
+
+
+@app.command()
+def run(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Run the labeling loop (collect, explain, score, experiment) and print the results."""
+    with _stopping_on_signals():
+        _run(config, set_)
+
+
+def _run(config: Path | None, set_: list[str] | None) -> None:
+    run_config = _load_checked_config(config, set_)
+    started = time.perf_counter()
+    from autointerp.pipeline.prefect_env import hide_user_error_tracebacks, start_prefect
+
+    start_prefect()
+    from autointerp.flows.label_features import label_features
+
+    hide_user_error_tracebacks()
+    try:
+        with _prefect_leaves_sigterm():
+            run_id = label_features(run_config.model_dump(mode="json"))
+    except RunIncomplete as exc:  # the partial results are worth seeing above the error line
+        print_explanations(Store(run_config.store.path), exc.run_id)
+        raise
+    store = Store(run_config.store.path)
+    print_explanations(store, run_id)
+    console.print(
+        Text(
+            f"run {run_id} finished in {time.perf_counter() - started:.0f} s; "
+            f"results in {run_config.store.path.resolve()}"
+        )
+    )
+
+
+@app.command()
+def show(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Print a run's explanations, sorted by score."""
+    store = Store(db)
+    print_explanations(store, resolve_run(store, run_id))
+
+
+@app.command()
+def investigate(
+    feature_ids: Annotated[list[str], typer.Argument(help="Feature ids, e.g. smollm2-135m/mlp.15/417.")],
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run experiment-and-revise rounds on chosen features of a run (the `investigate` flow)."""
+    with _stopping_on_signals():
+        _investigate(feature_ids, run_id, config, set_)
+
+
+def _investigate(feature_ids: list[str], run_id: str | None, config: Path | None, set_: list[str] | None) -> None:
+    run_config = _load_checked_config(config, set_, experiments=True)
+    store = Store(run_config.store.path)
+    chosen = resolve_run(store, run_id)
+    known = {f["id"] for f in store.features(chosen)}
+    missing = [f for f in feature_ids if f not in known]
+    if missing:
+        raise AutointerpError(f"run {chosen} has no feature {missing[0]!r}; `autointerp show {chosen}` lists them")
+    from autointerp.pipeline.prefect_env import hide_user_error_tracebacks, start_prefect
+
+    start_prefect()
+    from autointerp.flows.investigate import investigate as investigate_flow
+
+    hide_user_error_tracebacks()
+    with _prefect_leaves_sigterm():
+        investigate_flow(run_config.model_dump(mode="json"), chosen, feature_ids)
+    print_explanations(store, chosen)
+
+
+@app.command()
+def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
+    """List the runs in the database, newest first: status, progress, cost so far and errors.
+
+    `skipped`: live features that fire in fewer than `collect.min_firing_windows` windows (not explained or
+    scored); `few non-firing`: features scored on fewer non-firing windows than `collect.random_windows`."""
+    store = Store(db)
+    rows = store.run_progress()
+    shards = store.shard_progress()
+    table = Table(title=Text(f"runs in {db}"))
+    columns = ["run", "created", "status", "explained", "skipped", "few non-firing", "scored", "experiments"]
+    columns += ["llm calls", "failed", "cost USD"]
+    if shards:
+        columns.append("shards")
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("run", "created"))
+    table.add_column("error", overflow="fold", max_width=50)
+    for row in rows:
+        table.add_row(
+            Text(row["id"]),
+            f"{row['created_at']:%Y-%m-%d %H:%M}",
+            row["status"],
+            f"{row['explained']}/{row['live_features']}",
+            str(row["skipped_features"]),
+            str(row["few_nonfiring"]),
+            str(row["scored"]),
+            str(row["experiments"]),
+            str(row["llm_calls"]),
+            str(row["failed_calls"]),
+            f"{row['cost']:.4f}",
+            *([_shard_summary(shards.get(row["id"], {}))] if shards else []),
+            Text(row["error"] or ""),
+        )
+    print_table(table)
+
+
+def _shard_summary(counts: dict[str, int]) -> str:
+    """Returns e.g. `7 done, 1 running, 1 failed` for a run's shards (all stages)."""
+    order = ("done", "running", "incomplete", "failed")
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+
+
+@app.command()
+def costs(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Summarise a run's LLM calls per role, backend and model: calls, errors, cache hits, tokens, cost."""
+    store = Store(db)
+    chosen = resolve_run(store, run_id)
+    rows = store.llm_costs(chosen)
+    table = Table(title=Text(f"run {chosen}: LLM calls"))
+    table.add_column("role")
+    table.add_column("backend:model", overflow="fold")
+    for column in ("calls", "errors", "cached", "input tok", "output tok", "cost USD", "mean latency s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        latency = row["mean_latency_s"]
+        table.add_row(
+            row["role"],
+            Text(f"{row['backend']}:{row['model']}"),
+            str(row["calls"]),
+            str(row["errors"]),
+            str(row["cached"]),
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            f"{row['cost']:.4f}",
+            "—" if latency is None else f"{latency:.3f}",
+        )
+    total = sum(row["cost"] for row in rows)
+    table.add_section()
+    table.add_row("total", "", str(sum(r["calls"] for r in rows)), "", "", "", "", f"{total:.4f}", "")
+    print_table(table)
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Print the resolved run config (defaults + file + overrides) as JSON."""
+    resolved: RunConfig = load_config(config, set_ or [])
+    data: dict[str, Any] = resolved.model_dump(mode="json")
+    data["run_id"] = resolved.resolved_run_id()
+    console.print_json(json.dumps(data))
+
+
+@app.command()
+def check(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Run the checks `run` makes before it starts (store, models and keys, subject, features, corpus)."""
+    run_config = _load_checked_config(config, set_)
+    console.print(Text(f"ok: {run_config.resolved_run_id()} can start"))
+
+
+@app.command()
+def setup(model: Annotated[str, typer.Option(help="Subject model to prepare.")] = "smollm2-135m") -> None:
+    """Prepare the subject model (convert the embedded GGUF to a cached safetensors folder once)."""
+    from autointerp.subject.model import prepare_model_folder
+
+    folder, slug = prepare_model_folder(model)
+    console.print(Text(f"{slug} ready at {folder}"))
+
+
+@app.command()
+def bench(
+    list_: Annotated[bool, typer.Option("--list", help="Print the planted features and exit.")] = False,
+    planted: Annotated[Path | None, typer.Option(help="Python file defining PLANTED_FEATURES.")] = None,
+    explainer: Annotated[
+        list[str] | None, typer.Option(help="Explainer backend:model; repeat to compare side by side.")
+    ] = None,
+    scorer: Annotated[str, typer.Option(help="Scorer backend:model (simulation, detection, fuzzing).")] = (
+        "local:smollm2-135m"
+    ),
+    method: Annotated[list[str] | None, typer.Option(help="Scoring method; repeat (default: all four).")] = None,
+    feature: Annotated[list[str] | None, typer.Option(help="Only these planted features (by name); repeat.")] = None,
+    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    window_tokens: Annotated[int, typer.Option(help="Tokens per window.")] = 12,
+    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 4096,
+    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
+    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).")] = 1,
+    judge_windows_per_prompt: Annotated[
+        int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.")
+    ] = 1,
+    simulation_prompt: Annotated[
+        list[str] | None,
+        typer.Option(help="All-at-once simulation prompt: zero-shot or few-shot; repeat to compare."),
+    ] = None,
+    explainer_variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="How each explainer writes: default, best-of-<k>, contrastive, or best-of-<k>+contrastive; "
+            "repeat to compare (default: default)."
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
+) -> None:
+    """Measure scorers and explainers against planted features with known descriptions."""
+    from autointerp.bench.planted import BenchSettings, explainer_variants, render_report, run_bench, write_report
+    from autointerp.subject.planted import check_planted_features, load_planted_features
+
+    features = load_planted_features(planted)
+    if list_:
+        for f in features:
+            console.print(f"{f.name}\t{f.description}", highlight=False, markup=False, soft_wrap=True)
+        return
+    if feature:
+        unknown = sorted(set(feature) - {f.name for f in features})
+        if unknown:
+            raise AutointerpError(f"no planted feature named {', '.join(unknown)}; `autointerp bench --list`")
+        features = [f for f in features if f.name in feature]
+    settings = BenchSettings(
+        scorer=scorer,
+        explainers=["local:smollm2-135m"] if explainer is None else explainer,
+        corpus=corpus,
+        window_tokens=window_tokens,
+        max_windows=max_windows,
+        heldout_active=heldout,
+        heldout_quiet=heldout,
+        distractors=distractors,
+        rounds=rounds,
+        judge_windows_per_prompt=judge_windows_per_prompt,
+    )
+    if method:
+        settings.methods = method
+    if simulation_prompt:
+        bad = sorted(set(simulation_prompt) - {"zero-shot", "few-shot"})
+        if bad:
+            raise AutointerpError(f"unknown simulation prompt {bad[0]!r}; choose zero-shot or few-shot")
+        settings.simulation_prompts = simulation_prompt  # type: ignore[assignment]
+    if explainer_variant:
+        settings.explainer_variants = explainer_variant
+        explainer_variants(settings)  # an unknown variant fails here, before any model loads
+    # the bench's own preflight: its models, corpus and planted functions, before the model loads
+    from autointerp.cli.preflight import check_model_specs
+    from autointerp.corpus.sources import check_corpus
+
+    used: dict[str, list[str]] = {settings.scorer: ["--scorer"]}
+    for spec in settings.explainers:
+        used.setdefault(spec, []).append("--explainer")
+    _warn(check_model_specs(used))
+    check_corpus(corpus)
+    check_planted_features(features)
+    result = run_bench(features, settings)
+    path = write_report(result, output)
+    console.print(render_report(result), highlight=False, markup=False, soft_wrap=True)
+    console.print(f"report written to {path}", highlight=False, markup=False)
+
+
+@app.command()
+def review(
+    db: DbOption = DEFAULT_DB_PATH,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Access token required on every request (env: AUTOINTERP_REVIEW_TOKEN).")
+    ] = None,
+) -> None:
+    """Serve the review app: browse, accept, reject and edit explanations in a web browser."""
+    import os
+
+    from autointerp.review import ReviewSettings, create_app
+    from autointerp.review.app import is_loopback
+
+    token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
+    Store(db).check_schema()  # a database of a newer autointerp is refused here, not on the first page
+    if not is_loopback(host) and not token:
+        raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
+    settings = ReviewSettings(db=db, token=token)
+    if not is_loopback(host):
+        settings.allowed_hosts = set()  # reachable by any name; the token guards every request
+    review_app = create_app(settings)
+    import uvicorn
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
+    uvicorn.run(review_app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def export(
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+) -> None:
+    """Export reviewed explanations (latest verdict, final text, reviewer, notes, score)."""
+    import sys
+
+    from autointerp.review import export_reviews
+
+    data = export_reviews(Store(db), format_)
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        _write_output(out, data)
+        console.print(f"wrote {out}", highlight=False, markup=False)
+
+
+def _write_output(out: Path, data: bytes) -> None:
+    """Writes an export to `out`, creating its parent folders; an unwritable path is one error line."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    except OSError as exc:
+        raise AutointerpError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+@app.command("export-run")
+def export_run_command(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[
+        str,
+        typer.Option("--format", "-f", help="neuronpedia (explanation records and batch-upload bodies) or jsonl."),
+    ] = "neuronpedia",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    model_id: Annotated[str | None, typer.Option(help="Neuronpedia modelId (default: the feature's model).")] = None,
+    source_set: Annotated[
+        str | None, typer.Option(help="Neuronpedia source-set name; source becomes '<L>-<set>' (default per kind).")
+    ] = None,
+) -> None:
+    """Export a run's explanations and scores: Neuronpedia's explanation records, or JSONL with exemplars."""
+    import sys
+
+    from autointerp.interop import export_run
+
+    store = Store(db)
+    data = export_run(store, resolve_run(store, run_id), format_, model_id, source_set)
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        _write_output(out, data)
+        console.print(Text(f"wrote {out}"))
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="File or folder of explanations written by another tool.")],
+    tool: Annotated[str, typer.Option("--from", help="csv, neuron-explainer or delphi.")] = "csv",
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Add explanations written by other tools to a run; the next `autointerp run` of its config scores them."""
+    from autointerp.interop import import_explanations
+
+    store = Store(db)
+    store.migrate()
+    result = import_explanations(store, resolve_run(store, run_id), tool, path)
+    parts = [f"{result.already_there} already there"]
+    if result.refused:
+        parts.append(f"placeholders refused: {result.refused}")
+    if result.scores_added:
+        parts.append(f"{result.scores_added} {tool} scores added")
+    if result.skipped_scores:
+        skipped = ", ".join(f"{name} ({why})" for name, why in sorted(result.skipped_scores.items()))
+        parts.append(f"{tool} scores skipped: {skipped}")
+    console.print(
+        Text(
+            f"imported {result.added} explanations into run {result.run_id} ({'; '.join(parts)}); "
+            "rerun the run's config (`autointerp run -c ...`) to score them"
+        ),
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def schedule(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 2 * * *" (02:00 daily).')] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between runs.")] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+) -> None:
+    """Serve a Prefect deployment of label_features on a schedule; each run is incremental."""
+    run_config = _load_checked_config(config, set_)
+    from autointerp.pipeline.prefect_env import start_prefect
+
+    start_prefect()
+    from autointerp.flows.schedule import build_deployment, serve_schedule
+
+    data = run_config.model_dump(mode="json")
+    build_deployment(data, cron=cron, interval=interval, name=name)  # validates before serving
+    console.print(
+        f"serving deployment scheduled_label_features/{name} ({cron or f'every {interval:g} s'}); Ctrl-C to stop",
+        highlight=False,
+        markup=False,
+    )
+    serve_schedule(data, cron=cron, interval=interval, name=name)
+
+
+@app.command("train-sae")
+def train_sae_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (SAELens layout).")] = Path(
+        "results/sae/smollm2-135m-blocks.15.hook_resid_post"
+    ),
+    model: Annotated[str, typer.Option(help="Subject model.")] = "smollm2-135m",
+    layer: Annotated[int, typer.Option(help="Block whose residual output (hook_resid_post) is read.")] = 15,
+    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    tokens: Annotated[int, typer.Option(help="Training tokens (10 % held out for the metrics).")] = 4096,
+    expansion: Annotated[int, typer.Option(help="Latents per residual dimension.")] = 2,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    l1: Annotated[float, typer.Option(help="Sparsity penalty.")] = 0.5,
+    device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+    format_: Annotated[
+        str, typer.Option("--format", help="saelens (kind sae) or sparsify (kind sparsify; needs --k).")
+    ] = "saelens",
+    k: Annotated[int | None, typer.Option(help="TopK SAE: latents kept per token (no L1 penalty).")] = None,
+) -> None:
+    """Train a small SAE on a layer's residual stream; use it with features.kind=sae (or sparsify), path=OUT."""
+    from autointerp.subject import load_subject_model
+    from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
+
+    subject = load_subject_model(model, device)
+    from autointerp.subject.hooks import check_layer
+
+    check_layer(subject, layer)
+    settings = SaeTrainingConfig(
+        layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1, k=k
+    )
+    if format_ == "sparsify" and not out.name.startswith("layers."):
+        out = out / f"layers.{layer}"  # sparsify names each dictionary's folder for its hook point
+    metrics = train_and_save_sae(subject, settings, out, format_)
+    console.print(
+        f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
+        f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",
+        highlight=False,
+        markup=False,
+    )
+
+
+from autointerp.simtrain.cli import train_simulator_command  # noqa: E402
+
+app.command("train-simulator")(train_simulator_command)
+
+
+def main() -> None:
+    """Entry point of the `autointerp` command."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    app(prog_name="autointerp")
+
+
+if __name__ == "__main__":
+    main()

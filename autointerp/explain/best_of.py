@@ -1,0 +1,140 @@
+"""Best-of-k explaining: sample k explanations, simulate each on the windows the explainer saw, keep the best.
+
+The first candidate is the explainer's usual answer (the configured temperature, greedy by default);
+the others are sampled at `explainer.best_of_temperature`. Each distinct text is scored by the run's
+simulation scorer (`score.simulator`, the same prompt and mode as the score stage) on the
+explanation-split windows only: the held-out score windows stay unseen until the score stage. Every
+call goes through the recorder; the kept explanation's `details["best_of"]` says which candidate won
+and what each scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autointerp.activations import normalize_activations
+from autointerp.explain.contrastive import Contrast, explain_split
+from autointerp.explain.explainer import ExplainOutcome, explain_feature
+from autointerp.llm.base import ChatBackend, ChatResponse
+from autointerp.llm.calls import CallRecorder
+from autointerp.records import Explanation
+from autointerp.score.registry import SCORERS, SimulationMode, SimulationPrompt
+from autointerp.score.scorers import primary_value, score_candidates
+from autointerp.score.windows import HeldOutWindow
+
+SELECTION_METHOD = "simulation"
+"""The scorer that ranks candidates (its headline metric, `correlation_all`)."""
+
+
+@dataclass(frozen=True)
+class BestOf:
+    """How many candidates to sample and what scores them."""
+
+    k: int
+    """Candidates per feature (1: the usual single explanation, nothing scored)."""
+    temperature: float
+    """Sampling temperature of candidates 2..k."""
+    simulator: ChatBackend
+    """The run's simulator (`score.simulator.model`)."""
+    simulation_mode: SimulationMode = "auto"
+    simulation_prompt: SimulationPrompt = "zero-shot"
+    batch_size: int = 8
+
+
+def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float) -> list[HeldOutWindow]:
+    """Returns the explanation-split exemplars as scoring windows (true levels 0-10); score-split ones are
+    left out whatever the caller passed."""
+    return [
+        HeldOutWindow(
+            tokens=list(e["tokens"]),
+            levels=normalize_activations(e["activations"], max_activation),
+            kind=str(e.get("kind", "top")),
+            rank=int(e.get("rank", 0)),
+            raw=[float(a) for a in e["activations"]],
+        )
+        for e in explain_split(exemplars)
+    ]
+
+
+def _best(values: list[float | None]) -> int:
+    """Returns the index of the highest value (None lowest; ties: the earliest)."""
+    return max(range(len(values)), key=lambda i: (values[i] is not None, values[i] or 0.0, -i))
+
+
+def explain_best_of(
+    backend: ChatBackend,
+    recorder: CallRecorder,
+    best_of: BestOf,
+    *,
+    feature_id: str,
+    exemplars: list[dict[str, Any]],
+    max_activation: float,
+    max_tokens: int,
+    temperature: float,
+    retries: int,
+    first_answer: tuple[ChatResponse | None, str] | None = None,
+    contrast: Contrast | None = None,
+    seen: list[dict[str, Any]] | None = None,
+) -> ExplainOutcome:
+    """Returns the best of `best_of.k` explanations by simulation on the explanation-split windows, with
+    `details["best_of"]` recording every candidate; None and the last error when none parsed.
+
+    `exemplars` are the windows shown as activating; `seen` (default: those and the contrast windows) are
+    the windows the candidates are simulated on, explanation split only."""
+    candidates: list[Explanation] = []
+    attempts, error = 0, None
+    for index in range(best_of.k):
+        outcome = explain_feature(
+            backend,
+            recorder,
+            feature_id=feature_id,
+            exemplars=exemplars,
+            max_activation=max_activation,
+            max_tokens=max_tokens,
+            temperature=temperature if index == 0 else best_of.temperature,
+            retries=retries,
+            first_answer=first_answer if index == 0 else None,
+            contrast=contrast,
+        )
+        attempts += outcome.attempts
+        if outcome.explanation is None:
+            error = outcome.error
+        else:
+            candidates.append(outcome.explanation)
+    if not candidates:
+        return ExplainOutcome(explanation=None, attempts=attempts, error=error)
+    if seen is None:
+        seen = exemplars + (contrast.windows if contrast else [])
+    windows = explanation_windows(seen, max_activation)
+    texts = list(dict.fromkeys(c.text for c in candidates))  # the same text is scored once
+    outcomes = score_candidates(
+        SELECTION_METHOD,
+        texts,
+        windows,
+        backend=best_of.simulator,
+        recorder=recorder,
+        feature_id=feature_id,
+        simulation_mode=best_of.simulation_mode,
+        simulation_prompt=best_of.simulation_prompt,
+        batch_size=best_of.batch_size,
+    )
+    by_text = {text: primary_value(SELECTION_METHOD, o) for text, o in zip(texts, outcomes, strict=True)}
+    values = [by_text[c.text] for c in candidates]
+    chosen = _best(values)
+    kept = candidates[chosen]
+    kept.details = {
+        "best_of": {
+            "k": best_of.k,
+            "chosen": chosen,
+            "scorer": outcomes[0].scorer,
+            "metric": SCORERS.get(SELECTION_METHOD).headline[0],
+            "windows": len(windows),
+            "split": "explain",
+            "candidates": [
+                {"text": c.text, "score": v, "llm_call_id": c.llm_call_id}
+                for c, v in zip(candidates, values, strict=True)
+            ],
+        }
+    }
+    return ExplainOutcome(explanation=kept, attempts=attempts)

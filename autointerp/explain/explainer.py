@@ -1,0 +1,174 @@
+"""Orient: build the explainer prompt from exemplars, call the explainer, parse its answer."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from autointerp.activations import display_token, normalize_activations
+from autointerp.errors import LLMError
+from autointerp.explain.contrastive import Contrast
+from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest, ChatResponse
+from autointerp.llm.calls import CallRecorder
+from autointerp.prompts import PromptTemplate, load_prompt
+from autointerp.records import Explanation
+
+MAX_EXPLANATION_CHARS = 200
+LEVEL_ECHO = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s*(?:\)|$)")
+"""An activation level in parentheses, as the prompt's top-token summary shows them: `'where' (10)`, or
+cut off by the token limit at the end of the answer: `'where' (10`."""
+
+
+class ExplanationParseError(LLMError):
+    """The explainer's answer is not a usable explanation."""
+
+
+def marked_text(tokens: list[str], normalized: list[int]) -> str:
+    """Returns the window's text with firing tokens (normalised activation >= 1) wrapped in << >>."""
+    return "".join(
+        f"<<{display_token(t)}>>" if level >= 1 else display_token(t)
+        for t, level in zip(tokens, normalized, strict=True)
+    )
+
+
+def top_tokens_summary(exemplars: list[dict[str, Any]], max_activation: float, limit: int = 8) -> str:
+    """Returns 'token (level), ...' for the tokens with the strongest activations, each token once."""
+    best: Counter[str] = Counter()
+    for exemplar in exemplars:
+        levels = normalize_activations(exemplar["activations"], max_activation)
+        for token, level in zip(exemplar["tokens"], levels, strict=True):
+            key = display_token(token).strip() or display_token(token)
+            best[key] = max(best[key], level)
+    ranked = [(token, level) for token, level in best.most_common(limit) if level > 0]
+    return ", ".join(f"{token!r} ({level})" for token, level in ranked) or "none"
+
+
+def explain_template(contrast: Contrast | None) -> PromptTemplate:
+    """Returns the explainer's template: `explain_contrastive` when non-activating windows are shown, else `explain`."""
+    return load_prompt("explain" if contrast is None else "explain_contrastive")
+
+
+def build_explainer_prompt(
+    exemplars: list[dict[str, Any]],
+    max_activation: float,
+    template: PromptTemplate,
+    contrast: Contrast | None = None,
+) -> tuple[list[ChatMessage], str]:
+    """Returns (messages, prefill) asking what the feature fires on; with `contrast` (for the
+    `explain_contrastive` template), also the similar windows that do not activate it."""
+    shown = [
+        {"marked_text": marked_text(e["tokens"], normalize_activations(e["activations"], max_activation))}
+        for e in exemplars
+    ]
+    values: dict[str, Any] = {"exemplars": shown, "top_tokens": top_tokens_summary(exemplars, max_activation)}
+    if contrast is not None:
+        values["contrast"] = ["".join(display_token(t) for t in w["tokens"]) for w in contrast.windows]
+        values["contrast_wanted"] = contrast.wanted
+    return template.render(**values)
+
+
+def _strip_stray_quotes(text: str) -> str:
+    """Returns text without quotes around all of it or unmatched at either end; quoted words inside
+    (the word "is") keep theirs."""
+    for quote in '"`':  # an apostrophe may be part of a word: only stripped when wrapping all
+        if text.count(quote) % 2:
+            text = text.removeprefix(quote) if text.startswith(quote) else text.removesuffix(quote)
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip()
+    return text.strip()
+
+
+def parse_explanation(answer: str) -> str:
+    """Returns the explanation phrase from the answer's first sentence; raises ExplanationParseError."""
+    first_line = answer.strip().splitlines()[0] if answer.strip() else ""
+    sentence = re.split(r"(?<=[a-z0-9'\"\)])\.(\s|$)", first_line, maxsplit=1)[0]
+    sentence = LEVEL_ECHO.sub("", sentence)  # the prompt's "token (10)" levels echoed back
+    text = _strip_stray_quotes(sentence.strip().rstrip(".").strip())
+    if not text:
+        raise ExplanationParseError("the answer is empty; reply with a short phrase")
+    if not re.search(r"[A-Za-z]", text):
+        raise ExplanationParseError(f"the answer {text!r} has no words; describe what the neuron fires on")
+    if len(text) > MAX_EXPLANATION_CHARS:
+        raise ExplanationParseError(f"the answer is {len(text)} characters; keep it under {MAX_EXPLANATION_CHARS}")
+    return text
+
+
+def explain_request(
+    exemplars: list[dict[str, Any]],
+    max_activation: float,
+    *,
+    max_tokens: int,
+    temperature: float,
+    contrast: Contrast | None = None,
+) -> ChatRequest:
+    """Returns the first explain request for a feature (what `explain_feature` sends first)."""
+    messages, prefill = build_explainer_prompt(exemplars, max_activation, explain_template(contrast), contrast)
+    return ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
+
+
+@dataclass
+class ExplainOutcome:
+    """An explanation ready to store, or None and the last error when every attempt failed."""
+
+    explanation: Explanation | None
+    attempts: int
+    error: str | None = None
+
+
+def explain_feature(
+    backend: ChatBackend,
+    recorder: CallRecorder,
+    *,
+    feature_id: str,
+    exemplars: list[dict[str, Any]],
+    max_activation: float,
+    max_tokens: int,
+    temperature: float,
+    retries: int,
+    first_answer: tuple[ChatResponse | None, str] | None = None,
+    contrast: Contrast | None = None,
+) -> ExplainOutcome:
+    """Asks the explainer; a bad answer is retried with the parse error shown to the model. Returns the
+    explanation, or None and the last error once every attempt failed.
+
+    `first_answer` is (response or None, call id) of the first attempt when it was already made (a batch
+    of features generated at once, its call recorded in `recorder`); only retries call the backend then.
+    `contrast`: also show these non-activating windows (the `explain_contrastive` template).
+    """
+    template = explain_template(contrast)
+    messages, prefill = build_explainer_prompt(exemplars, max_activation, template, contrast)
+    error: str | None = None
+    for attempt in range(1, retries + 2):
+        request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
+        if attempt == 1 and first_answer is not None:
+            response, call_id = first_answer
+        else:
+            response, call_id = recorder.call(
+                backend, request, role="explain", prompt_hash=template.hash, feature_id=feature_id
+            )
+        if response is None:
+            error = next((r.error for r in recorder.rows if r.id == call_id), None) or "the call failed"
+            continue
+        try:
+            text = parse_explanation(response.text)
+        except ExplanationParseError as exc:
+            error = f"unparseable answer: {exc}"
+            recorder.mark_error(call_id, error)
+            messages = [
+                *messages,
+                ChatMessage(role="assistant", content=prefill + response.text),
+                ChatMessage(role="user", content=f"That answer cannot be used: {exc}. Try again."),
+            ]
+            continue
+        explanation = Explanation(
+            run_id=recorder.run_id,
+            feature_id=feature_id,
+            text=text,
+            explainer=backend.name,
+            prompt_hash=template.hash,
+            llm_call_id=call_id,
+        )
+        return ExplainOutcome(explanation=explanation, attempts=attempt)
+    return ExplainOutcome(explanation=None, attempts=retries + 1, error=error)

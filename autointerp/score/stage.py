@@ -1,0 +1,165 @@
+"""Decide stage: score every explanation with the configured methods, each beside its chance level.
+
+For each explanation and method the store gets one row per metric (e.g. `correlation_top_and_random`)
+and, when `score.distractor` is on, a row `<metric>_distractor`: the same scorer on the same windows
+with another feature's explanation (chosen deterministically), so a score reads "0.62 (distractor
+0.05)". An undefined value is NULL with the reason in `details.undefined`.
+
+Explanations are scored through the feature pool, many at once; within one, a scorer's calls for
+its windows run in parallel too, all bounded by the backend's limiter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from autointerp.activations import normalize_activations
+from autointerp.config import RunConfig
+from autointerp.llm import CallRecorder, LLMSession, get_backend
+from autointerp.llm.base import ChatBackend
+from autointerp.metric_names import DISTRACTOR_SUFFIX
+from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
+from autointerp.records import Rows, Score
+from autointerp.score.confidence import simulation_confidence
+from autointerp.score.distractors import DistractorPool
+from autointerp.score.outcome import ScoreOutcome
+from autointerp.score.registry import SCORERS, Scorer, ScoringContext
+from autointerp.score.windows import HeldOutWindow
+from autointerp.store.database import Store
+
+__all__ = ["DISTRACTOR_SUFFIX", "held_out_windows", "run_score"]
+
+
+def held_out_windows(exemplars: list[dict[str, Any]], max_activation: float) -> list[HeldOutWindow]:
+    """Returns a feature's score-split exemplars as windows with true levels 0-10."""
+    return [
+        HeldOutWindow(
+            tokens=list(e["tokens"]),
+            levels=normalize_activations(e["activations"], max_activation),
+            kind=e["kind"],
+            rank=e["rank"],
+            raw=[float(a) for a in e["activations"]],
+        )
+        for e in exemplars
+        if e["split"] == "score"
+    ]
+
+
+def score_records(
+    run_id: str,
+    explanation_id: str,
+    outcome: ScoreOutcome,
+    metrics: tuple[str, ...],
+    suffix: str,
+    extra: dict[str, Any],
+) -> list[Score]:
+    """Returns one Score per metric of an outcome (NULL values carry their reason in `details.undefined`)."""
+    records = []
+    for metric in metrics:
+        details: dict[str, Any] = {"llm_call_ids": outcome.call_ids, **extra, **outcome.details}
+        value = outcome.values.get(metric)
+        if value is None:
+            details["undefined"] = outcome.undefined.get(metric, "undefined")
+        records.append(
+            Score(
+                run_id=run_id,
+                explanation_id=explanation_id,
+                scorer=outcome.scorer,
+                scorer_model=outcome.scorer_model,
+                metric=metric + suffix,
+                value=value,
+                details=details,
+            )
+        )
+    return records
+
+
+def _scored(store: Store, run_id: str) -> set[tuple[str, str]]:
+    rows = store.query("SELECT DISTINCT explanation_id, scorer FROM scores WHERE run_id = ?", [run_id])
+    return {(r["explanation_id"], r["scorer"]) for r in rows}
+
+
+def run_score(
+    config: RunConfig, store: Store, run_id: str, session: LLMSession, feature_ids: Collection[str] | None = None
+) -> StageResult:
+    """Decide: scores every explanation not yet scored by each configured method (only those of
+    `feature_ids` when given: a shard); returns the tallies (one item per explanation)."""
+    scorers: dict[str, Scorer] = {name: SCORERS.get(name)() for name in config.score.methods}
+    explanations = store.explanations(run_id)
+    features = {f["id"]: f for f in store.features(run_id)}
+    done = _scored(store, run_id)
+    todo = [
+        (e, [m for m, s in scorers.items() if not any((e["id"], n) in done for n in s.stored_names())])
+        for e in explanations
+    ]
+    todo = [(e, ms) for e, ms in todo if ms and (feature_ids is None or e["feature_id"] in feature_ids)]
+    exemplars = store.exemplars_by_feature(run_id, "score") if todo else {}
+    backends: dict[str, ChatBackend] = {}
+    for scorer in scorers.values():
+        if scorer.role is not None:
+            spec = config.score.simulator.model if scorer.role == "simulator" else config.score.judge.model
+            backends.setdefault(scorer.role, get_backend(spec))
+    latest: dict[str, dict[str, Any]] = {}
+    for e in explanations:  # oldest first: the latest explanation of each feature wins
+        latest[e["feature_id"]] = e
+    pool = DistractorPool(list(latest.items()), lambda e: str(e["text"]))
+
+    def score_one(item: tuple[dict[str, Any], list[str]]) -> FeatureWork:
+        explanation, pending = item
+        feature = features[explanation["feature_id"]]
+        windows = held_out_windows(exemplars.get(feature["id"], []), feature["max_activation"])
+        distractors = pool.choose(feature["id"], explanation["text"]) if config.score.distractor else []
+        recorder = CallRecorder(run_id, session)
+        rows = Rows()
+        for method in pending:
+            scorer = scorers[method]
+            context = ScoringContext(
+                explanations=[explanation["text"]] + [d["text"] for _, d in distractors],
+                windows=windows,
+                recorder=recorder,
+                backend=backends.get(scorer.role) if scorer.role else None,
+                feature_id=feature["id"],
+                explanation_ids=[explanation["id"]] * (1 + len(distractors)),
+                simulation_mode=config.score.simulation,
+                simulation_prompt=config.score.simulation_prompt,
+                batch_size=config.score.batch_size,
+                judge_windows_per_prompt=config.score.judge_windows_per_prompt,
+            )
+            outcomes = scorer.score(context)
+            answered = outcomes[0].details.get("windows") or outcomes[0].details.get("items") or []
+            if answered and outcomes[0].details.get("failed") == len(answered):
+                # every call failed (server down, garbage answers): keep the calls, score again on a rerun
+                return FeatureWork.failed(
+                    feature["id"], f"every {method} call failed (see `autointerp costs`)", Rows(recorder.take())
+                )
+            if outcomes[0].details.get("windows") and any(w.get("true") for w in outcomes[0].details["windows"]):
+                confidence = simulation_confidence(outcomes[0].details, outcomes[1].details if distractors else None)
+                if confidence is not None:
+                    outcomes[0].details["confidence"] = confidence.as_details()
+            held_out = context.windows
+            outcomes[0].details["non_firing_windows"] = sum(not w.activating for w in held_out)
+            rows.extend(score_records(run_id, explanation["id"], outcomes[0], scorer.metrics, "", {}))
+            if distractors:
+                _, other = distractors[0]
+                extra = {
+                    "distractor_explanation_id": other["id"],
+                    "distractor_feature_id": other["feature_id"],
+                    "distractor_text": other["text"],
+                }
+                rows.extend(
+                    score_records(run_id, explanation["id"], outcomes[1], scorer.metrics, DISTRACTOR_SUFFIX, extra)
+                )
+            elif config.score.distractor:
+                alone = ScoreOutcome(
+                    scorer=outcomes[0].scorer,
+                    scorer_model=outcomes[0].scorer_model,
+                    values=dict.fromkeys(scorer.metrics),
+                    undefined=dict.fromkeys(scorer.metrics, "no other feature's explanation in the run to use"),
+                )
+                rows.extend(score_records(run_id, explanation["id"], alone, scorer.metrics, DISTRACTOR_SUFFIX, {}))
+        rows.extend(recorder.take())
+        return FeatureWork(feature["id"], rows)
+
+    concurrency = max([session.limiter(b).concurrency for b in backends.values()] or [1])
+    return run_pool("score", todo, lambda item: item[0]["feature_id"], score_one, store.write_results, concurrency)
