@@ -89,18 +89,38 @@ def resolve_run(store: Store, run_id: str | None) -> str:
     return chosen
 
 
-def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
-    """Prints a run's features with their explanation and score, best first (text shown as is, never as markup)."""
+HEADLINE_ORDER = ("simulation", "detection", "fuzzing", "embedding")
+"""Which scorer's headline metric the run table sorts by when a run has several (the first with values)."""
+
+
+def table_metric(store: Store, run_id: str) -> tuple[str, str]:
+    """Returns (metric, scorer) that a run's table sorts by: the simulation score on top-and-random
+    windows when the run has it, else the first headline metric with values of the other scorers."""
     from autointerp.metric_names import MAIN_METRIC
+    from autointerp.score.registry import SCORERS
+
+    order = [n for n in HEADLINE_ORDER if n in SCORERS.names()] + sorted(set(SCORERS.names()) - set(HEADLINE_ORDER))
+    candidates = [(MAIN_METRIC, "simulation")] + [(m, n) for n in order for m in SCORERS.get(n).headline]
+    for metric, scorer in candidates:
+        if any(s["value"] is not None for s in store.scores(run_id, metric)):
+            return metric, scorer
+    return MAIN_METRIC, "simulation"
+
+
+def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
+    """Prints a run's features with their explanation and score, best first (text shown as is, never as
+    markup), by the metric `table_metric` picks, named in the title."""
     from autointerp.score.confidence import CHANCE_P, score_text, stored_confidence
 
-    rows = store.explanation_table(run_id, MAIN_METRIC)
+    metric, scorer = table_metric(store, run_id)
+    rows = store.explanation_table(run_id, metric)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
-    chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, MAIN_METRIC + "_distractor")}
-    confidence = {s["explanation_id"]: stored_confidence(s["details"]) for s in store.scores(run_id, MAIN_METRIC)}
+    chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + "_distractor")}
+    confidence = {s["explanation_id"]: stored_confidence(s["details"]) for s in store.scores(run_id, metric)}
+    band = ", ± half a 95% bootstrap interval" if any(confidence.values()) else ""
     table = Table(
         title=Text(
-            f"run {run_id}: explanations by simulation score ({MAIN_METRIC}, ± half a 95% bootstrap interval; "
+            f"run {run_id}: explanations by {scorer} score ({metric}{band}; "
             f"~chance: not better than its distractor, p > {CHANCE_P})"
         )
     )

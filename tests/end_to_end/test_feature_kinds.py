@@ -94,6 +94,7 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
     assert checked.exit_code == 0, checked.output
     ran = CliRunner().invoke(app, ["run", *_args(settings)])
     assert ran.exit_code == 0, ran.output
+    assert "explanations by embedding score (embedding_auroc" in ran.output  # the metric it sorts by, named
     assert_evidence_invariants(db)
     store = Store(db)
     [run] = store.run_progress()
