@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from autointerp.errors import StoreError
 from autointerp.records import Rows, now
+from autointerp.store.shards import ShardLedger
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,9 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-class Store:
-    """A DuckDB file holding every run; each method opens, works in one transaction and closes.
+class Store(ShardLedger):
+    """A DuckDB file holding every run; each method opens, works in one transaction and closes. The
+    shard ledger of sharded runs (`set_shard`, `shards`, `ingest_part`, ...) is `ShardLedger`'s.
 
     The first connection of a Store checks the file's schema version: a file written by a newer
     autointerp is refused on every command (reads included), not only on `run`.
@@ -478,80 +480,6 @@ class Store:
                        FROM llm_calls GROUP BY run_id) c ON c.run_id = r.id
             ORDER BY r.created_at DESC
         """)
-
-    # sharded runs -------------------------------------------------------------------------------
-
-    def set_shard(
-        self,
-        run_id: str,
-        stage: str,
-        shard: int,
-        shards: int,
-        status: str,
-        attempts: int,
-        flow_run_id: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Records a shard's status (pending, running, done, failed) and how many times it was started."""
-        with self.transaction() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, stage, shard, shards, status, attempts, flow_run_id, error, now()],
-            )
-
-    def shards(self, run_id: str, stage: str | None = None) -> list[dict[str, Any]]:
-        """Returns a run's shards (of one stage), by stage and number."""
-        if stage is None:
-            return self.query("SELECT * FROM shards WHERE run_id = ? ORDER BY stage, shard", [run_id])
-        return self.query("SELECT * FROM shards WHERE run_id = ? AND stage = ? ORDER BY shard", [run_id, stage])
-
-    def shard_progress(self) -> dict[str, dict[str, int]]:
-        """Returns run id -> shard status (running, done, incomplete, failed) -> how many shards, over
-        every stage of the sharded runs (a file from before sharded runs has none)."""
-        has_table = self.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'shards'")
-        if not has_table:
-            return {}
-        progress: dict[str, dict[str, int]] = {}
-        for row in self.query("SELECT run_id, status, count(*) AS n FROM shards GROUP BY run_id, status"):
-            progress.setdefault(row["run_id"], {})[row["status"]] = row["n"]
-        return progress
-
-    def ingest_part(
-        self,
-        run_id: str,
-        part: str,
-        rows_by_table: dict[str, pa.Table],
-        shard: tuple[str, int, str] | None = None,
-    ) -> int:
-        """Inserts a result part's rows (table -> Arrow table) in one transaction, once: a part already
-        ingested adds nothing, and rows whose id is stored already are skipped. `shard` (stage, number,
-        status) is recorded in the same transaction. Returns the rows inserted."""
-        with self.transaction() as con:
-            if con.execute("SELECT 1 FROM ingested_parts WHERE run_id = ? AND part = ?", [run_id, part]).fetchone():
-                return 0
-            inserted = 0
-            for table, arrow_rows in rows_by_table.items():
-                if arrow_rows.num_rows == 0:
-                    continue
-                columns = ", ".join(arrow_rows.column_names)
-                con.register("_incoming_part", arrow_rows)
-                try:
-                    new = "SELECT * FROM _incoming_part"
-                    if "id" in arrow_rows.column_names:
-                        new += f" WHERE id NOT IN (SELECT id FROM {table})"
-                    row = con.execute(f"SELECT count(*) FROM ({new})").fetchone()
-                    inserted += int(row[0]) if row else 0
-                    con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM ({new})")
-                finally:
-                    con.unregister("_incoming_part")
-            con.execute("INSERT INTO ingested_parts VALUES (?, ?, ?, ?)", [run_id, part, inserted, now()])
-            if shard is not None:
-                stage, number, status = shard
-                con.execute(
-                    "UPDATE shards SET status = ?, updated_at = ? WHERE run_id = ? AND stage = ? AND shard = ?",
-                    [status, now(), run_id, stage, number],
-                )
-            return inserted
 
     def export_run(self, run_id: str, tables: Sequence[str]) -> dict[str, pa.Table]:
         """Returns a run's rows of each table as Arrow (what a shard's own store starts from)."""
