@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autointerp.bench.planted import BenchSettings  # noqa: E402
+from autointerp.bench import BenchSettings  # noqa: E402
 from autointerp.corpus.sources import iter_windows  # noqa: E402
 from autointerp.score.registry import SimulationPrompt  # noqa: E402
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator  # noqa: E402

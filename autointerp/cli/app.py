@@ -415,7 +415,7 @@ def bench(
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
-    from autointerp.bench.planted import BenchSettings, explainer_variants, render_report, run_bench, write_report
+    from autointerp.bench import BenchSettings, explainer_variants, render_report, run_bench, write_report
     from autointerp.subject.planted import check_planted_features, load_planted_features
 
     features = load_planted_features(planted)

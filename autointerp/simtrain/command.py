@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autointerp.bench.planted import BenchSettings
+from autointerp.bench import BenchSettings
 from autointerp.corpus.sources import iter_windows
 from autointerp.llm import get_backend
 from autointerp.llm.local import LocalChatBackend

@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from autointerp.bench.planted import BenchSettings, pair_auroc, run_bench
+from autointerp.bench import BenchSettings, pair_auroc, run_bench
 from autointerp.score.registry import SimulationPrompt
 from autointerp.subject.planted import PlantedFeature
 

@@ -8,7 +8,7 @@ experiment must refute it; on `of` it is right and the experiment must support i
 
 import re
 
-from autointerp.bench.planted import BenchSettings, feature_set, render_report, run_bench
+from autointerp.bench import BenchSettings, feature_set, render_report, run_bench
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
 from autointerp.subject.planted import PlantedFeature, load_planted_features
 
