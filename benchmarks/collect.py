@@ -36,7 +36,7 @@ from autointerp.config import load_config  # noqa: E402
 from autointerp.corpus.sources import iter_windows  # noqa: E402
 from autointerp.store.database import Store  # noqa: E402
 from autointerp.subject import load_subject_model  # noqa: E402
-from autointerp.subject.features import MlpNeuronSource  # noqa: E402
+from autointerp.subject.sources import MlpNeuronSource  # noqa: E402
 
 PLAN = SamplingPlan(top_k=10, random_windows=6, quantiles=5, per_quantile=2)
 

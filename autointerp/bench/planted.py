@@ -34,8 +34,8 @@ from autointerp.score.embedding import embed_texts
 from autointerp.score.registry import SCORERS
 from autointerp.score.scorers import methods, primary_value, score_candidates
 from autointerp.subject import load_subject_model
-from autointerp.subject.features import PlantedSource
 from autointerp.subject.planted import PlantedFeature
+from autointerp.subject.sources import PlantedSource
 
 log = logging.getLogger(__name__)
 

@@ -411,7 +411,7 @@ def check_feature_count(features: FeaturesConfig, shape: ModelShape) -> None:
     elif features.kind in ("sae", "sparsify", "transcoder"):
         width, what = _dictionary_width(features), f"latents in {features.path}"
     elif features.kind == "direction" and features.path is not None:
-        from autointerp.subject.features import load_directions
+        from autointerp.subject.sources import load_directions
 
         try:
             width, what = int(load_directions(Path(features.path)).shape[0]), f"directions in {features.path}"
@@ -430,7 +430,7 @@ def check_features(features: FeaturesConfig, shape: ModelShape) -> None:
     """Checks the features config against the model's shape through its kind's own `check` (the
     `autointerp.feature_sources` registry): layers and indices, a direction file, a dictionary folder's
     cfg.json and weights header, planted functions. Returns None; raises FeatureError/ConfigError."""
-    from autointerp.subject.features import FEATURE_SOURCES
+    from autointerp.subject.kinds import FEATURE_SOURCES
 
     FEATURE_SOURCES.get(features.kind)().check(features, shape)
 

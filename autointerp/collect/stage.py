@@ -12,7 +12,8 @@ from autointerp.corpus.sources import CorpusStats, corpus_windows
 from autointerp.pipeline.common import load_subject
 from autointerp.store.database import Store
 from autointerp.subject import SubjectModel
-from autointerp.subject.features import FeatureSource, build_feature_source
+from autointerp.subject.kinds import build_feature_source
+from autointerp.subject.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from autointerp.experiments.stage import select_targets
 from autointerp.pipeline.common import live_features, load_subject
 from autointerp.pipeline.pool import StageResult
 from autointerp.store.database import Store
-from autointerp.subject.features import build_feature_source
+from autointerp.subject.kinds import build_feature_source
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ class Heartbeat:
 def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     """Streams windows [start, end) of the run's corpus through a sampler; returns its state (CPU)."""
     from autointerp.pipeline.common import load_subject
-    from autointerp.subject.features import build_feature_source
+    from autointerp.subject.kinds import build_feature_source
 
     subject = load_subject(config)
     source = build_feature_source(config.features, subject)

@@ -24,10 +24,10 @@ from autointerp.llm import CallRecorder, ChatBackend, get_backend
 from autointerp.prompts import load_prompt
 from autointerp.records import Experiment, Explanation
 from autointerp.subject import SubjectModel
-from autointerp.subject.features import FeatureSource
 from autointerp.subject.interventions import (
     Edit,
 )
+from autointerp.subject.sources import FeatureSource
 
 
 @dataclass

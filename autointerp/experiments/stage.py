@@ -26,7 +26,7 @@ from autointerp.records import Rows
 from autointerp.score.registry import SCORERS
 from autointerp.score.stage import run_score
 from autointerp.store.database import Store
-from autointerp.subject.features import feature_source_for
+from autointerp.subject.kinds import feature_source_for
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The subject model: loading, hook points and feature activations."""
 
-from autointerp.subject.features import FeatureSource, build_feature_source
 from autointerp.subject.hooks import check_neuron_indices, mlp_down_proj, mlp_neuron_activations
+from autointerp.subject.kinds import build_feature_source
 from autointerp.subject.model import SubjectModel, load_subject_model, prepare_model_folder
+from autointerp.subject.sources import FeatureSource
 
 __all__ = [
     "FeatureSource",

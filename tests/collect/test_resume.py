@@ -22,7 +22,7 @@ import json, sys, time
 from autointerp.config import RunConfig
 from autointerp.collect.stage import run_collect
 from autointerp.store.database import Store
-from autointerp.subject.features import MlpNeuronSource
+from autointerp.subject.sources import MlpNeuronSource
 
 original = MlpNeuronSource.activation_chunks
 def slow(self, token_ids):

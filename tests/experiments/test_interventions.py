@@ -3,7 +3,6 @@
 import torch
 
 from autointerp.subject import SubjectModel, mlp_neuron_activations
-from autointerp.subject.features import DirectionSource, PlantedSource, SaeLatentSource
 from autointerp.subject.hooks import capture, mlp_down_proj
 from autointerp.subject.interventions import (
     NeuronEdit,
@@ -14,6 +13,7 @@ from autointerp.subject.interventions import (
 )
 from autointerp.subject.planted import load_planted_features
 from autointerp.subject.sae import SparseAutoencoder
+from autointerp.subject.sources import DirectionSource, PlantedSource, SaeLatentSource
 
 LAYER, INDEX = 6, 123
 

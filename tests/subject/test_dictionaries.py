@@ -12,10 +12,11 @@ from safetensors.torch import save_file
 from autointerp.config import load_config
 from autointerp.errors import FeatureError
 from autointerp.subject import SubjectModel, build_feature_source
-from autointerp.subject.features import SaeLatentSource, feature_source_for
 from autointerp.subject.hooks import capture
 from autointerp.subject.interventions import applied
+from autointerp.subject.kinds import feature_source_for
 from autointerp.subject.sae import SparseAutoencoder, load_sae
+from autointerp.subject.sources import SaeLatentSource
 from autointerp.subject.sparsify import dense_latents, load_sparsify, save_sparsify
 
 WIDTH = 576

@@ -19,11 +19,12 @@ from typer.testing import CliRunner
 
 from autointerp.cli.app import app
 from autointerp.cli.preflight import check_features
-from autointerp.subject.shape import HOOK_KINDS, ModelShape
 from autointerp.config import FeaturesConfig
 from autointerp.errors import FeatureError
-from autointerp.subject.features import FEATURE_SOURCES, FeatureSource, FeatureSourceKind
+from autointerp.subject.kinds import FEATURE_SOURCES, FeatureSourceKind
 from autointerp.subject.sae import SparseAutoencoder, load_sae
+from autointerp.subject.shape import HOOK_KINDS, ModelShape
+from autointerp.subject.sources import FeatureSource
 from autointerp.subject.sparsify import load_sparsify
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dictionaries"

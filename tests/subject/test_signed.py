@@ -8,8 +8,8 @@ from autointerp.collect.stage import run_collect
 from autointerp.config import load_config
 from autointerp.store.database import Store
 from autointerp.subject import SubjectModel, build_feature_source, mlp_neuron_activations
-from autointerp.subject.features import feature_source_for
 from autointerp.subject.interventions import NeuronEdit
+from autointerp.subject.kinds import feature_source_for
 from tests.conftest import tiny_config
 
 

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from autointerp.config import load_config
 from autointerp.errors import ConfigError, FeatureError
 from autointerp.subject import SubjectModel, build_feature_source, mlp_neuron_activations
-from autointerp.subject.features import PlantedSource
 from autointerp.subject.sae import load_sae
 from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
+from autointerp.subject.sources import PlantedSource
 
 TEXT = "The 3 cats sat on the mat in 1999, said Marie."
 

@@ -1,0 +1,275 @@
+"""Feature sources behind one interface: MLP neurons, SAE and transcoder latents, user directions,
+planted features, and the poles of any of them (`SignedSource`).
+
+A `FeatureSource` maps token ids [batch, tokens] to activations [batch, tokens, features]
+(float32, on the model's device) and names each feature with a stable id. The collector
+only sees that interface; which source a run uses is chosen by its kind (`kinds`).
+
+Hook points use TransformerLens names: `blocks.L.hook_resid_pre` (input of block L),
+`blocks.L.hook_resid_post` (output of block L), `blocks.L.hook_mlp_out` (output of its MLP);
+`mlp.L` is the MLP's neurons (the input of its down projection).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from autointerp.errors import FeatureError
+from autointerp.subject.hooks import capture, check_layer, hook_target
+from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
+from autointerp.subject.model import SubjectModel
+from autointerp.subject.planted import PlantedFeature
+from autointerp.subject.sae import SparseAutoencoder, hook_layer
+
+
+class FeatureSource(ABC):
+    """Something that gives per-token activations of a list of features."""
+
+    kind: str
+    """Stored in `features.kind`: neuron, sae, direction or planted."""
+
+    def __init__(self, feature_ids: list[str], hooks: list[str], indices: list[int]) -> None:
+        self.feature_ids = feature_ids
+        self.hooks = hooks
+        self.indices = indices
+
+    @property
+    def n_features(self) -> int:
+        """Returns how many features the source yields."""
+        return len(self.feature_ids)
+
+    @abstractmethod
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Returns activations [batch, tokens, features] (float32) of token ids [batch, tokens]."""
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns `activations` split on the feature axis, in order, without concatenating.
+
+        The collector reads chunks as they come (one per hooked layer for MLP neurons), which
+        saves copying every activation of the batch into one tensor.
+        """
+        return [self.activations(token_ids)]
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the intervention that sets (ablation) and/or adds to (steering) feature `position`
+        in the model, or None when the feature is not a direction in the model (planted features)."""
+        return None
+
+
+class MlpNeuronSource(FeatureSource):
+    """MLP neurons (the input of each block's down projection) of one or more layers."""
+
+    kind = "neuron"
+
+    def __init__(self, subject: SubjectModel, layers: list[int], indices: list[int]) -> None:
+        for layer in layers:
+            check_layer(subject, layer)
+        ids = [f"{subject.slug}/mlp.{layer}/{i}" for layer in layers for i in indices]
+        super().__init__(ids, [f"mlp.{layer}" for layer in layers for _ in indices], indices * len(layers))
+        self.subject, self.layers = subject, layers
+        self.every_neuron = indices == list(range(subject.d_mlp))
+        self._index = torch.tensor(indices, dtype=torch.long, device=subject.device)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        parts = self.activation_chunks(token_ids)
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> NeuronEdit:
+        """Returns the edit of the neuron at `position` (its input to the down projection)."""
+        layer = self.layers[position // len(self._index)]
+        return NeuronEdit(layer=layer, index=self.indices[position], set_to=set_to, add=add)
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns one [batch, tokens, neurons] tensor per layer, in the model's dtype."""
+        parts = capture(self.subject, token_ids, [f"mlp.{layer}" for layer in self.layers])
+        if not self.every_neuron:
+            parts = [p.index_select(-1, self._index) for p in parts]
+        return parts
+
+
+class SaeLatentSource(FeatureSource):
+    """Latents of a sparse dictionary: an SAE reading a hook point, or a transcoder reading one hook
+    point (the MLP input) and writing another (the MLP output)."""
+
+    kind = "sae"
+
+    def __init__(self, subject: SubjectModel, sae: SparseAutoencoder, indices: list[int]) -> None:
+        layer = hook_layer(sae.hook_name)
+        hook_target(subject, sae.hook_name)
+        width = subject.model.config.hidden_size
+        what = "transcoder" if sae.is_transcoder else "SAE"
+        if sae.d_in != width:
+            raise FeatureError(
+                f"the {what} reads {sae.d_in}-wide activations but {sae.hook_name} of {subject.slug} is "
+                f"{width} wide; train or pick a dictionary for this model"
+            )
+        if sae.hook_name_out is not None:
+            hook_target(subject, sae.hook_name_out)
+            if sae.d_out != width:
+                raise FeatureError(
+                    f"the transcoder writes {sae.d_out}-wide activations but {sae.hook_name_out} of "
+                    f"{subject.slug} is {width} wide"
+                )
+        self.kind = "transcoder" if sae.is_transcoder else "sae"
+        ids = [f"{subject.slug}/{self.kind}.{layer}/{i}" for i in indices]
+        super().__init__(ids, [sae.hook_name] * len(indices), indices)
+        self.subject, self.sae = subject, sae.to(subject.device)
+        self._columns = None if indices == list(range(sae.d_sae)) else torch.tensor(indices, device=subject.device)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        (hidden,) = capture(self.subject, token_ids, [self.sae.hook_name])
+        with torch.inference_mode():
+            return self.sae.encode(hidden, self._columns)
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> DirectionEdit:
+        """Returns the edit of the latent at `position` along its decoder row: at the SAE's hook point,
+        or for a transcoder at the hook point it writes (the MLP output), read from the one it reads."""
+        column = torch.tensor([self.indices[position]], device=self.subject.device)
+        return DirectionEdit(
+            hook=self.sae.hook_name_out or self.sae.hook_name,
+            read=lambda hidden: self.sae.encode(hidden, column)[..., 0],
+            direction=self.sae.decoder_rows()[self.indices[position]],
+            set_to=set_to,
+            add=add,
+            read_from=self.sae.hook_name if self.sae.is_transcoder else None,
+        )
+
+
+def load_directions(path: Path) -> torch.Tensor:
+    """Returns the [n, d] matrix in a .safetensors (one tensor, or one named `directions`) or .npy file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FeatureError(f"direction file {path} does not exist; set features.path")
+    if path.suffix == ".npy":
+        matrix = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+    elif path.suffix == ".safetensors":
+        tensors = load_file(str(path))
+        if len(tensors) != 1 and "directions" not in tensors:
+            raise FeatureError(f"{path} holds {len(tensors)} tensors; keep one, or name the matrix 'directions'")
+        matrix = (tensors["directions"] if "directions" in tensors else next(iter(tensors.values()))).float()
+    else:
+        raise FeatureError(f"direction file {path} must be .safetensors or .npy")
+    if matrix.ndim != 2:
+        raise FeatureError(f"{path} holds a tensor of shape {tuple(matrix.shape)}; directions must be [n, d]")
+    return matrix
+
+
+class DirectionSource(FeatureSource):
+    """User directions at a hook point: each activation is the projection onto a vector."""
+
+    kind = "direction"
+
+    def __init__(self, subject: SubjectModel, matrix: torch.Tensor, hook: str, indices: list[int]) -> None:
+        layer = hook_layer(hook)
+        hook_target(subject, hook)
+        width = subject.model.config.hidden_size
+        if matrix.shape[1] != width:
+            raise FeatureError(
+                f"directions are {matrix.shape[1]}-wide but {hook} of {subject.slug} is {width}-wide; "
+                f"the matrix must be [n, {width}]"
+            )
+        ids = [f"{subject.slug}/direction.{layer}/{i}" for i in indices]
+        super().__init__(ids, [hook] * len(indices), indices)
+        self.subject, self.hook = subject, hook
+        self.vectors = matrix[indices].to(subject.device).T.contiguous()  # [d, features]
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        (hidden,) = capture(self.subject, token_ids, [self.hook])
+        return hidden.float() @ self.vectors
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> DirectionEdit:
+        """Returns the edit along direction v at `position` (moving h . v by exactly the change)."""
+        vector = self.vectors[:, position]
+        return DirectionEdit(
+            hook=self.hook,
+            read=lambda hidden: hidden.float() @ vector,
+            direction=vector / vector.dot(vector).clamp(min=1e-12),
+            set_to=set_to,
+            add=add,
+        )
+
+
+class PlantedSource(FeatureSource):
+    """Planted features: functions of the decoded tokens; no forward pass."""
+
+    kind = "planted"
+
+    def __init__(self, subject: SubjectModel, features: list[PlantedFeature]) -> None:
+        super().__init__(
+            [f"planted/{f.name}" for f in features], ["planted"] * len(features), list(range(len(features)))
+        )
+        self.subject, self.features = subject, features
+        self._token_text: dict[int, str] = {}
+
+    def _decode(self, token_ids: list[int]) -> list[str]:
+        missing = [t for t in set(token_ids) if t not in self._token_text]
+        for token_id in missing:
+            self._token_text[token_id] = str(self.subject.tokenizer.decode([token_id]))
+        return [self._token_text[t] for t in token_ids]
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for ids in token_ids.tolist():
+            tokens = self._decode(ids)
+            columns = []
+            for feature in self.features:
+                values = feature.activations(tokens)
+                if len(values) != len(tokens):
+                    raise FeatureError(
+                        f"planted feature {feature.name!r} returned {len(values)} values for {len(tokens)} tokens"
+                    )
+                columns.append(values)
+            rows.append(list(zip(*columns, strict=True)))
+        return torch.tensor(rows, dtype=torch.float32, device=self.subject.device)
+
+
+SIGN_POLES: dict[str, tuple[str, ...]] = {"positive": (), "negative": ("-",), "both": ("+", "-")}
+"""`features.sign` -> the poles each feature is split into (none: the activation as it is)."""
+
+
+class SignedSource(FeatureSource):
+    """The poles of another source's features: `+` is relu(a), `-` is relu(-a); ids end in the pole.
+
+    For gated (GLU) MLP neurons and directions, whose activations are negative as often as positive:
+    each pole is explained and scored as its own feature. Editing the `-` pole edits the underlying
+    activation with the opposite sign (ablation sets it to minus the value, steering subtracts).
+    """
+
+    def __init__(self, base: FeatureSource, poles: tuple[str, ...]) -> None:
+        count = len(poles)
+        super().__init__(
+            [f"{fid}{pole}" for fid in base.feature_ids for pole in poles],
+            [hook for hook in base.hooks for _ in poles],
+            [index for index in base.indices for _ in poles],
+        )
+        self.base, self.poles, self._count = base, poles, count
+        self.kind = base.kind
+
+    def _split(self, chunk: torch.Tensor) -> torch.Tensor:
+        parts = [chunk.relu() if pole == "+" else (-chunk).relu() for pole in self.poles]
+        return parts[0] if len(parts) == 1 else torch.stack(parts, dim=-1).flatten(-2)
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self._split(self.base.activations(token_ids)).float()
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns the base source's chunks, each split into its poles (interleaved per feature)."""
+        return [self._split(chunk) for chunk in self.base.activation_chunks(token_ids)]
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the base feature's edit, with the sign flipped for the `-` pole."""
+        base_position, pole = divmod(position, self._count)
+        if self.poles[pole] == "+":
+            return self.base.edit(base_position, set_to, add)
+        return self.base.edit(base_position, None if set_to is None else -set_to, -add)
+
+
+def signed(source: FeatureSource, sign: str) -> FeatureSource:
+    """Returns `source` split into the poles `features.sign` names (unchanged for "positive")."""
+    poles = SIGN_POLES[sign]
+    return SignedSource(source, poles) if poles else source
