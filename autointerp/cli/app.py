@@ -285,7 +285,8 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
     """List the runs in the database, newest first: status, progress, cost so far and errors.
 
     `skipped`: live features that fire in fewer than `collect.min_firing_windows` windows (not explained or
-    scored); `few non-firing`: features scored on fewer non-firing windows than `collect.random_windows`."""
+    scored); `few non-firing`: features scored on fewer non-firing windows than `collect.random_windows`;
+    `shards` (sharded runs): shards done / running / failed over every stage, and how many were restarted."""
     store = Store(db)
     rows = store.run_progress()
     shards = store.shard_progress()
@@ -317,9 +318,14 @@ def runs(db: DbOption = DEFAULT_DB_PATH) -> None:
 
 
 def _shard_summary(counts: dict[str, int]) -> str:
-    """Returns e.g. `7 done, 1 running, 1 failed` for a run's shards (all stages)."""
-    order = ("done", "running", "incomplete", "failed")
-    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+    """Returns e.g. `7 done, 1 running (2 restarts)` for a run's shards (all stages): their statuses,
+    and the attempts started beyond each shard's first."""
+    order = ("done", "running", "pending", "incomplete", "failed")
+    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+    restarts = counts.get("restarts", 0)
+    if restarts:
+        summary += f" ({restarts} restart{'s' if restarts != 1 else ''})"
+    return summary
 
 
 @app.command()

@@ -16,7 +16,11 @@ the retry logic swap in an in-process one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,7 @@ from autointerp.collect.merge_shards import merge_states
 from autointerp.collect.results import CollectionResult, SamplingPlan
 from autointerp.collect.stage import store_collection
 from autointerp.config import DistributedConfig, RunConfig
-from autointerp.distributed.parts import ResultsDir, results_dir
+from autointerp.distributed.parts import ResultsDir, results_dir, store_folder
 from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
 from autointerp.errors import AutointerpError, ConfigError
 from autointerp.experiments.stage import select_targets
@@ -40,10 +44,37 @@ log = logging.getLogger(__name__)
 LLM_STAGES = ("explain", "score", "experiment")
 FAILED_STATES = {"FAILED", "CRASHED", "CANCELLED", "CANCELLING"}
 POLL_S = 1.0
+PICKUP_S = 120.0
+"""Seconds a shard may wait for a worker while none of the pool is online (at most
+`distributed.start_timeout_s`); then the run stops with one line saying how to start one."""
 
 
 class ShardsFailed(AutointerpError):
     """Shards that failed every attempt; the run is resumable (done shards are kept)."""
+
+
+class NoWorkers(AutointerpError):
+    """No worker of the work pool picked up a shard in time (none is online); the run is resumable."""
+
+
+class _ToStderr(logging.Handler):
+    """Writes a record's message as one plain line on the stderr of the moment (not the one at import)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{self.format(record)}\n")
+            sys.stderr.flush()
+        except Exception:  # a closed stream must not stop the run
+            self.handleError(record)
+
+
+progress_log = logging.getLogger("autointerp.distributed.progress")
+"""The parent's progress lines (`collect: shard 2/4 done`), shown on stderr whatever the log level of
+the command (a run's own log lines are WARNING and up)."""
+if not progress_log.handlers:
+    progress_log.addHandler(_ToStderr())
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False
 
 
 class Launcher(Protocol):
@@ -61,35 +92,49 @@ class Launcher(Protocol):
         """Marks a flow run whose worker is gone as Crashed."""
         ...
 
+    def cancel(self, flow_run_id: str, message: str) -> None:
+        """Cancels a flow run that no worker picked up (so none picks it up later)."""
+        ...
+
+    def workers_online(self) -> int | None:
+        """Returns how many workers of the pool are online (None: the launcher cannot tell)."""
+        ...
+
 
 class PrefectLauncher:
-    """Deploys the shard flow to the work pool once, then runs shards with `run_deployment`."""
+    """Deploys the shard flow to the work pool once, then runs shards with `run_deployment`.
+
+    Checks first what a user can get wrong, each as one line saying what to do: no PREFECT_API_URL
+    (a temporary server has no work pool and no workers), a work pool that does not exist."""
 
     def __init__(self, settings: DistributedConfig) -> None:
-        from prefect.exceptions import ObjectNotFound
-
         from autointerp.distributed.shard import run_shard
 
         pool = settings.work_pool
+        assert pool is not None
+        self.pool = pool
+        api_url = _check_work_pool(pool)
         try:
-            if settings.image:
-                run_shard.deploy(
-                    name=settings.deployment, work_pool_name=pool, image=settings.image, build=False, push=False,
-                    print_next_steps=False, ignore_warnings=True,
-                )  # fmt: skip
-            else:
-                import autointerp
+            with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints a table of deployments
+                if settings.image:
+                    run_shard.deploy(
+                        name=settings.deployment, work_pool_name=pool, image=settings.image, build=False,
+                        push=False, print_next_steps=False, ignore_warnings=True,
+                    )  # fmt: skip
+                else:
+                    import autointerp
 
-                source = settings.source or str(Path(autointerp.__file__).resolve().parent.parent)
-                remote = run_shard.from_source(source=source, entrypoint="autointerp/distributed/shard.py:run_shard")
-                remote.deploy(  # type: ignore[union-attr]
-                    name=settings.deployment, work_pool_name=pool, print_next_steps=False, ignore_warnings=True
-                )
-        except ObjectNotFound:
-            raise ConfigError(
-                f"no Prefect work pool {pool!r}: create it (`prefect work-pool create {pool} --type process`) "
-                "and start workers on it (`prefect worker start --pool ...`)"
-            ) from None
+                    source = settings.source or str(Path(autointerp.__file__).resolve().parent.parent)
+                    remote = run_shard.from_source(
+                        source=source, entrypoint="autointerp/distributed/shard.py:run_shard"
+                    )
+                    remote.deploy(  # type: ignore[union-attr]
+                        name=settings.deployment, work_pool_name=pool, print_next_steps=False, ignore_warnings=True
+                    )
+        except ValueError as exc:  # Prefect 3 raises ValueError for a missing pool (deleted since the check)
+            if "work pool" not in str(exc):
+                raise
+            raise ConfigError(_no_pool_message(pool, api_url)) from None
         self.deployment = f"autointerp-shard/{settings.deployment}"
 
     def start(self, name: str, parameters: dict[str, Any]) -> str:
@@ -114,6 +159,58 @@ class PrefectLauncher:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)  # type: ignore[arg-type]
 
+    def cancel(self, flow_run_id: str, message: str) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled
+
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)  # type: ignore[arg-type]
+
+    def workers_online(self) -> int | None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
+
+        with get_client(sync_client=True) as client:
+            work_pool = client.read_work_pool(self.pool)
+            if work_pool.is_push_pool or work_pool.is_managed_pool:
+                return None  # no workers of ours: the pool's service runs the flow runs
+            online = WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))
+            return len(client.read_workers_for_work_pool(self.pool, worker_filter=online))
+
+
+def _no_pool_message(pool: str, api_url: str) -> str:
+    return (
+        f"no Prefect work pool {pool!r} on {api_url} (check distributed.work_pool): create it with "
+        f"`prefect work-pool create {pool} --type process` and start a worker on each machine with "
+        f"`prefect worker start --pool {pool} --limit 1`"
+    )
+
+
+def _check_work_pool(pool: str) -> str:
+    """Returns the Prefect API URL once the work pool is found there; raises ConfigError, one line,
+    when PREFECT_API_URL is not set (Prefect's temporary server has no pools and no workers) or the
+    pool does not exist."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    if not api_url:
+        raise ConfigError(
+            f"distributed.work_pool={pool!r} needs a running Prefect server that the workers share, and "
+            "PREFECT_API_URL is not set: start one with `prefect server start`, then "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api` (its address) here and on every worker's machine"
+        )
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_work_pool(pool)
+    except ObjectNotFound:
+        raise ConfigError(_no_pool_message(pool, api_url)) from None
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot read work pool {pool!r} from the Prefect server at {api_url}: {exc}") from None
+    return str(api_url)
+
 
 @dataclass
 class Shard:
@@ -129,11 +226,20 @@ class Shard:
     """Attempts started by this invocation beyond the first (bounded by `distributed.retries`)."""
     flow_run_id: str | None = None
     errors: list[str] = field(default_factory=list)
+    reason: str = ""
+    """Why the current attempt ended without a result, in a few words (for the progress line)."""
+    started_at: float = 0.0
+    """When the current attempt was started (its flow run Scheduled), time.monotonic()."""
+    picked_up: bool = False
+    """Whether a worker took the current attempt (it left Scheduled)."""
     beat: bytes | None = None
     beat_changed: float = 0.0
     """When the heartbeat last changed (or the run was first seen running), time.monotonic()."""
     pending_since: float = 0.0
     """When the flow run was first seen Pending (a worker starting it), time.monotonic()."""
+
+    def name(self, count: int) -> str:
+        return f"{self.stage}: shard {self.number + 1}/{count}"
 
 
 def collection_shards(config: RunConfig, shards: int) -> list[dict[str, Any]]:
@@ -171,10 +277,13 @@ class Campaign:
     def __init__(self, config: RunConfig, store: Store, run_id: str, launcher: Launcher) -> None:
         self.config, self.store, self.run_id, self.launcher = config, store, run_id, launcher
         self.settings = config.distributed
-        root = self.settings.results_dir or str(config.store.path.resolve().parent / "parts")
-        self.root = root
-        self.folder: ResultsDir = results_dir(root, run_id)
+        base = self.settings.results_dir or str(store.path.resolve().parent / "parts")
+        self.root = store_folder(base, store.path)
+        """`<results_dir>/<store name>-<hash of its path>`: two stores of one config never share a folder."""
+        self.folder: ResultsDir = results_dir(self.root, run_id)
         self.poll_s = POLL_S
+        self.pickup_s = min(PICKUP_S, self.settings.start_timeout_s)
+        self.pool = self.settings.work_pool or "?"
 
     # the stages -----------------------------------------------------------------------------------
 
@@ -201,6 +310,7 @@ class Campaign:
             self.folder.read_state(f"{self.folder.shard_dir('collect', n, attempt)}/state.pt")
             for n, attempt in enumerate(attempts)
         ]
+        progress_log.info("collect: merging %d shards", len(specs))
         collect = self.config.collect
         quantiles = collect.quantiles if collect.per_quantile else 0
         plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
@@ -234,42 +344,97 @@ class Campaign:
         stored = {s["shard"]: s for s in self.store.shards(self.run_id, stage) if s["shards"] == count}
         return [stored.get(n, {"status": "pending", "attempts": 0}) for n in range(count)]
 
+    def _done_before(self, stage: str, number: int, row: dict[str, Any]) -> bool:
+        """Whether a shard is done and its result still there (a collection shard's state is read again
+        by the merge: one whose folder is gone, e.g. parts of an older layout, is done again)."""
+        if row["status"] != "done":
+            return False
+        return stage != "collect" or self.folder.exists(
+            f"{self.folder.shard_dir(stage, number, row['attempts'])}/state.pt"
+        )
+
     def _run_shards(self, stage: str, specs: list[dict[str, Any]]) -> None:
         """Runs every shard not done yet until each is done or has failed every attempt."""
-        stored = self._stored(stage, len(specs))
+        count = len(specs)
+        stored = self._stored(stage, count)
         todo = [
             Shard(stage, n, work, attempts=row["attempts"] or 0)
             for n, (work, row) in enumerate(zip(specs, stored, strict=True))
-            if row["status"] != "done"
+            if not self._done_before(stage, n, row)
         ]
-        if len(todo) < len(specs):
-            log.info("%s: %d of %d shards done before; running the others", stage, len(specs) - len(todo), len(specs))
+        if not todo:
+            return
+        before = f" ({count - len(todo)} done before)" if len(todo) < count else ""
+        progress_log.info("%s: %d of %d shards on work pool %r%s", stage, len(todo), count, self.pool, before)
+        started = time.monotonic()
         for shard in todo:
-            self._start(shard, len(specs))
-        active, failed = list(todo), []
+            self._start(shard, count)
+        active, failed, done = list(todo), [], count - len(todo)
+        waiting_said: float | None = None
         while active:
             time.sleep(self.poll_s)
             for shard in list(active):
-                outcome = self._check(shard, len(specs))
+                outcome = self._check(shard, count)
                 if outcome == "running":
                     continue
                 active.remove(shard)
+                reason = shard.reason
                 if outcome == "retry":
-                    self._start(shard, len(specs))
+                    self._start(shard, count)
+                    progress_log.info("%s %s, restarting (attempt %d)", shard.name(count), reason, shard.attempts)
                     active.append(shard)
                 elif outcome == "failed":
+                    progress_log.info("%s %s, no attempts left", shard.name(count), reason)
                     failed.append(shard)
+                else:
+                    done += 1
+                    progress_log.info("%s %s (%d of %d shards finished)", shard.name(count), reason, done, count)
+            waiting_said = self._watch_pickup(stage, active, count, waiting_said)
         if failed:
             named = "; ".join(
-                f"{s.stage} shard {s.number + 1} of {len(specs)} failed {s.attempts} times (last: {s.errors[-1]})"
+                f"{s.stage} shard {s.number + 1} of {count} failed {s.attempts} times (last: {s.errors[-1]})"
                 for s in failed
             )
             raise ShardsFailed(f"{named}. Rerun the same command to redo the unfinished shards")
+        progress_log.info("%s: %d shards done in %.0f s", stage, count, time.monotonic() - started)
+
+    def _watch_pickup(self, stage: str, active: list[Shard], count: int, said: float | None) -> float | None:
+        """Stops the run when shards wait for a worker longer than `pickup_s` and no worker of the pool
+        is online; says every `pickup_s` that shards are waiting when the workers are busy. Returns when
+        it last said so."""
+        now = time.monotonic()
+        waiting = [s for s in active if not s.picked_up]
+        if not waiting or now - min(s.started_at for s in waiting) < self.pickup_s:
+            return said
+        if said is not None and now - said < self.pickup_s:
+            return said
+        online = self.launcher.workers_online()
+        if online == 0:
+            message = f"no worker picked it up in {self.pickup_s:g} s: no worker of work pool {self.pool!r} is online"
+            for shard in waiting:
+                assert shard.flow_run_id is not None
+                self.launcher.cancel(shard.flow_run_id, message)
+                self.store.set_shard(
+                    self.run_id, shard.stage, shard.number, count, "pending", shard.attempts, shard.flow_run_id,
+                    message,
+                )  # fmt: skip
+            raise NoWorkers(
+                f"{stage}: {len(waiting)} shards waited {self.pickup_s:g} s and no worker of Prefect work pool "
+                f"{self.pool!r} is online: start one on each machine with "
+                f"`prefect worker start --pool {self.pool} --limit 1`, then rerun the same command"
+            )
+        busy = "busy" if online else "workers unknown"
+        progress_log.info(
+            "%s: %d shards waiting for a worker of pool %r (%s online, %s)", stage, len(waiting), self.pool,
+            "?" if online is None else online, busy,
+        )  # fmt: skip
+        return now
 
     def _start(self, shard: Shard, count: int) -> None:
-        shard.attempts += 1
+        shard.attempts = self.store.claim_attempt(self.run_id, shard.stage, shard.number, count, shard.attempts + 1)
         shard.retried += 1
         shard.beat, shard.beat_changed, shard.pending_since = None, 0.0, 0.0
+        shard.started_at, shard.picked_up, shard.reason = time.monotonic(), False, ""
         parameters = {
             "config_data": self.config.model_dump(mode="json"),
             "run_id": self.run_id,
@@ -285,40 +450,49 @@ class Campaign:
         self.store.set_shard(
             self.run_id, shard.stage, shard.number, count, "running", shard.attempts, shard.flow_run_id
         )
-        log.info("%s shard %d/%d: started flow run %s (attempt %d)", shard.stage, shard.number + 1, count,
-                 shard.flow_run_id, shard.attempts)  # fmt: skip
+        log.info("%s: started flow run %s (attempt %d)", shard.name(count), shard.flow_run_id, shard.attempts)
 
     def _check(self, shard: Shard, count: int) -> str:
         """Returns running, done, retry or failed for a shard's current flow run (ingesting a done one)."""
         assert shard.flow_run_id is not None
         state, message = self.launcher.state(shard.flow_run_id)
-        error = None
+        error = reason = None
+        if state not in ("SCHEDULED", "PAUSED") and not shard.picked_up:
+            shard.picked_up = True
         if state == "COMPLETED":
             part = self.folder.shard_dir(shard.stage, shard.number, shard.attempts)
             if self.folder.exists(f"{part}/result.json"):
                 return self._ingest(shard, count)
             error = "the flow run completed without writing its result"
+            reason = "completed without its result"
         elif state in FAILED_STATES:
             error = f"{state.title()}: {message}".strip()
+            said = f" ({_short(message)})" if message else ""
+            reason = f"{'cancelled' if state.startswith('CANCEL') else state.lower()}{said}"
         elif state == "PENDING":  # a worker is starting its process: no heartbeat yet
             now = time.monotonic()
             if shard.pending_since == 0.0:
                 shard.pending_since = now
             elif now - shard.pending_since > self.settings.start_timeout_s:
                 error = f"pending for {self.settings.start_timeout_s:g} s without starting: its worker is gone"
+                reason = "crashed (stuck pending: its worker is gone)"
                 self.launcher.crash(shard.flow_run_id, error)
         elif state == "RUNNING":
+            if shard.beat_changed == 0.0:
+                progress_log.info("%s running (attempt %d)", shard.name(count), shard.attempts)
             beat = self._heartbeat(shard)
             now = time.monotonic()
             if shard.beat_changed == 0.0 or beat != shard.beat:
                 shard.beat, shard.beat_changed = beat, now
             elif now - shard.beat_changed > self.settings.heartbeat_timeout_s:
                 error = f"no heartbeat for {self.settings.heartbeat_timeout_s:g} s: its worker is gone"
+                reason = "crashed (heartbeat lost)"
                 self.launcher.crash(shard.flow_run_id, error)
         if error is None:
             return "running"
         shard.errors.append(f"flow run {shard.flow_run_id}: {error}")
-        log.warning("%s shard %d/%d attempt %d: %s", shard.stage, shard.number + 1, count, shard.attempts, error)
+        shard.reason = reason or error
+        log.info("%s attempt %d: %s", shard.name(count), shard.attempts, error)
         if shard.retried < self.settings.retries:
             return "retry"
         self.store.set_shard(
@@ -346,9 +520,16 @@ class Campaign:
             inserted = self.store.ingest_part(
                 self.run_id, f"{part}#{result['part_id']}", tables, shard=(shard.stage, shard.number, status)
             )
-            log.info("%s shard %d/%d: ingested %d rows", shard.stage, shard.number + 1, count, inserted)
+            log.info("%s: ingested %d rows", shard.name(count), inserted)
         self.store.set_shard(self.run_id, shard.stage, shard.number, count, status, shard.attempts, shard.flow_run_id)
+        shard.reason = status if complete else "incomplete (features left undone; a rerun redoes it)"
         return "done"
+
+
+def _short(message: str, limit: int = 120) -> str:
+    """Returns the first line of a message, cut to `limit` characters."""
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= limit else f"{line[: limit - 1]}…"
 
 
 def _add(total: StageResult, part: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """The results directory that shards and the parent share: paths, Parquet parts, shard states.
 
-Layout under `<results_dir>/<run id>/`:
+Layout under `<results_dir>/<store>/<run id>/`, where `<store>` is the DuckDB file's name and a hash
+of its resolved path (`store_folder`), so two stores of one config keep apart:
     input/<stage>/<table>.parquet          the run's rows a stage's shards start from (parent writes)
     <stage>/shard-0003/try-1/<table>.parquet  rows a shard added (explanations, scores, llm_calls, ...)
     <stage>/shard-0003/try-1/state.pt         a collection shard's sampler state
@@ -8,7 +9,8 @@ Layout under `<results_dir>/<run id>/`:
     <stage>/shard-0003/try-1/heartbeat        a counter the running shard rewrites every few seconds
 
 Each attempt of a shard writes a folder of its own, so a lost attempt that still finishes cannot
-mix its files with those of the attempt the parent ingests.
+mix its files with those of the attempt the parent ingests. Attempt numbers are claimed in the
+store's shard ledger in one transaction, so two parents of one run never start the same attempt.
 
 Every path goes through fsspec (`url_to_fs`), so a results directory on an object store (`s3://...`,
 `gs://...`) works as a local one does; each file is written to a temporary name and moved into place,
@@ -17,11 +19,13 @@ so a reader never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -111,6 +115,15 @@ class ResultsDir:
 
     def read_state(self, relative: str) -> dict[str, Any]:
         return torch.load(io.BytesIO(self.read_bytes(relative)), weights_only=True)  # type: ignore[no-any-return]
+
+
+def store_folder(results_root: str, store_path: str | os.PathLike[str]) -> str:
+    """Returns the folder of one store's runs under a results directory:
+    `<results_root>/<store file name>-<10 hex of a hash of its resolved path>`, so two stores of one
+    config (one run id) never write into the same attempt folders, in one results directory or two."""
+    path = Path(store_path).expanduser().resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    return _join(str(results_root), f"{path.stem}-{digest}")
 
 
 def results_dir(results_root: str, run_id: str) -> ResultsDir:

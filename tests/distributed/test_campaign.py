@@ -67,6 +67,12 @@ class ThreadLauncher:
         self.runs[flow_run_id].update(state="CRASHED", message=message)
         self.crashed.append(flow_run_id)
 
+    def cancel(self, flow_run_id: str, message: str) -> None:
+        self.runs[flow_run_id].update(state="CANCELLED", message=message)
+
+    def workers_online(self) -> int | None:
+        return 2
+
 
 def sharded_run(config: RunConfig, launcher: ThreadLauncher) -> tuple[Store, str, Campaign]:
     store = Store(config.store.path)
@@ -88,7 +94,7 @@ def test_shard_plans_cover_everything_once() -> None:
 
 
 def test_sharded_run_equals_the_single_process_run_despite_failed_and_lost_shards(
-    tmp_path: Path, explainer_url: str, reference: dict[str, list[Any]]
+    tmp_path: Path, explainer_url: str, reference: dict[str, list[Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = campaign_config(
         tmp_path, explainer_url, "distributed.shards=4", "distributed.work_pool='threads'",
@@ -106,6 +112,15 @@ def test_sharded_run_equals_the_single_process_run_despite_failed_and_lost_shard
     attempts = {(s["stage"], s["shard"]): s["attempts"] for s in shards}
     assert attempts[("collect", 1)] == attempts[("score", 0)] == attempts[("explain", 2)] == 2
     assert sum(attempts.values()) == len(shards) + 3
+    # the parent says what happens to its shards as it happens, one plain line each
+    said = capsys.readouterr().err.splitlines()
+    assert "collect: 4 of 4 shards on work pool 'threads'" in said
+    assert "collect: shard 2/4 crashed (heartbeat lost), restarting (attempt 2)" in said
+    assert "explain: shard 3/3 failed (RuntimeError: injected failure), restarting (attempt 2)" in said
+    assert "score: shard 1/3 crashed (heartbeat lost), restarting (attempt 2)" in said
+    assert "score: shard 1/3 done (3 of 3 shards finished)" in said
+    assert any(line.startswith("explain: 3 shards done in ") for line in said)
+    assert not any("Traceback" in line or line.startswith("WARNING") for line in said)
 
 
 def test_a_shard_failing_for_good_fails_the_run_and_a_rerun_redoes_only_unfinished_shards(
@@ -162,7 +177,7 @@ def test_runs_command_shows_the_shards(tmp_path: Path, explainer_url: str, monke
     store.set_shard(run_id, "experiment", 1, 2, "failed", 3, error="boom")
     result = CliRunner().invoke(app, ["runs", "--db", str(config.store.path)])
     assert result.exit_code == 0, result.output
-    assert "shards" in result.output and "6 done, 1 running, 1 failed" in result.output
+    assert "shards" in result.output and "6 done, 1 running, 1 failed (2 restarts)" in result.output
 
 
 def test_experiment_shards_equal_the_single_process_run(tmp_path: Path, explainer_url: str) -> None:
