@@ -20,6 +20,7 @@ from autointerp.errors import ConfigError, LLMError
 from autointerp.llm.base import ChatMessage, ChatRequest
 from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
 from autointerp.llm.retry import PROGRESS, RetryPolicy, ServerStalled, request_timeout
+from tests.conftest import session_of
 from tests.llm.loopback_server import LoopbackServer, Received, Reply, VLLMResponder, openai_completion, openai_error
 
 FAST = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.02, jitter=0.0)
@@ -91,11 +92,9 @@ def test_a_run_whose_server_makes_no_progress_stops_with_one_line(monkeypatch: p
 def test_the_stalled_server_stops_the_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the explain stage: the stage stops (`stopped: ... made no progress`), features not started
     are left for a rerun, and no feature is failed for it."""
-    from synthetic import explain_config, write_synthetic_run
-
     from autointerp.explain.stage import run_explain
     from autointerp.store.database import Store
-    from tests.conftest import session_of
+    from tests.llm.synthetic import explain_config, write_synthetic_run
 
     monkeypatch.setenv("AUTOINTERP_LLM_STALL_S", "1")
     monkeypatch.setenv("AUTOINTERP_LLM_TIMEOUT", "0.2")
@@ -190,11 +189,9 @@ def test_a_server_refusing_continuation_gets_the_instruction() -> None:
 @pytest.mark.parametrize(("key", "most"), [("openai-compatible:test-model", 1), ("openai-compatible:other", 4)])
 def test_a_slow_server_gets_fewer_calls_at_once_by_model(tmp_path: Path, key: str, most: int) -> None:
     """`llm.limits."backend:model".concurrency` caps the calls in flight to that model alone."""
-    from synthetic import explain_config, explaining_reply, write_synthetic_run
-
     from autointerp.explain.stage import run_explain
     from autointerp.store.database import Store
-    from tests.conftest import session_of
+    from tests.llm.synthetic import explain_config, explaining_reply, write_synthetic_run
 
     with LoopbackServer([], respond=explaining_reply(delay_s=0.3)) as server:
         config = explain_config(
