@@ -18,17 +18,12 @@ import torch
 
 from autointerp.errors import FeatureError
 from autointerp.plugins import Registry
+from autointerp.subject.dictionary_spec import DictionarySpec, check_weights
 from autointerp.subject.hooks import check_layer
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.planted import load_planted_features
 from autointerp.subject.sae import WEIGHTS_FILE as SAELENS_WEIGHTS_FILE
-from autointerp.subject.sae import (
-    DictionarySpec,
-    SparseAutoencoder,
-    check_weights,
-    load_sae,
-    read_saelens_cfg,
-)
+from autointerp.subject.sae import SparseAutoencoder, load_sae, read_saelens_cfg
 from autointerp.subject.sources import (
     DirectionSource,
     FeatureSource,

@@ -26,16 +26,8 @@ import torch
 from safetensors.torch import save_file
 
 from autointerp.errors import FeatureError
-from autointerp.subject.sae import (
-    DictionarySpec,
-    SparseAutoencoder,
-    cfg_int,
-    check_shapes,
-    check_weights,
-    hook_layer,
-    load_tensors,
-    read_cfg_json,
-)
+from autointerp.subject.dictionary_spec import DictionarySpec, cfg_int, check_weights, load_tensors, read_cfg_json
+from autointerp.subject.sae import SparseAutoencoder, check_shapes, hook_layer
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
