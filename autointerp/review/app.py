@@ -33,10 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from autointerp.errors import AutointerpError
 from autointerp.review import forms, text
 from autointerp.review.export import EXPORT_FORMATS, export_reviews
+from autointerp.review.feature_list import FEATURE_SORTS
 from autointerp.review.feature_view import feature_view
 from autointerp.review.forms import BadRequest, BodyTooLarge, Conflict, Forbidden, NotFound
 from autointerp.review.queries import (
-    FEATURE_SORTS,
     STATUS_OF_DECISION,
     ReviewConflict,
     ReviewQueries,

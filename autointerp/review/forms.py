@@ -13,7 +13,7 @@ from fastapi import Request
 
 from autointerp.errors import AutointerpError
 from autointerp.metric_names import MAIN_METRIC
-from autointerp.review.queries import CHANCE_FILTERS, FEATURE_SORTS, FeatureQuery
+from autointerp.review.feature_list import CHANCE_FILTERS, FEATURE_SORTS, FeatureQuery
 from autointerp.review.text import CONTROL_PATTERN, control_name
 
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")

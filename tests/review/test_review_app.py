@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from conftest import HOSTILE_EXPLANATION, HOSTILE_TOKEN, feature_rows
 
 from autointerp.review import ReviewSettings
 from autointerp.review.app import is_loopback
 from autointerp.review.queries import ReviewQueries
 from autointerp.store.database import Store, now
+from tests.review.conftest import HOSTILE_EXPLANATION, HOSTILE_TOKEN, feature_rows
 
 Serve = Callable[[ReviewSettings], str]
 DB = tuple[Path, dict[str, Any]]

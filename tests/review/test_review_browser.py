@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import set_confidence
 
 from autointerp.review import ReviewSettings
 from autointerp.store.database import Store
+from tests.review.conftest import set_confidence
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RUN_ID, set_confidence
 from rich.console import Console
 
-from autointerp import cli
+from autointerp.cli import app as cli
 from autointerp.review import ReviewSettings
 from autointerp.store.database import Store
+from tests.review.conftest import RUN_ID, set_confidence
 
 Serve = Callable[[ReviewSettings], str]
 DB = tuple[Path, dict[str, Any]]

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import RUN_ID, explanation_row, populate, review_row, score_row
 
 from autointerp.review import ReviewSettings
 from autointerp.review.forms import LIST_PARAMS
 from autointerp.store.database import Store, now
+from tests.review.conftest import RUN_ID, explanation_row, populate, review_row, score_row
 
 SEED = 1612
 REQUESTS = 200

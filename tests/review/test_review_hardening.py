@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from conftest import RUN_ID, score_row
 
 from autointerp.review import ReviewSettings
 from autointerp.review.app import review_url
@@ -21,6 +20,7 @@ from autointerp.review.forms import MAX_BODY_BYTES, MAX_EDIT_CHARS, MAX_NOTE_CHA
 from autointerp.review.text import clip, reveal_html, reveal_plain
 from autointerp.review.views import histogram, nice_step, score_note
 from autointerp.store.database import Store
+from tests.review.conftest import RUN_ID, score_row
 
 Serve = Callable[..., str]
 DB = tuple[Path, dict[str, Any]]

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import add_run, explanation_row, review_row, score_row
 
 from autointerp.review import ReviewSettings
 from autointerp.review.queries import ReviewQueries
 from autointerp.store.database import Store, now
+from tests.review.conftest import add_run, explanation_row, review_row, score_row
 
 Serve = Callable[..., str]
 DB = tuple[Path, dict[str, Any]]
