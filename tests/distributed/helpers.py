@@ -13,7 +13,7 @@ from autointerp.store.database import Store
 from tests.conftest import tiny_config
 from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
 
-__all__ = ["LoopbackServer", "campaign_config", "echo_marked", "run_rows"]
+__all__ = ["LoopbackServer", "campaign_config", "echo_marked", "run_rows", "write_toml"]
 
 
 def echo_marked(request: Received) -> Reply:
@@ -38,6 +38,21 @@ def campaign_config(folder: Path, server_url: str, *overrides: str) -> RunConfig
         "llm.cache=false",
         *overrides,
     )
+
+
+def write_toml(config: RunConfig, path: Path) -> Path:
+    """Writes a config as TOML (what `autointerp run -c` reads): a table per section, JSON values."""
+
+    def lines(prefix: str, table: dict[str, Any]) -> list[str]:
+        out = [f"[{prefix}]"] if prefix else []
+        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+        out += [f"{k} = {json.dumps(v)}" for k, v in table.items() if not isinstance(v, dict)]
+        for key, sub in tables:
+            out += lines(f"{prefix}.{key}" if prefix else key, sub)
+        return out
+
+    path.write_text("\n".join(lines("", config.model_dump(mode="json", exclude_none=True))) + "\n")
+    return path
 
 
 def _plain(value: Any) -> Any:

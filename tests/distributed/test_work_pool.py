@@ -2,13 +2,18 @@
 start` with a temporary PREFECT_HOME, a process pool, two `prefect worker start` processes, and the
 `label_features` flow with distributed.shards=4. One worker is killed (kill -9, with the shard
 process it runs) during its shard: the run still completes, equal row for row to the single-process
-run. Every server and worker process is stopped by the fixture."""
+run. Every server and worker process is stopped by the fixture.
+
+The server, pool and worker commands are the README's ("Running on many machines"), and a test
+checks that the README shows them; `autointerp run` on a misspelt pool, or on a pool without a
+worker, must say in one line what to do."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,11 +30,26 @@ import psutil
 import pytest
 
 from autointerp.store.database import Store
-from tests.distributed.helpers import campaign_config, run_rows
+from tests.distributed.helpers import campaign_config, run_rows, write_toml
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "autointerp-test"
+NO_TELEMETRY = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+"""The README's environment for `prefect server start` and the workers: no telemetry."""
+
+
+def server_command(port: str) -> list[str]:
+    return ["server", "start", "--host", "127.0.0.1", "--port", port]
+
+
+def pool_command(pool: str) -> list[str]:
+    return ["work-pool", "create", pool, "--type", "process"]
+
+
+def worker_command(pool: str) -> list[str]:
+    """One shard at a time per worker: without `--limit`, one worker takes every shard of a stage."""
+    return ["worker", "start", "--pool", pool, "--limit", "1"]
 
 
 @dataclass
@@ -88,15 +108,15 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float =
 
 
 @pytest.fixture(scope="module")
-def work_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkPool]:
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkPool]:
+    """`prefect server start` as the README shows it, with no pool and no worker yet."""
     home = tmp_path_factory.mktemp("prefect-home")
     url = f"http://127.0.0.1:{_free_port()}/api"
     env = {
         **os.environ,
+        **NO_TELEMETRY,
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
@@ -107,16 +127,20 @@ def work_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkPool]:
     pool = WorkPool(url, env, tmp_path_factory.mktemp("logs"))
     try:
         port = url.split(":")[2].split("/")[0]
-        server = pool.start("server", "server", "start", "--host", "127.0.0.1", "--port", port)
+        server = pool.start("server", *server_command(port))
         _wait_healthy(url, server)
-        subprocess.run(
-            [PREFECT, "work-pool", "create", POOL, "--type", "process"], env=env, check=True, capture_output=True
-        )
-        for name in ("worker-1", "worker-2"):
-            pool.start(name, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1")
         yield pool
     finally:
         pool.stop_all()
+
+
+@pytest.fixture(scope="module")
+def work_pool(prefect_server: WorkPool) -> WorkPool:
+    """The server with a process pool and two workers, as the README creates them."""
+    subprocess.run([PREFECT, *pool_command(POOL)], env=prefect_server.env, check=True, capture_output=True)
+    for name in ("worker-1", "worker-2"):
+        prefect_server.start(name, *worker_command(POOL), "--name", name)
+    return prefect_server
 
 
 def _running_flow_run(pool: WorkPool, worker: str) -> str | None:
@@ -149,14 +173,84 @@ def _kill_first_busy_worker(pool: WorkPool, stop: threading.Event, killed: list[
                 pool.kill(name)
                 killed.append(name)
                 # a replacement machine joins, so the rest of the run is not left to one worker
-                pool.start("worker-3", "worker", "start", "--pool", POOL, "--name", "worker-3", "--limit", "1")
+                pool.start("worker-3", *worker_command(POOL), "--name", "worker-3")
                 return
         time.sleep(0.5)
 
 
+def test_the_readme_shows_the_commands_these_tests_run() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Running on many machines", 1)[1].split("\n## ", 1)[0]
+    shown = section.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in shown.splitlines()]
+    exports = " ".join(c for c in commands if c.startswith("export "))
+    for key, value in NO_TELEMETRY.items():
+        assert f"{key}={value}" in exports, key
+    assert "PREFECT_API_URL=http://" in exports
+    assert f"prefect {' '.join(server_command('4200'))}" in commands
+    assert f"prefect {' '.join(pool_command('autointerp'))}" in commands
+    assert f"prefect {' '.join(worker_command('autointerp'))}" in commands
+
+
+def _run_cli(server: WorkPool, tmp_path: Path, explainer_url: str, *overrides: str) -> tuple[int, list[str], float]:
+    """`autointerp run` in this process against the server; returns (exit code, output lines, seconds)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from autointerp.cli.app import app
+
+    config = write_toml(campaign_config(tmp_path, explainer_url, *overrides), tmp_path / "campaign.toml")
+    started = time.monotonic()
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    return result.exit_code, result.output.splitlines(), time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_a_misspelt_work_pool_is_one_line_with_the_command_that_creates_it(
+    prefect_server: WorkPool, tmp_path: Path, explainer_url: str
+) -> None:
+    code, lines, _ = _run_cli(prefect_server, tmp_path, explainer_url, "distributed.work_pool='autointerp-tset'")
+    assert code == 1
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == [
+        f"error: no Prefect work pool 'autointerp-tset' on {prefect_server.url} (check distributed.work_pool): "
+        "create it with `prefect work-pool create autointerp-tset --type process` and start a worker on each "
+        "machine with `prefect worker start --pool autointerp-tset --limit 1`"
+    ]
+
+
+@pytest.mark.slow
+def test_a_work_pool_without_a_worker_stops_in_bounded_time_with_the_command_that_starts_one(
+    prefect_server: WorkPool, tmp_path: Path, explainer_url: str
+) -> None:
+    pool = "autointerp-idle"
+    subprocess.run([PREFECT, *pool_command(pool)], env=prefect_server.env, check=True, capture_output=True)
+    code, lines, seconds = _run_cli(
+        prefect_server, tmp_path, explainer_url, f"distributed.work_pool='{pool}'", "distributed.shards=2",
+        "distributed.start_timeout_s=3",
+    )  # fmt: skip
+    assert code == 1
+    assert seconds < 120
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    assert "collect: 2 of 2 shards on work pool 'autointerp-idle'" in lines
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == [
+        "error: collect: 2 shards waited 3 s and no worker of Prefect work pool 'autointerp-idle' is online: "
+        "start one on each machine with `prefect worker start --pool autointerp-idle --limit 1`, "
+        "then rerun the same command"
+    ]
+    assert not any("Deployments" in line or "applied" in line for line in lines)  # Prefect's table stays hidden
+
+
 @pytest.mark.slow
 def test_sharded_run_on_a_work_pool_survives_a_killed_worker_and_equals_the_single_process_run(
-    work_pool: WorkPool, tmp_path: Path, explainer_url: str, reference: dict[str, list[Any]]
+    work_pool: WorkPool,
+    tmp_path: Path,
+    explainer_url: str,
+    reference: dict[str, list[Any]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -172,7 +266,7 @@ def test_sharded_run_on_a_work_pool_survives_a_killed_worker_and_equals_the_sing
         "distributed.start_timeout_s=300",
         "distributed.retries=2",
     )
-    stop, killed = threading.Event(), []
+    stop, killed = threading.Event(), list[str]()
     killer = threading.Thread(target=_kill_first_busy_worker, args=(work_pool, stop, killed), daemon=True)
     started = time.monotonic()
     with temporary_settings(updates={PREFECT_API_URL: work_pool.url}):
@@ -194,4 +288,9 @@ def test_sharded_run_on_a_work_pool_survives_a_killed_worker_and_equals_the_sing
     assert len([s for s in shards if s["stage"] == "collect"]) == 4
     assert max(s["attempts"] for s in shards) == 2  # the killed worker's shard, run again
     assert set(states.values()) == {"COMPLETED"}
+    said = capsys.readouterr().err.splitlines()  # the parent announced the lost shard and its restart
+    assert any(
+        re.fullmatch(r"\w+: shard \d/\d crashed \(heartbeat lost\), restarting \(attempt 2\)", line) for line in said
+    )
+    assert any(re.fullmatch(r"\w+: shard \d/\d done \(\d of \d shards finished\)", line) for line in said)
     print(f"sharded run with a killed worker: {elapsed:.0f} s, {len(shards)} shards")
