@@ -3,17 +3,16 @@ with 429s injected, each feature done exactly once and every score 1.0."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-import campaign
+from benchmarks.campaign_runs import run_stage, stages
+from benchmarks.campaign_server import ServerProcess
 
 
 def test_every_stage_of_the_campaign_benchmark_checks_out(tmp_path: Path) -> None:
-    server = campaign.ServerProcess(0.0, 0.05)
+    server = ServerProcess(0.0, 0.05)
     try:
-        measured = [campaign.run_stage(stage, server, 4, 6, 4, tmp_path) for stage in campaign.stages(4)]
+        measured = [run_stage(stage, server, 4, 6, 4, tmp_path) for stage in stages(4)]
     finally:
         server.close()
     assert [m.checks for m in measured] == [[]] * 5
