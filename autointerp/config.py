@@ -205,6 +205,11 @@ class LLMConfig(_Section):
     """Budget: stop the run before a call once the run's cost reaches this many USD."""
     prices: dict[str, ModelPriceConfig] = Field(default_factory=dict)
     """Price overrides keyed by `backend:model` or `backend:*`, on top of the built-in table."""
+    prompts: Path | None = None
+    """A folder of your own prompt templates, e.g. for a different explainer model: `<role>.jinja` files
+    (`explain.jinja`, `simulate.jinja`, ...; see the installed `prompts/`); a role with no file there uses
+    the installed template. The preflight checks that each uses exactly the variables its stage provides.
+    Unset: `$AUTOINTERP_PROMPTS`, else the installed templates."""
 
 
 ScoreMethod = str

@@ -1,5 +1,11 @@
-"""Prompt templates (Jinja2) shipped in `autointerp/prompt_templates/`: rendering into chat messages,
-and their hashes.
+"""Prompt templates (Jinja2): where they come from, rendering into chat messages, their hashes, and the
+check that a template uses exactly the variables its stage provides.
+
+The templates live in the repository's top-level `prompts/` folder; the build installs them into the
+package as `autointerp.prompt_templates` (pyproject's package-dir), so a wheel carries them and an
+editable install reads the folder itself. A run can read its own templates instead: `llm.prompts` (a
+folder) or the `AUTOINTERP_PROMPTS` environment variable; a role whose `<role>.jinja` is not in that
+folder uses the installed one.
 
 A template file holds the system message, then `=== user`, then optionally `=== assistant`
 followed by the text the assistant's answer is prefilled with.
@@ -9,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -17,17 +25,66 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 
 from autointerp.errors import ConfigError
 from autointerp.llm.base import ChatMessage
 
 TEMPLATE_PACKAGE = "autointerp.prompt_templates"
+ENV_VAR = "AUTOINTERP_PROMPTS"
+
+PROMPT_VARIABLES: dict[str, frozenset[str]] = {
+    "explain": frozenset({"exemplars", "top_tokens"}),
+    "explain_contrastive": frozenset({"exemplars", "top_tokens", "contrast", "contrast_wanted"}),
+    "simulate": frozenset({"explanation"}),
+    "simulate_fewshot": frozenset({"explanation"}),
+    "simulate_generate": frozenset({"explanation", "tokens"}),
+    "detect": frozenset({"explanation", "text"}),
+    "detect_batch": frozenset({"explanation", "texts"}),
+    "fuzz": frozenset({"explanation", "text"}),
+    "fuzz_batch": frozenset({"explanation", "texts"}),
+    "propose": frozenset({"explanation", "exemplars", "side", "previous"}),
+    "minimal_pair": frozenset({"explanation", "marked_text", "token"}),
+    "predict_output": frozenset({"explanation"}),
+    "revise": frozenset({"explanation", "exemplars", "results"}),
+}
+"""Every template the stages read (`<role>.jinja`) -> the variables its stage renders it with. A template
+must use each of them and no other (`check_prompt_folder`)."""
+
+_folder: Path | None = None
+"""The folder `use_prompt_folder` set for this process (None: `$AUTOINTERP_PROMPTS`, else the installed)."""
 
 
-def prompts_dir() -> Traversable:
-    """Returns the prompt folder: `$AUTOINTERP_PROMPTS`, else the templates installed with the package."""
-    override = os.environ.get("AUTOINTERP_PROMPTS")
-    return Path(override) if override else resources.files(TEMPLATE_PACKAGE)
+def installed_prompts() -> Traversable:
+    """Returns the templates installed with the package."""
+    return resources.files(TEMPLATE_PACKAGE)
+
+
+def prompt_folder() -> Path | None:
+    """Returns the folder of the user's own templates: the one `use_prompt_folder` set (a run's
+    `llm.prompts`), else `$AUTOINTERP_PROMPTS`; None when neither is set."""
+    if _folder is not None:
+        return _folder
+    override = os.environ.get(ENV_VAR)
+    return Path(override).expanduser() if override else None
+
+
+def use_prompt_folder(folder: Path | None) -> None:
+    """Reads templates from `folder` (a run's `llm.prompts`) in this process from now on; None: back to
+    `$AUTOINTERP_PROMPTS`, else the installed templates."""
+    global _folder
+    _folder = None if folder is None else Path(folder).expanduser()
+
+
+@contextmanager
+def prompts_from(folder: Path | None) -> Iterator[None]:
+    """Reads templates from `folder` inside the block (as `use_prompt_folder`), then as before."""
+    before = _folder
+    use_prompt_folder(folder)
+    try:
+        yield
+    finally:
+        use_prompt_folder(before)
 
 
 @dataclass(frozen=True)
@@ -76,8 +133,61 @@ def _source_hash(source: str) -> str:
 
 
 def load_prompt(role: str) -> PromptTemplate:
-    """Returns the template `<role>.jinja` of the prompt folder."""
-    path = prompts_dir() / f"{role}.jinja"
+    """Returns the template `<role>.jinja`: from the user's prompt folder when it holds one, else the
+    installed one."""
+    folder = prompt_folder()
+    if folder is not None and (folder / f"{role}.jinja").is_file():
+        return PromptTemplate(role=role, source=(folder / f"{role}.jinja").read_text(encoding="utf-8"))
+    path = installed_prompts() / f"{role}.jinja"
     if not path.is_file():
-        raise ConfigError(f"prompt template {path} is missing; set AUTOINTERP_PROMPTS to a folder that has it")
+        raise ConfigError(f"prompt template {role}.jinja is missing; put it in the folder that llm.prompts names")
     return PromptTemplate(role=role, source=path.read_text(encoding="utf-8"))
+
+
+def template_variables(source: str) -> set[str]:
+    """Returns the variables a template's source reads (loop and `set` variables excluded)."""
+    return set(meta.find_undeclared_variables(_environment().parse(source)))
+
+
+def check_template(role: str, source: str, where: str) -> None:
+    """Checks that a template parses and uses exactly the variables its stage provides; ConfigError (one
+    line naming the file and the variable) otherwise."""
+    provided = PROMPT_VARIABLES[role]
+    try:
+        used = template_variables(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"prompt template {where} line {exc.lineno}: {exc.message}") from None
+    unknown = sorted(used - provided)
+    if unknown:
+        raise ConfigError(
+            f"prompt template {where} uses {{{{ {unknown[0]} }}}}, which the {role} stage does not provide "
+            f"(it provides {', '.join(sorted(provided))})"
+        )
+    missing = sorted(provided - used)
+    if missing:
+        raise ConfigError(
+            f"prompt template {where} does not use {{{{ {missing[0]} }}}}, which the {role} stage provides "
+            f"(it provides {', '.join(sorted(provided))})"
+        )
+
+
+def check_prompt_folder(folder: Path | None = None) -> None:
+    """Checks a folder of the user's own templates (default: `prompt_folder()`; nothing to check when none
+    is set): it exists, every `.jinja` in it is a template a stage reads, and each uses exactly the
+    variables its stage provides. ConfigError (one line) otherwise."""
+    folder = prompt_folder() if folder is None else Path(folder).expanduser()
+    if folder is None:
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"prompt folder {folder} does not exist; set llm.prompts (or {ENV_VAR}) to a folder")
+    for path in sorted(folder.glob("*.jinja")):
+        role = path.stem
+        if role not in PROMPT_VARIABLES:
+            raise ConfigError(
+                f"prompt template {path} is not one a stage reads; name it after one of {', '.join(PROMPT_VARIABLES)}"
+            )
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"prompt template {path} cannot be read ({exc})") from None
+        check_template(role, source, str(path))

@@ -1,5 +1,6 @@
-"""The package as a user installs it: a wheel holds the prompts and no top-level `flows` package,
-and an installed copy finds its prompts from any working directory."""
+"""The package as a user installs it: a wheel holds the prompts (the top-level prompts/ folder, installed
+as `autointerp/prompt_templates/`) and no top-level `flows` package, and an installed copy finds its prompts
+from any working directory."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--no-build-isolation",
         "-w",
         str(out),
-        str(ROOT),
+        str(source),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -51,7 +52,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_holds_the_prompts_and_no_top_level_flows(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    assert "autointerp/prompt_templates/explain.jinja" in names
+    templates = sorted(p.name for p in (ROOT / "prompts").glob("*.jinja"))  # the top-level folder, installed
+    assert templates and sorted(n.rsplit("/", 1)[1] for n in names if n.endswith(".jinja")) == templates
+    assert all(f"autointerp/prompt_templates/{name}" in names for name in templates)
+    assert not [n for n in names if n.startswith(("prompts/", "benchmarks/", "tests/"))]
     assert "autointerp/simulators/smollm2-135m-sim/adapter.safetensors" in names  # the default simulator
     assert "autointerp/simulators/smollm2-135m-sim/adapter.json" in names
     assert "autointerp/flows/label_features.py" in names

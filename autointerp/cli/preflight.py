@@ -1,7 +1,8 @@
 """Checks made before a run starts, so bad input fails in a second instead of after collection.
 
 `check_run(config)` checks, in this order, without loading the subject model or starting Prefect:
-the store path (not under a file, schema not newer than this code), every LLM the config uses
+the store path (not under a file, schema not newer than this code), the user's prompt templates
+(`llm.prompts`: each uses exactly the variables its stage provides), every LLM the config uses
 (`check_models`: backend known, API key present, server reachable), the subject model (the name
 resolves: embedded alias, folder, GGUF file or a Hugging Face id in the local cache), the features
 (layer and indices in range, a direction matrix without NaN rows, planted functions that run and
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from autointerp.config import CorpusConfig, FeaturesConfig, RunConfig
 from autointerp.errors import ConfigError, FeatureError, LLMError, SubjectModelError
+from autointerp.prompts import check_prompt_folder
 from autointerp.simtrain.spec import resolve_local_model
 from autointerp.store.database import Store
 from autointerp.subject.shape import ModelShape
@@ -458,6 +460,7 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
     """Checks everything a run needs before its first stage (see the module docstring), without loading
     the subject model. Returns warnings; raises an AutointerpError naming the first problem."""
     check_store(config.store.path)
+    check_prompt_folder(config.llm.prompts)
     warnings = check_models(config, experiments=experiments, timeout_s=timeout_s)
     try:
         shape = locate_model(config.subject.model, hooks=True)

@@ -105,6 +105,7 @@ def llm_stage_shard(
     from autointerp.experiments.stage import run_experiments
     from autointerp.explain.stage import run_explain
     from autointerp.llm import LLMSession
+    from autointerp.prompts import use_prompt_folder
     from autointerp.score.stage import run_score
 
     store = Store(workdir / "shard.duckdb")
@@ -113,6 +114,7 @@ def llm_stage_shard(
     store.load_tables(inputs)
     known = {t: inputs[t].column("id").to_pylist() if t in inputs else [] for t in ADDED_TABLES}
     wanted = set(feature_ids)
+    use_prompt_folder(config.llm.prompts)
     session = LLMSession.for_run(config.llm, store, run_id)
     if stage == "explain":
         # the stage explains the live features its store holds: keep only this shard's

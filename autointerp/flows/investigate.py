@@ -15,6 +15,7 @@ from autointerp.config import RunConfig  # noqa: E402
 from autointerp.errors import FeatureError  # noqa: E402
 from autointerp.experiments.stage import run_experiments  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
+from autointerp.prompts import use_prompt_folder  # noqa: E402
 from autointerp.store.database import Store  # noqa: E402
 
 
@@ -38,5 +39,6 @@ def investigate(config_data: dict[str, Any], run_id: str, feature_ids: list[str]
     missing = [f for f in feature_ids if f not in known]
     if missing:
         raise FeatureError(f"run {run_id} has no feature {missing[0]!r}; `autointerp show {run_id}` lists them")
+    use_prompt_folder(config.llm.prompts)
     session = LLMSession.for_run(config.llm, Store(config.store.path), run_id)
     return sum(investigate_feature(config_data, run_id, feature_id, session) for feature_id in feature_ids)

@@ -30,6 +30,7 @@ from autointerp.experiments.stage import run_experiments  # noqa: E402
 from autointerp.explain.stage import run_explain  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
 from autointerp.pipeline.pool import StageResult  # noqa: E402
+from autointerp.prompts import use_prompt_folder  # noqa: E402
 from autointerp.score.stage import run_score  # noqa: E402
 from autointerp.store.database import Store  # noqa: E402
 
@@ -96,6 +97,7 @@ def label_features(config_data: dict[str, Any]) -> str:
             results = run_campaign(config, store, run_id)
         else:
             collect(config_data, run_id)
+            use_prompt_folder(config.llm.prompts)
             session = LLMSession.for_run(config.llm, store, run_id)
             for stage in (explain, score, experiment):
                 result = stage(config_data, run_id, session)
