@@ -21,7 +21,7 @@ import numpy as np
 from autointerp.bench.results import BenchResult, Investigated, JudgeAgreement
 from autointerp.bench.settings import BenchSettings, ExplainerVariant, explainer_variants, score_columns
 from autointerp.bench.windows import FeatureSet, build_feature_sets
-from autointerp.config import ExperimentConfig, LLMConfig, LLMRoleConfig
+from autointerp.config import ExperimentConfig, LLMConfig, LLMRoleConfig, ScoreConfig
 from autointerp.errors import ConfigError
 from autointerp.experiments.rounds import Experimenter, FeatureTarget
 from autointerp.explain.best_of import BestOf, explain_best_of
@@ -33,6 +33,7 @@ from autointerp.score.distractors import choose_distractors
 from autointerp.score.embedding import embed_texts
 from autointerp.score.registry import SCORERS
 from autointerp.score.scorers import methods, primary_value, score_candidates
+from autointerp.score.simulation import SimulationOptions
 from autointerp.subject import load_subject_model
 from autointerp.subject.planted import PlantedFeature
 from autointerp.subject.sources import PlantedSource
@@ -78,6 +79,12 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     agreement: dict[str, JudgeAgreement] = {}
     for column, method, prompt in columns:
         compare = settings.judge_windows_per_prompt > 1 and SCORERS.get(method).role == "judge"
+        options = SCORERS.get(method).options_type.from_config(
+            ScoreConfig(simulation_prompt=prompt, batch_size=settings.batch_size)
+        )
+        batched_options = SCORERS.get(method).options_type.from_config(
+            ScoreConfig(judge_windows_per_prompt=settings.judge_windows_per_prompt)
+        )
         started = time.perf_counter()
         with progress_bar(f"score {column}", total=len(live), unit="features") as advance:
             for fs in live:
@@ -102,8 +109,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                     backend=scorer,
                     recorder=recorder,
                     feature_id=fs.feature.name,
-                    simulation_prompt=prompt,
-                    batch_size=settings.batch_size,
+                    options=options,
                 )
                 scores[column][fs.feature.name] = {
                     label: primary_value(method, o) for label, o in zip(labels, outcomes, strict=True)
@@ -117,7 +123,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                         backend=scorer,
                         recorder=recorder,
                         feature_id=fs.feature.name,
-                        judge_windows_per_prompt=settings.judge_windows_per_prompt,
+                        options=batched_options,
                     )
                     tally = agreement.setdefault(method, JudgeAgreement())
                     tally.add(outcomes, batched, (single_calls, len(recorder.rows) - before))
@@ -174,8 +180,7 @@ def explain_planted(
             k=variant.best_of,
             temperature=settings.best_of_temperature,
             simulator=simulator,
-            simulation_prompt=settings.simulation_prompts[0],
-            batch_size=settings.batch_size,
+            simulation=SimulationOptions(prompt=settings.simulation_prompts[0], batch_size=settings.batch_size),
         )
         outcome = explain_best_of(backend, recorder, best, **asked)
     else:

@@ -10,8 +10,8 @@ and what each scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from autointerp.activations import normalize_activations
 from autointerp.explain.contrastive import Contrast, explain_split
@@ -19,9 +19,13 @@ from autointerp.explain.explainer import ExplainOutcome, explain_feature
 from autointerp.llm.base import ChatBackend, ChatResponse
 from autointerp.llm.calls import CallRecorder
 from autointerp.records import Explanation
-from autointerp.score.registry import SCORERS, SimulationMode, SimulationPrompt
+from autointerp.score.registry import SCORERS
 from autointerp.score.scorers import primary_value, score_candidates
+from autointerp.score.simulation import SimulationOptions
 from autointerp.score.windows import HeldOutWindow
+
+if TYPE_CHECKING:
+    from autointerp.config import RunConfig
 
 SELECTION_METHOD = "simulation"
 """The scorer that ranks candidates (its headline metric, `correlation_all`)."""
@@ -37,9 +41,21 @@ class BestOf:
     """Sampling temperature of candidates 2..k."""
     simulator: ChatBackend
     """The run's simulator (`score.simulator.model`)."""
-    simulation_mode: SimulationMode = "auto"
-    simulation_prompt: SimulationPrompt = "zero-shot"
-    batch_size: int = 8
+    simulation: SimulationOptions = field(default_factory=SimulationOptions)
+    """The simulation scorer's options (the score stage's: `SimulationOptions.from_config(config.score)`)."""
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> BestOf:
+        """Returns the run's best-of-k: `explainer.best_of` candidates, simulated by `score.simulator` with
+        the score stage's simulation options."""
+        from autointerp.llm.registry import get_backend
+
+        return cls(
+            k=config.explainer.best_of,
+            temperature=config.explainer.best_of_temperature,
+            simulator=get_backend(config.score.simulator.model),
+            simulation=SimulationOptions.from_config(config.score),
+        )
 
 
 def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float) -> list[HeldOutWindow]:
@@ -115,9 +131,7 @@ def explain_best_of(
         backend=best_of.simulator,
         recorder=recorder,
         feature_id=feature_id,
-        simulation_mode=best_of.simulation_mode,
-        simulation_prompt=best_of.simulation_prompt,
-        batch_size=best_of.batch_size,
+        options=best_of.simulation,
     )
     by_text = {text: primary_value(SELECTION_METHOD, o) for text, o in zip(texts, outcomes, strict=True)}
     values = [by_text[c.text] for c in candidates]

@@ -81,18 +81,7 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
         features = needing_explanation(store, run_id, features, backend.name, template_hash)
     calls_per_attempt = (settings.retries + 1) * settings.best_of
     exemplars = store.exemplars_by_feature(run_id, "explain")
-    best_of = (
-        BestOf(
-            k=settings.best_of,
-            temperature=settings.best_of_temperature,
-            simulator=get_backend(config.score.simulator.model),
-            simulation_mode=config.score.simulation,
-            simulation_prompt=config.score.simulation_prompt,
-            batch_size=config.score.batch_size,
-        )
-        if settings.best_of > 1
-        else None
-    )
+    best_of = BestOf.from_config(config) if settings.best_of > 1 else None
 
     def shown(feature: dict[str, Any]) -> tuple[list[dict[str, Any]], Contrast | None]:
         """Returns the windows shown as activating, and the contrast windows when `contrastive` is on."""

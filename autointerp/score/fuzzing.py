@@ -14,9 +14,9 @@ from typing import ClassVar
 
 from autointerp.errors import LLMError
 from autointerp.prompts import load_prompt
-from autointerp.score.judge import judge_texts, judgement_metrics
+from autointerp.score.judge import JudgeOptions, judge_texts, judgement_metrics
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
-from autointerp.score.registry import Scorer, ScoringContext
+from autointerp.score.registry import Scorer, ScorerOptions, ScoringContext
 from autointerp.score.windows import ACTIVE_LEVEL, HeldOutWindow, marked, never_fires_reason
 
 FUZZING_SCORER = "fuzzing"
@@ -57,6 +57,8 @@ class FuzzingScorer(Scorer):
     headline: ClassVar[tuple[str, ...]] = ("fuzzing_auroc", "fuzzing_balanced_accuracy")
     verdict_metrics: ClassVar[tuple[str, ...]] = ("fuzzing_auroc", "fuzzing_balanced_accuracy")
     role = "judge"
+    options_type: ClassVar[type[ScorerOptions]] = JudgeOptions
+    options: JudgeOptions
     seed: int = 0
 
     def score(self, context: ScoringContext) -> list[ScoreOutcome]:
@@ -73,14 +75,21 @@ class FuzzingScorer(Scorer):
             return [
                 undefined_outcome(FUZZING_SCORER, backend.name, FUZZING_METRICS, reason) for _ in context.explanations
             ]
-        template = load_prompt("fuzz_batch" if context.judge_windows_per_prompt > 1 else "fuzz")
+        template = load_prompt("fuzz_batch" if self.options.windows_per_prompt > 1 else "fuzz")
         labels = [correct for _, correct, _ in items]
         texts = [text for text, _, _ in items]
         outcomes = []
         for explanation, explanation_id in zip(context.explanations, context.explanation_ids, strict=True):
             calls_before = len(context.recorder.rows)
             judgements = judge_texts(
-                context, backend, template, explanation, texts, role="fuzz", explanation_id=explanation_id
+                context,
+                backend,
+                template,
+                explanation,
+                texts,
+                role="fuzz",
+                explanation_id=explanation_id,
+                per_prompt=self.options.windows_per_prompt,
             )
             values, undefined = judgement_metrics("fuzzing", labels, judgements, backend)
             outcomes.append(
@@ -102,7 +111,7 @@ class FuzzingScorer(Scorer):
                             for (t, c, w), j in zip(items, judgements, strict=True)
                         ],
                         "failed": sum(j.p_yes is None for j in judgements),
-                        "windows_per_prompt": context.judge_windows_per_prompt,
+                        "windows_per_prompt": self.options.windows_per_prompt,
                     },
                     call_ids=[r.id for r in context.recorder.rows[calls_before:]],
                 )

@@ -4,10 +4,10 @@ A backend that gives answer probabilities (a local model, a server with chat log
 gives the probability of "yes" vs "no" as the answer's first token. Any other backend generates a
 short answer that is parsed; an answer that is neither yes nor no is a failed call.
 
-With `score.judge_windows_per_prompt` above 1 (as delphi does), several windows share one prompt and
-the judge answers with a list, one 1 / 0 per window (`judge_in_lists`): fewer calls and prompt tokens,
-no probabilities (balanced accuracy only). A list that cannot be read, or has the wrong length, is a
-failed call, and every window of that prompt is failed.
+With `score.judge_windows_per_prompt` (`JudgeOptions.windows_per_prompt`) above 1 (as delphi does),
+several windows share one prompt and the judge answers with a list, one 1 / 0 per window
+(`judge_in_lists`): fewer calls and prompt tokens, no probabilities (balanced accuracy only). A list
+that cannot be read, or has the wrong length, is a failed call, and every window of that prompt is failed.
 """
 
 from __future__ import annotations
@@ -15,18 +15,35 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from autointerp.errors import LLMError
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
 from autointerp.prompts import PromptTemplate
 from autointerp.score.metrics import balanced_accuracy
 from autointerp.score.ranking import auroc
-from autointerp.score.registry import ScoringContext
+from autointerp.score.registry import ScorerOptions, ScoringContext
+
+if TYPE_CHECKING:
+    from autointerp.config import ScoreConfig
 
 YES_WORDS = ("yes", "Yes", " yes", " Yes", "YES", " YES")
 NO_WORDS = ("no", "No", " no", " No", "NO", " NO")
 CHOICES = {"yes": YES_WORDS, "no": NO_WORDS}
 """The judge's answers and the spellings of their first token."""
+
+
+@dataclass(frozen=True)
+class JudgeOptions(ScorerOptions):
+    """The settings of a judging scorer (detection, fuzzing)."""
+
+    windows_per_prompt: int = 1
+    """`score.judge_windows_per_prompt`: texts the judge sees per prompt; above 1 it answers with a list."""
+
+    @classmethod
+    def from_config(cls, config: ScoreConfig) -> JudgeOptions:
+        """Returns the options the `score` section sets."""
+        return cls(windows_per_prompt=config.judge_windows_per_prompt)
 
 
 @dataclass(frozen=True)
@@ -95,11 +112,21 @@ def judge_texts(
     *,
     role: str,
     explanation_id: str | None = None,
+    per_prompt: int = 1,
 ) -> list[Judgement]:
-    """Returns one judgement per text: several texts per prompt when `context.judge_windows_per_prompt`
-    is above 1 (`template` is then the list template), else one prompt per text."""
-    if context.judge_windows_per_prompt > 1:
-        return judge_in_lists(context, backend, template, explanation, texts, role=role, explanation_id=explanation_id)
+    """Returns one judgement per text: `per_prompt` texts per prompt when above 1 (`template` is then the
+    list template), else one prompt per text."""
+    if per_prompt > 1:
+        return judge_in_lists(
+            context,
+            backend,
+            template,
+            explanation,
+            texts,
+            role=role,
+            explanation_id=explanation_id,
+            per_prompt=per_prompt,
+        )
     prompts = [template.render(explanation=explanation, text=text) for text in texts]
     return judge_prompts(context, backend, prompts, role=role, prompt_hash=template.hash, explanation_id=explanation_id)
 
@@ -113,14 +140,15 @@ def judge_in_lists(
     *,
     role: str,
     explanation_id: str | None = None,
+    per_prompt: int = 1,
 ) -> list[Judgement]:
-    """Returns one judgement per text, asking about `context.judge_windows_per_prompt` texts per prompt.
+    """Returns one judgement per text, asking about `per_prompt` texts per prompt.
 
     Each prompt is `template` rendered with the explanation and its texts; the answer is parsed with
     `parse_judgement_list`. Prompts run in parallel under the backend's limiter; every call is recorded,
     and a list that does not parse marks its call as failed and fails each of its texts.
     """
-    per_prompt = max(1, context.judge_windows_per_prompt)
+    per_prompt = max(1, per_prompt)
     chunks = [texts[start : start + per_prompt] for start in range(0, len(texts), per_prompt)]
     recorder = context.recorder
 

@@ -1,9 +1,11 @@
-"""Scorers as plugins: one class declares a scoring method's name, metrics, headline and needs.
+"""Scorers as plugins: one class declares a scoring method's name, metrics, headline, needs and options.
 
 A scorer subclasses `Scorer`, declares its class attributes, implements `score(context)` and is
 listed under the `autointerp.scorers` entry-point group (the built-ins are, in autointerp's own
-pyproject). Nothing else in autointerp needs an edit: config validation, the score stage, the
-experiment loop's verdicts and the review app read what the class declares.
+pyproject). A scorer with settings declares its own options (`options_type`, built from the `score`
+section by `options_from`) and may check the config before a run (`check`). Nothing else in
+autointerp needs an edit: config validation, the preflight, the score stage, the experiment loop's
+verdicts and the review app read what the class declares.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from autointerp.llm.base import ChatBackend
 from autointerp.llm.calls import CallRecorder
 from autointerp.plugins import Registry
 from autointerp.score.outcome import ScoreOutcome
 from autointerp.score.windows import HeldOutWindow
+
+if TYPE_CHECKING:
+    from autointerp.config import RunConfig, ScoreConfig
 
 Role = Literal["simulator", "judge"]
 SimulationMode = Literal["auto", "all-at-once", "generate"]
@@ -27,9 +32,20 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 
+@dataclass(frozen=True)
+class ScorerOptions:
+    """A scorer's own settings (none here); a scorer with settings subclasses this."""
+
+    @classmethod
+    def from_config(cls, config: ScoreConfig) -> ScorerOptions:
+        """Returns the options the `score` section sets (the defaults for a scorer without settings)."""
+        return cls()
+
+
 @dataclass
 class ScoringContext:
-    """Everything a scorer gets for one feature: candidate explanations, held-out windows, a model."""
+    """What a scorer gets for one feature: candidate explanations, held-out windows, a model, a recorder
+    (its settings are its own options, not part of the context)."""
 
     explanations: list[str]
     """The explanation first, then the distractors (or, in the benchmark, candidate descriptions)."""
@@ -42,13 +58,6 @@ class ScoringContext:
     feature_id: str | None = None
     explanation_ids: list[str | None] = field(default_factory=list)
     """The stored explanation each candidate is scored for (padded with None)."""
-    simulation_mode: SimulationMode = "auto"
-    simulation_prompt: SimulationPrompt = "zero-shot"
-    """All-at-once simulation prompt (`score.simulation_prompt`): the description alone, or worked examples first."""
-    batch_size: int = 8
-    """Prompts per forward pass for scorers that run a model in this process."""
-    judge_windows_per_prompt: int = 1
-    """Windows a judge (detection, fuzzing) sees per prompt; above 1 it answers with a list."""
 
     def __post_init__(self) -> None:
         self.explanation_ids = list(self.explanation_ids) + [None] * (
@@ -80,6 +89,23 @@ class Scorer(ABC):
     """Which configured model it needs: `score.simulator`, `score.judge`, or none."""
     scorer_names: ClassVar[tuple[str, ...]] = ()
     """Values it may write to `scores.scorer` (default: its name)."""
+    options_type: ClassVar[type[ScorerOptions]] = ScorerOptions
+    """Its settings, built from the `score` section (`options_from`)."""
+
+    def __init__(self, options: ScorerOptions | None = None) -> None:
+        self.options = options if options is not None else self.options_type()
+
+    @classmethod
+    def from_config(cls, config: ScoreConfig) -> Scorer:
+        """Returns the scorer with the options the `score` section sets."""
+        return cls(cls.options_type.from_config(config))
+
+    @classmethod
+    def check(cls, config: RunConfig) -> list[str]:
+        """The preflight's check of what the scorer needs beyond its model (which the backend checks):
+        raises a one-line AutointerpError saying what to change, returns warnings. Must be fast and load
+        no model. The default checks nothing."""
+        return []
 
     @classmethod
     def stored_names(cls) -> tuple[str, ...]:
@@ -103,6 +129,7 @@ SCORERS: Registry[type[Scorer]] = Registry("autointerp.scorers", "scorer")
 """Every scoring method: `SCORERS.get("simulation")` is its class."""
 
 
-def get_scorer(name: str) -> Scorer:
-    """Returns an instance of the scorer named `name` (ConfigError when unknown)."""
-    return SCORERS.get(name)()
+def get_scorer(name: str, options: ScorerOptions | None = None) -> Scorer:
+    """Returns an instance of the scorer named `name` with `options` (default: its defaults); ConfigError
+    when unknown."""
+    return SCORERS.get(name)(options)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from autointerp.llm.base import ChatBackend
 from autointerp.llm.calls import CallRecorder
 from autointerp.score.outcome import ScoreOutcome
-from autointerp.score.registry import SCORERS, ScoringContext, SimulationMode, SimulationPrompt, get_scorer
+from autointerp.score.registry import SCORERS, ScorerOptions, ScoringContext, get_scorer
 from autointerp.score.windows import HeldOutWindow
 
 
@@ -35,12 +35,10 @@ def score_candidates(
     recorder: CallRecorder,
     feature_id: str | None,
     explanation_ids: Sequence[str | None] | None = None,
-    simulation_mode: SimulationMode = "auto",
-    simulation_prompt: SimulationPrompt = "zero-shot",
-    batch_size: int = 8,
-    judge_windows_per_prompt: int = 1,
+    options: ScorerOptions | None = None,
 ) -> list[ScoreOutcome]:
-    """Returns one outcome per explanation for `method`, all on the same held-out windows."""
+    """Returns one outcome per explanation for `method`, all on the same held-out windows; `options` are
+    the method's own (e.g. `SimulationOptions`; default: its defaults)."""
     context = ScoringContext(
         explanations=explanations,
         windows=windows,
@@ -48,9 +46,5 @@ def score_candidates(
         backend=backend,
         feature_id=feature_id,
         explanation_ids=list(explanation_ids or []),
-        simulation_mode=simulation_mode,
-        simulation_prompt=simulation_prompt,
-        batch_size=batch_size,
-        judge_windows_per_prompt=judge_windows_per_prompt,
     )
-    return get_scorer(method).score(context)
+    return get_scorer(method, options).score(context)

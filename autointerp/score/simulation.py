@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from autointerp.activations import display_token
 from autointerp.errors import LLMError
@@ -19,8 +20,11 @@ from autointerp.llm.base import ChatBackend, ChatRequest, ValueReadout
 from autointerp.prompts import PromptTemplate, load_prompt
 from autointerp.score.metrics import pooled_correlation
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
-from autointerp.score.registry import Scorer, ScoringContext
+from autointerp.score.registry import Scorer, ScorerOptions, ScoringContext, SimulationMode, SimulationPrompt
 from autointerp.score.windows import HeldOutWindow, never_fires_reason
+
+if TYPE_CHECKING:
+    from autointerp.config import ScoreConfig
 
 SIMULATION_ALL_AT_ONCE = "simulation-all-at-once"
 SIMULATION_GENERATED = "simulation-generated"
@@ -40,6 +44,23 @@ SIMULATION_TEMPLATES: dict[str, str] = {"zero-shot": "simulate", "few-shot": "si
 
 MIN_ALIGNED_SHARE = 0.5
 """A generated answer must give values for at least this share of the window's tokens."""
+
+
+@dataclass(frozen=True)
+class SimulationOptions(ScorerOptions):
+    """The simulation scorer's settings."""
+
+    mode: SimulationMode = "auto"
+    """`score.simulation`: read token probabilities (all-at-once), parse generated lines, or pick (auto)."""
+    prompt: SimulationPrompt = "zero-shot"
+    """`score.simulation_prompt`: the all-at-once prompt, the description alone or worked examples first."""
+    batch_size: int = 8
+    """`score.batch_size`: prompts per forward pass of a simulator in this process."""
+
+    @classmethod
+    def from_config(cls, config: ScoreConfig) -> SimulationOptions:
+        """Returns the options the `score` section sets."""
+        return cls(mode=config.simulation, prompt=config.simulation_prompt, batch_size=config.batch_size)
 
 
 class SimulationParseError(LLMError):
@@ -118,7 +139,7 @@ def simulate_generated(
 
 
 def simulate_all_at_once(
-    context: ScoringContext, backend: ChatBackend, template: PromptTemplate
+    context: ScoringContext, backend: ChatBackend, template: PromptTemplate, batch_size: int = 8
 ) -> tuple[list[list[list[float] | None]], list[list[str]], list[float | None]]:
     """Returns, per candidate explanation, (expected value per token per window or None where its call
     failed, call ids, mean digit probability mass). A model in this process reads every candidate's
@@ -141,7 +162,7 @@ def simulate_all_at_once(
         ) -> tuple[list[ValueReadout] | None, str]:
             return context.recorder.measure(
                 backend,
-                lambda: backend.read_values(group, context.batch_size),
+                lambda: backend.read_values(group, batch_size),
                 role="simulate",
                 prompt_hash=template.hash,
                 request={**logged, "windows": len(group)},
@@ -230,21 +251,23 @@ class SimulationScorer(Scorer):
     verdict_metrics: ClassVar[tuple[str, ...]] = ("correlation_top_and_random",)
     role = "simulator"
     scorer_names: ClassVar[tuple[str, ...]] = (SIMULATION_ALL_AT_ONCE, SIMULATION_GENERATED)
+    options_type: ClassVar[type[ScorerOptions]] = SimulationOptions
+    options: SimulationOptions
 
     def score(self, context: ScoringContext) -> list[ScoreOutcome]:
         """Returns pooled correlations on all, top-and-random, top and random windows per candidate."""
-        backend = context.backend
+        options, backend = self.options, context.backend
         if backend is None:
             raise LLMError("simulation scoring needs a simulator model (score.simulator.model)")
-        all_at_once = uses_all_at_once(backend, context.simulation_mode)
+        all_at_once = uses_all_at_once(backend, options.mode)
         scorer = SIMULATION_ALL_AT_ONCE if all_at_once else SIMULATION_GENERATED
         never = never_fires_reason(context.windows)
         if never is not None:  # nothing to predict: flagged without spending a call
             return [undefined_outcome(scorer, backend.name, SIMULATION_METRICS, never) for _ in context.explanations]
         masses: list[float | None] = [None] * len(context.explanations)
         if all_at_once:
-            template = load_prompt(SIMULATION_TEMPLATES[context.simulation_prompt])
-            predictions, call_ids, masses = simulate_all_at_once(context, backend, template)
+            template = load_prompt(SIMULATION_TEMPLATES[options.prompt])
+            predictions, call_ids, masses = simulate_all_at_once(context, backend, template, options.batch_size)
         else:
             template = load_prompt("simulate_generate")
             predictions, call_ids = [], []

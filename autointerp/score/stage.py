@@ -85,7 +85,7 @@ def run_score(
 ) -> StageResult:
     """Decide: scores every explanation not yet scored by each configured method (only those of
     `feature_ids` when given: a shard); returns the tallies (one item per explanation)."""
-    scorers: dict[str, Scorer] = {name: SCORERS.get(name)() for name in config.score.methods}
+    scorers: dict[str, Scorer] = {name: SCORERS.get(name).from_config(config.score) for name in config.score.methods}
     explanations = store.explanations(run_id)
     features = {f["id"]: f for f in store.features(run_id)}
     done = _scored(store, run_id)
@@ -121,10 +121,6 @@ def run_score(
                 backend=backends.get(scorer.role) if scorer.role else None,
                 feature_id=feature["id"],
                 explanation_ids=[explanation["id"]] * (1 + len(distractors)),
-                simulation_mode=config.score.simulation,
-                simulation_prompt=config.score.simulation_prompt,
-                batch_size=config.score.batch_size,
-                judge_windows_per_prompt=config.score.judge_windows_per_prompt,
             )
             outcomes = scorer.score(context)
             answered = outcomes[0].details.get("windows") or outcomes[0].details.get("items") or []

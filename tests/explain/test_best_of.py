@@ -22,7 +22,7 @@ from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse,
 from autointerp.llm.base import BackendCapabilities, ValueReadout
 from autointerp.prompts import load_prompt
 from autointerp.score.scorers import score_candidates
-from autointerp.score.simulation import SIMULATION_TEMPLATES, parse_simulation_lines
+from autointerp.score.simulation import SIMULATION_TEMPLATES, SimulationOptions, parse_simulation_lines
 from autointerp.score.windows import HeldOutWindow
 from autointerp.store.database import Store
 from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
@@ -118,7 +118,7 @@ def test_the_simulation_scorer_uses_the_configured_prompt_and_records_its_hash()
         WordSimulator.prompts.clear()
         outcome = score_candidates(
             "simulation", ["the word cat"], windows, backend=WordSimulator("x"), recorder=recorder,
-            feature_id="f", simulation_prompt=prompt,  # type: ignore[arg-type]
+            feature_id="f", options=SimulationOptions(prompt=prompt),  # type: ignore[arg-type]
         )[0]  # fmt: skip
         assert outcome.values["correlation_all"] == 1.0
         assert recorder.rows[-1].prompt_hash == load_prompt(SIMULATION_TEMPLATES[prompt]).hash
@@ -157,8 +157,8 @@ def test_best_of_k_never_simulates_a_held_out_window(tmp_path: Path) -> None:
     config = config_for(tmp_path, "explainer.best_of=2")
     store = Store(config.store.path)
     write_synthetic_run(store, "r", 3, score_windows=4)
-    held_out = [tuple(e["tokens"]) for es in store.exemplars_by_feature("r", "score").values() for e in es]
-    explain = {tuple(e["tokens"]) for es in store.exemplars_by_feature("r", "explain").values() for e in es}
+    held_out = [tuple(e.tokens) for es in store.exemplars_by_feature("r", "score").values() for e in es]
+    explain = {tuple(e.tokens) for es in store.exemplars_by_feature("r", "explain").values() for e in es}
     assert held_out and not set(held_out) & explain
     WordSimulator.seen.clear()
     run_explain(config, store, "r", session_of(config, store, "r"))

@@ -15,7 +15,7 @@ import pytest
 from autointerp.config import LLMConfig, load_config
 from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse, LLMSession
 from autointerp.records import Explanation, Rows
-from autointerp.score.judge import JudgementListError, parse_judgement_list
+from autointerp.score.judge import JudgementListError, JudgeOptions, parse_judgement_list
 from autointerp.score.scorers import score_candidates
 from autointerp.score.stage import run_score
 from autointerp.score.windows import HeldOutWindow
@@ -99,7 +99,7 @@ def test_batched_judging_agrees_with_one_window_per_prompt_in_fewer_calls(method
     )[0]
     recorder = CallRecorder("t", ONE_AT_A_TIME)
     many = score_candidates(
-        method, ["digits"], WINDOWS, backend=batched, recorder=recorder, feature_id="f", judge_windows_per_prompt=3
+        method, ["digits"], WINDOWS, backend=batched, recorder=recorder, feature_id="f", options=JudgeOptions(3)
     )[0]
     key = "windows" if method == "detection" else "items"
     assert [w["p_yes"] for w in many.details[key]] == [w["p_yes"] for w in one.details[key]]
@@ -115,7 +115,7 @@ def test_a_list_of_the_wrong_length_fails_its_windows_only() -> None:
     judge = KnowingJudge(broken={2})
     recorder = CallRecorder("t", ONE_AT_A_TIME)
     outcome = score_candidates(
-        "detection", ["digits"], WINDOWS, backend=judge, recorder=recorder, feature_id="f", judge_windows_per_prompt=3
+        "detection", ["digits"], WINDOWS, backend=judge, recorder=recorder, feature_id="f", options=JudgeOptions(3)
     )[0]
     assert [w["p_yes"] is None for w in outcome.details["windows"]] == [False] * 3 + [True] * 3 + [False]
     assert outcome.details["failed"] == 3 and outcome.values["detection_balanced_accuracy"] == 1.0

@@ -14,7 +14,7 @@ from autointerp.score.distractors import DistractorPool, choose_distractors
 from autointerp.score.fuzzing import fuzzing_items, random_marks
 from autointerp.score.judge import parse_yes_no
 from autointerp.score.scorers import primary_value, score_candidates
-from autointerp.score.simulation import SimulationParseError, parse_simulation_lines
+from autointerp.score.simulation import SimulationOptions, SimulationParseError, parse_simulation_lines
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import SubjectModel
 from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
@@ -57,7 +57,7 @@ def test_simulation_all_at_once_ranks_truth_above_distractor(local: LocalChatBac
     recorder = CallRecorder("t", ONE_AT_A_TIME)
     truth, distractor = score_candidates(
         "simulation", [TRUTH, DISTRACTOR], planted_windows(subject, TEXTS), backend=local, recorder=recorder,
-        feature_id="digits", batch_size=3,
+        feature_id="digits", options=SimulationOptions(batch_size=3),
     )  # fmt: skip
     assert truth.scorer == "simulation-all-at-once"
     assert truth.values["correlation_all"] is not None and distractor.values["correlation_all"] is not None
@@ -71,9 +71,9 @@ def test_simulation_all_at_once_ranks_truth_above_distractor(local: LocalChatBac
 def test_batching_does_not_change_simulation(local: LocalChatBackend, subject: SubjectModel) -> None:
     windows = planted_windows(subject, [("Pay 3 now.", "top"), ("The cat sat on the mat.", "random")])
     one = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME),
-                           feature_id="d", batch_size=1)  # fmt: skip
+                           feature_id="d", options=SimulationOptions(batch_size=1))  # fmt: skip
     many = score_candidates("simulation", [TRUTH], windows, backend=local, recorder=CallRecorder("t", ONE_AT_A_TIME),
-                            feature_id="d", batch_size=8)  # fmt: skip
+                            feature_id="d", options=SimulationOptions(batch_size=8))  # fmt: skip
     for a, b in zip(one[0].details["windows"], many[0].details["windows"], strict=True):
         assert a["predicted"] == pytest.approx(b["predicted"], abs=2e-3)
 
@@ -88,7 +88,8 @@ def test_detection_reports_balanced_accuracy_and_auroc(local: LocalChatBackend, 
         assert outcome.values["detection_auroc"] is not None
         assert all(0.0 <= w["p_yes"] <= 1.0 for w in outcome.details["windows"])
     assert primary_value("detection", truth) == truth.values["detection_auroc"]
-    assert truth.values["detection_auroc"] >= distractor.values["detection_auroc"]
+    truth_auroc, distractor_auroc = truth.values["detection_auroc"], distractor.values["detection_auroc"]
+    assert truth_auroc is not None and distractor_auroc is not None and truth_auroc >= distractor_auroc
 
 
 def test_fuzzing_marks_correct_and_random_tokens(local: LocalChatBackend, subject: SubjectModel) -> None:
