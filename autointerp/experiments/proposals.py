@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from statistics import mean
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autointerp.activations import normalize_activations
 from autointerp.errors import LLMError
+from autointerp.experiments.context import Proposer, Verdict
 from autointerp.explain.explainer import marked_text
-from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest
-from autointerp.llm.calls import CallRecorder
-from autointerp.prompts import PromptTemplate, load_prompt
-from autointerp.records import Experiment
-
-Verdict = Literal["supports", "refutes", "inconclusive"]
 
 FIRES_LEVEL = 2.0
 """Mean normalised activation (0-10) above which the 'should activate' texts count as firing."""
@@ -80,25 +75,13 @@ def replacement_parser(token: str) -> Callable[[str], str]:
 
 
 def propose_inputs(
-    backend: ChatBackend,
-    recorder: CallRecorder,
-    *,
-    feature_id: str,
-    explanation_id: str,
-    explanation: str,
-    exemplars: list[dict[str, Any]],
-    max_activation: float,
-    per_side: int,
-    max_tokens: int,
-    temperature: float,
-    retries: int,
+    proposer: Proposer, explanation: str, exemplars: list[dict[str, Any]], max_activation: float, per_side: int
 ) -> InputProposal | None:
     """Returns the texts proposed to activate / not activate the feature, or None if a side got none.
 
     Each text is asked for separately, so the structure never depends on the model writing
     valid JSON (SmolLM2-135M cannot); the pipeline assembles the proposal.
     """
-    template = load_prompt("propose")
     shown = [
         {"marked_text": marked_text(e["tokens"], normalize_activations(e["activations"], max_activation))}
         for e in exemplars
@@ -107,19 +90,7 @@ def propose_inputs(
     for side, texts in sides.items():
         for _ in range(per_side):
             values = {"explanation": explanation, "exemplars": shown, "side": side, "previous": texts}
-            sentence = ask_for(
-                backend,
-                recorder,
-                template,
-                values,
-                parse_sentence,
-                role="propose",
-                feature_id=feature_id,
-                explanation_id=explanation_id,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                retries=retries,
-            )
+            sentence = proposer.ask("propose", values, parse_sentence)
             if sentence is not None and sentence not in texts:
                 texts.append(sentence)
     if not sides["activating"] or not sides["non_activating"]:
@@ -165,12 +136,8 @@ def run_input_experiment(
     return measured, verdict
 
 
-def experiment_row(
-    run_id: str, explanation_id: str, proposal: InputProposal, measured: dict[str, Any], verdict: Verdict
-) -> Experiment:
-    """Returns the experiment record of an input experiment."""
-    predicted = {"activating": "fires", "non_activating": "does not fire"}
-    return new_experiment_row(run_id, explanation_id, "input", proposal.model_dump(), predicted, measured, verdict)
+INPUT_PREDICTION = {"activating": "fires", "non_activating": "does not fire"}
+"""What an input experiment predicts of each side."""
 
 
 # --- output-side experiments: ablation and steering ------------------------------------------
@@ -224,59 +191,3 @@ def minimal_pair_verdict(original: float, edited: float) -> Verdict:
     if remaining >= 0.8:
         return "refutes"
     return "inconclusive"
-
-
-def ask_for(
-    backend: ChatBackend,
-    recorder: CallRecorder,
-    template: PromptTemplate,
-    values: dict[str, Any],
-    parse: Callable[[str], Any],
-    *,
-    role: str,
-    feature_id: str,
-    explanation_id: str,
-    max_tokens: int,
-    temperature: float,
-    retries: int,
-) -> Any | None:
-    """Returns `parse(answer)` for the first parseable answer, or None; every call is recorded."""
-    messages, prefill = template.render(**values)
-    for _ in range(retries + 1):
-        request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
-        response, call_id = recorder.call(
-            backend, request, role=role, prompt_hash=template.hash, feature_id=feature_id, explanation_id=explanation_id
-        )
-        if response is None:
-            continue
-        try:
-            return parse(response.text)
-        except LLMError as exc:
-            recorder.mark_error(call_id, f"unparseable answer: {exc}")
-            messages = [
-                *messages,
-                ChatMessage(role="assistant", content=prefill + response.text),
-                ChatMessage(role="user", content=f"That answer cannot be used: {exc}. Try again."),
-            ]
-    return None
-
-
-def new_experiment_row(
-    run_id: str,
-    explanation_id: str,
-    kind: str,
-    spec: dict[str, Any],
-    predicted: dict[str, Any],
-    measured: dict[str, Any],
-    verdict: Verdict,
-) -> Experiment:
-    """Returns an experiment record."""
-    return Experiment(
-        run_id=run_id,
-        explanation_id=explanation_id,
-        kind=kind,
-        spec=spec,
-        predicted=predicted,
-        measured=measured,
-        verdict=verdict,
-    )

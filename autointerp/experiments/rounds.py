@@ -1,69 +1,51 @@
 """One experiment round on one feature: run the configured experiment kinds, then ask for a revision.
 
 `Experimenter` touches no store: the experiment stage (`autointerp.experiments.stage`) feeds it a
-run's explanations and exemplars, and the planted-feature benchmark feeds it planted features.
+run's explanations and exemplars, and the planted-feature benchmark feeds it planted features. Each
+kind gets an `ExperimentContext` (the feature, the subject model, the explanation, a proposer), never
+the experimenter itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from autointerp.activations import normalize_activations
 from autointerp.config import ExperimentConfig
+from autointerp.experiments.context import ExperimentContext, FeatureTarget, Proposer
 from autointerp.experiments.kinds import EXPERIMENT_KINDS
-from autointerp.experiments.proposals import (
-    ask_for,
-    parse_word_list,
-)
+from autointerp.experiments.proposals import parse_word_list
 from autointerp.explain.explainer import marked_text, parse_explanation
 from autointerp.llm import CallRecorder, ChatBackend, get_backend
 from autointerp.prompts import load_prompt
 from autointerp.records import Experiment, Explanation
 from autointerp.subject import SubjectModel
-from autointerp.subject.interventions import (
-    Edit,
-)
-from autointerp.subject.sources import FeatureSource
 
-
-@dataclass
-class FeatureTarget:
-    """The feature under investigation, as the subject model sees it: its row and a source of it alone."""
-
-    feature: dict[str, Any]
-    source: FeatureSource
-
-    def activations(self, ids: torch.Tensor) -> torch.Tensor:
-        """Returns the feature's activations [batch, tokens] for token ids [batch, tokens]."""
-        return self.source.activations(ids)[..., 0]
-
-    def max_activation_of(self, subject: SubjectModel, text: str) -> float:
-        """Returns the feature's largest activation on `text` (0 for an empty text)."""
-        ids = subject.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        return 0.0 if ids.shape[1] == 0 else float(self.activations(ids).max())
-
-    def edit(self, set_to: float | None = None, add: float = 0.0) -> Edit | None:
-        """Returns the intervention on the feature, or None when it is no direction in the model."""
-        return self.source.edit(0, set_to, add)
+__all__ = ["Experimenter", "FeatureTarget", "Round"]
 
 
 @dataclass
 class Round:
-    """One round on one explanation: its inputs, then the experiment rows, the lines for the
-    reviser and the revision it produced."""
+    """One round on one explanation: what its kinds recorded, and the revision it produced."""
 
-    target: FeatureTarget
-    explanation: dict[str, Any]
-    exemplars: list[dict[str, Any]]
-    recorder: CallRecorder
-    predicted_words: list[str] = field(default_factory=list)
-    experiments: list[Experiment] = field(default_factory=list)
-    results: list[str] = field(default_factory=list)
+    context: ExperimentContext
     revision: Explanation | None = None
+
+    @property
+    def experiments(self) -> list[Experiment]:
+        """The experiment rows of the round."""
+        return self.context.experiments
+
+    @property
+    def results(self) -> list[str]:
+        """The lines shown to the reviser."""
+        return self.context.results
+
+    @property
+    def recorder(self) -> CallRecorder:
+        """The recorder of the round's calls."""
+        return self.context.proposer.recorder
 
 
 class Experimenter:
@@ -83,31 +65,6 @@ class Experimenter:
         self.settings, self.subject, self.explainer, self.run_id = settings, subject, explainer, run_id
         self.backend: ChatBackend = proposer or get_backend(settings.proposer.model)
 
-    def ask(
-        self,
-        step: Round,
-        role: str,
-        prompt: str,
-        values: dict[str, Any],
-        parse: Callable[[str], Any],
-        backend: ChatBackend | None = None,
-    ) -> Any:
-        """Returns the parsed answer of the proposer (or `backend`) about the round's explanation, or None."""
-        proposer, explanation = self.settings.proposer, step.explanation
-        return ask_for(
-            backend or self.backend,
-            step.recorder,
-            load_prompt(prompt),
-            values,
-            parse,
-            role=role,
-            feature_id=explanation["feature_id"],
-            explanation_id=explanation["id"],
-            max_tokens=proposer.max_tokens,
-            temperature=proposer.temperature,
-            retries=proposer.retries,
-        )
-
     def run_round(
         self,
         target: FeatureTarget,
@@ -118,39 +75,39 @@ class Experimenter:
         """Returns the experiments of one round on `explanation` and the revised explanation (None
         when unchanged). `exemplars` (tokens, token_ids, activations, rank) are shown to the reviser
         and edited by the minimal-pair experiment."""
-        step = Round(target=target, explanation=explanation, exemplars=exemplars, recorder=recorder)
+        proposer = Proposer(
+            self.backend, recorder, self.settings.proposer, explanation["feature_id"], explanation["id"]
+        )
+        context = ExperimentContext(target, self.subject, explanation, exemplars, proposer, self.settings, self.run_id)
         kinds = [EXPERIMENT_KINDS.get(name)() for name in self.settings.kinds]
         in_model = target.edit() is not None
         kinds = [k for k in kinds if in_model or not k.needs_direction]
         if any(k.needs_output_prediction for k in kinds):
             values = {"explanation": explanation["text"]}
-            step.predicted_words = self.ask(step, "propose", "predict_output", values, parse_word_list) or []
+            context.predicted_words = proposer.ask("predict_output", values, parse_word_list) or []
         for kind in kinds:
-            kind.run(self, step)
-        step.revision = self._revise(step)
-        return step
+            kind.run(context)
+        return Round(context, self._revise(context))
 
-    def _revise(self, step: Round) -> Explanation | None:
+    def _revise(self, context: ExperimentContext) -> Explanation | None:
         """Returns the revised explanation, or None when there is nothing new to say."""
-        target, explanation, exemplars, results = step.target, step.explanation, step.exemplars, step.results
+        explanation, results = context.explanation, context.results
         if not results:
             return None
+        max_activation = context.target.feature["max_activation"]
         shown = [
-            {
-                "marked_text": marked_text(
-                    e["tokens"], normalize_activations(e["activations"], target.feature["max_activation"])
-                )
-            }
-            for e in exemplars
+            {"marked_text": marked_text(e["tokens"], normalize_activations(e["activations"], max_activation))}
+            for e in context.exemplars
         ]
         values = {"explanation": explanation["text"], "exemplars": shown, "results": results}
-        text = self.ask(step, "revise", "revise", values, parse_explanation, self.explainer)
+        reviser = context.proposer.using(self.explainer)  # the explainer revises, with the proposer's settings
+        text = reviser.ask("revise", values, parse_explanation, role="revise")
         if text is None or text.strip().lower() == explanation["text"].strip().lower():
             return None
-        call_ids = [r.id for r in step.recorder.rows if r.role == "revise" and r.error is None]
+        call_ids = [r.id for r in reviser.recorder.rows if r.role == "revise" and r.error is None]
         return Explanation(
             run_id=self.run_id,
-            feature_id=target.feature["id"],
+            feature_id=context.target.feature["id"],
             text=text,
             explainer=self.explainer.name,
             prompt_hash=load_prompt("revise").hash,
