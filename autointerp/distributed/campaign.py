@@ -136,6 +136,15 @@ class PrefectLauncher:
                 raise
             raise ConfigError(_no_pool_message(pool, api_url)) from None
         self.deployment = f"autointerp-shard/{settings.deployment}"
+        online = self.workers_online()
+        if online == 0:
+            progress_log.info(
+                "shards run as %s on work pool %r, which has no worker online yet: start one on each machine "
+                "with `prefect worker start --pool %s --limit 1`", self.deployment, pool, pool,
+            )  # fmt: skip
+        else:
+            workers = "" if online is None else f" ({online} worker{'s' if online != 1 else ''} online)"
+            progress_log.info("shards run as %s on work pool %r%s", self.deployment, pool, workers)
 
     def start(self, name: str, parameters: dict[str, Any]) -> str:
         from prefect.deployments import run_deployment
