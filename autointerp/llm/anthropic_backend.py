@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from autointerp.errors import LLMError
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatRequest, ChatResponse
+from autointerp.llm.probe import ServerProbe, probe_server
+from autointerp.llm.registry import BackendKind, ProbeLimits
 from autointerp.llm.retry import RetryPolicy, call_with_retries, request_timeout, sdk_failure, timeout_from_env
 
 if TYPE_CHECKING:
@@ -106,6 +108,27 @@ class AnthropicChatBackend(ChatBackend):
         )
 
 
-def create_anthropic_backend(model: str) -> AnthropicChatBackend:
-    """Entry-point factory for `anthropic:<model>`; returns the backend or raises LLMError."""
-    return AnthropicChatBackend(model)
+class AnthropicBackends(BackendKind[AnthropicChatBackend]):
+    """`anthropic:<model>`: Claude models; the key is required."""
+
+    default_base: ClassVar[str] = "https://api.anthropic.com"
+    api_version: ClassVar[str] = "2023-06-01"
+
+    def create(self, model: str) -> AnthropicChatBackend:
+        """Returns the backend or raises LLMError."""
+        return AnthropicChatBackend(model)
+
+    def check(self, model: str, who: str, limits: ProbeLimits) -> list[str]:
+        """Checks the key and the server: it answers `GET /v1/models` (and lists the model) and a 1-token chat."""
+        key = os.environ.get(KEY_ENV)
+        if not key:
+            raise LLMError(f"{who}: the anthropic backend needs an API key: set {KEY_ENV}")
+        base = (os.environ.get(BASE_URL_ENV) or self.default_base).rstrip("/")
+        headers = {"x-api-key": key, "anthropic-version": self.api_version}
+        body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Say yes."}]}
+        probe = ServerProbe(base + "/v1/models", base + "/v1/messages", body, model, KEY_ENV, headers)
+        return probe_server(probe, who, limits)
+
+
+create_anthropic_backend = AnthropicBackends()
+"""Entry point `anthropic` (a kind is also a factory: `create_anthropic_backend(model)` is the backend)."""

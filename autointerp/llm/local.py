@@ -10,7 +10,9 @@ from typing import ClassVar
 import torch
 
 from autointerp.activations import display_token
+from autointerp.errors import LLMError, SubjectModelError
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, ValueReadout
+from autointerp.llm.registry import BackendKind, ProbeLimits
 from autointerp.simtrain.adapter import merge_adapter
 from autointerp.simtrain.spec import resolve_local_model
 from autointerp.subject.model import SubjectModel, load_subject_model
@@ -225,6 +227,28 @@ class LocalChatBackend(ChatBackend):
         return answers
 
 
-def create_local_backend(model: str) -> LocalChatBackend:
-    """Entry-point factory for `local:<model>`."""
-    return LocalChatBackend(model)
+class LocalBackends(BackendKind[LocalChatBackend]):
+    """`local:<model>`: a transformers model in this process (a name as for the subject model, optionally
+    `+adapter`)."""
+
+    def create(self, model: str) -> LocalChatBackend:
+        """Returns the backend (the model loads on first use)."""
+        return LocalChatBackend(model)
+
+    def check(self, model: str, who: str, limits: ProbeLimits) -> list[str]:
+        """Checks that the name resolves like a subject model and its folder holds weights and a tokenizer
+        (nothing is loaded)."""
+        from autointerp.cli.preflight import check_model_files, locate_model
+
+        try:
+            base, _ = resolve_local_model(model)
+            shape = locate_model(base)
+            if shape.folder is not None:
+                check_model_files(shape.folder)
+        except SubjectModelError as exc:
+            raise LLMError(f"{who}: {exc}") from None
+        return []
+
+
+create_local_backend = LocalBackends()
+"""Entry point `local` (a kind is also a factory: `create_local_backend(model)` is the backend)."""

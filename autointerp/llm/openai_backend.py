@@ -47,6 +47,8 @@ from autointerp.llm.logprobs import (
     read_echoed_values,
     render_values_prompt,
 )
+from autointerp.llm.probe import ServerProbe, probe_server
+from autointerp.llm.registry import BackendKind, ProbeLimits
 from autointerp.llm.retry import (
     CallFailure,
     RetryPolicy,
@@ -474,11 +476,45 @@ def _all_or_failures(results: list[Result | LLMError]) -> list[Result]:
     return [result for result in results if not isinstance(result, LLMError)]
 
 
-def create_openai_backend(model: str) -> OpenAIChatBackend:
-    """Entry-point factory for `openai:<model>`; returns the backend or raises LLMError."""
-    return OpenAIChatBackend(model)
+class OpenAIBackends(BackendKind[OpenAIChatBackend]):
+    """`openai:<model>`: OpenAI's API (or `OPENAI_BASE_URL`); the key is required."""
+
+    chat_backend: ClassVar[type[OpenAIChatBackend]] = OpenAIChatBackend
+    default_base: ClassVar[str | None] = "https://api.openai.com/v1"
+    """The server when neither the spec nor `OPENAI_BASE_URL` names one (None: one must be named)."""
+
+    def create(self, model: str) -> OpenAIChatBackend:
+        """Returns the backend or raises LLMError."""
+        return self.chat_backend(model)
+
+    def check(self, model: str, who: str, limits: ProbeLimits) -> list[str]:
+        """Checks the key and the server: it answers `GET /models` (and lists the model) and a 1-token chat."""
+        spec_url, name = split_model_spec(model)
+        kind, key_env = self.chat_backend.backend, self.chat_backend.key_env
+        key = os.environ.get(key_env)
+        if self.chat_backend.key_required and not key:
+            raise LLMError(f"{who}: the {kind} backend needs an API key: set {key_env}")
+        base = spec_url or os.environ.get(BASE_URL_ENV) or self.default_base
+        if base is None:
+            raise LLMError(
+                f"{who}: the {kind} backend needs a server: use {kind}:http://HOST:PORT/v1#{name} or set {BASE_URL_ENV}"
+            )
+        body: dict[str, Any] = {"model": name.partition("?")[0], "messages": [{"role": "user", "content": "Say yes."}]}
+        body[self.chat_backend.max_tokens_param] = 1
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        base = base.rstrip("/")
+        probe = ServerProbe(base + "/models", base + "/chat/completions", body, name, key_env, headers)
+        return probe_server(probe, who, limits)
 
 
-def create_openai_compatible_backend(model: str) -> OpenAICompatibleChatBackend:
-    """Entry-point factory for `openai-compatible:<url>#<model>`; returns the backend or raises LLMError."""
-    return OpenAICompatibleChatBackend(model)
+class OpenAICompatibleBackends(OpenAIBackends):
+    """`openai-compatible:<url>#<model>`: any OpenAI-compatible server; a key is optional."""
+
+    chat_backend: ClassVar[type[OpenAIChatBackend]] = OpenAICompatibleChatBackend
+    default_base: ClassVar[str | None] = None
+
+
+create_openai_backend = OpenAIBackends()
+"""Entry point `openai` (a kind is also a factory: `create_openai_backend(model)` is the backend)."""
+create_openai_compatible_backend = OpenAICompatibleBackends()
+"""Entry point `openai-compatible`."""

@@ -124,7 +124,7 @@ def test_api_key_is_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
+    monkeypatch.setattr(registry.BACKENDS, "_registered", dict(registry.BACKENDS._registered))
     monkeypatch.setattr(registry, "_instances", {})
     register_backend("anthropic", create_anthropic_backend)
     monkeypatch.setenv("AUTOINTERP_LLM_MAX_RETRIES", "0")

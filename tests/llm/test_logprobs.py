@@ -376,7 +376,7 @@ def test_openai_declares_no_prompt_logprobs() -> None:
 
 
 def test_registry_spec_with_option_keeps_the_plain_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
+    monkeypatch.setattr(registry.BACKENDS, "_registered", dict(registry.BACKENDS._registered))
     monkeypatch.setattr(registry, "_instances", {})
     register_backend("openai-compatible", create_openai_compatible_backend)
     with LoopbackServer([], respond=VLLMResponder(value=knows_animals)) as server:

@@ -131,7 +131,7 @@ def test_openai_compatible_through_the_registry_needs_no_key(monkeypatch: pytest
     # an OpenAI key in the environment must not travel to whatever compatible server is named
     assert os.environ["OPENAI_API_KEY"] == SECRET
     monkeypatch.setenv("AUTOINTERP_LLM_MAX_RETRIES", "0")
-    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
+    monkeypatch.setattr(registry.BACKENDS, "_registered", dict(registry.BACKENDS._registered))
     monkeypatch.setattr(registry, "_instances", {})
     register_backend("openai-compatible", create_openai_compatible_backend)
     with LoopbackServer([Reply(openai_completion("local answer"))]) as server:

@@ -16,7 +16,7 @@ import pytest
 
 from autointerp.config import load_config
 from autointerp.explain.stage import run_explain
-from autointerp.llm import available_backends, get_backend
+from autointerp.llm import available_backends, backend_kind, get_backend, register_backend
 from autointerp.store.database import Store
 from tests.conftest import session_of
 from tests.llm.synthetic import write_synthetic_run
@@ -47,6 +47,30 @@ def test_the_installed_plugin_is_a_registered_backend(installed_plugin: Path) ->
     assert "echo" in available_backends()
     backend = get_backend("echo:anything")
     assert (type(backend).__module__, backend.name) == ("autointerp_echo", "echo:anything")
+
+
+def test_the_plugin_passes_the_preflight_through_its_own_checks(installed_plugin: Path) -> None:
+    from autointerp.cli.preflight import check_models, check_scorers, models_in_use
+
+    kind = backend_kind("echo")
+    assert type(kind).__module__ == "autointerp_echo"  # the plugin's own kind, asked like the built-ins
+    config = load_config(
+        None, ["explainer.model=echo:anything", "score.methods=['word-match']", "experiments.lowest_n=0"]
+    )
+    assert models_in_use(config) == {"echo:anything": ["explainer.model"]}  # word-match declares no model
+    assert check_models(config) == []  # its check found nothing wrong: no "first checked when called"
+    assert check_scorers(config) == []
+
+
+def test_a_plain_factory_is_a_backend_checked_when_called(installed_plugin: Path) -> None:
+    from autointerp_echo import EchoBackend  # type: ignore[import-not-found]
+
+    from autointerp.cli.preflight import check_model_specs
+
+    register_backend("plain-echo", EchoBackend)
+    [warning] = check_model_specs({"plain-echo:m": ["explainer.model"]})
+    assert warning.startswith("explainer.model 'plain-echo:m': ") and "first checked when it is called" in warning
+    assert isinstance(get_backend("plain-echo:m"), EchoBackend)
 
 
 def test_a_run_explains_features_through_the_plugin(installed_plugin: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from autointerp.llm import ChatBackend, ChatRequest, ChatResponse
+from autointerp.llm import BackendKind, ChatBackend, ChatRequest, ChatResponse, ProbeLimits
 
 
 class EchoBackend(ChatBackend):
@@ -21,6 +21,12 @@ class EchoBackend(ChatBackend):
         return ChatResponse(text=f" the token {token}.", input_tokens=len(words), output_tokens=3)
 
 
-def create_echo_backend(model: str) -> EchoBackend:
-    """Entry-point factory: `echo:<anything>` -> EchoBackend."""
-    return EchoBackend(model)
+class EchoBackends(BackendKind[EchoBackend]):
+    """Entry point `echo`: `echo:<anything>` -> EchoBackend, checked by the preflight like the built-ins."""
+
+    def create(self, model: str) -> EchoBackend:
+        return EchoBackend(model)
+
+    def check(self, model: str, who: str, limits: ProbeLimits) -> list[str]:
+        """Needs no key, server or file: nothing can be wrong, so no warning either."""
+        return []
