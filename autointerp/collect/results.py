@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from autointerp.collect.keys import RANDOM_BINS
 from autointerp.corpus.sources import Window
 from autointerp.errors import AutointerpError
+
+if TYPE_CHECKING:
+    from autointerp.config import CollectConfig
 
 HISTOGRAM_EDGES: list[float] = [2.0**e for e in range(-6, 9)]
 """Upper edges of the window-max histogram: bin 0 holds max <= 0, bin i holds (edge[i-2], edge[i-1]]
@@ -122,6 +126,13 @@ class SamplingPlan:
     quantiles: int = 0
     per_quantile: int = 0
     seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: CollectConfig) -> SamplingPlan:
+        """Returns the plan the `collect` section sets (no quantile bins when `per_quantile` is 0): the one
+        rule that a collection, its shards and their merge all follow."""
+        quantiles = config.quantiles if config.per_quantile else 0
+        return cls(config.top_k, config.random_windows, quantiles, config.per_quantile, config.seed)
 
     @property
     def kept_bins(self) -> int:

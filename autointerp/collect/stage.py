@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from autointerp.collect.results import CollectionResult
-from autointerp.collect.stream import collect_exemplars
+from autointerp.collect.results import CollectionResult, SamplingPlan
+from autointerp.collect.stream import StreamOptions, collect_exemplars
 from autointerp.config import CollectConfig, RunConfig
 from autointerp.corpus.sources import CorpusStats, corpus_windows
 from autointerp.pipeline.common import load_subject
@@ -46,24 +46,18 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
     corpus_stats = CorpusStats()
     windows = corpus_windows(subject.tokenizer, corpus, corpus_stats)
     checkpoint = checkpoint_path(config, run_id)
-    result = collect_exemplars(
-        windows,
-        source.activation_chunks,
+    options = StreamOptions(
         feature_indices=source.indices,
         window_tokens=corpus.window_tokens,
         batch_size=corpus.batch_size,
-        top_k=collect.top_k,
-        random_windows=collect.random_windows,
-        quantiles=collect.quantiles,
-        per_quantile=collect.per_quantile,
-        seed=collect.seed,
         device=subject.device,
+        feature_names=source.feature_ids,
         total_windows=corpus.max_windows,
         checkpoint=checkpoint if collect.checkpoint_every else None,
         checkpoint_every=collect.checkpoint_every,
         fingerprint=f"{run_id}:{config.config_hash()}",
-        feature_names=source.feature_ids,
     )
+    result = collect_exemplars(windows, source.activation_chunks, SamplingPlan.from_config(collect), options)
     log.info("corpus: %s", corpus_stats)
     store_collection(store, run_id, subject, source, result, collect)
     checkpoint.unlink(missing_ok=True)

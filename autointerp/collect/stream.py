@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -64,48 +65,54 @@ def load_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> b
     return True
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a collection streams its windows: which features, in what batches on which device, with what
+    progress and checkpoints (what to keep is the `SamplingPlan`)."""
+
+    feature_indices: list[int]
+    """The features' indices in their source, positionally aligned with the activations' last axis."""
+    window_tokens: int
+    batch_size: int
+    """Windows per forward pass."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    feature_names: Sequence[str] | None = None
+    """Named in errors (default: `#<index>`)."""
+    total_windows: int | None = None
+    """For the progress bar (None: unknown)."""
+    checkpoint: Path | None = None
+    """Where the state is saved every `checkpoint_every` batches (None or 0: never) and resumed from."""
+    checkpoint_every: int = 0
+    fingerprint: str = ""
+    """Names the collection a checkpoint belongs to; another one's is ignored."""
+
+
 def collect_exemplars(
-    windows: Iterable[Window],
-    activation_fn: ActivationFn,
-    *,
-    feature_indices: list[int],
-    window_tokens: int,
-    batch_size: int,
-    top_k: int,
-    random_windows: int,
-    seed: int,
-    device: torch.device,
-    quantiles: int = 0,
-    per_quantile: int = 0,
-    total_windows: int | None = None,
-    checkpoint: Path | None = None,
-    checkpoint_every: int = 0,
-    fingerprint: str = "",
-    feature_names: Sequence[str] | None = None,
+    windows: Iterable[Window], activation_fn: ActivationFn, plan: SamplingPlan, options: StreamOptions
 ) -> CollectionResult:
     """Returns stats and exemplars for each feature, streaming `windows` in batches.
 
-    Raises NonFiniteActivationError, naming the feature (from `feature_names`, default its index) and
-    the first offending window, as soon as a batch holds a NaN or infinite activation.
+    Raises NonFiniteActivationError, naming the feature (from `options.feature_names`, default its index)
+    and the first offending window, as soon as a batch holds a NaN or infinite activation.
 
-    With `checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and
+    With `options.checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and
     a matching checkpoint is resumed from; the caller deletes the file once results are stored.
     """
-    names = list(feature_names) if feature_names is not None else [f"#{i}" for i in feature_indices]
-    plan = SamplingPlan(top_k, random_windows, quantiles if per_quantile else 0, per_quantile, seed)
-    sampler = ExemplarSampler(len(feature_indices), window_tokens, plan, device)
+    indices, device, checkpoint = options.feature_indices, options.device, options.checkpoint
+    names = list(options.feature_names) if options.feature_names is not None else [f"#{i}" for i in indices]
+    sampler = ExemplarSampler(len(indices), options.window_tokens, plan, device)
     sampler.feature_names = names
-    if checkpoint is not None and load_checkpoint(checkpoint, fingerprint, sampler):
+    if checkpoint is not None and load_checkpoint(checkpoint, options.fingerprint, sampler):
         windows = itertools.islice(windows, sampler.windows_seen, None)
-    with progress_bar("collect", total=total_windows, unit="windows") as advance:
+    with progress_bar("collect", total=options.total_windows, unit="windows") as advance:
         advance(sampler.windows_seen)
-        for batch in batches(windows, batch_size):
-            token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=device)
+        for batch in batches(windows, options.batch_size):
+            token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=device)  # (B, T)
             with torch.inference_mode():
-                acts = activation_fn(token_ids)
+                acts = activation_fn(token_ids)  # (B, T, F), or chunks of it on F
                 sampler.update(acts, batch)
             advance(len(batch))
-            if checkpoint is not None and checkpoint_every and sampler.batches % checkpoint_every == 0:
-                save_checkpoint(checkpoint, fingerprint, sampler)
+            if checkpoint is not None and options.checkpoint_every and sampler.batches % options.checkpoint_every == 0:
+                save_checkpoint(checkpoint, options.fingerprint, sampler)
     stats = sampler.stats()
-    return CollectionResult(feature_indices=feature_indices, stats=stats, exemplars=sampler.exemplars(stats))
+    return CollectionResult(feature_indices=indices, stats=stats, exemplars=sampler.exemplars(stats))

@@ -320,9 +320,7 @@ class Campaign:
             for n, attempt in enumerate(attempts)
         ]
         progress_log.info("collect: merging %d shards", len(specs))
-        collect = self.config.collect
-        quantiles = collect.quantiles if collect.per_quantile else 0
-        plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
+        plan = SamplingPlan.from_config(self.config.collect)
         sampler = merge_states(states, self.config.corpus.window_tokens, plan)
         stats = sampler.stats()
         subject = load_subject(self.config)

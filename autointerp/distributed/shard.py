@@ -86,8 +86,7 @@ def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     source = build_feature_source(config.features, subject)
     corpus, collect = config.corpus, config.collect
     windows = corpus_windows(subject.tokenizer, corpus)
-    quantiles = collect.quantiles if collect.per_quantile else 0
-    plan = SamplingPlan(collect.top_k, collect.random_windows, quantiles, collect.per_quantile, collect.seed)
+    plan = SamplingPlan.from_config(collect)
     sampler = ExemplarSampler(len(source.indices), corpus.window_tokens, plan, subject.device)
     sampler.windows_seen = start  # global window numbers: the random keys depend on them
     for batch in batches(itertools.islice(windows, start, end), corpus.batch_size):

@@ -5,7 +5,7 @@ import torch
 
 from autointerp.collect.results import NonFiniteActivationError, SamplingPlan
 from autointerp.collect.sampler import ExemplarSampler
-from autointerp.collect.stream import collect_exemplars
+from autointerp.collect.stream import StreamOptions, collect_exemplars
 from autointerp.corpus.sources import Window
 
 TOKENS = 5
@@ -16,20 +16,8 @@ def _windows(n: int) -> list[Window]:
 
 
 def _collect(acts: torch.Tensor, names: list[str] | None = None) -> object:
-    return collect_exemplars(
-        _windows(acts.shape[0]),
-        lambda ids: acts[ids[:, 0]],
-        feature_indices=list(range(acts.shape[2])),
-        window_tokens=TOKENS,
-        batch_size=4,
-        top_k=2,
-        random_windows=2,
-        quantiles=2,
-        per_quantile=1,
-        seed=0,
-        device=torch.device("cpu"),
-        feature_names=names,
-    )
+    options = StreamOptions(list(range(acts.shape[2])), TOKENS, batch_size=4, feature_names=names)
+    return collect_exemplars(_windows(acts.shape[0]), lambda ids: acts[ids[:, 0]], SamplingPlan(2, 2, 2, 1), options)
 
 
 def test_nan_activation_names_the_feature_and_the_first_window() -> None:

@@ -9,7 +9,7 @@ from autointerp.activations import FIRES_FRACTION
 from autointerp.collect.keys import random_keys
 from autointerp.collect.results import HISTOGRAM_EDGES, SamplingPlan
 from autointerp.collect.sampler import ExemplarSampler
-from autointerp.collect.stream import collect_exemplars
+from autointerp.collect.stream import StreamOptions, collect_exemplars
 from autointerp.corpus.sources import Window
 
 TOKENS = 6
@@ -30,19 +30,22 @@ def _lookup(acts: torch.Tensor) -> "callable":  # type: ignore[valid-type]
 
 
 def _collect(windows: list[Window], acts: torch.Tensor, activation_fn: object = None, **kwargs: object) -> object:
+    """Collects with the defaults below; `kwargs` override plan fields (top_k, ..., seed) or stream options."""
+    plan: dict[str, object] = {"top_k": 5, "random_windows": 4, "quantiles": 4, "per_quantile": 3, "seed": 0}
     options: dict[str, object] = {
         "feature_indices": list(range(acts.shape[2])),
         "window_tokens": TOKENS,
         "batch_size": 7,
-        "top_k": 5,
-        "random_windows": 4,
-        "quantiles": 4,
-        "per_quantile": 3,
-        "seed": 0,
         "device": torch.device("cpu"),
     }
-    options.update(kwargs)
-    return collect_exemplars(windows, activation_fn or _lookup(acts), **options)  # type: ignore[arg-type]
+    for key, value in kwargs.items():
+        (plan if key in plan else options)[key] = value
+    return collect_exemplars(
+        windows,
+        activation_fn or _lookup(acts),  # type: ignore[arg-type]
+        SamplingPlan(**plan),  # type: ignore[arg-type]
+        StreamOptions(**options),  # type: ignore[arg-type]
+    )
 
 
 def _by_kind(result: object, feature: int) -> dict[str, list[object]]:

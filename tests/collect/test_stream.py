@@ -1,6 +1,7 @@
 import torch
 
-from autointerp.collect.stream import collect_exemplars
+from autointerp.collect.results import SamplingPlan
+from autointerp.collect.stream import StreamOptions, collect_exemplars
 from autointerp.corpus.sources import Window
 
 
@@ -23,17 +24,8 @@ def _planted(ids: torch.Tensor) -> torch.Tensor:
 
 
 def _collect(windows: list[Window], seed: int, random_windows: int = 3):  # type: ignore[no-untyped-def]
-    return collect_exemplars(
-        windows,
-        _planted,
-        feature_indices=[0, 1, 2],
-        window_tokens=windows[0].token_ids.__len__(),
-        batch_size=4,
-        top_k=4,
-        random_windows=random_windows,
-        seed=seed,
-        device=torch.device("cpu"),
-    )
+    plan = SamplingPlan(top_k=4, random_windows=random_windows, seed=seed)
+    return collect_exemplars(windows, _planted, plan, StreamOptions([0, 1, 2], len(windows[0].token_ids), batch_size=4))
 
 
 def test_random_windows_are_seeded_and_bounded() -> None:
@@ -49,15 +41,7 @@ def test_random_windows_are_seeded_and_bounded() -> None:
 def test_collect_exemplars_on_planted_features() -> None:
     windows = _windows(30, 8)
     result = collect_exemplars(
-        windows,
-        _planted,
-        feature_indices=[0, 1, 2],
-        window_tokens=8,
-        batch_size=4,
-        top_k=4,
-        random_windows=3,
-        seed=0,
-        device=torch.device("cpu"),
+        windows, _planted, SamplingPlan(top_k=4, random_windows=3), StreamOptions([0, 1, 2], 8, batch_size=4)
     )
     fires_on_7, by_id, dead = result.stats
     assert dead.dead and not fires_on_7.dead
