@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -142,7 +143,7 @@ with tempfile.TemporaryDirectory() as folder:
     original_write = store.write_collection
     timing: dict[str, float] = {}
 
-    def timed_write(run_id: str, features: list, exemplars: list) -> None:
+    def timed_write(run_id: str, features: Any, exemplars: Any) -> None:
         t0 = time.perf_counter()
         original_write(run_id, features, exemplars)
         timing["seconds"], timing["rows"] = time.perf_counter() - t0, len(features) + len(exemplars)

@@ -26,6 +26,7 @@ from typing import Any
 
 from autointerp.config import RunConfig, load_config
 from autointerp.explain.stage import run_explain
+from autointerp.llm import LLMSession
 from autointerp.llm.serve import TransformersServer
 from autointerp.store.database import Store
 from autointerp.subject.model import prepare_model_folder
@@ -76,14 +77,16 @@ def explain_run(db: Path, spec: str, concurrency: int, features: int, max_tokens
     store = Store(db)
     run_id = f"c{concurrency}-{time.monotonic_ns()}"
     write_features(store, run_id, features)
+    config = config_for(db, spec, concurrency, max_tokens)
+    session = LLMSession.for_run(config.llm, store, run_id)
     started = time.perf_counter()
-    written = run_explain(config_for(db, spec, concurrency, max_tokens), store, run_id)
+    result = run_explain(config, store, run_id, session)
     elapsed = time.perf_counter() - started
     calls = store.query("SELECT latency_s, error, output_tokens FROM llm_calls WHERE run_id = ?", [run_id])
     return {
         "concurrency": concurrency,
         "features": features,
-        "explained": written,
+        "explained": result.done,
         "seconds": elapsed,
         "features_per_s": features / elapsed,
         "calls": len(calls),

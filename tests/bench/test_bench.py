@@ -7,6 +7,7 @@ experiment must refute it; on `of` it is right and the experiment must support i
 """
 
 import re
+from collections.abc import Sequence
 
 from autointerp.bench import BenchSettings, feature_set, render_report, run_bench
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
@@ -87,7 +88,7 @@ def test_the_report_gives_the_agreement_of_batched_with_one_window_per_prompt_ju
 
 
 def test_a_planted_feature_density_is_the_share_of_tokens_at_10_percent_of_its_max() -> None:
-    def graded(tokens: list[str]) -> list[float]:  # 10.0 on "a", 0.5 on "b" (5 %: does not fire), 1.0 on "c"
+    def graded(tokens: Sequence[str]) -> list[float]:  # 10.0 on "a", 0.5 on "b" (5 %: does not fire), 1.0 on "c"
         return [{"a": 10.0, "b": 0.5, "c": 1.0}.get(t, 0.0) for t in tokens]
 
     windows = [["a", "b", "x", "x"], ["c", "b", "b", "x"], ["x", "x", "x", "x"]]

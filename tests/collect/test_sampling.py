@@ -7,7 +7,7 @@ import torch
 
 from autointerp.activations import FIRES_FRACTION
 from autointerp.collect.keys import random_keys
-from autointerp.collect.results import HISTOGRAM_EDGES, SamplingPlan
+from autointerp.collect.results import HISTOGRAM_EDGES, CollectionResult, Exemplar, SamplingPlan
 from autointerp.collect.sampler import ExemplarSampler
 from autointerp.collect.stream import StreamOptions, collect_exemplars
 from autointerp.corpus.sources import Window
@@ -48,9 +48,10 @@ def _collect(windows: list[Window], acts: torch.Tensor, activation_fn: object = 
     )
 
 
-def _by_kind(result: object, feature: int) -> dict[str, list[object]]:
-    kinds: dict[str, list[object]] = {}
-    for e in result.exemplars:  # type: ignore[attr-defined]
+def _by_kind(result: object, feature: int) -> dict[str, list[Exemplar]]:
+    assert isinstance(result, CollectionResult)
+    kinds: dict[str, list[Exemplar]] = {}
+    for e in result.exemplars:
         if e.feature_index == feature:
             kinds.setdefault(e.kind, []).append(e)
     return kinds

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from autointerp import corpus
+from autointerp.corpus import sources
 from autointerp.corpus.sources import READ_BYTES, CorpusStats, check_corpus, iter_documents, read_line_pieces
 from autointerp.errors import CorpusError
 
@@ -47,7 +47,7 @@ def test_one_line_file_becomes_bounded_documents(tmp_path: Path, monkeypatch: py
     stats = CorpusStats()
     sizes = [len(document) for document in iter_documents(str(path), "text", stats)]
     assert sum(sizes) == 5_000_000
-    assert max(sizes) < corpus._MAX_DOCUMENT_CHARS + READ_BYTES
+    assert max(sizes) < sources._MAX_DOCUMENT_CHARS + READ_BYTES
     assert stats.lines == 1
 
 
@@ -58,7 +58,7 @@ def test_documents_stop_at_blank_lines_as_before(tmp_path: Path) -> None:
 
 
 def test_an_overlong_jsonl_record_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corpus, "MAX_JSONL_LINE_BYTES", 1000)
+    monkeypatch.setattr(sources, "MAX_JSONL_LINE_BYTES", 1000)
     path = tmp_path / "big.jsonl"
     path.write_text('{"text": "short"}\n{"text": "' + "x" * 2000 + '"}\n')
     with pytest.raises(CorpusError, match=r"big\.jsonl:2 is longer than"):

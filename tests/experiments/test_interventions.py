@@ -34,7 +34,9 @@ def test_zero_ablation_changes_the_block_output_by_exactly_the_neurons_contribut
     for i in range(LAYER + 1):
         assert torch.equal(clean[i], ablated[i])
     activation = mlp_neuron_activations(subject, ids, LAYER, [INDEX])[0, :, 0]
-    column = mlp_down_proj(subject, LAYER).weight[:, INDEX]
+    weight = mlp_down_proj(subject, LAYER).weight
+    assert isinstance(weight, torch.Tensor)
+    column = weight[:, INDEX]
     expected = -activation[:, None] * column[None, :]
     assert torch.allclose(ablated[LAYER + 1][0] - clean[LAYER + 1][0], expected, atol=1e-4)
     assert not torch.allclose(clean[-1], ablated[-1])

@@ -34,7 +34,8 @@ def test_generate_many_matches_one_at_a_time(backend: LocalChatBackend, monkeypa
     ]
     single = [backend.generate(r) for r in requests]
     calls: list[tuple[int, int]] = []
-    generate = backend.subject.model.generate
+    model: Any = backend.subject.model  # transformers types `generate` as a tensor attribute
+    generate = model.generate
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         calls.append(tuple(kwargs["input_ids"].shape))

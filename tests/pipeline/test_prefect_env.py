@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autointerp import prefect_env
+from autointerp.pipeline import prefect_env
 from autointerp.pipeline.prefect_env import configure_prefect_defaults, default_prefect_home, prefect_version
 
 

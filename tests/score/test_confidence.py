@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from typing import Any
 
 import duckdb
 import pytest
@@ -53,7 +54,7 @@ def test_undefined_cases_give_no_interval() -> None:
 
 def test_simulation_confidence_reads_the_stored_windows_and_skips_failed_calls() -> None:
     true = _windows(10, 4)
-    details = {"windows": [{"kind": "top", "true": t, "predicted": t} for t in true]}
+    details: dict[str, list[dict[str, Any]]] = {"windows": [{"kind": "top", "true": t, "predicted": t} for t in true]}
     details["windows"].append({"kind": "top", "true": [10.0] * 8, "predicted": None})  # a failed call
     other = {"windows": [{"kind": "top", "true": t, "predicted": [5.0] * 8} for t in true] + [details["windows"][-1]]}
     confidence = simulation_confidence(details, other)
