@@ -1,8 +1,9 @@
-"""Typed records for what the pipeline writes, and the one place that maps each to its table.
+"""Typed records for what the pipeline reads and writes, and the one place that maps each to its table.
 
-Stages build `Explanation`, `Score`, `Experiment` and `LLMCall` records; `Rows` groups them by
-table so a feature's work (its rows with all its calls) is written in one transaction. Reads
-still come back as row dicts; `record_from_row` turns one into its record where a stage needs it.
+The store hands back `Feature` and `Exemplar` records (`Store.features`, `Store.exemplars`, ...), so
+code outside the store needs no column name. Stages build `Explanation`,
+`Score`, `Experiment` and `LLMCall` records; `Rows` groups them by table so a feature's work (its rows
+with all its calls) is written in one transaction; `record_from_row` turns a row dict into its record.
 Torch-free: the CLI and the review app import it without loading a model.
 """
 
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 
 def now() -> datetime:
@@ -40,6 +41,86 @@ class Record:
             if row[name] is not None and not isinstance(row[name], str):
                 row[name] = json.dumps(row[name])
         return row
+
+
+def _known_fields(kind: type[Any], row: dict[str, Any]) -> dict[str, Any]:
+    """Returns the values of `row` that are fields of the dataclass `kind` (other columns dropped)."""
+    return {f.name: row[f.name] for f in fields(kind) if f.name in row}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature of a run (a row of `features`): what it is, and what collection measured on it."""
+
+    TABLE: ClassVar[str] = "features"
+    run_id: str
+    id: str
+    """Stable id, e.g. `smollm2-135m/mlp.15/417` (a signed pole ends in `+` or `-`)."""
+    model: str
+    hook: str
+    """Hook point, e.g. `mlp.15`."""
+    kind: str
+    """What is stored: neuron, sae, direction, planted, ..."""
+    idx: int
+    """Index of the feature at its hook."""
+    max_activation: float
+    mean_activation: float = 0.0
+    density: float = 0.0
+    """Fraction of tokens on which it fires."""
+    tokens: int = 0
+    """Tokens the statistics were measured over."""
+    dead: bool = False
+    window_max_histogram: list[int] | None = None
+    """Counts of window maxima per `autointerp.collect.sampler.HISTOGRAM_EDGES` bin."""
+    firing_windows: int | None = None
+    """Firing (top) windows kept; None in rows written before it was counted."""
+    nonfiring_windows: int | None = None
+    skip_reason: str | None = None
+    """Why it is left out of explaining and scoring; None: it is not."""
+
+    @property
+    def live(self) -> bool:
+        """True when the feature is explained and scored: not dead and not skipped."""
+        return not self.dead and self.skip_reason is None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        """Returns the feature held in a row of `features` (unknown columns ignored)."""
+        return cls(**_known_fields(cls, row))
+
+    def to_row(self) -> dict[str, Any]:
+        """Returns the feature as a row of `features`."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """One window kept for a feature (a row of `exemplars`): its tokens and the feature's activation on each."""
+
+    TABLE: ClassVar[str] = "exemplars"
+    run_id: str
+    feature_id: str
+    kind: str
+    """top, quantile-k or random (non-activating)."""
+    rank: int
+    doc_id: int
+    token_offset: int
+    token_ids: list[int]
+    tokens: list[str]
+    """Decoded tokens, one per id."""
+    activations: list[float]
+    max_activation: float
+    split: str
+    """explain or score (held out)."""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        """Returns the exemplar held in a row of `exemplars` (unknown columns ignored)."""
+        return cls(**_known_fields(cls, row))
+
+    def to_row(self) -> dict[str, Any]:
+        """Returns the exemplar as a row of `exemplars`."""
+        return asdict(self)
 
 
 @dataclass

@@ -84,7 +84,7 @@ def resolve_run(store: Store, run_id: str | None) -> str:
     chosen = run_id or store.latest_run_id()
     if chosen is None:
         raise AutointerpError(f"{store.path} holds no runs yet; run `autointerp run` first")
-    if not store.query("SELECT 1 FROM runs WHERE id = ?", [chosen]):
+    if not store.run_exists(chosen):
         raise AutointerpError(f"no run {chosen!r} in {store.path}; `autointerp runs` lists them")
     return chosen
 
@@ -265,7 +265,7 @@ def _investigate(feature_ids: list[str], run_id: str | None, config: Path | None
     run_config = _load_checked_config(config, set_, experiments=True)
     store = Store(run_config.store.path)
     chosen = resolve_run(store, run_id)
-    known = {f["id"] for f in store.features(chosen)}
+    known = {f.id for f in store.features(chosen)}
     missing = [f for f in feature_ids if f not in known]
     if missing:
         raise AutointerpError(f"run {chosen} has no feature {missing[0]!r}; `autointerp show {chosen}` lists them")

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from autointerp.config import RunConfig
+from autointerp.errors import FeatureError
 from autointerp.experiments.rounds import Experimenter, FeatureTarget
 from autointerp.llm import CallRecorder, LLMSession, get_backend
 from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
@@ -77,24 +78,24 @@ class Investigation:
         self.experimenter = Experimenter(self.settings, self.subject, get_backend(config.explainer.model), run_id)
 
     def investigate(self, feature_id: str) -> str:
-        """Runs rounds on one feature until a stop condition; returns why it stopped."""
-        feature = next(f for f in self.store.features(self.run_id) if f["id"] == feature_id)
-        target = FeatureTarget(feature, feature_source_for(self.config.features, self.subject, feature))
-        exemplars = [e for e in self.store.exemplars(self.run_id, feature_id) if e["split"] == "explain"][:3]
+        """Runs rounds on one feature until a stop condition; returns why it stopped. Each round reads
+        only this feature's latest explanation, its score and whether it was experimented on."""
+        feature = self.store.feature(self.run_id, feature_id)
+        if feature is None:
+            raise FeatureError(f"no feature {feature_id} in run {self.run_id}; pick one that `autointerp show` lists")
+        row = feature.to_row()  # experiment kinds and the feature source read the feature's row
+        target = FeatureTarget(row, feature_source_for(self.config.features, self.subject, row))
+        exemplars = [e.to_row() for e in self.store.exemplars(self.run_id, feature_id, split="explain")[:3]]
         while True:
-            chain = [e for e in self.store.explanations(self.run_id) if e["feature_id"] == feature_id]
-            if not chain:
+            latest = self.store.latest_explanation(self.run_id, feature_id)
+            if latest is None:
                 return "no explanation"
-            latest = max(chain, key=lambda e: e["iteration"])
-            score = {s["explanation_id"]: s["value"] for s in self.store.scores(self.run_id, MAIN_METRIC)}.get(
-                latest["id"]
-            )
+            score = self.store.score_value(self.run_id, latest["id"], MAIN_METRIC)
             if score is not None and score >= self.settings.score_threshold:
                 return "threshold"
             if latest["iteration"] >= self.settings.max_rounds:
                 return "budget"
-            done = set().union(*(attempted(self.store, self.run_id, r, "explanation_id") for r in EXPERIMENT_ROLES))
-            if latest["id"] in done:
+            if self.store.has_calls(self.run_id, latest["id"], EXPERIMENT_ROLES):
                 return "no change"
             outcome = self.experimenter.run_round(target, latest, exemplars, CallRecorder(self.run_id, self.session))
             rows = Rows(outcome.experiments)

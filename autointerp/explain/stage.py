@@ -27,7 +27,7 @@ from autointerp.explain.explainer import (
 from autointerp.llm import CallRecorder, ChatBackend, ChatResponse, LLMSession, get_backend
 from autointerp.pipeline.common import live_features, needing_explanation
 from autointerp.pipeline.pool import STOPPING_ERRORS, ChunkWork, FeatureWork, StageResult, run_chunked_pool, run_pool
-from autointerp.records import Rows
+from autointerp.records import Feature, Rows
 from autointerp.store.database import Store
 
 MAX_STAGE_ATTEMPTS = 3
@@ -58,24 +58,10 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
     says so and the features not reached are left for a rerun.
     """
     backend = get_backend(config.explainer.model)
-    explained = {
-        r["feature_id"]
-        for r in store.query(
-            # explanations imported from other tools (`autointerp import`) do not stand in for ours
-            "SELECT DISTINCT feature_id FROM explanations WHERE run_id = ? AND iteration = 0"
-            " AND explainer NOT LIKE 'import:%'",
-            [run_id],
-        )
-    }
-    calls = {
-        r["feature_id"]: r["n"]
-        for r in store.query(
-            "SELECT feature_id, count(*) AS n FROM llm_calls WHERE run_id = ? AND role = 'explain' GROUP BY feature_id",
-            [run_id],
-        )
-    }
+    explained = store.explained_feature_ids(run_id)  # imported explanations do not stand in for ours
+    calls = store.call_counts(run_id, "explain")
     settings = config.explainer
-    features = [f for f in live_features(store, run_id) if f["id"] not in explained]
+    features = [f for f in live_features(store, run_id) if f.id not in explained]
     template_hash = explain_template(Contrast([], 0) if settings.contrastive else None).hash
     if config.schedule.incremental:  # scheduled runs: only new or stale features
         features = needing_explanation(store, run_id, features, backend.name, template_hash)
@@ -83,24 +69,25 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
     exemplars = store.exemplars_by_feature(run_id, "explain")
     best_of = BestOf.from_config(config) if settings.best_of > 1 else None
 
-    def shown(feature: dict[str, Any]) -> tuple[list[dict[str, Any]], Contrast | None]:
-        """Returns the windows shown as activating, and the contrast windows when `contrastive` is on."""
-        mine = exemplars.get(feature["id"], [])
+    def shown(feature: Feature) -> tuple[list[dict[str, Any]], Contrast | None]:
+        """Returns the windows shown as activating, and the contrast windows when `contrastive` is on (as
+        window dicts, what the explainer and the benchmark's planted windows share)."""
+        mine = [e.to_row() for e in exemplars.get(feature.id, [])]
         if not settings.contrastive:
             return mine, None
-        return split_for_contrast(mine, feature["max_activation"], settings.contrastive_windows)
+        return split_for_contrast(mine, feature.max_activation, settings.contrastive_windows)
 
-    def gave_up(feature: dict[str, Any]) -> FeatureWork | None:
-        earlier = calls.get(feature["id"], 0)
+    def gave_up(feature: Feature) -> FeatureWork | None:
+        earlier = calls.get(feature.id, 0)
         if earlier >= MAX_STAGE_ATTEMPTS * calls_per_attempt:
             return FeatureWork.failed(
-                feature["id"],
+                feature.id,
                 f"gave up after {earlier} failed explain calls in earlier attempts (see `autointerp costs`)",
             )
         return None
 
     def explain_one(
-        feature: dict[str, Any],
+        feature: Feature,
         recorder: CallRecorder | None = None,
         first_answer: tuple[ChatResponse | None, str] | None = None,
     ) -> FeatureWork:
@@ -110,9 +97,9 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
         recorder = recorder or CallRecorder(run_id, session)
         activating, contrast = shown(feature)
         asked: dict[str, Any] = {
-            "feature_id": feature["id"],
+            "feature_id": feature.id,
             "exemplars": activating,
-            "max_activation": feature["max_activation"],
+            "max_activation": feature.max_activation,
             "max_tokens": settings.max_tokens,
             "temperature": settings.temperature,
             "retries": settings.retries,
@@ -126,11 +113,11 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
             outcome = explain_best_of(backend, recorder, best_of, **asked)
         rows = Rows(recorder.take())
         if outcome.explanation is None:
-            return FeatureWork.failed(feature["id"], outcome.error or "no usable answer", rows)
+            return FeatureWork.failed(feature.id, outcome.error or "no usable answer", rows)
         rows.add(outcome.explanation)
-        return FeatureWork(feature["id"], rows)
+        return FeatureWork(feature.id, rows)
 
-    def explain_chunk(chunk: list[dict[str, Any]]) -> ChunkWork:
+    def explain_chunk(chunk: list[Feature]) -> ChunkWork:
         """First attempts of the chunk in one batch; retries one feature at a time."""
         works = [w for w in map(gave_up, chunk) if w is not None]
         pending = [f for f in chunk if gave_up(f) is None]
@@ -140,7 +127,7 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
             requests.append(
                 explain_request(
                     activating,
-                    f["max_activation"],
+                    f.max_activation,
                     max_tokens=settings.max_tokens,
                     temperature=settings.temperature,
                     contrast=contrast,
@@ -148,7 +135,7 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
             )
         batch = CallRecorder(run_id, session)
         answers = batch.call_many(
-            backend, requests, role="explain", prompt_hash=template_hash, feature_ids=[f["id"] for f in pending]
+            backend, requests, role="explain", prompt_hash=template_hash, feature_ids=[f.id for f in pending]
         )
         rows = {row.id: row for row in batch.take()}
         firsts = [
@@ -167,13 +154,13 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
     concurrency = session.limiter(backend).concurrency
     if batches_generation(backend):
         result = run_chunked_pool(
-            "explain", features, lambda f: f["id"], explain_chunk, store.write_results,
+            "explain", features, lambda f: f.id, explain_chunk, store.write_results,
             chunk_size=2 * backend.generation_batch_size, concurrency=concurrency,
         )  # fmt: skip
     else:
-        result = run_pool("explain", features, lambda f: f["id"], explain_one, store.write_results, concurrency)
+        result = run_pool("explain", features, lambda f: f.id, explain_one, store.write_results, concurrency)
     # features collection left out for too little evidence: counted, with the reason, in the stage's line
-    too_few = [f for f in store.features(run_id) if not f["dead"] and f.get("skip_reason")]
+    too_few = [f for f in store.features(run_id) if not f.dead and f.skip_reason]
     if too_few:
         reason = f"fire in fewer than {config.collect.min_firing_windows} windows"
         result.total += len(too_few)

@@ -35,7 +35,7 @@ def investigate(config_data: dict[str, Any], run_id: str, feature_ids: list[str]
     """Runs experiment-and-revise rounds on `feature_ids` of run `run_id` under the run's LLM session
     (its cache, limits and budget); returns how many features were investigated."""
     config = RunConfig.model_validate(config_data)
-    known = {f["id"] for f in Store(config.store.path).features(run_id)}
+    known = {f.id for f in Store(config.store.path).features(run_id)}
     missing = [f for f in feature_ids if f not in known]
     if missing:
         raise FeatureError(f"run {run_id} has no feature {missing[0]!r}; `autointerp show {run_id}` lists them")

@@ -31,6 +31,7 @@ from typing import Any
 
 from autointerp.errors import AutointerpError
 from autointerp.metric_names import DISTRACTOR_SUFFIX
+from autointerp.records import Exemplar, Feature
 from autointerp.store.database import Store
 
 EXPORT_FORMATS = ("neuronpedia", "jsonl")
@@ -53,8 +54,8 @@ def _explanations_with_scores(store: Store, run_id: str) -> list[dict[str, Any]]
     """Returns the run's explanations (oldest first), each with `scores`: metric -> (value, scorer model)."""
     explanations = store.explanations(run_id)
     scores: dict[str, dict[str, tuple[float | None, str]]] = {}
-    for row in store.query("SELECT explanation_id, metric, value, scorer_model FROM scores WHERE run_id = ?", [run_id]):
-        scores.setdefault(row["explanation_id"], {})[row["metric"]] = (_number(row["value"]), row["scorer_model"])
+    for explanation_id, metric, value, scorer_model in store.score_values(run_id):
+        scores.setdefault(explanation_id, {})[metric] = (_number(value), scorer_model)
     for explanation in explanations:
         explanation["scores"] = scores.get(explanation["id"], {})
     return explanations
@@ -64,12 +65,11 @@ NEURONPEDIA_BATCH = 128
 """The most features one Neuronpedia batch upload takes (`neuronpedia` client's MAX_FEATURES_PER_BATCH)."""
 
 
-def _neuronpedia_source(feature: dict[str, Any], source_set: str | None) -> str:
-    layer = layer_of(str(feature["hook"]))
-    kind = str(feature["kind"])
-    name = source_set or _SOURCE_SETS.get(kind, kind)
+def _neuronpedia_source(feature: Feature, source_set: str | None) -> str:
+    layer = layer_of(feature.hook)
+    name = source_set or _SOURCE_SETS.get(feature.kind, feature.kind)
     source = f"{layer}-{name}" if layer is not None else name
-    return f"{source}-neg" if str(feature["id"]).endswith("-") else source
+    return f"{source}-neg" if feature.id.endswith("-") else source
 
 
 def neuronpedia_records(
@@ -80,7 +80,7 @@ def neuronpedia_records(
     `model_id` defaults to the feature's model (e.g. `smollm2-135m`); `source_set` to one per kind
     (`mlp`, `res-autointerp`, ...), giving `source` values such as `15-mlp`.
     """
-    features = {f["id"]: f for f in store.features(run_id)}
+    features = {f.id: f for f in store.features(run_id)}
     records = []
     for explanation in _explanations_with_scores(store, run_id):
         feature = features.get(explanation["feature_id"])
@@ -89,10 +89,10 @@ def neuronpedia_records(
         source = _neuronpedia_source(feature, source_set)
         records.append(
             {
-                "modelId": model_id or str(feature["model"]),
+                "modelId": model_id or str(feature.model),
                 "source": source,
                 "layer": source,
-                "index": int(feature["idx"]),
+                "index": int(feature.idx),
                 "description": explanation["text"],
                 "typeName": f"autointerp-{explanation['prompt_hash'] or 'unknown'}"[:64],
                 "explanationModelName": explanation["explainer"] or "unknown",
@@ -121,24 +121,22 @@ def neuronpedia_uploads(
 ) -> list[dict[str, Any]]:
     """Returns the batch-upload bodies for the features that `records` explain (see the module docstring):
     density when known, the top and quantile exemplars (both splits) as activations, the explanations."""
-    features = {f["id"]: f for f in store.features(run_id)}
-    exemplars = store.exemplars_by_feature(run_id, "explain")
-    for feature_id, rows in store.exemplars_by_feature(run_id, "score").items():
-        exemplars.setdefault(feature_id, []).extend(rows)
+    features = {f.id: f for f in store.features(run_id)}
+    exemplars = _exemplars_of_both_splits(store, run_id)
     by_feature: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_feature.setdefault(record["autointerp"]["feature_id"], []).append(record)
     batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for feature_id, explained in by_feature.items():
         feature = features[feature_id]
-        entry: dict[str, Any] = {"index": int(feature["idx"])}
-        density = _number(feature.get("density"))
+        entry: dict[str, Any] = {"index": int(feature.idx)}
+        density = _number(feature.density)
         if density is not None:
             entry["density"] = density
         entry["activations"] = [
-            {"tokens": list(e["tokens"]), "values": [_number(a) or 0.0 for a in e["activations"]]}
+            {"tokens": list(e.tokens), "values": [_number(a) or 0.0 for a in e.activations]}
             for e in exemplars.get(feature_id, [])
-            if e["kind"] != "random" and e["tokens"] is not None and e["activations"] is not None
+            if e.kind != "random" and e.tokens is not None and e.activations is not None
         ]
         entry["explanations"] = [
             {"text": r["description"], "methodName": r["typeName"], "modelName": r["explanationModelName"]}
@@ -160,14 +158,29 @@ def neuronpedia_export(
     return {"explanations": records, "uploads": neuronpedia_uploads(store, run_id, records, source_set)}
 
 
+def _exemplars_of_both_splits(store: Store, run_id: str) -> dict[str, list[Exemplar]]:
+    """Returns feature id -> its explanation-split exemplars, then its score-split ones."""
+    exemplars = store.exemplars_by_feature(run_id, "explain")
+    for feature_id, held_out in store.exemplars_by_feature(run_id, "score").items():
+        exemplars.setdefault(feature_id, []).extend(held_out)
+    return exemplars
+
+
+def _feature_summary(feature: Feature | None) -> dict[str, Any]:
+    """Returns a feature's model, hook, kind, index, dead flag and statistics (all None when it is unknown)."""
+    names = ("model", "hook", "kind", "idx", "dead")
+    numbers = ("density", "max_activation", "mean_activation")
+    if feature is None:
+        return dict.fromkeys(names + numbers)
+    return {key: getattr(feature, key) for key in names} | {key: _number(getattr(feature, key)) for key in numbers}
+
+
 def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
     """Yields one JSON line per explanation: text, explainer, scores by metric, feature stats, exemplars."""
-    features = {f["id"]: f for f in store.features(run_id)}
-    exemplars = store.exemplars_by_feature(run_id, "explain")
-    for feature_id, rows in store.exemplars_by_feature(run_id, "score").items():
-        exemplars.setdefault(feature_id, []).extend(rows)
+    features = {f.id: f for f in store.features(run_id)}
+    exemplars = _exemplars_of_both_splits(store, run_id)
     for explanation in _explanations_with_scores(store, run_id):
-        feature = features.get(explanation["feature_id"], {})
+        feature = features.get(explanation["feature_id"])
         line = {
             "run_id": run_id,
             "feature_id": explanation["feature_id"],
@@ -178,16 +191,15 @@ def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
             "iteration": explanation["iteration"],
             "parent_id": explanation["parent_id"],
             "scores": {metric: value for metric, (value, _) in sorted(explanation["scores"].items())},
-            "feature": {key: feature.get(key) for key in ("model", "hook", "kind", "idx", "dead")}
-            | {key: _number(feature.get(key)) for key in ("density", "max_activation", "mean_activation")},
+            "feature": _feature_summary(feature),
             "exemplars": [
                 {
-                    "kind": e["kind"],
-                    "rank": e["rank"],
-                    "split": e["split"],
-                    "tokens": list(e["tokens"]),
-                    "activations": [_number(a) for a in e["activations"]],
-                    "max_activation": _number(e["max_activation"]),
+                    "kind": e.kind,
+                    "rank": e.rank,
+                    "split": e.split,
+                    "tokens": list(e.tokens),
+                    "activations": [_number(a) for a in e.activations],
+                    "max_activation": _number(e.max_activation),
                 }
                 for e in exemplars.get(explanation["feature_id"], [])
             ],

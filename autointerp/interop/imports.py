@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import AutointerpError
-from autointerp.records import Explanation, Rows, Score
+from autointerp.records import Explanation, Feature, Rows, Score
 from autointerp.store.database import Store
 
 IMPORT_TOOLS = ("csv", "neuron-explainer", "delphi")
@@ -330,24 +330,23 @@ def _describe_targets(targets: tuple[Target, ...]) -> str:
 class _Matcher:
     """Maps a ForeignExplanation to the id of the run's feature it names, or None."""
 
-    def __init__(self, features: list[dict[str, Any]]) -> None:
-        self.ids = {str(f["id"]): f for f in features}
-        self.hooks = sorted({str(f["hook"]) for f in features})
-        self.by_index: dict[int, list[dict[str, Any]]] = {}
-        for feature in sorted(features, key=lambda f: (str(f["id"]).endswith("-"), str(f["id"]))):  # + pole first
-            self.by_index.setdefault(int(feature["idx"]), []).append(feature)
+    def __init__(self, features: list[Feature]) -> None:
+        self.ids = {f.id: f for f in features}
+        self.hooks = sorted({f.hook for f in features})
+        self.by_index: dict[int, list[Feature]] = {}
+        for feature in sorted(features, key=lambda f: (f.id.endswith("-"), f.id)):  # + pole first
+            self.by_index.setdefault(int(feature.idx), []).append(feature)
 
     @staticmethod
-    def _fits(feature: dict[str, Any], targets: tuple[Target, ...]) -> bool:
+    def _fits(feature: Feature, targets: tuple[Target, ...]) -> bool:
         return any(
-            (kind is None or feature["kind"] == kind) and (hook is None or feature["hook"] == hook)
-            for kind, hook in targets
+            (kind is None or feature.kind == kind) and (hook is None or feature.hook == hook) for kind, hook in targets
         )
 
     def __call__(self, item: ForeignExplanation) -> str | None:
         if item.feature_id is not None and item.feature_id in self.ids:
             feature = self.ids[item.feature_id]
-            return str(feature["id"]) if item.targets is None or self._fits(feature, item.targets) else None
+            return feature.id if item.targets is None or self._fits(feature, item.targets) else None
         if item.feature_id is not None:
             if not item.feature_id.isdigit():
                 return None
@@ -357,9 +356,9 @@ class _Matcher:
         else:
             index = int(item.index or 0)
         candidates = [f for f in self.by_index.get(index, []) if item.targets is None or self._fits(f, item.targets)]
-        if len({f["hook"] for f in candidates}) != 1:
+        if len({f.hook for f in candidates}) != 1:
             return None
-        return str(candidates[0]["id"])
+        return candidates[0].id
 
 
 def _unknown_examples(unknown: list[ForeignExplanation]) -> str:
@@ -372,10 +371,10 @@ def _unknown_examples(unknown: list[ForeignExplanation]) -> str:
     return text + (f"; also {', '.join(others)}" if others else "")
 
 
-def _run_summary(features: list[dict[str, Any]]) -> str:
-    kinds = sorted({f"{f['kind']} features at {f['hook']}" for f in features})
+def _run_summary(features: list[Feature]) -> str:
+    kinds = sorted({f"{f.kind} features at {f.hook}" for f in features})
     shown = ", ".join(kinds[:3]) + (f" and {len(kinds) - 3} more hooks" if len(kinds) > 3 else "")
-    return f"{len(features)} {shown} (e.g. {features[0]['id']})"
+    return f"{len(features)} {shown} (e.g. {features[0].id})"
 
 
 def import_id(run_id: str, feature_id: str, tool: str, text: str) -> str:
@@ -435,11 +434,8 @@ def import_explanations(store: Store, run_id: str, tool: str, path: Path) -> Imp
             f"{len(unknown)} of {len(items)} explanations in {path} name features that run {run_id} does not have "
             f"({_unknown_examples(unknown)}); nothing imported. The run has {_run_summary(features)}"
         )
-    existing = {r["id"] for r in store.query("SELECT id FROM explanations WHERE run_id = ?", [run_id])}
-    existing_scores = {
-        (r["explanation_id"], r["scorer"], r["metric"])
-        for r in store.query("SELECT explanation_id, scorer, metric FROM scores WHERE run_id = ?", [run_id])
-    }
+    existing = store.explanation_ids(run_id)
+    existing_scores = store.score_keys(run_id)
     rows, seen, added, scores_added = Rows(), set(existing), 0, 0
     for item, feature_id in matched:
         assert feature_id is not None

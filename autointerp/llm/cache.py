@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 from autointerp.errors import LLMError
 from autointerp.llm.base import ChatBackend, ChatRequest, ChatResponse
+from autointerp.store.response_cache import ResponseTable
 
 CACHE_FILE = "responses.sqlite"
 
@@ -40,42 +39,27 @@ def cache_key(backend: ChatBackend, request: ChatRequest) -> str:
 
 
 class ResponseCache:
-    """A key -> ChatResponse table in SQLite; safe to share between threads and processes."""
+    """A key -> ChatResponse cache (the store's `ResponseTable`); safe to share between threads and processes."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, backend TEXT, response TEXT,"
-                " created_at REAL)"
-            )
+            self._table = ResponseTable(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise LLMError(f"cannot open the LLM response cache {self.path}: {exc}; set llm.cache_path") from None
-        self._lock = threading.Lock()
 
     def get(self, key: str) -> ChatResponse | None:
         """Returns the stored answer for `key`, or None."""
-        with self._lock:
-            row = self._con.execute("SELECT response FROM responses WHERE key = ?", [key]).fetchone()
-        return None if row is None else ChatResponse.model_validate_json(row[0])
+        stored = self._table.get(key)
+        return None if stored is None else ChatResponse.model_validate_json(stored)
 
     def put(self, key: str, backend: str, response: ChatResponse) -> None:
         """Stores the answer for `key` (a later answer to the same key replaces it)."""
-        with self._lock:
-            self._con.execute(
-                "INSERT OR REPLACE INTO responses (key, backend, response, created_at) VALUES (?, ?, ?, ?)",
-                [key, backend, response.model_dump_json(), time.time()],
-            )
+        self._table.put(key, backend, response.model_dump_json())
 
     def __len__(self) -> int:
-        with self._lock:
-            row = self._con.execute("SELECT count(*) FROM responses").fetchone()
-        return int(row[0])
+        return self._table.count()
 
     def close(self) -> None:
         """Closes the file."""
-        with self._lock:
-            self._con.close()
+        self._table.close()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from autointerp.config import RunConfig
 from autointerp.metric_names import MAIN_METRIC
+from autointerp.records import Feature
 from autointerp.store.database import Store
+from autointerp.store.reads import CallKey
 from autointerp.subject import SubjectModel, load_subject_model
 
 __all__ = ["MAIN_METRIC", "attempted", "feature_id", "live_features", "load_subject", "needing_explanation"]
@@ -22,22 +22,21 @@ def load_subject(config: RunConfig) -> SubjectModel:
     return load_subject_model(config.subject.model, config.subject.device, config.subject.dtype)
 
 
-def live_features(store: Store, run_id: str) -> list[dict[str, Any]]:
+def live_features(store: Store, run_id: str) -> list[Feature]:
     """Returns the run's features to explain and score: not dead, and not skipped for too few firing
     windows (`features.skip_reason`)."""
-    return [f for f in store.features(run_id) if not f["dead"] and f.get("skip_reason") is None]
+    return [f for f in store.features(run_id) if f.live]
 
 
-def attempted(store: Store, run_id: str, role: str, key: str) -> set[str]:
-    """Returns feature or explanation ids that already have a call of `role` in this run."""
-    rows = store.query(f"SELECT DISTINCT {key} FROM llm_calls WHERE run_id = ? AND role = ?", [run_id, role])
-    return {r[key] for r in rows if r[key] is not None}
+def attempted(store: Store, run_id: str, role: str, key: CallKey) -> set[str]:
+    """Returns feature or explanation ids (`key`) that already have a call of `role` in this run."""
+    return store.ids_with_calls(run_id, role, key)
 
 
 def needing_explanation(
-    store: Store, run_id: str, features: list[dict[str, Any]], explainer: str, prompt_hash: str
-) -> list[dict[str, Any]]:
+    store: Store, run_id: str, features: list[Feature], explainer: str, prompt_hash: str
+) -> list[Feature]:
     """Incremental runs: keeps the features that are new or whose latest explanation in another run
     came from a different explainer (`backend:model`) or prompt template."""
     current = store.current_explainers(exclude_run_id=run_id)
-    return [f for f in features if current.get(f["id"]) != (explainer, prompt_hash)]
+    return [f for f in features if current.get(f.id) != (explainer, prompt_hash)]

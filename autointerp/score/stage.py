@@ -20,7 +20,7 @@ from autointerp.llm import CallRecorder, LLMSession, get_backend
 from autointerp.llm.base import ChatBackend
 from autointerp.metric_names import DISTRACTOR_SUFFIX
 from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
-from autointerp.records import Rows, Score
+from autointerp.records import Exemplar, Rows, Score
 from autointerp.score.confidence import simulation_confidence
 from autointerp.score.distractors import DistractorPool
 from autointerp.score.outcome import ScoreOutcome
@@ -31,18 +31,18 @@ from autointerp.store.database import Store
 __all__ = ["DISTRACTOR_SUFFIX", "held_out_windows", "run_score"]
 
 
-def held_out_windows(exemplars: list[dict[str, Any]], max_activation: float) -> list[HeldOutWindow]:
+def held_out_windows(exemplars: list[Exemplar], max_activation: float) -> list[HeldOutWindow]:
     """Returns a feature's score-split exemplars as windows with true levels 0-10."""
     return [
         HeldOutWindow(
-            tokens=list(e["tokens"]),
-            levels=normalize_activations(e["activations"], max_activation),
-            kind=e["kind"],
-            rank=e["rank"],
-            raw=[float(a) for a in e["activations"]],
+            tokens=list(e.tokens),
+            levels=normalize_activations(e.activations, max_activation),
+            kind=e.kind,
+            rank=e.rank,
+            raw=[float(a) for a in e.activations],
         )
         for e in exemplars
-        if e["split"] == "score"
+        if e.split == "score"
     ]
 
 
@@ -75,11 +75,6 @@ def score_records(
     return records
 
 
-def _scored(store: Store, run_id: str) -> set[tuple[str, str]]:
-    rows = store.query("SELECT DISTINCT explanation_id, scorer FROM scores WHERE run_id = ?", [run_id])
-    return {(r["explanation_id"], r["scorer"]) for r in rows}
-
-
 def run_score(
     config: RunConfig, store: Store, run_id: str, session: LLMSession, feature_ids: Collection[str] | None = None
 ) -> StageResult:
@@ -87,8 +82,8 @@ def run_score(
     `feature_ids` when given: a shard); returns the tallies (one item per explanation)."""
     scorers: dict[str, Scorer] = {name: SCORERS.get(name).from_config(config.score) for name in config.score.methods}
     explanations = store.explanations(run_id)
-    features = {f["id"]: f for f in store.features(run_id)}
-    done = _scored(store, run_id)
+    features = {f.id: f for f in store.features(run_id)}
+    done = store.scored(run_id)
     todo = [
         (e, [m for m, s in scorers.items() if not any((e["id"], n) in done for n in s.stored_names())])
         for e in explanations
@@ -108,8 +103,8 @@ def run_score(
     def score_one(item: tuple[dict[str, Any], list[str]]) -> FeatureWork:
         explanation, pending = item
         feature = features[explanation["feature_id"]]
-        windows = held_out_windows(exemplars.get(feature["id"], []), feature["max_activation"])
-        distractors = pool.choose(feature["id"], explanation["text"]) if config.score.distractor else []
+        windows = held_out_windows(exemplars.get(feature.id, []), feature.max_activation)
+        distractors = pool.choose(feature.id, explanation["text"]) if config.score.distractor else []
         recorder = CallRecorder(run_id, session)
         rows = Rows()
         for method in pending:
@@ -119,7 +114,7 @@ def run_score(
                 windows=windows,
                 recorder=recorder,
                 backend=backends.get(scorer.role) if scorer.role else None,
-                feature_id=feature["id"],
+                feature_id=feature.id,
                 explanation_ids=[explanation["id"]] * (1 + len(distractors)),
             )
             outcomes = scorer.score(context)
@@ -127,7 +122,7 @@ def run_score(
             if answered and outcomes[0].details.get("failed") == len(answered):
                 # every call failed (server down, garbage answers): keep the calls, score again on a rerun
                 return FeatureWork.failed(
-                    feature["id"], f"every {method} call failed (see `autointerp costs`)", Rows(recorder.take())
+                    feature.id, f"every {method} call failed (see `autointerp costs`)", Rows(recorder.take())
                 )
             if outcomes[0].details.get("windows") and any(w.get("true") for w in outcomes[0].details["windows"]):
                 confidence = simulation_confidence(outcomes[0].details, outcomes[1].details if distractors else None)
@@ -155,7 +150,7 @@ def run_score(
                 )
                 rows.extend(score_records(run_id, explanation["id"], alone, scorer.metrics, DISTRACTOR_SUFFIX, {}))
         rows.extend(recorder.take())
-        return FeatureWork(feature["id"], rows)
+        return FeatureWork(feature.id, rows)
 
     concurrency = max([session.limiter(b).concurrency for b in backends.values()] or [1])
     return run_pool("score", todo, lambda item: item[0]["feature_id"], score_one, store.write_results, concurrency)

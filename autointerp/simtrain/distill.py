@@ -11,16 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
-
-from autointerp.errors import ConfigError
+from autointerp.errors import ConfigError, StoreError
 from autointerp.simtrain.examples import SimExample
-
-_QUERY = """
-    SELECT e.feature_id, e.text, s.scorer_model, s.details
-    FROM scores s JOIN explanations e ON e.id = s.explanation_id
-    WHERE s.run_id = ? AND s.scorer LIKE 'simulation%' AND s.metric = 'correlation_all' AND s.details IS NOT NULL
-"""
+from autointerp.store.database import Store
 
 
 def distill_examples(db: Path, run_id: str, teacher: str | None = None) -> list[SimExample]:
@@ -28,18 +21,16 @@ def distill_examples(db: Path, run_id: str, teacher: str | None = None) -> list[
     whose simulator is `teacher` (any when None); raises ConfigError when the run has none."""
     if not db.is_file():
         raise ConfigError(f"cannot distil from {db}: no such DuckDB file")
+    store = Store(db)
     try:
-        connection = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error as exc:
-        raise ConfigError(f"cannot open {db} to distil from it: {str(exc).splitlines()[0]}") from None
-    with connection:
-        rows = connection.execute(_QUERY, [run_id]).fetchall()
+        rows = store.simulation_predictions(run_id)
         exemplars = {
-            (feature, kind, rank): tokens
-            for feature, kind, rank, tokens in connection.execute(
-                "SELECT feature_id, kind, rank, tokens FROM exemplars WHERE run_id = ? AND split = 'score'", [run_id]
-            ).fetchall()
+            (e.feature_id, e.kind, e.rank): e.tokens
+            for held_out in store.exemplars_by_feature(run_id, "score").values()
+            for e in held_out
         }
+    except StoreError as exc:
+        raise ConfigError(f"cannot distil from {db}: {exc}") from None
     examples: list[SimExample] = []
     teachers = set()
     for feature, text, model, details in rows:

@@ -157,7 +157,7 @@ def test_a_collection_run_stores_the_share_of_tokens_at_10_percent_of_the_max(
     run_id = config.resolved_run_id()
     store.start_run(run_id, {}, config.config_hash(), "test", None)
     run_collect(config, store, run_id)
-    stored = {f["id"]: f for f in store.features(run_id)}
+    stored = {f.id: f for f in store.features(run_id)}
     source = build_feature_source(config.features, subject)
     corpus = config.corpus
     windows = corpus_windows(subject.tokenizer, corpus)
@@ -167,11 +167,11 @@ def test_a_collection_run_stores_the_share_of_tokens_at_10_percent_of_the_max(
     assert len(stored) == 4
     for f, feature_id in enumerate(source.feature_ids):
         column, row = acts[:, :, f], stored[feature_id]
-        assert row["max_activation"] == pytest.approx(float(column.max()), rel=1e-5)
+        assert row.max_activation == pytest.approx(float(column.max()), rel=1e-5)
         exact = exact_density(column.tolist())
         threshold = FIRES_FRACTION * float(column.max())
         in_bin = (token_bins(column) == bin_of(threshold)).sum().item() / column.numel()
-        assert abs(row["density"] - exact) <= in_bin + 1e-9, feature_id
-        assert row["density"] <= float((column > 0).double().mean()) + 1e-9
+        assert abs(row.density - exact) <= in_bin + 1e-9, feature_id
+        assert row.density <= float((column > 0).double().mean()) + 1e-9
     positive = [float((acts[:, :, f] > 0).double().mean()) for f in range(4)]
-    assert sum(positive) > sum(stored[i]["density"] for i in source.feature_ids)  # the old number was larger
+    assert sum(positive) > sum(stored[i].density for i in source.feature_ids)  # the old number was larger

@@ -97,7 +97,7 @@ def test_kill_9_then_resume_gives_the_exemplars_of_an_uninterrupted_run(subject:
     assert _exemplars(interrupted) == _exemplars(reference)
     features = store.features(run_id)
     assert features == Store(reference.store.path).features(run_id)
-    assert all(len(f["window_max_histogram"]) > 0 for f in features)
+    assert all(len(f.window_max_histogram or []) > 0 for f in features)
     assert {r["kind"] for r in store.query("SELECT DISTINCT kind FROM exemplars")} >= {"top", "random", "quantile-3"}
     assert not checkpoint.exists()
     assert run_collect(interrupted, store, run_id) == 3  # finished: skipped on rerun
@@ -118,8 +118,9 @@ def test_planted_run_stores_its_features(subject: SubjectModel, tmp_path: Path) 
     store.migrate()
     run_id = config.resolved_run_id()
     assert run_collect(config, store, run_id) >= 3
-    digits = next(f for f in store.features(run_id) if f["id"] == "planted/digits")
-    assert digits["kind"] == "planted" and digits["hook"] == "planted" and digits["model"] == "planted"
+    digits = store.feature(run_id, "planted/digits")
+    assert digits is not None
+    assert digits.kind == "planted" and digits.hook == "planted" and digits.model == "planted"
     for row in store.exemplars(run_id, "planted/digits"):
-        if row["kind"] == "top" and row["max_activation"] > 0:
-            assert any(t.strip().isdigit() for t, a in zip(row["tokens"], row["activations"], strict=True) if a > 0)
+        if row.kind == "top" and row.max_activation > 0:
+            assert any(t.strip().isdigit() for t, a in zip(row.tokens, row.activations, strict=True) if a > 0)

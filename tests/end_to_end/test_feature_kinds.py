@@ -99,9 +99,9 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
     store = Store(db)
     [run] = store.run_progress()
     assert run["status"] == "completed"
-    live = [f for f in store.features(run["id"]) if not f["dead"] and f["skip_reason"] is None]
+    live = [f for f in store.features(run["id"]) if f.live]
     assert live and run["explained"] == len(live) == run["live_features"]
-    assert all(f["firing_windows"] >= 2 and f["nonfiring_windows"] is not None for f in live)
+    assert all((f.firing_windows or 0) >= 2 and f.nonfiring_windows is not None for f in live)
 
 
 PLANTED_FILE = """
@@ -146,12 +146,12 @@ def test_too_little_evidence_is_skipped_or_flagged_and_runs_says_so(
     assert_evidence_invariants(db)
     store = Store(db)
     run_id = store.runs()[0]["id"]
-    features = {f["id"]: f for f in store.features(run_id)}
+    features = {f.id: f for f in store.features(run_id)}
     rare, every, the = features["planted/rare"], features["planted/every"], features["planted/the"]
-    assert rare["firing_windows"] == 1
-    assert rare["skip_reason"] == "fires in 1 window (collect.min_firing_windows = 2)"
-    assert every["nonfiring_windows"] == 0 and every["skip_reason"] is None
-    assert the["nonfiring_windows"] == 3 and the["firing_windows"] == 4  # 1 line in 3 has "the"
+    assert rare.firing_windows == 1
+    assert rare.skip_reason == "fires in 1 window (collect.min_firing_windows = 2)"
+    assert every.nonfiring_windows == 0 and every.skip_reason is None
+    assert the.nonfiring_windows == 3 and the.firing_windows == 4  # 1 line in 3 has "the"
     explained = {e["feature_id"] for e in store.explanations(run_id)}
     assert explained == {"planted/every", "planted/the"}
     listed = CliRunner().invoke(app, ["runs", "--db", str(db)])  # into a pipe: no column cut short

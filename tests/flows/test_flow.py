@@ -53,8 +53,8 @@ def test_flow_fills_every_table_with_consistent_rows(finished_run: tuple[RunConf
     for name, sql in orphans.items():
         assert store.query(sql)[0]["n"] == 0, name
     features = store.features(run_id)
-    assert [f["idx"] for f in features] == [5, 400, 1201]
-    assert {f["id"] for f in features} == {f"smollm2-135m/mlp.15/{i}" for i in (5, 400, 1201)}
+    assert [f.idx for f in features] == [5, 400, 1201]
+    assert {f.id for f in features} == {f"smollm2-135m/mlp.15/{i}" for i in (5, 400, 1201)}
 
 
 def test_every_stage_logged_its_llm_calls(finished_run: tuple[RunConfig, str]) -> None:
@@ -206,7 +206,7 @@ def test_investigate_obeys_the_run_budget(finished_run: tuple[RunConfig, str]) -
     investigated = {
         r["feature_id"] for r in store.query("SELECT DISTINCT feature_id FROM llm_calls WHERE role = 'propose'")
     }
-    feature = next(f["id"] for f in store.features(run_id) if f["id"] not in investigated)  # one with rounds left
+    feature = next(f.id for f in store.features(run_id) if f.id not in investigated)  # one with rounds left
     result = CliRunner().invoke(
         app,
         ["investigate", feature, "--run", run_id, "-s", f"store.path='{config.store.path}'", "-s", "llm.max_tokens=1"],

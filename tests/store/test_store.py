@@ -46,7 +46,7 @@ def test_bulk_rows_round_trip_with_lists(tmp_path: Path) -> None:
     ]
     store.write_results({"exemplars": rows})
     back = store.exemplars("r", "f7")
-    assert back[0]["tokens"] == ["a", "b"] and back[0]["activations"] == [0.5, 1.5]
+    assert back[0].tokens == ["a", "b"] and back[0].activations == [0.5, 1.5]
     assert store.query("SELECT count(*) AS n FROM exemplars")[0]["n"] == 1000
 
 

@@ -46,9 +46,9 @@ def test_collecting_both_poles_stores_them_apart(subject: SubjectModel, tmp_path
     run_id = config.resolved_run_id()
     store.start_run(run_id, {}, config.config_hash(), "test", None)
     assert run_collect(config, store, run_id) == 2
-    features = {f["id"]: f for f in store.features(run_id)}
+    features = {f.id: f for f in store.features(run_id)}
     assert set(features) == {"smollm2-135m/mlp.15/5+", "smollm2-135m/mlp.15/5-"}
-    assert all(f["max_activation"] > 0 and f["idx"] == 5 for f in features.values())
+    assert all(f.max_activation > 0 and f.idx == 5 for f in features.values())
     exemplars = store.exemplars(run_id, "smollm2-135m/mlp.15/5-")
-    assert exemplars and all(min(e["activations"]) >= 0 for e in exemplars)
+    assert exemplars and all(min(e.activations) >= 0 for e in exemplars)
     assert run_id != tiny_config(tmp_path, "features.indices=[5]", "corpus.max_windows=16").resolved_run_id()

@@ -1,0 +1,148 @@
+"""The store's file handling: short connections, retried while another process holds the lock, and
+the schema check on the first one.
+
+Connections are short (open, one transaction, close) and retried while another process holds the file
+lock, so a flow and the review app can share one file. Bulk rows go in through Arrow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from autointerp.errors import StoreError
+from autointerp.store.schema import SCHEMA_VERSION, apply_migrations, schema_version
+
+LOCK_WAIT_SECONDS = 60.0
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+class StoreConnection:
+    """A DuckDB file: each method opens, works in one transaction and closes.
+
+    The first connection checks the file's schema version: a file written by a newer autointerp is
+    refused on every command (reads included), not only on `run`.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._schema_checked = False
+
+    def _make_parent(self) -> None:
+        """Creates the file's folder; raises StoreError when a part of that path is a file."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
+            raise StoreError(
+                f"cannot create the database {self.path}: {blocking} is a file, not a folder; set store.path / --db"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder {parent}: {exc.strerror or exc}") from None
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yields a connection, waiting up to LOCK_WAIT_SECONDS while another process holds the file;
+        raises StoreError when the path is unusable or the file's schema is newer than this code."""
+        if read_only and not self.path.exists():
+            raise StoreError(f"no database at {self.path}; run `autointerp run` first or pass --db")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a DuckDB file; set store.path / --db to a file")
+        self._make_parent()
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
+        try:
+            if not self._schema_checked:
+                self._check_schema(con, require=read_only)
+            yield con
+        finally:
+            con.close()
+
+    def _check_schema(self, con: duckdb.DuckDBPyConnection, require: bool) -> None:
+        """Raises StoreError when the file's schema is newer than SCHEMA_VERSION, or (with `require`)
+        when it has no schema at all (not an autointerp database)."""
+        version = schema_version(con)
+        if version is None:
+            if require:
+                raise StoreError(f"{self.path} is not an autointerp database (it has no schema_version table)")
+            return  # a new file: `migrate` creates the schema
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this autointerp ({SCHEMA_VERSION}); "
+                "upgrade autointerp"
+            )
+        self._schema_checked = True
+
+    def check_schema(self) -> int | None:
+        """Returns the file's schema version (None when there is no file yet), creating nothing; raises
+        StoreError when the version is newer than this code or the path cannot hold a database."""
+        if not self.path.exists():
+            existing = next((p for p in self.path.parents if p.exists()), None)
+            if existing is not None and not existing.is_dir():
+                raise StoreError(
+                    f"cannot create the database {self.path}: {existing} is a file, not a folder; set store.path / --db"
+                )
+            return None
+        with self.connect(read_only=True) as con:
+            return schema_version(con)
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yields a connection inside BEGIN; commits on success, rolls back on any error."""
+        with self.connect() as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    def migrate(self) -> int:
+        """Applies pending migrations; returns the schema version now in the file."""
+        with self.transaction() as con:
+            return apply_migrations(con, self.path)
+
+    @staticmethod
+    def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Inserts rows (dicts with the same keys) through Arrow; returns how many."""
+        if not rows:
+            return 0
+        arrow_rows = pa.Table.from_pylist(list(rows))
+        columns = ", ".join(arrow_rows.column_names)
+        con.register("_incoming_rows", arrow_rows)
+        try:
+            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
+        finally:
+            con.unregister("_incoming_rows")
+        return len(rows)
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Returns the rows of a read query as dicts (a short read-only connection). For the store's own
+        methods, the review app's query builder and tests; other code calls a named method."""
+        with self.connect(read_only=True) as con:
+            cursor = con.execute(sql, list(params or []))
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
