@@ -13,6 +13,7 @@ import pytest
 
 from autointerp.errors import ConfigError
 from autointerp.pipeline.common import needing_explanation
+from autointerp.records import Feature
 from autointerp.store.database import Store, now
 from tests.conftest import tiny_config
 
@@ -61,9 +62,11 @@ def test_stale_means_another_explainer_or_prompt(tmp_path: Path) -> None:
         explanation_row("old", "smollm2-135m/mlp.15/2", "c", explainer="openai:gpt-4o-mini"),
     ]
     store.write_results({"explanations": old})
-    features = [{"id": f"smollm2-135m/mlp.15/{i}", "idx": i} for i in range(4)]
+    features = [
+        Feature("new", f"smollm2-135m/mlp.15/{i}", "smollm2-135m", "mlp.15", "neuron", i, 1.0) for i in range(4)
+    ]
     todo = needing_explanation(store, "new", features, "local:smollm2-135m", "abc123abc123abc1")
-    assert [f["idx"] for f in todo] == [1, 2, 3]  # stale prompt, other explainer, new feature
+    assert [f.idx for f in todo] == [1, 2, 3]  # stale prompt, other explainer, new feature
 
 
 @pytest.mark.slow
