@@ -125,14 +125,14 @@ def test_records_whose_text_is_not_a_string_are_dropped_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """12 of 40 records hold null or a number: the other 28 are read, and one warning counts the 12."""
-    from autointerp.cli.preflight import _tokenizer
     from autointerp.corpus.sources import CorpusStats, iter_windows
+    from autointerp.subject.locate import folder_tokenizer
 
     text = "The quick brown fox jumps over the lazy dog. " * 4
     records = [{"text": None if i < 9 else 7 if i < 12 else text} for i in range(40)]
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tokenizer = _tokenizer(str(_model_folder()))
+    tokenizer = folder_tokenizer(str(_model_folder()))
     assert tokenizer is not None
     stats = CorpusStats()
     with caplog.at_level(logging.WARNING, logger="autointerp.corpus.sources"):

@@ -238,7 +238,7 @@ class LocalBackends(BackendKind[LocalChatBackend]):
     def check(self, model: str, who: str, limits: ProbeLimits) -> list[str]:
         """Checks that the name resolves like a subject model and its folder holds weights and a tokenizer
         (nothing is loaded)."""
-        from autointerp.cli.preflight import check_model_files, locate_model
+        from autointerp.subject.locate import check_model_files, locate_model
 
         try:
             base, _ = resolve_local_model(model)

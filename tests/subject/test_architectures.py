@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
-from autointerp.cli.preflight import locate_model
 from autointerp.errors import FeatureError, SubjectModelError
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
 from autointerp.llm.base import BackendCapabilities, ValueReadout
@@ -26,6 +25,7 @@ from autointerp.subject import SubjectModel, load_subject_model, mlp_neuron_acti
 from autointerp.subject.architectures import Architecture, architecture_for, register_architecture
 from autointerp.subject.hooks import capture, hook_site, mlp_down_proj
 from autointerp.subject.interventions import DirectionEdit, NeuronEdit, applied, next_token_logprobs
+from autointerp.subject.locate import locate_model
 from tests.evidence import assert_evidence_invariants
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "architectures"
