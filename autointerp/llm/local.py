@@ -11,10 +11,10 @@ import torch
 
 from autointerp.activations import display_token
 from autointerp.errors import LLMError, SubjectModelError
+from autointerp.llm.adapter import merge_adapter
+from autointerp.llm.adapter_spec import resolve_local_model
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, ValueReadout
 from autointerp.llm.registry import BackendKind, ProbeLimits
-from autointerp.simtrain.adapter import merge_adapter
-from autointerp.simtrain.spec import resolve_local_model
 from autointerp.subject.model import SubjectModel, load_subject_model
 
 

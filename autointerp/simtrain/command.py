@@ -14,14 +14,14 @@ from typing import Any
 from autointerp.bench import BenchSettings
 from autointerp.corpus.sources import iter_windows
 from autointerp.llm import get_backend
+from autointerp.llm.adapter import save_adapter, write_adapter_config
+from autointerp.llm.adapter_spec import ADAPTER_SEPARATOR, AdapterConfig
 from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import load_prompt
-from autointerp.simtrain.adapter import save_adapter, write_adapter_config
 from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator
 from autointerp.simtrain.examples import SimExample, build_examples
 from autointerp.simtrain.families import SyntheticFeature, synthetic_features
-from autointerp.simtrain.spec import ADAPTER_SEPARATOR, AdapterConfig
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
 from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
 

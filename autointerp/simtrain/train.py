@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autointerp.llm.adapter import LoRALinear, attach_lora
+from autointerp.llm.adapter_spec import AdapterConfig
 from autointerp.llm.base import ChatRequest
 from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import PromptTemplate
-from autointerp.simtrain.adapter import LoRALinear, attach_lora
 from autointerp.simtrain.examples import SimExample
-from autointerp.simtrain.spec import AdapterConfig
 
 log = logging.getLogger(__name__)
 

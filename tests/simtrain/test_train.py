@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 from autointerp.cli.app import app
 from autointerp.errors import ConfigError, SubjectModelError
 from autointerp.llm import get_backend
+from autointerp.llm.adapter import save_adapter
+from autointerp.llm.adapter_spec import AdapterConfig, resolve_local_model
 from autointerp.llm.base import ChatRequest
 from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import load_prompt
-from autointerp.simtrain.adapter import save_adapter
 from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.examples import SimExample
-from autointerp.simtrain.spec import AdapterConfig, resolve_local_model
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
 from autointerp.store.database import Store
 from autointerp.subject.model import SubjectModel

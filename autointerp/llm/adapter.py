@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autointerp.errors import SubjectModelError
-from autointerp.simtrain.spec import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, read_adapter_config
+from autointerp.llm.adapter_spec import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, read_adapter_config
 from autointerp.subject.model import SubjectModel
 
 _BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.")
