@@ -48,13 +48,14 @@ parser.add_argument("--windows", type=int, default=512, help="windows timed for 
 parser.add_argument("--window-tokens", type=int, default=32)
 parser.add_argument("--batch", type=int, default=16, help="windows per forward pass")
 parser.add_argument("--rss-windows", type=int, default=16, help="N for the peak-RSS runs (N and 10 N)")
+parser.add_argument("--layers", type=int, default=0, help="track the neurons of the first L layers (0: every layer)")
 parser.add_argument("--rss-only", type=int, default=0, help=argparse.SUPPRESS)  # child process mode
 parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/collect.md")
 args = parser.parse_args()
 
 subject = load_subject_model("smollm2-135m", args.device, args.dtype)
 every_neuron = list(range(subject.d_mlp))
-source = MlpNeuronSource(subject, list(range(subject.n_layers)), every_neuron)
+source = MlpNeuronSource(subject, list(range(args.layers or subject.n_layers)), every_neuron)
 
 
 def windows(n: int) -> list:
@@ -122,7 +123,7 @@ finish_s = time.perf_counter() - t0
 rss = {}
 for n in (args.rss_windows, 10 * args.rss_windows):
     command = [sys.executable, __file__, "--rss-only", str(n), "--device", args.device, "--dtype", args.dtype]
-    command += ["--window-tokens", str(args.window_tokens), "--batch", str(args.batch)]
+    command += ["--window-tokens", str(args.window_tokens), "--batch", str(args.batch), "--layers", str(args.layers)]
     rss[n] = int(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
 
 # -- 3. DuckDB bulk write: the collect stage's rows for one layer's 1,536 neurons -----------------------

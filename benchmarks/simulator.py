@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from autointerp.bench import BenchSettings  # noqa: E402
 from autointerp.corpus.sources import iter_windows  # noqa: E402
+from autointerp.llm.adapter_spec import ADAPTER_SEPARATOR, packaged_adapter, read_adapter_config  # noqa: E402
 from autointerp.score.registry import SimulationPrompt  # noqa: E402
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator  # noqa: E402
 from autointerp.simtrain.families import synthetic_features  # noqa: E402
-from autointerp.simtrain.spec import ADAPTER_SEPARATOR, packaged_adapter, read_adapter_config  # noqa: E402
 from autointerp.subject import load_subject_model  # noqa: E402
 from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES, PlantedFeature  # noqa: E402
 
@@ -55,6 +55,8 @@ def main() -> None:
         help="Measure the untrained and trained zero-shot rows again instead of reading them from adapter.json "
         "(where train-simulator stored them, measured the same way).",
     )
+    parser.add_argument("--features", type=int, default=0, help="Features per set (0: all of them).")
+    parser.add_argument("--max-windows", type=int, default=4096, help="Corpus windows the held-out windows come from.")
     args = parser.parse_args()
     config = read_adapter_config(args.adapter)
     training = config.training
@@ -63,12 +65,14 @@ def main() -> None:
         "held-out families": heldout_members(base, corpus, 1536, 120),
         "planted benchmark": list(BUILTIN_PLANTED_FEATURES),
     }
+    if args.features:
+        sets = {name: features[: args.features] for name, features in sets.items()}
     simulators: list[tuple[str, str, SimulationPrompt]] = [
         ("untrained, zero-shot", f"local:{base}", "zero-shot"),
         ("untrained, few-shot", f"local:{base}", "few-shot"),
         ("trained adapter, zero-shot", f"local:{base}{ADAPTER_SEPARATOR}{args.adapter}", "zero-shot"),
     ]
-    settings = BenchSettings(corpus=corpus, subject=base)
+    settings = BenchSettings(corpus=corpus, subject=base, max_windows=args.max_windows)
     stored = training.get("evaluation", {})
     stored_labels = {"untrained, zero-shot": "untrained", "trained adapter, zero-shot": "trained"}
     results: dict[tuple[str, str], dict[str, float | int | str | None]] = {}
