@@ -12,6 +12,10 @@ all-at-once simulation, `read_values`), `answer` (chat `logprobs` / `top_logprob
 at the first `capabilities()` call (not recorded as an `llm_calls` row). OpenAI's API echoes no prompt
 log-probabilities, so `openai:` may declare only `answer`, and probes only that (its reasoning models refuse
 `logprobs`; the probe finds out).
+
+The entry points that build these backends and check a model for the preflight are in
+`autointerp.llm.openai_kinds`; the SDK import, model specs, prefills and parallel per-item calls in
+`autointerp.llm.openai_requests`.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from autointerp.errors import LLMError
@@ -38,7 +40,6 @@ from autointerp.llm.base import (
 )
 from autointerp.llm.logprobs import (
     TOP_LOGPROBS,
-    ItemFailures,
     LogprobsUnavailable,
     choice_probabilities,
     first_token_top,
@@ -47,8 +48,14 @@ from autointerp.llm.logprobs import (
     read_echoed_values,
     render_values_prompt,
 )
-from autointerp.llm.probe import ServerProbe, probe_server
-from autointerp.llm.registry import BackendKind, ProbeLimits
+from autointerp.llm.openai_requests import (
+    all_or_failures,
+    import_openai,
+    map_items,
+    prefill_as_instruction,
+    split_model_spec,
+    strip_prefill,
+)
 from autointerp.llm.retry import (
     CallFailure,
     RetryPolicy,
@@ -73,47 +80,7 @@ PARALLEL_REQUESTS = 8
 
 logger = logging.getLogger(__name__)
 
-Item = TypeVar("Item")
 Result = TypeVar("Result")
-
-
-def import_openai() -> ModuleType:
-    """Returns the `openai` module, or raises LLMError saying how to install it."""
-    try:
-        import openai
-    except ImportError:
-        raise LLMError("the openai backend needs the openai SDK: pip install openai") from None
-    return openai
-
-
-def split_model_spec(spec: str) -> tuple[str | None, str]:
-    """Returns (base_url or None, model) from `model` or `http(s)://host:port/v1#model`."""
-    if spec.startswith(("http://", "https://")):
-        base_url, sep, model = spec.partition("#")
-        if not sep or not model:
-            raise LLMError(f"model {spec!r} needs the model name after '#', e.g. http://127.0.0.1:8000/v1#qwen")
-        return base_url, model
-    return None, spec
-
-
-def prefill_as_instruction(messages: list[ChatMessage], prefill: str) -> list[ChatMessage]:
-    """Returns `messages` with the last user turn asking the answer to start with `prefill`."""
-    if not prefill:
-        return messages
-    instruction = f"Start your answer with: {prefill}"
-    last = messages[-1] if messages else None
-    if last is not None and last.role == "user":
-        return [*messages[:-1], ChatMessage(role="user", content=f"{last.content}\n\n{instruction}")]
-    return [*messages, ChatMessage(role="user", content=instruction)]
-
-
-def strip_prefill(text: str, prefill: str) -> str:
-    """Returns `text` without a leading copy of `prefill` (the model was asked to repeat it)."""
-    body = text.lstrip()
-    for start in (prefill, prefill.strip()):
-        if start and body.startswith(start):
-            return body[len(start) :]
-    return text
 
 
 class OpenAIChatBackend(ChatBackend):
@@ -307,7 +274,7 @@ class OpenAIChatBackend(ChatBackend):
         readout or LLMError) when some items fail, `LogprobsUnavailable` when the server returns no
         prompt log-probabilities, `CapabilityMissing` when the backend does not offer them."""
         results = self.read_values_each(items, batch_size)
-        return _all_or_failures(results)
+        return all_or_failures(results)
 
     def read_values_each(
         self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8
@@ -321,7 +288,7 @@ class OpenAIChatBackend(ChatBackend):
         `score.simulation = "generate"`) when the server returns none at all: a declared `prompt` is
         checked by one probe request at first use."""
         self._require("prompt")
-        return _map_items(lambda item: self._read_one(*item), items, batch_size)
+        return map_items(lambda item: self._read_one(*item), items, batch_size)
 
     def _read_one(self, request: ChatRequest, lines: list[str]) -> ValueReadout:
         if not lines:
@@ -344,7 +311,7 @@ class OpenAIChatBackend(ChatBackend):
         first answer token's top log-probabilities. Raises `ItemFailures` (its `results` hold each item's
         probabilities or LLMError) when some items fail, `LogprobsUnavailable` when the server returns
         no log-probabilities, `CapabilityMissing` when the backend does not offer them."""
-        return _all_or_failures(self.answer_probabilities_each(requests, choices))
+        return all_or_failures(self.answer_probabilities_each(requests, choices))
 
     def answer_probabilities_each(
         self, requests: Sequence[ChatRequest], choices: Mapping[str, Sequence[str]]
@@ -355,7 +322,7 @@ class OpenAIChatBackend(ChatBackend):
         One chat request per item, one new token, `logprobs` with `top_logprobs`; `PARALLEL_REQUESTS` in
         flight at once. A prefill is continued where the server can (see `_answer_messages`)."""
         self._require("answer")
-        return _map_items(lambda request: self._answer_one(request, choices), requests, PARALLEL_REQUESTS)
+        return map_items(lambda request: self._answer_one(request, choices), requests, PARALLEL_REQUESTS)
 
     def _answer_messages(self, request: ChatRequest) -> tuple[list[ChatMessage], dict[str, Any]]:
         """Returns (messages, extra body) for reading the first answer token: OpenAI cannot continue a
@@ -449,72 +416,3 @@ class OpenAICompatibleChatBackend(OpenAIChatBackend):
             return request.messages, {}
         prefilled = [*request.messages, ChatMessage(role="assistant", content=request.prefill)]
         return prefilled, {"continue_final_message": True, "add_generation_prompt": False}
-
-
-def _map_items(call: Callable[[Item], Result], items: Sequence[Item], parallel: int) -> list[Result | LLMError]:
-    """Returns `call(item)` per item, run `parallel` at a time, with an item's LLMError in its place;
-    `LogprobsUnavailable` (the server as a whole lacks them) is raised instead."""
-
-    def one(item: Item) -> Result | LLMError:
-        try:
-            return call(item)
-        except LogprobsUnavailable:
-            raise
-        except LLMError as exc:
-            return exc
-
-    if len(items) <= 1 or parallel <= 1:
-        return [one(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(parallel, len(items)), thread_name_prefix="logprobs") as pool:
-        return list(pool.map(one, items))
-
-
-def _all_or_failures(results: list[Result | LLMError]) -> list[Result]:
-    """Returns `results` when none failed; raises ItemFailures carrying them otherwise."""
-    if any(isinstance(result, LLMError) for result in results):
-        raise ItemFailures(results)
-    return [result for result in results if not isinstance(result, LLMError)]
-
-
-class OpenAIBackends(BackendKind[OpenAIChatBackend]):
-    """`openai:<model>`: OpenAI's API (or `OPENAI_BASE_URL`); the key is required."""
-
-    chat_backend: ClassVar[type[OpenAIChatBackend]] = OpenAIChatBackend
-    default_base: ClassVar[str | None] = "https://api.openai.com/v1"
-    """The server when neither the spec nor `OPENAI_BASE_URL` names one (None: one must be named)."""
-
-    def create(self, model: str) -> OpenAIChatBackend:
-        """Returns the backend or raises LLMError."""
-        return self.chat_backend(model)
-
-    def check(self, model: str, who: str, limits: ProbeLimits) -> list[str]:
-        """Checks the key and the server: it answers `GET /models` (and lists the model) and a 1-token chat."""
-        spec_url, name = split_model_spec(model)
-        kind, key_env = self.chat_backend.backend, self.chat_backend.key_env
-        key = os.environ.get(key_env)
-        if self.chat_backend.key_required and not key:
-            raise LLMError(f"{who}: the {kind} backend needs an API key: set {key_env}")
-        base = spec_url or os.environ.get(BASE_URL_ENV) or self.default_base
-        if base is None:
-            raise LLMError(
-                f"{who}: the {kind} backend needs a server: use {kind}:http://HOST:PORT/v1#{name} or set {BASE_URL_ENV}"
-            )
-        body: dict[str, Any] = {"model": name.partition("?")[0], "messages": [{"role": "user", "content": "Say yes."}]}
-        body[self.chat_backend.max_tokens_param] = 1
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        base = base.rstrip("/")
-        probe = ServerProbe(base + "/models", base + "/chat/completions", body, name, key_env, headers)
-        return probe_server(probe, who, limits)
-
-
-class OpenAICompatibleBackends(OpenAIBackends):
-    """`openai-compatible:<url>#<model>`: any OpenAI-compatible server; a key is optional."""
-
-    chat_backend: ClassVar[type[OpenAIChatBackend]] = OpenAICompatibleChatBackend
-    default_base: ClassVar[str | None] = None
-
-
-create_openai_backend = OpenAIBackends()
-"""Entry point `openai` (a kind is also a factory: `create_openai_backend(model)` is the backend)."""
-create_openai_compatible_backend = OpenAICompatibleBackends()
-"""Entry point `openai-compatible`."""

@@ -23,11 +23,8 @@ from autointerp.llm.logprobs import (
     read_positions,
     render_values_prompt,
 )
-from autointerp.llm.openai_backend import (
-    OpenAIChatBackend,
-    OpenAICompatibleChatBackend,
-    create_openai_compatible_backend,
-)
+from autointerp.llm.openai_backend import OpenAIChatBackend, OpenAICompatibleChatBackend
+from autointerp.llm.openai_kinds import create_openai_compatible_backend
 from autointerp.llm.registry import get_backend, register_backend
 from autointerp.llm.retry import RetryPolicy
 from tests.llm.loopback_server import (

@@ -12,11 +12,8 @@ import pytest
 from autointerp.errors import LLMError
 from autointerp.llm import registry
 from autointerp.llm.base import ChatMessage, ChatRequest
-from autointerp.llm.openai_backend import (
-    OpenAIChatBackend,
-    create_openai_backend,
-    create_openai_compatible_backend,
-)
+from autointerp.llm.openai_backend import OpenAIChatBackend
+from autointerp.llm.openai_kinds import create_openai_backend, create_openai_compatible_backend
 from autointerp.llm.registry import get_backend, register_backend
 from autointerp.llm.retry import RetryPolicy, parse_retry_after
 from tests.llm.loopback_server import LoopbackServer, Reply, openai_completion, openai_error
