@@ -333,7 +333,7 @@ class Campaign:
         if stage == "experiment":
             feature_ids = select_targets(self.config, self.store, self.run_id)
         else:
-            feature_ids = [f["id"] for f in live_features(self.store, self.run_id)]
+            feature_ids = [f.id for f in live_features(self.store, self.run_id)]
         specs = feature_shards(feature_ids, self.settings.shards)
         if any(s["status"] != "done" for s in self._stored(stage, len(specs))):
             self.folder.write_tables(f"input/{stage}", self.store.export_run(self.run_id, STAGE_TABLES[stage]))
