@@ -89,7 +89,9 @@ def test_triggered_deployment_runs_are_incremental(tmp_path: Path, prefect_harne
 
     async def create_run() -> Any:
         """Registers the deployment and creates one of its flow runs now, without waiting for the clock."""
-        return await run_deployment(await deployment.apply(), timeout=0)
+        started = run_deployment(await deployment.apply(), timeout=0)
+        assert inspect.isawaitable(started)  # sync-compatible: a coroutine inside an event loop
+        return await started
 
     def trigger() -> Any:
         flow_run = asyncio.run(create_run())
