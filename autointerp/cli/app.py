@@ -73,7 +73,7 @@ SetOption = Annotated[
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file.")]
 
 
-def _warn(warnings: list[str]) -> None:
+def warn_each(warnings: list[str]) -> None:
     """Prints each preflight warning as one plain line on stderr."""
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -139,13 +139,13 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     print_table(table)
 
 
-def _load_checked_config(config: Path | None, set_: list[str] | None, *, experiments: bool | None = None) -> RunConfig:
+def load_checked_config(config: Path | None, set_: list[str] | None, *, experiments: bool | None = None) -> RunConfig:
     """Returns the run config after the preflight checks (store, models, subject, features, corpus);
     prints their warnings. Raises AutointerpError before any model is loaded."""
     from autointerp.cli.preflight import check_run
 
     run_config = load_config(config, set_ or [])
-    _warn(check_run(run_config, experiments=experiments))
+    warn_each(check_run(run_config, experiments=experiments))
     return run_config
 
 
@@ -215,7 +215,7 @@ def run(config: ConfigOption = None, set_: SetOption = None) -> None:
 
 
 def _run(config: Path | None, set_: list[str] | None) -> None:
-    run_config = _load_checked_config(config, set_)
+    run_config = load_checked_config(config, set_)
     started = time.perf_counter()
     from autointerp.pipeline.prefect_env import hide_user_error_tracebacks, start_prefect
 
@@ -262,7 +262,7 @@ def investigate(
 
 
 def _investigate(feature_ids: list[str], run_id: str | None, config: Path | None, set_: list[str] | None) -> None:
-    run_config = _load_checked_config(config, set_, experiments=True)
+    run_config = load_checked_config(config, set_, experiments=True)
     store = Store(run_config.store.path)
     chosen = resolve_run(store, run_id)
     known = {f.id for f in store.features(chosen)}
@@ -373,7 +373,7 @@ def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
 @app.command()
 def check(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Run the checks `run` makes before it starts (store, models and keys, subject, features, corpus)."""
-    run_config = _load_checked_config(config, set_)
+    run_config = load_checked_config(config, set_)
     console.print(Text(f"ok: {run_config.resolved_run_id()} can start"))
 
 
@@ -386,274 +386,8 @@ def setup(model: Annotated[str, typer.Option(help="Subject model to prepare.")] 
     console.print(Text(f"{slug} ready at {folder}"))
 
 
-@app.command()
-def bench(
-    list_: Annotated[bool, typer.Option("--list", help="Print the planted features and exit.")] = False,
-    planted: Annotated[Path | None, typer.Option(help="Python file defining PLANTED_FEATURES.")] = None,
-    explainer: Annotated[
-        list[str] | None, typer.Option(help="Explainer backend:model; repeat to compare side by side.")
-    ] = None,
-    scorer: Annotated[str, typer.Option(help="Scorer backend:model (simulation, detection, fuzzing).")] = (
-        "local:smollm2-135m"
-    ),
-    method: Annotated[list[str] | None, typer.Option(help="Scoring method; repeat (default: all four).")] = None,
-    feature: Annotated[list[str] | None, typer.Option(help="Only these planted features (by name); repeat.")] = None,
-    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
-    window_tokens: Annotated[int, typer.Option(help="Tokens per window.")] = 12,
-    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 4096,
-    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
-    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
-    rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).")] = 1,
-    judge_windows_per_prompt: Annotated[
-        int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.")
-    ] = 1,
-    simulation_prompt: Annotated[
-        list[str] | None,
-        typer.Option(help="All-at-once simulation prompt: zero-shot or few-shot; repeat to compare."),
-    ] = None,
-    explainer_variant: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="How each explainer writes: default, best-of-<k>, contrastive, or best-of-<k>+contrastive; "
-            "repeat to compare (default: default)."
-        ),
-    ] = None,
-    output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
-) -> None:
-    """Measure scorers and explainers against planted features with known descriptions."""
-    from autointerp.bench import BenchSettings, explainer_variants, render_report, run_bench, write_report
-    from autointerp.subject.planted import check_planted_features, load_planted_features
-
-    features = load_planted_features(planted)
-    if list_:
-        for f in features:
-            console.print(f"{f.name}\t{f.description}", highlight=False, markup=False, soft_wrap=True)
-        return
-    if feature:
-        unknown = sorted(set(feature) - {f.name for f in features})
-        if unknown:
-            raise AutointerpError(f"no planted feature named {', '.join(unknown)}; `autointerp bench --list`")
-        features = [f for f in features if f.name in feature]
-    settings = BenchSettings(
-        scorer=scorer,
-        explainers=["local:smollm2-135m"] if explainer is None else explainer,
-        corpus=corpus,
-        window_tokens=window_tokens,
-        max_windows=max_windows,
-        heldout_active=heldout,
-        heldout_quiet=heldout,
-        distractors=distractors,
-        rounds=rounds,
-        judge_windows_per_prompt=judge_windows_per_prompt,
-    )
-    if method:
-        settings.methods = method
-    if simulation_prompt:
-        bad = sorted(set(simulation_prompt) - {"zero-shot", "few-shot"})
-        if bad:
-            raise AutointerpError(f"unknown simulation prompt {bad[0]!r}; choose zero-shot or few-shot")
-        settings.simulation_prompts = simulation_prompt  # type: ignore[assignment]
-    if explainer_variant:
-        settings.explainer_variants = explainer_variant
-        explainer_variants(settings)  # an unknown variant fails here, before any model loads
-    # the bench's own preflight: its models, corpus and planted functions, before the model loads
-    from autointerp.cli.preflight import check_model_specs
-    from autointerp.corpus.sources import check_corpus
-
-    used: dict[str, list[str]] = {settings.scorer: ["--scorer"]}
-    for spec in settings.explainers:
-        used.setdefault(spec, []).append("--explainer")
-    _warn(check_model_specs(used))
-    check_corpus(corpus)
-    check_planted_features(features)
-    result = run_bench(features, settings)
-    path = write_report(result, output)
-    console.print(render_report(result), highlight=False, markup=False, soft_wrap=True)
-    console.print(f"report written to {path}", highlight=False, markup=False)
-
-
-@app.command()
-def review(
-    db: DbOption = DEFAULT_DB_PATH,
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    token: Annotated[
-        str | None, typer.Option(help="Access token required on every request (env: AUTOINTERP_REVIEW_TOKEN).")
-    ] = None,
-) -> None:
-    """Serve the review app: browse, accept, reject and edit explanations in a web browser."""
-    import os
-
-    from autointerp.review import ReviewSettings, create_app
-    from autointerp.review.app import is_loopback
-
-    token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
-    Store(db).check_schema()  # a database of a newer autointerp is refused here, not on the first page
-    if not is_loopback(host) and not token:
-        raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
-    settings = ReviewSettings(db=db, token=token)
-    if not is_loopback(host):
-        settings.allowed_hosts = set()  # reachable by any name; the token guards every request
-    review_app = create_app(settings)
-    import uvicorn
-
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
-    uvicorn.run(review_app, host=host, port=port, log_level="warning")
-
-
-@app.command()
-def export(
-    db: DbOption = DEFAULT_DB_PATH,
-    format_: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
-) -> None:
-    """Export reviewed explanations (latest verdict, final text, reviewer, notes, score)."""
-    import sys
-
-    from autointerp.review import export_reviews
-
-    data = export_reviews(Store(db), format_)
-    if out is None:
-        sys.stdout.buffer.write(data)
-    else:
-        _write_output(out, data)
-        console.print(f"wrote {out}", highlight=False, markup=False)
-
-
-def _write_output(out: Path, data: bytes) -> None:
-    """Writes an export to `out`, creating its parent folders; an unwritable path is one error line."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-    except OSError as exc:
-        raise AutointerpError(f"cannot write {out}: {exc.strerror or exc}") from None
-
-
-@app.command("export-run")
-def export_run_command(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
-    db: DbOption = DEFAULT_DB_PATH,
-    format_: Annotated[
-        str,
-        typer.Option("--format", "-f", help="neuronpedia (explanation records and batch-upload bodies) or jsonl."),
-    ] = "neuronpedia",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
-    model_id: Annotated[str | None, typer.Option(help="Neuronpedia modelId (default: the feature's model).")] = None,
-    source_set: Annotated[
-        str | None, typer.Option(help="Neuronpedia source-set name; source becomes '<L>-<set>' (default per kind).")
-    ] = None,
-) -> None:
-    """Export a run's explanations and scores: Neuronpedia's explanation records, or JSONL with exemplars."""
-    import sys
-
-    from autointerp.interop import export_run
-
-    store = Store(db)
-    data = export_run(store, resolve_run(store, run_id), format_, model_id, source_set)
-    if out is None:
-        sys.stdout.buffer.write(data)
-    else:
-        _write_output(out, data)
-        console.print(Text(f"wrote {out}"))
-
-
-@app.command("import")
-def import_command(
-    path: Annotated[Path, typer.Argument(help="File or folder of explanations written by another tool.")],
-    tool: Annotated[str, typer.Option("--from", help="csv, neuron-explainer or delphi.")] = "csv",
-    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
-    db: DbOption = DEFAULT_DB_PATH,
-) -> None:
-    """Add explanations written by other tools to a run; the next `autointerp run` of its config scores them."""
-    from autointerp.interop import import_explanations
-
-    store = Store(db)
-    store.migrate()
-    result = import_explanations(store, resolve_run(store, run_id), tool, path)
-    parts = [f"{result.already_there} already there"]
-    if result.refused:
-        parts.append(f"placeholders refused: {result.refused}")
-    if result.scores_added:
-        parts.append(f"{result.scores_added} {tool} scores added")
-    if result.skipped_scores:
-        skipped = ", ".join(f"{name} ({why})" for name, why in sorted(result.skipped_scores.items()))
-        parts.append(f"{tool} scores skipped: {skipped}")
-    console.print(
-        Text(
-            f"imported {result.added} explanations into run {result.run_id} ({'; '.join(parts)}); "
-            "rerun the run's config (`autointerp run -c ...`) to score them"
-        ),
-        soft_wrap=True,
-    )
-
-
-@app.command()
-def schedule(
-    config: ConfigOption = None,
-    set_: SetOption = None,
-    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 2 * * *" (02:00 daily).')] = None,
-    interval: Annotated[float | None, typer.Option(help="Seconds between runs.")] = None,
-    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
-) -> None:
-    """Serve a Prefect deployment of label_features on a schedule; each run is incremental."""
-    run_config = _load_checked_config(config, set_)
-    from autointerp.pipeline.prefect_env import start_prefect
-
-    start_prefect()
-    from autointerp.flows.schedule import build_deployment, serve_schedule
-
-    data = run_config.model_dump(mode="json")
-    build_deployment(data, cron=cron, interval=interval, name=name)  # validates before serving
-    console.print(
-        f"serving deployment scheduled_label_features/{name} ({cron or f'every {interval:g} s'}); Ctrl-C to stop",
-        highlight=False,
-        markup=False,
-    )
-    serve_schedule(data, cron=cron, interval=interval, name=name)
-
-
-@app.command("train-sae")
-def train_sae_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (SAELens layout).")] = Path(
-        "results/sae/smollm2-135m-blocks.15.hook_resid_post"
-    ),
-    model: Annotated[str, typer.Option(help="Subject model.")] = "smollm2-135m",
-    layer: Annotated[int, typer.Option(help="Block whose residual output (hook_resid_post) is read.")] = 15,
-    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
-    tokens: Annotated[int, typer.Option(help="Training tokens (10 % held out for the metrics).")] = 4096,
-    expansion: Annotated[int, typer.Option(help="Latents per residual dimension.")] = 2,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
-    l1: Annotated[float, typer.Option(help="Sparsity penalty.")] = 0.5,
-    device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
-    format_: Annotated[
-        str, typer.Option("--format", help="saelens (kind sae) or sparsify (kind sparsify; needs --k).")
-    ] = "saelens",
-    k: Annotated[int | None, typer.Option(help="TopK SAE: latents kept per token (no L1 penalty).")] = None,
-) -> None:
-    """Train a small SAE on a layer's residual stream; use it with features.kind=sae (or sparsify), path=OUT."""
-    from autointerp.subject import load_subject_model
-    from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
-
-    subject = load_subject_model(model, device)
-    from autointerp.subject.hooks import check_layer
-
-    check_layer(subject, layer)
-    settings = SaeTrainingConfig(
-        layer=layer, corpus=corpus, tokens=tokens, expansion=expansion, steps=steps, l1_coefficient=l1, k=k
-    )
-    if format_ == "sparsify" and not out.name.startswith("layers."):
-        out = out / f"layers.{layer}"  # sparsify names each dictionary's folder for its hook point
-    metrics = train_and_save_sae(subject, settings, out, format_)
-    console.print(
-        f"SAE saved to {out}: fraction of variance unexplained {metrics.fvu:.3f}, L0 {metrics.l0:.1f}, "
-        f"dead latents {metrics.dead_fraction:.1%} ({metrics.eval_tokens} held-out tokens)",
-        highlight=False,
-        markup=False,
-    )
-
-
+# commands defined in their own modules register on `app` when imported
+from autointerp.cli import exchange, tools  # noqa: E402, F401
 from autointerp.simtrain.cli import train_simulator_command  # noqa: E402
 
 app.command("train-simulator")(train_simulator_command)

@@ -1,0 +1,137 @@
+"""`autointerp review`, `export`, `export-run` and `import`: the review app and files exchanged with
+other tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from autointerp.cli.app import (
+    DbOption,
+    app,
+    console,
+    resolve_run,
+)
+from autointerp.config import DEFAULT_DB_PATH
+from autointerp.errors import AutointerpError
+from autointerp.store.database import Store
+
+
+@app.command()
+def review(
+    db: DbOption = DEFAULT_DB_PATH,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Access token required on every request (env: AUTOINTERP_REVIEW_TOKEN).")
+    ] = None,
+) -> None:
+    """Serve the review app: browse, accept, reject and edit explanations in a web browser."""
+    import os
+
+    from autointerp.review import ReviewSettings, create_app
+    from autointerp.review.app import is_loopback
+
+    token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
+    Store(db).check_schema()  # a database of a newer autointerp is refused here, not on the first page
+    if not is_loopback(host) and not token:
+        raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
+    settings = ReviewSettings(db=db, token=token)
+    if not is_loopback(host):
+        settings.allowed_hosts = set()  # reachable by any name; the token guards every request
+    review_app = create_app(settings)
+    import uvicorn
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
+    uvicorn.run(review_app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def export(
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+) -> None:
+    """Export reviewed explanations (latest verdict, final text, reviewer, notes, score)."""
+    import sys
+
+    from autointerp.review import export_reviews
+
+    data = export_reviews(Store(db), format_)
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        _write_output(out, data)
+        console.print(f"wrote {out}", highlight=False, markup=False)
+
+
+def _write_output(out: Path, data: bytes) -> None:
+    """Writes an export to `out`, creating its parent folders; an unwritable path is one error line."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    except OSError as exc:
+        raise AutointerpError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+@app.command("export-run")
+def export_run_command(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+    format_: Annotated[
+        str,
+        typer.Option("--format", "-f", help="neuronpedia (explanation records and batch-upload bodies) or jsonl."),
+    ] = "neuronpedia",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    model_id: Annotated[str | None, typer.Option(help="Neuronpedia modelId (default: the feature's model).")] = None,
+    source_set: Annotated[
+        str | None, typer.Option(help="Neuronpedia source-set name; source becomes '<L>-<set>' (default per kind).")
+    ] = None,
+) -> None:
+    """Export a run's explanations and scores: Neuronpedia's explanation records, or JSONL with exemplars."""
+    import sys
+
+    from autointerp.interop import export_run
+
+    store = Store(db)
+    data = export_run(store, resolve_run(store, run_id), format_, model_id, source_set)
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        _write_output(out, data)
+        console.print(Text(f"wrote {out}"))
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="File or folder of explanations written by another tool.")],
+    tool: Annotated[str, typer.Option("--from", help="csv, neuron-explainer or delphi.")] = "csv",
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Add explanations written by other tools to a run; the next `autointerp run` of its config scores them."""
+    from autointerp.interop import import_explanations
+
+    store = Store(db)
+    store.migrate()
+    result = import_explanations(store, resolve_run(store, run_id), tool, path)
+    parts = [f"{result.already_there} already there"]
+    if result.refused:
+        parts.append(f"placeholders refused: {result.refused}")
+    if result.scores_added:
+        parts.append(f"{result.scores_added} {tool} scores added")
+    if result.skipped_scores:
+        skipped = ", ".join(f"{name} ({why})" for name, why in sorted(result.skipped_scores.items()))
+        parts.append(f"{tool} scores skipped: {skipped}")
+    console.print(
+        Text(
+            f"imported {result.added} explanations into run {result.run_id} ({'; '.join(parts)}); "
+            "rerun the run's config (`autointerp run -c ...`) to score them"
+        ),
+        soft_wrap=True,
+    )
