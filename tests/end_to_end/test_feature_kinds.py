@@ -69,6 +69,21 @@ def _settings(kind: str, folder: Path) -> list[str]:
     return [f"features.kind={kind}", f"features.path='{DICTIONARIES / dictionary}'", "features.count=4"]
 
 
+def _small_run(db: Path, explainer_url: str) -> list[str]:
+    """Returns the settings of a small run into `db`: 64 windows, the scripted explainer, embedding scores."""
+    return [
+        f"store.path='{db}'",
+        "corpus.max_windows=64",
+        "corpus.window_tokens=16",
+        "collect.top_k=4",
+        "collect.random_windows=3",
+        f"explainer.model='{explainer_url}'",
+        "score.methods=['embedding']",
+        "experiments.lowest_n=0",
+        "experiments.on_disagreement=false",
+    ]
+
+
 def _args(settings: list[str]) -> list[str]:
     return [arg for setting in settings for arg in ("-s", setting)]
 
@@ -80,15 +95,7 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
     db = tmp_path / "run.duckdb"
     settings = [
         *_settings(kind, tmp_path),
-        f"store.path='{db}'",
-        "corpus.max_windows=64",
-        "corpus.window_tokens=16",
-        "collect.top_k=4",
-        "collect.random_windows=3",
-        f"explainer.model='{explainer_url}'",
-        "score.methods=['embedding']",
-        "experiments.lowest_n=0",
-        "experiments.on_disagreement=false",
+        *_small_run(db, explainer_url),
     ]
     checked = CliRunner().invoke(app, ["check", *_args(settings)])
     assert checked.exit_code == 0, checked.output
@@ -131,15 +138,7 @@ def test_too_little_evidence_is_skipped_or_flagged_and_runs_says_so(
         "features.kind=planted",
         f"features.path='{planted}'",
         f"corpus.source='{corpus}'",
-        f"store.path='{db}'",
-        "corpus.max_windows=64",
-        "corpus.window_tokens=16",
-        "collect.top_k=4",
-        "collect.random_windows=3",
-        f"explainer.model='{explainer_url}'",
-        "score.methods=['embedding']",
-        "experiments.lowest_n=0",
-        "experiments.on_disagreement=false",
+        *_small_run(db, explainer_url),
     ]
     ran = CliRunner().invoke(app, ["run", *_args(settings)])
     assert ran.exit_code == 0, ran.output
