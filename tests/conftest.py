@@ -87,3 +87,38 @@ def tiny_config(tmp_path: Path, *overrides: str) -> RunConfig:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_EXIT_STATUS: list[int] = []
+DRAIN_S = 15.0
+"""Seconds the session waits at its end for Prefect's in-process event and log queues to empty."""
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remembers the session's exit status for `pytest_unconfigure`."""
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Drains Prefect's event and log queues for a bounded time after the summary is printed.
+
+    Flows run in this process against temporary Prefect servers (the harness, `autointerp run`'s own,
+    the work-pool tests'); events still queued for a server that has stopped would otherwise be
+    retried one by one at interpreter exit, which kept a finished session alive for many minutes.
+    When the queues do not empty in time, the process ends with the session's own exit status."""
+    if not _EXIT_STATUS:
+        return
+    import sys
+    from typing import cast
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    waiting = 0
+    for service in (EventsWorker, APILogWorker):
+        _, not_done = cast(tuple[set[Any], set[Any]], service.drain_all(timeout=DRAIN_S))
+        waiting += len(not_done)
+    if waiting:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[0])
