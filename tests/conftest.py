@@ -100,25 +100,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Drains Prefect's event and log queues for a bounded time after the summary is printed.
+    """Drains Prefect's event and log queues for a bounded time after the summary is printed, then ends
+    the process with the session's exit status.
 
     Flows run in this process against temporary Prefect servers (the harness, `autointerp run`'s own,
-    the work-pool tests'); events still queued for a server that has stopped would otherwise be
-    retried one by one at interpreter exit, which kept a finished session alive for many minutes.
-    When the queues do not empty in time, the process ends with the session's own exit status."""
+    the work-pool tests'); a queue service already stopped (drained once, so no longer listed) but
+    still holding events for a server that has gone retries them one by one at interpreter exit,
+    which kept a finished session alive for many minutes. Nothing is left to write at this point:
+    the summary is printed, and the temporary servers die with this process (PR_SET_PDEATHSIG)."""
     if not _EXIT_STATUS:
         return
     import sys
-    from typing import cast
 
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    waiting = 0
     for service in (EventsWorker, APILogWorker):
-        _, not_done = cast(tuple[set[Any], set[Any]], service.drain_all(timeout=DRAIN_S))
-        waiting += len(not_done)
-    if waiting:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[0])
+        service.drain_all(timeout=DRAIN_S)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[0])
