@@ -61,5 +61,5 @@ def test_negative_values_are_kept_and_only_all_zero_is_dead() -> None:
     # non-firing windows, and the pipeline skips it for firing in 0 windows
     kinds = {e.kind for e in result.exemplars if e.feature_index == 0}  # type: ignore[attr-defined]
     assert kinds == {"random"}
-    assert {"top", "random"} <= {e.kind for e in result.exemplars if e.feature_index == 1}  # type: ignore[attr-defined]
+    assert "top" in {e.kind for e in result.exemplars if e.feature_index == 1}  # type: ignore[attr-defined]
     assert not [e for e in result.exemplars if e.feature_index == 2]  # type: ignore[attr-defined]

@@ -192,11 +192,13 @@ def test_bulk_accept_and_undo_in_the_browser(
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     path, _ = review_db
     base = serve(ReviewSettings(db=path, reviewer="bulk-browser"))
-    wait = WebDriverWait(browser, 15)
+    # the banner is re-rendered after each action: a lookup that races the re-render is tried again
+    wait = WebDriverWait(browser, 15, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(base + "/?q=sentence&noted=0")
     browser.find_element(By.ID, "bulk-accept").click()
     banner = wait.until(expected_conditions.presence_of_element_located((By.ID, "bulk-banner")))
