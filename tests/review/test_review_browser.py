@@ -190,9 +190,9 @@ def test_long_and_bidi_text_reads_well(
 def test_bulk_accept_and_undo_in_the_browser(
     review_db: tuple[Path, dict[str, Any]], serve: Callable[[ReviewSettings], str], browser: Any, tmp_path: Path
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     path, _ = review_db
