@@ -10,6 +10,7 @@ from __future__ import annotations
 from autointerp.records import now
 from autointerp.store.arrow import ArrowTransfer
 from autointerp.store.connection import LOCK_WAIT_SECONDS
+from autointerp.store.neighbours import NeighbourStore
 from autointerp.store.reads import StoreReads
 from autointerp.store.reports import RunReports
 from autointerp.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -19,7 +20,7 @@ from autointerp.store.writes import StoreWrites
 __all__ = ["LOCK_WAIT_SECONDS", "MIGRATIONS", "SCHEMA_VERSION", "Store", "now"]
 
 
-class Store(StoreReads, RunReports, StoreWrites, ArrowTransfer, ShardLedger):
+class Store(StoreReads, RunReports, StoreWrites, ArrowTransfer, NeighbourStore, ShardLedger):
     """A DuckDB file holding every run; each method opens, works in one transaction and closes.
 
     The first connection of a Store checks the file's schema version: a file written by a newer

@@ -90,12 +90,40 @@ def _migration_feature_evidence(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE features ADD COLUMN skip_reason VARCHAR")
 
 
+def _migration_output_evidence(con: duckdb.DuckDBPyConnection) -> None:
+    """Output evidence: per feature of a run, the tokens its write direction promotes / suppresses on the
+    direct path to the logits and those steering raises / lowers (`autointerp.outputs`), or why it has none."""
+    effect = "STRUCT(token VARCHAR, token_id INTEGER, value DOUBLE)[]"
+    con.execute(f"""
+        CREATE TABLE output_evidence (
+            run_id VARCHAR, feature_id VARCHAR, promoted {effect}, suppressed {effect},
+            steer_raised {effect}, steer_lowered {effect}, steer_scale DOUBLE, steer_prompts INTEGER,
+            no_output_reason VARCHAR, created_at TIMESTAMPTZ,
+            PRIMARY KEY (run_id, feature_id)
+        )
+    """)
+
+
+def _migration_neighbours(con: duckdb.DuckDBPyConnection) -> None:
+    """Neighbours: per feature of a run, its nearest features by write-direction cosine or by co-occurrence
+    (`autointerp.neighbours`), rank 1 = nearest; `count` is the co-firing windows (NULL for cosine)."""
+    con.execute("""
+        CREATE TABLE neighbours (
+            run_id VARCHAR, feature_id VARCHAR, kind VARCHAR, rank INTEGER, other_id VARCHAR, value DOUBLE,
+            count BIGINT, other_in_run BOOLEAN,
+            PRIMARY KEY (run_id, feature_id, kind, rank)
+        )
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _migration_1,
     _migration_collect_histogram,
     _migration_distributed_shards,
     _migration_explanation_details,
     _migration_feature_evidence,
+    _migration_output_evidence,
+    _migration_neighbours,
 ]
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 
