@@ -13,6 +13,7 @@ Hook points use TransformerLens names: `blocks.L.hook_resid_pre` (input of block
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,37 @@ import torch
 from safetensors.torch import load_file
 
 from autointerp.errors import FeatureError
-from autointerp.subject.hooks import capture, check_layer, hook_target
+from autointerp.subject.hooks import capture, check_layer, hook_target, mlp_down_proj, parse_hook
 from autointerp.subject.interventions import DirectionEdit, Edit, NeuronEdit
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.planted import PlantedFeature
 from autointerp.subject.sae import SparseAutoencoder, hook_layer
+
+RESIDUAL_WRITE_HOOKS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out")
+"""Hook kinds whose value is (a term of) the residual stream: a vector added there reaches the logits."""
+
+
+@dataclass(frozen=True)
+class WriteDirections:
+    """What one unit of each feature's activation adds to the residual stream (the output side).
+
+    MLP neurons: the down projection's column, at `blocks.L.hook_mlp_out`; SAE and transcoder latents:
+    the decoder row, at the hook point the dictionary writes; directions v: v / |v|^2 (the edit that
+    moves h . v by one), at their hook point. Signed poles: the base's vector, negated for `-`.
+    """
+
+    hooks: tuple[str, ...]
+    """Per feature: the residual-stream hook point the vector is added at."""
+    vectors: torch.Tensor
+    """[n_features, d_model] float32, in the source's feature order."""
+
+
+def writes_residual(hook: str) -> bool:
+    """Returns True when hook point `hook` is in the residual stream (a vector added there reaches the logits)."""
+    try:
+        return parse_hook(hook)[1] in RESIDUAL_WRITE_HOOKS
+    except FeatureError:
+        return False
 
 
 class FeatureSource(ABC):
@@ -60,6 +87,11 @@ class FeatureSource(ABC):
         in the model, or None when the feature is not a direction in the model (planted features)."""
         return None
 
+    def write_directions(self) -> WriteDirections | None:
+        """Returns what each feature writes into the residual stream per unit of activation, or None
+        when its features write nothing there (planted features; a direction read off a non-residual hook)."""
+        return None
+
 
 class MlpNeuronSource(FeatureSource):
     """MLP neurons (the input of each block's down projection) of one or more layers."""
@@ -83,6 +115,21 @@ class MlpNeuronSource(FeatureSource):
         """Returns the edit of the neuron at `position` (its input to the down projection)."""
         layer = self.layers[position // len(self._index)]
         return NeuronEdit(layer=layer, index=self.indices[position], set_to=set_to, add=add)
+
+    def write_directions(self) -> WriteDirections | None:
+        """Returns each neuron's down-projection column at `blocks.L.hook_mlp_out`; None for a family that
+        normalises the MLP's output before the residual add (Gemma 2, 3), where no fixed vector is written."""
+        if self.subject.architecture.mlp_out_norm is not None:
+            return None
+        columns = []
+        for layer in self.layers:
+            down = mlp_down_proj(self.subject, layer)
+            weight = getattr(down, "weight").detach().float()  # noqa: B009
+            # Linear: [d_model, d_mlp] (a neuron is a column); GPT-2's Conv1D: [d_mlp, d_model] (a row)
+            by_neuron = weight.T if isinstance(down, torch.nn.Linear) else weight
+            columns.append(by_neuron.index_select(0, self._index.to(by_neuron.device)))
+        hooks = tuple(f"blocks.{layer}.hook_mlp_out" for layer in self.layers for _ in self._index)
+        return WriteDirections(hooks, torch.cat(columns).contiguous())
 
     def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
         """Returns one [batch, tokens, neurons] tensor per layer, in the model's dtype."""
@@ -139,6 +186,16 @@ class SaeLatentSource(FeatureSource):
             read_from=self.sae.hook_name if self.sae.is_transcoder else None,
         )
 
+    def write_directions(self) -> WriteDirections | None:
+        """Returns each latent's decoder row at the hook point the dictionary writes (None: not the
+        residual stream)."""
+        hook = self.sae.hook_name_out or self.sae.hook_name
+        if not writes_residual(hook):
+            return None
+        rows = self.sae.decoder_rows().detach().float()
+        index = torch.tensor(self.indices, dtype=torch.long, device=rows.device)
+        return WriteDirections((hook,) * len(self.indices), rows.index_select(0, index).contiguous())
+
 
 def load_directions(path: Path) -> torch.Tensor:
     """Returns the [n, d] matrix in a .safetensors (one tensor, or one named `directions`) or .npy file."""
@@ -192,6 +249,14 @@ class DirectionSource(FeatureSource):
             set_to=set_to,
             add=add,
         )
+
+    def write_directions(self) -> WriteDirections | None:
+        """Returns v / |v|^2 per direction at its hook point (None: not the residual stream)."""
+        if not writes_residual(self.hook):
+            return None
+        vectors = self.vectors.T.float()
+        vectors = vectors / vectors.pow(2).sum(dim=1, keepdim=True).clamp(min=1e-12)
+        return WriteDirections((self.hook,) * vectors.shape[0], vectors.contiguous())
 
 
 class PlantedSource(FeatureSource):
@@ -267,6 +332,15 @@ class SignedSource(FeatureSource):
         if self.poles[pole] == "+":
             return self.base.edit(base_position, set_to, add)
         return self.base.edit(base_position, None if set_to is None else -set_to, -add)
+
+    def write_directions(self) -> WriteDirections | None:
+        """Returns the base's directions per pole (negated for `-`), interleaved like the feature ids."""
+        base = self.base.write_directions()
+        if base is None:
+            return None
+        signs = torch.tensor([1.0 if pole == "+" else -1.0 for pole in self.poles], device=base.vectors.device)
+        vectors = (base.vectors.unsqueeze(1) * signs[None, :, None]).flatten(0, 1)
+        return WriteDirections(tuple(h for h in base.hooks for _ in self.poles), vectors.contiguous())
 
 
 def signed(source: FeatureSource, sign: str) -> FeatureSource:
