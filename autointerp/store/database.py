@@ -21,7 +21,7 @@ from autointerp.store.writes import StoreWrites
 __all__ = ["LOCK_WAIT_SECONDS", "MIGRATIONS", "SCHEMA_VERSION", "Store", "now"]
 
 
-class Store(StoreReads, RunReports, StoreWrites, ArrowTransfer, NeighbourStore, ShardLedger, OutputEvidenceStore):
+class Store(StoreReads, RunReports, StoreWrites, ArrowTransfer, NeighbourStore, OutputEvidenceStore, ShardLedger):
     """A DuckDB file holding every run; each method opens, works in one transaction and closes.
 
     The first connection of a Store checks the file's schema version: a file written by a newer
