@@ -167,6 +167,10 @@ class ExplainerConfig(LLMRoleConfig):
     the activating ones first ("these similar texts do NOT activate it"); never held-out windows."""
     contrastive_windows: int = Field(3, ge=1, le=20)
     """Most non-activating windows shown when `contrastive` is on."""
+    evidence: Literal["input", "output", "both"] = "input"
+    """What the explainer reads: `input` windows (what the feature fires on), `output` evidence (the tokens
+    its direct path promotes / suppresses and the token changes when it is steered; `explain_output.jinja`),
+    or `both` (`explain_both.jinja`). A feature without output evidence is explained from its input."""
 
 
 class ModelPriceConfig(_Section):
@@ -181,6 +185,23 @@ class BackendLimitsConfig(_Section):
     """Most calls in flight at once to this backend; unset: `llm.concurrency`."""
     requests_per_minute: float | None = Field(None, gt=0)
     """Most calls started per minute; unset: `llm.requests_per_minute`."""
+
+
+class LocalGenerationConfig(_Section):
+    """How a model in this process (`local:`) writes: guidance against loops for the roles that write free
+    text, and answers constrained to the shape their parser reads (the proposer's word lists, sentences and
+    words). Backends behind an API get the requests unguided."""
+
+    no_repeat_ngram: int = Field(3, ge=0, le=20)
+    """Never repeat an n-gram of this many tokens within one answer (only the answer: it may quote the
+    prompt); 0: off."""
+    repetition_penalty: float = Field(1.15, ge=1.0, le=3.0)
+    """Divide the logits of tokens the answer already wrote by this (1: off)."""
+    guided_roles: list[str] = Field(default_factory=lambda: ["explain", "revise", "propose"])
+    """Roles whose calls get `no_repeat_ngram` and `repetition_penalty` (not simulation or judges, whose
+    answers repeat by design)."""
+    structured: bool = True
+    """Constrain answers to the shape their parser reads, where the caller names one (the proposer)."""
 
 
 class LLMConfig(_Section):
@@ -205,6 +226,9 @@ class LLMConfig(_Section):
     """Budget: stop the run before a call once the run's cost reaches this many USD."""
     prices: dict[str, ModelPriceConfig] = Field(default_factory=dict)
     """Price overrides keyed by `backend:model` or `backend:*`, on top of the built-in table."""
+    local: LocalGenerationConfig = Field(default_factory=LocalGenerationConfig)
+    """Guided generation of local models (`[llm.local]`): no loops, answers in the asked shape. It changes
+    local answers; each call's record and cache key carry the guidance it got."""
     prompts: Path | None = None
     """A folder of your own prompt templates, e.g. for a different explainer model: `<role>.jinja` files
     (`explain.jinja`, `simulate.jinja`, ...; see the installed `prompts/`); a role with no file there uses
@@ -243,8 +267,27 @@ class ScoreConfig(_Section):
     per window; fewer calls and tokens, balanced accuracy only; a list that does not parse fails its windows."""
     distractor: bool = True
     """Also score another feature's explanation (chosen deterministically) as the chance level."""
+    distractor_from: Literal["random", "neighbour"] = "random"
+    """Whose explanation is the distractor: a random feature's (an easy chance level), or the nearest
+    neighbour's that has one (`autointerp.neighbours`: a harder, more telling baseline; falls back to a random
+    feature's when no neighbour is explained). Each score's details say which (`distractor_from`)."""
+    negatives: Literal["random", "neighbour", "both"] = "random"
+    """Non-firing windows of detection, fuzzing, simulation and the intruder test: `random` (easy), `neighbour`
+    (hard negatives: a neighbour's top windows where this feature does not fire) or `both` (the plain metrics on
+    random windows, and `<metric>_hard` on neighbour windows, side by side). Each score's details say which."""
+    intruder_windows: int = Field(4, ge=3, le=10)
+    """Intruder scorer: windows per prompt, k (k-1 activating, one intruder); chance is 1/k."""
+    intruder_prompts: int = Field(6, ge=1, le=100)
+    """Intruder scorer: prompts per feature."""
     batch_size: int = Field(8, ge=1)
     """Prompts per padded forward pass of a local scorer."""
+    # the output scorer (`output`, Gur-Arieh et al. 2025): steered vs clean continuations, judged
+    output_prompts: int = Field(4, ge=1, le=12)
+    """Output scorer: held-out neutral prompts continued per feature, once steered and once not."""
+    output_strength: float = Field(8.0, gt=0.0, le=1000.0)
+    """Output scorer: steering adds this x the feature's max activation at every position."""
+    output_tokens: int = Field(8, ge=1, le=64)
+    """Output scorer: tokens generated per continuation."""
 
     @field_validator("methods")
     @classmethod
@@ -298,6 +341,26 @@ class ScheduleConfig(_Section):
     different explainer model or prompt template; scheduled runs turn this on."""
 
 
+class NeighboursConfig(_Section):
+    """Each feature's nearest features (`autointerp.neighbours`): by write-direction cosine (among every
+    feature of its dictionary or layer) and by co-occurrence (the run's features firing in the same windows,
+    counted during collection). Hard negatives, hard distractors and the intruder test read them."""
+
+    enabled: bool = True
+    """Compute and store neighbours (cosine after collection; co-occurrence counted during it)."""
+    k: int = Field(10, ge=1, le=1000)
+    """Neighbours kept per feature and kind."""
+    cosine_scope: Literal["hook", "source"] = "hook"
+    """Search each layer's (hook point's) features separately (`hook`), or all of the source's layers
+    together (`source`, e.g. all 46,080 neurons of a `layers: all` run)."""
+    max_cooccurrence_entries: int = Field(20_000_000, ge=1)
+    """Co-occurrence log cap (16 bytes per (window, feature) that may fire); past it the run keeps no
+    co-occurrence neighbours and says so."""
+
+
+_NEW_SECTION_DEFAULTS: dict[str, type[_Section]] = {"neighbours": NeighboursConfig}
+"""Sections added after runs were stored: hashed only when set otherwise than their defaults."""
+
 _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("features", "sign"): "positive",
     ("score", "simulation_prompt"): "zero-shot",
@@ -348,6 +411,8 @@ class RunConfig(_Section):
     explainer: ExplainerConfig = Field(default_factory=ExplainerConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     experiments: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    neighbours: NeighboursConfig = Field(default_factory=NeighboursConfig)
+    """Nearest features by write-direction cosine and by co-occurrence."""
     store: StoreConfig = Field(default_factory=StoreConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     """Cache, concurrency and rate limits, budget and prices for every LLM call of the run."""
@@ -365,6 +430,9 @@ class RunConfig(_Section):
         for (section, key), default in _NEW_KEY_DEFAULTS.items():
             if data.get(section, {}).get(key) == default:
                 del data[section][key]
+        for section, settings in _NEW_SECTION_DEFAULTS.items():
+            if data.get(section) == settings().model_dump(mode="json"):
+                del data[section]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def resolved_run_id(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from autointerp.bench.hard import score_hard
 from autointerp.bench.results import BenchResult, Investigated, JudgeAgreement
 from autointerp.bench.settings import BenchSettings, ExplainerVariant, explainer_variants, score_columns
 from autointerp.bench.windows import FeatureSet, build_feature_sets
@@ -134,6 +135,11 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                 recorder.take()  # the benchmark keeps numbers, not call rows
                 advance(1)
         seconds[f"score {column}"] = time.perf_counter() - started
+    hard = None
+    if settings.hard or "intruder" in settings.methods:  # hard negatives and distractors, the intruder test
+        started = time.perf_counter()
+        hard = score_hard(live, features, settings, scorer, recorder)
+        seconds["hard tests"] = time.perf_counter() - started
     similarity = explanation_similarity(features, explanations)
     revisions = {spec: {n: i.revised for n, i in done.items() if i.revised} for spec, done in investigated.items()}
     revised_similarity = explanation_similarity(features, revisions)  # type: ignore[arg-type]
@@ -148,6 +154,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
         investigated,
         revised_similarity,
         agreement,
+        hard,
     )
 
 

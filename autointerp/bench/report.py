@@ -122,6 +122,8 @@ def render_report(result: BenchResult) -> str:
         lines += [_row(r) for r in rows]
     if result.investigated:
         lines += experiment_section(result)
+    if result.hard is not None:
+        lines += hard_section(result)
     lines += ["", "## Per feature", ""]
     header = ["feature", "kind", "density", *[f"{m} (truth)" for m in methods]]
     header += [f"`{e}` wrote" for e in explainers]
@@ -138,6 +140,77 @@ def render_report(result: BenchResult) -> str:
                 cells.append("(failed)" if text is None else text.replace("|", "\\|"))
         lines.append(_row(cells))
     return "\n".join(lines) + "\n"
+
+
+def hard_section(result: BenchResult) -> list[str]:
+    """Returns the report lines of the harder tests: easy vs hard scores of the truth, a vague description and
+    two distractors on planted families, and the intruder accuracy of coherent vs mixed planted features."""
+    from autointerp.bench.hard import CANDIDATES
+    from autointerp.score.intruder import wilson_interval
+
+    hard = result.hard
+    if hard is None:
+        return []
+    s = result.settings
+    lines: list[str] = []
+    if hard.scores:
+        lines += [
+            "",
+            "## Easy vs hard negatives, random vs neighbour distractors (planted families)",
+            "",
+            "Features with a planted family neighbour (`the`/`a`, `digits`/`colon_numbers`, `bracket_depth`/",
+            "`closing_brackets`, `after_the`/`after_of`). Each description is scored on the same held-out activating",
+            "windows with random non-firing windows (*easy*) and with hard negatives, windows where a family",
+            'neighbour fires and the feature does not (*hard*). *vague* fits the whole family ("numbers");',
+            "*neighbour distractor* is the neighbour's own description (a hard distractor), *random distractor*",
+            "another feature's (the usual one). Mean over features; n = features with a value.",
+            "",
+            "| scorer | description | easy | hard | n |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for method, per in hard.scores.items():
+            for label in CANDIDATES:
+                pairs = [v[label] for v in per.values() if label in v]
+                easy = _mean([e for e, _ in pairs])
+                harder = _mean([h for _, h in pairs])
+                n = sum(e is not None and h is not None for e, h in pairs)
+                lines.append(_row([method, label, _fmt(easy), _fmt(harder), str(n)]))
+    if hard.intruder or hard.intruder_skipped:
+        kinds = {fs.feature.name: fs.feature.kind for fs in result.features}
+        lines += [
+            "",
+            f"## Intruder test: coherent vs mixed planted features (k = {s.intruder_windows}, chance "
+            f"{1 / s.intruder_windows:.2f})",
+            "",
+            f"{s.intruder_prompts} prompts per feature, each {s.intruder_windows - 1} activating windows drawn at",
+            "random from all of the feature's activating windows and one random non-firing window; no explanation is",
+            "shown and the judge names the intruder. *mixed* features are unions of two unrelated planted features.",
+            "Accuracy pooled over the group's prompts, with a 95 % Wilson interval; *per feature* is the mean of the",
+            "features' accuracies.",
+            "",
+            "| features | n | prompts answered | accuracy [95 % interval] | per feature |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for group, keep in (("coherent", lambda k: k != "mixed"), ("mixed", lambda k: k == "mixed")):
+            chosen = {n: v for n, v in hard.intruder.items() if keep(kinds.get(n, ""))}
+            correct, answered = sum(c for c, _ in chosen.values()), sum(a for _, a in chosen.values())
+            low, high = wilson_interval(correct, answered)
+            share = correct / answered if answered else None
+            per_feature = _mean([c / a for c, a in chosen.values() if a])
+            lines.append(
+                _row(
+                    [
+                        group,
+                        str(len(chosen)),
+                        str(answered),
+                        f"{_fmt(share)} [{low:.2f}, {high:.2f}]",
+                        _fmt(per_feature),
+                    ]
+                )
+            )
+        if hard.intruder_skipped:
+            lines += ["", "No intruder score: " + "; ".join(f"{n} ({why})" for n, why in hard.intruder_skipped.items())]
+    return lines
 
 
 def agreement_section(result: BenchResult) -> list[str]:

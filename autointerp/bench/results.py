@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autointerp.bench.hard import HardScores
 from autointerp.bench.settings import BenchSettings
 from autointerp.bench.windows import FeatureSet
 from autointerp.score.outcome import ScoreOutcome
@@ -74,3 +75,4 @@ class BenchResult:
     investigated: dict[str, dict[str, Investigated]] = field(default_factory=dict)  # explainer -> feature ->
     revised_similarity: dict[str, dict[str, tuple[float, bool]]] = field(default_factory=dict)
     agreement: dict[str, JudgeAgreement] = field(default_factory=dict)  # judging method -> batched vs single
+    hard: HardScores | None = None  # easy vs hard scores and intruder accuracy (settings.hard / method intruder)

@@ -57,6 +57,13 @@ class BenchSettings:
     """Non-activating windows shown by the contrastive variant."""
     contrast_pool: int = 64
     """Non-activating corpus windows (none of them held out) the contrastive variant ranks by similarity."""
+    hard: bool = False
+    """Also score the truth, a vague description and distractors on hard negatives (windows where a planted
+    family neighbour fires) beside random ones (`autointerp.bench.hard`)."""
+    intruder_windows: int = 4
+    """Intruder test (method `intruder`): windows per prompt, k; chance is 1/k."""
+    intruder_prompts: int = 6
+    """Intruder test: prompts per feature."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,8 @@ def score_columns(settings: BenchSettings) -> list[tuple[str, str, SimulationPro
     prompt (`simulation`, `simulation few-shot`), every other method once."""
     columns: list[tuple[str, str, SimulationPrompt]] = []
     for method in settings.methods:
+        if method == "intruder":  # explanation-free: measured per feature (`autointerp.bench.hard`)
+            continue
         prompts: list[SimulationPrompt] = settings.simulation_prompts if method == "simulation" else ["zero-shot"]
         for prompt in prompts:
             label = method if prompt == "zero-shot" or method != "simulation" else f"{method} {prompt}"

@@ -30,6 +30,10 @@ class FeatureSet:
     skipped: str | None = None
     quiet: list[dict[str, Any]] = field(default_factory=list)
     """Non-activating windows none of which is held out: the contrastive variant's candidates."""
+    hard: list[HeldOutWindow] = field(default_factory=list)
+    """Hard negatives (`settings.hard`): windows where a planted family neighbour fires and this feature does not."""
+    sampled: list[HeldOutWindow] = field(default_factory=list)
+    """Activating windows drawn at random from all of them (the intruder test's; `settings.hard`)."""
 
 
 def build_feature_sets(features: list[PlantedFeature], settings: BenchSettings) -> tuple[list[FeatureSet], int]:
@@ -41,6 +45,10 @@ def build_feature_sets(features: list[PlantedFeature], settings: BenchSettings) 
     ids = [w.token_ids for w in cut]
     windows = [subject.decode_tokens(w) for w in ids]
     sets = [feature_set(f, windows, settings, ids) for f in features]
+    if settings.hard or "intruder" in settings.methods:
+        from autointerp.bench.hard import attach_hard_windows  # the harder tests' windows
+
+        attach_hard_windows(sets, features, windows, settings)
     return sets, len(windows)
 
 

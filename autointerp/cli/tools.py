@@ -52,12 +52,26 @@ def bench(
         ),
     ] = None,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
+    hard: Annotated[
+        bool,
+        typer.Option(
+            "--hard",
+            help="Harder tests: planted families and mixed features are added; the truth, a vague description and "
+            "distractors are scored on random and on hard negatives, and the intruder test runs.",
+        ),
+    ] = False,
+    intruder_windows: Annotated[int, typer.Option(help="Intruder test: windows per prompt (k).", min=3, max=10)] = 4,
+    intruder_prompts: Annotated[int, typer.Option(help="Intruder test: prompts per feature.", min=1, max=100)] = 6,
 ) -> None:
     """Measure scorers and explainers against planted features with known descriptions."""
     from autointerp.bench import BenchSettings, explainer_variants, render_report, run_bench, write_report
     from autointerp.subject.planted import check_planted_features, load_planted_features
 
     features = load_planted_features(planted)
+    if hard and planted is None:
+        from autointerp.subject.planted_families import hard_planted_features
+
+        features = hard_planted_features()
     if list_:
         for f in features:
             console.print(f"{f.name}\t{f.description}", highlight=False, markup=False, soft_wrap=True)
@@ -81,6 +95,9 @@ def bench(
     )
     if method:
         settings.methods = method
+    elif hard:
+        settings.methods = [*settings.methods, "intruder"]
+    settings.hard, settings.intruder_windows, settings.intruder_prompts = hard, intruder_windows, intruder_prompts
     if simulation_prompt:
         bad = sorted(set(simulation_prompt) - {"zero-shot", "few-shot"})
         if bad:

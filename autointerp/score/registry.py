@@ -24,6 +24,8 @@ from autointerp.score.windows import HeldOutWindow
 
 if TYPE_CHECKING:
     from autointerp.config import RunConfig, ScoreConfig
+    from autointerp.subject.model import SubjectModel
+    from autointerp.subject.sources import FeatureSource
 
 Role = Literal["simulator", "judge"]
 SimulationMode = Literal["auto", "all-at-once", "generate"]
@@ -42,6 +44,18 @@ class ScorerOptions:
         return cls()
 
 
+@dataclass(frozen=True)
+class SteeringTarget:
+    """The feature a scorer that reads the model's output steers (`Scorer.needs_subject`): the subject
+    model, the feature's source (its position 0), its max activation, or why it cannot be steered."""
+
+    subject: SubjectModel
+    source: FeatureSource | None
+    max_activation: float
+    reason: str | None = None
+    """Why the feature cannot be steered (its source could not be rebuilt); None when it may be."""
+
+
 @dataclass
 class ScoringContext:
     """What a scorer gets for one feature: candidate explanations, held-out windows, a model, a recorder
@@ -58,6 +72,8 @@ class ScoringContext:
     feature_id: str | None = None
     explanation_ids: list[str | None] = field(default_factory=list)
     """The stored explanation each candidate is scored for (padded with None)."""
+    steering: SteeringTarget | None = None
+    """The feature to steer, for scorers with `needs_subject` (None for the others)."""
 
     def __post_init__(self) -> None:
         self.explanation_ids = list(self.explanation_ids) + [None] * (
@@ -91,6 +107,11 @@ class Scorer(ABC):
     """Values it may write to `scores.scorer` (default: its name)."""
     options_type: ClassVar[type[ScorerOptions]] = ScorerOptions
     """Its settings, built from the `score` section (`options_from`)."""
+    explanation_free: ClassVar[bool] = False
+    """True for a scorer that reads no explanation (the intruder test): the score stage runs it once per
+    feature, explained or not, and stores one row per metric in `feature_scores`; `score` returns one outcome."""
+    needs_subject: ClassVar[bool] = False
+    """True when it steers the feature in the subject model (the context then carries `steering`)."""
 
     def __init__(self, options: ScorerOptions | None = None) -> None:
         self.options = options if options is not None else self.options_type()
