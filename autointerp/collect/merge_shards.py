@@ -32,6 +32,7 @@ from autointerp.collect.results import SamplingPlan
 from autointerp.collect.sampler import ExemplarSampler
 from autointerp.corpus.sources import Window
 from autointerp.errors import AutointerpError
+from autointerp.neighbours.cooccurrence import CooccurrenceLog
 
 
 class ShardMergeError(AutointerpError):
@@ -134,4 +135,6 @@ def merge_states(states: Sequence[dict[str, Any]], window_tokens: int, plan: Sam
         windows.update(part.windows)
     merged.windows = windows
     merged.prune_windows()
+    if all("cooccurrence" in s for s in states):  # neighbours hook: the logs of disjoint windows concatenate
+        merged.cooccurrence = CooccurrenceLog.merged([s["cooccurrence"] for s in states])
     return merged

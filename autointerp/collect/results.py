@@ -15,6 +15,7 @@ from autointerp.errors import AutointerpError
 
 if TYPE_CHECKING:
     from autointerp.config import CollectConfig
+    from autointerp.neighbours.cooccurrence import CooccurrenceLog
 
 HISTOGRAM_EDGES: list[float] = [2.0**e for e in range(-6, 9)]
 """Upper edges of the window-max histogram: bin 0 holds max <= 0, bin i holds (edge[i-2], edge[i-1]]
@@ -107,6 +108,8 @@ class CollectionResult:
     feature_indices: list[int]
     stats: list[FeatureStats]
     exemplars: list[Exemplar] = field(default_factory=list)
+    cooccurrence: CooccurrenceLog | None = None
+    """Neighbours hook: the windows that may fire, for co-occurrence neighbours (None: not counted)."""
 
     def window_counts(self) -> list[tuple[int, int]]:
         """Returns (firing top windows, non-firing windows) kept for each feature, by position."""

@@ -79,6 +79,7 @@ from autointerp.collect.results import (
     renumber,
 )
 from autointerp.corpus.sources import Window
+from autointerp.neighbours.cooccurrence import CooccurrenceLog
 
 
 class ExemplarSampler:
@@ -116,6 +117,8 @@ class ExemplarSampler:
         self.gate = True  # merge only the features a batch can change (False: all, for tests)
         self.feature_names: Sequence[str] = [f"#{i}" for i in range(n_features)]
         """Names used in the error about a non-finite activation."""
+        self.cooccurrence: CooccurrenceLog | None = None
+        """Neighbours hook: the log of windows that may fire, for co-occurrence neighbours (None: off)."""
 
     # one batch ----------------------------------------------------------------------------------
 
@@ -159,6 +162,8 @@ class ExemplarSampler:
             check_finite(chunks, windows, self.feature_names)
         rose = window_max.amax(dim=1) > self.act_max
         self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
+        if self.cooccurrence is not None:  # neighbours hook (`autointerp.neighbours.cooccurrence`)
+            self.cooccurrence.add(window_max, self.act_max, first)
         random_key, quantile_key = self._keys(first, batch)
         if self.compiled:
             state = {name: getattr(self, name) for name in ("value", "key", "window", "row", "act_max", "histogram")}
@@ -473,6 +478,8 @@ class ExemplarSampler:
         state: dict[str, Any] = {name: getattr(self, name).cpu() for name in self._TENSORS}
         state["counters"] = [self.tokens, self.batches, self.windows_seen]
         state["windows"] = [(n, w.doc_id, w.offset, w.token_ids) for n, w in self.windows.items()]
+        if self.cooccurrence is not None:  # neighbours hook
+            state["cooccurrence"] = self.cooccurrence.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -483,7 +490,11 @@ class ExemplarSampler:
                 raise CheckpointError(f"checkpoint has no tensor {name}: it was written by an older autointerp")
             if state[name].shape != getattr(self, name).shape:
                 raise CheckpointError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}")
+        if self.cooccurrence is not None and "cooccurrence" not in state:  # neighbours hook
+            raise CheckpointError("checkpoint has no co-occurrence log: it was written with neighbours off")
         for name in self._TENSORS:
             setattr(self, name, state[name].to(self.device))
         self.tokens, self.batches, self.windows_seen = state["counters"]
         self.windows = {n: Window(doc_id=d, offset=o, token_ids=list(t)) for n, d, o, t in state["windows"]}
+        if self.cooccurrence is not None:  # neighbours hook
+            self.cooccurrence.load_state_dict(state["cooccurrence"])

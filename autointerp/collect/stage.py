@@ -56,6 +56,8 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
         checkpoint=checkpoint if collect.checkpoint_every else None,
         checkpoint_every=collect.checkpoint_every,
         fingerprint=f"{run_id}:{config.config_hash()}",
+        cooccurrence_k=config.neighbours.k if config.neighbours.enabled else 0,
+        cooccurrence_entries=config.neighbours.max_cooccurrence_entries,
     )
     result = collect_exemplars(windows, source.activation_chunks, SamplingPlan.from_config(collect), options)
     log.info("corpus: %s", corpus_stats)
@@ -143,4 +145,7 @@ def store_collection(
         }
         for e in result.exemplars
     ]
+    if result.cooccurrence is not None:  # neighbours: written first, so a collection stored has its neighbours
+        maxima = [s.max_activation for s in result.stats]
+        store.write_neighbours(run_id, result.cooccurrence.neighbours(ids, maxima), kinds=["cooccurrence"])
     store.write_collection(run_id, features, exemplars)

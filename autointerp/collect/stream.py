@@ -16,6 +16,7 @@ import torch
 from autointerp.collect.results import CheckpointError, CollectionResult, SamplingPlan
 from autointerp.collect.sampler import ExemplarSampler
 from autointerp.corpus.sources import Window
+from autointerp.neighbours.cooccurrence import DEFAULT_MAX_ENTRIES, CooccurrenceLog
 from autointerp.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class StreamOptions:
     checkpoint_every: int = 0
     fingerprint: str = ""
     """Names the collection a checkpoint belongs to; another one's is ignored."""
+    cooccurrence_k: int = 0
+    """Neighbours hook: log the windows that may fire, for this many co-occurrence neighbours (0: off)."""
+    cooccurrence_entries: int = DEFAULT_MAX_ENTRIES
+    """The co-occurrence log's cap (see `autointerp.neighbours.cooccurrence`)."""
 
 
 def collect_exemplars(
@@ -102,6 +107,8 @@ def collect_exemplars(
     names = list(options.feature_names) if options.feature_names is not None else [f"#{i}" for i in indices]
     sampler = ExemplarSampler(len(indices), options.window_tokens, plan, device)
     sampler.feature_names = names
+    if options.cooccurrence_k:  # neighbours hook
+        sampler.cooccurrence = CooccurrenceLog(len(indices), options.cooccurrence_k, options.cooccurrence_entries)
     if checkpoint is not None and load_checkpoint(checkpoint, options.fingerprint, sampler):
         windows = itertools.islice(windows, sampler.windows_seen, None)
     with progress_bar("collect", total=options.total_windows, unit="windows") as advance:
@@ -115,4 +122,6 @@ def collect_exemplars(
             if checkpoint is not None and options.checkpoint_every and sampler.batches % options.checkpoint_every == 0:
                 save_checkpoint(checkpoint, options.fingerprint, sampler)
     stats = sampler.stats()
-    return CollectionResult(feature_indices=indices, stats=stats, exemplars=sampler.exemplars(stats))
+    return CollectionResult(
+        feature_indices=indices, stats=stats, exemplars=sampler.exemplars(stats), cooccurrence=sampler.cooccurrence
+    )

@@ -30,6 +30,7 @@ from autointerp.distributed.parts import ResultsDir, results_dir, store_folder
 from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
 from autointerp.errors import AutointerpError, ConfigError
 from autointerp.experiments.stage import select_targets
+from autointerp.neighbours.stage import run_neighbours
 from autointerp.pipeline.common import live_features, load_subject
 from autointerp.pipeline.pool import StageResult
 from autointerp.store.database import Store
@@ -127,6 +128,7 @@ class Campaign:
     def run(self) -> list[StageResult]:
         """Runs collection, then each LLM stage; returns the LLM stages' tallies (as `label_features`)."""
         self.collect()
+        run_neighbours(self.config, self.store, self.run_id)  # cosine neighbours, in this process
         results = []
         for stage in LLM_STAGES:
             result = self.llm_stage(stage)
@@ -153,7 +155,12 @@ class Campaign:
         stats = sampler.stats()
         subject = load_subject(self.config)
         source = build_feature_source(self.config.features, subject)
-        result = CollectionResult(feature_indices=source.indices, stats=stats, exemplars=sampler.exemplars(stats))
+        result = CollectionResult(
+            feature_indices=source.indices,
+            stats=stats,
+            exemplars=sampler.exemplars(stats),
+            cooccurrence=sampler.cooccurrence,  # neighbours: merged from the shards' logs
+        )
         store_collection(self.store, self.run_id, subject, source, result, self.config.collect)
 
     def llm_stage(self, stage: str) -> StageResult:

@@ -79,6 +79,7 @@ class Heartbeat:
 
 def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     """Streams windows [start, end) of the run's corpus through a sampler; returns its state (CPU)."""
+    from autointerp.neighbours.cooccurrence import CooccurrenceLog
     from autointerp.pipeline.common import load_subject
     from autointerp.subject.kinds import build_feature_source
 
@@ -89,6 +90,9 @@ def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     plan = SamplingPlan.from_config(collect)
     sampler = ExemplarSampler(len(source.indices), corpus.window_tokens, plan, subject.device)
     sampler.windows_seen = start  # global window numbers: the random keys depend on them
+    if config.neighbours.enabled:  # neighbours hook: the co-occurrence log, merged by the campaign
+        neighbours = config.neighbours
+        sampler.cooccurrence = CooccurrenceLog(len(source.indices), neighbours.k, neighbours.max_cooccurrence_entries)
     for batch in batches(itertools.islice(windows, start, end), corpus.batch_size):
         token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=subject.device)
         with torch.inference_mode():
