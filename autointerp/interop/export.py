@@ -17,8 +17,9 @@ No value is null: a missing number drops its key (or its score row). The `-` pol
 gets its own source (`<source>-neg`), as its activations are another feature's.
 
 The plain JSONL has one line per explanation: the text, who wrote it, every score by metric
-(distractor metrics included, so a reader sees the chance level), the feature's statistics and its
-exemplars (tokens and activations, both splits).
+(distractor metrics included, so a reader sees the chance level), the feature's statistics, its
+exemplars (tokens and activations, both splits) and its nearest features (`neighbours`: kind `cosine` or
+`cooccurrence`, rank, the other feature's id, value, co-firing count, whether it is in the run).
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
     """Yields one JSON line per explanation: text, explainer, scores by metric, feature stats, exemplars."""
     features = {f.id: f for f in store.features(run_id)}
     exemplars = _exemplars_of_both_splits(store, run_id)
+    nearest = store.neighbours_by_feature(run_id)
     for explanation in _explanations_with_scores(store, run_id):
         feature = features.get(explanation["feature_id"])
         line = {
@@ -202,6 +204,17 @@ def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
                     "max_activation": _number(e.max_activation),
                 }
                 for e in exemplars.get(explanation["feature_id"], [])
+            ],
+            "neighbours": [
+                {
+                    "kind": n.kind,
+                    "rank": n.rank,
+                    "other": n.other,
+                    "value": _number(n.value),
+                    "count": n.count,
+                    "in_run": n.other_in_run,
+                }
+                for n in nearest.get(explanation["feature_id"], [])
             ],
         }
         yield json.dumps(line, ensure_ascii=False)

@@ -158,4 +158,21 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
             for c in record["llm_calls"]
         ],
         "reviews": reviews,
+        "nearest": _nearest(record.get("nearest", []), run_id),
     }
+
+
+def _nearest(rows: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    """Returns the feature's neighbours in `run_id` by kind (`cosine`, then `cooccurrence`), each
+    `{"kind", "label", "items": [{"other", "value", "count", "in_run"}]}`, nearest first."""
+    labels = {"cosine": "write-direction cosine", "cooccurrence": "co-occurrence (Jaccard of firing windows)"}
+    out = []
+    for kind, label in labels.items():
+        items = [
+            {"other": r["other_id"], "value": r["value"], "count": r["count"], "in_run": r["other_in_run"]}
+            for r in rows
+            if r["run_id"] == run_id and r["kind"] == kind
+        ]
+        if items:
+            out.append({"kind": kind, "label": label, "items": items})
+    return out

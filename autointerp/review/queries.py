@@ -75,6 +75,9 @@ class ReviewQueries(FeatureListQueries):
                     "ORDER BY created_at",
                     [feature_id, feature_id],
                 ),
+                "nearest": rows(  # its neighbours by cosine and co-occurrence (`autointerp.neighbours`)
+                    "SELECT * FROM neighbours WHERE feature_id = ? ORDER BY run_id, kind, rank", [feature_id]
+                ),
                 "reviews": rows(
                     f"SELECT * FROM reviews WHERE explanation_id IN ({explanation_ids}) ORDER BY created_at DESC",
                     [feature_id],
