@@ -146,6 +146,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
     if not settings.db.exists():
         raise AutointerpError(f"no database at {settings.db}; run `autointerp run` first or pass --db")
     store.migrate()
+    queries.check_index()  # rows edited in place since the list's index was built
     env = _environment()
     csrf_token = secrets.token_urlsafe(32)
     db_lock = threading.Lock()  # DuckDB refuses mixed read-only/read-write handles on one file in one process

@@ -2,6 +2,8 @@
 and the queries over it (`FeatureListQueries`, part of `ReviewQueries`): the page, the features a bulk
 action reviews, a feature's neighbours in the list, and the values the list can be filtered by.
 
+Every query reads the list's index (`autointerp.review.list_index`): one row per listed feature with the
+columns shown, filtered and sorted on, so a page costs the same at ten thousand features as at a million.
 A feature's status is its current explanation's latest decision (`DECIDED_SQL`, `STATUS_SQL`).
 """
 
@@ -11,52 +13,50 @@ from dataclasses import dataclass
 from typing import Any
 
 from autointerp.errors import StoreError
-from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
-from autointerp.score.confidence import like_chance_sql, stored_confidence
+from autointerp.metric_names import MAIN_METRIC
+from autointerp.review.list_index import (
+    ALL_RUNS,
+    DECIDED_SQL,
+    INDEX,
+    LIST_TEXT_CHARS,
+    STATUS_SQL,
+    WORDS,
+    ListIndex,
+    confidence_details,
+    query_words,
+)
+from autointerp.score.confidence import stored_confidence
 from autointerp.store.database import Store
 
-FEATURE_SORTS = {
-    "score": "score",
-    "feature": "feature_id",
-    "index": "idx",
-    "layer": "hook",
-    "density": "density",
-    "status": "status",
-    "run": "run_id",
-    "disagreement": "disagreement",
+__all__ = ["DECIDED_SQL", "FEATURE_SORTS", "LIST_TEXT_CHARS", "STATUS_SQL", "FeatureListQueries", "FeatureQuery"]
+
+
+@dataclass(frozen=True)
+class ListSort:
+    """A column the feature list sorts on: an index column, or the latest value of another `metric` of each
+    current explanation (which the index then holds in `column`)."""
+
+    column: str
+    descending_first: bool = False
+    """The list's first click sorts this way (best first for scores)."""
+    metric: str | None = None
+
+
+FEATURE_SORTS: dict[str, ListSort] = {
+    "score": ListSort("score", descending_first=True),
+    "feature": ListSort("feature_id"),
+    "index": ListSort("idx"),
+    "layer": ListSort("hook"),
+    "density": ListSort("density"),
+    "status": ListSort("status"),
+    "run": ListSort("run_id"),
+    "disagreement": ListSort("disagreement", descending_first=True),
 }
-"""Columns the feature list can be sorted by (the only strings that reach ORDER BY)."""
+"""What the feature list can be sorted by (the only strings that reach ORDER BY). A sort on another metric is
+one line: `"name": ListSort("column_name", descending_first=True, metric="the_metric")`."""
 
 CHANCE_FILTERS = ("only", "hide")
 """The list's chance-level filter: only the explanations not distinguishable from their distractor, or all but them."""
-
-LIST_TEXT_CHARS = 300
-"""Characters of an explanation the list shows (a degenerate model output can be 100 KB)."""
-
-DECIDED_SQL = """
-    SELECT explanation_id, verdict, edited_text, reviewer, created_at FROM reviews
-    WHERE verdict IN ('accept', 'reject', 'edit', 'clear')
-    QUALIFY row_number() OVER (PARTITION BY explanation_id ORDER BY created_at DESC) = 1
-"""
-"""Each reviewed explanation's latest decision."""
-
-_CHANCE_LEVEL = f"""
-    SELECT explanation_id FROM (
-        SELECT explanation_id,
-               CASE WHEN json_type(confidence, '$.p_vs_distractor') IN ('DOUBLE', 'BIGINT', 'UBIGINT')
-                    THEN CAST(json_extract(confidence, '$.p_vs_distractor') AS DOUBLE) END AS p
-        FROM (
-            SELECT explanation_id, arg_max_null(json_extract(details, '$.confidence'), created_at) AS confidence
-            FROM scores WHERE metric = ? GROUP BY explanation_id
-        )
-    ) WHERE {like_chance_sql("p")}
-"""
-"""Explanations whose latest score of a metric is chance-level (`like_chance` on the stored p, read as
-`stored_confidence` reads it). It parses every such score's details: only the chance filter runs it."""
-
-STATUS_SQL = """CASE {0}.verdict WHEN 'accept' THEN 'accepted' WHEN 'reject' THEN 'rejected'
-                 WHEN 'edit' THEN 'edited' ELSE 'unreviewed' END"""
-"""The status of a decision row (`.format(alias)`): accepted, rejected, edited or unreviewed."""
 
 
 @dataclass
@@ -104,7 +104,7 @@ class FeaturePage:
 
 
 class FeatureListQueries:
-    """The feature list's queries over one store.
+    """The feature list's queries over one store, answered from the list's index.
 
     Scorer disagreement of an explanation: each scorer's headline metric (the main metric, else an
     AUROC, else the first by name) is turned into a percentile among the listed explanations'
@@ -113,181 +113,132 @@ class FeatureListQueries:
     """
 
     store: Store
+    list_index = ListIndex({s.column: s.metric for s in FEATURE_SORTS.values() if s.metric})
 
-    def _feature_list_sql(self, query: FeatureQuery) -> tuple[str, list[Any], str]:
-        """Returns the SQL, parameters and ORDER BY terms of the filtered feature list, one row per feature."""
-        run_filter = "WHERE run_id = ?" if query.run_id else ""
-        feature_run_filter = "WHERE f.run_id = ?" if query.run_id else ""
-        run_params: list[Any] = [query.run_id] if query.run_id else []
-        sql = f"""
-            WITH feat AS (
-                SELECT f.id AS feature_id, arg_max(f.hook, r.created_at) AS hook, arg_max(f.kind, r.created_at) AS kind,
-                       arg_max(f.idx, r.created_at) AS idx, arg_max(f.model, r.created_at) AS model,
-                       arg_max(f.density, r.created_at) AS density, arg_max(f.max_activation, r.created_at) AS max_act,
-                       bool_or(f.dead) AS dead
-                FROM features f JOIN runs r ON r.id = f.run_id {feature_run_filter} GROUP BY f.id
-            ), ex AS (
-                SELECT * FROM explanations {run_filter}
-                QUALIFY row_number() OVER (PARTITION BY feature_id ORDER BY created_at DESC, iteration DESC) = 1
-            ), decided AS ({DECIDED_SQL}
-            ), earlier AS (
-                SELECT e.feature_id, arg_max(d.verdict, d.created_at) AS verdict,
-                       arg_max(e.id, d.created_at) AS explanation_id, arg_max(e.run_id, d.created_at) AS run_id,
-                       arg_max(left(e.text, {LIST_TEXT_CHARS}), d.created_at) AS text
-                FROM decided d JOIN explanations e ON e.id = d.explanation_id
-                JOIN ex cur ON cur.feature_id = e.feature_id AND cur.id <> e.id AND e.created_at <= cur.created_at
-                WHERE d.verdict <> 'clear'
-                GROUP BY e.feature_id
-            ), flags AS (
-                SELECT e.feature_id,
-                       count(*) FILTER (WHERE r.note IS NOT NULL AND trim(r.note) <> '') AS notes,
-                       count(*) FILTER (WHERE r.verdict = 'request_experiments') AS requests
-                FROM reviews r JOIN explanations e ON e.id = r.explanation_id GROUP BY e.feature_id
-            ), ranked AS (
-                SELECT s.explanation_id, percent_rank() OVER (PARTITION BY s.metric ORDER BY s.value) AS pct,
-                       row_number() OVER (
-                           PARTITION BY s.explanation_id, s.scorer
-                           ORDER BY CASE WHEN s.metric = ? THEN 0 WHEN ends_with(s.metric, '_auroc') THEN 1 ELSE 2 END,
-                                    s.metric
-                       ) AS pick
-                FROM scores s JOIN ex ON ex.id = s.explanation_id
-                WHERE s.value IS NOT NULL AND isfinite(s.value) AND NOT ends_with(s.metric, '_distractor')
-            ), disagree AS (
-                SELECT explanation_id, max(pct) - min(pct) AS disagreement
-                FROM ranked WHERE pick = 1 GROUP BY explanation_id HAVING count(*) >= 2
-            ), headline AS (
-                SELECT explanation_id, arg_max(value, created_at) AS value FROM scores WHERE metric = ?
-                GROUP BY explanation_id
-            ), headline_distractor AS (
-                SELECT explanation_id, arg_max(value, created_at) AS value FROM scores WHERE metric = ?
-                GROUP BY explanation_id
-            ), listed AS (
-                SELECT feat.*, ex.id AS explanation_id, ex.run_id, ex.explainer,
-                       left(ex.text, {LIST_TEXT_CHARS}) AS explanation, length(ex.text) AS explanation_chars,
-                       headline.value AS score, headline_distractor.value AS score_distractor,
-                       {STATUS_SQL.format("d")} AS status,
-                       CASE WHEN d.verdict = 'edit' THEN left(d.edited_text, {LIST_TEXT_CHARS}) END AS edited_text,
-                       CASE WHEN d.verdict = 'edit' THEN length(d.edited_text) END AS edited_chars,
-                       coalesce(CASE WHEN d.verdict = 'edit' THEN d.edited_text END, ex.text, '') AS search_text,
-                       {STATUS_SQL.format("earlier")} AS earlier_status,
-                       earlier.explanation_id AS earlier_explanation_id,
-                       earlier.run_id AS earlier_run_id, earlier.text AS earlier_text,
-                       coalesce(flags.notes, 0) AS notes, coalesce(flags.requests, 0) AS experiment_requests,
-                       disagree.disagreement
-                FROM feat
-                LEFT JOIN ex ON ex.feature_id = feat.feature_id
-                LEFT JOIN headline ON headline.explanation_id = ex.id
-                LEFT JOIN headline_distractor ON headline_distractor.explanation_id = ex.id
-                LEFT JOIN decided d ON d.explanation_id = ex.id
-                LEFT JOIN earlier ON earlier.feature_id = feat.feature_id
-                LEFT JOIN flags ON flags.feature_id = feat.feature_id
-                LEFT JOIN disagree ON disagree.explanation_id = ex.id
-            )
-            SELECT * FROM listed WHERE 1 = 1
-        """
-        all_params: list[Any] = [
-            *run_params,
-            *run_params,
-            MAIN_METRIC,
-            query.metric,
-            query.metric + DISTRACTOR_SUFFIX,
-        ]
-        if query.hook:
-            sql += " AND hook = ?"
-            all_params.append(query.hook)
-        if query.kind:
-            sql += " AND kind = ?"
-            all_params.append(query.kind)
-        if query.status:
-            sql += " AND status = ?"
-            all_params.append(query.status)
+    def _scope(self, query: FeatureQuery) -> str:
+        """Returns the index scope of a query, building it when it is missing or stale."""
+        scope = query.run_id or ALL_RUNS
+        with self.store.connect(read_only=True) as con:
+            if self.list_index.is_current(con, scope, query.metric):
+                return scope
+        with self.store.transaction() as con:
+            if not self.list_index.is_current(con, scope, query.metric):
+                self.list_index.build(con, scope, query.metric)
+        return scope
+
+    def check_index(self) -> None:
+        """Drops index scopes whose content checksum differs from the store (rows edited in place)."""
+        with self.store.transaction() as con:
+            self.list_index.check_content(con)
+
+    def _where(self, query: FeatureQuery, scope: str) -> tuple[str, list[Any]]:
+        """Returns the WHERE condition over the index (alias-free) and its parameters."""
+        sql = "scope = ? AND metric = ?"
+        params: list[Any] = [scope, query.metric]
+        for column, value in (("hook", query.hook), ("kind", query.kind), ("status", query.status)):
+            if value:
+                sql += f" AND {column} = ?"
+                params.append(value)
         if query.search:
-            sql += " AND contains(lower(search_text), lower(?))"
-            all_params.append(query.search)
-        if query.min_score is not None:
-            sql += " AND score >= ?"
-            all_params.append(query.min_score)
-        if query.max_score is not None:
-            sql += " AND score <= ?"
-            all_params.append(query.max_score)
-        if query.min_disagreement is not None:
-            sql += " AND disagreement >= ?"
-            all_params.append(query.min_disagreement)
+            words = query_words(query.search)
+            for word in words:
+                sql += f" AND pos IN (SELECT pos FROM {WORDS} WHERE scope = ? AND word >= ? AND word < ?"
+                sql += " AND starts_with(word, ?))"
+                params += [scope, word, word + "\U0010ffff", word]
+            if not words:  # punctuation only: the text itself
+                sql += " AND contains(lower(search_text), lower(?))"
+                params.append(query.search)
+        for bound, limit in (
+            ("score >=", query.min_score),
+            ("score <=", query.max_score),
+            ("disagreement >=", query.min_disagreement),
+        ):
+            if limit is not None:
+                sql += f" AND {bound} ?"
+                params.append(limit)
         if query.has_note:
             sql += " AND notes > 0"
         if query.experiments_requested:
             sql += " AND experiment_requests > 0"
         if query.chance == "only":
-            sql += f" AND explanation_id IN ({_CHANCE_LEVEL})"
-            all_params.append(query.metric)
+            sql += " AND chance"
         elif query.chance == "hide":
-            sql += f" AND (explanation_id IS NULL OR explanation_id NOT IN ({_CHANCE_LEVEL}))"
-            all_params.append(query.metric)
-        column = FEATURE_SORTS[query.sort]
-        direction = "DESC" if query.descending else "ASC"
-        return sql, all_params, f"{column} {direction} NULLS LAST, hook, idx, feature_id"
+            sql += " AND NOT chance"
+        return sql, params
+
+    @staticmethod
+    def _order(query: FeatureQuery, reverse: bool = False) -> str:
+        descending = query.descending != reverse
+        column = FEATURE_SORTS[query.sort].column
+        tail = "pos DESC" if reverse else "pos"
+        return f"{column} {'DESC' if descending else 'ASC'} NULLS {'FIRST' if reverse else 'LAST'}, {tail}"
 
     def feature_list(self, query: FeatureQuery) -> FeaturePage:
         """Returns one page of the feature list with the number of features matching the filters."""
-        sql, params, order = self._feature_list_sql(query)
+        scope = self._scope(query)
+        where, params = self._where(query, scope)
+        counts = self.store.query(
+            f"SELECT count(*) AS n, count(explanation_id) AS r FROM {INDEX} WHERE {where}", params
+        )
         rows = self.store.query(
-            f"SELECT * EXCLUDE (search_text), count(*) OVER () AS total, count(explanation_id) OVER () AS reviewable "
-            f"FROM ({sql}) ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT * EXCLUDE (scope, metric, search_text) FROM {INDEX} WHERE {where} "
+            f"ORDER BY {self._order(query)} LIMIT ? OFFSET ?",
             [*params, query.limit, query.offset],
         )
-        if rows:
-            return FeaturePage(
-                self._with_confidence(rows, query.metric), int(rows[0]["total"]), int(rows[0]["reviewable"])
-            )
-        counts = self.store.query(f"SELECT count(*) AS n, count(explanation_id) AS r FROM ({sql})", params)[0]
-        return FeaturePage(rows, int(counts["n"]), int(counts["r"]))
-
-    def _with_confidence(self, rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-        """Returns the page's rows with their headline score's stored confidence (None without one),
-        read from the latest score's details of those rows only."""
-        ids = [r["explanation_id"] for r in rows if r["explanation_id"] is not None]
-        details = {
-            d["explanation_id"]: d["details"]
-            for d in self.store.query(
-                "SELECT explanation_id, arg_max_null(details, created_at) AS details FROM scores "
-                "WHERE metric = ? AND explanation_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY explanation_id",
-                [metric, ids],
-            )
-        }
-        return [{**r, "confidence": stored_confidence(details.get(r["explanation_id"]))} for r in rows]
+        for row in rows:
+            row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")))
+        return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]))
 
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:
         """Returns (feature_id, explanation_id, status) of every listed feature with an explanation, in
         list order, at most `limit` of them (ignores the query's page)."""
-        sql, params, order = self._feature_list_sql(query)
+        scope = self._scope(query)
+        where, params = self._where(query, scope)
         return self.store.query(
-            f"SELECT feature_id, explanation_id, status FROM ({sql}) WHERE explanation_id IS NOT NULL "
-            f"ORDER BY {order} LIMIT ?",
+            f"SELECT feature_id, explanation_id, status FROM {INDEX} WHERE {where} AND explanation_id IS NOT NULL "
+            f"ORDER BY {self._order(query)} LIMIT ?",
             [*params, limit],
         )
 
     def feature_neighbours(self, query: FeatureQuery, feature_id: str) -> dict[str, str | None]:
-        """Returns the previous, next and next unreviewed feature ids around `feature_id` in the list."""
-        sql, params, order = self._feature_list_sql(query)
-        rows = self.store.query(
-            f"""
-            WITH ordered AS (SELECT feature_id, status, row_number() OVER (ORDER BY {order}) AS pos FROM ({sql})),
-                 here AS (SELECT coalesce(min(pos), 0) AS pos FROM ordered WHERE feature_id = ?)
-            SELECT
-              (SELECT feature_id FROM ordered, here WHERE ordered.pos = here.pos - 1) AS prev,
-              (SELECT feature_id FROM ordered, here WHERE ordered.pos = here.pos + 1) AS next,
-              (SELECT feature_id FROM ordered, here WHERE ordered.pos > here.pos AND status = 'unreviewed'
-               ORDER BY ordered.pos LIMIT 1) AS next_unreviewed,
-              (SELECT feature_id FROM ordered WHERE status = 'unreviewed' AND feature_id <> ?
-               ORDER BY pos LIMIT 1) AS first_unreviewed
-            """,
-            [*params, feature_id, feature_id],
+        """Returns the previous, next and next unreviewed feature ids around `feature_id` in the list (a
+        feature the list does not show: no previous, and the list's first as next)."""
+        scope = self._scope(query)
+        where, params = self._where(query, scope)
+        column = FEATURE_SORTS[query.sort].column
+        here = self.store.query(
+            f"SELECT {column} AS value, pos FROM {INDEX} WHERE {where} AND feature_id = ? LIMIT 1",
+            [*params, feature_id],
         )
-        row = rows[0]
+
+        def first(extra: str, extra_params: list[Any], reverse: bool = False) -> str | None:
+            found = self.store.query(
+                f"SELECT feature_id FROM {INDEX} WHERE {where}{extra} ORDER BY {self._order(query, reverse)} LIMIT 1",
+                [*params, *extra_params],
+            )
+            return found[0]["feature_id"] if found else None
+
+        if not here:
+            return {"prev": None, "next": first("", []), "next_unreviewed": first(" AND status = 'unreviewed'", [])}
+        value, pos = here[0]["value"], here[0]["pos"]
+        ahead = ">" if not query.descending else "<"
+        behind = "<" if not query.descending else ">"
+        if value is None:
+            after, after_params = f" AND {column} IS NULL AND pos > ?", [pos]
+            before = f" AND ({column} IS NOT NULL OR pos < ?)"
+            before_params: list[Any] = [pos]
+        else:
+            after = f" AND ({column} {ahead} ? OR ({column} = ? AND pos > ?) OR {column} IS NULL)"
+            after_params = [value, value, pos]
+            before = f" AND ({column} {behind} ? OR ({column} = ? AND pos < ?))"
+            before_params = [value, value, pos]
+        next_unreviewed = first(after + " AND status = 'unreviewed'", after_params) or first(
+            " AND status = 'unreviewed' AND feature_id <> ?", [feature_id]
+        )
         return {
-            "prev": row["prev"],
-            "next": row["next"],
-            "next_unreviewed": row["next_unreviewed"] or row["first_unreviewed"],
+            "prev": first(before, before_params, reverse=True),
+            "next": first(after, after_params),
+            "next_unreviewed": next_unreviewed,
         }
 
     def feature_facets(self) -> dict[str, list[Any]]:

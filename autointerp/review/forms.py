@@ -118,7 +118,7 @@ def list_query(params: dict[str, str]) -> FeatureQuery:
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
-    direction = params.get("dir") or ("desc" if sort in ("score", "disagreement") else "asc")
+    direction = params.get("dir") or ("desc" if FEATURE_SORTS[sort].descending_first else "asc")
     if direction not in ("asc", "desc"):
         raise BadRequest("dir must be asc or desc")
     chance = params.get("chance") or None

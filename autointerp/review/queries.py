@@ -100,7 +100,10 @@ class ReviewQueries(FeatureListQueries):
             missing = set(wanted) - {row[0] for row in found.fetchall()}
             if missing:
                 raise UnknownExplanation(f"no explanation {min(missing)[:80]!r}; it may belong to another database")
-            return Store.insert_rows(con, "reviews", reviews)
+            before = self.list_index.fingerprint(con)
+            written = Store.insert_rows(con, "reviews", reviews)
+            self.list_index.refresh_reviews(con, wanted, before)
+            return written
 
     def bulk_summary(self, batch: str) -> dict[str, Any] | None:
         """Returns what bulk action `batch` did (verdict, features, reviewer, time) and how many of its
@@ -163,7 +166,9 @@ class ReviewQueries(FeatureListQueries):
             ]
             if not targets:
                 raise ReviewConflict(f"no bulk action {batch[:40]!r}")
+            before = self.list_index.fingerprint(con)
             Store.insert_rows(con, "reviews", rows)
+            self.list_index.refresh_reviews(con, [r["explanation_id"] for r in rows], before)
             return len(rows), len(targets) - len(rows)
 
     def reviewed_explanations(self) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from autointerp.store.connection import StoreConnection
+from autointerp.store.exemplar_windows import insert_exemplars
 
 
 class ArrowTransfer(StoreConnection):
@@ -32,7 +33,10 @@ class ArrowTransfer(StoreConnection):
                 con.register("_incoming_rows", arrow_rows)
                 try:
                     columns = ", ".join(arrow_rows.column_names)
-                    con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
+                    if table == "exemplars":
+                        insert_exemplars(con, "_incoming_rows")
+                    else:
+                        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
                 finally:
                     con.unregister("_incoming_rows")
 

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from autointerp.errors import StoreError
+from autointerp.store.exemplar_windows import insert_exemplars
 from autointerp.store.schema import SCHEMA_VERSION, apply_migrations, schema_version
 
 LOCK_WAIT_SECONDS = 60.0
@@ -134,7 +135,10 @@ class StoreConnection:
         columns = ", ".join(arrow_rows.column_names)
         con.register("_incoming_rows", arrow_rows)
         try:
-            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
+            if table == "exemplars":
+                insert_exemplars(con, "_incoming_rows")
+            else:
+                con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
         finally:
             con.unregister("_incoming_rows")
         return len(rows)

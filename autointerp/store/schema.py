@@ -13,6 +13,7 @@ import duckdb
 
 from autointerp.errors import StoreError
 from autointerp.records import now
+from autointerp.store.exemplar_windows import drop_score_indexes, migrate_exemplars
 
 
 def _migration_1(con: duckdb.DuckDBPyConnection) -> None:
@@ -116,6 +117,25 @@ def _migration_neighbours(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _migration_feature_scores(con: duckdb.DuckDBPyConnection) -> None:
+    """Feature scores: numbers of explanation-free scorers (the intruder test), one row per feature and metric."""
+    con.execute("""
+        CREATE TABLE feature_scores (
+            id VARCHAR PRIMARY KEY, run_id VARCHAR, feature_id VARCHAR, scorer VARCHAR, scorer_model VARCHAR,
+            metric VARCHAR, value DOUBLE, details JSON, created_at TIMESTAMPTZ,
+            UNIQUE (run_id, feature_id, scorer, metric)
+        );
+    """)
+
+
+def _migration_exemplar_windows(con: duckdb.DuckDBPyConnection) -> None:
+    """Exemplars at scale: each window's tokens once per run (`exemplar_windows`), each feature's rows without
+    a primary-key index (`exemplar_rows`), and `exemplars` a view over both with the old columns; `scores`
+    without its primary-key and unique indexes (see `autointerp.store.exemplar_windows`)."""
+    migrate_exemplars(con)
+    drop_score_indexes(con)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _migration_1,
     _migration_collect_histogram,
@@ -124,6 +144,8 @@ MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _migration_feature_evidence,
     _migration_output_evidence,
     _migration_neighbours,
+    _migration_feature_scores,
+    _migration_exemplar_windows,
 ]
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 

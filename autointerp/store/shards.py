@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from autointerp.records import now
+from autointerp.store.exemplar_windows import insert_exemplars
 
 if TYPE_CHECKING:
     import duckdb
@@ -108,6 +109,9 @@ class ShardLedger:
                 columns = ", ".join(arrow_rows.column_names)
                 con.register("_incoming_part", arrow_rows)
                 try:
+                    if table == "exemplars":
+                        inserted += insert_exemplars(con, "_incoming_part")
+                        continue
                     new = "SELECT * FROM _incoming_part"
                     if "id" in arrow_rows.column_names:
                         new += f" WHERE id NOT IN (SELECT id FROM {table})"

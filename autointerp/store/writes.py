@@ -9,6 +9,7 @@ from typing import Any
 
 from autointerp.records import Exemplar, Feature, Rows, now
 from autointerp.store.connection import StoreConnection
+from autointerp.store.exemplar_windows import delete_run
 
 
 class StoreWrites(StoreConnection):
@@ -50,7 +51,7 @@ class StoreWrites(StoreConnection):
         """Stores a run's features and exemplars (records, or row dicts) in one transaction (replacing any
         partial rows)."""
         with self.transaction() as con:
-            con.execute("DELETE FROM exemplars WHERE run_id = ?", [run_id])
+            delete_run(con, run_id)
             con.execute("DELETE FROM features WHERE run_id = ?", [run_id])
             self.insert_rows(con, "features", [f if isinstance(f, dict) else f.to_row() for f in features])
             self.insert_rows(con, "exemplars", [e if isinstance(e, dict) else e.to_row() for e in exemplars])

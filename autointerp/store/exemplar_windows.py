@@ -1,0 +1,93 @@
+"""Exemplars stored at scale: each distinct window's tokens once per run, not once per feature that kept it.
+
+A run's features keep their exemplars from one corpus, so the same window comes back for many features.
+`exemplar_windows` holds each window's token ids and strings once per run, keyed by a hash of both;
+`exemplar_rows` holds what is the feature's own (kind, rank, split, activations) and that key, without a
+primary key index (the index cost more bytes than the rows). `scores` loses its indexes for the same reason
+(`drop_score_indexes`). `exemplars` is a view joining the two with the
+columns and order of the table it replaces, so every reader is unchanged; every write of `exemplars` goes
+through `insert_exemplars`.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+EXEMPLAR_COLUMNS = (
+    "run_id",
+    "feature_id",
+    "kind",
+    "rank",
+    "doc_id",
+    "token_offset",
+    "token_ids",
+    "tokens",
+    "activations",
+    "max_activation",
+    "split",
+)
+"""The columns of `exemplars`, in order."""
+
+_KEY = "hash(token_ids, tokens)"
+
+VIEW_SQL = """
+    CREATE VIEW exemplars AS
+    SELECT r.run_id, r.feature_id, r.kind, r.rank, r.doc_id, r.token_offset, w.token_ids, w.tokens,
+           r.activations, r.max_activation, r.split
+    FROM exemplar_rows r LEFT JOIN exemplar_windows w ON w.run_id = r.run_id AND w.window_key = r.window_key
+"""
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Creates `exemplar_windows` and `exemplar_rows` (empty)."""
+    con.execute("""
+        CREATE TABLE exemplar_windows (run_id VARCHAR, window_key UBIGINT, token_ids INTEGER[], tokens VARCHAR[]);
+        CREATE TABLE exemplar_rows (
+            run_id VARCHAR, feature_id VARCHAR, kind VARCHAR, rank INTEGER, doc_id BIGINT, token_offset BIGINT,
+            window_key UBIGINT, activations FLOAT[], max_activation FLOAT, split VARCHAR
+        );
+    """)
+
+
+def insert_exemplars(con: duckdb.DuckDBPyConnection, relation: str) -> int:
+    """Inserts the rows of `relation` (a table or registered Arrow name with the columns of `exemplars`):
+    windows not stored yet for their run, then the rows; returns how many rows."""
+    con.execute(f"""
+        INSERT INTO exemplar_windows
+        SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
+            SELECT run_id, {_KEY} AS window_key, token_ids, tokens FROM {relation}
+        ) n
+        WHERE NOT EXISTS (
+            SELECT 1 FROM exemplar_windows w WHERE w.run_id = n.run_id AND w.window_key = n.window_key
+        )
+        GROUP BY run_id, window_key
+    """)
+    counted = con.execute(f"""
+        INSERT INTO exemplar_rows
+        SELECT run_id, feature_id, kind, rank, doc_id, token_offset, {_KEY}, activations, max_activation, split
+        FROM {relation}
+    """).fetchall()
+    return int(counted[0][0]) if counted else 0
+
+
+def delete_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Deletes a run's exemplars and windows."""
+    con.execute("DELETE FROM exemplar_rows WHERE run_id = ?", [run_id])
+    con.execute("DELETE FROM exemplar_windows WHERE run_id = ?", [run_id])
+
+
+def migrate_exemplars(con: duckdb.DuckDBPyConnection) -> None:
+    """Moves the `exemplars` table's rows into the window and row tables and puts the view in its place."""
+    create_tables(con)
+    insert_exemplars(con, "exemplars")
+    con.execute("DROP TABLE exemplars")
+    con.execute(VIEW_SQL)
+
+
+def drop_score_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuilds `scores` with its rows and columns but without the primary key and unique indexes: at a
+    dozen metrics per explanation they took three times the bytes of the scores themselves, and no write
+    relies on them (a part's rows are matched by id when ingested; reads take each metric's latest)."""
+    con.execute("CREATE TABLE _scores_rebuilt AS SELECT * FROM scores")
+    con.execute("DROP TABLE scores")
+    con.execute("ALTER TABLE _scores_rebuilt RENAME TO scores")
