@@ -2,8 +2,10 @@
 
 Each `PlantedOutput` is a set of words (weekday names, digits, closing brackets, ...) and its true
 description ("makes the model say names of weekdays"). Its direction is built from the unembedding
-rows of the words' tokens: the mean row of the set minus the mean row of the vocabulary, times the final
-norm's gain (the direction in which the set's direct-path logits rise fastest), made unit length. Written
+rows of the words' tokens: the least-squares x whose logits W_U x (rows centred on the vocabulary's
+mean) are closest to 1 on the set's tokens and 0 on every other token, divided by the final norm's gain
+(so that after the gain it is x), made unit length. (The plain mean of the set's rows is dominated by
+frequent tokens such as " " and " and", whose rows are long.) Written
 into the residual stream at a late block (`PLANTED_OUTPUT_LAYER`), steering along it makes the model say
 those tokens, and its direct path to the logits promotes exactly them: a ground truth for the output
 side, as planted input features (`autointerp.subject.planted`) are for the input side.
@@ -71,7 +73,9 @@ PLANTED_OUTPUTS: tuple[PlantedOutput, ...] = (
         ),
     ),
     PlantedOutput("digits", "makes the model say digits", tuple("0123456789")),
-    PlantedOutput("closing_brackets", "makes the model say closing brackets", (")", "]", "}", "))", ");", "),")),
+    PlantedOutput(
+        "closing_brackets", "makes the model say closing brackets", (")", "]", "}", "))", ");", "),", ").", "]]")
+    ),
     PlantedOutput(
         "colours",
         "makes the model say names of colours",
@@ -150,12 +154,15 @@ def planted_output_set(subject: SubjectModel, layer: int | None = None) -> Plant
     """Returns the planted output directions of `subject`, written at block `layer`'s residual output."""
     layer = default_layer(subject) if layer is None else layer
     unembed, gain = unembedding_and_gain(subject)
-    centre = unembed.mean(dim=0)
+    centred = unembed - unembed.mean(dim=0)
+    gram = centred.T @ centred  # [d, d]
+    gram = gram + 1e-3 * gram.trace() / gram.shape[0] * torch.eye(gram.shape[0], device=gram.device)
     token_ids = tuple(set_token_ids(subject, p) for p in PLANTED_OUTPUTS)
     rows = []
     for ids in token_ids:
-        target = unembed[list(ids)].mean(dim=0) - centre
-        vector = target * gain  # the direction of steepest rise of the set's direct-path logits per unit norm
+        # least squares: the logits W_U x closest to 1 on the set's tokens and 0 elsewhere (centred)
+        target = torch.linalg.solve(gram, centred[list(ids)].sum(dim=0))
+        vector = target / torch.where(gain.abs() < 1e-3, torch.full_like(gain, 1e-3), gain)  # g * v = target
         rows.append(vector / vector.norm())
     return PlantedOutputSet(
         matrix=torch.stack(rows).cpu(),
