@@ -358,7 +358,29 @@ class NeighboursConfig(_Section):
     co-occurrence neighbours and says so."""
 
 
-_NEW_SECTION_DEFAULTS: dict[str, type[_Section]] = {"neighbours": NeighboursConfig}
+class OutputsConfig(_Section):
+    """Output evidence (`autointerp.outputs`), computed right after collection for every live feature that
+    writes into the residual stream: the tokens its write direction promotes and suppresses on the direct
+    path to the logits, and the next tokens that steering it raises and lowers."""
+
+    enabled: bool = True
+    """Compute and store output evidence (planted input features are stored with the reason they have none)."""
+    top_k: int = Field(10, ge=1, le=1000)
+    """Tokens kept per list (promoted, suppressed, raised, lowered)."""
+    steer_prompts: int = Field(4, ge=0, le=1000)
+    """Neutral prompts (the first window of each of the corpus's first documents) each feature is steered
+    on; every prompt costs one forward pass per feature. 0: direct path only."""
+    steer_tokens: int = Field(16, ge=2, le=4096)
+    """Tokens per steering prompt."""
+    steer_scale: float = Field(4.0, gt=0.0)
+    """Steering adds steer_scale x the feature's max activation to it at every position."""
+    steer_batch_rows: int = Field(32, ge=1)
+    """(feature, prompt) rows per steered forward pass."""
+    direct_block: int = Field(512, ge=1)
+    """Features per direct-path matrix product (memory: block x vocab floats)."""
+
+
+_NEW_SECTION_DEFAULTS: dict[str, type[_Section]] = {"neighbours": NeighboursConfig, "outputs": OutputsConfig}
 """Sections added after runs were stored: hashed only when set otherwise than their defaults."""
 
 _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
@@ -413,6 +435,8 @@ class RunConfig(_Section):
     experiments: ExperimentConfig = Field(default_factory=ExperimentConfig)
     neighbours: NeighboursConfig = Field(default_factory=NeighboursConfig)
     """Nearest features by write-direction cosine and by co-occurrence."""
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    """Output evidence: direct-path and steering token effects of each feature."""
     store: StoreConfig = Field(default_factory=StoreConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     """Cache, concurrency and rate limits, budget and prices for every LLM call of the run."""
