@@ -91,20 +91,27 @@ def cosine_neighbours(
     groups: dict[str, list[int]] = {}
     for i, hook in enumerate(universe_hooks):
         groups.setdefault(hook if scope == "hook" else "", []).append(i)
+    asked: dict[str, list[int]] = {}  # group -> the universe rows of the run's features in it
+    for fid in feature_ids:
+        if fid in position:
+            row = position[fid]
+            asked.setdefault(universe_hooks[row] if scope == "hook" else "", []).append(row)
     out: list[Neighbour] = []
-    for members in groups.values():
+    for group, queries in asked.items():
+        members = groups[group]
         local = {u: j for j, u in enumerate(members)}
-        queries = [position[f] for f in feature_ids if f in position and position[f] in local]
-        if not queries:
-            continue
         member_index = torch.tensor(members, dtype=torch.long, device=vectors.device)
         group_vectors = vectors.index_select(0, member_index) if len(members) < vectors.shape[0] else vectors
         query_local = torch.tensor([local[q] for q in queries], dtype=torch.long, device=vectors.device)
         values, picked = blocked_cosine_topk(
             group_vectors.index_select(0, query_local), group_vectors, k, query_local, max_block_elements
         )
+        names = [universe_ids[m] for m in members]
+        member_in_run = [name in in_run for name in names]
         for q, row_values, row_picked in zip(queries, values.tolist(), picked.tolist(), strict=True):
-            for rank, (value, j) in enumerate(zip(row_values, row_picked, strict=True), start=1):
-                other = universe_ids[members[j]]
-                out.append(Neighbour(universe_ids[q], other, "cosine", float(value), rank, None, other in in_run))
+            feature = universe_ids[q]
+            out.extend(
+                Neighbour(feature, names[j], "cosine", value, rank, None, member_in_run[j])
+                for rank, (value, j) in enumerate(zip(row_values, row_picked, strict=True), start=1)
+            )
     return out
