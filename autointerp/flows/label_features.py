@@ -30,6 +30,7 @@ from autointerp.experiments.stage import run_experiments  # noqa: E402
 from autointerp.explain.stage import run_explain  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
 from autointerp.neighbours.stage import run_neighbours  # noqa: E402
+from autointerp.outputs.stage import run_outputs  # noqa: E402
 from autointerp.pipeline.pool import StageResult  # noqa: E402
 from autointerp.prompts import use_prompt_folder  # noqa: E402
 from autointerp.score.stage import run_score  # noqa: E402
@@ -52,6 +53,13 @@ def neighbours(config_data: dict[str, Any], run_id: str) -> int:
     """Returns the number of cosine neighbour rows written (0: off, already stored, or none to find)."""
     config = _config(config_data)
     return run_neighbours(config, Store(config.store.path), run_id)
+
+
+@task(name="outputs", cache_policy=NO_CACHE)
+def outputs(config_data: dict[str, Any], run_id: str) -> StageResult:
+    """Returns the outputs stage's tallies (output evidence stored per live feature)."""
+    config = _config(config_data)
+    return run_outputs(config, Store(config.store.path), run_id)
 
 
 @task(name="explain", cache_policy=NO_CACHE)
@@ -106,6 +114,7 @@ def label_features(config_data: dict[str, Any]) -> str:
         else:
             collect(config_data, run_id)
             neighbours(config_data, run_id)
+            results.append(outputs(config_data, run_id))
             use_prompt_folder(config.llm.prompts)
             session = LLMSession.for_run(config.llm, store, run_id)
             for stage in (explain, score, experiment):
