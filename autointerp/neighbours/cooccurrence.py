@@ -16,11 +16,12 @@ Past `max_entries` (default 20 million, ~320 MB) the log stops, says so in the l
 co-occurrence neighbours (cosine neighbours are unaffected): at 46,080 neurons x 10,000 windows x a
 typical 5 % firing rate the log holds ~23 million entries, so raise the cap for all-neuron runs.
 
-The counts: a sparse (windows x features) 0/1 matrix B, and B^T B computed for a block of features at a
-time (sparse products), each block reduced to its top k before the next: memory is one block of
-`rows x features` counts, never the full square matrix. The neighbour value is the Jaccard fraction
-count / (fired(a) + fired(b) - count); equal fractions rank the larger count, then the lower position,
-first; features that never fire together are not neighbours.
+The counts: a sparse (features x windows) 0/1 matrix B^T (CSR) times a dense (windows x rows) block of B,
+for a block of features at a time, each block reduced to its top k before the next: memory is one block
+(`rows x max(features, windows)` floats), never the full square matrix; the work is the firing entries
+times the features (float32 products of 0/1 are exact integers below 2^24 windows; float64 above).
+The neighbour value is the Jaccard fraction count / (fired(a) + fired(b) - count); equal fractions rank
+the larger count, then the lower position, first; features that never fire together are not neighbours.
 """
 
 from __future__ import annotations
@@ -170,26 +171,34 @@ class CooccurrenceLog:
         return merged
 
 
-def cooccurrence_counts(fired: FiringWindows, rows: slice) -> torch.Tensor:
-    """Returns the co-firing window counts [len(rows), n_features] (float64, exact integers) of the features
-    in `rows` with every feature (the diagonal: each one's own firing windows)."""
-    _, window = torch.unique(fired.window, return_inverse=True)
-    n_windows = int(window.max()) + 1 if window.numel() else 0
-    ones = torch.ones(window.numel(), dtype=torch.float64)
-    start, stop = rows.start or 0, rows.stop if rows.stop is not None else fired.n_features
-    mine = (fired.feature >= start) & (fired.feature < stop)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch's "sparse ... beta" notices
-        matrix = torch.sparse_coo_tensor(
-            torch.stack([window, fired.feature]), ones, (n_windows, fired.n_features), check_invariants=False
-        ).coalesce()
-        block = torch.sparse_coo_tensor(
-            torch.stack([fired.feature[mine] - start, window[mine]]),
-            ones[mine],
-            (stop - start, n_windows),
-            check_invariants=False,
-        ).coalesce()
-        return torch.sparse.mm(block, matrix).to_dense()
+class CoFiring:
+    """The firing windows as a sparse (features x windows) 0/1 matrix, ready for blocks of co-firing counts."""
+
+    def __init__(self, fired: FiringWindows) -> None:
+        self.n_features = fired.n_features
+        _, window = torch.unique(fired.window, return_inverse=True)  # renumbered 0..W-1
+        self.n_windows = int(window.max()) + 1 if window.numel() else 0
+        self.dtype = torch.float32 if self.n_windows < 1 << 24 else torch.float64  # exact integer counts
+        order = torch.argsort(fired.feature * max(self.n_windows, 1) + window)
+        self.feature, self.window = fired.feature[order], window[order]
+        self.own = torch.bincount(self.feature, minlength=self.n_features)
+        rows = torch.zeros(self.n_features + 1, dtype=torch.long)
+        rows[1:] = self.own.cumsum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's "sparse CSR ... beta" notice
+            self.by_feature = torch.sparse_csr_tensor(
+                rows, self.window, torch.ones(self.window.numel(), dtype=self.dtype), (self.n_features, self.n_windows)
+            )
+
+    def counts(self, start: int, stop: int) -> torch.Tensor:
+        """Returns the co-firing window counts [stop - start, n_features] (exact integers) of features
+        start..stop-1 with every feature (the diagonal: each one's own firing windows)."""
+        mine = (self.feature >= start) & (self.feature < stop)
+        block = torch.zeros((self.n_windows, stop - start), dtype=self.dtype)  # (W, rows)
+        block[self.window[mine], self.feature[mine] - start] = 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return (self.by_feature @ block).T  # (rows, F): sparse (F, W) times dense (W, rows)
 
 
 def cooccurrence_neighbours(
@@ -197,13 +206,14 @@ def cooccurrence_neighbours(
 ) -> list[Neighbour]:
     """Returns, for every feature, its `k` nearest features by the Jaccard fraction of co-firing windows
     (count / (fired(a) + fired(b) - count)), rank 1 first; a pair that never fires together is left out."""
-    n = fired.n_features
-    own = torch.bincount(fired.feature, minlength=n).double()
-    rows = max(1, min(n, max_block_elements // max(n, 1)))
+    matrix = CoFiring(fired)
+    n = matrix.n_features
+    own = matrix.own.double()
+    rows = max(1, min(n, max_block_elements // max(n, matrix.n_windows, 1)))
     out: list[Neighbour] = []
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        counts = cooccurrence_counts(fired, slice(start, stop))  # (rows, n)
+        counts = matrix.counts(start, stop).double()  # (rows, n), exact integers
         union = own[start:stop].unsqueeze(1) + own.unsqueeze(0) - counts
         jaccard = torch.where(counts > 0, counts / union.clamp(min=1), -1.0)
         jaccard[torch.arange(stop - start), torch.arange(start, stop)] = -1.0  # not its own neighbour
@@ -214,14 +224,6 @@ def cooccurrence_neighbours(
         for local, picked in enumerate(order.tolist()):
             f = start + local
             for rank, j in enumerate((j for j in picked if jaccard[local, j] > 0), start=1):
-                out.append(
-                    Neighbour(
-                        feature_ids[f],
-                        feature_ids[j],
-                        "cooccurrence",
-                        float(jaccard[local, j]),
-                        rank,
-                        int(counts[local, j]),
-                    )
-                )
+                value, count = float(jaccard[local, j]), int(counts[local, j])
+                out.append(Neighbour(feature_ids[f], feature_ids[j], "cooccurrence", value, rank, count))
     return out
