@@ -19,7 +19,11 @@ gets its own source (`<source>-neg`), as its activations are another feature's.
 The plain JSONL has one line per explanation: the text, who wrote it, every score by metric
 (distractor metrics included, so a reader sees the chance level), the feature's statistics, its
 exemplars (tokens and activations, both splits) and its nearest features (`neighbours`: kind `cosine` or
-`cooccurrence`, rank, the other feature's id, value, co-firing count, whether it is in the run).
+`cooccurrence`, rank, the other feature's id, value, co-firing count, whether it is in the run), and
+its output evidence (`output`, null when none is stored): the direct path's promoted and suppressed tokens
+under Neuronpedia's feature field names (`pos_str` / `pos_values`, highest first; `neg_str` / `neg_values`,
+most negative first), the next tokens steering raised and lowered (`steer_raised` / `steer_lowered`:
+token, token_id, mean log-prob change) with `steer_scale` and `steer_prompts`, and `no_output_reason`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 from autointerp.errors import AutointerpError
 from autointerp.metric_names import DISTRACTOR_SUFFIX
+from autointerp.outputs.records import OutputEvidence, TokenEffect
 from autointerp.records import Exemplar, Feature
 from autointerp.store.database import Store
 
@@ -181,6 +186,7 @@ def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
     features = {f.id: f for f in store.features(run_id)}
     exemplars = _exemplars_of_both_splits(store, run_id)
     nearest = store.neighbours_by_feature(run_id)
+    outputs = store.output_evidence_by_feature(run_id)
     for explanation in _explanations_with_scores(store, run_id):
         feature = features.get(explanation["feature_id"])
         line = {
@@ -216,8 +222,31 @@ def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
                 }
                 for n in nearest.get(explanation["feature_id"], [])
             ],
+            "output": _output_summary(outputs.get(explanation["feature_id"])),
         }
         yield json.dumps(line, ensure_ascii=False)
+
+
+def _output_summary(evidence: OutputEvidence | None) -> dict[str, Any] | None:
+    """Returns a feature's output evidence as the JSONL carries it (Neuronpedia's `pos_str` / `neg_str`
+    field names for the direct path), or None when none is stored."""
+    if evidence is None:
+        return None
+
+    def effects(items: tuple[TokenEffect, ...]) -> list[dict[str, Any]]:
+        return [{"token": e.token, "token_id": e.token_id, "value": _number(e.value)} for e in items]
+
+    return {
+        "pos_str": [e.token for e in evidence.promoted],
+        "pos_values": [_number(e.value) for e in evidence.promoted],
+        "neg_str": [e.token for e in evidence.suppressed],
+        "neg_values": [_number(e.value) for e in evidence.suppressed],
+        "steer_raised": effects(evidence.steer_raised),
+        "steer_lowered": effects(evidence.steer_lowered),
+        "steer_scale": evidence.steer_scale,
+        "steer_prompts": evidence.steer_prompts,
+        "no_output_reason": evidence.no_output_reason,
+    }
 
 
 def export_run(

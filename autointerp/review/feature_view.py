@@ -159,6 +159,7 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
         ],
         "reviews": reviews,
         "nearest": _nearest(record.get("nearest", []), run_id),
+        "outputs": _outputs(record.get("outputs", []), run_id),
     }
 
 
@@ -176,3 +177,34 @@ def _nearest(rows: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
         if items:
             out.append({"kind": kind, "label": label, "items": items})
     return out
+
+
+def _visible(token: str) -> str:
+    """Returns a token with its spaces and line breaks made visible (" Monday" -> "␣Monday")."""
+    return token.replace(" ", "\u2423").replace("\n", "\u23ce").replace("\t", "\u21e5") or "\u2205"
+
+
+def _outputs(rows: list[dict[str, Any]], run_id: str) -> dict[str, Any] | None:
+    """Returns the feature's output evidence in `run_id` for the page: `reason` (why it has none) or
+    `lists` [{"label", "items": [{"token", "value"}]}] (direct path, then steering); None when not stored."""
+    from autointerp.store.outputs import evidence_from_row
+
+    row = next((r for r in rows if r["run_id"] == run_id), None)
+    if row is None:
+        return None
+    evidence = evidence_from_row(row)
+    steering = f"steered at {evidence.steer_scale:g}x max on {evidence.steer_prompts} prompts"
+    lists = [
+        ("promoted (direct path, logit per unit)", evidence.promoted),
+        ("suppressed (direct path)", evidence.suppressed),
+        (f"raised next tokens ({steering}, mean log-prob change)", evidence.steer_raised),
+        (f"lowered next tokens ({steering})", evidence.steer_lowered),
+    ]
+    return {
+        "reason": evidence.no_output_reason,
+        "lists": [
+            {"label": label, "items": [{"token": _visible(e.token), "value": e.value} for e in items]}
+            for label, items in lists
+            if items
+        ],
+    }

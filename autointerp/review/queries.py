@@ -78,6 +78,9 @@ class ReviewQueries(FeatureListQueries):
                 "nearest": rows(  # its neighbours by cosine and co-occurrence (`autointerp.neighbours`)
                     "SELECT * FROM neighbours WHERE feature_id = ? ORDER BY run_id, kind, rank", [feature_id]
                 ),
+                "outputs": rows(  # what it writes: direct-path and steering tokens (`autointerp.outputs`)
+                    "SELECT * FROM output_evidence WHERE feature_id = ? ORDER BY run_id", [feature_id]
+                ),
                 "reviews": rows(
                     f"SELECT * FROM reviews WHERE explanation_id IN ({explanation_ids}) ORDER BY created_at DESC",
                     [feature_id],
