@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from autointerp.activations import normalize_activations
 from autointerp.explain.contrastive import Contrast, explain_split
-from autointerp.explain.explainer import ExplainOutcome, explain_feature
+from autointerp.explain.explainer import Evidence, ExplainOutcome, explain_feature
 from autointerp.llm.base import ChatBackend, ChatResponse
 from autointerp.llm.calls import CallRecorder
+from autointerp.outputs.records import OutputEvidence
 from autointerp.records import Explanation
 from autointerp.score.registry import SCORERS
 from autointerp.score.scorers import primary_value, score_candidates
@@ -92,6 +93,8 @@ def explain_best_of(
     first_answer: tuple[ChatResponse | None, str] | None = None,
     contrast: Contrast | None = None,
     seen: list[dict[str, Any]] | None = None,
+    evidence: Evidence = "input",
+    output: OutputEvidence | None = None,
 ) -> ExplainOutcome:
     """Returns the best of `best_of.k` explanations by simulation on the explanation-split windows, with
     `details["best_of"]` recording every candidate; None and the last error when none parsed.
@@ -112,6 +115,8 @@ def explain_best_of(
             retries=retries,
             first_answer=first_answer if index == 0 else None,
             contrast=contrast,
+            evidence=evidence,
+            output=output,
         )
         attempts += outcome.attempts
         if outcome.explanation is None:
@@ -138,6 +143,7 @@ def explain_best_of(
     chosen = _best(values)
     kept = candidates[chosen]
     kept.details = {
+        **(kept.details or {}),  # which evidence it read
         "best_of": {
             "k": best_of.k,
             "chosen": chosen,
@@ -149,6 +155,6 @@ def explain_best_of(
                 {"text": c.text, "score": v, "llm_call_id": c.llm_call_id}
                 for c, v in zip(candidates, values, strict=True)
             ],
-        }
+        },
     }
     return ExplainOutcome(explanation=kept, attempts=attempts)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from autointerp.activations import display_token, normalize_activations
 from autointerp.errors import LLMError
 from autointerp.explain.contrastive import Contrast
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest, ChatResponse
 from autointerp.llm.calls import CallRecorder
+from autointerp.outputs.records import OutputEvidence, TokenEffect
 from autointerp.prompts import PromptTemplate, load_prompt
 from autointerp.records import Explanation
 
@@ -45,9 +46,46 @@ def top_tokens_summary(exemplars: list[dict[str, Any]], max_activation: float, l
     return ", ".join(f"{token!r} ({level})" for token, level in ranked) or "none"
 
 
-def explain_template(contrast: Contrast | None) -> PromptTemplate:
-    """Returns the explainer's template: `explain_contrastive` when non-activating windows are shown, else `explain`."""
+Evidence = Literal["input", "output", "both"]
+"""What the explainer reads (`explainer.evidence`): input windows, output evidence, or both."""
+OUTPUT_TOKENS_SHOWN = 10
+"""Tokens shown per output-evidence list."""
+
+
+def explain_template(contrast: Contrast | None, evidence: Evidence = "input") -> PromptTemplate:
+    """Returns the explainer's template: `explain_output` / `explain_both` for output evidence, else
+    `explain_contrastive` when non-activating windows are shown, else `explain`."""
+    if evidence != "input":
+        return load_prompt(f"explain_{evidence}")
     return load_prompt("explain" if contrast is None else "explain_contrastive")
+
+
+def evidence_shown(evidence: Evidence, output: OutputEvidence | None) -> tuple[Evidence, str | None]:
+    """Returns (the evidence the explainer reads, why it falls back to input windows, or None): a feature
+    without output evidence (none stored, or one that writes nothing into the model) is explained from
+    its input."""
+    if evidence == "input":
+        return "input", None
+    if output is None:
+        return "input", "no output evidence stored for the feature"
+    if not output.has_output:
+        return "input", output.no_output_reason
+    return evidence, None
+
+
+def token_list(effects: tuple[TokenEffect, ...]) -> str:
+    """Returns "'Monday', ' Friday', ..." for the first tokens of an output-evidence list ("none" when empty)."""
+    return ", ".join(repr(e.token) for e in effects[:OUTPUT_TOKENS_SHOWN]) or "none"
+
+
+def output_values(output: OutputEvidence) -> dict[str, str]:
+    """Returns the output-evidence variables of the `explain_output` and `explain_both` templates."""
+    return {
+        "promoted": token_list(output.promoted),
+        "suppressed": token_list(output.suppressed),
+        "steer_raised": token_list(output.steer_raised),
+        "steer_lowered": token_list(output.steer_lowered),
+    }
 
 
 def build_explainer_prompt(
@@ -55,9 +93,11 @@ def build_explainer_prompt(
     max_activation: float,
     template: PromptTemplate,
     contrast: Contrast | None = None,
+    output: OutputEvidence | None = None,
 ) -> tuple[list[ChatMessage], str]:
     """Returns (messages, prefill) asking what the feature fires on; with `contrast` (for the
-    `explain_contrastive` template), also the similar windows that do not activate it."""
+    `explain_contrastive` template), also the similar windows that do not activate it; with `output` (for
+    `explain_output` and `explain_both`), what it makes the model say."""
     shown = [
         {"marked_text": marked_text(e["tokens"], normalize_activations(e["activations"], max_activation))}
         for e in exemplars
@@ -66,6 +106,8 @@ def build_explainer_prompt(
     if contrast is not None:
         values["contrast"] = ["".join(display_token(t) for t in w["tokens"]) for w in contrast.windows]
         values["contrast_wanted"] = contrast.wanted
+    if output is not None:
+        values.update(output_values(output))
     return template.render(**values)
 
 
@@ -102,9 +144,13 @@ def explain_request(
     max_tokens: int,
     temperature: float,
     contrast: Contrast | None = None,
+    evidence: Evidence = "input",
+    output: OutputEvidence | None = None,
 ) -> ChatRequest:
     """Returns the first explain request for a feature (what `explain_feature` sends first)."""
-    messages, prefill = build_explainer_prompt(exemplars, max_activation, explain_template(contrast), contrast)
+    shown, _ = evidence_shown(evidence, output)
+    template = explain_template(contrast if shown == "input" else None, shown)
+    messages, prefill = build_explainer_prompt(exemplars, max_activation, template, contrast, output)
     return ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
 
 
@@ -129,16 +175,23 @@ def explain_feature(
     retries: int,
     first_answer: tuple[ChatResponse | None, str] | None = None,
     contrast: Contrast | None = None,
+    evidence: Evidence = "input",
+    output: OutputEvidence | None = None,
 ) -> ExplainOutcome:
     """Asks the explainer; a bad answer is retried with the parse error shown to the model. Returns the
     explanation, or None and the last error once every attempt failed.
 
     `first_answer` is (response or None, call id) of the first attempt when it was already made (a batch
     of features generated at once, its call recorded in `recorder`); only retries call the backend then.
-    `contrast`: also show these non-activating windows (the `explain_contrastive` template).
+    `contrast`: also show these non-activating windows (the `explain_contrastive` template). `evidence`
+    other than input: show the feature's `output` evidence (alone, or with the windows); the explanation's
+    `details["evidence"]` says what it read (input when the feature has no output evidence, with the reason).
     """
-    template = explain_template(contrast)
-    messages, prefill = build_explainer_prompt(exemplars, max_activation, template, contrast)
+    shown, fallback = evidence_shown(evidence, output)
+    template = explain_template(contrast if shown == "input" else None, shown)
+    messages, prefill = build_explainer_prompt(
+        exemplars, max_activation, template, contrast if shown == "input" else None, output
+    )
     error: str | None = None
     for attempt in range(1, retries + 2):
         request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill)
@@ -170,5 +223,7 @@ def explain_feature(
             prompt_hash=template.hash,
             llm_call_id=call_id,
         )
+        if evidence != "input":  # the default (input windows) leaves details empty
+            explanation.details = {"evidence": shown, **({"evidence_fallback": fallback} if fallback else {})}
         return ExplainOutcome(explanation=explanation, attempts=attempt)
     return ExplainOutcome(explanation=None, attempts=retries + 1, error=error)

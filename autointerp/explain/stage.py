@@ -62,7 +62,8 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
     calls = store.call_counts(run_id, "explain")
     settings = config.explainer
     features = [f for f in live_features(store, run_id) if f.id not in explained]
-    template_hash = explain_template(Contrast([], 0) if settings.contrastive else None).hash
+    template_hash = explain_template(Contrast([], 0) if settings.contrastive else None, settings.evidence).hash
+    outputs = store.output_evidence_by_feature(run_id) if settings.evidence != "input" else {}
     if config.schedule.incremental:  # scheduled runs: only new or stale features
         features = needing_explanation(store, run_id, features, backend.name, template_hash)
     calls_per_attempt = (settings.retries + 1) * settings.best_of
@@ -105,6 +106,8 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
             "retries": settings.retries,
             "first_answer": first_answer,
             "contrast": contrast,
+            "evidence": settings.evidence,
+            "output": outputs.get(feature.id),
         }
         outcome: ExplainOutcome
         if best_of is None:
@@ -131,6 +134,8 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
                     max_tokens=settings.max_tokens,
                     temperature=settings.temperature,
                     contrast=contrast,
+                    evidence=settings.evidence,
+                    output=outputs.get(f.id),
                 )
             )
         batch = CallRecorder(run_id, session)

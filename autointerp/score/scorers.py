@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from autointerp.llm.base import ChatBackend
 from autointerp.llm.calls import CallRecorder
 from autointerp.score.outcome import ScoreOutcome
-from autointerp.score.registry import SCORERS, ScorerOptions, ScoringContext, get_scorer
+from autointerp.score.registry import SCORERS, ScorerOptions, ScoringContext, SteeringTarget, get_scorer
 from autointerp.score.windows import HeldOutWindow
 
 
@@ -36,9 +36,11 @@ def score_candidates(
     feature_id: str | None,
     explanation_ids: Sequence[str | None] | None = None,
     options: ScorerOptions | None = None,
+    steering: SteeringTarget | None = None,
 ) -> list[ScoreOutcome]:
     """Returns one outcome per explanation for `method`, all on the same held-out windows; `options` are
-    the method's own (e.g. `SimulationOptions`; default: its defaults)."""
+    the method's own (e.g. `SimulationOptions`; default: its defaults); `steering` is the feature a scorer
+    that steers it (`output`) steers."""
     context = ScoringContext(
         explanations=explanations,
         windows=windows,
@@ -46,5 +48,6 @@ def score_candidates(
         backend=backend,
         feature_id=feature_id,
         explanation_ids=list(explanation_ids or []),
+        steering=steering,
     )
     return get_scorer(method, options).score(context)

@@ -19,11 +19,13 @@ from autointerp.config import RunConfig
 from autointerp.llm import CallRecorder, LLMSession, get_backend
 from autointerp.llm.base import ChatBackend
 from autointerp.metric_names import DISTRACTOR_SUFFIX
+from autointerp.pipeline.common import load_subject
 from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
 from autointerp.records import Exemplar, Rows, Score
 from autointerp.score.confidence import simulation_confidence
 from autointerp.score.distractors import DistractorPool
 from autointerp.score.outcome import ScoreOutcome
+from autointerp.score.output import steering_target
 from autointerp.score.registry import SCORERS, Scorer, ScoringContext
 from autointerp.score.windows import HeldOutWindow
 from autointerp.store.database import Store
@@ -99,6 +101,8 @@ def run_score(
     for e in explanations:  # oldest first: the latest explanation of each feature wins
         latest[e["feature_id"]] = e
     pool = DistractorPool(list(latest.items()), lambda e: str(e["text"]))
+    steered = any(s.needs_subject for s in scorers.values()) and bool(todo)
+    subject = load_subject(config) if steered else None  # scorers that steer the feature (output)
 
     def score_one(item: tuple[dict[str, Any], list[str]]) -> FeatureWork:
         explanation, pending = item
@@ -107,6 +111,7 @@ def run_score(
         distractors = pool.choose(feature.id, explanation["text"]) if config.score.distractor else []
         recorder = CallRecorder(run_id, session)
         rows = Rows()
+        skipped: list[str] = []
         for method in pending:
             scorer = scorers[method]
             context = ScoringContext(
@@ -116,8 +121,15 @@ def run_score(
                 backend=backends.get(scorer.role) if scorer.role else None,
                 feature_id=feature.id,
                 explanation_ids=[explanation["id"]] * (1 + len(distractors)),
+                steering=(
+                    steering_target(config.features, subject, feature.to_row(), feature.max_activation)
+                    if scorer.needs_subject and subject is not None
+                    else None
+                ),
             )
             outcomes = scorer.score(context)
+            if outcomes[0].details.get("skipped"):  # nothing to steer: NULL rows with the reason, counted
+                skipped.append(f"{method}: {outcomes[0].details['skipped']}")
             answered = outcomes[0].details.get("windows") or outcomes[0].details.get("items") or []
             if answered and outcomes[0].details.get("failed") == len(answered):
                 # every call failed (server down, garbage answers): keep the calls, score again on a rerun
@@ -150,6 +162,8 @@ def run_score(
                 )
                 rows.extend(score_records(run_id, explanation["id"], alone, scorer.metrics, DISTRACTOR_SUFFIX, {}))
         rows.extend(recorder.take())
+        if skipped:
+            return FeatureWork.skipped(feature.id, "; ".join(skipped), rows)
         return FeatureWork(feature.id, rows)
 
     concurrency = max([session.limiter(b).concurrency for b in backends.values()] or [1])
