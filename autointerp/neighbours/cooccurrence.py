@@ -79,8 +79,8 @@ class CooccurrenceLog:
         max [features] including this batch. One comparison and one nonzero per batch."""
         if self.overflowed:
             return
-        threshold = (running_max * (FIRES_FRACTION * _STREAM_SLACK)).unsqueeze(1)
-        feature, column = ((window_max >= threshold) & (running_max > 0).unsqueeze(1)).nonzero(as_tuple=True)
+        threshold = torch.where(running_max > 0, running_max * (FIRES_FRACTION * _STREAM_SLACK), torch.inf)
+        feature, column = (window_max >= threshold.unsqueeze(1)).nonzero(as_tuple=True)  # one pass over (F, B)
         if feature.numel() == 0:
             return
         self._window.append((column + first_window).cpu())
@@ -221,9 +221,12 @@ def cooccurrence_neighbours(
         by_count = torch.sort(counts, dim=1, descending=True, stable=True).indices
         order = by_count.gather(1, torch.sort(jaccard.gather(1, by_count), dim=1, descending=True, stable=True).indices)
         order = order[:, :k]
+        picked_jaccard, picked_counts = jaccard.gather(1, order).tolist(), counts.gather(1, order).tolist()
         for local, picked in enumerate(order.tolist()):
-            f = start + local
-            for rank, j in enumerate((j for j in picked if jaccard[local, j] > 0), start=1):
-                value, count = float(jaccard[local, j]), int(counts[local, j])
-                out.append(Neighbour(feature_ids[f], feature_ids[j], "cooccurrence", value, rank, count))
+            f, values, together = start + local, picked_jaccard[local], picked_counts[local]
+            ranked = [(j, v, c) for j, v, c in zip(picked, values, together, strict=True) if v > 0]
+            out.extend(
+                Neighbour(feature_ids[f], feature_ids[j], "cooccurrence", v, rank, int(c))
+                for rank, (j, v, c) in enumerate(ranked, start=1)
+            )
     return out
