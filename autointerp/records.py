@@ -162,6 +162,24 @@ class Score(Record):
 
 
 @dataclass
+class FeatureScore(Record):
+    """One metric of an explanation-free scorer (the intruder test) on one feature (NULL value: the reason is
+    in `details.undefined`)."""
+
+    TABLE: ClassVar[str] = "feature_scores"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("details",)
+    run_id: str
+    feature_id: str
+    scorer: str
+    scorer_model: str
+    metric: str
+    value: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=now)
+
+
+@dataclass
 class Experiment(Record):
     """One experiment on an explanation: what was done, predicted and measured, and the verdict."""
 

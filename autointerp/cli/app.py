@@ -128,6 +128,9 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     table.add_column("explanation", overflow="fold", min_width=30)
     for column in ("score", "density", "experiments"):
         table.add_column(column, justify="right")
+    intruder = store.feature_scores(run_id, "intruder_accuracy")  # explanation-free: every feature has one
+    if intruder:
+        table.add_column("intruder (chance)", justify="right")
     for row in rows[:limit]:
         text = Text(row["explanation"]) if row["explanation"] is not None else Text("(none)", style="dim")
         explanation_id = explanation_ids.get((row["feature_id"], row["explanation"]))
@@ -135,8 +138,24 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
         score = score_text(row["score"], interval.half_width if interval else None, chance.get(explanation_id))
         if interval and interval.like_chance:
             score += " ~chance"
-        table.add_row(Text(row["feature_id"]), text, score, f"{row['density']:.3f}", str(row["experiments"]))
+        cells: list[Text | str] = [Text(row["feature_id"]), text, score, f"{row['density']:.3f}"]
+        cells.append(str(row["experiments"]))
+        if intruder:
+            cells.append(intruder_text(*intruder.get(row["feature_id"], (None, {}))))
+        table.add_row(*cells)
     print_table(table)
+
+
+def intruder_text(value: float | None, details: dict[str, Any]) -> str:
+    """Returns a feature's intruder accuracy as `show` prints it: `0.83 [0.44, 0.97] (0.25)`, `~chance` when
+    not above chance at p < 0.05, `—` with no value."""
+    if value is None:
+        return "—"
+    low, high = details.get("interval") or (None, None)
+    text = f"{value:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else "")
+    text += f" ({details.get('chance', 0):.2f})"
+    p = details.get("p_vs_chance")
+    return text + (" ~chance" if p is not None and p > 0.05 else "")
 
 
 def load_checked_config(config: Path | None, set_: list[str] | None, *, experiments: bool | None = None) -> RunConfig:

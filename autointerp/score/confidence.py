@@ -117,7 +117,7 @@ def simulation_confidence(details: dict[str, Any], distractor_details: dict[str,
     kept = [
         (w, o)
         for w, o in zip(windows, others, strict=True)
-        if w.get("kind") in ("top", "random")
+        if w.get("kind") in ("top", "random", "neighbour")
         and w.get("predicted") is not None
         and (distractor_details is None or (o is not None and o.get("predicted") is not None))
     ]

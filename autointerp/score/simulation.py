@@ -21,7 +21,7 @@ from autointerp.prompts import PromptTemplate, load_prompt
 from autointerp.score.metrics import pooled_correlation
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
 from autointerp.score.registry import Scorer, ScorerOptions, ScoringContext, SimulationMode, SimulationPrompt
-from autointerp.score.windows import HeldOutWindow, never_fires_reason
+from autointerp.score.windows import NON_FIRING_KINDS, HeldOutWindow, never_fires_reason
 
 if TYPE_CHECKING:
     from autointerp.config import ScoreConfig
@@ -197,10 +197,10 @@ def correlations(windows: list[HeldOutWindow], predicted: list[list[float] | Non
     values: dict[str, float | None] = {}
     undefined: dict[str, str] = {}
     subsets = {
-        "correlation_top_and_random": lambda w: w.kind in ("top", "random"),
+        "correlation_top_and_random": lambda w: w.kind in ("top", *NON_FIRING_KINDS),
         "correlation_all": lambda w: True,
         "correlation_top": lambda w: w.kind == "top",
-        "correlation_random": lambda w: w.kind == "random",
+        "correlation_random": lambda w: w.kind in NON_FIRING_KINDS,
     }
     for metric, keep in subsets.items():
         chosen = [i for i, w in enumerate(windows) if keep(w)]

@@ -24,6 +24,8 @@ from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
 from autointerp.records import Exemplar, Rows, Score
 from autointerp.score.confidence import simulation_confidence
 from autointerp.score.distractors import DistractorPool
+from autointerp.score.feature_stage import combined, run_feature_scores
+from autointerp.score.negatives import ensure_hard_negatives, neighbour_distractor, window_passes
 from autointerp.score.outcome import ScoreOutcome
 from autointerp.score.output import steering_target
 from autointerp.score.registry import SCORERS, Scorer, ScoringContext
@@ -83,6 +85,8 @@ def run_score(
     """Decide: scores every explanation not yet scored by each configured method (only those of
     `feature_ids` when given: a shard); returns the tallies (one item per explanation)."""
     scorers: dict[str, Scorer] = {name: SCORERS.get(name).from_config(config.score) for name in config.score.methods}
+    per_feature = {name: s for name, s in scorers.items() if s.explanation_free}  # the intruder test
+    scorers = {name: s for name, s in scorers.items() if not s.explanation_free}
     explanations = store.explanations(run_id)
     features = {f.id: f for f in store.features(run_id)}
     done = store.scored(run_id)
@@ -91,7 +95,10 @@ def run_score(
         for e in explanations
     ]
     todo = [(e, ms) for e, ms in todo if ms and (feature_ids is None or e["feature_id"] in feature_ids)]
+    if todo and config.score.negatives != "random":  # hard negatives from the neighbours' top windows
+        ensure_hard_negatives(config, store, run_id, feature_ids)
     exemplars = store.exemplars_by_feature(run_id, "score") if todo else {}
+    neighbours = store.neighbours_by_feature(run_id) if todo and config.score.distractor_from == "neighbour" else {}
     backends: dict[str, ChatBackend] = {}
     for scorer in scorers.values():
         if scorer.role is not None:
@@ -107,13 +114,20 @@ def run_score(
     def score_one(item: tuple[dict[str, Any], list[str]]) -> FeatureWork:
         explanation, pending = item
         feature = features[explanation["feature_id"]]
-        windows = held_out_windows(exemplars.get(feature.id, []), feature.max_activation)
+        held_out = held_out_windows(exemplars.get(feature.id, []), feature.max_activation)
         distractors = pool.choose(feature.id, explanation["text"]) if config.score.distractor else []
+        distractor_from = "random"
+        if config.score.distractor and config.score.distractor_from == "neighbour":
+            nearest = neighbour_distractor(feature.id, explanation["text"], neighbours.get(feature.id, []), latest)
+            distractors, distractor_from = nearest or distractors, "neighbour" if nearest else "random (no neighbour)"
         recorder = CallRecorder(run_id, session)
         rows = Rows()
         skipped: list[str] = []
-        for method in pending:
+        passes = [(m, *p) for m in pending for p in window_passes(held_out, config.score.negatives)]
+        for method, suffix, windows, negatives in passes:  # suffix `_hard`: on hard negatives
             scorer = scorers[method]
+            if suffix and scorer.needs_subject:  # it reads continuations, not windows: one pass
+                continue
             context = ScoringContext(
                 explanations=[explanation["text"]] + [d["text"] for _, d in distractors],
                 windows=windows,
@@ -140,9 +154,10 @@ def run_score(
                 confidence = simulation_confidence(outcomes[0].details, outcomes[1].details if distractors else None)
                 if confidence is not None:
                     outcomes[0].details["confidence"] = confidence.as_details()
-            held_out = context.windows
-            outcomes[0].details["non_firing_windows"] = sum(not w.activating for w in held_out)
-            rows.extend(score_records(run_id, explanation["id"], outcomes[0], scorer.metrics, "", {}))
+            outcomes[0].details["non_firing_windows"] = sum(not w.activating for w in context.windows)
+            for outcome in outcomes:
+                outcome.details.update(negatives=negatives, distractor_from=distractor_from)
+            rows.extend(score_records(run_id, explanation["id"], outcomes[0], scorer.metrics, suffix, {}))
             if distractors:
                 _, other = distractors[0]
                 extra = {
@@ -151,7 +166,9 @@ def run_score(
                     "distractor_text": other["text"],
                 }
                 rows.extend(
-                    score_records(run_id, explanation["id"], outcomes[1], scorer.metrics, DISTRACTOR_SUFFIX, extra)
+                    score_records(
+                        run_id, explanation["id"], outcomes[1], scorer.metrics, suffix + DISTRACTOR_SUFFIX, extra
+                    )
                 )
             elif config.score.distractor:
                 alone = ScoreOutcome(
@@ -160,11 +177,16 @@ def run_score(
                     values=dict.fromkeys(scorer.metrics),
                     undefined=dict.fromkeys(scorer.metrics, "no other feature's explanation in the run to use"),
                 )
-                rows.extend(score_records(run_id, explanation["id"], alone, scorer.metrics, DISTRACTOR_SUFFIX, {}))
+                rows.extend(
+                    score_records(run_id, explanation["id"], alone, scorer.metrics, suffix + DISTRACTOR_SUFFIX, {})
+                )
         rows.extend(recorder.take())
         if skipped:
             return FeatureWork.skipped(feature.id, "; ".join(skipped), rows)
         return FeatureWork(feature.id, rows)
 
     concurrency = max([session.limiter(b).concurrency for b in backends.values()] or [1])
-    return run_pool("score", todo, lambda item: item[0]["feature_id"], score_one, store.write_results, concurrency)
+    result = run_pool("score", todo, lambda item: item[0]["feature_id"], score_one, store.write_results, concurrency)
+    if per_feature and result.stop_error is None:
+        result = combined(result, run_feature_scores(config, store, run_id, session, per_feature, feature_ids))
+    return result

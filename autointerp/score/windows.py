@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from autointerp.activations import ACTIVE_LEVEL as ACTIVE_LEVEL  # re-exported: the level at which a token fires
 from autointerp.activations import display_token
 
+NON_FIRING_KINDS = ("random", "neighbour")
+"""Kinds of held-out window kept because the feature does not fire there: random windows, and hard negatives
+(a neighbour's top window, `score.negatives`); simulation's "random" part is either."""
+
 
 @dataclass(frozen=True)
 class HeldOutWindow:
@@ -17,7 +21,7 @@ class HeldOutWindow:
     levels: list[int]
     """True activation per token, normalised to 0-10 (Bills et al. 2023)."""
     kind: str
-    """Why it was kept: `top`, `quantile-k`, `random` (or `negative` in the benchmark)."""
+    """Why it was kept: `top`, `quantile-k`, `random`, `neighbour` (a hard negative; or `negative` in the benchmark)."""
     rank: int = 0
     """Rank within its kind."""
     raw: list[float] | None = None

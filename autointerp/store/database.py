@@ -10,6 +10,7 @@ from __future__ import annotations
 from autointerp.records import now
 from autointerp.store.arrow import ArrowTransfer
 from autointerp.store.connection import LOCK_WAIT_SECONDS
+from autointerp.store.feature_scores import FeatureScoreStore
 from autointerp.store.neighbours import NeighbourStore
 from autointerp.store.outputs import OutputEvidenceStore
 from autointerp.store.reads import StoreReads
@@ -21,7 +22,16 @@ from autointerp.store.writes import StoreWrites
 __all__ = ["LOCK_WAIT_SECONDS", "MIGRATIONS", "SCHEMA_VERSION", "Store", "now"]
 
 
-class Store(StoreReads, RunReports, StoreWrites, ArrowTransfer, NeighbourStore, OutputEvidenceStore, ShardLedger):
+class Store(
+    StoreReads,
+    RunReports,
+    StoreWrites,
+    ArrowTransfer,
+    NeighbourStore,
+    OutputEvidenceStore,
+    FeatureScoreStore,
+    ShardLedger,
+):
     """A DuckDB file holding every run; each method opens, works in one transaction and closes.
 
     The first connection of a Store checks the file's schema version: a file written by a newer
