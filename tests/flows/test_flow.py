@@ -227,3 +227,51 @@ def test_no_window_is_kept_twice_or_on_both_sides_of_the_split(finished_run: tup
     assert repeated == []
     scores = store.scores(run_id, "correlation_top_and_random")
     assert all("non_firing_windows" in json.loads(s["details"]) for s in scores)
+
+
+def test_the_flow_stores_output_evidence_that_show_the_feature_page_and_the_export_carry(
+    finished_run: tuple[RunConfig, str],
+) -> None:
+    """The default run (outputs on) stores each live neuron's direct-path and steering tokens once; `show`,
+    the review app's feature page and the JSONL export carry them; a lost row is recomputed alone, the same."""
+    from fastapi.testclient import TestClient
+
+    from autointerp.outputs.stage import run_outputs
+    from autointerp.review import ReviewSettings
+    from autointerp.review.app import create_app
+
+    config, run_id = finished_run
+    store = Store(config.store.path)
+    evidence = store.output_evidence_by_feature(run_id)
+    assert set(evidence) == {f.id for f in store.features(run_id) if f.live}
+    for item in evidence.values():
+        assert item.has_output and len(item.promoted) == len(item.steer_raised) == config.outputs.top_k
+        assert [e.value for e in item.promoted] == sorted((e.value for e in item.promoted), reverse=True)
+        assert item.suppressed[0].value < 0 < item.promoted[0].value and item.steer_lowered[0].value < 0
+        assert (item.steer_scale, item.steer_prompts) == (config.outputs.steer_scale, config.outputs.steer_prompts)
+    feature_id, item = sorted(evidence.items())[0]
+    shown = CliRunner().invoke(app, ["show", "--db", str(config.store.path)])
+    assert shown.exit_code == 0 and "promotes" in shown.output, shown.output
+    with TestClient(create_app(ReviewSettings(db=config.store.path)), base_url="http://127.0.0.1") as client:
+        page = client.get("/feature", params={"id": feature_id})
+    assert page.status_code == 200 and "Output: what it writes" in page.text
+    assert "raised next tokens" in page.text and f"{item.promoted[0].value:.2f}" in page.text
+    exported = CliRunner().invoke(app, ["export-run", "--db", str(config.store.path), "-f", "jsonl"])
+    assert exported.exit_code == 0, exported.output
+    lines = [json.loads(line) for line in exported.output.splitlines() if line.startswith("{")]
+    line = next(x for x in lines if x["feature_id"] == feature_id)
+    assert line["output"]["pos_str"] == [e.token for e in item.promoted]
+    assert line["output"]["neg_values"] == [e.value for e in item.suppressed]
+    # a run interrupted after some features: only the missing one is computed again, to the same values
+    with store.transaction() as con:
+        con.execute("DELETE FROM output_evidence WHERE run_id = ? AND feature_id = ?", [run_id, feature_id])
+    others = store.query("SELECT feature_id, created_at FROM output_evidence WHERE run_id = ?", [run_id])
+    result = run_outputs(config, store, run_id)
+    assert result.complete and result.done == result.total == len(evidence)
+    again = store.output_evidence(run_id, feature_id)
+    assert again is not None and [e.token_id for e in again.promoted] == [e.token_id for e in item.promoted]
+    assert [e.token_id for e in again.steer_raised] == [e.token_id for e in item.steer_raised]
+    after = store.query("SELECT feature_id, created_at FROM output_evidence WHERE run_id = ?", [run_id])
+    assert {r["feature_id"]: r["created_at"] for r in after if r["feature_id"] != feature_id} == {
+        r["feature_id"]: r["created_at"] for r in others
+    }
