@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
 from autointerp.errors import AutointerpError, RunIncomplete
+from autointerp.outputs.records import OutputEvidence
 from autointerp.store.database import Store
 
 EXIT_INCOMPLETE = 3
@@ -131,6 +132,9 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     intruder = store.feature_scores(run_id, "intruder_accuracy")  # explanation-free: every feature has one
     if intruder:
         table.add_column("intruder (chance)", justify="right")
+    outputs = store.output_evidence_by_feature(run_id)  # what each feature writes (`autointerp.outputs`)
+    if outputs:
+        table.add_column("promotes (direct path)", overflow="fold", max_width=32)
     for row in rows[:limit]:
         text = Text(row["explanation"]) if row["explanation"] is not None else Text("(none)", style="dim")
         explanation_id = explanation_ids.get((row["feature_id"], row["explanation"]))
@@ -142,8 +146,20 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
         cells.append(str(row["experiments"]))
         if intruder:
             cells.append(intruder_text(*intruder.get(row["feature_id"], (None, {}))))
+        if outputs:
+            cells.append(promotes_text(outputs.get(row["feature_id"])))
         table.add_row(*cells)
     print_table(table)
+
+
+def promotes_text(evidence: OutputEvidence | None, count: int = 3) -> Text:
+    """Returns the first `count` tokens a feature promotes on the direct path, quoted (`' Monday' ' Friday'`);
+    `no output side` (dim) for a feature that writes nothing, `—` when none is stored."""
+    if evidence is None:
+        return Text("—")
+    if evidence.no_output_reason is not None:
+        return Text("no output side", style="dim")
+    return Text(" ".join(repr(e.token) for e in evidence.promoted[:count]))
 
 
 def intruder_text(value: float | None, details: dict[str, Any]) -> str:
