@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from autointerp.review import views
+from autointerp.review import harder, views
 from autointerp.review.forms import MAX_EDIT_CHARS, MAX_NOTE_CHARS
 from autointerp.review.queries import DECISIONS, STATUS_OF_DECISION
 from autointerp.review.text import clip, has_controls, reveal_plain
@@ -160,6 +160,8 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
         "reviews": reviews,
         "nearest": _nearest(record.get("nearest", []), run_id),
         "outputs": _outputs(record.get("outputs", []), run_id),
+        "easy_hard": harder.easy_and_hard(current_scores),
+        "intruder": harder.intruder(record.get("feature_scores", []), run_id),
     }
 
 

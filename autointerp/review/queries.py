@@ -81,6 +81,9 @@ class ReviewQueries(FeatureListQueries):
                 "outputs": rows(  # what it writes: direct-path and steering tokens (`autointerp.outputs`)
                     "SELECT * FROM output_evidence WHERE feature_id = ? ORDER BY run_id", [feature_id]
                 ),
+                "feature_scores": rows(  # explanation-free scores (the intruder test)
+                    "SELECT * FROM feature_scores WHERE feature_id = ? ORDER BY run_id, metric", [feature_id]
+                ),
                 "reviews": rows(
                     f"SELECT * FROM reviews WHERE explanation_id IN ({explanation_ids}) ORDER BY created_at DESC",
                     [feature_id],

@@ -13,9 +13,11 @@ import json
 import re
 from pathlib import Path
 
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
+from autointerp.review import ReviewSettings, create_app
 from autointerp.store.database import Store
 from tests.bench.test_hard import knowing_judge
 from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
@@ -162,3 +164,7 @@ def test_hard_negatives_in_a_run_lower_a_vague_explanation_and_not_a_true_one(
     assert {w["kind"] for w in details["windows"] if not w["activating"]} == {"neighbour"}
     distractor = store.scores(run_id, "detection_balanced_accuracy_distractor")
     assert any(json.loads(s["details"])["distractor_text"] == 'the word "a"' for s in distractor)
+    page = TestClient(create_app(ReviewSettings(db=db)), base_url="http://127.0.0.1")
+    html = page.get("/feature", params={"id": "planted/the"}).text
+    harder = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="harder"') :]))
+    assert "detection_balanced_accuracy 1.00 (distractor" in harder and " 0.50 (distractor" in harder
