@@ -229,6 +229,18 @@ def test_no_window_is_kept_twice_or_on_both_sides_of_the_split(finished_run: tup
     assert all("non_firing_windows" in json.loads(s["details"]) for s in scores)
 
 
+def test_the_flow_stores_each_features_neighbours_once(finished_run: tuple[RunConfig, str]) -> None:
+    config, run_id = finished_run
+    store = Store(config.store.path)
+    for feature in store.features(run_id):
+        cosine = store.neighbours(run_id, feature.id, "cosine")
+        assert [n.rank for n in cosine] == list(range(1, config.neighbours.k + 1))  # among all 1536 of layer 15
+        assert all(n.other.startswith("smollm2-135m/mlp.15/") and n.other != feature.id for n in cosine)
+    rows = store.query("SELECT kind, count(*) AS n FROM neighbours WHERE run_id = ? GROUP BY kind", [run_id])
+    counts = {r["kind"]: r["n"] for r in rows}
+    assert counts["cosine"] == 3 * config.neighbours.k and counts.get("cooccurrence", 0) <= 3 * 2
+
+
 def test_the_flow_stores_output_evidence_that_show_the_feature_page_and_the_export_carry(
     finished_run: tuple[RunConfig, str],
 ) -> None:
