@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "explain": ("runs", "features", "exemplars", "explanations", "llm_calls"),
-    "score": ("runs", "features", "exemplars", "explanations", "scores", "llm_calls"),
+    "score": ("runs", "features", "exemplars", "explanations", "scores", "llm_calls", "neighbours"),
     "experiment": ("runs", "features", "exemplars", "explanations", "scores", "experiments", "llm_calls", "reviews"),
 }
 """The run's tables a shard of each LLM stage starts from."""
