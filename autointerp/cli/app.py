@@ -129,6 +129,10 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     table.add_column("explanation", overflow="fold", min_width=30)
     for column in ("score", "density", "experiments"):
         table.add_column(column, justify="right")
+    hard = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + "_hard")}  # negatives=both
+    hard_chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + "_hard_distractor")}
+    if hard:
+        table.add_column("hard negatives", justify="right")
     intruder = store.feature_scores(run_id, "intruder_accuracy")  # explanation-free: every feature has one
     if intruder:
         table.add_column("intruder (chance)", justify="right")
@@ -144,6 +148,8 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
             score += " ~chance"
         cells: list[Text | str] = [Text(row["feature_id"]), text, score, f"{row['density']:.3f}"]
         cells.append(str(row["experiments"]))
+        if hard:
+            cells.append(score_text(hard.get(explanation_id or ""), None, hard_chance.get(explanation_id or "")))
         if intruder:
             cells.append(intruder_text(*intruder.get(row["feature_id"], (None, {}))))
         if outputs:
