@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
+from autointerp.outputs import PLANTED_NO_OUTPUT
 from autointerp.store.database import Store
 from tests.evidence import assert_evidence_invariants
 from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
@@ -109,6 +110,12 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
     live = [f for f in store.features(run["id"]) if f.live]
     assert live and run["explained"] == len(live) == run["live_features"]
     assert all((f.firing_windows or 0) >= 2 and f.nonfiring_windows is not None for f in live)
+    evidence = store.output_evidence_by_feature(run["id"])  # what each feature writes, or why it writes nothing
+    assert set(evidence) == {f.id for f in live}
+    if kind == "planted":
+        assert all(e.no_output_reason == PLANTED_NO_OUTPUT and not e.promoted for e in evidence.values())
+    else:
+        assert all(e.has_output and e.promoted and e.suppressed and e.steer_raised for e in evidence.values())
 
 
 PLANTED_FILE = """
