@@ -284,7 +284,7 @@ class ScoreConfig(_Section):
     # the output scorer (`output`, Gur-Arieh et al. 2025): steered vs clean continuations, judged
     output_prompts: int = Field(4, ge=1, le=12)
     """Output scorer: held-out neutral prompts continued per feature, once steered and once not."""
-    output_strength: float = Field(8.0, gt=0.0, le=1000.0)
+    output_strength: float = Field(4.0, gt=0.0, le=1000.0)
     """Output scorer: steering adds this x the feature's max activation at every position."""
     output_tokens: int = Field(8, ge=1, le=64)
     """Output scorer: tokens generated per continuation."""

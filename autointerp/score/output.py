@@ -63,7 +63,7 @@ class OutputOptions(ScorerOptions):
 
     prompts: int = 4
     """Held-out prompts continued per feature (the first of `HELD_OUT_PROMPTS`)."""
-    strength: float = 8.0
+    strength: float = 4.0
     """Steering adds strength x the feature's max activation at every position."""
     tokens: int = 8
     """Tokens generated per continuation."""

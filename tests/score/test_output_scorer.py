@@ -46,7 +46,9 @@ def knows_outputs(messages: list[dict[str, Any]]) -> float:
     second = re.search(r"^Continuation 2: (.*)$", prompt, re.MULTILINE)
     if description is None or first is None or second is None:
         return 0.5
-    words = WORDS.get(description.group(1), [])
+    words = next(
+        (w for truth, w in WORDS.items() if truth.removeprefix("makes the model say ") in description.group(1)), []
+    )
     a, b = said(words, first.group(1)), said(words, second.group(1))
     return 0.95 if a > b else 0.05 if b > a else 0.5
 

@@ -1,0 +1,78 @@
+"""`autointerp bench-outputs`: the output-side benchmark (explainers fed input, output or both evidence,
+scored on the input and the output side, over planted input and output features)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autointerp.cli.app import app, console
+from autointerp.errors import AutointerpError
+
+
+@app.command("bench-outputs")
+def bench_outputs(
+    feature: Annotated[
+        list[str] | None, typer.Option(help="Planted input features (by name, `autointerp bench --list`); repeat.")
+    ] = None,
+    output_feature: Annotated[
+        list[str] | None, typer.Option(help="Planted output features (weekdays, months, digits, ...); repeat.")
+    ] = None,
+    explainer: Annotated[str, typer.Option(help="Explainer backend:model.")] = "local:smollm2-135m",
+    scorer: Annotated[str, typer.Option(help="Simulation, detection and output-judge backend:model.")] = (
+        "local:smollm2-135m"
+    ),
+    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 256,
+    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
+    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
+    output_prompts: Annotated[int, typer.Option(help="Held-out prompts the output scorer continues.")] = 2,
+    output_tokens: Annotated[int, typer.Option(help="Tokens per continuation.")] = 6,
+    output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/outputs-bench.md"),
+) -> None:
+    """Compare explainers fed input, output or both evidence, on input-side and output-side scores."""
+    from autointerp.bench.outputs import (
+        OutputBenchSettings,
+        planted_outputs,
+        render_output_report,
+        run_output_bench,
+        write_output_report,
+    )
+    from autointerp.bench.settings import BenchSettings
+    from autointerp.corpus.sources import check_corpus
+    from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
+
+    known = {f.name: f for f in BUILTIN_PLANTED_FEATURES}
+    unknown = sorted(set(feature or []) - set(known))
+    if unknown:
+        raise AutointerpError(f"no planted feature named {', '.join(unknown)}; `autointerp bench --list`")
+    inputs = [known[n] for n in feature] if feature else [known[n] for n in ("digits", "the") if n in known]
+    try:
+        outputs = planted_outputs(output_feature)
+    except ValueError as exc:
+        raise AutointerpError(str(exc)) from exc
+    if output_prompts < 1 or output_tokens < 1 or max_windows < 1:
+        raise AutointerpError("--output-prompts, --output-tokens and --max-windows must be at least 1")
+    check_corpus(corpus)
+    base = BenchSettings(
+        scorer=scorer,
+        corpus=corpus,
+        max_windows=max_windows,
+        heldout_active=heldout,
+        heldout_quiet=heldout,
+        distractors=distractors,
+    )
+    settings = OutputBenchSettings(
+        base=base, explainer=explainer, output_prompts=output_prompts, output_tokens=output_tokens
+    )
+    result = run_output_bench(inputs, outputs, settings)
+    command = (
+        "autointerp " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench-outputs"] else "autointerp bench-outputs"
+    )
+    path = write_output_report(result, output, command)
+    console.print(render_output_report(result, command), highlight=False, markup=False, soft_wrap=True)
+    console.print(f"report written to {path}", highlight=False, markup=False)

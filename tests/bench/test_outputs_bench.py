@@ -1,0 +1,41 @@
+"""`autointerp bench-outputs` on a tiny setting: explainers fed input, output and both evidence, one table.
+
+The explainer and the judge are one loopback server: it explains from output evidence by naming the set of
+words the prompt shows most (else "nothing in particular"), and judges continuations knowing which words
+each description means. So the true descriptions of the planted output features must reach output AUROC
+1.0 against distractors at 0.5, the output-evidence explainer must find them too, and the output scorer
+must skip the planted input feature with its reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from autointerp.cli.app import app
+from tests.end_to_end.test_output_run import explainer_or_judge
+from tests.llm.loopback_server import LoopbackServer
+
+
+def test_bench_outputs_compares_evidence_on_both_sides(tmp_path: Path) -> None:
+    report = tmp_path / "outputs-bench.md"
+    with LoopbackServer([], respond=explainer_or_judge) as server:
+        spec = f"openai-compatible:{server.url}/v1#judge"
+        args = ["bench-outputs", "--feature", "digits", "--output-feature", "weekdays", "--output-feature", "months"]
+        args += ["--explainer", spec, "--scorer", spec, "--max-windows", "48", "--distractors", "1"]
+        args += ["--output-prompts", "2", "--output-tokens", "4", "--output", str(report)]
+        ran = CliRunner().invoke(app, args)
+    assert ran.exit_code == 0, ran.output
+    text = report.read_text()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["true description"][-1].strip(" |") == "1.00 (1.00)", text
+    assert rows["explainer, output evidence"][-1].strip(" |") == "1.00 (1.00)", text
+    assert rows["distractors (chance)"][-1].strip(" |") == "0.50", text
+    assert "Output scorer skipped 1 features: a planted feature is not a direction in the model" in text
+
+
+def test_bench_outputs_names_an_unknown_output_feature() -> None:
+    ran = CliRunner().invoke(app, ["bench-outputs", "--output-feature", "planets"])
+    assert ran.exit_code != 0
+    assert "no planted output feature 'planets'; choose from weekdays" in ran.output
