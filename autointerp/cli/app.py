@@ -429,9 +429,11 @@ def setup(model: Annotated[str, typer.Option(help="Subject model to prepare.")] 
 
 # commands defined in their own modules register on `app` when imported
 from autointerp.cli import bench_outputs, exchange, tools  # noqa: E402, F401
+from autointerp.explaintrain.cli import train_explainer_command  # noqa: E402
 from autointerp.simtrain.cli import train_simulator_command  # noqa: E402
 
 app.command("train-simulator")(train_simulator_command)
+app.command("train-explainer")(train_explainer_command)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Where a simulator adapter lives and what it records: read without loading torch (the preflight uses it)."""
+"""Where a LoRA adapter (a trained simulator or explainer) lives and what it records: read without loading
+torch (the preflight uses it)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class AdapterConfig:
     blocks: list[int]
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     prompt: str = "simulate"
-    """The prompt template the simulator was trained on (its hash is in `training`)."""
+    """The prompt template the adapter was trained on: `simulate` or `explain` (its hash is in `training`)."""
     training: dict[str, Any] = field(default_factory=dict)
     """Command, data, steps, seed, held-out loss and benchmark numbers."""
 
@@ -39,9 +40,9 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
     """Returns the folder's adapter config; raises SubjectModelError (one line) when it is missing or bad."""
     path = folder / ADAPTER_CONFIG
     if not path.is_file():
-        raise SubjectModelError(f"{folder} is not a simulator adapter: it has no {ADAPTER_CONFIG}")
+        raise SubjectModelError(f"{folder} is not an adapter folder: it has no {ADAPTER_CONFIG}")
     if not (folder / ADAPTER_WEIGHTS).is_file():
-        raise SubjectModelError(f"simulator adapter {folder} has no {ADAPTER_WEIGHTS}; train it again")
+        raise SubjectModelError(f"adapter {folder} has no {ADAPTER_WEIGHTS}; train it again")
     try:
         return AdapterConfig(**json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
@@ -51,23 +52,29 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
 ADAPTER_SEPARATOR = "+adapter="
 PACKAGED_SIMULATORS = {"smollm2-135m-sim": "smollm2-135m-sim"}
 """Aliases of simulator adapters shipped inside the package (folder under `autointerp/simulators/`)."""
+PACKAGED_EXPLAINERS = {"smollm2-135m-explainer": "smollm2-135m-explainer"}
+"""Aliases of explainer adapters shipped inside the package (folder under `autointerp/explainers/`)."""
 
 
 def packaged_adapter(alias: str) -> Path:
-    """Returns the folder of a simulator adapter shipped with autointerp."""
-    return Path(__file__).resolve().parent.parent / "simulators" / PACKAGED_SIMULATORS[alias]
+    """Returns the folder of an adapter shipped with autointerp (a simulator or an explainer)."""
+    package = Path(__file__).resolve().parent.parent
+    if alias in PACKAGED_EXPLAINERS:
+        return package / "explainers" / PACKAGED_EXPLAINERS[alias]
+    return package / "simulators" / PACKAGED_SIMULATORS[alias]
 
 
 def resolve_local_model(model: str) -> tuple[str, Path | None]:
     """Returns (base model name, adapter folder or None) for a `local:` model: `<base>+adapter=<folder>`,
-    an adapter folder (its base comes from adapter.json), a packaged alias such as `smollm2-135m-sim`, or
-    a plain model name (no adapter). Raises SubjectModelError for an adapter that cannot be read."""
+    an adapter folder (its base comes from adapter.json), a packaged alias such as `smollm2-135m-sim` or
+    `smollm2-135m-explainer`, or a plain model name (no adapter). Raises SubjectModelError for an adapter
+    that cannot be read."""
     if ADAPTER_SEPARATOR in model:
         base, _, folder = model.partition(ADAPTER_SEPARATOR)
         path = Path(folder).expanduser()
         read_adapter_config(path)
         return base, path
-    if model.lower() in PACKAGED_SIMULATORS:
+    if model.lower() in PACKAGED_SIMULATORS or model.lower() in PACKAGED_EXPLAINERS:
         path = packaged_adapter(model.lower())
         return read_adapter_config(path).base_model, path
     path = Path(model).expanduser()

@@ -10,7 +10,7 @@ import typer
 from autointerp.errors import ConfigError
 
 
-def _distill_source(value: str) -> tuple[Path, str]:
+def distill_source(value: str) -> tuple[Path, str]:
     """Returns (DuckDB file, run id) from `FILE#RUN_ID`; raises ConfigError otherwise."""
     db, sep, run_id = value.rpartition("#")
     if not sep or not db or not run_id:
@@ -25,6 +25,9 @@ def train_simulator_command(
         "builtin:python-docs"
     ),
     windows: Annotated[int, typer.Option(help="Corpus windows per window length.")] = 1536,
+    window_sizes: Annotated[
+        list[int] | None, typer.Option("--window-size", help="Window length in tokens; repeat for mixed lengths.")
+    ] = None,
     words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).")] = 120,
     blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.")] = 8,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
@@ -49,6 +52,7 @@ def train_simulator_command(
         base=base,
         corpus=corpus,
         windows_per_size=windows,
+        window_sizes=tuple(window_sizes or SimulatorTrainingPlan.window_sizes),
         words=words,
         blocks=blocks,
         rank=rank,
@@ -56,11 +60,13 @@ def train_simulator_command(
         train=TrainSettings(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_minutes=max_minutes, seed=seed
         ),
-        distill=[_distill_source(d) for d in distill or []],
+        distill=[distill_source(d) for d in distill or []],
         distill_only=distill_only,
         teacher=teacher,
         evaluate=evaluate,
     )
+    if any(size < 4 for size in plan.window_sizes):
+        raise ConfigError("--window-size must be at least 4 tokens")
     if distill_only and not plan.distill:
         raise ConfigError("--distill-only needs at least one --distill FILE.duckdb#RUN_ID")
     train_simulator(plan, echo=lambda line: typer.echo(line))

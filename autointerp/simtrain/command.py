@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import shlex
 import sys
 import time
@@ -12,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.bench import BenchSettings
-from autointerp.corpus.sources import iter_windows
 from autointerp.llm import get_backend
 from autointerp.llm.adapter import save_adapter, write_adapter_config
 from autointerp.llm.adapter_spec import ADAPTER_SEPARATOR, AdapterConfig
 from autointerp.llm.local import LocalChatBackend
 from autointerp.prompts import load_prompt
+from autointerp.simtrain.data import corpus_window_sets, split_members
 from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator
 from autointerp.simtrain.examples import SimExample, build_examples
@@ -64,25 +63,6 @@ class SimulatorTrainingPlan:
 Echo = Callable[[str], None]
 
 
-def _windows(backend: LocalChatBackend, plan: SimulatorTrainingPlan) -> list[list[list[str]]]:
-    subject = backend.subject
-    sets = []
-    for size in plan.window_sizes:
-        cut = iter_windows(subject.tokenizer, plan.corpus, window_tokens=size, max_windows=plan.windows_per_size)
-        sets.append([subject.decode_tokens(w.token_ids) for w in cut])
-    return sets
-
-
-def _split(
-    members: list[SyntheticFeature], plan: SimulatorTrainingPlan
-) -> tuple[list[SyntheticFeature], list[SyntheticFeature]]:
-    train = [m for m in members if not m.held_out]
-    heldout = [m for m in members if m.held_out]
-    if plan.max_members is not None:
-        train = random.Random(plan.train.seed).sample(train, min(plan.max_members, len(train)))
-    return train, heldout
-
-
 def train_simulator(plan: SimulatorTrainingPlan, echo: Echo = print) -> dict[str, Any]:
     """Trains, saves and (unless `plan.evaluate` is off) measures a simulator adapter; returns what was
     written into its adapter.json `training` section."""
@@ -91,9 +71,9 @@ def train_simulator(plan: SimulatorTrainingPlan, echo: Echo = print) -> dict[str
     if not isinstance(backend, LocalChatBackend):
         raise TypeError("train-simulator needs a local model")
     template = load_prompt("simulate")
-    window_sets = _windows(backend, plan)
+    window_sets = corpus_window_sets(backend.subject, plan.corpus, plan.window_sizes, plan.windows_per_size)
     members = synthetic_features(window_sets[0], plan.words)
-    train_members, heldout_members = _split(members, plan)
+    train_members, heldout_members = split_members(members, plan.max_members, plan.train.seed)
     settings = dict(
         active_per_member=plan.active_per_member,
         quiet_per_member=plan.quiet_per_member,
