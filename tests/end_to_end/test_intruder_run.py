@@ -164,6 +164,9 @@ def test_hard_negatives_in_a_run_lower_a_vague_explanation_and_not_a_true_one(
     assert {w["kind"] for w in details["windows"] if not w["activating"]} == {"neighbour"}
     distractor = store.scores(run_id, "detection_balanced_accuracy_distractor")
     assert any(json.loads(s["details"])["distractor_text"] == 'the word "a"' for s in distractor)
+    shown = CliRunner().invoke(app, ["show", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert "hard negatives" in shown.output and "0.50 (distractor" in shown.output  # easy and hard side by side
     page = TestClient(create_app(ReviewSettings(db=db)), base_url="http://127.0.0.1")
     html = page.get("/feature", params={"id": "planted/the"}).text
     harder = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="harder"') :]))
