@@ -10,6 +10,9 @@ filtered with the final max by the same `fires` rule the evidence uses. Shards s
 (global window numbers), so the merge is the concatenation of their logs, filtered with the merged max:
 the counts equal those of one pass over the whole corpus.
 
+Cost per batch: one comparison over the batch's (features x windows) maxima and one nonzero (on a GPU,
+one synchronisation with the host per batch, to copy the new entries to the CPU).
+
 Memory: 16 bytes per entry, about the run's firing (window, feature) pairs (a feature firing in 5 % of
 10,000 windows adds 500 entries); entries that can no longer fire are dropped whenever the log doubles.
 Past `max_entries` (default 20 million, ~320 MB) the log stops, says so in the log, and the run has no
@@ -71,7 +74,7 @@ class CooccurrenceLog:
         self._feature: list[torch.Tensor] = []
         self._value: list[torch.Tensor] = []
         self.entries = 0
-        self._compact_at = compact_at
+        self._compact_at = min(compact_at, max_entries + 1)  # compact on passing the cap, at the latest
         self.overflowed = False
 
     def add(self, window_max: torch.Tensor, running_max: torch.Tensor, first_window: int) -> None:
@@ -97,7 +100,7 @@ class CooccurrenceLog:
         keep = value >= (running_max.cpu() * (FIRES_FRACTION * _STREAM_SLACK))[feature.long()]
         self._window, self._feature, self._value = [window[keep]], [feature[keep]], [value[keep]]
         self.entries = int(keep.sum())
-        self._compact_at = max(2 * self.entries, self.min_compact)
+        self._compact_at = min(max(2 * self.entries, self.min_compact), self.max_entries + 1)
         if self.entries > self.max_entries:
             log.warning(
                 "co-occurrence log: %d entries exceed neighbours.max_cooccurrence_entries (%d); no co-occurrence "
@@ -149,7 +152,7 @@ class CooccurrenceLog:
         """Restores a `state_dict` (replacing what the log holds)."""
         self._window, self._feature, self._value = [state["window"]], [state["feature"]], [state["value"]]
         self.entries = int(state["window"].numel())
-        self._compact_at = max(2 * self.entries, self.min_compact)
+        self._compact_at = min(max(2 * self.entries, self.min_compact), self.max_entries + 1)
         self.overflowed = bool(state["overflowed"])
 
     @classmethod
