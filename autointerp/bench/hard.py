@@ -12,6 +12,7 @@ unrelated features).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autointerp.activations import ACTIVE_LEVEL, normalize_activations
@@ -105,11 +106,11 @@ def score_hard(
     live: list[FeatureSet],
     features: list[PlantedFeature],
     settings: BenchSettings,
-    scorer: ChatBackend | None,
+    scorer: Callable[[str], ChatBackend | None],
     recorder: CallRecorder,
 ) -> HardScores:
     """Returns the easy-vs-hard scores of every method on the features with hard negatives, and the intruder
-    accuracy of every live feature."""
+    accuracy of every live feature; `scorer(method)` is the model that scores with a method."""
     result = HardScores()
     for method in settings.methods:
         if getattr(SCORERS.get(method), "explanation_free", False):
@@ -129,7 +130,7 @@ def score_hard(
                         method,
                         texts,
                         windows,
-                        backend=scorer,
+                        backend=scorer(method),
                         recorder=recorder,
                         feature_id=fs.feature.name,
                         options=options,
@@ -141,7 +142,8 @@ def score_hard(
                 }
                 advance(1)
         result.scores[method] = per
-    if "intruder" in settings.methods and scorer is not None:
+    intruder_model = scorer("intruder") if "intruder" in settings.methods else None
+    if intruder_model is not None:
         intruder = IntruderScorer(
             IntruderOptions(windows_per_prompt=settings.intruder_windows, prompts=settings.intruder_prompts)
         )
@@ -155,7 +157,7 @@ def score_hard(
                     explanations=[],
                     windows=fs.sampled + quiet,
                     recorder=recorder,
-                    backend=scorer,
+                    backend=intruder_model,
                     feature_id=fs.feature.name,
                 )
                 outcome = intruder.score(context)[0]

@@ -56,7 +56,14 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     variants = explainer_variants(settings)
     columns = score_columns(settings)
     needs_llm = [m for m in settings.methods if m != "embedding"] or any(v.best_of > 1 for v in variants)
-    scorer = get_backend(settings.scorer) if needs_llm else None
+
+    def scorer(method: str) -> ChatBackend | None:
+        """The model that scores with `method` (`settings.scorer_for`); None for methods that need none."""
+        if not needs_llm or SCORERS.get(method).role is None:
+            return None
+        return get_backend(settings.scorer_for(method))
+
+    simulator = scorer("simulation") if any(v.best_of > 1 for v in variants) else None
     explanations: dict[str, dict[str, str | None]] = {}
     for variant in variants:
         backend = get_backend(variant.spec)
@@ -64,7 +71,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
         texts: dict[str, str | None] = {}
         with progress_bar(f"explain {variant.label}", total=len(live), unit="features") as advance:
             for fs in live:
-                texts[fs.feature.name] = explain_planted(fs, variant, backend, scorer, recorder, settings)
+                texts[fs.feature.name] = explain_planted(fs, variant, backend, simulator, recorder, settings)
                 advance(1)
         explanations[variant.label] = texts
         seconds[f"explain {variant.label}"] = time.perf_counter() - started
@@ -107,7 +114,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                     method,
                     texts_to_score,
                     fs.heldout,
-                    backend=scorer,
+                    backend=scorer(method),
                     recorder=recorder,
                     feature_id=fs.feature.name,
                     options=options,
@@ -121,7 +128,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
                         method,
                         texts_to_score,
                         fs.heldout,
-                        backend=scorer,
+                        backend=scorer(method),
                         recorder=recorder,
                         feature_id=fs.feature.name,
                         options=batched_options,

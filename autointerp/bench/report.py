@@ -51,7 +51,13 @@ def render_report(result: BenchResult) -> str:
         "# Planted-feature benchmark",
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- scorer model: `{s.scorer}`; embedding model: `all-MiniLM-L6-v2`",
+        f"- scorer models: simulation `{s.scorer_for('simulation')}`, judges `{s.scorer_for('detection')}`"
+        + (
+            " (one model for every scorer: --scorer)"
+            if s.scorer
+            else " (a run's defaults: score.simulator, score.judge)"
+        )
+        + "; embedding model: `all-MiniLM-L6-v2`",
         f"- explainers: {', '.join(f'`{e}`' for e in explainers) or 'none'}",
         f"- corpus: `{s.corpus}`, {result.windows} windows of {s.window_tokens} tokens (tokenizer `{s.subject}`)",
         f"- per feature: {s.explain_windows} explanation windows; held out {s.heldout_active} activating + "

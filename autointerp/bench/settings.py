@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autointerp.config import ExplainerConfig, ScoreConfig
 from autointerp.errors import ConfigError
 from autointerp.score.registry import SimulationPrompt
 
@@ -13,10 +14,11 @@ from autointerp.score.registry import SimulationPrompt
 class BenchSettings:
     """What the benchmark runs on; the defaults finish in minutes on a 2-core CPU."""
 
-    scorer: str = "local:smollm2-135m"
-    """The model behind simulation, detection and fuzzing."""
-    explainers: list[str] = field(default_factory=lambda: ["local:smollm2-135m"])
-    """Explainers compared side by side."""
+    scorer: str | None = None
+    """One model behind every LLM scorer (simulation, detection, fuzzing, intruder); None: a run's defaults,
+    `score.simulator` for simulation and `score.judge` for the judges (`scorer_for`)."""
+    explainers: list[str] = field(default_factory=lambda: [ExplainerConfig().model])
+    """Explainers compared side by side (default: a run's default explainer, `explainer.model`)."""
     methods: list[str] = field(default_factory=lambda: ["simulation", "detection", "fuzzing", "embedding"])
     """Scoring methods."""
     subject: str = "smollm2-135m"
@@ -64,6 +66,14 @@ class BenchSettings:
     """Intruder test (method `intruder`): windows per prompt, k; chance is 1/k."""
     intruder_prompts: int = 6
     """Intruder test: prompts per feature."""
+
+    def scorer_for(self, method: str) -> str:
+        """Returns the model spec that scores with `method`: `scorer` when set, else what a run with the
+        default config uses (`score.simulator` for simulation, `score.judge` for every other method)."""
+        if self.scorer is not None:
+            return self.scorer
+        defaults = ScoreConfig()
+        return defaults.simulator.model if method == "simulation" else defaults.judge.model
 
 
 @dataclass(frozen=True)

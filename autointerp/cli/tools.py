@@ -26,9 +26,13 @@ def bench(
     explainer: Annotated[
         list[str] | None, typer.Option(help="Explainer backend:model; repeat to compare side by side.")
     ] = None,
-    scorer: Annotated[str, typer.Option(help="Scorer backend:model (simulation, detection, fuzzing).")] = (
-        "local:smollm2-135m"
-    ),
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="One backend:model for every LLM scorer (default: a run's, score.simulator for simulation and "
+            "score.judge for the judges)."
+        ),
+    ] = None,
     method: Annotated[list[str] | None, typer.Option(help="Scoring method; repeat (default: all four).")] = None,
     feature: Annotated[list[str] | None, typer.Option(help="Only these planted features (by name); repeat.")] = None,
     corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
@@ -83,7 +87,7 @@ def bench(
         features = [f for f in features if f.name in feature]
     settings = BenchSettings(
         scorer=scorer,
-        explainers=["local:smollm2-135m"] if explainer is None else explainer,
+        explainers=BenchSettings().explainers if explainer is None else explainer,
         corpus=corpus,
         window_tokens=window_tokens,
         max_windows=max_windows,
@@ -110,7 +114,10 @@ def bench(
     from autointerp.cli.preflight import check_model_specs
     from autointerp.corpus.sources import check_corpus
 
-    used: dict[str, list[str]] = {settings.scorer: ["--scorer"]}
+    used: dict[str, list[str]] = {}
+    for scored_by in settings.methods:
+        if scored_by != "embedding":
+            used.setdefault(settings.scorer_for(scored_by), []).append("--scorer")
     for spec in settings.explainers:
         used.setdefault(spec, []).append("--explainer")
     warn_each(check_model_specs(used))

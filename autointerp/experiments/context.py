@@ -65,16 +65,28 @@ class Proposer:
         """Returns the same questioner with another model (the explainer, for the revision)."""
         return replace(self, backend=backend)
 
-    def ask(self, prompt: str, values: dict[str, Any], parse: Callable[[str], Any], role: str = "propose") -> Any:
+    def ask(
+        self,
+        prompt: str,
+        values: dict[str, Any],
+        parse: Callable[[str], Any],
+        role: str = "propose",
+        shape: str | None = None,
+    ) -> Any:
         """Returns `parse(answer)` for the first parseable answer to the template `prompt` rendered with
         `values`, or None after `settings.retries` more tries; every call is recorded, an unparseable
-        answer marked as an error and shown to the model with the reason."""
+        answer marked as an error and shown to the model with the reason. `shape` names the answer's shape
+        (`autointerp.llm.guided.ANSWER_SHAPES`): a local model's decoding is kept to it."""
         template = load_prompt(prompt)
         messages, prefill = template.render(**values)
         settings = self.settings
         for _ in range(settings.retries + 1):
             request = ChatRequest(
-                messages=messages, max_tokens=settings.max_tokens, temperature=settings.temperature, prefill=prefill
+                messages=messages,
+                max_tokens=settings.max_tokens,
+                temperature=settings.temperature,
+                prefill=prefill,
+                shape=shape,
             )
             response, call_id = self.recorder.call(
                 self.backend,

@@ -40,6 +40,12 @@ class InputProposal(BaseModel):
 
 
 MAX_SENTENCE_CHARS = 300
+SENTENCE_SHAPE = "sentence"
+"""The answer shape of `parse_sentence` (`autointerp.llm.guided`): text, then the closing quote."""
+WORD_SHAPE = "word"
+"""The answer shape of `parse_replacement_word`: one word, then the closing quote."""
+WORD_LIST_SHAPE = "words-3"
+"""The answer shape of `parse_word_list` for `predict_output.jinja` (three words, separated by commas)."""
 
 
 def parse_sentence(answer: str) -> str:
@@ -90,7 +96,7 @@ def propose_inputs(
     for side, texts in sides.items():
         for _ in range(per_side):
             values = {"explanation": explanation, "exemplars": shown, "side": side, "previous": texts}
-            sentence = proposer.ask("propose", values, parse_sentence)
+            sentence = proposer.ask("propose", values, parse_sentence, shape=SENTENCE_SHAPE)
             if sentence is not None and sentence not in texts:
                 texts.append(sentence)
     if not sides["activating"] or not sides["non_activating"]:

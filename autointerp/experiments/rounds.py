@@ -15,7 +15,7 @@ from autointerp.activations import normalize_activations
 from autointerp.config import ExperimentConfig
 from autointerp.experiments.context import ExperimentContext, FeatureTarget, Proposer
 from autointerp.experiments.kinds import EXPERIMENT_KINDS
-from autointerp.experiments.proposals import parse_word_list
+from autointerp.experiments.proposals import WORD_LIST_SHAPE, parse_word_list
 from autointerp.explain.explainer import marked_text, parse_explanation
 from autointerp.llm import CallRecorder, ChatBackend, get_backend
 from autointerp.prompts import load_prompt
@@ -84,7 +84,9 @@ class Experimenter:
         kinds = [k for k in kinds if in_model or not k.needs_direction]
         if any(k.needs_output_prediction for k in kinds):
             values = {"explanation": explanation["text"]}
-            context.predicted_words = proposer.ask("predict_output", values, parse_word_list) or []
+            context.predicted_words = (
+                proposer.ask("predict_output", values, parse_word_list, shape=WORD_LIST_SHAPE) or []
+            )
         for kind in kinds:
             kind.run(context)
         return Round(context, self._revise(context))

@@ -6,7 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,26 @@ class ChatRequest(BaseModel):
     """Sampling temperature; 0 means greedy."""
     prefill: str = ""
     """Text the assistant's answer starts with (its continuation is returned, without it)."""
+    shape: str | None = None
+    """The answer's shape (`autointerp.llm.guided.ANSWER_SHAPES`, e.g. `words-3`), for backends that
+    constrain decoding to it (`ChatBackend.guided_generation`); others ignore it. None: free text."""
+    no_repeat_ngram: int = Field(0, ge=0)
+    """Guided backends: never repeat an n-gram of this many tokens within the answer (0: off)."""
+    repetition_penalty: float = Field(1.0, ge=1.0)
+    """Guided backends: divide the logits of tokens the answer already wrote by this (1: off)."""
+
+    def logged(self) -> dict[str, Any]:
+        """Returns the request as JSON-ready data for call records and cache keys; the guidance fields
+        appear only when set, so requests without them keep the records and keys they always had."""
+        data = self.model_dump(mode="json")
+        for name in GUIDANCE_FIELDS:
+            if data[name] == type(self).model_fields[name].default:
+                del data[name]
+        return data
+
+
+GUIDANCE_FIELDS = ("shape", "no_repeat_ngram", "repetition_penalty")
+"""ChatRequest fields that only guided backends read."""
 
 
 class ChatResponse(BaseModel):
@@ -134,6 +154,9 @@ class ChatBackend(ABC):
     """Most calls worth running at once (a model in this process: 1); None: only the configured limit."""
     generation_batch_size: ClassVar[int] = 8
     """Prompts worth generating in one padded batch (used where `capabilities().batched_generation`)."""
+    guided_generation: ClassVar[bool] = False
+    """Whether `generate` honours a request's guidance (`shape`, `no_repeat_ngram`, `repetition_penalty`);
+    requests to other backends are sent without it."""
 
     def __init__(self, model: str) -> None:
         self.model = model

@@ -33,7 +33,7 @@ def cache_key(backend: ChatBackend, request: ChatRequest) -> str:
         "backend": backend.backend,
         "model": backend.model,
         "base_url": getattr(backend, "base_url", None),
-        "request": request.model_dump(mode="json"),
+        "request": request.logged(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

@@ -72,6 +72,23 @@ class LLMSession:
         """True when the answer to `request` may come from, and go to, the cache."""
         return self.cache is not None and (request.temperature == 0 or self.settings.cache_sampled)
 
+    def guided(self, backend: ChatBackend, request: ChatRequest, role: str) -> ChatRequest:
+        """Returns `request` as `backend` gets it: a guided backend (a local model) gets `llm.local`'s
+        guidance against loops for the roles that write free text, and keeps the answer's shape when
+        `llm.local.structured`; any other backend gets the request without guidance."""
+        local = self.settings.local
+        if not backend.guided_generation:
+            return request.model_copy(update={"shape": None}) if request.shape is not None else request
+        update: dict[str, Any] = {}
+        if role in local.guided_roles:
+            if request.no_repeat_ngram == 0:
+                update["no_repeat_ngram"] = local.no_repeat_ngram
+            if request.repetition_penalty == 1.0:
+                update["repetition_penalty"] = local.repetition_penalty
+        if request.shape is not None and not local.structured:
+            update["shape"] = None
+        return request.model_copy(update=update) if update else request
+
     def limiter(self, backend: ChatBackend) -> CallLimiter:
         """Returns the limiter for `backend`: `llm.limits` by `backend:model`, then `backend`, then defaults."""
         settings = self.settings
@@ -167,12 +184,13 @@ class CallRecorder:
         Otherwise the budget is checked, raising BudgetExceeded when the run reached it, and the call
         waits for a slot of the backend's concurrency and rate limits.
         """
+        request = self.session.guided(backend, request, role)
         logged: dict[str, Any] = {
             "role": role,
             "backend": backend.backend,
             "model": backend.model,
             "prompt_hash": prompt_hash,
-            "request": request.model_dump(mode="json"),
+            "request": request.logged(),
             "feature_id": feature_id,
             "explanation_id": explanation_id,
         }
@@ -238,13 +256,14 @@ class CallRecorder:
         Raises BudgetExceeded when the run reached its budget, ConfigError / CapabilityMissing as `call`.
         """
         session = self.session
+        requests = [session.guided(backend, request, role) for request in requests]
         logged: list[dict[str, Any]] = [
             {
                 "role": role,
                 "backend": backend.backend,
                 "model": backend.model,
                 "prompt_hash": prompt_hash,
-                "request": request.model_dump(mode="json"),
+                "request": request.logged(),
                 "feature_id": feature_id,
             }
             for request, feature_id in zip(requests, feature_ids, strict=True)

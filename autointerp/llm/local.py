@@ -8,12 +8,14 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
+from transformers import LogitsProcessorList
 
 from autointerp.activations import display_token
 from autointerp.errors import LLMError, SubjectModelError
 from autointerp.llm.adapter import merge_adapter
 from autointerp.llm.adapter_spec import resolve_local_model
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, ValueReadout
+from autointerp.llm.guided import AnswerGuard, ShapeConstraint, Vocabulary, answer_shape
 from autointerp.llm.registry import BackendKind, ProbeLimits
 from autointerp.subject.model import SubjectModel, load_subject_model
 
@@ -25,6 +27,8 @@ class LocalChatBackend(ChatBackend):
     max_concurrency = 1
     generation_batch_size: ClassVar[int] = 8
     """Prompts per padded `model.generate` call in `generate_many`."""
+    guided_generation: ClassVar[bool] = True
+    """A request's shape and its guidance against loops are honoured (`autointerp.llm.guided`)."""
 
     def __init__(self, model: str, device: str | None = None) -> None:
         super().__init__(model)
@@ -34,6 +38,7 @@ class LocalChatBackend(ChatBackend):
         subject = load_subject_model(base, device=device or os.environ.get("AUTOINTERP_LOCAL_DEVICE", "auto"))
         self.subject: SubjectModel = merge_adapter(subject, adapter) if adapter else subject
         """The model; with an adapter, a private copy with the adapter merged (the shared one is unchanged)."""
+        self._vocabulary: Vocabulary | None = None
 
     def prompt_ids(self, messages: list[ChatMessage], prefill: str = "") -> list[int]:
         """Returns the token ids of the chat-formatted conversation followed by `prefill`."""
@@ -47,6 +52,25 @@ class LocalChatBackend(ChatBackend):
         """Returns the model's continuation of the chat-formatted request (one caller at a time)."""
         with self._lock:
             return self._generate(request)
+
+    def stop_ids(self) -> set[int]:
+        """Returns the token ids that end an answer (the generation config's and the tokenizer's end of sequence)."""
+        stop = self.subject.model.generation_config.eos_token_id
+        stop_ids = set(stop if isinstance(stop, list) else [stop] if stop is not None else [])
+        if self.subject.tokenizer.eos_token_id is not None:
+            stop_ids.add(self.subject.tokenizer.eos_token_id)
+        return stop_ids
+
+    def guidance(self, request: ChatRequest, prompt_width: int) -> LogitsProcessorList:
+        """Returns the logits processors `request` asks for: its answer shape, and guidance against loops."""
+        processors = LogitsProcessorList()
+        if request.no_repeat_ngram or request.repetition_penalty != 1.0:
+            processors.append(AnswerGuard(prompt_width, request.no_repeat_ngram, request.repetition_penalty))
+        if request.shape is not None:
+            if self._vocabulary is None:
+                self._vocabulary = Vocabulary.of(self.subject.tokenizer, sorted(self.stop_ids()))
+            processors.append(ShapeConstraint(answer_shape(request.shape), self._vocabulary, prompt_width))
+        return processors
 
     @torch.inference_mode()
     def _generate(self, request: ChatRequest) -> ChatResponse:
@@ -62,6 +86,7 @@ class LocalChatBackend(ChatBackend):
             pad_token_id=tokenizer.pad_token_id,
             top_p=None,
             top_k=None,
+            logits_processor=self.guidance(request, ids.shape[1]),
             **sampling,
         )
         new_tokens = output[0, ids.shape[1] :]
@@ -173,29 +198,37 @@ class LocalChatBackend(ChatBackend):
     def generate_many(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Returns one answer per request, in order: requests with the same temperature and max_tokens are
         sorted by prompt length and generated `generation_batch_size` at a time in one left-padded
-        `model.generate` call each; a greedy answer is the one `generate` gives for the same request."""
+        `model.generate` call each (requests differing in guidance go in different batches); a greedy
+        answer is the one `generate` gives for the same request."""
         prompts = [self.prompt_ids(request.messages, request.prefill) for request in requests]
-        groups: dict[tuple[float, int], list[int]] = {}
+        groups: dict[tuple[float, int, str | None, int, float], list[int]] = {}
         for index, request in enumerate(requests):
-            groups.setdefault((request.temperature, request.max_tokens), []).append(index)
+            key = (
+                request.temperature,
+                request.max_tokens,
+                request.shape,
+                request.no_repeat_ngram,
+                request.repetition_penalty,
+            )
+            groups.setdefault(key, []).append(index)
         answers: dict[int, ChatResponse] = {}
         with self._lock:
-            for (temperature, max_tokens), indices in groups.items():
+            for indices in groups.values():
                 indices.sort(key=lambda i: len(prompts[i]))
                 for start in range(0, len(indices), self.generation_batch_size):
                     batch = indices[start : start + self.generation_batch_size]
-                    responses = self._generate_batch([prompts[i] for i in batch], temperature, max_tokens)
+                    responses = self._generate_batch([prompts[i] for i in batch], requests[batch[0]])
                     answers.update(zip(batch, responses, strict=True))
         return [answers[index] for index in range(len(requests))]
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[list[int]], temperature: float, max_tokens: int) -> list[ChatResponse]:
-        """Returns the answers to `prompts` (token ids) from one `model.generate` over a left-padded batch;
-        each row's answer ends at its first end-of-sequence token, as a single `generate` stops there."""
+    def _generate_batch(self, prompts: list[list[int]], like: ChatRequest) -> list[ChatResponse]:
+        """Returns the answers to `prompts` (token ids) from one `model.generate` over a left-padded batch,
+        with the temperature, token limit and guidance of `like`; each row's answer ends at its first
+        end-of-sequence token, as a single `generate` stops there."""
         tokenizer, model, device = self.subject.tokenizer, self.subject.model, self.subject.device
-        stop = model.generation_config.eos_token_id
-        stop_ids = set(stop if isinstance(stop, list) else [stop] if stop is not None else [])
-        stop_ids.add(tokenizer.eos_token_id)
+        temperature, max_tokens = like.temperature, like.max_tokens
+        stop_ids = self.stop_ids()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
         width = max(len(prompt) for prompt in prompts)
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
@@ -211,6 +244,7 @@ class LocalChatBackend(ChatBackend):
             pad_token_id=pad_id,
             top_p=None,
             top_k=None,
+            logits_processor=self.guidance(like, width),
             **sampling,
         )
         answers = []
