@@ -9,6 +9,13 @@ The bins are those of the float32 bit pattern: a positive activation's exponent 
 2^MIN_EXPONENT <= a < 2^MAX_EXPONENT. Bin 0 holds a <= 0, bin 1 holds 0 < a < 2^MIN_EXPONENT and the
 last bin holds a >= 2^MAX_EXPONENT. A token's bin is one shift of its bits (cheap in the collector's
 inner loop) and depends on the value alone, so counts add: shards merge exactly, in any order.
+
+Only the bins at and above the threshold of the final max are ever read, and the running max only
+grows: so a token whose bin lies wholly below FIRES_FRACTION x the feature's max so far (`cutoff_bins`)
+is counted in bin 0 instead of its own bin. The counts a density reads are then complete under any
+split of the corpus (every shard's running max is at most the final max); what lies below differs
+between splits but not in its total, and `fold_below` gives the form that any split agrees on. It keeps
+the collector's scattered writes to the few bins near each feature's top (bin 0's are cache-hot).
 """
 
 from __future__ import annotations
@@ -38,17 +45,40 @@ CODE_OFFSET = ((MIN_EXPONENT + 127) << SUB_BITS) - 2
 """Subtracted from the shifted bits so that 2**MIN_EXPONENT lands in bin 2."""
 
 
-def token_bins(acts: torch.Tensor) -> torch.Tensor:
-    """Returns the bin (int64, 0..TOKEN_BINS - 1) of every activation, any shape and float dtype."""
+def token_bins(acts: torch.Tensor, cutoff: torch.Tensor | None = None) -> torch.Tensor:
+    """Returns the bin (int64, 0..TOKEN_BINS - 1) of every activation, any shape and float dtype; with
+    `cutoff` (per feature, the last axis: `cutoff_bins`), bins below it are counted as bin 0."""
     values = acts.float().contiguous()
-    code = (values.view(torch.int32) >> BIN_SHIFT).long() - CODE_OFFSET
-    return torch.where(values > 0, code.clamp(1, TOKEN_BINS - 1), 0)
+    code = ((values.view(torch.int32) >> BIN_SHIFT).long() - CODE_OFFSET).clamp(1, TOKEN_BINS - 1)
+    counted = values > 0 if cutoff is None else (values > 0) & (code >= cutoff)
+    return torch.where(counted, code, 0)
 
 
-def add_to_histogram(histogram: torch.Tensor, chunk: torch.Tensor, first_feature: int) -> None:
-    """Adds the tokens of chunk [batch, tokens, width] to histogram[first_feature : first_feature + width]."""
+def cutoff_bins(max_activation: torch.Tensor) -> torch.Tensor:
+    """Returns, per feature, the lowest bin counted as itself (int32, >= 1) under a max so far: the bin
+    below the one holding FIRES_FRACTION x max (one bin of slack for rounding). Every bin below it lies
+    under the threshold of any larger max, so no density ever reads it (see the module docstring)."""
+    threshold = FIRES_FRACTION * max_activation.double().cpu().clamp(min=0)
+    index = torch.bucketize(threshold, _LOWER, right=True)  # the bin holding the threshold
+    return (index - 1).clamp(min=1).to(dtype=torch.int32, device=max_activation.device)
+
+
+def fold_below(histogram: torch.Tensor, max_activation: torch.Tensor) -> torch.Tensor:
+    """Returns a copy of histogram [features, TOKEN_BINS] with every bin below `cutoff_bins(max)` added
+    into bin 0: the same counts whatever split of the corpus (and running maxima) produced them."""
+    below = torch.arange(TOKEN_BINS, device=histogram.device) < cutoff_bins(max_activation).unsqueeze(1)
+    folded = torch.where(below, 0, histogram)
+    folded[:, 0] += torch.where(below, histogram, 0).sum(dim=1)
+    return folded
+
+
+def add_to_histogram(
+    histogram: torch.Tensor, chunk: torch.Tensor, first_feature: int, cutoff: torch.Tensor | None = None
+) -> None:
+    """Adds the tokens of chunk [batch, tokens, width] to histogram[first_feature : first_feature + width],
+    bins below `cutoff` [width] (`cutoff_bins`) as bin 0."""
     width = chunk.shape[-1]
-    index = token_bins(chunk).reshape(-1, width) + torch.arange(width, device=chunk.device) * TOKEN_BINS
+    index = token_bins(chunk, cutoff).reshape(-1, width) + torch.arange(width, device=chunk.device) * TOKEN_BINS
     counts = torch.bincount(index.flatten(), minlength=width * TOKEN_BINS)
     histogram[first_feature : first_feature + width] += counts.view(width, TOKEN_BINS)
 
@@ -100,10 +130,3 @@ def densities(histogram: torch.Tensor, max_activation: torch.Tensor) -> torch.Te
     above = torch.where(index + 1 < TOKEN_BINS, above, 0.0)
     share = (above + counts.gather(1, index.unsqueeze(1)).squeeze(1) * inside) / tokens.clamp(min=1)
     return torch.where((peak > 0) & (tokens > 0), share, 0.0)
-
-
-def positive_shares(histogram: torch.Tensor) -> torch.Tensor:
-    """Returns each feature's share of tokens whose activation is > 0 (the density before `FIRES_FRACTION`)."""
-    counts = histogram.double().cpu()
-    tokens = counts.sum(dim=1)
-    return torch.where(tokens > 0, (tokens - counts[:, 0]) / tokens.clamp(min=1), 0.0)

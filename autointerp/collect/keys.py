@@ -17,9 +17,9 @@ RANDOM_BINS = QUIET_LEVELS + 1
 
 EMPTY_KEY = 0.95  # an empty slot's offset in its bin: loses against every real item (< 0.5)
 
-_KEY_BITS = 24  # keys are multiples of 2**-24 in [0, 1), exact in float32
-_MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # splitmix64's multipliers
-_STEP = (0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93, 0xA0761D6478BD642F)
+KEY_BITS = 24  # keys are multiples of 2**-24 in [0, 1), exact in float32
+MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # splitmix64's multipliers
+STEP = (0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93, 0xA0761D6478BD642F)
 
 
 def _signed(value: int) -> int:
@@ -39,11 +39,11 @@ def random_keys(seed: int, stream: int, n_features: int, first: int, batch: int,
     gives every (feature, window) the same key; the reservoirs keep the smallest keys."""
     feature = torch.arange(n_features, dtype=torch.int64, device=device).unsqueeze(1)
     window = torch.arange(first, first + batch, dtype=torch.int64, device=device).unsqueeze(0)
-    x = feature * _signed(_STEP[0]) + window * _signed(_STEP[1]) + _signed((seed * 2 + stream) * _STEP[2])
-    for bits, multiplier in ((30, _MIX[0]), (27, _MIX[1])):
+    x = feature * _signed(STEP[0]) + window * _signed(STEP[1]) + _signed((seed * 2 + stream) * STEP[2])
+    for bits, multiplier in ((30, MIX[0]), (27, MIX[1])):
         x = (x ^ _shift_right(x, bits)) * _signed(multiplier)
     x = x ^ _shift_right(x, 31)
-    return _shift_right(x, 64 - _KEY_BITS).float() / float(1 << _KEY_BITS)
+    return _shift_right(x, 64 - KEY_BITS).float() / float(1 << KEY_BITS)
 
 
 def quantile_bin_top(feature_max: torch.Tensor) -> torch.Tensor:

@@ -20,18 +20,38 @@ bins of the new max (`_rebin`).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from numba import njit, prange
 
 from autointerp.collect.histogram import BIN_SHIFT, CODE_OFFSET
-from autointerp.collect.keys import QUIET_LEVELS, RANDOM_BINS
+from autointerp.collect.keys import KEY_BITS, MIX, QUIET_LEVELS, RANDOM_BINS, STEP
 
 _F = np.float32
 _BIN_SHIFT, _CODE_OFFSET = BIN_SHIFT, CODE_OFFSET  # globals numba freezes at compile time
 _QUIET_LEVELS, _RANDOM_BINS = QUIET_LEVELS, RANDOM_BINS
 _QUIET_RATIO = _F(2.0**-QUIET_LEVELS)
+_U = np.uint64
+_MIX0, _MIX1, _STEP0, _STEP1 = _U(MIX[0]), _U(MIX[1]), _U(STEP[0]), _U(STEP[1])
+_KEY_SHIFT, _KEY_SCALE = _U(64 - KEY_BITS), _F(1.0 / (1 << KEY_BITS))
+_S27, _S30, _S31 = _U(27), _U(30), _U(31)
+
+
+def key_base(seed: int, stream: int) -> np.uint64:
+    """Returns the (seed, stream) term of `collect.keys.random_keys`'s hash, as the compiled merge takes it."""
+    return _U(((seed * 2 + stream) * STEP[2]) & ((1 << 64) - 1))
+
+
+@njit(cache=True, inline="always")
+def _random_key(base: np.uint64, feature: int, window: int) -> float:  # a float32 in compiled code
+    """`collect.keys.random_keys` for one (feature, window): the same splitmix64 bits, in unsigned arithmetic."""
+    x = _U(feature) * _STEP0 + _U(window) * _STEP1 + base
+    x = (x ^ (x >> _S30)) * _MIX0
+    x = (x ^ (x >> _S27)) * _MIX1
+    x = x ^ (x >> _S31)
+    return _F(x >> _KEY_SHIFT) * _KEY_SCALE  # type: ignore[return-value]
 
 
 @njit(cache=True, inline="always")
@@ -149,10 +169,11 @@ def _rebin(value, key, window, row, f, start, n_bins, per_bin, feature_max, rand
 
 @njit(cache=True, parallel=True)
 def merge_batch(  # type: ignore[no-untyped-def]
-    value, key, window, row, pending, histogram, edges, window_max, random_key, quantile_key, act_max, rose,
+    value, key, window, row, pending, histogram, edges, window_max, random_base, quantile_base, act_max, rose,
     top_k, random_windows, quantiles, per_quantile, first_window,
 ):  # fmt: skip
-    """Merges a batch in place; sets pending[f, pool row] = batch row for every new item kept."""
+    """Merges a batch in place; sets pending[f, pool row] = batch row for every new item kept. Random keys
+    are hashed here (`_random_key` of `random_base` / `quantile_base`), only for windows that need one."""
     n_features, batch = window_max.shape
     for f in prange(n_features):
         for b in range(batch):
@@ -184,14 +205,15 @@ def merge_batch(  # type: ignore[no-untyped-def]
                 worst_random[bin_] = _sort_key(bin_, key[f, last], window[f, last])
             for b in range(batch):
                 bin_ = _random_bin(window_max[f, b], act_max[f])
-                if not _sort_key(bin_, random_key[f, b], 0) < worst_random[bin_]:
+                random_key = _random_key(random_base, f, first_window + b)
+                if not _sort_key(bin_, random_key, 0) < worst_random[bin_]:
                     continue
                 bin_start = top_k + bin_ * random_windows
                 last = bin_start + random_windows - 1
                 freed = row[f, last]
                 _insert(
                     value, key, window, row, f, bin_start, last + 1, bin_,
-                    window_max[f, b], random_key[f, b], first_window + b, freed,
+                    window_max[f, b], random_key, first_window + b, freed,
                 )  # fmt: skip
                 pending[f, freed] = b
                 worst_random[bin_] = _sort_key(bin_, key[f, last], window[f, last])
@@ -208,23 +230,23 @@ def merge_batch(  # type: ignore[no-untyped-def]
             if not v > 0:
                 continue
             bin_ = _quantile_bin(v, act_max[f], quantiles)
-            if not _sort_key(bin_, quantile_key[f, b], 0) < worst_in_bin[bin_]:
+            quantile_key = _random_key(quantile_base, f, first_window + b)
+            if not _sort_key(bin_, quantile_key, 0) < worst_in_bin[bin_]:
                 continue
             bin_start = end + (bin_ - 1) * per_quantile
             last = bin_start + per_quantile - 1
             freed = row[f, last]
-            _insert(
-                value, key, window, row, f, bin_start, last + 1, bin_, v, quantile_key[f, b], first_window + b, freed
-            )
+            _insert(value, key, window, row, f, bin_start, last + 1, bin_, v, quantile_key, first_window + b, freed)
             pending[f, freed] = b
             worst_in_bin[bin_] = _sort_key(bin_, key[f, last], window[f, last])
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})  # reassociation lets the sums vectorise
-def window_stats(acts, bits, window_max, act_sum, token_histogram, offset):  # type: ignore[no-untyped-def]
+def window_stats(acts, bits, window_max, act_sum, token_histogram, cutoff, offset):  # type: ignore[no-untyped-def]
     """One read of acts [batch, tokens, width] (and `bits`, the same array viewed as int32): writes
     window_max[offset + f, b], adds each feature's sum into act_sum[offset + f] and counts every
-    token into token_histogram[offset + f] (the bins of `autointerp.collect.histogram.token_bins`)."""
+    token into token_histogram[offset + f] (the bins of `autointerp.collect.histogram.token_bins`,
+    those below cutoff[offset + f] as bin 0)."""
     batch, tokens, width = acts.shape
     block = 256  # features per parallel task: a few KiB of accumulators, contiguous reads
     last_bin = token_histogram.shape[1] - 1
@@ -233,6 +255,7 @@ def window_stats(acts, bits, window_max, act_sum, token_histogram, offset):  # t
         n = min(lo + block, width) - lo
         total = np.zeros(n, dtype=np.float32)
         bin_ = np.empty(n, dtype=np.int32)
+        lowest = cutoff[offset + lo : offset + lo + n].copy()
         for b in range(batch):
             peak = np.full(n, -np.inf, dtype=np.float32)
             for t in range(tokens):
@@ -242,7 +265,7 @@ def window_stats(acts, bits, window_max, act_sum, token_histogram, offset):  # t
                     peak[j] = x if x > peak[j] else peak[j]
                     total[j] += x
                     code = min(max((row_bits[j] >> _BIN_SHIFT) - _CODE_OFFSET, 1), last_bin)
-                    bin_[j] = code if x > 0 else 0
+                    bin_[j] = code if x > 0 and code >= lowest[j] else 0
                 for j in range(n):
                     token_histogram[offset + lo + j, bin_[j]] += 1
             for j in range(n):
@@ -251,21 +274,32 @@ def window_stats(acts, bits, window_max, act_sum, token_histogram, offset):  # t
             act_sum[offset + lo + j] += total[j]
 
 
+@njit(cache=True, parallel=True)
+def copy_pending(pool, pending, acts, offset):  # type: ignore[no-untyped-def]
+    """Copies the per-token activations of the new items of chunk acts [batch, tokens, width] (features
+    offset.. of the sampler) into their pool rows: pool[offset + f, r] = acts[pending[offset + f, r], :, f];
+    resets those pending entries to -1."""
+    _, tokens, width = acts.shape
+    for f in prange(width):
+        for r in range(pending.shape[1]):
+            b = pending[offset + f, r]
+            if b >= 0:
+                for t in range(tokens):
+                    pool[offset + f, r, t] = acts[b, t, f]
+                pending[offset + f, r] = -1
+
+
 def merge_on_cpu(
     state: dict[str, torch.Tensor],
     window_max: torch.Tensor,
-    random_key: torch.Tensor,
-    quantile_key: torch.Tensor,
     rose: torch.Tensor,
     plan: tuple[int, int, int, int],
+    seed: int,
     first_window: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Merges a batch into the CPU tensors `state` in place; returns (feature, pool row, batch row) of new items."""
+) -> None:
+    """Merges a batch into the CPU tensors `state` in place; state["pending"] (all -1 before) gets, for the
+    pool row of every new item, its batch row (`copy_pending` copies their activations and resets it)."""
     top_k, random_windows, quantiles, per_quantile = plan
-    pending = torch.full(state["row"].shape, -1, dtype=torch.long)
-    arrays = [state[name].numpy() for name in ("value", "key", "window", "row")]
-    arrays += [pending.numpy(), state["histogram"].numpy(), state["edges"].numpy()]
-    arrays += [t.numpy() for t in (window_max, random_key, quantile_key, state["act_max"], rose)]
+    arrays: list[Any] = [state[n].numpy() for n in ("value", "key", "window", "row", "pending", "histogram", "edges")]
+    arrays += [window_max.numpy(), key_base(seed, 0), key_base(seed, 1), state["act_max"].numpy(), rose.numpy()]
     merge_batch(*arrays, top_k, random_windows, quantiles, per_quantile, first_window)  # type: ignore[call-arg]
-    feature, pool_row = (pending >= 0).nonzero(as_tuple=True)
-    return feature, pool_row, pending[feature, pool_row]

@@ -65,9 +65,9 @@ from typing import Any
 import torch
 
 from autointerp.activations import fires
-from autointerp.collect.histogram import TOKEN_BINS, add_to_histogram, densities
+from autointerp.collect.histogram import TOKEN_BINS, add_to_histogram, cutoff_bins, densities
 from autointerp.collect.keys import EMPTY_KEY, RANDOM_BINS, bin_sort_key, quantile_bin_top, random_bin, random_keys
-from autointerp.collect.merge_batch_cpu import merge_on_cpu, window_stats
+from autointerp.collect.merge_batch_cpu import copy_pending, merge_on_cpu, window_stats
 from autointerp.collect.results import (
     HISTOGRAM_EDGES,
     CheckpointError,
@@ -117,6 +117,7 @@ class ExemplarSampler:
         self.gate = True  # merge only the features a batch can change (False: all, for tests)
         self.feature_names: Sequence[str] = [f"#{i}" for i in range(n_features)]
         """Names used in the error about a non-finite activation."""
+        self._pending: torch.Tensor | None = None  # the compiled merge's new items (`_pending_rows`)
         self.cooccurrence: CooccurrenceLog | None = None
         """Neighbours hook: the log of windows that may fire, for co-occurrence neighbours (None: off)."""
 
@@ -164,15 +165,14 @@ class ExemplarSampler:
         self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
         if self.cooccurrence is not None:  # neighbours hook (`autointerp.neighbours.cooccurrence`)
             self.cooccurrence.add(window_max, self.act_max, first)
-        random_key, quantile_key = self._keys(first, batch)
         if self.compiled:
-            state = {name: getattr(self, name) for name in ("value", "key", "window", "row", "act_max", "histogram")}
-            state["edges"] = self.edges
-            feature, pool_row, batch_row = merge_on_cpu(
-                state, window_max, random_key, quantile_key, rose, self._plan_sizes, first
-            )
-            self._store_activations(chunks, feature, pool_row, batch_row)
+            names = ("value", "key", "window", "row", "act_max", "histogram", "edges")
+            state = {name: getattr(self, name) for name in names}
+            state["pending"] = self._pending_rows()
+            merge_on_cpu(state, window_max, rose, self._plan_sizes, self.plan.seed, first)
+            self._copy_new_activations(chunks)
         else:
+            random_key, quantile_key = self._keys(first, batch)
             positive = window_max > 0
             bins = torch.where(positive, torch.bucketize(window_max, self.edges) + 1, 0)
             self.histogram.scatter_add_(1, bins, torch.ones_like(bins))
@@ -189,22 +189,43 @@ class ExemplarSampler:
     def _window_stats(self, chunks: list[torch.Tensor]) -> torch.Tensor:
         """Adds the batch to sums and token histograms; returns window maxima [features, batch] (chunk by chunk)."""
         self.act_sum += torch.cat([c.sum(dim=(0, 1), dtype=torch.float32) for c in chunks]).double()
-        offset = 0
+        offset, cutoff = 0, cutoff_bins(self.act_max)
         for chunk in chunks:
-            add_to_histogram(self.token_histogram, chunk, offset)
+            add_to_histogram(self.token_histogram, chunk, offset, cutoff[offset : offset + chunk.shape[2]])
             offset += chunk.shape[2]
         return torch.cat([c.amax(dim=1) for c in chunks], dim=1).T.float().contiguous()
 
     def _window_stats_on_cpu(self, chunks: list[torch.Tensor]) -> torch.Tensor:
         """`_window_stats` in one compiled read of each float32 chunk."""
         window_max = torch.empty((self.n_features, chunks[0].shape[0]))
-        offset = 0
+        offset, cutoff = 0, cutoff_bins(self.act_max).numpy()
         for chunk in chunks:
             values = chunk.contiguous().numpy()
             sums, histogram = self.act_sum.numpy(), self.token_histogram.numpy()
-            window_stats(values, values.view("int32"), window_max.numpy(), sums, histogram, offset)
+            window_stats(values, values.view("int32"), window_max.numpy(), sums, histogram, cutoff, offset)
             offset += chunk.shape[2]
         return window_max
+
+    def _pending_rows(self) -> torch.Tensor:
+        """Returns the compiled merge's [features, slots] int32 table of new items' batch rows (-1: none),
+        kept between batches (every entry is -1 again once the batch's activations are copied)."""
+        if self._pending is None:
+            self._pending = torch.full(self.row.shape, -1, dtype=torch.int32)
+        return self._pending
+
+    def _copy_new_activations(self, chunks: list[torch.Tensor]) -> None:
+        """Copies the activations of the items the compiled merge kept into their pool rows."""
+        pending = self._pending_rows()
+        if all(c.dtype == torch.float32 for c in chunks):
+            pool, rows, offset = self.pool.numpy(), pending.numpy(), 0
+            for chunk in chunks:
+                copy_pending(pool, rows, chunk.contiguous().numpy(), offset)
+                offset += chunk.shape[2]
+            return
+        feature, pool_row = (pending >= 0).nonzero(as_tuple=True)
+        batch_row = pending[feature, pool_row].long()
+        pending[feature, pool_row] = -1
+        self._store_activations(chunks, feature, pool_row, batch_row)
 
     def _merge_rows(
         self,
