@@ -31,7 +31,7 @@ from autointerp.score.ranking import auroc
 from autointerp.score.registry import Scorer, ScorerOptions, ScoringContext, SteeringTarget
 
 if TYPE_CHECKING:
-    from autointerp.config import FeaturesConfig, ScoreConfig
+    from autointerp.config import FeaturesConfig, RunConfig, ScoreConfig
     from autointerp.subject.model import SubjectModel
 
 OUTPUT_SCORER = "output"
@@ -123,6 +123,13 @@ class OutputScorer(Scorer):
     needs_subject: ClassVar[bool] = True
     options_type: ClassVar[type[ScorerOptions]] = OutputOptions
     options: OutputOptions
+
+    @classmethod
+    def check(cls, config: RunConfig) -> list[str]:
+        """Returns a warning when the run's features cannot be steered (planted input features)."""
+        if config.features.kind == "planted":
+            return ["score.methods has output, but planted features cannot be steered: it will skip every feature"]
+        return []
 
     def __init__(self, options: ScorerOptions | None = None) -> None:
         super().__init__(options)
