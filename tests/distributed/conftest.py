@@ -25,6 +25,7 @@ def single_process_run(config: RunConfig) -> tuple[Store, str]:
     from autointerp.collect.stage import run_collect
     from autointerp.experiments.stage import run_experiments
     from autointerp.explain.stage import run_explain
+    from autointerp.neighbours.stage import run_neighbours
     from autointerp.score.stage import run_score
 
     store = Store(config.store.path)
@@ -32,6 +33,7 @@ def single_process_run(config: RunConfig) -> tuple[Store, str]:
     run_id = config.resolved_run_id()
     store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), "test", None)
     run_collect(config, store, run_id)
+    run_neighbours(config, store, run_id)
     session = session_of(config, store, run_id)
     for stage in (run_explain, run_score, run_experiments):
         stage(config, store, run_id, session)

@@ -91,4 +91,5 @@ def run_rows(store: Store, run_id: str) -> dict[str, list[Any]]:
         "scores": rows("SELECT * FROM scores WHERE run_id = ?"),
         "experiments": rows("SELECT * FROM experiments WHERE run_id = ?"),
         "llm_calls": rows("SELECT * FROM llm_calls WHERE run_id = ?"),
+        "neighbours": rows("SELECT * FROM neighbours WHERE run_id = ?"),  # co-occurrence: from merged shard logs
     }
