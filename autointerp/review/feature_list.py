@@ -9,8 +9,12 @@ A feature's status is its current explanation's latest decision (`DECIDED_SQL`, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import duckdb
 
 from autointerp.errors import StoreError
 from autointerp.metric_names import MAIN_METRIC
@@ -40,6 +44,8 @@ class ListSort:
     descending_first: bool = False
     """The list's first click sorts this way (best first for scores)."""
     metric: str | None = None
+    per_feature: bool = False
+    """`metric` is an explanation-free score of the feature (`feature_scores`, e.g. the intruder test's)."""
 
 
 FEATURE_SORTS: dict[str, ListSort] = {
@@ -51,9 +57,11 @@ FEATURE_SORTS: dict[str, ListSort] = {
     "status": ListSort("status"),
     "run": ListSort("run_id"),
     "disagreement": ListSort("disagreement", descending_first=True),
+    "intruder": ListSort("intruder", descending_first=True, metric="intruder_accuracy", per_feature=True),
 }
 """What the feature list can be sorted by (the only strings that reach ORDER BY). A sort on another metric is
-one line: `"name": ListSort("column_name", descending_first=True, metric="the_metric")`."""
+one line: `"name": ListSort("column_name", descending_first=True, metric="the_metric")` (with
+`per_feature=True` for a metric of `feature_scores`, e.g. the intruder test's accuracy)."""
 
 CHANCE_FILTERS = ("only", "hide")
 """The list's chance-level filter: only the explanations not distinguishable from their distractor, or all but them."""
@@ -113,18 +121,26 @@ class FeatureListQueries:
     """
 
     store: Store
-    list_index = ListIndex({s.column: s.metric for s in FEATURE_SORTS.values() if s.metric})
 
-    def _scope(self, query: FeatureQuery) -> str:
-        """Returns the index scope of a query, building it when it is missing or stale."""
+    @property
+    def list_index(self) -> ListIndex:
+        """Returns the index over the sorts now in FEATURE_SORTS (a sort added there adds its column)."""
+        return ListIndex({s.column: (s.metric, s.per_feature) for s in FEATURE_SORTS.values() if s.metric})
+
+    @contextmanager
+    def _index(self, query: FeatureQuery) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+        """Yields one read-only connection and the query's index scope, built first when missing or stale
+        (one short connection per page: opening the file is a good part of a page's time)."""
         scope = query.run_id or ALL_RUNS
         with self.store.connect(read_only=True) as con:
             if self.list_index.is_current(con, scope, query.metric):
-                return scope
+                yield con, scope
+                return
         with self.store.transaction() as con:
             if not self.list_index.is_current(con, scope, query.metric):
                 self.list_index.build(con, scope, query.metric)
-        return scope
+        with self.store.connect(read_only=True) as con:
+            yield con, scope
 
     def check_index(self) -> None:
         """Drops index scopes whose content checksum differs from the store (rows edited in place)."""
@@ -175,16 +191,15 @@ class FeatureListQueries:
 
     def feature_list(self, query: FeatureQuery) -> FeaturePage:
         """Returns one page of the feature list with the number of features matching the filters."""
-        scope = self._scope(query)
-        where, params = self._where(query, scope)
-        counts = self.store.query(
-            f"SELECT count(*) AS n, count(explanation_id) AS r FROM {INDEX} WHERE {where}", params
-        )
-        rows = self.store.query(
-            f"SELECT * EXCLUDE (scope, metric, search_text) FROM {INDEX} WHERE {where} "
-            f"ORDER BY {self._order(query)} LIMIT ? OFFSET ?",
-            [*params, query.limit, query.offset],
-        )
+        with self._index(query) as (con, scope):
+            where, params = self._where(query, scope)
+            counts = _rows(con, f"SELECT count(*) AS n, count(explanation_id) AS r FROM {INDEX} WHERE {where}", params)
+            rows = _rows(
+                con,
+                f"SELECT * EXCLUDE (scope, metric, search_text) FROM {INDEX} WHERE {where} "
+                f"ORDER BY {self._order(query)} LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset],
+            )
         for row in rows:
             row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")))
         return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]))
@@ -192,27 +207,35 @@ class FeatureListQueries:
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:
         """Returns (feature_id, explanation_id, status) of every listed feature with an explanation, in
         list order, at most `limit` of them (ignores the query's page)."""
-        scope = self._scope(query)
-        where, params = self._where(query, scope)
-        return self.store.query(
-            f"SELECT feature_id, explanation_id, status FROM {INDEX} WHERE {where} AND explanation_id IS NOT NULL "
-            f"ORDER BY {self._order(query)} LIMIT ?",
-            [*params, limit],
-        )
+        with self._index(query) as (con, scope):
+            where, params = self._where(query, scope)
+            return _rows(
+                con,
+                f"SELECT feature_id, explanation_id, status FROM {INDEX} WHERE {where} AND explanation_id IS NOT NULL "
+                f"ORDER BY {self._order(query)} LIMIT ?",
+                [*params, limit],
+            )
 
     def feature_neighbours(self, query: FeatureQuery, feature_id: str) -> dict[str, str | None]:
         """Returns the previous, next and next unreviewed feature ids around `feature_id` in the list (a
         feature the list does not show: no previous, and the list's first as next)."""
-        scope = self._scope(query)
+        with self._index(query) as (con, scope):
+            return self._neighbours(con, query, scope, feature_id)
+
+    def _neighbours(
+        self, con: duckdb.DuckDBPyConnection, query: FeatureQuery, scope: str, feature_id: str
+    ) -> dict[str, str | None]:
         where, params = self._where(query, scope)
         column = FEATURE_SORTS[query.sort].column
-        here = self.store.query(
+        here = _rows(
+            con,
             f"SELECT {column} AS value, pos FROM {INDEX} WHERE {where} AND feature_id = ? LIMIT 1",
             [*params, feature_id],
         )
 
         def first(extra: str, extra_params: list[Any], reverse: bool = False) -> str | None:
-            found = self.store.query(
+            found = _rows(
+                con,
                 f"SELECT feature_id FROM {INDEX} WHERE {where}{extra} ORDER BY {self._order(query, reverse)} LIMIT 1",
                 [*params, *extra_params],
             )
@@ -242,10 +265,33 @@ class FeatureListQueries:
         }
 
     def feature_facets(self) -> dict[str, list[Any]]:
-        """Returns the values the feature list can be filtered by: hooks, kinds, runs and metrics."""
-        return {
-            "hooks": [r["hook"] for r in self.store.query("SELECT DISTINCT hook FROM features ORDER BY hook")],
-            "kinds": [r["kind"] for r in self.store.query("SELECT DISTINCT kind FROM features ORDER BY kind")],
-            "runs": [r["id"] for r in self.store.query("SELECT id FROM runs ORDER BY created_at DESC")],
-            "metrics": [r["metric"] for r in self.store.query("SELECT DISTINCT metric FROM scores ORDER BY metric")],
-        }
+        """Returns the values the feature list can be filtered by: hooks, kinds, runs and metrics (kept while
+        the store's fingerprint stays the same)."""
+        with self.store.connect(read_only=True) as con:
+            fingerprint = self.list_index.fingerprint(con)
+            cached = _FACETS.get(str(self.store.path))
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+
+            def column(sql: str) -> list[Any]:
+                return [r[0] for r in con.execute(sql).fetchall()]
+
+            facets = {
+                "hooks": column("SELECT DISTINCT hook FROM features ORDER BY hook"),
+                "kinds": column("SELECT DISTINCT kind FROM features ORDER BY kind"),
+                "runs": column("SELECT id FROM runs ORDER BY created_at DESC"),
+                "metrics": column("SELECT DISTINCT metric FROM scores ORDER BY metric"),
+            }
+        _FACETS[str(self.store.path)] = (fingerprint, facets)
+        return facets
+
+
+_FACETS: dict[str, tuple[str, dict[str, list[Any]]]] = {}
+"""Facets per store file, with the fingerprint they were read at."""
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    """Returns a query's rows as dicts."""
+    cursor = con.execute(sql, list(params))
+    names = [d[0] for d in cursor.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -108,15 +108,21 @@ REVIEW_COLUMNS = (
 )
 
 
-def _build_sql(run_id: str | None, metric_columns: dict[str, str]) -> str:
-    """Returns the SQL of a scope's index rows before the review columns (parameters: scope, metric, run id
-    twice when `run_id`, MAIN_METRIC, metric, metric's distractor, then each extra metric column's metric)."""
+def _build_sql(run_id: str | None, metric_columns: dict[str, tuple[str, bool]]) -> str:
+    """Returns the SQL of a scope's index rows before the review columns (parameters: run id twice when
+    `run_id`, MAIN_METRIC, metric, metric's distractor, each extra column's metric (and run id for a
+    per-feature one in a run's scope), then scope and metric). An extra column (column -> (metric, per
+    feature)) holds the latest value of that metric: of the current explanation's scores, or of the
+    feature's explanation-free scores (`feature_scores`) when per feature."""
     run_filter = "WHERE run_id = ?" if run_id else ""
     feature_run_filter = "WHERE f.run_id = ?" if run_id else ""
     extra = "".join(
-        f", (SELECT arg_max(s.value, s.created_at) FROM scores s WHERE s.explanation_id = ex.id AND s.metric = ?)"
+        f", (SELECT arg_max(s.value, s.created_at) FROM feature_scores s WHERE s.feature_id = feat.feature_id"
+        f" AND s.metric = ?{' AND s.run_id = ?' if run_id else ''}) AS {column}"
+        if per_feature
+        else f", (SELECT arg_max(s.value, s.created_at) FROM scores s WHERE s.explanation_id = ex.id AND s.metric = ?)"
         f" AS {column}"
-        for column in metric_columns
+        for column, (_metric, per_feature) in metric_columns.items()
     )
     return f"""
         WITH feat AS (
@@ -203,9 +209,9 @@ def content_sum(con: duckdb.DuckDBPyConnection, reviews_only: str | None = None)
 class ListIndex:
     """Builds and keeps the feature list's index over one DuckDB connection's file."""
 
-    def __init__(self, metric_columns: dict[str, str]) -> None:
+    def __init__(self, metric_columns: dict[str, tuple[str, bool]]) -> None:
         self.metric_columns = metric_columns
-        """Extra index columns holding the latest value of another metric (column -> metric)."""
+        """Extra index columns holding the latest value of another metric (column -> (metric, per feature))."""
         self.definition = hashlib.sha256(
             (_build_sql("r", metric_columns) + _review_columns("1") + WORD_SPLIT_SQL).encode()
         ).hexdigest()[:16]
@@ -250,7 +256,9 @@ class ListIndex:
         fresh = any(s["definition"] != self.definition for s in stamps.values()) or not stamps
         run_id = None if scope == ALL_RUNS else scope
         params: list[Any] = [*([run_id, run_id] if run_id else []), MAIN_METRIC, metric, metric + DISTRACTOR_SUFFIX]
-        params += [*self.metric_columns.values(), scope, metric]
+        for extra_metric, per_feature in self.metric_columns.values():
+            params += [extra_metric, run_id] if per_feature and run_id else [extra_metric]
+        params += [scope, metric]
         sql = _build_sql(run_id, self.metric_columns)
         if fresh:
             for table in (INDEX, WORDS, STAMP):
