@@ -38,6 +38,7 @@ from autointerp.llm.base import (
     Probabilities,
     ValueReadout,
 )
+from autointerp.llm.lean_http import HTTPStatusFailure, LeanHTTP, lean_failure
 from autointerp.llm.logprobs import (
     TOP_LOGPROBS,
     LogprobsUnavailable,
@@ -95,6 +96,8 @@ class OpenAIChatBackend(ChatBackend):
     """Request field for the token limit: OpenAI's current name; compatible servers know `max_tokens`."""
     allowed_logprobs: ClassVar[frozenset[str]] = frozenset({"answer"})
     """What `?logprobs=` may declare: OpenAI's API echoes no prompt log-probabilities."""
+    lean_http: ClassVar[bool] = False
+    """POST with a plain keep-alive `httpx` client (`LeanHTTP`) instead of the SDK's request machinery."""
 
     def __init__(self, model: str, *, timeout_s: float | None = None, retry: RetryPolicy | None = None) -> None:
         model, declared = parse_logprobs_option(model)
@@ -120,6 +123,9 @@ class OpenAIChatBackend(ChatBackend):
         self._sdk = import_openai()
         self._client: OpenAI = self._sdk.OpenAI(
             api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+        )
+        self._lean: LeanHTTP | None = (
+            LeanHTTP(str(self._client.base_url), self._client.api_key, self.timeout_s) if self.lean_http else None
         )
 
     def _api_key(self) -> str:
@@ -199,6 +205,17 @@ class OpenAIChatBackend(ChatBackend):
         fields (HTTP 400 / 422) instead of raising."""
         tokens = params.get(self.max_tokens_param, params.get("max_tokens", 0))
         timeout = self.request_timeout(int(tokens or 0))
+        lean = self._lean
+        if lean is not None:
+            try:
+                text = self._call(
+                    lambda: lean.post(path, params, timeout), timeout, passthrough=(400, 422) if refused_ok else ()
+                )
+            except HTTPStatusFailure as exc:
+                if refused_ok and exc.status in (400, 422):
+                    return None
+                raise
+            return parse_json_body(text)
         try:
             text = self._call(
                 lambda: self._client.post(path, cast_to=str, body=params, options={"timeout": timeout}),
@@ -359,7 +376,9 @@ class OpenAIChatBackend(ChatBackend):
         def describe(exc: Exception) -> CallFailure | None:
             if passthrough and isinstance(exc, self._sdk.APIStatusError) and exc.status_code in passthrough:
                 return None
-            return sdk_failure(exc, self._sdk, timeout_s)
+            if isinstance(exc, HTTPStatusFailure) and exc.status in passthrough:
+                return None
+            return lean_failure(exc, timeout_s) or sdk_failure(exc, self._sdk, timeout_s)
 
         return call_with_retries(
             call, describe=describe, label=self.label, policy=self.retry, secrets=[self._client.api_key]
@@ -373,6 +392,7 @@ class OpenAICompatibleChatBackend(OpenAIChatBackend):
     key_env: ClassVar[str] = COMPATIBLE_KEY_ENV
     """A key of its own, so an OpenAI key is never sent to whatever server is named."""
     key_required: ClassVar[bool] = False
+    lean_http: ClassVar[bool] = True
     max_tokens_param: ClassVar[str] = "max_tokens"
     allowed_logprobs: ClassVar[frozenset[str]] = frozenset({"prompt", "answer"})
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autointerp.score.metrics import pooled_correlation
+import numpy as np
 
 RESAMPLES = 400
 CHANCE_P = 0.05
@@ -75,6 +75,40 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (index - low)
 
 
+TIE = 1e-9
+"""Correlations this close count as equal: a tie is a loss to the distractor, however the sums rounded."""
+
+
+def _resampled_correlations(
+    counts: np.ndarray, true: Sequence[Sequence[float]], predicted: Sequence[Sequence[float]]
+) -> np.ndarray:
+    """Returns, per resample (a row of `counts`: how often each window was drawn), the pooled correlation of
+    `predicted` with `true` over the drawn windows, as `pooled_correlation` gives it (NaN where it is None:
+    a flat truth; 0.0 for a flat prediction), from per-window sums in one matrix product."""
+    stats = np.zeros((len(true), 6))
+    lows, highs = np.zeros((len(true), 2)), np.zeros((len(true), 2))
+    for i, (t_list, p_list) in enumerate(zip(true, predicted, strict=True)):
+        t, p = np.asarray(t_list, dtype=np.float64), np.asarray(p_list, dtype=np.float64)
+        if t.shape != p.shape:
+            raise ValueError(f"true and predicted lengths differ: {t.shape} vs {p.shape}")
+        stats[i] = (t.size, t.sum(), p.sum(), (t * t).sum(), (p * p).sum(), (t * p).sum())
+        if t.size:
+            lows[i], highs[i] = (t.min(), p.min()), (t.max(), p.max())
+        else:
+            lows[i], highs[i] = np.inf, -np.inf
+    size, st, sp, stt, spp, stp = (counts @ stats).T
+    drawn = counts > 0
+    low = np.where(drawn[:, :, None], lows[None], np.inf).min(axis=1)
+    high = np.where(drawn[:, :, None], highs[None], -np.inf).max(axis=1)
+    flat_true, flat_pred = high[:, 0] <= low[:, 0], high[:, 1] <= low[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov = size * stp - st * sp
+        var_t, var_p = size * stt - st * st, size * spp - sp * sp
+        r = np.clip(cov / np.sqrt(np.maximum(var_t, 0.0) * np.maximum(var_p, 0.0)), -1.0, 1.0)
+    r = np.where(flat_pred, 0.0, r)
+    return np.where(flat_true | (size < 2), np.nan, r)
+
+
 def bootstrap_confidence(
     true: Sequence[Sequence[float]],
     predicted: Sequence[Sequence[float]],
@@ -89,18 +123,18 @@ def bootstrap_confidence(
     if n < 2:
         return None
     rng = random.Random(seed)
-    values: list[float] = []
+    counts = np.zeros((resamples, n))
+    for row in range(resamples):  # the same draws as one pooled_correlation per resample
+        for _ in range(n):
+            counts[row, rng.randrange(n)] += 1
+    mine = _resampled_correlations(counts, true, predicted)
+    kept = ~np.isnan(mine)
+    values: list[float] = mine[kept].tolist()
     losses = compared = 0
-    for _ in range(resamples):
-        draw = [rng.randrange(n) for _ in range(n)]
-        mine = pooled_correlation([true[i] for i in draw], [predicted[i] for i in draw])
-        if mine is None:
-            continue
-        values.append(mine)
-        if distractor is not None:
-            other = pooled_correlation([true[i] for i in draw], [distractor[i] for i in draw])
-            compared += 1
-            losses += other is not None and mine <= other
+    if distractor is not None:
+        other = _resampled_correlations(counts, true, distractor)[kept]
+        compared = int(kept.sum())
+        losses = int(np.sum(~np.isnan(other) & (mine[kept] <= other + TIE)))
     if len(values) < resamples // 2:
         return None
     values.sort()

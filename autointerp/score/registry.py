@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from autointerp.llm.base import ChatBackend
 from autointerp.llm.calls import CallRecorder
+from autointerp.llm.executor import fan_out
 from autointerp.plugins import Registry
 from autointerp.score.outcome import ScoreOutcome
 from autointerp.score.windows import HeldOutWindow
@@ -84,10 +84,7 @@ class ScoringContext:
         """Returns `work(item)` for every item, in order, running as many at once as the backend's
         limiter allows (its slots bound the calls in flight across every feature)."""
         width = 1 if self.backend is None else self.recorder.session.limiter(self.backend).concurrency
-        if width <= 1 or len(items) <= 1:
-            return [work(item) for item in items]
-        with ThreadPoolExecutor(min(width, len(items)), thread_name_prefix="score-call") as pool:
-            return list(pool.map(work, items))
+        return fan_out(work, items, width)  # one long-lived pool per width, not one per feature
 
 
 class Scorer(ABC):

@@ -3,6 +3,8 @@ against loops; unit tests of the constraint over a small vocabulary, then the re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -60,7 +62,11 @@ def text_of(tokens: list[int]) -> str:
     ],
 )
 def test_shapes_accept_what_their_parser_reads(shape: str, good: list[str], bad: list[str]) -> None:
-    parse = {WORD_LIST_SHAPE: parse_word_list, SENTENCE_SHAPE: parse_sentence, WORD_SHAPE: parse_replacement_word}
+    parse: dict[str, Callable[[str], object]] = {
+        WORD_LIST_SHAPE: parse_word_list,
+        SENTENCE_SHAPE: parse_sentence,
+        WORD_SHAPE: parse_replacement_word,
+    }
     for text in good:
         assert answer_shape(shape).accepts(text), text
         assert parse[shape](text)
