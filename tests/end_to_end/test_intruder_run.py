@@ -89,6 +89,9 @@ def test_the_intruder_scorer_scores_every_feature_of_a_run(tmp_path: Path, prefe
     assert shown.exit_code == 0, shown.output
     row = next(line for line in shown.output.splitlines() if "planted/the" in line)
     assert re.search(r"1\.00 \[0\.\d\d, 1\.00\] \(0\.25\)", row), shown.output
+    listed = TestClient(create_app(ReviewSettings(db=db)), base_url="http://127.0.0.1")
+    order = re.findall(r'feature-link" href="[^"]*">([^<]+)<', listed.get("/", params={"sort": "intruder"}).text)
+    assert order[2:] == ["planted/mixed_of_digits", "planted/rare"]  # the review list sorts by it, best first
 
 
 HARD_FILE = """
