@@ -141,6 +141,9 @@ class CollectConfig(_Section):
 
 DEFAULT_SIMULATOR = "local:smollm2-135m-sim"
 """SmolLM2-135M-Instruct plus the LoRA adapter in autointerp/simulators/smollm2-135m-sim."""
+DEFAULT_EXPLAINER = "local:smollm2-135m-explainer"
+"""SmolLM2-135M-Instruct plus the LoRA adapter in autointerp/explainers/smollm2-135m-explainer
+(`autointerp train-explainer`); `local:smollm2-135m` is the untrained model."""
 
 
 class LLMRoleConfig(_Section):
@@ -156,6 +159,10 @@ class LLMRoleConfig(_Section):
 
 class ExplainerConfig(LLMRoleConfig):
     """The explainer's model, and how its explanation is chosen and prompted."""
+
+    model: str = DEFAULT_EXPLAINER
+    """`backend:model`; by default SmolLM2-135M with the trained explainer adapter shipped in the package
+    (`autointerp train-explainer`); `local:smollm2-135m` is the untrained model."""
 
     best_of: int = Field(1, ge=1, le=16)
     """Explanations sampled per feature; above 1, each is simulated (the run's `score.simulator`) on the

@@ -58,6 +58,8 @@ def test_the_wheel_holds_the_prompts_and_no_top_level_flows(wheel: Path) -> None
     assert not [n for n in names if n.startswith(("prompts/", "benchmarks/", "tests/"))]
     assert "autointerp/simulators/smollm2-135m-sim/adapter.safetensors" in names  # the default simulator
     assert "autointerp/simulators/smollm2-135m-sim/adapter.json" in names
+    assert "autointerp/explainers/smollm2-135m-explainer/adapter.safetensors" in names  # the default explainer
+    assert "autointerp/explainers/smollm2-135m-explainer/adapter.json" in names
     assert "autointerp/flows/label_features.py" in names
     assert not [n for n in names if n.startswith("flows/")]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

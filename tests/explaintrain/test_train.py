@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
+from autointerp.config import ExplainerConfig
 from autointerp.errors import ConfigError
 from autointerp.explain.explainer import explain_template, parse_explanation
 from autointerp.explaintrain.command import ExplainerTrainingPlan, train_explainer
@@ -18,7 +19,7 @@ from autointerp.explaintrain.examples import ExplainExample, build_explain_examp
 from autointerp.explaintrain.train import ExplainerTrainer, answer_text
 from autointerp.llm import get_backend
 from autointerp.llm.adapter import save_adapter
-from autointerp.llm.adapter_spec import AdapterConfig, read_adapter_config
+from autointerp.llm.adapter_spec import AdapterConfig, read_adapter_config, resolve_local_model
 from autointerp.llm.local import LocalChatBackend
 from autointerp.simtrain.families import word_members, word_set_members
 from autointerp.simtrain.lora import TrainSettings
@@ -127,6 +128,10 @@ def _run_store(path: Path) -> None:
                     "feature_id": f,
                     "kind": "top",
                     "rank": rank,
+                    "doc_id": 0,
+                    "token_offset": rank,
+                    "max_activation": 4.0 - rank,
+                    "token_ids": [264, 2644],
                     "tokens": [" a", " cat"],
                     "activations": [0.0, 4.0 - rank],
                     "split": "explain" if rank % 2 == 0 else "score",
@@ -181,3 +186,12 @@ def test_cli_rejects_a_bad_distill_source() -> None:
     result = CliRunner().invoke(app, ["train-explainer", "--distill", "no-run-id.duckdb"])
     assert result.exit_code == 1
     assert "FILE.duckdb#RUN_ID" in result.output
+
+
+def test_the_default_explainer_is_the_shipped_adapter_trained_on_the_stages_prompt() -> None:
+    base, folder = resolve_local_model(ExplainerConfig().model.removeprefix("local:"))
+    assert base == "smollm2-135m" and folder is not None and folder.parent.name == "explainers"
+    config = read_adapter_config(folder)
+    assert config.prompt == "explain" and config.training["prompt_hash"] == explain_template(None).hash
+    assert config.training["benchmark_features_trained_on"] == 0 and config.training["heldout_members"]
+    assert resolve_local_model("smollm2-135m") == ("smollm2-135m", None)  # the untrained model, one setting away

@@ -90,7 +90,19 @@ def _scored_store(path: Path) -> None:
             con,
             "exemplars",
             [
-                {"run_id": "r1", "feature_id": "f", "kind": kind, "rank": rank, "tokens": tokens, "split": "score"}
+                {
+                    "run_id": "r1",
+                    "feature_id": "f",
+                    "kind": kind,
+                    "rank": rank,
+                    "doc_id": 0,
+                    "token_offset": rank,
+                    "token_ids": list(range(len(tokens))),
+                    "activations": [0.0] * len(tokens),
+                    "max_activation": 0.0,
+                    "tokens": tokens,
+                    "split": "score",
+                }
                 for kind, rank, tokens in (
                     ("top", 1, [" a", " cat"]),
                     ("random", 0, [" the", " mat"]),
