@@ -60,6 +60,8 @@ def pages(total: int, middle_feature: str) -> list[tuple[str, str, dict[str, str
         ("search + chance=hide + density", "/", {"q": "plural", "chance": "hide", "sort": "density"}),
         ("deep page (middle), score", "/", {"page": str(max(1, total // PER_PAGE // 2))}),
         ("last page, score", "/", {"page": str(max(1, -(-total // PER_PAGE)))}),
+        ("deep page by its next link (keyset), score", "/", {"page": "2", "after": str(total // 2)}),
+        ("deep page by its previous link (keyset), density", "/", {"sort": "density", "before": str(total // 2)}),
         ("deep page (middle), density asc", "/", {"sort": "density", "page": str(max(1, total // PER_PAGE // 2))}),
         ("feature page", "/feature", {"id": middle_feature}),
         ("feature page, list filtered", "/feature", {"id": middle_feature, "chance": "hide", "sort": "density"}),
@@ -91,7 +93,7 @@ def served(db: Path) -> Iterator[tuple[str, float]]:
         thread.join()
 
 
-def measure(db: Path, repeats: int) -> dict[str, tuple[float, float]]:
+def measure(db: Path, repeats: int, only: list[str] | None = None) -> dict[str, tuple[float, float]]:
     """Returns page name -> median (wall, CPU) seconds over `repeats` requests, and the first page (index build
     included). CPU is this process's (server and client threads): on a shared machine, the work a page costs."""
     store = Store(db)
@@ -108,6 +110,8 @@ def measure(db: Path, repeats: int) -> dict[str, tuple[float, float]]:
         client.get("/").raise_for_status()
         times["first page (builds the index)"] = (time.perf_counter() - t0, time.process_time() - c0)
         for name, path, params in pages(total, middle):
+            if only and not any(word in name for word in only):
+                continue
             walls, cpus = [], []
             for _ in range(repeats):
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -128,6 +132,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/scale"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, help="time only the pages whose name holds one of these")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, tuple[float, float]]] = {}
@@ -136,7 +141,7 @@ def main() -> None:
         db = args.dir / f"{n}.duckdb"
         if not db.exists():
             build(db, n)
-        results[n] = measure(db, args.repeats)
+        results[n] = measure(db, args.repeats, args.only)
         sizes[n] = db.stat().st_size
         print(f"{n:,} features measured", file=sys.stderr, flush=True)
     load = os.getloadavg()

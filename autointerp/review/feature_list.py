@@ -92,6 +92,11 @@ class FeatureQuery:
     descending: bool = True
     limit: int = 50
     offset: int = 0
+    after: int | None = None
+    """Keyset paging: the page starts after the listed row at this index position (`pos` of the previous
+    page's last row); `offset` is then ignored. Deep pages cost what the first one does."""
+    before: int | None = None
+    """Keyset paging backwards: the page ends before the row at this position (the next page's first row)."""
 
     def __post_init__(self) -> None:
         if self.sort not in FEATURE_SORTS:
@@ -189,17 +194,49 @@ class FeatureListQueries:
         tail = "pos DESC" if reverse else "pos"
         return f"{column} {'DESC' if descending else 'ASC'} NULLS {'FIRST' if reverse else 'LAST'}, {tail}"
 
+    def _keyset(
+        self, con: duckdb.DuckDBPyConnection, query: FeatureQuery, scope: str, pos: int, forward: bool
+    ) -> tuple[str, list[Any]] | None:
+        """Returns the condition keeping the rows after (`forward`) or before the row at index position `pos`
+        in the list's order, and its parameters; None when the index has no such row."""
+        column = FEATURE_SORTS[query.sort].column
+        found = con.execute(
+            f"SELECT {column} FROM {INDEX} WHERE scope = ? AND metric = ? AND pos = ?", [scope, query.metric, pos]
+        ).fetchall()
+        if not found:
+            return None
+        value = found[0][0]
+        if value is None:
+            if forward:
+                return f" AND {column} IS NULL AND pos > ?", [pos]
+            return f" AND ({column} IS NOT NULL OR pos < ?)", [pos]
+        ahead = "<" if query.descending == forward else ">"
+        nulls = f" OR {column} IS NULL" if forward else ""
+        tie = ">" if forward else "<"
+        return f" AND ({column} {ahead} ? OR ({column} = ? AND pos {tie} ?){nulls})", [value, value, pos]
+
     def feature_list(self, query: FeatureQuery) -> FeaturePage:
         """Returns one page of the feature list with the number of features matching the filters."""
         with self._index(query) as (con, scope):
             where, params = self._where(query, scope)
             counts = _rows(con, f"SELECT count(*) AS n, count(explanation_id) AS r FROM {INDEX} WHERE {where}", params)
-            rows = _rows(
-                con,
-                f"SELECT * EXCLUDE (scope, metric, search_text) FROM {INDEX} WHERE {where} "
-                f"ORDER BY {self._order(query)} LIMIT ? OFFSET ?",
-                [*params, query.limit, query.offset],
-            )
+            anchor = query.after if query.after is not None else query.before
+            keyset = None if anchor is None else self._keyset(con, query, scope, anchor, query.before is None)
+            columns = f"SELECT * EXCLUDE (scope, metric, search_text) FROM {INDEX} WHERE {where}"
+            if keyset is None:
+                rows = _rows(
+                    con,
+                    f"{columns} ORDER BY {self._order(query)} LIMIT ? OFFSET ?",
+                    [*params, query.limit, query.offset],
+                )
+            else:
+                backwards = query.after is None
+                rows = _rows(
+                    con,
+                    f"{columns}{keyset[0]} ORDER BY {self._order(query, reverse=backwards)} LIMIT ?",
+                    [*params, *keyset[1], query.limit],
+                )
+                rows = rows[::-1] if backwards else rows
         for row in rows:
             row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")))
         return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]))
@@ -226,10 +263,9 @@ class FeatureListQueries:
         self, con: duckdb.DuckDBPyConnection, query: FeatureQuery, scope: str, feature_id: str
     ) -> dict[str, str | None]:
         where, params = self._where(query, scope)
-        column = FEATURE_SORTS[query.sort].column
         here = _rows(
             con,
-            f"SELECT {column} AS value, pos FROM {INDEX} WHERE {where} AND feature_id = ? LIMIT 1",
+            f"SELECT pos FROM {INDEX} WHERE {where} AND feature_id = ? LIMIT 1",
             [*params, feature_id],
         )
 
@@ -243,18 +279,9 @@ class FeatureListQueries:
 
         if not here:
             return {"prev": None, "next": first("", []), "next_unreviewed": first(" AND status = 'unreviewed'", [])}
-        value, pos = here[0]["value"], here[0]["pos"]
-        ahead = ">" if not query.descending else "<"
-        behind = "<" if not query.descending else ">"
-        if value is None:
-            after, after_params = f" AND {column} IS NULL AND pos > ?", [pos]
-            before = f" AND ({column} IS NOT NULL OR pos < ?)"
-            before_params: list[Any] = [pos]
-        else:
-            after = f" AND ({column} {ahead} ? OR ({column} = ? AND pos > ?) OR {column} IS NULL)"
-            after_params = [value, value, pos]
-            before = f" AND ({column} {behind} ? OR ({column} = ? AND pos < ?))"
-            before_params = [value, value, pos]
+        pos = here[0]["pos"]
+        after, after_params = self._keyset(con, query, scope, pos, forward=True) or ("", [])
+        before, before_params = self._keyset(con, query, scope, pos, forward=False) or ("", [])
         next_unreviewed = first(after + " AND status = 'unreviewed'", after_params) or first(
             " AND status = 'unreviewed' AND feature_id <> ?", [feature_id]
         )

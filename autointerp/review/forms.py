@@ -146,6 +146,8 @@ def list_query(params: dict[str, str]) -> FeatureQuery:
         descending=direction == "desc",
         limit=per,
         offset=(page - 1) * per,
+        after=whole(params, "after", -1, 0, None) if params.get("after") else None,
+        before=whole(params, "before", -1, 0, None) if params.get("after") is None and params.get("before") else None,
     )
 
 

@@ -215,3 +215,21 @@ def test_list_pages_over_http_use_the_index(db: Path, serve: Serve) -> None:
         expected = queries.feature_list(FeatureQuery(search="THE", sort="density", descending=False, limit=5, offset=5))
         assert listed == [r["feature_id"] for r in expected.rows] and len(listed) == 5
         assert client.get("/", params={"sort": "status", "chance": "only"}).status_code == 200
+
+
+def test_keyset_pages_match_offset_pages(db: Path) -> None:
+    queries = ReviewQueries(Store(db))
+    for filters in ({"sort": "score"}, {"sort": "status", "descending": False}, {"sort": "density", "chance": "hide"}):
+        whole = [r["feature_id"] for r in _whole_list(queries, **filters)]
+        walked: list[dict[str, Any]] = []
+        after = None
+        while True:  # forward with the next link's cursor (the NULL scores of the last page included)
+            rows = queries.feature_list(FeatureQuery(limit=64, after=after, **filters)).rows
+            if not rows:
+                break
+            walked += rows
+            after = rows[-1]["pos"]
+        assert [r["feature_id"] for r in walked] == whole, filters
+        k = min(70, len(walked) - 1)
+        back = queries.feature_list(FeatureQuery(limit=64, before=walked[k]["pos"], **filters)).rows
+        assert [r["feature_id"] for r in back] == whole[max(0, k - 64) : k]  # the previous page ends just before it
