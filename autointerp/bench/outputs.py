@@ -81,6 +81,8 @@ class OutputBenchResult:
     """Method -> feature -> why it gave no number (the output scorer on planted input features)."""
     seconds: dict[str, float]
     windows: int
+    undefined: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Method -> feature -> why the true description's value is undefined (not skipped)."""
 
 
 def _cut(subject: SubjectModel, s: BenchSettings) -> tuple[list[list[int]], list[list[str]]]:
@@ -196,6 +198,7 @@ def run_output_bench(
     scorer = get_backend(s.scorer or "local:smollm2-135m")
     scores: dict[str, dict[str, dict[str, float | None]]] = {m: {} for m in METHODS}
     skipped: dict[str, dict[str, str]] = {m: {} for m in METHODS}
+    undefined: dict[str, dict[str, str]] = {}
     score_config = ScoreConfig(batch_size=s.batch_size)
     output_options = OutputOptions(settings.output_prompts, settings.output_strength, settings.output_tokens)
     for method in METHODS:
@@ -229,9 +232,12 @@ def run_output_bench(
                     scores[method][fs.feature.name] = {
                         label: primary_value(method, o) for label, o in zip(labels, outcomes, strict=True)
                     }
+                    if scores[method][fs.feature.name]["truth"] is None:
+                        why = next(iter(outcomes[0].undefined.values()), "undefined")
+                        undefined.setdefault(method, {})[fs.feature.name] = why
                 advance(1)
         seconds[f"score {method}"] = time.perf_counter() - started
-    return OutputBenchResult(settings, sets, evidence, explanations, scores, skipped, seconds, len(windows))
+    return OutputBenchResult(settings, sets, evidence, explanations, scores, skipped, seconds, len(windows), undefined)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -300,6 +306,11 @@ def render_output_report(result: OutputBenchResult, command: str) -> str:
     reasons = sorted(set(result.skipped["output"].values()))
     if reasons:
         lines += ["", f"Output scorer skipped {len(result.skipped['output'])} features: " + "; ".join(reasons) + "."]
+    for method, why in result.undefined.items():
+        lines += [
+            "",
+            f"Undefined {method} values of true descriptions: " + "; ".join(f"{n}: {w}" for n, w in why.items()),
+        ]
     lines += ["", "## Per feature", "", "| feature | kind | " + " | ".join(f"{k} evidence wrote" for k in EVIDENCE)]
     lines[-1] += " | output (truth) | top promoted tokens |"
     lines.append("| --- " * (4 + len(EVIDENCE)) + "|")

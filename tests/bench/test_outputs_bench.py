@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
@@ -18,13 +19,14 @@ from tests.end_to_end.test_output_run import explainer_or_judge
 from tests.llm.loopback_server import LoopbackServer
 
 
+@pytest.mark.slow
 def test_bench_outputs_compares_evidence_on_both_sides(tmp_path: Path) -> None:
     report = tmp_path / "outputs-bench.md"
     with LoopbackServer([], respond=explainer_or_judge) as server:
         spec = f"openai-compatible:{server.url}/v1#judge"
         args = ["bench-outputs", "--feature", "digits", "--output-feature", "weekdays", "--output-feature", "months"]
-        args += ["--explainer", spec, "--scorer", spec, "--max-windows", "48", "--distractors", "1"]
-        args += ["--output-prompts", "2", "--output-tokens", "4", "--output", str(report)]
+        args += ["--explainer", spec, "--scorer", spec, "--max-windows", "32", "--distractors", "1"]
+        args += ["--output-prompts", "1", "--output-tokens", "4", "--output", str(report)]
         ran = CliRunner().invoke(app, args)
     assert ran.exit_code == 0, ran.output
     text = report.read_text()

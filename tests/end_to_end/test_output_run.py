@@ -14,13 +14,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
+import pytest
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
+from autointerp.config import load_config
 from autointerp.outputs.planted import PLANTED_OUTPUTS
+from autointerp.score.stage import run_score
 from autointerp.store.database import Store
+from tests.conftest import session_of
 from tests.llm.loopback_server import LoopbackServer, Received, Reply, VLLMResponder, openai_completion
 from tests.score.test_output_scorer import knows_outputs
+
+pytestmark = pytest.mark.slow  # loads the subject model and runs whole flows
 
 JUDGE = VLLMResponder(p_yes=knows_outputs)
 SETS = {p.name: p for p in PLANTED_OUTPUTS}
@@ -106,11 +113,16 @@ def test_the_output_scorer_skips_features_that_cannot_be_steered(tmp_path: Path,
             "experiments.on_disagreement=false",
         ]
         ran = CliRunner().invoke(app, ["run", *_args(settings)])
-    assert ran.exit_code == 0, ran.output
-    assert "skipped (output: a planted feature is not a direction in the model" in ran.output, ran.output
-    store = Store(db)
-    run_id = store.runs()[0]["id"]
-    rows = store.scores(run_id, "output_auroc")
-    assert rows and all(r["value"] is None for r in rows)
-    assert all("not a direction" in json.loads(r["details"])["undefined"] for r in rows)
-    assert not [c for c in store.query("SELECT role FROM llm_calls") if c["role"] == "output"]
+        assert ran.exit_code == 0, ran.output
+        store = Store(db)
+        run_id = store.runs()[0]["id"]
+        rows = store.scores(run_id, "output_auroc")
+        assert rows and all(r["value"] is None for r in rows)  # never a number
+        assert all("not a direction" in json.loads(r["details"])["undefined"] for r in rows)
+        assert not [c for c in store.query("SELECT role FROM llm_calls") if c["role"] == "output"]
+        with duckdb.connect(str(db)) as con:  # score again: the stage's tallies say why each was skipped
+            con.execute("DELETE FROM scores")
+        config = load_config(None, settings)
+        result = run_score(config, store, run_id, session_of(config, store, run_id))
+    reason = "output: a planted feature is not a direction in the model: there is nothing to steer"
+    assert result.skipped == {reason: len(rows)} and result.complete, result.summary()
