@@ -25,7 +25,7 @@ def test_bench_outputs_compares_evidence_on_both_sides(tmp_path: Path) -> None:
     with LoopbackServer([], respond=explainer_or_judge) as server:
         spec = f"openai-compatible:{server.url}/v1#judge"
         args = ["bench-outputs", "--feature", "digits", "--output-feature", "weekdays", "--output-feature", "months"]
-        args += ["--explainer", spec, "--scorer", spec, "--max-windows", "32", "--distractors", "1"]
+        args += ["--explainer", spec, "--scorer", spec, "--max-windows", "48", "--distractors", "1"]
         args += ["--output-prompts", "1", "--output-tokens", "4", "--output", str(report)]
         ran = CliRunner().invoke(app, args)
     assert ran.exit_code == 0, ran.output
