@@ -17,6 +17,7 @@ Three measurements, printed as a table and written to results/benchmarks/collect
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -174,6 +175,8 @@ lines = [
     f"| peak RSS, {args.rss_windows} windows | {rss[args.rss_windows]:,} MiB |",
     f"| peak RSS, {10 * args.rss_windows} windows (10x) | {rss[10 * args.rss_windows]:,} MiB |",
     f"| DuckDB bulk write (Arrow), {timing['rows']:,} rows of one layer | {rows_per_s:,.0f} rows/s |",
+    f"| load average (1, 5, 15 min) at the end, {os.cpu_count()} cores "
+    f"| {', '.join(f'{x:.1f}' for x in os.getloadavg())} |",
 ]
 print("\n".join(lines))
 args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,11 @@ tensor). The merge itself has two implementations that keep the same items in th
 (a test runs both): on the CPU, `merge_cpu.merge_batch`, a compiled loop that visits each feature
 once and inserts a window only where it beats the worst kept item; elsewhere (GPU), tensor
 operations over the features a batch can change (`_rows_to_merge`), a few thousand at a time.
+The compiled merge hashes each random key itself, only for the windows it compares (the same bits as
+`random_keys`), and marks the pool rows of new items in a kept int32 table that `copy_pending` empties
+as it copies their activations: no per-batch key or index tensors. The token histogram counts bins
+wholly below 10 % of the running max in bin 0 (`collect.histogram.cutoff_bins`), which keeps its
+scattered writes near each feature's top without changing any density.
 
 Checkpoints: the whole state (tensors, counters and the token ids of windows still referenced)
 is saved atomically every `checkpoint_every` batches; a run that finds a checkpoint with the same
