@@ -190,7 +190,7 @@ FINGERPRINT_SQL = """
 CONTENT_SUMS = (
     "SELECT coalesce(sum(hash(id, hook, idx, density, max_activation, dead)), 0) FROM features",
     "SELECT coalesce(sum(hash(id, feature_id, text, created_at)), 0) FROM explanations",
-    "SELECT coalesce(sum(hash(id, explanation_id, metric, value, details, created_at)), 0) FROM scores",
+    "SELECT coalesce(sum(hash(id, explanation_id, metric, value, created_at)), 0) FROM scores",
 )
 REVIEWS_SUM = "SELECT coalesce(sum(hash(id, explanation_id, verdict, edited_text, note, created_at)), 0) FROM reviews"
 """Checksums of the values the list shows: what the app compares when it opens (rows edited in place)."""
