@@ -31,6 +31,7 @@ from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
 from autointerp.errors import AutointerpError, ConfigError
 from autointerp.experiments.stage import select_targets
 from autointerp.neighbours.stage import run_neighbours
+from autointerp.outputs.stage import run_outputs
 from autointerp.pipeline.common import live_features, load_subject
 from autointerp.pipeline.pool import StageResult
 from autointerp.store.database import Store
@@ -126,10 +127,10 @@ class Campaign:
     # the stages -----------------------------------------------------------------------------------
 
     def run(self) -> list[StageResult]:
-        """Runs collection, then each LLM stage; returns the LLM stages' tallies (as `label_features`)."""
+        """Runs collection, then output evidence and each LLM stage; returns their tallies (as `label_features`)."""
         self.collect()
         run_neighbours(self.config, self.store, self.run_id)  # cosine neighbours, in this process
-        results = []
+        results = [run_outputs(self.config, self.store, self.run_id)]  # output evidence, in this process
         for stage in LLM_STAGES:
             result = self.llm_stage(stage)
             results.append(result)

@@ -147,6 +147,7 @@ def test_a_shard_failing_for_good_fails_the_run_and_a_rerun_redoes_only_unfinish
 def test_ingesting_the_same_parts_twice_adds_no_rows(tmp_path: Path, explainer_url: str) -> None:
     config = campaign_config(tmp_path, explainer_url, "distributed.shards=2", "distributed.work_pool='threads'")
     store, run_id, campaign = sharded_run(config, ThreadLauncher())
+    assert store.output_evidence_ids(run_id) == {f.id for f in store.features(run_id) if f.live}  # in the parent
     before = run_rows(store, run_id)
     folder = results_dir(campaign.root, run_id)
     added = 0
