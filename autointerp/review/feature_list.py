@@ -148,9 +148,12 @@ class FeatureListQueries:
             yield con, scope
 
     def check_index(self) -> None:
-        """Drops index scopes whose content checksum differs from the store (rows edited in place)."""
+        """Drops index scopes whose content checksum differs from the store (rows edited in place), then
+        builds the default list's index when it is missing or stale (so the app's first page does not)."""
         with self.store.transaction() as con:
             self.list_index.check_content(con)
+        with self._index(FeatureQuery()):
+            pass
 
     def _where(self, query: FeatureQuery, scope: str) -> tuple[str, list[Any]]:
         """Returns the WHERE condition over the index (alias-free) and its parameters."""
