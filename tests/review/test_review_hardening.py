@@ -42,11 +42,11 @@ def test_nan_and_infinite_activations_render(review_db: DB, serve: Serve) -> Non
     store = Store(path)
     with store.transaction() as con:
         con.execute(
-            "UPDATE exemplars SET activations = ?::FLOAT[], max_activation = 'nan'::FLOAT"
+            "UPDATE exemplar_rows SET activations = ?::FLOAT[], max_activation = 'nan'::FLOAT"
             " WHERE feature_id = ? AND kind = 'top' AND rank = 0",
             [[None, math.nan, math.inf, -math.inf, 1.0, 2.0, 0.5, 0.0], feature],
         )
-        con.execute("UPDATE exemplars SET activations = NULL WHERE feature_id = ? AND kind = 'random'", [feature])
+        con.execute("UPDATE exemplar_rows SET activations = NULL WHERE feature_id = ? AND kind = 'random'", [feature])
         con.execute("UPDATE features SET max_activation = 'inf'::DOUBLE WHERE id = ?", [feature])
         con.execute(
             "UPDATE scores SET value = 'nan'::DOUBLE, details = ? "
@@ -164,7 +164,8 @@ def test_bidi_and_nul_characters_are_shown_not_obeyed(review_db: DB, serve: Serv
     _set_explanation(path, ids["explanations"][feature], BIDI_TEXT)
     with Store(path).transaction() as con:
         con.execute(
-            "UPDATE exemplars SET tokens = ['a', '\u202e', 'b\x00', 'c', 'd', 'e', 'f', 'g'] WHERE feature_id = ?",
+            "UPDATE exemplar_windows SET tokens = ['a', '\u202e', 'b\x00', 'c', 'd', 'e', 'f', 'g']"
+            " WHERE window_key IN (SELECT window_key FROM exemplar_rows WHERE feature_id = ?)",  # its windows' tokens
             [feature],
         )
     base = serve(ReviewSettings(db=path))
