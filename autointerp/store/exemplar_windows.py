@@ -51,7 +51,14 @@ def create_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 def insert_exemplars(con: duckdb.DuckDBPyConnection, relation: str) -> int:
     """Inserts the rows of `relation` (a table or registered Arrow name with the columns of `exemplars`):
-    windows not stored yet for their run, then the rows; returns how many rows."""
+    windows not stored yet for their run, then the rows; returns how many rows. A column it lacks (e.g. token
+    ids of an imported run) is stored as NULL."""
+    cursor = con.execute(f"SELECT * FROM {relation} LIMIT 0")
+    present = {d[0] for d in cursor.description or []}
+    cursor.fetchall()
+    if not present.issuperset(EXEMPLAR_COLUMNS):
+        chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in EXEMPLAR_COLUMNS)
+        relation = f"(SELECT {chosen} FROM {relation})"
     con.execute(f"""
         INSERT INTO exemplar_windows
         SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
