@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -80,7 +79,9 @@ def collect_batches(corpus: list, sampler: ExemplarSampler) -> None:
 if args.rss_only:
     sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device)
     collect_batches(windows(args.rss_only), sampler)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # MiB (Linux reports KiB)
+    # VmHWM is this process's own peak; ru_maxrss keeps the parent's peak across fork and exec
+    with open("/proc/self/status", encoding="ascii") as status:
+        print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) // 1024)  # MiB
     sys.exit(0)
 
 # -- 1. throughput: bare body vs collection, batch by batch -------------------------------------------

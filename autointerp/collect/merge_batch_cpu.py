@@ -14,7 +14,9 @@ the max's power-of-two top: `collect.keys.random_bin`) and the quantile bins, ea
 ascending, empty slots (window -1) last. Sort key (float64, exact): bin + key / 2; an empty slot's
 offset is 0.95; equal sort keys are ordered by window number, so the kept items do not depend on
 the order windows arrive in. When a feature's max rises, its random and quantile items move to the
-bins of the new max (`_rebin`).
+bins of the new max (`_rebin`). Random keys are hashed here (`_random_key`, the bits of
+`collect.keys.random_keys`) for the windows compared, and `copy_pending` copies the new items'
+per-token activations into their pool rows.
 """
 
 from __future__ import annotations
