@@ -128,7 +128,9 @@ def set_token_ids(subject: SubjectModel, planted: PlantedOutput) -> tuple[int, .
 def unembedding_and_gain(subject: SubjectModel) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the unembedding [vocab, d_model] and the final norm's gain [d_model] (float32)."""
     arch = subject.architecture
-    unembed = getattr(_module(subject.model, arch.unembed), "weight").detach().float()  # noqa: B009
+    # the model's own accessor first: module names differ across transformers versions (gpt_neox)
+    head = subject.model.get_output_embeddings() or _module(subject.model, arch.unembed)
+    unembed = getattr(head, "weight").detach().float()  # noqa: B009
     norm = _module(subject.model, arch.final_norm)
     weight = getattr(norm, "weight", None)
     if weight is None:
