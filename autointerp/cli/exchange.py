@@ -40,6 +40,7 @@ def review(
     if not is_loopback(host) and not token:
         raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
     settings = ReviewSettings(db=db, token=token)
+    settings.progress = lambda line: console.print(line, highlight=False, markup=False)  # the list index's build
     if not is_loopback(host):
         settings.allowed_hosts = set()  # reachable by any name; the token guards every request
     review_app = create_app(settings)

@@ -66,6 +66,8 @@ class ReviewSettings:
     """Host header names accepted (guards against DNS rebinding); any loopback address is accepted too
     (127.0.0.2 is this machine, not a name an attacker controls); empty: any host (token required)."""
     reviewer: str = field(default_factory=lambda: os.environ.get("USER") or getpass.getuser() or "reviewer")
+    progress: Callable[[str], None] | None = None
+    """Told, line by line, what opening the app does (building the feature list's index); the CLI prints it."""
 
 
 def is_loopback(host: str) -> bool:
@@ -146,7 +148,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
     if not settings.db.exists():
         raise AutointerpError(f"no database at {settings.db}; run `autointerp run` first or pass --db")
     store.migrate()
-    queries.check_index()  # rows edited in place since the list's index was built
+    queries.check_index(settings.progress)  # built before serving, so no page waits for it
     env = _environment()
     csrf_token = secrets.token_urlsafe(32)
     db_lock = threading.Lock()  # DuckDB refuses mixed read-only/read-write handles on one file in one process

@@ -7,7 +7,12 @@ listed explanation, sorted by word so that a search reads only the row groups ho
 `feature_list_stamp` (what each scope was built from). A page first compares the store's fingerprint (row
 counts and newest timestamps of the tables the list reads) with the stamp and rebuilds a stale scope; the
 app's own review writes update the rows they touch in the same transaction (`refresh_reviews`). Opening the
-app also compares a content checksum (`content_sum`), which sees rows edited in place.
+app also compares a content checksum (`content_sum`), which sees rows edited in place. `autointerp review` builds
+a missing or stale index before it serves (`FeatureListQueries.check_index`), so no page waits for it.
+
+The index has ART indexes on `pos` and `feature_id` (a page's rows and a feature's place are point lookups), and
+`feature_list_order` holds each row's rank in every sort a review cannot change (`autointerp.review.list_order`),
+so any page number of an unfiltered list is a range of ranks.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import duckdb
 
 from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
+from autointerp.review import list_order
 from autointerp.score.confidence import like_chance_sql
 
 INDEX = "feature_list_index"
@@ -209,11 +215,13 @@ def content_sum(con: duckdb.DuckDBPyConnection, reviews_only: str | None = None)
 class ListIndex:
     """Builds and keeps the feature list's index over one DuckDB connection's file."""
 
-    def __init__(self, metric_columns: dict[str, tuple[str, bool]]) -> None:
+    def __init__(self, metric_columns: dict[str, tuple[str, bool]], sort_columns: Sequence[str] = ()) -> None:
         self.metric_columns = metric_columns
         """Extra index columns holding the latest value of another metric (column -> (metric, per feature))."""
+        self.ranked = tuple(dict.fromkeys(c for c in sort_columns if c not in REVIEW_COLUMNS))
+        """Sort columns with stored ranks (`autointerp.review.list_order`): all but those a review changes."""
         self.definition = hashlib.sha256(
-            (_build_sql("r", metric_columns) + _review_columns("1") + WORD_SPLIT_SQL).encode()
+            (_build_sql("r", metric_columns) + _review_columns("1") + WORD_SPLIT_SQL + repr(self.ranked)).encode()
         ).hexdigest()[:16]
 
     @staticmethod
@@ -261,9 +269,12 @@ class ListIndex:
         params += [scope, metric]
         sql = _build_sql(run_id, self.metric_columns)
         if fresh:
-            for table in (INDEX, WORDS, STAMP):
+            for table in (INDEX, WORDS, STAMP, list_order.ORDER):
                 con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute(f"CREATE TABLE {INDEX} AS {sql}", params)
+            con.execute(f"CREATE INDEX {INDEX}_by_pos ON {INDEX} (pos)")  # a page's rows by position
+            con.execute(f"CREATE INDEX {INDEX}_by_feature ON {INDEX} (feature_id)")  # a feature's place
+            list_order.create_table(con)
             con.execute(f"CREATE TABLE {WORDS} (scope VARCHAR, word VARCHAR, pos BIGINT)")
             con.execute(
                 f"CREATE TABLE {STAMP} (scope VARCHAR, metric VARCHAR, definition VARCHAR, fingerprint VARCHAR,"
@@ -272,6 +283,7 @@ class ListIndex:
         else:
             con.execute(f"DELETE FROM {INDEX} WHERE scope = ? AND metric = ?", [scope, metric])
             con.execute(f"INSERT INTO {INDEX} {sql}", params)
+        list_order.write_orders(con, INDEX, scope, metric, self.ranked)
         self._update_reviews(con, "i.scope = ? AND i.metric = ?", [scope, metric], sorted_words=True)
         content = content_sum(con)
         con.execute(

@@ -19,6 +19,7 @@ from autointerp.errors import StoreError
 from autointerp.metric_names import MAIN_METRIC
 from autointerp.review.feature_list import DECIDED_SQL, STATUS_SQL, FeatureListQueries
 from autointerp.store.database import Store
+from autointerp.store.lookups import feature_record
 
 DECISIONS = ("accept", "reject", "edit", "clear")
 """Review verdicts that set a status; `clear` (written by an undo) sets it back to unreviewed."""
@@ -42,53 +43,8 @@ class ReviewQueries(FeatureListQueries):
 
     def feature_record(self, feature_id: str) -> dict[str, list[dict[str, Any]]]:
         """Returns everything stored about one feature, across runs, table by table."""
-        with self.store.connect(read_only=True) as con:
-
-            def rows(sql: str, params: list[Any]) -> list[dict[str, Any]]:
-                cursor = con.execute(sql, params)
-                names = [d[0] for d in cursor.description or []]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-            explanation_ids = "SELECT id FROM explanations WHERE feature_id = ?"
-            return {
-                "features": rows(
-                    "SELECT f.*, r.created_at AS run_created_at FROM features f JOIN runs r ON r.id = f.run_id "
-                    "WHERE f.id = ? ORDER BY r.created_at DESC",
-                    [feature_id],
-                ),
-                "explanations": rows(
-                    "SELECT * FROM explanations WHERE feature_id = ? ORDER BY created_at DESC, iteration DESC",
-                    [feature_id],
-                ),
-                "exemplars": rows(
-                    "SELECT * FROM exemplars WHERE feature_id = ? ORDER BY run_id, kind DESC, rank", [feature_id]
-                ),
-                "scores": rows(
-                    f"SELECT * FROM scores WHERE explanation_id IN ({explanation_ids}) ORDER BY metric", [feature_id]
-                ),
-                "experiments": rows(
-                    f"SELECT * FROM experiments WHERE explanation_id IN ({explanation_ids}) ORDER BY created_at",
-                    [feature_id],
-                ),
-                "llm_calls": rows(
-                    f"SELECT * FROM llm_calls WHERE feature_id = ? OR explanation_id IN ({explanation_ids}) "
-                    "ORDER BY created_at",
-                    [feature_id, feature_id],
-                ),
-                "nearest": rows(  # its neighbours by cosine and co-occurrence (`autointerp.neighbours`)
-                    "SELECT * FROM neighbours WHERE feature_id = ? ORDER BY run_id, kind, rank", [feature_id]
-                ),
-                "outputs": rows(  # what it writes: direct-path and steering tokens (`autointerp.outputs`)
-                    "SELECT * FROM output_evidence WHERE feature_id = ? ORDER BY run_id", [feature_id]
-                ),
-                "feature_scores": rows(  # explanation-free scores (the intruder test)
-                    "SELECT * FROM feature_scores WHERE feature_id = ? ORDER BY run_id, metric", [feature_id]
-                ),
-                "reviews": rows(
-                    f"SELECT * FROM reviews WHERE explanation_id IN ({explanation_ids}) ORDER BY created_at DESC",
-                    [feature_id],
-                ),
-            }
+        with self.store.connect(read_only=True) as con:  # each table read by index (`autointerp.store.lookups`)
+            return feature_record(con, feature_id)
 
     def add_review(self, review: dict[str, Any]) -> None:
         """Stores one review action (accept, reject, edit, note, request_experiments) in a short transaction;

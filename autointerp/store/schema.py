@@ -14,6 +14,7 @@ import duckdb
 from autointerp.errors import StoreError
 from autointerp.records import now
 from autointerp.store.exemplar_windows import drop_score_indexes, migrate_exemplars
+from autointerp.store.lookups import create_feature_indexes
 
 
 def _migration_1(con: duckdb.DuckDBPyConnection) -> None:
@@ -136,6 +137,13 @@ def _migration_exemplar_windows(con: duckdb.DuckDBPyConnection) -> None:
     drop_score_indexes(con)
 
 
+def _migration_feature_lookups(con: duckdb.DuckDBPyConnection) -> None:
+    """Indexes for reading one feature without scanning the run (the review app's feature page): by feature
+    id on features, explanations, exemplar rows, neighbours, output evidence, feature scores and calls; by
+    explanation id on reviews, experiments and calls; by key on exemplar windows (`autointerp.store.lookups`)."""
+    create_feature_indexes(con)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _migration_1,
     _migration_collect_histogram,
@@ -146,6 +154,7 @@ MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _migration_neighbours,
     _migration_feature_scores,
     _migration_exemplar_windows,
+    _migration_feature_lookups,
 ]
 """Ordered schema steps; step i brings the schema to version i + 1. Append, never edit."""
 

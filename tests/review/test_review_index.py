@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from autointerp.metric_names import MAIN_METRIC
-from autointerp.review import ReviewSettings
+from autointerp.review import ReviewSettings, feature_list
 from autointerp.review.feature_list import FEATURE_SORTS, FeatureQuery, ListSort
-from autointerp.review.list_index import ALL_RUNS
+from autointerp.review.list_index import ALL_RUNS, ListIndex
 from autointerp.review.queries import ReviewQueries
 from autointerp.score.confidence import CHANCE_P
 from autointerp.store.database import Store, now
@@ -233,3 +233,66 @@ def test_keyset_pages_match_offset_pages(db: Path) -> None:
         k = min(70, len(walked) - 1)
         back = queries.feature_list(FeatureQuery(limit=64, before=walked[k]["pos"], **filters)).rows
         assert [r["feature_id"] for r in back] == whole[max(0, k - 64) : k]  # the previous page ends just before it
+
+
+def test_any_page_number_is_the_same_slice_of_the_list(db: Path) -> None:
+    """A page addressed by its number (stored ranks for an unfiltered list, the sorted filter otherwise) is the
+    matching slice of the whole list, in every sort and direction."""
+    queries = ReviewQueries(Store(db))
+    cases: list[tuple[str, bool, dict[str, Any]]] = [(s, d, {}) for s in FEATURE_SORTS for d in (False, True)]
+    cases += [("density", False, {"chance": "only"}), ("score", True, {"search": "the"})]
+    for sort, descending, filters in cases:
+        query = FeatureQuery(sort=sort, descending=descending, limit=1000, **filters)
+        whole = [r["feature_id"] for r in queries.feature_list(query).rows]
+        for offset in (17, max(0, len(whole) - 5)):
+            page = queries.feature_list(
+                FeatureQuery(sort=sort, descending=descending, limit=10, offset=offset, **filters)
+            )
+            assert [r["feature_id"] for r in page.rows] == whole[offset : offset + 10], (sort, descending, filters)
+            assert page.total == len(whole) > 20
+
+
+def test_neighbours_past_the_walk_come_from_the_index(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the next unreviewed feature is further than the stored order's walk, the index query answers."""
+    queries = ReviewQueries(Store(db))
+    order = [r["feature_id"] for r in _whole_list(queries, sort="density", descending=False)]
+    walked = [queries.feature_neighbours(FeatureQuery(sort="density", descending=False), f) for f in order[:12]]
+    monkeypatch.setattr(feature_list, "WALK_LIMIT", 1)
+    asked = [queries.feature_neighbours(FeatureQuery(sort="density", descending=False), f) for f in order[:12]]
+    assert walked == asked and all(n["next_unreviewed"] for n in asked)
+    assert [n["next"] for n in asked] == order[1:13]
+
+
+def test_a_review_in_the_app_shows_in_the_sorted_and_filtered_list_at_once(
+    db: Path, serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines: list[str] = []
+    base = serve(ReviewSettings(db=db, progress=lines.append))
+    assert lines[0].startswith(f"building the feature list index over {FEATURES + 1:,} features")
+    assert lines[-1].startswith("feature list index built in")
+
+    def no_rebuild(*args: Any) -> None:
+        raise AssertionError("the list's index was rebuilt")
+
+    monkeypatch.setattr(ListIndex, "build", no_rebuild)
+    with httpx.Client(base_url=base, timeout=120) as client:
+        page = client.get("/", params={"status": "unreviewed", "sort": "density", "dir": "desc"}).text
+        target = re.findall(r'class="feature-link" href="[^"]*">([^<]+)<', page)[3]
+        feature = client.get("/feature", params={"id": target}).text
+        form = {
+            "csrf": re.findall(r'name="csrf" value="([^"]+)"', feature)[0],
+            "explanation_id": re.findall(r'name="explanation_id" value="([^"]+)"', feature)[0],
+            "verdict": "accept",
+        }
+        assert client.post("/review", data=form).status_code == 303
+        accepted = client.get("/", params={"status": "accepted", "sort": "density", "dir": "desc"}).text
+        assert target in re.findall(r'class="feature-link" href="[^"]*">([^<]+)<', accepted)
+        unreviewed = client.get("/", params={"status": "unreviewed", "sort": "density", "dir": "desc"}).text
+        assert target not in re.findall(r'class="feature-link" href="[^"]*">([^<]+)<', unreviewed)
+    queries = ReviewQueries(Store(db))
+    by_status = [r["feature_id"] for r in _whole_list(queries, sort="status", descending=False)]
+    accepted_ids = {r["feature_id"] for r in _whole_list(queries, status="accepted")}
+    assert target in accepted_ids and set(by_status[: len(accepted_ids)]) == accepted_ids
+    reopened: list[str] = []
+    serve(ReviewSettings(db=db, progress=reopened.append))
+    assert reopened == ["feature list index: up to date"]
