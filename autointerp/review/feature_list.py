@@ -65,9 +65,6 @@ FEATURE_SORTS: dict[str, ListSort] = {
 one line: `"name": ListSort("column_name", descending_first=True, metric="the_metric")` (with
 `per_feature=True` for a metric of `feature_scores`, e.g. the intruder test's accuracy)."""
 
-WALK_LIMIT = 64 + 512 + 4096 + 32768
-"""How many ranks a feature page walks in chunks for the next unreviewed feature before asking the index."""
-
 SEARCH_PLAN = "SET disabled_optimizers = 'build_side_probe_side'"
 """Set on a search's (short) connection: DuckDB then hashes a search's word matches and streams the index
 past them, instead of hashing the whole index (it misjudges how few rows a word range holds): 4-5x faster."""
@@ -297,7 +294,7 @@ class FeatureListQueries:
             where, params = self._where(query, scope)
             counts = _rows(con, f"SELECT count(*) AS n, count(explanation_id) AS r FROM {INDEX} WHERE {where}", params)
             listed = self._page_positions(con, query, scope)
-            found = _indexed_rows(con, scope, query.metric, "pos", listed, "*")
+            found = list_order.indexed_rows(con, INDEX, scope, query.metric, "pos", listed, "*")
         by_pos = {row["pos"]: row for row in found}
         rows = [by_pos[p] for p in listed if p in by_pos]
         for row in rows:
@@ -328,10 +325,13 @@ class FeatureListQueries:
         where, params = self._where(query, scope)
         key = self._ranked_key(query, where)
         if key is not None:
-            found = self._ranked_neighbours(con, query, scope, key, feature_id)
+            found = list_order.neighbours(con, INDEX, scope, query.metric, key, feature_id)
             if found is not None:
                 return found
-        places = [r["pos"] for r in _indexed_rows(con, scope, query.metric, "feature_id", [feature_id], "pos")]
+        places = [
+            r["pos"]
+            for r in list_order.indexed_rows(con, INDEX, scope, query.metric, "feature_id", [feature_id], "pos")
+        ]
         here = (
             _rows(con, f"SELECT pos FROM {INDEX} WHERE {where} AND pos = ? LIMIT 1", [*params, places[0]])
             if places
@@ -360,50 +360,6 @@ class FeatureListQueries:
             "next_unreviewed": next_unreviewed,
         }
 
-    def _ranked_neighbours(
-        self, con: duckdb.DuckDBPyConnection, query: FeatureQuery, scope: str, key: int, feature_id: str
-    ) -> dict[str, str | None] | None:
-        """Returns the neighbours of `feature_id` in an unfiltered list by its stored ranks; None when the next
-        unreviewed feature is further than WALK_LIMIT ranks away (the caller then asks the index)."""
-        here = _indexed_rows(con, scope, query.metric, "feature_id", [feature_id], "pos")
-        rank = (list_order.rank_of(con, scope, query.metric, key, int(here[0]["pos"])) or 0) if here else 0
-
-        def ids(positions: list[int], unreviewed: bool = False) -> list[str]:
-            """Returns the feature ids at `positions`, in that order (only unreviewed ones when asked)."""
-            found = _indexed_rows(con, scope, query.metric, "pos", positions, "pos, feature_id, status")
-            by_pos = {r["pos"]: r["feature_id"] for r in found if not unreviewed or r["status"] == "unreviewed"}
-            return [by_pos[p] for p in positions if p in by_pos]
-
-        def at(r: int) -> str | None:
-            found = ids(list_order.positions(con, scope, query.metric, key, r, r))
-            return found[0] if found else None
-
-        def first_unreviewed(start: int) -> str | bool | None:
-            """The first unreviewed feature from rank `start` on (not this one); False when none is within
-            WALK_LIMIT ranks (chunks of growing size)."""
-            size, walked = 64, 0
-            while walked < WALK_LIMIT:
-                begin = start + walked
-                positions = list_order.positions(con, scope, query.metric, key, begin, begin + size - 1)
-                if not positions:
-                    return None
-                found = [f for f in ids(positions, unreviewed=True) if f != feature_id]
-                if found:
-                    return found[0]
-                walked, size = walked + size, size * 8
-            return False
-
-        later = first_unreviewed(rank + 1)
-        if later is None and rank:
-            later = first_unreviewed(1)  # from the list's start, as the index query does
-        if later is False:
-            return None
-        return {
-            "prev": at(rank - 1) if rank > 1 else None,
-            "next": at(rank + 1),
-            "next_unreviewed": later if isinstance(later, str) else None,
-        }
-
     def feature_facets(self) -> dict[str, list[Any]]:
         """Returns the values the feature list can be filtered by: hooks, kinds, runs and metrics (kept while
         the store's fingerprint stays the same)."""
@@ -428,27 +384,6 @@ class FeatureListQueries:
 
 _FACETS: dict[str, tuple[str, dict[str, list[Any]]]] = {}
 """Facets per store file, with the fingerprint they were read at."""
-
-
-def _indexed_rows(
-    con: duckdb.DuckDBPyConnection, scope: str, metric: str, column: str, values: Sequence[Any], columns: str
-) -> list[dict[str, Any]]:
-    """Returns `columns` (less scope, metric and search text) of the index rows of (scope, metric) whose
-    `column` (`pos` or `feature_id`, each with an ART index) is one of `values`. The lookup is the query's
-    only condition, as DuckDB answers only such a query from the index; rows of other scopes are dropped here."""
-    if not values:
-        return []
-    cast = "BIGINT[]" if column == "pos" else "VARCHAR[]"
-    found = _rows(
-        con,
-        f"SELECT {columns}, scope AS _scope, metric AS _metric FROM {INDEX} WHERE {column} = ANY(?::{cast})",
-        [list(values)],
-    )
-    return [
-        {k: v for k, v in row.items() if k not in ("_scope", "_metric", "scope", "metric", "search_text")}
-        for row in found
-        if row["_scope"] == scope and row["_metric"] == metric
-    ]
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:

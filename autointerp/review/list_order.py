@@ -12,10 +12,14 @@ position (an ART index on `pos`); a feature's neighbours are the ranks beside it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 
 ORDER = "feature_list_order"
+
+WALK_LIMIT = 64 + 512 + 4096 + 32768
+"""How many ranks a feature page walks in chunks for the next unreviewed feature before asking the index."""
 
 
 def sort_key(ranked: Sequence[str], column: str, descending: bool) -> int:
@@ -74,3 +78,80 @@ def positions(
         [scope, metric, key, max(1, first), last],
     ).fetchall()
     return [int(r[0]) for r in found]
+
+
+def indexed_rows(
+    con: duckdb.DuckDBPyConnection,
+    index: str,
+    scope: str,
+    metric: str,
+    column: str,
+    values: Sequence[Any],
+    columns: str,
+) -> list[dict[str, Any]]:
+    """Returns `columns` (less scope, metric and search text) of the rows of (scope, metric) of the list's
+    `index` whose `column` (`pos` or `feature_id`, each with an ART index) is one of `values`. The lookup is
+    the query's only condition, as DuckDB answers only such a query from the index; rows of other scopes are
+    dropped here."""
+    if not values:
+        return []
+    cast = "BIGINT[]" if column == "pos" else "VARCHAR[]"
+    cursor = con.execute(
+        f"SELECT {columns}, scope AS _scope, metric AS _metric FROM {index} WHERE {column} = ANY(?::{cast})",
+        [list(values)],
+    )
+    names = [d[0] for d in cursor.description or []]
+    return [
+        {k: v for k, v in zip(names, row, strict=True) if k not in _DROPPED}
+        for row in cursor.fetchall()
+        if row[names.index("_scope")] == scope and row[names.index("_metric")] == metric
+    ]
+
+
+_DROPPED = ("_scope", "_metric", "scope", "metric", "search_text")
+
+
+def neighbours(
+    con: duckdb.DuckDBPyConnection, index: str, scope: str, metric: str, key: int, feature_id: str
+) -> dict[str, str | None] | None:
+    """Returns the previous, next and next unreviewed feature ids around `feature_id` in the unfiltered list
+    of sort `key`, by its stored rank (a feature not listed: no previous, the list's first as next); None when
+    the next unreviewed feature is further than WALK_LIMIT ranks away (the caller then asks the index)."""
+    here = indexed_rows(con, index, scope, metric, "feature_id", [feature_id], "pos")
+    rank = (rank_of(con, scope, metric, key, int(here[0]["pos"])) or 0) if here else 0
+
+    def ids(at: list[int], unreviewed: bool = False) -> list[str]:
+        """Returns the feature ids at positions `at`, in that order (only unreviewed ones when asked)."""
+        found = indexed_rows(con, index, scope, metric, "pos", at, "pos, feature_id, status")
+        by_pos = {r["pos"]: r["feature_id"] for r in found if not unreviewed or r["status"] == "unreviewed"}
+        return [by_pos[p] for p in at if p in by_pos]
+
+    def ranked(r: int) -> str | None:
+        found = ids(positions(con, scope, metric, key, r, r))
+        return found[0] if found else None
+
+    def first_unreviewed(start: int) -> str | bool | None:
+        """The first unreviewed feature from rank `start` on (not this one); False when none is within
+        WALK_LIMIT ranks (read in chunks of growing size)."""
+        size, walked = 64, 0
+        while walked < WALK_LIMIT:
+            begin = start + walked
+            found = positions(con, scope, metric, key, begin, begin + size - 1)
+            if not found:
+                return None
+            unreviewed = [f for f in ids(found, unreviewed=True) if f != feature_id]
+            if unreviewed:
+                return unreviewed[0]
+            walked, size = walked + size, size * 8
+        return False
+
+    later = first_unreviewed(rank + 1)
+    if later is None and rank:
+        later = first_unreviewed(1)  # from the list's start, as the index query does
+    if later is False:
+        return None
+    return {
+        "prev": ranked(rank - 1) if rank > 1 else None,
+        "next": ranked(rank + 1),
+        "next_unreviewed": later if isinstance(later, str) else None,
+    }

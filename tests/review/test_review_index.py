@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from autointerp.metric_names import MAIN_METRIC
-from autointerp.review import ReviewSettings, feature_list
+from autointerp.review import ReviewSettings, list_order
 from autointerp.review.feature_list import FEATURE_SORTS, FeatureQuery, ListSort
 from autointerp.review.list_index import ALL_RUNS, ListIndex
 from autointerp.review.queries import ReviewQueries
@@ -257,7 +257,7 @@ def test_neighbours_past_the_walk_come_from_the_index(db: Path, monkeypatch: pyt
     queries = ReviewQueries(Store(db))
     order = [r["feature_id"] for r in _whole_list(queries, sort="density", descending=False)]
     walked = [queries.feature_neighbours(FeatureQuery(sort="density", descending=False), f) for f in order[:12]]
-    monkeypatch.setattr(feature_list, "WALK_LIMIT", 1)
+    monkeypatch.setattr(list_order, "WALK_LIMIT", 1)
     asked = [queries.feature_neighbours(FeatureQuery(sort="density", descending=False), f) for f in order[:12]]
     assert walked == asked and all(n["next_unreviewed"] for n in asked)
     assert [n["next"] for n in asked] == order[1:13]
