@@ -26,6 +26,7 @@ Writes results/benchmarks/campaign.md. The server is `campaign_server`, the runs
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.campaign_report import render  # noqa: E402
+from benchmarks.campaign_report import measured_from, measurements, render  # noqa: E402
 from benchmarks.campaign_runs import Measured, run_stage, stages  # noqa: E402
 from benchmarks.campaign_server import ServerProcess  # noqa: E402
 
@@ -51,11 +52,31 @@ def main() -> None:
     parser.add_argument("--zero-features", type=int, default=200, help="features for the no-latency overhead runs")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--json", type=Path, help="also write the measurements here (for --before, --from-json)")
+    parser.add_argument("--from-json", type=Path, help="run nothing: write the report of these measurements")
+    parser.add_argument(
+        "--before", type=Path, help="measurements (--json) of the same command on the tree before a change: "
+        "the report opens with a before / after table of client CPU per call and features per hour"
+    )  # fmt: skip
     args = parser.parse_args()
-    os.environ.setdefault("AUTOINTERP_LLM_TIMEOUT", "30")
     slow: list[Measured] = []
     fast: list[Measured] = []
     zero: list[Measured] = []
+    if args.from_json:
+        slow, fast, zero = measured_from(json.loads(args.from_json.read_text(encoding="utf-8")))
+    else:
+        run_all(args, slow, fast, zero)
+    if args.json:
+        args.json.write_text(json.dumps(measurements(slow, fast, zero), indent=1), encoding="utf-8")
+    before = json.loads(args.before.read_text(encoding="utf-8")) if args.before else None
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(args, slow, fast, zero, before), encoding="utf-8")
+    print(f"report written to {args.output}")
+
+
+def run_all(args: argparse.Namespace, slow: list[Measured], fast: list[Measured], zero: list[Measured]) -> None:
+    """Runs every stage at every concurrency, with and without latency, appending what it measured."""
+    os.environ.setdefault("AUTOINTERP_LLM_TIMEOUT", "30")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         server = ServerProcess(args.latency, args.rate_429)
@@ -81,9 +102,6 @@ def main() -> None:
         finally:
             server.close()
             instant.close()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(args, slow, fast, zero), encoding="utf-8")
-    print(f"report written to {args.output}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
 
+from autointerp.pipeline.pool import StageResult
 from benchmarks.campaign_runs import EXPLAIN_WINDOWS, WINDOW_TOKENS, Measured
 
 PRICE_IN, PRICE_OUT = 0.15, 0.60
@@ -20,12 +23,61 @@ def fmt(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def render(args: argparse.Namespace, slow: list[Measured], fast: list[Measured], zero: list[Measured]) -> str:
-    """Returns the Markdown report."""
+def measurements(slow: list[Measured], fast: list[Measured], zero: list[Measured]) -> dict[str, list[dict[str, Any]]]:
+    """Returns every measurement (all but the stage's tallies) as JSON-ready dicts, by kind of run."""
+    plain = [f.name for f in fields(Measured) if f.name != "result"]
+    return {
+        kind: [{name: getattr(m, name) for name in plain} for m in measured]
+        for kind, measured in (("slow", slow), ("fast", fast), ("zero", zero))
+    }
+
+
+def measured_from(saved: dict[str, list[dict[str, Any]]]) -> tuple[list[Measured], list[Measured], list[Measured]]:
+    """Returns (slow, fast, zero) runs read back from `measurements` (without the stage's tallies)."""
+    slow, fast, zero = (
+        [Measured(**m, result=StageResult(m["stage"])) for m in saved[k]] for k in ("slow", "fast", "zero")
+    )
+    return slow, fast, zero
+
+
+def before_after(
+    before: dict[str, list[dict[str, Any]]], slow: list[Measured], fast: list[Measured], zero: list[Measured]
+) -> list[str]:
+    """Returns the table of client CPU per call and features per hour, before (`--before`) and after."""
+    old_slow, old_fast, old_zero = measured_from(before)
+    rows = [
+        "## Client CPU per call: before and after",
+        "",
+        "| stage | concurrency | server latency | client CPU ms/call before | after | features/hour before | after |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for latency, new, old in (("yes", slow + fast, old_slow + old_fast), ("none", zero, old_zero)):
+        by = {(m.stage, m.concurrency): m for m in old}
+        for m in new:
+            b = by.get((m.stage, m.concurrency))
+            if b is None or m.concurrency == 1:
+                continue
+            rows.append(
+                f"| {m.stage} | {m.concurrency} | {latency} | {b.cpu_ms_per_call:.1f} | {m.cpu_ms_per_call:.1f} "
+                f"| {fmt(b.per_hour)} | {fmt(m.per_hour)} |"
+            )
+    return [*rows, ""]
+
+
+def render(
+    args: argparse.Namespace,
+    slow: list[Measured],
+    fast: list[Measured],
+    zero: list[Measured],
+    before: dict[str, list[dict[str, Any]]] | None = None,
+) -> str:
+    """Returns the Markdown report (opening with the before / after table when `before` is given)."""
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     command = (
         f"PYTHONPATH=. .venv/bin/python benchmarks/campaign.py --features {args.features} --slow-features "
-        f"{args.slow_features} --windows {args.windows} --latency {args.latency} --rate-429 {args.rate_429}"
+        f"{args.slow_features} --windows {args.windows} --latency {args.latency} --rate-429 {args.rate_429} "
+        f"--zero-features {args.zero_features} --concurrency {' '.join(map(str, args.concurrency))}"
+        + (f" --before {args.before}" if args.before else "")
     )
     lines = [
         "# Labeling campaign over HTTP: throughput, calls, tokens, client overhead",
@@ -44,6 +96,7 @@ def render(args: argparse.Namespace, slow: list[Measured], fast: list[Measured],
         f"Concurrency 1 runs on {args.slow_features} features (at {args.latency} s a call, 1,000 would take "
         f"an hour per stage) and is reported per hour; 16 and 64 on {args.features}.",
         "",
+        *(before_after(before, slow, fast, zero) if before is not None else []),
         "## Throughput per stage",
         "",
         "| stage | concurrency | features | seconds | features/hour | vs concurrency 1 | calls/feature "

@@ -36,9 +36,14 @@ def marked_text(tokens: list[str], normalized: list[int]) -> str:
 
 def top_tokens_summary(exemplars: list[dict[str, Any]], max_activation: float, limit: int = 8) -> str:
     """Returns 'token (level), ...' for the tokens with the strongest activations, each token once."""
+    levels = [normalize_activations(e["activations"], max_activation) for e in exemplars]
+    return _top_tokens(exemplars, levels, limit)
+
+
+def _top_tokens(exemplars: list[dict[str, Any]], normalized: list[list[int]], limit: int = 8) -> str:
+    """Returns `top_tokens_summary` from each exemplar's normalised levels, computed once per prompt."""
     best: Counter[str] = Counter()
-    for exemplar in exemplars:
-        levels = normalize_activations(exemplar["activations"], max_activation)
+    for exemplar, levels in zip(exemplars, normalized, strict=True):
         for token, level in zip(exemplar["tokens"], levels, strict=True):
             key = display_token(token).strip() or display_token(token)
             best[key] = max(best[key], level)
@@ -98,11 +103,9 @@ def build_explainer_prompt(
     """Returns (messages, prefill) asking what the feature fires on; with `contrast` (for the
     `explain_contrastive` template), also the similar windows that do not activate it; with `output` (for
     `explain_output` and `explain_both`), what it makes the model say."""
-    shown = [
-        {"marked_text": marked_text(e["tokens"], normalize_activations(e["activations"], max_activation))}
-        for e in exemplars
-    ]
-    values: dict[str, Any] = {"exemplars": shown, "top_tokens": top_tokens_summary(exemplars, max_activation)}
+    levels = [normalize_activations(e["activations"], max_activation) for e in exemplars]
+    shown = [{"marked_text": marked_text(e["tokens"], lv)} for e, lv in zip(exemplars, levels, strict=True)]
+    values: dict[str, Any] = {"exemplars": shown, "top_tokens": _top_tokens(exemplars, levels)}
     if contrast is not None:
         values["contrast"] = ["".join(display_token(t) for t in w["tokens"]) for w in contrast.windows]
         values["contrast_wanted"] = contrast.wanted

@@ -15,6 +15,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,20 @@ def _resampled_correlations(
     return np.where(flat_true | (size < 2), np.nan, r)
 
 
+@lru_cache(maxsize=64)
+def _draw_counts(n: int, resamples: int, seed: int) -> np.ndarray:
+    """Returns how often each of `n` windows is drawn in each resample (resamples x n, read-only): the same
+    draws as one pooled_correlation per resample. They depend only on (n, resamples, seed), so every
+    feature with as many windows shares them: drawing them per feature cost more client CPU than its calls."""
+    rng = random.Random(seed)
+    counts = np.zeros((resamples, n))
+    for row in range(resamples):
+        for _ in range(n):
+            counts[row, rng.randrange(n)] += 1
+    counts.setflags(write=False)
+    return counts
+
+
 def bootstrap_confidence(
     true: Sequence[Sequence[float]],
     predicted: Sequence[Sequence[float]],
@@ -122,11 +137,7 @@ def bootstrap_confidence(
     n = len(true)
     if n < 2:
         return None
-    rng = random.Random(seed)
-    counts = np.zeros((resamples, n))
-    for row in range(resamples):  # the same draws as one pooled_correlation per resample
-        for _ in range(n):
-            counts[row, rng.randrange(n)] += 1
+    counts = _draw_counts(n, resamples, seed)
     mine = _resampled_correlations(counts, true, predicted)
     kept = ~np.isnan(mine)
     values: list[float] = mine[kept].tolist()

@@ -112,3 +112,32 @@ def test_score_text_matches_the_cli_format() -> None:
     assert score_text(None, 0.08, 0.05) == "—"
     assert score_text(math.nan, 0.08) == "nan"
     assert score_text(0.62, math.nan, math.inf) == "0.62"
+
+
+def _reference_interval(true: list[list[float]], predicted: list[list[float]]) -> tuple[float, float]:
+    """The interval drawn the plain way: one pooled_correlation per resample of windows."""
+    from autointerp.score.metrics import pooled_correlation
+
+    rng, values = random.Random(0), []
+    for _ in range(400):
+        drawn = [rng.randrange(len(true)) for _ in range(len(true))]
+        value = pooled_correlation([true[i] for i in drawn], [predicted[i] for i in drawn])
+        if value is not None:
+            values.append(value)
+    values.sort()
+
+    def at(q: float) -> float:
+        index = q * (len(values) - 1)
+        low, high = int(index), min(int(index) + 1, len(values) - 1)
+        return values[low] + (values[high] - values[low]) * (index - low)
+
+    return at(0.025), at(0.975)
+
+
+def test_features_with_as_many_windows_share_the_draws_and_get_the_plain_draws_numbers() -> None:
+    for n in (5, 6, 5):  # the second feature with 5 windows reads the draws the first one made
+        true, predicted = _windows(n, n), [[v + 3.0 * (i % 2) for i, v in enumerate(w)] for w in _windows(n, n + 7)]
+        confidence = bootstrap_confidence(true, predicted)
+        assert confidence is not None
+        low, high = _reference_interval(true, predicted)
+        assert (confidence.low, confidence.high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
