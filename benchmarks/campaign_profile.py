@@ -5,8 +5,9 @@ campaign benchmark's knowing server, after an untimed warm-up run of the same st
 
 Arguments: stage name prefixes (comma-separated), features, concurrency, server latency in seconds.
 Prints the process's CPU per call (as `campaign.py` reports it) and the CPU per call of the main thread
-(pool, reads, DuckDB writes) and the shared fan-out pool's threads (`fanout`); threads that ended before
-the end (the stage's own pool) are in the total only.
+(pool, reads, DuckDB writes, and the stage's fresh store being written: setup the total leaves out) and
+the shared fan-out pool's threads (`fanout`); threads that ended before the end (the stage's own pool)
+are in the total only.
 """
 
 from __future__ import annotations

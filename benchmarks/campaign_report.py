@@ -229,8 +229,8 @@ feature's work and the stage's main thread, 300 features at 64-way, no latency; 
   every feature with as many windows (the seed is fixed). They are now drawn once per window count.
 - The lean HTTP path for plain `http://` servers without a proxy uses one keep-alive `http.client`
   connection per calling thread instead of `httpx` (connection pool, `h11`, request models):
-  `benchmarks/campaign_http.py` measured 0.64 -> 0.18 ms CPU per request on one thread, 0.76 -> 0.21 ms
-  on 16. A connection the server closed while idle is replaced at once (no retry spent). HTTPS and
+  `benchmarks/campaign_http.py` measured 0.81 -> 0.22 ms CPU per request on one thread, 0.87 -> 0.31 ms
+  on 16 (shared machine). A connection the server closed while idle is replaced at once (no retry spent). HTTPS and
   proxied servers keep `httpx`.
 - The explainer prompt normalised every window's activations twice (marked text, top-token summary);
   once now.
