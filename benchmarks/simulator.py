@@ -8,6 +8,9 @@ features (none of which any family member equals). Written to results/benchmarks
 
     .venv/bin/python benchmarks/simulator.py                       # the shipped adapter, ~25 min on 2 cores
     .venv/bin/python benchmarks/simulator.py --adapter /path/to/adapter --output /tmp/simulator.md
+    # two adapters side by side, on 12- and 32-token windows, trained rows only
+    .venv/bin/python benchmarks/simulator.py --adapter new/ --compare old/ --window-tokens 12 --window-tokens 32 \
+        --trained-only
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def heldout_members(base: str, corpus: str, windows: int, words: int) -> list[Pl
     return [m.as_planted() for m in synthetic_features(decoded, words) if m.held_out]
 
 
+def _shown(adapter: Path) -> Path:
+    return adapter.relative_to(ROOT) if adapter.is_relative_to(ROOT) else adapter
+
+
 def _fmt(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else "–"
 
@@ -55,6 +62,12 @@ def main() -> None:
         help="Measure the untrained and trained zero-shot rows again instead of reading them from adapter.json "
         "(where train-simulator stored them, measured the same way).",
     )
+    parser.add_argument("--compare", type=Path, action="append", default=[], help="Another adapter; repeat.")
+    parser.add_argument(
+        "--window-tokens", type=int, action="append", default=[], help="Held-out window length; repeat (default 12)."
+    )
+    parser.add_argument("--planted-only", action="store_true", help="Only the planted benchmark's features.")
+    parser.add_argument("--trained-only", action="store_true", help="Leave out the untrained model's rows.")
     parser.add_argument("--features", type=int, default=0, help="Features per set (0: all of them).")
     parser.add_argument("--max-windows", type=int, default=4096, help="Corpus windows the held-out windows come from.")
     args = parser.parse_args()
@@ -65,39 +78,50 @@ def main() -> None:
         "held-out families": heldout_members(base, corpus, 1536, 120),
         "planted benchmark": list(BUILTIN_PLANTED_FEATURES),
     }
+    if args.planted_only:
+        del sets["held-out families"]
     if args.features:
         sets = {name: features[: args.features] for name, features in sets.items()}
-    simulators: list[tuple[str, str, SimulationPrompt]] = [
-        ("untrained, zero-shot", f"local:{base}", "zero-shot"),
-        ("untrained, few-shot", f"local:{base}", "few-shot"),
-        ("trained adapter, zero-shot", f"local:{base}{ADAPTER_SEPARATOR}{args.adapter}", "zero-shot"),
-    ]
-    settings = BenchSettings(corpus=corpus, subject=base, max_windows=args.max_windows)
+    simulators: list[tuple[str, str, SimulationPrompt]] = []
+    if not args.trained_only:
+        simulators += [
+            ("untrained, zero-shot", f"local:{base}", "zero-shot"),
+            ("untrained, few-shot", f"local:{base}", "few-shot"),
+        ]
+    for adapter in [args.adapter, *args.compare]:
+        label = "trained adapter, zero-shot" if adapter == args.adapter else f"`{_shown(adapter)}`, zero-shot"
+        simulators.append((label, f"local:{base}{ADAPTER_SEPARATOR}{adapter}", "zero-shot"))
+    lengths = args.window_tokens or [12]
     stored = training.get("evaluation", {})
     stored_labels = {"untrained, zero-shot": "untrained", "trained adapter, zero-shot": "trained"}
     results: dict[tuple[str, str], dict[str, float | int | str | None]] = {}
     seconds: dict[str, float] = {}
-    for set_name, features in sets.items():
-        for label, spec, prompt in simulators:
-            reused = stored.get(set_name, {}).get(stored_labels.get(label, ""))
-            if reused and not args.measure_all:
-                results[set_name, label] = {**reused, "source": "adapter.json"}
-                continue
-            started = time.perf_counter()
-            measured: SimulatorEvaluation = evaluate_simulator(spec, features, settings, prompt)
-            results[set_name, label] = {**measured.summary(), "source": "this run"}
-            seconds[f"{set_name} / {label}"] = time.perf_counter() - started
+    for tokens in lengths:
+        settings = BenchSettings(corpus=corpus, subject=base, max_windows=args.max_windows, window_tokens=tokens)
+        for set_name, features in sets.items():
+            for label, spec, prompt in simulators:
+                row_name = label if lengths == [12] else f"{label}, {tokens}-token windows"
+                reused = stored.get(set_name, {}).get(stored_labels.get(label, ""))
+                if reused and tokens == 12 and not args.measure_all:
+                    results[set_name, row_name] = {**reused, "source": "adapter.json"}
+                    continue
+                started = time.perf_counter()
+                measured: SimulatorEvaluation = evaluate_simulator(spec, features, settings, prompt)
+                results[set_name, row_name] = {**measured.summary(), "source": "this run"}
+                seconds[f"{set_name} / {row_name}"] = time.perf_counter() - started
+                print(f"{set_name} / {row_name}: {results[set_name, row_name]}", flush=True)
     lines = [
         "# Simulators on features whose truth is known",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.machine()} CPU · base `{base}` · "
-        f"adapter `{args.adapter.relative_to(ROOT) if args.adapter.is_relative_to(ROOT) else args.adapter}` · "
-        f"`benchmarks/simulator.py`",
+        f"adapter `{_shown(args.adapter)}` · `benchmarks/simulator.py {' '.join(sys.argv[1:])}`",
         "",
         "Per feature, the true description and 2 distractor descriptions (other features of the same set) are",
-        "simulated on the feature's held-out windows (12 tokens; 3 activating, 3 not). AUROC: share of",
+        f"simulated on the feature's held-out windows ({'/'.join(map(str, lengths))} tokens; 3 activating, 3 not). "
+        "AUROC: share of",
         "(truth, distractor) pairs where the truth's correlation is higher. Held-out families: the synthetic",
-        f"family members `train-simulator` never trained on ({len(sets['held-out families'])}). Planted benchmark:",
+        f"family members `train-simulator` never trained on ({len(sets.get('held-out families', []))}). "
+        "Planted benchmark:",
         "the 27 features of `autointerp bench`, none of which is a training family member.",
         "",
         "Rows marked `adapter.json` were measured by `train-simulator` right after training, with the same",
