@@ -74,12 +74,10 @@ def main() -> None:
     config = read_adapter_config(args.adapter)
     training = config.training
     base, corpus = config.base_model, training.get("corpus", "builtin:python-docs")
-    sets = {
-        "held-out families": heldout_members(base, corpus, 1536, 120),
-        "planted benchmark": list(BUILTIN_PLANTED_FEATURES),
-    }
-    if args.planted_only:
-        del sets["held-out families"]
+    sets: dict[str, list[PlantedFeature]] = {}
+    if not args.planted_only:  # cutting the corpus for the held-out members loads the model: only when needed
+        sets["held-out families"] = heldout_members(base, corpus, 1536, 120)
+    sets["planted benchmark"] = list(BUILTIN_PLANTED_FEATURES)
     if args.features:
         sets = {name: features[: args.features] for name, features in sets.items()}
     simulators: list[tuple[str, str, SimulationPrompt]] = []
