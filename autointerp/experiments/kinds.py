@@ -18,11 +18,11 @@ from autointerp.activations import normalize_activations
 from autointerp.experiments.context import ExperimentContext
 from autointerp.experiments.proposals import (
     INPUT_PREDICTION,
-    WORD_SHAPE,
     minimal_pair_verdict,
     output_verdict,
     propose_inputs,
     replacement_parser,
+    replacement_shape,
     run_input_experiment,
 )
 from autointerp.explain.explainer import marked_text
@@ -111,7 +111,7 @@ class MinimalPair(ExperimentKind):
             "marked_text": marked_text(window["tokens"], [10 if i == position else 0 for i in range(len(levels))]),
             "token": repr(token.strip() or token),
         }
-        word = context.proposer.ask("minimal_pair", values, replacement_parser(token), shape=WORD_SHAPE)
+        word = context.proposer.ask("minimal_pair", values, replacement_parser(token), shape=replacement_shape(token))
         if word is None:
             return
         replacement = (" " if token.startswith(" ") else "") + word

@@ -12,6 +12,7 @@ from autointerp.activations import normalize_activations
 from autointerp.errors import LLMError
 from autointerp.experiments.context import Proposer, Verdict
 from autointerp.explain.explainer import marked_text
+from autointerp.llm.guided import WORD_EXCEPT
 
 FIRES_LEVEL = 2.0
 """Mean normalised activation (0-10) above which the 'should activate' texts count as firing."""
@@ -66,6 +67,13 @@ def parse_replacement_word(answer: str) -> str:
     if not word or len(word) > 30 or not any(ch.isalnum() for ch in word):
         raise ProposalParseError(f"{answer.strip()[:40]!r} is not a word; answer with one word in quotes")
     return word
+
+
+def replacement_shape(token: str) -> str:
+    """Returns the answer shape of a minimal pair's replacement for `token`: one word that is not the token
+    itself (`word-except:<token>`), so that a local model's decoding cannot answer with no edit at all."""
+    word = token.strip().lower()
+    return f"{WORD_EXCEPT}{word}" if word else WORD_SHAPE
 
 
 def replacement_parser(token: str) -> Callable[[str], str]:

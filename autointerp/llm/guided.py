@@ -93,29 +93,47 @@ def quoted_sentence(min_chars: int = 3) -> AnswerShape:
     return AnswerShape("sentence", (0, False), step, lambda s: s == END)
 
 
-def quoted_word() -> AnswerShape:
+WORD_EXCEPT = "word-except:"
+"""Prefix of the shape `word-except:<word>`: `quoted_word` that may not be `<word>` (a minimal pair's token)."""
+
+
+def quoted_word(excluded: str = "") -> AnswerShape:
     """Returns the shape `word"`: ASCII letters or digits, then the closing quote: what
-    `parse_replacement_word` reads."""
+    `parse_replacement_word` reads; with `excluded`, any word but that one (ignoring case)."""
+    target = excluded.lower()
 
     def step(state: State, char: str) -> State | None:
+        # state: "start", or how many characters of `target` the word matches so far (-1: it left it)
         if char.isascii() and char.isalnum():
-            return "word"
-        return END if char == '"' and state == "word" else None
+            matched = 0 if state == "start" else cast(int, state)
+            if 0 <= matched < len(target) and target[matched] == char.lower():
+                return matched + 1
+            return -1
+        if char == '"' and state != "start" and (not target or state != len(target)):
+            return END
+        return None
 
-    return AnswerShape("word", "start", step, lambda s: s == END)
+    return AnswerShape(f"{WORD_EXCEPT}{target}" if target else "word", "start", step, lambda s: s == END)
 
 
 ANSWER_SHAPES: dict[str, AnswerShape] = {
     shape.name: shape for shape in (word_list(3), word_list(5), quoted_sentence(), quoted_word())
 }
-"""Shapes a request may name (`ChatRequest.shape`)."""
+"""Shapes a request may name (`ChatRequest.shape`), and `word-except:<word>` for any word."""
 
 
 def answer_shape(name: str) -> AnswerShape:
     """Returns the shape called `name`; raises KeyError naming the known ones."""
+    if name.startswith(WORD_EXCEPT):
+        return quoted_word(name[len(WORD_EXCEPT) :])
     if name not in ANSWER_SHAPES:
-        raise KeyError(f"unknown answer shape {name!r}; known: {', '.join(sorted(ANSWER_SHAPES))}")
+        known = ", ".join([*sorted(ANSWER_SHAPES), f"{WORD_EXCEPT}<word>"])
+        raise KeyError(f"unknown answer shape {name!r}; known: {known}")
     return ANSWER_SHAPES[name]
+
+
+MAX_CACHED_MASKS = 256
+"""Allowed-token masks a vocabulary keeps (about 50 KB each for SmolLM2's 49,152 tokens), oldest dropped first."""
 
 
 @dataclass
@@ -141,6 +159,8 @@ class Vocabulary:
         and the stop tokens where the shape is complete."""
         key = (shape.name, state)
         if key not in self._allowed:
+            if len(self._allowed) >= MAX_CACHED_MASKS:  # `word-except:` names one shape per word
+                del self._allowed[next(iter(self._allowed))]
             mask = torch.zeros(len(self.texts), dtype=torch.bool)
             if state != END:
                 for index, text in enumerate(self.texts):
