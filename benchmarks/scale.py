@@ -81,10 +81,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def served(db: Path) -> Iterator[tuple[str, float]]:
+def served(db: Path, hold_seconds: float = 1.0) -> Iterator[tuple[str, float]]:
     """Serves the review app over `db`; yields its base URL and how long opening the app took."""
     began = time.perf_counter()
-    app = create_app(ReviewSettings(db=db))
+    app = create_app(ReviewSettings(db=db, hold_seconds=hold_seconds))
     opened = time.perf_counter() - began
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -99,11 +99,13 @@ def served(db: Path) -> Iterator[tuple[str, float]]:
 
 
 def measure(
-    db: Path, repeats: int, only: list[str] | None = None, keep_index: bool = False
+    db: Path, repeats: int, only: list[str] | None = None, keep_index: bool = False, hold_seconds: float = 1.0
 ) -> dict[str, tuple[float, float]]:
     """Returns page name -> median (wall, CPU) seconds over `repeats` requests, and opening the app (which builds
-    the list's index from nothing unless `keep_index`). CPU is this process's (server and client threads): on a
-    shared machine, the work a page costs. Each page's row is also printed to stderr as it is measured."""
+    the list's index from nothing unless `keep_index`), with the app holding the file open `hold_seconds` after
+    each request (0: every page on a fresh connection, a cold cache). CPU is this process's (server and client
+    threads): on a shared machine, the work a page costs. Each page's row is also printed to stderr as it is
+    measured."""
     store = Store(db)
     total = int(store.query("SELECT count(*) AS n FROM features")[0]["n"])
     middle = store.query("SELECT id FROM features ORDER BY idx, id LIMIT 1 OFFSET ?", [total // 2])[0]["id"]
@@ -113,7 +115,7 @@ def measure(
                 con.execute(f"DROP TABLE IF EXISTS {table}")
     times: dict[str, tuple[float, float]] = {}
     c0 = time.process_time()
-    with served(db) as (base, opened), httpx.Client(base_url=base, timeout=600) as client:
+    with served(db, hold_seconds) as (base, opened), httpx.Client(base_url=base, timeout=600) as client:
         opening = "open the app (index current)" if keep_index else "open the app (builds the list's index)"
         times[opening] = (opened, time.process_time() - c0)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -147,6 +149,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None, help="time only the pages whose name holds one of these")
     parser.add_argument("--keep-index", action="store_true", help="time the pages over the list index as it is")
+    parser.add_argument(
+        "--hold-seconds",
+        type=float,
+        default=1.0,
+        help="how long the app holds the file open after a request (its default 1; 0: a fresh connection per page)",
+    )
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, tuple[float, float]]] = {}
@@ -155,14 +163,14 @@ def main() -> None:
         db = args.dir / f"{n}.duckdb"
         if not db.exists():
             build(db, n)
-        results[n] = measure(db, args.repeats, args.only, args.keep_index)
+        results[n] = measure(db, args.repeats, args.only, args.keep_index, args.hold_seconds)
         sizes[n] = db.stat().st_size
         print(f"{n:,} features measured", file=sys.stderr, flush=True)
     load = os.getloadavg()
     header = " | ".join(f"{n:,} features" for n in args.sizes)
     print(
         f"load average at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min), "
-        f"{os.cpu_count()} CPUs\n"
+        f"{os.cpu_count()} CPUs; the app held the file {args.hold_seconds:g} s after each request\n"
     )
     print(f"| page: wall ms (CPU ms), median of {args.repeats} | {header} |")
     print("|---|" + "---:|" * len(args.sizes))

@@ -2,8 +2,9 @@
 
 Every page is rendered on the server from Jinja2 templates with autoescaping on, so corpus
 text and model output are always escaped, and every value passes `text.finalize`, so control and
-bidi characters show as markers. DuckDB access goes through `Store` (short connections that wait
-out another process's lock), one at a time within this process. Request values are checked in
+bidi characters show as markers. DuckDB access goes through `Store`, one call at a time within this
+process, with the file held open while requests come in and released a second after the last
+(`store_access`), so a run writing the same file waits at most that long. Request values are checked in
 `forms`; a bad one is a 4xx page, never a server error.
 """
 
@@ -16,9 +17,9 @@ import math
 import os
 import re
 import secrets
-import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from autointerp.review.queries import (
     ReviewQueries,
     UnknownExplanation,
 )
+from autointerp.review.store_access import StoreAccess
 from autointerp.score.confidence import CHANCE_P, chance_note, score_text
 from autointerp.store.database import Store, now
 
@@ -68,6 +70,9 @@ class ReviewSettings:
     reviewer: str = field(default_factory=lambda: os.environ.get("USER") or getpass.getuser() or "reviewer")
     progress: Callable[[str], None] | None = None
     """Told, line by line, what opening the app does (building the feature list's index); the CLI prints it."""
+    hold_seconds: float = 1.0
+    """How long the app keeps the database open after a request (0: a fresh connection per call), so that
+    pages clicked through in a row read from a warm cache; a run writing the file waits out the hold."""
 
 
 def is_loopback(host: str) -> bool:
@@ -151,15 +156,18 @@ def create_app(settings: ReviewSettings) -> FastAPI:
     queries.check_index(settings.progress)  # built before serving, so no page waits for it
     env = _environment()
     csrf_token = secrets.token_urlsafe(32)
-    db_lock = threading.Lock()  # DuckDB refuses mixed read-only/read-write handles on one file in one process
+    # one call at a time (DuckDB refuses mixed read-only/read-write handles on one file in one process)
+    db = StoreAccess(store, idle_seconds=settings.hold_seconds)
     hidden_paths = sorted({str(settings.db), str(settings.db.resolve()), str(settings.db.absolute())}, key=len)
 
-    app = FastAPI(title="autointerp review", docs_url=None, redoc_url=None, openapi_url=None)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.release()
 
-    def db(fn: Callable[[], T]) -> T:
-        with db_lock:
-            return fn()
+    app = FastAPI(title="autointerp review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.store_access = db
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def page(name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
         html = env.get_template(name).render(csrf=csrf_token, reviewer=settings.reviewer, **values)

@@ -2,7 +2,9 @@
 the schema check on the first one.
 
 Connections are short (open, one transaction, close) and retried while another process holds the file
-lock, so a flow and the review app can share one file. Bulk rows go in through Arrow.
+lock, so a flow and the review app can share one file. A caller that makes many calls close together (the
+review app serving pages) can `hold` the file open between them and `release` it when idle. Bulk rows go in
+through Arrow.
 """
 
 from __future__ import annotations
@@ -38,6 +40,34 @@ class StoreConnection:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._schema_checked = False
+        self._held: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while `hold` keeps the file open."""
+        return self._held is not None
+
+    def hold(self) -> None:
+        """Opens the file read-write and keeps it open until `release`: every `connect` in between is a new
+        cursor on it, so the file is not opened again and DuckDB's cache stays warm from one call to the
+        next. Other processes wait for the file meanwhile, as they do for any open connection, so a holder
+        releases it soon (the review app does after a second without requests). Not thread-safe: callers
+        serialise `hold`, `release` and `connect`."""
+        if self._held is None:
+            con = self._open(read_only=False)
+            if not self._schema_checked:
+                try:
+                    self._check_schema(con, require=False)
+                except BaseException:
+                    con.close()
+                    raise
+            self._held = con
+
+    def release(self) -> None:
+        """Closes the connection `hold` opened (nothing when none is held)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     def _make_parent(self) -> None:
         """Creates the file's folder; raises StoreError when a part of that path is a file."""
@@ -56,6 +86,24 @@ class StoreConnection:
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Yields a connection, waiting up to LOCK_WAIT_SECONDS while another process holds the file;
         raises StoreError when the path is unusable or the file's schema is newer than this code."""
+        if self._held is not None:  # a cursor on the held file: its own transactions, the same cache
+            cursor = self._held.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
+        con = self._open(read_only)
+        try:
+            if not self._schema_checked:
+                self._check_schema(con, require=read_only)
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Returns a new connection to the file, waiting up to LOCK_WAIT_SECONDS while another process holds
+        it; raises StoreError when the path is unusable."""
         if read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path}; run `autointerp run` first or pass --db")
         if self.path.is_dir():
@@ -65,21 +113,20 @@ class StoreConnection:
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
+                return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+            except duckdb.ConnectionException as exc:
+                if read_only and "different configuration" in str(exc):
+                    # this process holds the file read-write (a review app's `hold`): read through that handle
+                    read_only = False
+                    continue
+                raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
-        try:
-            if not self._schema_checked:
-                self._check_schema(con, require=read_only)
-            yield con
-        finally:
-            con.close()
 
     def _check_schema(self, con: duckdb.DuckDBPyConnection, require: bool) -> None:
         """Raises StoreError when the file's schema is newer than SCHEMA_VERSION, or (with `require`)
