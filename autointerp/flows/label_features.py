@@ -1,8 +1,9 @@
 """The `label_features` flow: collect -> explain -> score -> experiment, logged to DuckDB.
 
-The stages are plain functions (`run_collect` in `autointerp.collect.stage`, and so on); this
-module adds Prefect tasks around them and owns the run's LLM session (cache, limits, prices,
-budget), handed to every stage. Works with no Prefect server running (Prefect starts a temporary one).
+The stages are plain functions (`run_collect` in `autointerp.collect.stage`, and so on); this module
+adds Prefect tasks around them, brings the review app's list index up to date at the end, and owns the
+run's LLM session (cache, limits, prices, budget), handed to every stage. Works with no Prefect server
+running (Prefect starts a temporary one).
 
 A run is `completed` only when every stage finished every live feature. A stage that left features
 undone (failed calls, the budget) makes it `incomplete`, one that did nothing of what it had to do
@@ -18,14 +19,15 @@ from autointerp.pipeline.prefect_env import configure_prefect_defaults
 
 configure_prefect_defaults()
 
-from prefect import flow, task  # noqa: E402
+import duckdb  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from autointerp import __version__  # noqa: E402
 from autointerp.collect.stage import run_collect  # noqa: E402
 from autointerp.config import RunConfig  # noqa: E402
-from autointerp.errors import RunIncomplete  # noqa: E402
+from autointerp.errors import AutointerpError, RunIncomplete  # noqa: E402
 from autointerp.experiments.stage import run_experiments  # noqa: E402
 from autointerp.explain.stage import run_explain  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
@@ -83,6 +85,21 @@ def experiment(config_data: dict[str, Any], run_id: str, session: LLMSession) ->
     return run_experiments(config, Store(config.store.path), run_id, session)
 
 
+@task(name="review index", cache_policy=NO_CACHE)
+def review_index(config_data: dict[str, Any]) -> bool:
+    """Brings the review app's feature list index up to date with what the run wrote, so that `autointerp
+    review` opens at once; returns whether it built it. A failure is logged, never the run's: the index is
+    derived data that the app builds itself when it finds it stale."""
+    from autointerp.review.queries import ReviewQueries
+
+    config = _config(config_data)
+    try:
+        return ReviewQueries(Store(config.store.path)).check_index()
+    except (AutointerpError, duckdb.Error) as exc:
+        get_run_logger().warning("the review app's feature list index was not built: %s", exc)
+        return False
+
+
 def run_status(results: list[StageResult]) -> tuple[str, str | None]:
     """Returns (status, message) of a run from its stages' tallies: `completed` when every stage
     finished every feature, `failed` when a stage did none of its work, `incomplete` otherwise."""
@@ -127,6 +144,7 @@ def label_features(config_data: dict[str, Any]) -> str:
         raise
     status, message = run_status(results)
     store.finish_run(run_id, status, message)
+    review_index(config_data)
     if message is not None:
         raise RunIncomplete(run_id, status, message)
     return run_id

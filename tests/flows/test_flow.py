@@ -91,6 +91,18 @@ def test_experiments_record_prediction_measurement_and_verdict(finished_run: tup
         assert experiment["spec"] and experiment["predicted"] and experiment["measured"]
 
 
+def test_the_run_leaves_the_review_apps_list_index_current(finished_run: tuple[RunConfig, str]) -> None:
+    from autointerp.review.queries import ReviewQueries
+
+    config, _ = finished_run
+    store = Store(config.store.path)
+    listed = store.query("SELECT count(DISTINCT feature_id) AS n FROM feature_list_index")[0]["n"]
+    assert listed == len(store.query("SELECT DISTINCT id FROM features WHERE NOT dead"))
+    lines: list[str] = []
+    assert not ReviewQueries(store).check_index(lines.append)  # `autointerp review` has nothing to build
+    assert lines == ["feature list index: up to date"]
+
+
 def test_running_the_same_flow_again_adds_no_rows(finished_run: tuple[RunConfig, str]) -> None:
     from autointerp.flows.label_features import label_features
 
