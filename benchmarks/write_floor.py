@@ -1,0 +1,117 @@
+"""Where an exemplar write's CPU goes, and DuckDB's own floor for rows that carry a window's activations.
+
+Builds three 20,000-feature chunks of the scale fixture (400,000 exemplar rows each), writes them through
+`Store.load_tables` as the fixture does, then splits a fourth chunk's write into its statements (window
+insert; row insert with and without the key hash and the feature-id index) and times bare DuckDB inserts of
+the activations list alone, with a checkpoint, in a scratch file. CPU seconds of this process.
+
+    .venv/bin/python benchmarks/write_floor.py --db /tmp/write_floor.duckdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autointerp.store.database import Store  # noqa: E402
+from benchmarks import scale_fixture as fixture  # noqa: E402
+
+ROWS_SQL = "run_id, feature_id, kind, rank, doc_id, token_offset, {key}, activations, max_activation, split"
+
+
+def cpu(label: str, rows: int, work: Callable[[], object]) -> None:
+    """Runs `work` and prints its CPU seconds and rows per CPU-second."""
+    c0 = time.process_time()
+    work()
+    spent = time.process_time() - c0
+    print(f"| {label} | {spent:.2f} | {rows / spent:,.0f} |", flush=True)
+
+
+def main() -> None:
+    """Prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, default=Path("/tmp/write_floor.duckdb"))
+    args = parser.parse_args()
+    for path in (args.db, args.db.with_suffix(".floor.duckdb")):
+        path.unlink(missing_ok=True)
+    rng = np.random.default_rng(0)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    corpus, vocabulary = fixture._corpus(rng, 16_384), fixture._vocabulary()
+    order = fixture._feature_order(80_000)
+    chunks = [
+        fixture._chunk_tables(rng, first, order[first : first + 20_000], corpus, vocabulary, start)["exemplars"]
+        for first in range(0, 80_000, 20_000)
+    ]
+    n = chunks[0].num_rows
+    store = Store(args.db)
+    store.migrate()
+    print("| write of 400,000 exemplar rows | CPU s | rows / CPU-s |\n|---|---:|---:|")
+    for i, chunk in enumerate(chunks[:3]):
+        cpu(
+            f"`Store.load_tables`, chunk {i + 1} (store holds {i * n:,} rows)",
+            n,
+            functools.partial(store.load_tables, {"exemplars": chunk}),
+        )
+    con = duckdb.connect(str(args.db))
+    con.register("incoming", chunks[3])
+    con.begin()
+    cpu(
+        "  window insert (key hash, anti-join, group)",
+        n,
+        lambda: con.execute("""
+            INSERT INTO exemplar_windows SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
+                SELECT run_id, hash(token_ids, tokens) AS window_key, token_ids, tokens FROM incoming) n
+            WHERE NOT EXISTS (
+                SELECT 1 FROM exemplar_windows w WHERE w.run_id = n.run_id AND w.window_key = n.window_key
+            )
+            GROUP BY run_id, window_key"""),
+    )
+    key = "hash(token_ids, tokens)"
+    cpu(
+        "  row insert, indexed",
+        n,
+        lambda: con.execute(f"INSERT INTO exemplar_rows SELECT {ROWS_SQL.format(key=key)} FROM incoming"),
+    )
+    con.rollback()
+    con.execute("CREATE TEMP TABLE plain AS SELECT * FROM exemplar_rows LIMIT 0")
+    cpu(
+        "  row insert, no index",
+        n,
+        lambda: con.execute(f"INSERT INTO plain SELECT {ROWS_SQL.format(key=key)} FROM incoming"),
+    )
+    cpu(
+        "  row insert, no index, no key hash",
+        n,
+        lambda: con.execute(f"INSERT INTO plain SELECT {ROWS_SQL.format(key='0')} FROM incoming"),
+    )
+    con.close()
+    floor = duckdb.connect(str(args.db.with_suffix(".floor.duckdb")))
+    floor.register("incoming", chunks[3].select(["activations"]))
+    floor.execute("CREATE TABLE a (activations FLOAT[])")
+    cpu(
+        "DuckDB floor: the activations list alone, then a checkpoint",
+        n,
+        lambda: floor.execute("INSERT INTO a SELECT * FROM incoming; CHECKPOINT"),
+    )
+    floor.execute("CREATE TABLE f (feature_id VARCHAR)")
+    floor.register("ids", chunks[3].select(["feature_id"]))
+    cpu(
+        "DuckDB floor: the feature id alone, then a checkpoint",
+        n,
+        lambda: floor.execute("INSERT INTO f SELECT * FROM ids; CHECKPOINT"),
+    )
+
+
+if __name__ == "__main__":
+    main()
