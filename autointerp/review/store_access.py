@@ -4,7 +4,8 @@ Opening a DuckDB file starts with an empty cache, so a page on a fresh connectio
 (at a million features, about 90 ms of a page's 50-row read, against 9 ms warm). `StoreAccess` keeps the
 file open from one request to the next and closes it after `idle_seconds` without a request, or after
 `max_hold_seconds` of holding followed by `idle_seconds` on short connections, so that a run writing the
-same file (which waits for the lock) gets its turn even while someone keeps clicking.
+same file (which waits for the lock) gets its turn even while someone keeps clicking. A file the app cannot
+open for writing (read-only on disk) is read on short read-only connections, as before holding existed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from autointerp.errors import StoreError
 from autointerp.store.database import Store
 
 T = TypeVar("T")
@@ -31,15 +33,20 @@ class StoreAccess:
         self._held_since = 0.0
         self._rest_until = 0.0  # after a long hold, short connections until then
         self._watcher: threading.Thread | None = None
+        self._can_hold = True
 
     def __call__(self, fn: Callable[[], T]) -> T:
         """Returns `fn()`, run with the store to itself (held open unless holding is off or resting)."""
         with self._lock:
             now = time.monotonic()
-            if self.idle_seconds > 0 and not self.store.held and now >= self._rest_until:
-                self.store.hold()
-                self._held_since = now
-                self._watch()
+            if self.idle_seconds > 0 and not self.store.held and now >= self._rest_until and self._can_hold:
+                try:
+                    self.store.hold()
+                except StoreError:  # e.g. a file this user may read but not write: short read-only connections
+                    self._can_hold = False
+                else:
+                    self._held_since = now
+                    self._watch()
             try:
                 return fn()
             finally:

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from autointerp.errors import StoreError
 from autointerp.review import ReviewSettings, create_app
 from autointerp.review.store_access import StoreAccess
 from autointerp.store.database import Store
@@ -101,3 +103,18 @@ def test_holding_can_be_turned_off(review_db: tuple[Path, Any]) -> None:
     access(lambda: access.store.query("SELECT 1 AS one"))
     assert not access.store.held
     assert _other_process_can_write(path)
+
+
+def test_a_file_that_cannot_be_held_is_read_on_short_connections(
+    review_db: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = review_db
+    store = Store(path)
+
+    def refuse() -> None:
+        raise StoreError(f"cannot open {path}: read-only file system")
+
+    monkeypatch.setattr(store, "hold", refuse)
+    access = StoreAccess(store, idle_seconds=0.5)
+    assert access(lambda: store.query("SELECT count(*) AS n FROM features"))[0]["n"] == 6
+    assert not store.held and _other_process_can_write(path)
