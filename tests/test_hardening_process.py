@@ -133,3 +133,8 @@ def test_a_stopped_run_ends_at_once_and_leaves_no_process(how: signal.Signals, c
     store = Store(tmp_path / "run.duckdb")  # nothing half-written: the store opens and holds the collection
     runs = store.runs()
     assert len(runs) == 1 and len(store.features(runs[0]["id"])) == 2
+    if how == signal.SIGKILL:  # nothing runs on kill -9: the run still says running
+        assert runs[0]["status"] == "running"
+    else:  # a signal the run sees: it says so, not "running" for ever
+        assert runs[0]["status"] == "interrupted", runs[0]
+        assert runs[0]["error"] == f"stopped by {how.name}; rerun the same command to resume"

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -193,17 +193,45 @@ def load_checked_config(config: Path | None, set_: list[str] | None, *, experime
 INTERRUPTED = "interrupted; rerun the same command to resume"
 """The line a run stopped by Ctrl-C or SIGTERM prints (exit code 130 / 143)."""
 
+INTERRUPT_RECORD_SECONDS = 3.0
+"""How long a stopped run waits to mark itself `interrupted` in the store (another process may hold the file)."""
+
+_run_in_progress: tuple[Path, str] | None = None
+"""The store and run id of the `autointerp run` in progress, for `_stop_at_once` to mark interrupted."""
+
+
+def _record_interruption(signum: int) -> None:
+    """Marks the run in progress `interrupted` (a daemon thread: the signal may have cut a store call short
+    on this thread), waiting at most INTERRUPT_RECORD_SECONDS; any failure leaves it as it was."""
+    import signal
+    import threading
+
+    if _run_in_progress is None:
+        return
+    path, run_id = _run_in_progress
+    reason = f"stopped by {signal.Signals(signum).name}; rerun the same command to resume"
+
+    def mark() -> None:
+        with suppress(Exception):
+            Store(path).interrupt_run(run_id, reason)
+
+    marker = threading.Thread(target=mark, name="mark-interrupted", daemon=True)
+    marker.start()
+    marker.join(INTERRUPT_RECORD_SECONDS)
+
 
 def _stop_at_once(signum: int, frame: object) -> None:
     """Ends the command within a moment of Ctrl-C or SIGTERM, with one line and exit code 128 + signal,
     even while LLM calls are in flight (their threads would otherwise hold the exit until their timeouts).
     Nothing is half-written: each store write is one DuckDB transaction, a collection checkpoint is
-    written to a staging file and renamed, and Prefect's temporary server dies with this process."""
+    written to a staging file and renamed, and Prefect's temporary server dies with this process. A run in
+    progress is marked `interrupted` first, so `autointerp runs` does not show it running."""
     import os
     import sys
 
     if sys.stderr.isatty():
         sys.stderr.write("\x1b[?25h\n")  # a progress bar may have hidden the cursor
+    _record_interruption(signum)
     sys.stderr.write(f"{INTERRUPTED}\n")
     sys.stderr.flush()
     os._exit(128 + signum)
@@ -264,6 +292,8 @@ def _run(config: Path | None, set_: list[str] | None) -> None:
     from autointerp.flows.label_features import label_features
 
     hide_user_error_tracebacks()
+    global _run_in_progress
+    _run_in_progress = (run_config.store.path, run_config.resolved_run_id())
     try:
         with _prefect_leaves_sigterm():
             run_id = label_features(run_config.model_dump(mode="json"))

@@ -42,6 +42,17 @@ class StoreWrites(StoreConnection):
                 [status, now(), error, run_id],
             )
 
+    def interrupt_run(self, run_id: str, reason: str) -> bool:
+        """Marks a running run `interrupted` (stopped by a signal; rerunning resumes it); returns whether it was
+        running (a run that already finished keeps its status)."""
+        with self.transaction() as con:
+            changed = con.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ? "
+                "WHERE id = ? AND status = 'running'",
+                [now(), reason, run_id],
+            ).fetchall()
+        return bool(changed and changed[0][0])
+
     def write_collection(
         self,
         run_id: str,
