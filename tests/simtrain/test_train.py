@@ -33,7 +33,7 @@ EXAMPLES = [
 
 
 def _checksum(model: torch.nn.Module) -> float:
-    return float(sum(p.double().sum() for p in model.parameters()))
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 
 def test_tiny_training_learns_and_the_scorer_reads_what_was_trained(tmp_path: Path, subject: SubjectModel) -> None:
