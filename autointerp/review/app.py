@@ -265,6 +265,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
             rows=listing.rows,
             total=listing.total,
             reviewable=listing.reviewable,
+            stale=listing.stale,
             max_bulk=MAX_BULK,
             query=query,
             params=params,

@@ -123,6 +123,8 @@ class FeaturePage:
     """Features matching the filters (all pages)."""
     reviewable: int
     """Of those, the ones with an explanation (what a bulk action would review)."""
+    stale: bool = False
+    """The list is the index as built before a run in progress wrote its latest rows (it updates at the run's end)."""
 
 
 class FeatureListQueries:
@@ -135,6 +137,8 @@ class FeatureListQueries:
     """
 
     store: Store
+    stale: bool = False
+    """Whether the last list query read an index built before a run in progress wrote its latest rows."""
 
     @property
     def list_index(self) -> ListIndex:
@@ -145,12 +149,18 @@ class FeatureListQueries:
         )
 
     @contextmanager
-    def _index(self, query: FeatureQuery) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
-        """Yields one read-only connection and the query's index scope, built first when missing or stale
-        (one short connection per page: opening the file is a good part of a page's time)."""
+    def _index(self, query: FeatureQuery, serve_stale: bool = True) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+        """Yields one read-only connection and the query's index scope, built first when missing or stale.
+        While a run is writing the store (`ListIndex.run_writing`) an existing index is served as built
+        (`self.stale` says so) unless `serve_stale` is off: the run rebuilds it at its end, and rebuilding
+        it for every page while rows keep arriving would cost a minute of CPU per page at 1M features."""
         scope = query.run_id or ALL_RUNS
+        self.stale = False
         with self.store.connect(read_only=True) as con:
-            if self.list_index.is_current(con, scope, query.metric):
+            current = self.list_index.is_current(con, scope, query.metric)
+            if not current and serve_stale and self.list_index.exists(con, scope, query.metric):
+                self.stale = self.list_index.run_writing(con)
+            if current or self.stale:
                 if query.search:
                     con.execute(SEARCH_PLAN)
                 yield con, scope
@@ -178,7 +188,7 @@ class FeatureListQueries:
             features = int((con.execute("SELECT count(DISTINCT id) FROM features").fetchone() or (0,))[0])
         say(f"building the feature list index over {features:,} features (reviews then update it in place) ...")
         began, cpu = time.perf_counter(), time.process_time()
-        with self._index(query):
+        with self._index(query, serve_stale=False):
             pass
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
         say(f"feature list index built in {wall:.1f} s ({cpu:.1f} s of CPU)")
@@ -300,7 +310,7 @@ class FeatureListQueries:
         rows = [by_pos[p] for p in listed if p in by_pos]
         for row in rows:
             row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")))
-        return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]))
+        return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]), self.stale)
 
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:
         """Returns (feature_id, explanation_id, status) of every listed feature with an explanation, in

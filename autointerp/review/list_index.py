@@ -193,6 +193,18 @@ FINGERPRINT_SQL = """
 """
 """Row counts and newest timestamps of what the list reads: a page compares it with the index's stamp."""
 
+RUN_WRITING_MINUTES = 10
+"""A run counts as writing the store while its status is `running` and some LLM call was logged this recently
+(a run killed with `kill -9` stays `running`, but stops logging)."""
+
+RUN_WRITING_SQL = f"""
+    SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running')
+       AND coalesce((SELECT max(created_at) FROM llm_calls), TIMESTAMPTZ '1970-01-01')
+           > now() - INTERVAL {RUN_WRITING_MINUTES} MINUTE
+"""
+"""Whether a run is writing the store now: the list's index is then served as built (the run rebuilds it at
+its end) instead of being rebuilt for every page while rows keep arriving."""
+
 CONTENT_SUMS = (
     "SELECT coalesce(sum(hash(id, hook, idx, density, max_activation, dead)), 0) FROM features",
     "SELECT coalesce(sum(hash(id, feature_id, text, created_at)), 0) FROM explanations",
@@ -247,6 +259,17 @@ class ListIndex:
             and stamp["definition"] == self.definition
             and stamp["fingerprint"] == self.fingerprint(con)
         )
+
+    def exists(self, con: duckdb.DuckDBPyConnection, scope: str, metric: str) -> bool:
+        """True when an index of (scope, metric) by this definition exists, current or not."""
+        stamp = self._stamps(con).get((scope, metric))
+        return stamp is not None and stamp["definition"] == self.definition
+
+    @staticmethod
+    def run_writing(con: duckdb.DuckDBPyConnection) -> bool:
+        """True while a run is writing the store (`RUN_WRITING_SQL`)."""
+        rows = con.execute(RUN_WRITING_SQL).fetchall()
+        return bool(rows and rows[0][0])
 
     def check_content(self, con: duckdb.DuckDBPyConnection) -> None:
         """Drops every scope whose content checksum differs from the store's (rows edited in place since)."""

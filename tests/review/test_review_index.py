@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +297,51 @@ def test_a_review_in_the_app_shows_in_the_sorted_and_filtered_list_at_once(
     reopened: list[str] = []
     serve(ReviewSettings(db=db, progress=reopened.append))
     assert reopened == ["feature list index: up to date"]
+
+
+def _run_writes(store: Store, run_id: str, text: str, feature_id: str, minutes_ago: float = 0.0) -> None:
+    """Writes what a run in progress writes: its `running` row, an LLM call (`minutes_ago`) and an explanation."""
+    when = now() - timedelta(minutes=minutes_ago)
+    with store.transaction() as con:
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, NULL, 'running', '{}', 'hash', '0.1.0', NULL, NULL)", [run_id, when]
+        )
+    call = {"id": str(uuid.uuid4()), "run_id": run_id, "feature_id": feature_id, "role": "explain", "created_at": when}
+    explanation = {
+        "id": str(uuid.uuid4()),
+        "run_id": run_id,
+        "feature_id": feature_id,
+        "iteration": 0,
+        "parent_id": None,
+        "explainer": "x",
+        "prompt_hash": "p",
+        "text": text,
+        "llm_call_id": call["id"],
+        "created_at": when,
+    }
+    store.write_results({"llm_calls": [call], "explanations": [explanation]})
+
+
+def test_while_a_run_writes_the_list_is_served_as_indexed_and_says_so(db: Path, serve: Serve) -> None:
+    store = Store(db)
+    queries = ReviewQueries(store)
+    feature = queries.feature_list(FeatureQuery(sort="feature", descending=False)).rows[0]["feature_id"]
+    base = serve(ReviewSettings(db=db, hold_seconds=0))  # opened before the run writes: the index is current
+    assert 'id="list-stale"' not in httpx.get(base + "/").text
+    _run_writes(store, "run-writing", "celesta arpeggio", feature)
+    page = queries.feature_list(FeatureQuery(search="celesta"))  # no rebuild for every page mid-run
+    assert page.stale and page.rows == []
+    assert 'id="list-stale"' in httpx.get(base + "/", params={"q": "celesta"}).text
+    store.finish_run("run-writing", "completed")
+    ReviewQueries(store).check_index()  # what the run's last task does
+    page = queries.feature_list(FeatureQuery(search="celesta"))
+    assert not page.stale and [r["feature_id"] for r in page.rows] == [feature]
+
+
+def test_a_run_that_stopped_logging_does_not_keep_the_list_stale(db: Path) -> None:
+    store = Store(db)
+    queries = ReviewQueries(store)
+    feature = queries.feature_list(FeatureQuery(sort="feature", descending=False)).rows[0]["feature_id"]
+    _run_writes(store, "run-killed", "theremin drone", feature, minutes_ago=30)  # killed: still `running`
+    page = queries.feature_list(FeatureQuery(search="theremin"))
+    assert not page.stale and [r["feature_id"] for r in page.rows] == [feature]
