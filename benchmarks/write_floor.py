@@ -25,9 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autointerp.store.database import Store  # noqa: E402
+from autointerp.store.exemplar_windows import rows_insert_sql, windows_insert_sql  # noqa: E402
 from benchmarks import scale_fixture as fixture  # noqa: E402
-
-ROWS_SQL = "run_id, feature_id, kind, rank, doc_id, token_offset, {key}, activations, max_activation, split"
 
 
 def cpu(label: str, rows: int, work: Callable[[], object]) -> None:
@@ -66,35 +65,12 @@ def main() -> None:
     con = duckdb.connect(str(args.db))
     con.register("incoming", chunks[3])
     con.begin()
-    cpu(
-        "  window insert (key hash, anti-join, group)",
-        n,
-        lambda: con.execute("""
-            INSERT INTO exemplar_windows SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
-                SELECT run_id, hash(token_ids, tokens) AS window_key, token_ids, tokens FROM incoming) n
-            WHERE NOT EXISTS (
-                SELECT 1 FROM exemplar_windows w WHERE w.run_id = n.run_id AND w.window_key = n.window_key
-            )
-            GROUP BY run_id, window_key"""),
-    )
-    key = "hash(token_ids, tokens)"
-    cpu(
-        "  row insert, indexed",
-        n,
-        lambda: con.execute(f"INSERT INTO exemplar_rows SELECT {ROWS_SQL.format(key=key)} FROM incoming"),
-    )
+    cpu("  window insert (key hash, anti-join, group)", n, lambda: con.execute(windows_insert_sql("incoming")))
+    cpu("  row insert, indexed", n, lambda: con.execute(rows_insert_sql("incoming")))
     con.rollback()
     con.execute("CREATE TEMP TABLE plain AS SELECT * FROM exemplar_rows LIMIT 0")
-    cpu(
-        "  row insert, no index",
-        n,
-        lambda: con.execute(f"INSERT INTO plain SELECT {ROWS_SQL.format(key=key)} FROM incoming"),
-    )
-    cpu(
-        "  row insert, no index, no key hash",
-        n,
-        lambda: con.execute(f"INSERT INTO plain SELECT {ROWS_SQL.format(key='0')} FROM incoming"),
-    )
+    cpu("  row insert, no index", n, lambda: con.execute(rows_insert_sql("incoming", "plain")))
+    cpu("  row insert, no index, no key hash", n, lambda: con.execute(rows_insert_sql("incoming", "plain", key="0")))
     con.close()
     floor = duckdb.connect(str(args.db.with_suffix(".floor.duckdb")))
     floor.register("incoming", chunks[3].select(["activations"]))

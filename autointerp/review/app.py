@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
@@ -55,7 +55,6 @@ MAX_BULK = 10_000
 """Most features one bulk action reviews."""
 BATCH_PATTERN = re.compile(r"[0-9a-f]{32}")
 TOKEN_COOKIE = "autointerp_token"
-T = TypeVar("T")
 
 
 @dataclass

@@ -137,8 +137,6 @@ class FeatureListQueries:
     """
 
     store: Store
-    stale: bool = False
-    """Whether the last list query read an index built before a run in progress wrote its latest rows."""
 
     @property
     def list_index(self) -> ListIndex:
@@ -149,21 +147,26 @@ class FeatureListQueries:
         )
 
     @contextmanager
-    def _index(self, query: FeatureQuery, serve_stale: bool = True) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
-        """Yields one read-only connection and the query's index scope, built first when missing or stale.
-        While a run is writing the store (`ListIndex.run_writing`) an existing index is served as built
-        (`self.stale` says so) unless `serve_stale` is off: the run rebuilds it at its end, and rebuilding
-        it for every page while rows keep arriving would cost a minute of CPU per page at 1M features."""
+    def _index(
+        self, query: FeatureQuery, serve_stale: bool = True
+    ) -> Iterator[tuple[duckdb.DuckDBPyConnection, str, bool]]:
+        """Yields one read-only connection, the query's index scope and whether the index is stale, built first
+        when missing or stale. While a run is writing the store (`ListIndex.run_writing`) an existing index is
+        served as built (stale: True) unless `serve_stale` is off: the run rebuilds it at its end, and
+        rebuilding it for every page while rows keep arriving would cost a minute of CPU per page at 1M."""
         scope = query.run_id or ALL_RUNS
-        self.stale = False
         with self.store.connect(read_only=True) as con:
             current = self.list_index.is_current(con, scope, query.metric)
-            if not current and serve_stale and self.list_index.exists(con, scope, query.metric):
-                self.stale = self.list_index.run_writing(con)
-            if current or self.stale:
+            stale = (
+                not current
+                and serve_stale
+                and self.list_index.exists(con, scope, query.metric)
+                and self.list_index.run_writing(con)
+            )
+            if current or stale:
                 if query.search:
                     con.execute(SEARCH_PLAN)
-                yield con, scope
+                yield con, scope, stale
                 return
         with self.store.transaction() as con:
             if not self.list_index.is_current(con, scope, query.metric):
@@ -171,7 +174,7 @@ class FeatureListQueries:
         with self.store.connect(read_only=True) as con:
             if query.search:
                 con.execute(SEARCH_PLAN)
-            yield con, scope
+            yield con, scope, False
 
     def check_index(self, progress: Callable[[str], None] | None = None) -> bool:
         """Drops index scopes whose content checksum differs from the store (rows edited in place), then
@@ -301,7 +304,7 @@ class FeatureListQueries:
 
     def feature_list(self, query: FeatureQuery) -> FeaturePage:
         """Returns one page of the feature list with the number of features matching the filters."""
-        with self._index(query) as (con, scope):
+        with self._index(query) as (con, scope, stale):
             where, params = self._where(query, scope)
             counts = _rows(con, f"SELECT count(*) AS n, count(explanation_id) AS r FROM {INDEX} WHERE {where}", params)
             listed = self._page_positions(con, query, scope)
@@ -310,12 +313,12 @@ class FeatureListQueries:
         rows = [by_pos[p] for p in listed if p in by_pos]
         for row in rows:
             row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")))
-        return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]), self.stale)
+        return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]), stale)
 
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:
         """Returns (feature_id, explanation_id, status) of every listed feature with an explanation, in
         list order, at most `limit` of them (ignores the query's page)."""
-        with self._index(query) as (con, scope):
+        with self._index(query) as (con, scope, _):
             where, params = self._where(query, scope)
             return _rows(
                 con,
@@ -327,7 +330,7 @@ class FeatureListQueries:
     def feature_neighbours(self, query: FeatureQuery, feature_id: str) -> dict[str, str | None]:
         """Returns the previous, next and next unreviewed feature ids around `feature_id` in the list (a
         feature the list does not show: no previous, and the list's first as next)."""
-        with self._index(query) as (con, scope):
+        with self._index(query) as (con, scope, _):
             return self._neighbours(con, query, scope, feature_id)
 
     def _neighbours(

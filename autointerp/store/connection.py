@@ -54,14 +54,7 @@ class StoreConnection:
         releases it soon (the review app does after a second without requests). Not thread-safe: callers
         serialise `hold`, `release` and `connect`."""
         if self._held is None:
-            con = self._open(read_only=False)
-            if not self._schema_checked:
-                try:
-                    self._check_schema(con, require=False)
-                except BaseException:
-                    con.close()
-                    raise
-            self._held = con
+            self._held = self._open_checked(read_only=False)
 
     def release(self) -> None:
         """Closes the connection `hold` opened (nothing when none is held)."""
@@ -93,13 +86,23 @@ class StoreConnection:
             finally:
                 cursor.close()
             return
-        con = self._open(read_only)
+        con = self._open_checked(read_only)
         try:
-            if not self._schema_checked:
-                self._check_schema(con, require=read_only)
             yield con
         finally:
             con.close()
+
+    def _open_checked(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Returns `_open`'s connection after the first one's schema check (a read-only open requires a
+        schema); closes it and raises StoreError when the check fails."""
+        con = self._open(read_only)
+        if not self._schema_checked:
+            try:
+                self._check_schema(con, require=read_only)
+            except BaseException:
+                con.close()
+                raise
+        return con
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         """Returns a new connection to the file, waiting up to LOCK_WAIT_SECONDS while another process holds

@@ -59,7 +59,14 @@ def insert_exemplars(con: duckdb.DuckDBPyConnection, relation: str) -> int:
     if not present.issuperset(EXEMPLAR_COLUMNS):
         chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in EXEMPLAR_COLUMNS)
         relation = f"(SELECT {chosen} FROM {relation})"
-    con.execute(f"""
+    con.execute(windows_insert_sql(relation))
+    counted = con.execute(rows_insert_sql(relation)).fetchall()
+    return int(counted[0][0]) if counted else 0
+
+
+def windows_insert_sql(relation: str) -> str:
+    """Returns the statement that stores the windows of `relation` not stored yet for their run, once each."""
+    return f"""
         INSERT INTO exemplar_windows
         SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
             SELECT run_id, {_KEY} AS window_key, token_ids, tokens FROM {relation}
@@ -68,13 +75,17 @@ def insert_exemplars(con: duckdb.DuckDBPyConnection, relation: str) -> int:
             SELECT 1 FROM exemplar_windows w WHERE w.run_id = n.run_id AND w.window_key = n.window_key
         )
         GROUP BY run_id, window_key
-    """)
-    counted = con.execute(f"""
-        INSERT INTO exemplar_rows
-        SELECT run_id, feature_id, kind, rank, doc_id, token_offset, {_KEY}, activations, max_activation, split
+    """
+
+
+def rows_insert_sql(relation: str, table: str = "exemplar_rows", key: str = _KEY) -> str:
+    """Returns the statement that stores the rows of `relation` in `table` with their window's key (`key`, its
+    SQL; the write-rate benchmark swaps in a constant to time the hash on its own)."""
+    return f"""
+        INSERT INTO {table}
+        SELECT run_id, feature_id, kind, rank, doc_id, token_offset, {key}, activations, max_activation, split
         FROM {relation}
-    """).fetchall()
-    return int(counted[0][0]) if counted else 0
+    """
 
 
 def delete_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
