@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autointerp.store.database import Store  # noqa: E402
-from autointerp.store.exemplar_windows import rows_insert_sql, windows_insert_sql  # noqa: E402
+from autointerp.store.exemplar_windows import rows_insert_sql, window_key_sql, windows_insert_sql  # noqa: E402
 from benchmarks import scale_fixture as fixture  # noqa: E402
 
 
@@ -65,11 +65,12 @@ def main() -> None:
     con = duckdb.connect(str(args.db))
     con.register("incoming", chunks[3])
     con.begin()
-    cpu("  window insert (key hash, anti-join, group)", n, lambda: con.execute(windows_insert_sql("incoming")))
-    cpu("  row insert, indexed", n, lambda: con.execute(rows_insert_sql("incoming")))
+    key = window_key_sql(con, "incoming")
+    cpu("  window insert (key hash, anti-join, group)", n, lambda: con.execute(windows_insert_sql("incoming", key)))
+    cpu("  row insert, indexed", n, lambda: con.execute(rows_insert_sql("incoming", key=key)))
     con.rollback()
     con.execute("CREATE TEMP TABLE plain AS SELECT * FROM exemplar_rows LIMIT 0")
-    cpu("  row insert, no index", n, lambda: con.execute(rows_insert_sql("incoming", "plain")))
+    cpu("  row insert, no index", n, lambda: con.execute(rows_insert_sql("incoming", "plain", key=key)))
     cpu("  row insert, no index, no key hash", n, lambda: con.execute(rows_insert_sql("incoming", "plain", key="0")))
     con.close()
     floor = duckdb.connect(str(args.db.with_suffix(".floor.duckdb")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from autointerp.collect.exemplar_table import exemplar_table
 from autointerp.collect.results import CollectionResult, SamplingPlan
 from autointerp.collect.stream import StreamOptions, collect_exemplars
 from autointerp.config import CollectConfig, RunConfig
@@ -121,30 +122,7 @@ def store_collection(
         }
         for f, s in enumerate(result.stats)
     ]
-    token_text: dict[int, str] = {}
-
-    def decode(token_ids: list[int]) -> list[str]:
-        for token_id in token_ids:
-            if token_id not in token_text:
-                token_text[token_id] = subject.decode_tokens([token_id])[0]
-        return [token_text[t] for t in token_ids]
-
-    exemplars = [
-        {
-            "run_id": run_id,
-            "feature_id": ids[e.feature_index],
-            "kind": e.kind,
-            "rank": e.rank,
-            "doc_id": e.window.doc_id,
-            "token_offset": e.window.offset,
-            "token_ids": e.window.token_ids,
-            "tokens": decode(e.window.token_ids),
-            "activations": e.activations,
-            "max_activation": e.max_activation,
-            "split": e.split,
-        }
-        for e in result.exemplars
-    ]
+    exemplars = exemplar_table(run_id, ids, result.exemplars, subject.decode_tokens)
     if result.cooccurrence is not None:  # neighbours: written first, so a collection stored has its neighbours
         maxima = [s.max_activation for s in result.stats]
         store.write_neighbours(run_id, result.cooccurrence.neighbours(ids, maxima), kinds=["cooccurrence"])

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from autointerp.store.connection import StoreConnection
-from autointerp.store.exemplar_windows import insert_exemplars
 
 
 class ArrowTransfer(StoreConnection):
@@ -30,15 +29,7 @@ class ArrowTransfer(StoreConnection):
         """Inserts Arrow tables as they are, in one transaction (a shard's own store, from an export)."""
         with self.transaction() as con:
             for table, arrow_rows in rows_by_table.items():
-                con.register("_incoming_rows", arrow_rows)
-                try:
-                    columns = ", ".join(arrow_rows.column_names)
-                    if table == "exemplars":
-                        insert_exemplars(con, "_incoming_rows")
-                    else:
-                        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
-                finally:
-                    con.unregister("_incoming_rows")
+                self.insert_table(con, table, arrow_rows)
 
     def rows_not_in(self, run_id: str, table: str, known_ids: Sequence[str]) -> pa.Table:
         """Returns a run's rows of `table` whose id is not among `known_ids` (what a shard added)."""

@@ -181,7 +181,11 @@ class StoreConnection:
         """Inserts rows (dicts with the same keys) through Arrow; returns how many."""
         if not rows:
             return 0
-        arrow_rows = pa.Table.from_pylist(list(rows))
+        return StoreConnection.insert_table(con, table, pa.Table.from_pylist(list(rows)))
+
+    @staticmethod
+    def insert_table(con: duckdb.DuckDBPyConnection, table: str, arrow_rows: pa.Table) -> int:
+        """Inserts an Arrow table's rows (its columns by name); returns how many."""
         columns = ", ".join(arrow_rows.column_names)
         con.register("_incoming_rows", arrow_rows)
         try:
@@ -191,7 +195,7 @@ class StoreConnection:
                 con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
         finally:
             con.unregister("_incoming_rows")
-        return len(rows)
+        return arrow_rows.num_rows
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Returns the rows of a read query as dicts (a short read-only connection). For the store's own

@@ -28,7 +28,14 @@ EXEMPLAR_COLUMNS = (
 )
 """The columns of `exemplars`, in order."""
 
-_KEY = "hash(token_ids, tokens)"
+KEY_SQL = "CASE WHEN token_ids IS NULL THEN hash(tokens) ELSE hash(token_ids) END"
+"""A window's key: the hash of its token ids (a tenth of the CPU of also hashing its 32 strings), or of its token
+strings where a run was imported without ids. Files written before keyed windows by both; their rows keep their
+keys, and a window written again under the new key is stored once more, which readers cannot tell."""
+
+_IDS_KEY = "hash(token_ids)"
+"""KEY_SQL for a write in which every row has token ids (the CASE costs as much again as the hash)."""
+
 
 VIEW_SQL = """
     CREATE VIEW exemplars AS
@@ -59,17 +66,26 @@ def insert_exemplars(con: duckdb.DuckDBPyConnection, relation: str) -> int:
     if not present.issuperset(EXEMPLAR_COLUMNS):
         chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in EXEMPLAR_COLUMNS)
         relation = f"(SELECT {chosen} FROM {relation})"
-    con.execute(windows_insert_sql(relation))
-    counted = con.execute(rows_insert_sql(relation)).fetchall()
+    key = window_key_sql(con, relation)
+    con.execute(windows_insert_sql(relation, key))
+    counted = con.execute(rows_insert_sql(relation, key=key)).fetchall()
     return int(counted[0][0]) if counted else 0
 
 
-def windows_insert_sql(relation: str) -> str:
-    """Returns the statement that stores the windows of `relation` not stored yet for their run, once each."""
+def window_key_sql(con: duckdb.DuckDBPyConnection, relation: str) -> str:
+    """Returns the SQL of the window key for a write of `relation`: `KEY_SQL`, or the hash of the token ids alone
+    when every row has them (the same keys, without the CASE's cost)."""
+    missing_ids = con.execute(f"SELECT count(*) FILTER (token_ids IS NULL) FROM {relation}").fetchall()[0][0]
+    return KEY_SQL if missing_ids else _IDS_KEY
+
+
+def windows_insert_sql(relation: str, key: str = KEY_SQL) -> str:
+    """Returns the statement that stores the windows of `relation` not stored yet for their run, once each,
+    under their key (`key`, its SQL)."""
     return f"""
         INSERT INTO exemplar_windows
         SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
-            SELECT run_id, {_KEY} AS window_key, token_ids, tokens FROM {relation}
+            SELECT run_id, {key} AS window_key, token_ids, tokens FROM {relation}
         ) n
         WHERE NOT EXISTS (
             SELECT 1 FROM exemplar_windows w WHERE w.run_id = n.run_id AND w.window_key = n.window_key
@@ -78,7 +94,7 @@ def windows_insert_sql(relation: str) -> str:
     """
 
 
-def rows_insert_sql(relation: str, table: str = "exemplar_rows", key: str = _KEY) -> str:
+def rows_insert_sql(relation: str, table: str = "exemplar_rows", key: str = KEY_SQL) -> str:
     """Returns the statement that stores the rows of `relation` in `table` with their window's key (`key`, its
     SQL; the write-rate benchmark swaps in a constant to time the hash on its own)."""
     return f"""

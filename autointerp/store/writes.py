@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from autointerp.records import Exemplar, Feature, Rows, now
 from autointerp.store.connection import StoreConnection
 from autointerp.store.exemplar_windows import delete_run
@@ -57,15 +59,18 @@ class StoreWrites(StoreConnection):
         self,
         run_id: str,
         features: Sequence[Feature | dict[str, Any]],
-        exemplars: Sequence[Exemplar | dict[str, Any]],
+        exemplars: Sequence[Exemplar | dict[str, Any]] | pa.Table,
     ) -> None:
-        """Stores a run's features and exemplars (records, or row dicts) in one transaction (replacing any
-        partial rows)."""
+        """Stores a run's features and exemplars (records, row dicts, or an Arrow table of `exemplars` rows) in
+        one transaction (replacing any partial rows)."""
         with self.transaction() as con:
             delete_run(con, run_id)
             con.execute("DELETE FROM features WHERE run_id = ?", [run_id])
             self.insert_rows(con, "features", [f if isinstance(f, dict) else f.to_row() for f in features])
-            self.insert_rows(con, "exemplars", [e if isinstance(e, dict) else e.to_row() for e in exemplars])
+            if isinstance(exemplars, pa.Table):
+                self.insert_table(con, "exemplars", exemplars)
+            else:
+                self.insert_rows(con, "exemplars", [e if isinstance(e, dict) else e.to_row() for e in exemplars])
 
     def write_results(self, rows: Rows | dict[str, list[dict[str, Any]]]) -> None:
         """Stores records (or table -> row dicts) in one transaction: finished features whole, with

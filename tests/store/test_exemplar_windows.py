@@ -24,7 +24,7 @@ def _exemplars() -> list[Exemplar]:
     return [
         _exemplar("f/0", 0, *shared),
         _exemplar("f/1", 0, *shared, scale=2.0),  # the same window kept by another feature
-        _exemplar("f/1", 1, [5, 6, 7], ["<b>", " same", " ids"]),  # same ids, other strings: its own window
+        _exemplar("f/1", 1, [5, 6, 8], ["The", " cat", " sang"]),  # one id differs: its own window
         _exemplar("f/2", 0, [9], ["x"]),
     ]
 
@@ -85,3 +85,20 @@ def test_writes_share_windows_and_replace_a_run(tmp_path: Path) -> None:
     assert other.ingest_part(RUN, "part-1", exported) == 4  # windows already there are not stored twice
     assert other.query("SELECT count(*) AS n FROM exemplar_windows")[0]["n"] == 3
     assert other.exemplars(RUN, "f/2") == [e for e in _exemplars() if e.feature_id == "f/2"] * 2
+
+
+def test_windows_without_token_ids_are_keyed_by_their_strings(tmp_path: Path) -> None:
+    """An imported run may carry token strings without ids: such a window is keyed by its strings, in the same
+    write as windows keyed by their ids, and a second write of the same rows stores no window twice."""
+    store = Store(tmp_path / "mixed.duckdb")
+    store.migrate()
+    rows = [e.to_row() for e in _exemplars()]
+    rows.append({**rows[0], "feature_id": "f/3", "token_ids": None})  # f/0's window, imported without ids
+    rows.append({**rows[3], "feature_id": "f/4", "token_ids": None, "tokens": ["y"]})
+    store.write_results({"exemplars": rows})
+    store.write_results({"exemplars": rows})
+    assert store.query("SELECT count(*) AS n FROM exemplar_windows")[0]["n"] == 5  # 3 by ids, 2 by strings
+    f3, f4 = store.exemplars(RUN, "f/3"), store.exemplars(RUN, "f/4")
+    assert [(e.token_ids, e.tokens) for e in f3] == [(None, ["The", " cat", " sat"])] * 2
+    assert [(e.token_ids, e.tokens) for e in f4] == [(None, ["y"])] * 2
+    assert store.exemplars(RUN, "f/0") == [_exemplars()[0]] * 2
