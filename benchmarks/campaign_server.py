@@ -90,6 +90,8 @@ class CampaignServer:
     async def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
         if path.endswith("/stats"):
             return 200, {}, dict(self.stats)
+        if path.endswith("/models"):  # the backend's first-use probe of the server
+            return 200, {}, {"object": "list", "data": [{"id": "campaign", "object": "model"}]}
         self.stats["requests"] += 1
         if self.rng.random() < self.rate_429:
             self.stats["429"] += 1

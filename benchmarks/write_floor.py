@@ -3,7 +3,8 @@
 Builds three 20,000-feature chunks of the scale fixture (400,000 exemplar rows each), writes them through
 `Store.load_tables` as the fixture does, then splits a fourth chunk's write into its statements (window
 insert; row insert with and without the key hash and the feature-id index) and times bare DuckDB inserts of
-the activations list alone, with a checkpoint, in a scratch file. CPU seconds of this process.
+the activations list alone, with a checkpoint, in a scratch file. CPU seconds of this process (every
+thread) and wall seconds.
 
     .venv/bin/python benchmarks/write_floor.py --db /tmp/write_floor.duckdb
 """
@@ -30,11 +31,11 @@ from benchmarks import scale_fixture as fixture  # noqa: E402
 
 
 def cpu(label: str, rows: int, work: Callable[[], object]) -> None:
-    """Runs `work` and prints its CPU seconds and rows per CPU-second."""
-    c0 = time.process_time()
+    """Runs `work` and prints its CPU seconds, rows per CPU-second, wall seconds and rows per second."""
+    c0, w0 = time.process_time(), time.perf_counter()
     work()
-    spent = time.process_time() - c0
-    print(f"| {label} | {spent:.2f} | {rows / spent:,.0f} |", flush=True)
+    spent, wall = time.process_time() - c0, time.perf_counter() - w0
+    print(f"| {label} | {spent:.2f} | {rows / spent:,.0f} | {wall:.2f} | {rows / wall:,.0f} |", flush=True)
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     n = chunks[0].num_rows
     store = Store(args.db)
     store.migrate()
-    print("| write of 400,000 exemplar rows | CPU s | rows / CPU-s |\n|---|---:|---:|")
+    print("| write of 400,000 exemplar rows | CPU s | rows / CPU-s | wall s | rows / s |\n|---|---:|---:|---:|---:|")
     for i, chunk in enumerate(chunks[:3]):
         cpu(
             f"`Store.load_tables`, chunk {i + 1} (store holds {i * n:,} rows)",
