@@ -136,3 +136,20 @@ def import_command(
         ),
         soft_wrap=True,
     )
+    if result.added or result.scores_added:
+        _refresh_review_index(store)
+
+
+def _refresh_review_index(store: Store) -> None:
+    """Brings the review app's feature list index up to date after an import, as a run does at its end (else the
+    first page after it rebuilds it: a minute at a million features). A failure is reported, not raised: the
+    index is derived data that `autointerp review` builds when it finds it stale."""
+    import duckdb
+
+    from autointerp.review.queries import ReviewQueries
+
+    try:
+        ReviewQueries(store).check_index(lambda line: console.print(Text(line), soft_wrap=True))
+    except (AutointerpError, duckdb.Error) as exc:
+        why = f"the review app's feature list index was not rebuilt ({exc}); `autointerp review` rebuilds it"
+        console.print(Text(why), soft_wrap=True)

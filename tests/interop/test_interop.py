@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from autointerp.cli.app import app
 from autointerp.config import load_config
 from autointerp.interop import ImportFileError, export_run, import_explanations
+from autointerp.review.queries import ReviewQueries
 from autointerp.score.stage import run_score
 from autointerp.store.database import Store, now
 from tests.conftest import session_of
@@ -118,6 +119,8 @@ def test_cli_import_and_export(store: Store, tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", str(files["csv"]), "--from", "csv", "--db", str(store.path)])
     assert result.exit_code == 0, result.output
     assert f"imported 2 explanations into run {RUN}" in result.output
+    assert "feature list index built" in result.output  # as a run does: the next review page needs no rebuild
+    assert not ReviewQueries(store).check_index()
     bad = tmp_path / "bad.csv"
     bad.write_text("feature_id,explanation\nx/y/1,nothing\n")
     result = runner.invoke(app, ["import", str(bad), "--db", str(store.path)])
