@@ -1,8 +1,8 @@
 """Where an exemplar write's CPU goes, and DuckDB's own floor for rows that carry a window's activations.
 
 Builds three 20,000-feature chunks of the scale fixture (400,000 exemplar rows each), writes them through
-`Store.load_tables` as the fixture does, then splits a fourth chunk's write into its statements (window
-insert; row insert with and without the key hash and the feature-id index) and times bare DuckDB inserts of
+`Store.load_tables` as the fixture does, then splits a fourth chunk's write into its statements (keys;
+window insert; row insert with and without the key and the feature-id index) and times bare DuckDB inserts of
 the activations list alone, with a checkpoint, in a scratch file. CPU seconds of this process (every
 thread) and wall seconds.
 
@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autointerp.store.database import Store  # noqa: E402
-from autointerp.store.exemplar_windows import rows_insert_sql, window_key_sql, windows_insert_sql  # noqa: E402
+from autointerp.store.exemplar_windows import (  # noqa: E402
+    KEY_SQL,
+    KEYS_TABLE,
+    keyed_sql,
+    rows_insert_sql,
+    windows_insert_sql,
+)
 from benchmarks import scale_fixture as fixture  # noqa: E402
 
 
@@ -66,13 +72,16 @@ def main() -> None:
     con = duckdb.connect(str(args.db))
     con.register("incoming", chunks[3])
     con.begin()
-    key = window_key_sql(con, "incoming")
-    cpu("  window insert (key hash, anti-join, group)", n, lambda: con.execute(windows_insert_sql("incoming", key)))
-    cpu("  row insert, indexed", n, lambda: con.execute(rows_insert_sql("incoming", key=key)))
+    keys_sql = f"CREATE TEMP TABLE {KEYS_TABLE} AS SELECT {KEY_SQL} AS window_key FROM incoming"
+    cpu("  window keys, hashed once (ids and strings)", n, lambda: con.execute(keys_sql))
+    keyed = keyed_sql("incoming")
+    cpu("  window insert (anti-join, group)", n, lambda: con.execute(windows_insert_sql(keyed)))
+    cpu("  row insert, indexed", n, lambda: con.execute(rows_insert_sql(keyed)))
     con.rollback()
     con.execute("CREATE TEMP TABLE plain AS SELECT * FROM exemplar_rows LIMIT 0")
-    cpu("  row insert, no index", n, lambda: con.execute(rows_insert_sql("incoming", "plain", key=key)))
-    cpu("  row insert, no index, no key hash", n, lambda: con.execute(rows_insert_sql("incoming", "plain", key="0")))
+    con.execute(keys_sql)
+    cpu("  row insert, no index", n, lambda: con.execute(rows_insert_sql(keyed, "plain")))
+    cpu("  row insert, no index, no key", n, lambda: con.execute(rows_insert_sql("incoming", "plain", key="0")))
     con.close()
     floor = duckdb.connect(str(args.db.with_suffix(".floor.duckdb")))
     floor.register("incoming", chunks[3].select(["activations"]))

@@ -45,14 +45,35 @@ def _window_tokens(windows: list[Window], decode: Callable[[list[int]], list[str
     distinct, position = np.unique(ids, return_inverse=True)
     text = pa.array(decode([int(t) for t in distinct]), pa.string())
     strings = text.take(pa.array(position.reshape(-1)))
-    return _list_array(lengths, pa.array(ids.astype(np.int32))), _list_array(lengths, strings)
+    return _list_array(lengths, pa.array(ids)), _list_array(lengths, strings)  # int64: the store checks the range
+
+
+ROWS_PER_BATCH = 262_144
+"""Exemplars per Arrow record batch: a batch's token text stays far below the 2 GiB a string array can hold."""
 
 
 def exemplar_table(
     run_id: str, feature_ids: Sequence[str], exemplars: Sequence[Exemplar], decode: Callable[[list[int]], list[str]]
 ) -> pa.Table:
-    """Returns the rows of `exemplars` with the columns of the store's `exemplars` (`feature_ids` by feature
-    index; `decode` gives the text of a list of token ids, called once with every distinct id)."""
+    """Returns the rows of `exemplars` with the columns of the store's `exemplars`, in record batches of
+    `ROWS_PER_BATCH` (`feature_ids` by feature index; `decode` gives the text of a list of token ids, and is asked
+    once for each distinct id)."""
+    text: dict[int, str] = {}
+
+    def decode_once(token_ids: list[int]) -> list[str]:
+        new = [t for t in token_ids if t not in text]
+        text.update(zip(new, decode(new), strict=True))
+        return [text[t] for t in token_ids]
+
+    batches = range(0, max(len(exemplars), 1), ROWS_PER_BATCH)
+    return pa.concat_tables(
+        _batch(run_id, feature_ids, exemplars[first : first + ROWS_PER_BATCH], decode_once) for first in batches
+    )
+
+
+def _batch(
+    run_id: str, feature_ids: Sequence[str], exemplars: Sequence[Exemplar], decode: Callable[[list[int]], list[str]]
+) -> pa.Table:
     windows, position = _windows(exemplars)
     token_ids, tokens = _window_tokens(windows, decode)
     lengths = np.fromiter((len(e.activations) for e in exemplars), np.int64, len(exemplars))

@@ -28,13 +28,13 @@ EXEMPLAR_COLUMNS = (
 )
 """The columns of `exemplars`, in order."""
 
-KEY_SQL = "CASE WHEN token_ids IS NULL THEN hash(tokens) ELSE hash(token_ids) END"
-"""A window's key: the hash of its token ids (a tenth of the CPU of also hashing its 32 strings), or of its token
-strings where a run was imported without ids. Files written before keyed windows by both; their rows keep their
-keys, and a window written again under the new key is stored once more, which readers cannot tell."""
+KEY_SQL = "hash(token_ids, tokens)"
+"""A window's key: the hash of its token ids and strings (a run imported without ids, or with placeholder ids,
+still keeps windows with other text apart)."""
 
-_IDS_KEY = "hash(token_ids)"
-"""KEY_SQL for a write in which every row has token ids (the CASE costs as much again as the hash)."""
+KEYS_TABLE = "_window_keys"
+"""The temporary table of one write's keys, row by row: hashing the strings is most of a key's cost, so each row's
+key is computed once and read by both inserts through a positional join."""
 
 
 VIEW_SQL = """
@@ -66,22 +66,25 @@ def insert_exemplars(con: duckdb.DuckDBPyConnection, relation: str) -> int:
     if not present.issuperset(EXEMPLAR_COLUMNS):
         chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in EXEMPLAR_COLUMNS)
         relation = f"(SELECT {chosen} FROM {relation})"
-    key = window_key_sql(con, relation)
-    con.execute(windows_insert_sql(relation, key))
-    counted = con.execute(rows_insert_sql(relation, key=key)).fetchall()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS_TABLE} AS SELECT {KEY_SQL} AS window_key FROM {relation}")
+    try:
+        keyed = keyed_sql(relation)
+        con.execute(windows_insert_sql(keyed))
+        counted = con.execute(rows_insert_sql(keyed)).fetchall()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {KEYS_TABLE}")
     return int(counted[0][0]) if counted else 0
 
 
-def window_key_sql(con: duckdb.DuckDBPyConnection, relation: str) -> str:
-    """Returns the SQL of the window key for a write of `relation`: `KEY_SQL`, or the hash of the token ids alone
-    when every row has them (the same keys, without the CASE's cost)."""
-    missing_ids = con.execute(f"SELECT count(*) FILTER (token_ids IS NULL) FROM {relation}").fetchall()[0][0]
-    return KEY_SQL if missing_ids else _IDS_KEY
+def keyed_sql(relation: str) -> str:
+    """Returns `relation` with each row's key from `KEYS_TABLE` as a `window_key` column (rows in the order the
+    table was made from them)."""
+    return f"(SELECT * FROM {relation} POSITIONAL JOIN {KEYS_TABLE})"
 
 
-def windows_insert_sql(relation: str, key: str = KEY_SQL) -> str:
+def windows_insert_sql(relation: str, key: str = "window_key") -> str:
     """Returns the statement that stores the windows of `relation` not stored yet for their run, once each,
-    under their key (`key`, its SQL)."""
+    under their key (`key`, its SQL: by default the `window_key` column of `keyed_sql`)."""
     return f"""
         INSERT INTO exemplar_windows
         SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
@@ -94,9 +97,9 @@ def windows_insert_sql(relation: str, key: str = KEY_SQL) -> str:
     """
 
 
-def rows_insert_sql(relation: str, table: str = "exemplar_rows", key: str = KEY_SQL) -> str:
+def rows_insert_sql(relation: str, table: str = "exemplar_rows", key: str = "window_key") -> str:
     """Returns the statement that stores the rows of `relation` in `table` with their window's key (`key`, its
-    SQL; the write-rate benchmark swaps in a constant to time the hash on its own)."""
+    SQL: by default the `window_key` column of `keyed_sql`; the write-rate benchmark swaps in a constant)."""
     return f"""
         INSERT INTO {table}
         SELECT run_id, feature_id, kind, rank, doc_id, token_offset, {key}, activations, max_activation, split

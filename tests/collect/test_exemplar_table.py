@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from autointerp.collect import exemplar_table as exemplar_table_module
 from autointerp.collect.exemplar_table import exemplar_table
 from autointerp.collect.results import Exemplar
 from autointerp.corpus.sources import Window
@@ -78,3 +79,19 @@ def test_the_table_is_written_and_read_back(tmp_path: Path) -> None:
         assert (got["token_ids"], got["tokens"]) == (row["token_ids"], row["tokens"])
         assert got["activations"] == pytest.approx(row["activations"])
         assert got["max_activation"] == pytest.approx(row["max_activation"])
+
+
+def test_record_batches_hold_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large collection is built batch by batch (a string array holds at most 2 GiB): same rows, each token
+    still decoded once."""
+    monkeypatch.setattr(exemplar_table_module, "ROWS_PER_BATCH", 3)
+    asked: list[int] = []
+
+    def decode(token_ids: list[int]) -> list[str]:
+        asked.extend(token_ids)
+        return _decode(token_ids)
+
+    table = exemplar_table("r", IDS, _exemplars(), decode)
+    assert table.num_rows == 4 and len(table.to_batches()) == 2
+    assert table.to_pylist() == [_row(e) for e in _exemplars()]
+    assert sorted(asked) == [7, 11, 12, 13, 40]

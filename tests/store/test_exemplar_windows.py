@@ -24,7 +24,7 @@ def _exemplars() -> list[Exemplar]:
     return [
         _exemplar("f/0", 0, *shared),
         _exemplar("f/1", 0, *shared, scale=2.0),  # the same window kept by another feature
-        _exemplar("f/1", 1, [5, 6, 8], ["The", " cat", " sang"]),  # one id differs: its own window
+        _exemplar("f/1", 1, [5, 6, 7], ["<b>", " same", " ids"]),  # same ids, other strings: its own window
         _exemplar("f/2", 0, [9], ["x"]),
     ]
 
@@ -87,9 +87,9 @@ def test_writes_share_windows_and_replace_a_run(tmp_path: Path) -> None:
     assert other.exemplars(RUN, "f/2") == [e for e in _exemplars() if e.feature_id == "f/2"] * 2
 
 
-def test_windows_without_token_ids_are_keyed_by_their_strings(tmp_path: Path) -> None:
-    """An imported run may carry token strings without ids: such a window is keyed by its strings, in the same
-    write as windows keyed by their ids, and a second write of the same rows stores no window twice."""
+def test_windows_without_token_ids_are_kept_apart(tmp_path: Path) -> None:
+    """An imported run may carry token strings without ids: such a window is its own, in the same write as
+    windows with ids, and a second write of the same rows stores no window twice."""
     store = Store(tmp_path / "mixed.duckdb")
     store.migrate()
     rows = [e.to_row() for e in _exemplars()]
@@ -97,8 +97,23 @@ def test_windows_without_token_ids_are_keyed_by_their_strings(tmp_path: Path) ->
     rows.append({**rows[3], "feature_id": "f/4", "token_ids": None, "tokens": ["y"]})
     store.write_results({"exemplars": rows})
     store.write_results({"exemplars": rows})
-    assert store.query("SELECT count(*) AS n FROM exemplar_windows")[0]["n"] == 5  # 3 by ids, 2 by strings
+    assert store.query("SELECT count(*) AS n FROM exemplar_windows")[0]["n"] == 5  # 3 with ids, 2 without
     f3, f4 = store.exemplars(RUN, "f/3"), store.exemplars(RUN, "f/4")
     assert [(e.token_ids, e.tokens) for e in f3] == [(None, ["The", " cat", " sat"])] * 2
     assert [(e.token_ids, e.tokens) for e in f4] == [(None, ["y"])] * 2
     assert store.exemplars(RUN, "f/0") == [_exemplars()[0]] * 2
+
+
+def test_every_row_of_a_large_write_gets_its_own_window(tmp_path: Path) -> None:
+    """A write's keys are hashed once and joined back to its rows by position: over many vectors of rows, each
+    row still reads back its own window."""
+    store = Store(tmp_path / "large.duckdb")
+    store.migrate()
+    rows = [
+        Exemplar(RUN, f"f/{i // 10}", "top", i % 10, i, 0, [i, i + 1], [f"t{i}", "x"], [0.5, 1.0], 1.0, "explain")
+        for i in range(30_000)
+    ]
+    store.write_results({"exemplars": [e.to_row() for e in rows]})
+    stored = store.query("SELECT doc_id, token_ids, tokens FROM exemplars")
+    assert len(stored) == 30_000
+    assert all(r["token_ids"] == [r["doc_id"], r["doc_id"] + 1] and r["tokens"][0] == f"t{r['doc_id']}" for r in stored)
