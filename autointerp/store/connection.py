@@ -186,13 +186,12 @@ class StoreConnection:
     @staticmethod
     def insert_table(con: duckdb.DuckDBPyConnection, table: str, arrow_rows: pa.Table) -> int:
         """Inserts an Arrow table's rows (its columns by name); returns how many."""
+        if table == "exemplars":
+            return insert_exemplars(con, arrow_rows)
         columns = ", ".join(arrow_rows.column_names)
         con.register("_incoming_rows", arrow_rows)
         try:
-            if table == "exemplars":
-                insert_exemplars(con, "_incoming_rows")
-            else:
-                con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
+            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming_rows")
         finally:
             con.unregister("_incoming_rows")
         return arrow_rows.num_rows

@@ -12,6 +12,7 @@ through `insert_exemplars`.
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
 
 EXEMPLAR_COLUMNS = (
     "run_id",
@@ -32,9 +33,8 @@ KEY_SQL = "hash(token_ids, tokens)"
 """A window's key: the hash of its token ids and strings (a run imported without ids, or with placeholder ids,
 still keeps windows with other text apart)."""
 
-KEYS_TABLE = "_window_keys"
-"""The temporary table of one write's keys, row by row: hashing the strings is most of a key's cost, so each row's
-key is computed once and read by both inserts through a positional join."""
+_INCOMING, _KEYED = "_incoming_exemplars", "_keyed_exemplars"
+"""Names under which an Arrow write's rows are registered: as given, then with their keys."""
 
 
 VIEW_SQL = """
@@ -56,35 +56,47 @@ def create_tables(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-def insert_exemplars(con: duckdb.DuckDBPyConnection, relation: str) -> int:
-    """Inserts the rows of `relation` (a table or registered Arrow name with the columns of `exemplars`):
-    windows not stored yet for their run, then the rows; returns how many rows. A column it lacks (e.g. token
-    ids of an imported run) is stored as NULL."""
-    cursor = con.execute(f"SELECT * FROM {relation} LIMIT 0")
-    present = {d[0] for d in cursor.description or []}
-    cursor.fetchall()
-    if not present.issuperset(EXEMPLAR_COLUMNS):
-        chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in EXEMPLAR_COLUMNS)
-        relation = f"(SELECT {chosen} FROM {relation})"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS_TABLE} AS SELECT {KEY_SQL} AS window_key FROM {relation}")
+def insert_exemplars(con: duckdb.DuckDBPyConnection, rows: str | pa.Table) -> int:
+    """Inserts `rows` (an Arrow table, or the name of a table, with the columns of `exemplars`): windows not
+    stored yet for their run, then the rows; returns how many rows. A column it lacks (e.g. token ids of an
+    imported run) is stored as NULL.
+
+    Hashing a window's strings is most of its key's cost, and both inserts need the key: an Arrow write's keys
+    are hashed once, in row order, and carried as a column (both inserts stay parallel); a table is hashed twice."""
+    if isinstance(rows, str):
+        relation = _all_columns(con, rows)
+        con.execute(windows_insert_sql(relation, KEY_SQL))
+        counted = con.execute(rows_insert_sql(relation, key=KEY_SQL)).fetchall()
+        return int(counted[0][0]) if counted else 0
+    con.register(_INCOMING, rows)
     try:
-        keyed = keyed_sql(relation)
-        con.execute(windows_insert_sql(keyed))
-        counted = con.execute(rows_insert_sql(keyed)).fetchall()
+        keys = con.sql(f"SELECT {KEY_SQL} AS k FROM {_all_columns(con, _INCOMING)}").to_arrow_table().column(0)
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {KEYS_TABLE}")
+        con.unregister(_INCOMING)
+    con.register(_KEYED, rows.append_column("window_key", keys))
+    try:
+        relation = _all_columns(con, _KEYED, "window_key")
+        con.execute(windows_insert_sql(relation))
+        counted = con.execute(rows_insert_sql(relation)).fetchall()
+    finally:
+        con.unregister(_KEYED)
     return int(counted[0][0]) if counted else 0
 
 
-def keyed_sql(relation: str) -> str:
-    """Returns `relation` with each row's key from `KEYS_TABLE` as a `window_key` column (rows in the order the
-    table was made from them)."""
-    return f"(SELECT * FROM {relation} POSITIONAL JOIN {KEYS_TABLE})"
+def _all_columns(con: duckdb.DuckDBPyConnection, relation: str, *extra: str) -> str:
+    """Returns `relation`, or a query over it with NULL for each column of `exemplars` it lacks (then `extra`)."""
+    cursor = con.execute(f"SELECT * FROM {relation} LIMIT 0")
+    present = {d[0] for d in cursor.description or []}
+    cursor.fetchall()
+    if present.issuperset(EXEMPLAR_COLUMNS):
+        return relation
+    chosen = ", ".join([*(c if c in present else f"NULL AS {c}" for c in EXEMPLAR_COLUMNS), *extra])
+    return f"(SELECT {chosen} FROM {relation})"
 
 
 def windows_insert_sql(relation: str, key: str = "window_key") -> str:
     """Returns the statement that stores the windows of `relation` not stored yet for their run, once each,
-    under their key (`key`, its SQL: by default the `window_key` column of `keyed_sql`)."""
+    under their key (`key`, its SQL: by default the relation's `window_key` column)."""
     return f"""
         INSERT INTO exemplar_windows
         SELECT run_id, window_key, any_value(token_ids), any_value(tokens) FROM (
@@ -99,7 +111,7 @@ def windows_insert_sql(relation: str, key: str = "window_key") -> str:
 
 def rows_insert_sql(relation: str, table: str = "exemplar_rows", key: str = "window_key") -> str:
     """Returns the statement that stores the rows of `relation` in `table` with their window's key (`key`, its
-    SQL: by default the `window_key` column of `keyed_sql`; the write-rate benchmark swaps in a constant)."""
+    SQL: by default the relation's `window_key` column; the write-rate benchmark swaps in a constant)."""
     return f"""
         INSERT INTO {table}
         SELECT run_id, feature_id, kind, rank, doc_id, token_offset, {key}, activations, max_activation, split

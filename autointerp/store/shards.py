@@ -106,12 +106,12 @@ class ShardLedger:
             for table, arrow_rows in rows_by_table.items():
                 if arrow_rows.num_rows == 0:
                     continue
+                if table == "exemplars":
+                    inserted += insert_exemplars(con, arrow_rows)
+                    continue
                 columns = ", ".join(arrow_rows.column_names)
                 con.register("_incoming_part", arrow_rows)
                 try:
-                    if table == "exemplars":
-                        inserted += insert_exemplars(con, "_incoming_part")
-                        continue
                     new = "SELECT * FROM _incoming_part"
                     if "id" in arrow_rows.column_names:
                         new += f" WHERE id NOT IN (SELECT id FROM {table})"
