@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,15 @@ from autointerp.config import RunConfig, load_config  # noqa: E402
 from autointerp.subject import SubjectModel, load_subject_model  # noqa: E402
 
 _real_connect = socket.socket.connect
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A terminated run (a CI timeout, `kill`) stops like Ctrl-C: pytest tears the session down, so the Prefect
+# harness's server process does not outlive it.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _loopback_only(sock: socket.socket, address: Any) -> Any:
