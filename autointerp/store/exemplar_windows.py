@@ -11,6 +11,8 @@ through `insert_exemplars`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 import pyarrow as pa
 
@@ -64,18 +66,21 @@ def insert_exemplars(con: duckdb.DuckDBPyConnection, rows: str | pa.Table) -> in
     Hashing a window's strings is most of its key's cost, and both inserts need the key: an Arrow write's keys
     are hashed once, in row order, and carried as a column (both inserts stay parallel); a table is hashed twice."""
     if isinstance(rows, str):
-        relation = _all_columns(con, rows)
+        cursor = con.execute(f"SELECT * FROM {rows} LIMIT 0")
+        relation = _all_columns(rows, [d[0] for d in cursor.description or []])
+        cursor.fetchall()
         con.execute(windows_insert_sql(relation, KEY_SQL))
         counted = con.execute(rows_insert_sql(relation, key=KEY_SQL)).fetchall()
         return int(counted[0][0]) if counted else 0
     con.register(_INCOMING, rows)
     try:
-        keys = con.sql(f"SELECT {KEY_SQL} AS k FROM {_all_columns(con, _INCOMING)}").to_arrow_table().column(0)
+        incoming = _all_columns(_INCOMING, rows.column_names)
+        keys = con.sql(f"SELECT {KEY_SQL} AS k FROM {incoming}").to_arrow_table().column(0)
     finally:
         con.unregister(_INCOMING)
     con.register(_KEYED, rows.append_column("window_key", keys))
     try:
-        relation = _all_columns(con, _KEYED, "window_key")
+        relation = _all_columns(_KEYED, rows.column_names, "window_key")
         con.execute(windows_insert_sql(relation))
         counted = con.execute(rows_insert_sql(relation)).fetchall()
     finally:
@@ -83,12 +88,10 @@ def insert_exemplars(con: duckdb.DuckDBPyConnection, rows: str | pa.Table) -> in
     return int(counted[0][0]) if counted else 0
 
 
-def _all_columns(con: duckdb.DuckDBPyConnection, relation: str, *extra: str) -> str:
-    """Returns `relation`, or a query over it with NULL for each column of `exemplars` it lacks (then `extra`)."""
-    cursor = con.execute(f"SELECT * FROM {relation} LIMIT 0")
-    present = {d[0] for d in cursor.description or []}
-    cursor.fetchall()
-    if present.issuperset(EXEMPLAR_COLUMNS):
+def _all_columns(relation: str, present: Sequence[str], *extra: str) -> str:
+    """Returns `relation` (whose columns are `present`), or a query over it with NULL for each column of
+    `exemplars` it lacks (then `extra`)."""
+    if set(present).issuperset(EXEMPLAR_COLUMNS):
         return relation
     chosen = ", ".join([*(c if c in present else f"NULL AS {c}" for c in EXEMPLAR_COLUMNS), *extra])
     return f"(SELECT {chosen} FROM {relation})"

@@ -105,8 +105,8 @@ def test_windows_without_token_ids_are_kept_apart(tmp_path: Path) -> None:
 
 
 def test_every_row_of_a_large_write_gets_its_own_window(tmp_path: Path) -> None:
-    """A write's keys are hashed once and joined back to its rows by position: over many vectors of rows, each
-    row still reads back its own window."""
+    """A write's keys are hashed once, in row order, and carried beside its rows as a column: over many vectors
+    of rows, each row still reads back its own window."""
     store = Store(tmp_path / "large.duckdb")
     store.migrate()
     rows = [
