@@ -53,7 +53,15 @@ PROMPT_VARIABLES: dict[str, frozenset[str]] = {
     "revise": frozenset({"explanation", "exemplars", "results"}),
 }
 """Every template the stages read (`<role>.jinja`) -> the variables its stage renders it with. A template
-must use each of them and no other (`check_prompt_folder`)."""
+must use each of them and no other (`check_prompt_folder`), except those in `OPTIONAL_PROMPT_VARIABLES`."""
+
+OPTIONAL_PROMPT_VARIABLES: dict[str, frozenset[str]] = {
+    "explain": frozenset({"patterns"}),
+    "explain_contrastive": frozenset({"patterns"}),
+    "explain_both": frozenset({"patterns"}),
+}
+"""Variables a stage also provides that a user's template may leave out (added after templates were written
+against the stage: `patterns`, what the marked tokens have in common)."""
 
 _folder: Path | None = None
 """The folder `use_prompt_folder` set for this process (None: `$AUTOINTERP_PROMPTS`, else the installed)."""
@@ -156,7 +164,8 @@ def template_variables(source: str) -> set[str]:
 def check_template(role: str, source: str, where: str) -> None:
     """Checks that a template parses and uses exactly the variables its stage provides; ConfigError (one
     line naming the file and the variable) otherwise."""
-    provided = PROMPT_VARIABLES[role]
+    optional = OPTIONAL_PROMPT_VARIABLES.get(role, frozenset())
+    provided = PROMPT_VARIABLES[role] | optional
     try:
         used = template_variables(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -167,7 +176,7 @@ def check_template(role: str, source: str, where: str) -> None:
             f"prompt template {where} uses {{{{ {unknown[0]} }}}}, which the {role} stage does not provide "
             f"(it provides {', '.join(sorted(provided))})"
         )
-    missing = sorted(provided - used)
+    missing = sorted(provided - optional - used)
     if missing:
         raise ConfigError(
             f"prompt template {where} does not use {{{{ {missing[0]} }}}}, which the {role} stage provides "

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from autointerp.activations import display_token, normalize_activations
 from autointerp.errors import LLMError
 from autointerp.explain.contrastive import Contrast
+from autointerp.explain.patterns import marked_patterns
 from autointerp.llm.base import ChatBackend, ChatMessage, ChatRequest, ChatResponse
 from autointerp.llm.calls import CallRecorder
 from autointerp.outputs.records import OutputEvidence, TokenEffect
@@ -100,12 +101,17 @@ def build_explainer_prompt(
     contrast: Contrast | None = None,
     output: OutputEvidence | None = None,
 ) -> tuple[list[ChatMessage], str]:
-    """Returns (messages, prefill) asking what the feature fires on; with `contrast` (for the
+    """Returns (messages, prefill) asking what the feature fires on (the windows with their marked tokens,
+    the strongest tokens and what the marked tokens have in common); with `contrast` (for the
     `explain_contrastive` template), also the similar windows that do not activate it; with `output` (for
     `explain_output` and `explain_both`), what it makes the model say."""
     levels = [normalize_activations(e["activations"], max_activation) for e in exemplars]
     shown = [{"marked_text": marked_text(e["tokens"], lv)} for e, lv in zip(exemplars, levels, strict=True)]
-    values: dict[str, Any] = {"exemplars": shown, "top_tokens": _top_tokens(exemplars, levels)}
+    values: dict[str, Any] = {
+        "exemplars": shown,
+        "top_tokens": _top_tokens(exemplars, levels),
+        "patterns": marked_patterns(exemplars, levels),
+    }
     if contrast is not None:
         values["contrast"] = ["".join(display_token(t) for t in w["tokens"]) for w in contrast.windows]
         values["contrast_wanted"] = contrast.wanted

@@ -20,7 +20,10 @@ def train_explainer_command(
         list[int] | None, typer.Option("--window-size", help="Window length in tokens; repeat for mixed lengths.")
     ] = None,
     words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).")] = 120,
-    per_member: Annotated[int, typer.Option(help="Prompts per family member and window length.")] = 2,
+    per_member: Annotated[int, typer.Option(help="Prompts per family member and window length.")] = 6,
+    per_word_member: Annotated[
+        int, typer.Option(help="Prompts per single-word member and window length (they are many and alike).")
+    ] = 1,
     blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.")] = 8,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     epochs: Annotated[int, typer.Option(help="Passes over the training examples.")] = 1,
@@ -54,6 +57,7 @@ def train_explainer_command(
         window_sizes=tuple(window_sizes or ExplainerTrainingPlan.window_sizes),
         words=words,
         per_member=per_member,
+        per_word_member=per_word_member,
         blocks=blocks,
         rank=rank,
         alpha=2.0 * rank,

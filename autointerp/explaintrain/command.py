@@ -41,7 +41,7 @@ class ExplainerTrainingPlan:
     windows_per_size: int = 1536
     words: int = 120
     """Single-word members, chosen among the corpus's frequent words."""
-    per_member: int = 2
+    per_member: int = 6
     """Prompts per member and window length (each a different sample of its windows)."""
     per_word_member: int = 1
     """Prompts per single-word member and window length (they are many and alike)."""

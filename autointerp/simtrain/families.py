@@ -307,6 +307,12 @@ def context_members() -> list[SyntheticFeature]:
             _between("[", "]"),
         ),
         SyntheticFeature(
+            "inside:curly_braces",
+            "inside",
+            ("text inside curly braces", "what is written between { and }"),
+            _between("{", "}"),
+        ),
+        SyntheticFeature(
             "inside:backticks", "inside", ("text inside backticks", "code between ` marks"), _between("`", "`")
         ),
     ]
@@ -321,6 +327,24 @@ def position_members() -> list[SyntheticFeature]:
             "position",
             ("the first three tokens of the text", "the beginning of the text"),
             _position(lambda i, n: 1.0 if i < 3 else 0.0),
+        ),
+        SyntheticFeature(
+            "position:first_two",
+            "position",
+            ("the first two tokens of the text", "the opening pair of tokens"),
+            _position(lambda i, n: 1.0 if i < 2 else 0.0),
+        ),
+        SyntheticFeature(
+            "position:last_two",
+            "position",
+            ("the last two tokens of the text", "the closing pair of tokens"),
+            _position(lambda i, n: 1.0 if i >= n - 2 else 0.0),
+        ),
+        SyntheticFeature(
+            "position:late_rise",
+            "position",
+            ("the second half of the text, rising towards its end", "late tokens, strongest at the end"),
+            _position(lambda i, n: max(0.0, (2 * i - n) / n)),
         ),
         SyntheticFeature(
             "position:second",

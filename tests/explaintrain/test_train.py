@@ -69,7 +69,7 @@ def test_examples_show_firing_windows_strongest_first_and_fewer_for_words() -> N
     for example in examples:
         assert 2 <= len(example.exemplars) <= 3
         assert all(max(w["activations"]) > 0 for w in example.exemplars)
-        _, prefill = explain_template(None).render(exemplars=[], top_tokens="")
+        _, prefill = explain_template(None).render(exemplars=[], top_tokens="", patterns="")
         assert example.request().prefill == prefill  # the explain stage's own template
 
 
