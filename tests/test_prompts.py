@@ -65,6 +65,7 @@ def test_a_folder_replaces_the_roles_it_holds_and_the_others_stay_installed(
             "{{ explanation }} {{ tokens }}",
             r"uses \{\{ tokens \}\}, which the simulate stage does not",
         ),
+        ("simulate.jinja", "{{ explanation }} {{ patterns }}", r"uses \{\{ patterns \}\}, which the simulate stage"),
         ("detect.jinja", "{{ explanation }} {{ text ", r"detect.jinja line 1: "),
         ("explian.jinja", "{{ exemplars }}", r"explian.jinja is not one a stage reads"),
     ],

@@ -57,16 +57,29 @@ class _Marked:
         return self.tokens[self.position].strip()
 
 
-def _enclosed(tokens: Sequence[str], position: int, opening: str, closing: str) -> bool:
-    """Returns True when the text before `position` leaves an `opening` character unclosed."""
-    text = "".join(tokens[:position])
+def _is_open(text: str, opening: str, closing: str) -> bool:
+    """Returns True when `text` leaves an `opening` character unclosed (for a quote, an odd count of it; an
+    apostrophe between letters, as in "it's", is not a quote)."""
     if opening == closing:
-        return text.count(opening) % 2 == 1
+        quotes = [
+            i
+            for i, char in enumerate(text)
+            if char == opening and not (0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum())
+        ]
+        return len(quotes) % 2 == 1
     depth = 0
     for char in text:
         depth += char in opening
         depth -= char in closing and depth > 0
     return depth > 0
+
+
+def _enclosed(tokens: Sequence[str], position: int, opening: str, closing: str) -> bool:
+    """Returns True when the token at `position` sits inside an enclosure: open before it and still open
+    after it (a marked closing quote or bracket is not inside what it closes)."""
+    return _is_open("".join(tokens[:position]), opening, closing) and _is_open(
+        "".join(tokens[: position + 1]), opening, closing
+    )
 
 
 def _quoted(text: str) -> str:
@@ -108,29 +121,28 @@ def _position(marked: list[_Marked]) -> str | None:
     count = len(marked)
     from_start = [m.position for m in marked]
     from_end = [len(m.tokens) - 1 - m.position for m in marked]
-    for offsets, end in ((from_start, "first"), (from_end, "last")):
-        furthest = max(offsets)
-        if furthest == 0:
+    ends = ((from_start, "first"), (from_end, "last"))
+    for offsets, end in ends:
+        if max(offsets) == 0:
             return f"all are the {end} token of their excerpt"
-        if furthest < EDGE_TOKENS:
-            return f"all are among the {end} {furthest + 1} tokens of their excerpt"
-    first = from_start.count(0)
-    last = from_end.count(0)
-    if first >= POSITION_SHARE * count:
-        return f"{_share(first, count)} are the first token of their excerpt"
-    if last >= POSITION_SHARE * count:
-        return f"{_share(last, count)} are the last token of their excerpt"
+    if all(len(m.tokens) > 2 * EDGE_TOKENS for m in marked):  # in shorter excerpts every token is near an end
+        for offsets, end in ends:
+            if max(offsets) < EDGE_TOKENS:
+                return f"all are among the {end} {max(offsets) + 1} tokens of their excerpt"
+    for offsets, end in ends:
+        at_end = offsets.count(0)
+        if at_end >= POSITION_SHARE * count:
+            return f"{_share(at_end, count)} are the {end} token of their excerpt"
     return None
 
 
-def _trend(exemplars: Sequence[dict[str, Any]]) -> str | None:
-    """Returns how activation moves along the excerpts (relative position), when it moves clearly."""
+def _trend(levels: Sequence[Sequence[int]]) -> str | None:
+    """Returns how the activation level (0-10, negatives at 0) moves along the excerpts, when it moves clearly."""
     xs: list[float] = []
     ys: list[float] = []
-    for exemplar in exemplars:
-        n = len(exemplar["activations"])
-        xs += [i / max(n - 1, 1) for i in range(n)]
-        ys += [float(a) for a in exemplar["activations"]]
+    for row in levels:
+        xs += [i / max(len(row) - 1, 1) for i in range(len(row))]
+        ys += [float(level) for level in row]
     if len(xs) < 3:
         return None
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -164,11 +176,8 @@ def marked_patterns(exemplars: Sequence[dict[str, Any]], levels: Sequence[Sequen
     distinct = len({m.word.lower() or m.tokens[m.position] for m in marked})
     facts = [f"{count} of the {total_tokens} tokens shown are marked, {distinct} distinct"]
     position = _position(marked)
-    if position:
-        facts.append(position)
-    trend = _trend(exemplars)
-    if trend:
-        facts.append(trend)
+    trend = None if position else _trend(levels)
+    facts += [fact for fact in (position, trend) if fact]
     for offset, label in ((-1, "after"), (1, "before")):
         neighbour = _neighbour(marked, offset, label)
         if neighbour:

@@ -36,8 +36,12 @@ def test_the_word_before_the_marked_tokens_is_named_when_it_comes_before_most_of
 def test_positions_shapes_and_enclosures() -> None:
     first = _windows(([" Alpha", " b", " c"], [0]), ([" Beta", " d", " e"], [0]), ([" Gamma", " f", " g"], [0]))
     assert "all are the first token of their excerpt" in _patterns(first)
-    near_end = _windows(([" a", " b", " c", " d", " e"], [3, 4]), ([" f", " g", " h", " i", " j"], [4]))
+    near_end = _windows(
+        ([" a", " b", " c", " d", " e", " f", " g"], [5, 6]), ([" h", " i", " j", " k", " l", " m", " n"], [5])
+    )
     assert "all are among the last 2 tokens of their excerpt" in _patterns(near_end)
+    short = _windows(([" a", " b", " c", " d", " e"], [3]), ([" f", " g", " h", " i", " j"], [2]))
+    assert "tokens of their excerpt" not in _patterns(short)  # every token of a short excerpt is near an end
     assert "all are capitalised" in _patterns(first)
     digits = _windows(([" x", " 12", " y", "4"], [1, 3]), ([" 7", " z"], [0]))
     assert "all are digits" in _patterns(digits)
@@ -59,3 +63,21 @@ def test_the_explain_prompt_shows_the_facts() -> None:
     user = build_explainer_prompt(exemplars, 1.0, explain_template(None))[0][1].content
     assert "What the marked tokens have in common: 2 of the 5 tokens shown are marked, 2 distinct" in user
     assert "all end in 'error'" in user
+
+
+def test_an_apostrophe_or_a_marked_closing_quote_is_not_inside_quotes() -> None:
+    apostrophes = _windows(([" it", "'s", " the", " cat"], [3]), ([" don", "'t", " go", " dog"], [3]))
+    assert "inside single quotes" not in _patterns(apostrophes)
+    closing = _windows(([' "', "abc", '"', " x", " y", " z", " w"], [2]), ([" q", ' "', "hi", '"', " k"], [3]))
+    assert "inside double quotes" not in _patterns(closing)
+
+
+def test_a_fact_below_its_share_is_not_named_and_nothing_marked_says_so() -> None:
+    two_of_three = _windows(
+        ([" f", "(", "a", ")", " b", " c", " d", " e"], [2]),
+        ([" g", "(", "k", ")", " h", " i", " j", " l"], [2]),
+        ([" m", " n", " o", " p", " q", " r", " s", " t"], [3]),
+    )
+    assert "inside parentheses" not in _patterns(two_of_three)
+    assert _patterns(_windows(([" a", " b"], []))) == "no token is marked"
+    assert marked_patterns([], []) == "no token is marked"
