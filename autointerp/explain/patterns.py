@@ -9,13 +9,13 @@ only when it holds for most of them; the count of marked and distinct tokens is 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from autointerp.activations import display_token
+from autointerp.score.metrics import pooled_correlation
 
 MOST = 0.75
 """Share of the marked tokens a shape or enclosure must hold for to be named."""
@@ -138,20 +138,10 @@ def _position(marked: list[_Marked]) -> str | None:
 
 def _trend(levels: Sequence[Sequence[int]]) -> str | None:
     """Returns how the activation level (0-10, negatives at 0) moves along the excerpts, when it moves clearly."""
-    xs: list[float] = []
-    ys: list[float] = []
-    for row in levels:
-        xs += [i / max(len(row) - 1, 1) for i in range(len(row))]
-        ys += [float(level) for level in row]
-    if len(xs) < 3:
+    if sum(len(row) for row in levels) < 3:
         return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx <= 0 or syy <= 0:
-        return None
-    r = sxy / math.sqrt(sxx * syy)
+    places = [[i / max(len(row) - 1, 1) for i in range(len(row))] for row in levels]
+    r = pooled_correlation(levels, places) or 0.0
     if r >= TREND:
         return "the activation grows the later the token comes in the excerpt"
     if r <= -TREND:
