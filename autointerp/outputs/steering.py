@@ -22,7 +22,7 @@ from torch import nn
 from autointerp.config import CorpusConfig
 from autointerp.corpus.sources import iter_windows
 from autointerp.errors import FeatureError
-from autointerp.subject.hooks import first_tensor, hook_site
+from autointerp.subject.hooks import add_hook, first_tensor, hook_site
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.sources import writes_residual
 
@@ -70,9 +70,9 @@ def added_per_row(subject: SubjectModel, hook: str, deltas: torch.Tensor) -> Ite
         return shifted(output)
 
     if site.is_input:
-        handle = site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        handle = add_hook(site.module, pre_hook, pre=True, with_kwargs=True)
     else:
-        handle = site.module.register_forward_hook(post_hook)
+        handle = add_hook(site.module, post_hook, pre=False)
     try:
         yield
     finally:

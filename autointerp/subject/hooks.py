@@ -8,6 +8,7 @@ adapter, to a module of the Hugging Face model whose input or output is the hook
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -135,13 +136,34 @@ def output_tensor(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output  # type: ignore[no-any-return]
 
 
+def add_hook(module: nn.Module, hook: Callable[..., Any], *, pre: bool, with_kwargs: bool = False) -> Any:
+    """Registers a forward (or forward pre-) hook that acts only on forward passes run by the thread
+    registering it; returns its handle.
+
+    A module's hooks are seen by every forward pass through it, whichever thread runs it: two threads
+    reading or editing one shared model at once (two shards of a run in threads of one process, a
+    scorer's threads beside an experiment) would otherwise read each other's activations or stop each
+    other's forward pass.
+    """
+    owner = threading.get_ident()
+
+    def own_thread_only(*args: Any, **kwargs: Any) -> Any:
+        return hook(*args, **kwargs) if threading.get_ident() == owner else None
+
+    if pre:
+        return module.register_forward_pre_hook(own_thread_only, with_kwargs=with_kwargs)
+    return module.register_forward_hook(own_thread_only, with_kwargs=with_kwargs)
+
+
 def read_hook(site: HookSite, read: Callable[[torch.Tensor], None]) -> Any:
-    """Registers a hook calling `read(value)` with the site's value on every forward; returns its handle."""
+    """Registers a hook calling `read(value)` with the site's value on every forward of this thread;
+    returns its handle."""
     if site.is_input:
-        return site.module.register_forward_pre_hook(
-            lambda _m, args, kwargs: read(site.value(first_tensor(args, kwargs))), with_kwargs=True
-        )
-    return site.module.register_forward_hook(lambda _m, _args, output: read(site.value(output_tensor(output))))
+        return add_hook(
+            site.module, lambda _m, args, kwargs: read(site.value(first_tensor(args, kwargs))), pre=True,
+            with_kwargs=True,
+        )  # fmt: skip
+    return add_hook(site.module, lambda _m, _args, output: read(site.value(output_tensor(output))), pre=False)
 
 
 @torch.inference_mode()

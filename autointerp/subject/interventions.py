@@ -27,7 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from autointerp.subject.hooks import check_neuron_indices, first_tensor, hook_site, mlp_down_proj, read_hook
+from autointerp.subject.hooks import (
+    add_hook,
+    check_neuron_indices,
+    first_tensor,
+    hook_site,
+    mlp_down_proj,
+    read_hook,
+)
 from autointerp.subject.model import SubjectModel
 
 
@@ -56,7 +63,7 @@ def edit_neuron(subject: SubjectModel, edit: NeuronEdit) -> Iterator[None]:
             return (activations, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": activations}
 
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    handle = add_hook(module, hook, pre=True, with_kwargs=True)
     try:
         yield
     finally:
@@ -114,11 +121,11 @@ def edit_direction(subject: SubjectModel, edit: DirectionEdit) -> Iterator[None]
         return (output.float() + change * site.gain()).to(output.dtype)
 
     if site.normalise:
-        handles.append(site.module.register_forward_hook(normalised_hook, with_kwargs=True))
+        handles.append(add_hook(site.module, normalised_hook, pre=False, with_kwargs=True))
     elif site.is_input:
-        handles.append(site.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(add_hook(site.module, pre_hook, pre=True, with_kwargs=True))
     else:
-        handles.append(site.module.register_forward_hook(post_hook))
+        handles.append(add_hook(site.module, post_hook, pre=False))
     try:
         yield
     finally:

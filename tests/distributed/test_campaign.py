@@ -23,8 +23,8 @@ Fault = tuple[str, int, int]  # (stage, shard, attempt)
 
 class ThreadLauncher:
     """Runs each shard flow's function in a thread. `lost` attempts never start and never beat (a killed
-    worker); `failing` attempts raise. Collection shards take turns: they share this process's one
-    subject model, whose activation hooks serve one forward pass at a time (workers are processes)."""
+    worker); `failing` attempts raise. Collection shards take turns, as on workers of one slot each; the
+    LLM stages' shards run at once and share this process's subject model (experiments run it)."""
 
     def __init__(self, lost: set[Fault] = frozenset(), failing: set[Fault] = frozenset()) -> None:  # type: ignore[assignment]
         self.lost, self.failing = lost, failing

@@ -43,3 +43,37 @@ def test_unknown_model_names_what_to_pass(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SubjectModelError, match=r"has no config\.json"):
         load_subject_model(str(tmp_path / "empty"))
+
+
+def test_threads_sharing_the_model_read_and_edit_only_their_own_forward_passes(subject: SubjectModel) -> None:
+    """Two shards of a run in threads of one process share one model: a hook registered by one thread
+    must not read, stop or edit another thread's forward pass."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from autointerp.subject.interventions import NeuronEdit, edit_neuron
+
+    def ids_of(text: str) -> torch.Tensor:
+        return subject.tokenizer(text, return_tensors="pt")["input_ids"]
+
+    short, long = ids_of("The cat sat on the mat."), ids_of("Numbers such as 12, 345 and 6789 were read aloud twice.")
+    expected_short = mlp_neuron_activations(subject, short, 2, [5, 9])
+    expected_long = mlp_neuron_activations(subject, long, 25, [5, 9])
+    start = Barrier(3)
+
+    def read(ids: torch.Tensor, layer: int, expected: torch.Tensor) -> int:
+        start.wait()
+        return sum(torch.equal(mlp_neuron_activations(subject, ids, layer, [5, 9]), expected) for _ in range(25))
+
+    def edit() -> int:  # an ablation in a third thread: large edits the readers must never see
+        start.wait()
+        for _ in range(25):
+            with edit_neuron(subject, NeuronEdit(layer=1, index=5, set_to=1e4)):
+                mlp_neuron_activations(subject, long, 25, [5])
+        return 0
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(read, short, 2, expected_short), pool.submit(read, long, 25, expected_long)]
+        editing = pool.submit(edit)
+        assert [f.result() for f in futures] == [25, 25]
+        editing.result()
