@@ -57,5 +57,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest-xdist workers (one per core of a CI machine), each test file on one worker: the fixtures a
+# file shares (a model, a run, a Prefect server) are made once. `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
 test: lint browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile

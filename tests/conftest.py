@@ -15,8 +15,18 @@ import pytest
 # huggingface_hub reads this once at import: tests never wait on the hub, even for a bad model id
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from autointerp.pipeline.prefect_env import configure_prefect_defaults
+# `make test` runs the suite in two pytest-xdist workers, one per core: each computes on one thread (two
+# workers of two threads each would fight over two cores), and each worker's flows use a Prefect home of
+# their own, so two temporary Prefect servers never wait on one SQLite file.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _XDIST_WORKER:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from autointerp.pipeline.prefect_env import configure_prefect_defaults, default_prefect_home  # noqa: E402
+
+if _XDIST_WORKER:
+    _home = default_prefect_home()
+    os.environ.setdefault("PREFECT_HOME", str(_home.with_name(f"{_home.name}-{_XDIST_WORKER}")))
 configure_prefect_defaults()
 
 from autointerp.config import RunConfig, load_config  # noqa: E402
@@ -66,6 +76,10 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+        # The harness's exit drains Prefect's event and log queues with no time limit, and a queue that holds
+        # events for a server already gone (`autointerp run`'s own, the work-pool tests') retries them for
+        # many minutes: drain them here for a bounded time, so the harness finds nothing left to drain.
+        drain_prefect_queues()
 
 
 def session_of(config: RunConfig, store: Any, run_id: str) -> Any:
@@ -122,11 +136,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     import sys
 
+    drain_prefect_queues()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[0])
+
+
+def drain_prefect_queues() -> None:
+    """Stops Prefect's event and log queue services, waiting at most DRAIN_S seconds for each to empty."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     for service in (EventsWorker, APILogWorker):
         service.drain_all(timeout=DRAIN_S)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_EXIT_STATUS[0])

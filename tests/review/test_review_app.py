@@ -209,7 +209,7 @@ def test_app_serves_while_another_process_writes(review_db: DB, serve: Serve) ->
     path, ids = review_db
     base = serve(ReviewSettings(db=path))
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", WRITER, str(path), "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     served = reviewed = 0
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -222,7 +222,7 @@ def test_app_serves_while_another_process_writes(review_db: DB, serve: Serve) ->
             served, reviewed = served + 2, reviewed + 1
     out, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err
-    assert "wrote 40" in out
+    assert "wrote 8" in out
     store = Store(path)
-    assert store.query("SELECT count(*) AS n FROM llm_calls WHERE model = 'm'")[0]["n"] == 40 * 50
+    assert store.query("SELECT count(*) AS n FROM llm_calls WHERE model = 'm'")[0]["n"] == 8 * 50
     assert store.query("SELECT count(*) AS n FROM reviews")[0]["n"] == reviewed
