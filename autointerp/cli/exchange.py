@@ -141,15 +141,9 @@ def import_command(
 
 
 def _refresh_review_index(store: Store) -> None:
-    """Brings the review app's feature list index up to date after an import, as a run does at its end (else the
-    first page after it rebuilds it: a minute at a million features). A failure is reported, not raised: the
-    index is derived data that `autointerp review` builds when it finds it stale."""
-    import duckdb
+    """Brings the review app's feature list index up to date after an import, as a run does at its end."""
+    from autointerp.review.queries import refresh_index
 
-    from autointerp.review.queries import ReviewQueries
-
-    try:
-        ReviewQueries(store).check_index(lambda line: console.print(Text(line), soft_wrap=True))
-    except (AutointerpError, duckdb.Error) as exc:
-        why = f"the review app's feature list index was not rebuilt ({exc}); `autointerp review` rebuilds it"
+    why = refresh_index(store, lambda line: console.print(Text(line), soft_wrap=True))
+    if why is not None:
         console.print(Text(why), soft_wrap=True)

@@ -19,7 +19,6 @@ from autointerp.pipeline.prefect_env import configure_prefect_defaults
 
 configure_prefect_defaults()
 
-import duckdb  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
@@ -27,7 +26,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from autointerp import __version__  # noqa: E402
 from autointerp.collect.stage import run_collect  # noqa: E402
 from autointerp.config import RunConfig  # noqa: E402
-from autointerp.errors import AutointerpError, RunIncomplete  # noqa: E402
+from autointerp.errors import RunIncomplete  # noqa: E402
 from autointerp.experiments.stage import run_experiments  # noqa: E402
 from autointerp.explain.stage import run_explain  # noqa: E402
 from autointerp.llm import LLMSession  # noqa: E402
@@ -88,16 +87,13 @@ def experiment(config_data: dict[str, Any], run_id: str, session: LLMSession) ->
 @task(name="review index", cache_policy=NO_CACHE)
 def review_index(config_data: dict[str, Any]) -> bool:
     """Brings the review app's feature list index up to date with what the run wrote, so that `autointerp
-    review` opens at once; returns whether it built it. A failure is logged, never the run's: the index is
-    derived data that the app builds itself when it finds it stale."""
-    from autointerp.review.queries import ReviewQueries
+    review` opens at once; returns whether it is current. A failure is logged, never the run's."""
+    from autointerp.review.queries import refresh_index
 
-    config = _config(config_data)
-    try:
-        return ReviewQueries(Store(config.store.path)).check_index()
-    except (AutointerpError, duckdb.Error) as exc:
-        get_run_logger().warning("the review app's feature list index was not built: %s", exc)
-        return False
+    why = refresh_index(Store(_config(config_data).store.path))
+    if why is not None:
+        get_run_logger().warning(why)
+    return why is None
 
 
 def run_status(results: list[StageResult]) -> tuple[str, str | None]:

@@ -12,10 +12,13 @@ the rows that undo it `undo-<batch>-<n>`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from autointerp.errors import StoreError
+import duckdb
+
+from autointerp.errors import AutointerpError, StoreError
 from autointerp.metric_names import MAIN_METRIC
 from autointerp.review.feature_list import DECIDED_SQL, STATUS_SQL, FeatureListQueries
 from autointerp.store.database import Store
@@ -164,3 +167,15 @@ class ReviewQueries(FeatureListQueries):
             """,
             [MAIN_METRIC],
         )
+
+
+def refresh_index(store: Store, progress: Callable[[str], None] | None = None) -> str | None:
+    """Brings the feature list index up to date with what a run or an import wrote (else the app's first page
+    after it rebuilds it: a minute at a million features). Returns None when the index is current, else why it
+    could not be built, in one line: a failure is the caller's to report, never to raise, since the index is
+    derived data that `autointerp review` builds when it finds it stale."""
+    try:
+        ReviewQueries(store).check_index(progress)
+    except (AutointerpError, duckdb.Error) as exc:
+        return f"the review app's feature list index was not built ({exc}); `autointerp review` builds it"
+    return None

@@ -18,7 +18,7 @@ from autointerp.metric_names import MAIN_METRIC
 from autointerp.review import ReviewSettings, list_order
 from autointerp.review.feature_list import FEATURE_SORTS, FeatureQuery, ListSort
 from autointerp.review.list_index import ALL_RUNS, ListIndex
-from autointerp.review.queries import ReviewQueries
+from autointerp.review.queries import ReviewQueries, refresh_index
 from autointerp.score.confidence import CHANCE_P
 from autointerp.store.database import Store, now
 from benchmarks.scale_fixture import RUN_ID, build
@@ -345,3 +345,19 @@ def test_a_run_that_stopped_logging_does_not_keep_the_list_stale(db: Path) -> No
     _run_writes(store, "run-killed", "theremin drone", feature, minutes_ago=30)  # killed: still `running`
     page = queries.feature_list(FeatureQuery(search="theremin"))
     assert not page.stale and [r["feature_id"] for r in page.rows] == [feature]
+
+
+def test_refreshing_the_index_after_a_run_reports_a_failure_in_one_line(tmp_path: Path) -> None:
+    """What a run and `autointerp import` call at their end: a store it cannot read is one line, never raised."""
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"not a database" * 64)
+    why = refresh_index(Store(broken))
+    assert why is not None and "\n" not in why
+    assert why.startswith("the review app's feature list index was not built (") and "not a valid DuckDB" in why
+
+    store = Store(tmp_path / "empty.duckdb")
+    store.migrate()
+    lines: list[str] = []
+    assert refresh_index(store, lines.append) is None
+    assert refresh_index(store, lines.append) is None
+    assert lines[-1] == "feature list index: up to date"
