@@ -58,7 +58,8 @@ lint: setup
 	$(BIN)/mypy
 
 # Two pytest-xdist workers (one per core of a CI machine), each test file on one worker: the fixtures a
-# file shares (a model, a run, a Prefect server) are made once. `make test TEST_WORKERS=0` runs in one process.
+# file shares (a model, a run, a Prefect server) are made once; files go out in collection order, the
+# heaviest first (tests/conftest.py). `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= 2
 test: lint browser
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
