@@ -3,11 +3,8 @@ explanations) -> a LoRA explainer on the local model, measured on held-out membe
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +14,22 @@ from autointerp.explain.explainer import explain_template
 from autointerp.explaintrain.distill import distill_explanations
 from autointerp.explaintrain.examples import ExplainExample, build_explain_examples
 from autointerp.explaintrain.train import ExplainerTrainer
-from autointerp.llm import get_backend
 from autointerp.llm.adapter import save_adapter, write_adapter_config
-from autointerp.llm.adapter_spec import ADAPTER_SEPARATOR, AdapterConfig
-from autointerp.llm.local import LocalChatBackend
-from autointerp.simtrain.data import corpus_window_sets, split_members
-from autointerp.simtrain.families import SyntheticFeature, synthetic_features
+from autointerp.llm.adapter_spec import ADAPTER_SEPARATOR
+from autointerp.simtrain.driver import (
+    Echo,
+    format_loss,
+    load_family_data,
+    new_adapter_config,
+    progress_lines,
+    say_examples,
+    say_trained,
+    say_written,
+    training_record,
+)
+from autointerp.simtrain.families import SyntheticFeature
 from autointerp.simtrain.lora import TrainSettings
 from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES, PlantedFeature
-
-Echo = Callable[[str], None]
 
 
 @dataclass
@@ -86,84 +89,59 @@ def train_explainer(plan: ExplainerTrainingPlan, echo: Echo = print) -> dict[str
     """Trains, saves and (unless `plan.evaluate` is off) measures an explainer adapter; returns what was
     written into its adapter.json `training` section."""
     started = time.perf_counter()
-    backend = get_backend(f"local:{plan.base}")
-    if not isinstance(backend, LocalChatBackend):
-        raise TypeError("train-explainer needs a local model")
+    data = load_family_data(
+        "train-explainer",
+        plan.base,
+        plan.corpus,
+        plan.window_sizes,
+        plan.windows_per_size,
+        plan.words,
+        plan.max_members,
+        plan.train.seed,
+    )
     template = explain_template(None)
-    window_sets = corpus_window_sets(backend.subject, plan.corpus, plan.window_sizes, plan.windows_per_size)
-    members = synthetic_features(window_sets[0], plan.words)
-    train_members, heldout_members = split_members(members, plan.max_members, plan.train.seed)
 
     def sample(chosen: list[SyntheticFeature]) -> list[ExplainExample]:
         return build_explain_examples(
             chosen,
-            window_sets,
+            data.window_sets,
             per_member=plan.per_member,
             per_word_member=plan.per_word_member,
             shown=plan.shown,
             seed=plan.train.seed,
         )
 
-    train_examples = [] if plan.distill_only else sample(train_members)
+    train_examples = [] if plan.distill_only else sample(data.train_members)
     train_examples += _distilled(plan, echo)
-    heldout_examples = sample(heldout_members)[: plan.heldout_examples]
-    families = sorted({m.family for m in members})
-    echo(
-        f"{len(train_members)} training and {len(heldout_members)} held-out family members "
-        f"({', '.join(families)}); {len(train_examples)} training and {len(heldout_examples)} held-out examples"
-    )
-    layers = int(backend.subject.model.config.num_hidden_layers)
-    config = AdapterConfig(
-        base_model=plan.base,
-        rank=plan.rank,
-        alpha=plan.alpha,
-        blocks=list(range(max(0, layers - plan.blocks), layers)),
-        prompt="explain",
-    )
-    trainer = ExplainerTrainer(backend, config, seed=plan.train.seed)
+    heldout_examples = sample(data.heldout_members)[: plan.heldout_examples]
+    say_examples(data, len(train_examples), len(heldout_examples), echo)
+    config = new_adapter_config(data, plan.base, plan.rank, plan.alpha, plan.blocks, prompt="explain")
+    trainer = ExplainerTrainer(data.backend, config, seed=plan.train.seed)
     encoded = [trainer.encode(e) for e in train_examples]
     heldout_encoded = [trainer.encode(e) for e in heldout_examples]
-    last = [0.0]
-
-    def progress(step: int, steps: int, loss: float) -> None:
-        if step == steps or time.perf_counter() - last[0] > 30:
-            last[0] = time.perf_counter()
-            echo(f"step {step}/{steps}  loss {loss:.3f}  ({time.perf_counter() - started:.0f} s)")
-
-    report = trainer.train(encoded, heldout_encoded, plan.train, progress)
-    training: dict[str, Any] = {
-        "command": "autointerp train-explainer " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "",
-        "prompt_hash": template.hash,
-        "evidence": "input",
-        "corpus": plan.corpus,
-        "window_sizes": list(plan.window_sizes),
-        "shown_windows": list(plan.shown),
-        "families": families,
-        "train_members": len(train_members),
-        "heldout_members": sorted(m.name for m in heldout_members),
-        "train_examples": len(train_examples),
-        "distilled_from": [f"{db}#{run}" for db, run in plan.distill],
-        "teacher": plan.teacher,
-        "benchmark_features_trained_on": 0,
-        "settings": asdict(plan.train),
-        "report": asdict(report),
-    }
+    report = trainer.train(encoded, heldout_encoded, plan.train, progress_lines(started, echo))
+    training = training_record(
+        "train-explainer",
+        template.hash,
+        plan.corpus,
+        plan.window_sizes,
+        data,
+        len(train_examples),
+        plan.distill,
+        plan.train,
+        report,
+        evidence="input",
+        shown_windows=list(plan.shown),
+        teacher=plan.teacher,
+    )
     config.training = training
     save_adapter(plan.out, config, trainer.adapted)
-    echo(
-        f"trained {report.steps} steps on {report.examples_seen} examples in {report.seconds:.0f} s; held-out loss "
-        f"{_fmt(report.heldout_loss_before)} -> {_fmt(report.heldout_loss_after)}"
-    )
+    say_trained(report, echo)
     if plan.evaluate:
-        training["evaluation"] = evaluate_explainers(plan, [m.as_planted() for m in heldout_members], echo)
+        training["evaluation"] = evaluate_explainers(plan, [m.as_planted() for m in data.heldout_members], echo)
         write_adapter_config(plan.out, config)
-    echo(f'wrote {plan.out}. Use it with explainer.model = "local:{plan.out}"')
-    echo(f'  (or "local:{plan.base}{ADAPTER_SEPARATOR}{plan.out}")')
+    say_written(plan.out, plan.base, "explainer.model", echo)
     return training
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def evaluate_explainers(plan: ExplainerTrainingPlan, heldout: list[PlantedFeature], echo: Echo) -> dict[str, Any]:
@@ -195,6 +173,6 @@ def evaluate_explainers(plan: ExplainerTrainingPlan, heldout: list[PlantedFeatur
             }
             echo(
                 f"{set_name:18} {label:9}  truth nearest {numbers[set_name][label]['truth_nearest']}/{len(near)}  "
-                f"simulation AUROC vs distractors {_fmt(auroc)}  ({written} explanations)"
+                f"simulation AUROC vs distractors {format_loss(auroc)}  ({written} explanations)"
             )
     return numbers

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from autointerp.errors import SubjectModelError
 
 ADAPTER_CONFIG = "adapter.json"
 ADAPTER_WEIGHTS = "adapter.safetensors"
+SimulationLines = Literal["token", "previous-and-token"]
+"""How a simulation prompt writes each token's line: the token alone, or the token before it, ` ->` and the
+token (so a description of the previous token is read within the line)."""
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The linear layers of a Llama-style block that get an adapter."""
 
@@ -27,6 +30,8 @@ class AdapterConfig:
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     prompt: str = "simulate"
     """The prompt template the adapter was trained on: `simulate` or `explain` (its hash is in `training`)."""
+    lines: SimulationLines = "token"
+    """How the simulator's prompt writes each token's line (a simulator reads them as it was trained)."""
     training: dict[str, Any] = field(default_factory=dict)
     """Command, data, steps, seed, held-out loss and benchmark numbers."""
 
@@ -44,9 +49,12 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
     if not (folder / ADAPTER_WEIGHTS).is_file():
         raise SubjectModelError(f"adapter {folder} has no {ADAPTER_WEIGHTS}; train it again")
     try:
-        return AdapterConfig(**json.loads(path.read_text()))
+        config = AdapterConfig(**json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
         raise SubjectModelError(f"{path} is not a valid adapter config: {exc}") from None
+    if config.lines not in get_args(SimulationLines):
+        raise SubjectModelError(f"{path}: lines must be one of {', '.join(get_args(SimulationLines))}")
+    return config
 
 
 ADAPTER_SEPARATOR = "+adapter="

@@ -13,11 +13,21 @@ from transformers import LogitsProcessorList
 from autointerp.activations import display_token
 from autointerp.errors import LLMError, SubjectModelError
 from autointerp.llm.adapter import merge_adapter
-from autointerp.llm.adapter_spec import resolve_local_model
+from autointerp.llm.adapter_spec import SimulationLines, read_adapter_config, resolve_local_model
 from autointerp.llm.base import BackendCapabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, ValueReadout
 from autointerp.llm.guided import AnswerGuard, ShapeConstraint, Vocabulary, answer_shape
 from autointerp.llm.registry import BackendKind, ProbeLimits
 from autointerp.subject.model import SubjectModel, load_subject_model
+
+
+def simulation_line(tokens: Sequence[str], index: int, style: SimulationLines) -> str:
+    """Returns line `index` of a simulation prompt: token `index` made visible, and with
+    `previous-and-token` the token before it (nothing for the first) and ` ->` in front of it."""
+    token = display_token(tokens[index])
+    if style == "token":
+        return token
+    previous = display_token(tokens[index - 1]) if index else ""
+    return f"{previous} ->{token}"
 
 
 class LocalChatBackend(ChatBackend):
@@ -38,6 +48,8 @@ class LocalChatBackend(ChatBackend):
         subject = load_subject_model(base, device=device or os.environ.get("AUTOINTERP_LOCAL_DEVICE", "auto"))
         self.subject: SubjectModel = merge_adapter(subject, adapter) if adapter else subject
         """The model; with an adapter, a private copy with the adapter merged (the shared one is unchanged)."""
+        self.simulation_lines: SimulationLines = read_adapter_config(adapter).lines if adapter else "token"
+        """How `simulation_prompt` writes each token's line: as the adapter was trained."""
         self._vocabulary: Vocabulary | None = None
 
     def prompt_ids(self, messages: list[ChatMessage], prefill: str = "") -> list[int]:
@@ -151,15 +163,17 @@ class LocalChatBackend(ChatBackend):
             return result
 
     def simulation_prompt(self, request: ChatRequest, lines: list[str]) -> tuple[list[int], list[int]]:
-        """Returns (token ids, read positions) of `request` followed by `line<TAB>0<NEWLINE>` per line;
-        the logits at each read position predict the value written after that line's tab."""
+        """Returns (token ids, read positions) of `request` followed by `line<TAB>0<NEWLINE>` per token of
+        `lines` (written by `simulation_line`); the logits at each read position predict the value written
+        after that line's tab."""
         tokenizer = self.subject.tokenizer
         ids = self.prompt_ids(request.messages, request.prefill)
         zero_id = tokenizer("0", add_special_tokens=False)["input_ids"][-1]
         newline_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
         positions = []
-        for line in lines:
-            ids.extend(tokenizer(display_token(line) + "\t", add_special_tokens=False)["input_ids"])
+        for index in range(len(lines)):
+            line = simulation_line(lines, index, self.simulation_lines)
+            ids.extend(tokenizer(line + "\t", add_special_tokens=False)["input_ids"])
             positions.append(len(ids) - 1)
             ids.append(zero_id)  # placeholder; causal attention means it never influences its own read
             ids.extend(newline_ids)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from autointerp.errors import ConfigError
+from autointerp.llm.adapter_spec import SimulationLines
 
 
 def distill_source(value: str) -> tuple[Path, str]:
@@ -29,6 +30,9 @@ def train_simulator_command(
         list[int] | None, typer.Option("--window-size", help="Window length in tokens; repeat for mixed lengths.")
     ] = None,
     words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).")] = 120,
+    lines: Annotated[
+        SimulationLines, typer.Option(help="Each token's line: the token, or the token before it, ' ->' and the token.")
+    ] = "token",
     blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.")] = 8,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     epochs: Annotated[int, typer.Option(help="Passes over the training examples.")] = 1,
@@ -54,6 +58,7 @@ def train_simulator_command(
         windows_per_size=windows,
         window_sizes=tuple(window_sizes or SimulatorTrainingPlan.window_sizes),
         words=words,
+        lines=lines,
         blocks=blocks,
         rank=rank,
         alpha=2.0 * rank,

@@ -13,10 +13,11 @@ from autointerp.cli.app import app
 from autointerp.errors import ConfigError, SubjectModelError
 from autointerp.llm import get_backend
 from autointerp.llm.adapter import save_adapter
-from autointerp.llm.adapter_spec import AdapterConfig, resolve_local_model
+from autointerp.llm.adapter_spec import AdapterConfig, read_adapter_config, resolve_local_model
 from autointerp.llm.base import ChatRequest
-from autointerp.llm.local import LocalChatBackend
+from autointerp.llm.local import LocalChatBackend, simulation_line
 from autointerp.prompts import load_prompt
+from autointerp.simtrain.command import SimulatorTrainingPlan, train_simulator
 from autointerp.simtrain.distill import distill_examples
 from autointerp.simtrain.examples import SimExample
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
@@ -65,6 +66,47 @@ def test_tiny_training_learns_and_the_scorer_reads_what_was_trained(tmp_path: Pa
     assert _checksum(subject.model) == before  # merging the adapter left the shared model alone
     assert resolve_local_model(f"smollm2-135m+adapter={folder}") == ("smollm2-135m", folder)
 
+    # an adapter trained on lines that show the previous token is prompted with them
+    config_path = folder / "adapter.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "lines": "previous-and-token"}))
+    with_previous = LocalChatBackend(str(folder))
+    ids, positions = with_previous.simulation_prompt(ChatRequest(messages=messages, prefill=prefill), WINDOW)
+    text = with_previous.subject.tokenizer.decode(ids)
+    assert text.endswith(" ->\t0\n the -> cat\t0\n cat -> sat\t0\n sat -> on\t0\n on -> the\t0\n the -> mat\t0\n")
+    assert len(positions) == len(WINDOW)
+
+
+def test_the_command_records_base_prompt_lines_and_heldout_members(tmp_path: Path, subject: SubjectModel) -> None:
+    plan = SimulatorTrainingPlan(
+        out=tmp_path / "adapter",
+        window_sizes=(8,),
+        windows_per_size=96,
+        words=4,
+        lines="previous-and-token",
+        active_per_member=1,
+        quiet_per_member=1,
+        cross_per_member=0,
+        heldout_examples=2,
+        blocks=1,
+        rank=2,
+        alpha=4.0,
+        train=TrainSettings(batch_size=4),
+        evaluate=False,
+        max_members=4,
+    )
+    said: list[str] = []
+    training = train_simulator(plan, echo=said.append)
+    config = read_adapter_config(plan.out)
+    assert config.base_model == "smollm2-135m" and config.prompt == "simulate" and config.blocks == [29]
+    assert config.lines == "previous-and-token" and LocalChatBackend(str(plan.out)).simulation_lines == config.lines
+    assert training["prompt_hash"] == load_prompt("simulate").hash and training["window_sizes"] == [8]
+    assert training["train_members"] == 4 and training["heldout_members"] and training["families"]
+    assert training["report"]["steps"] >= 1 and training["benchmark_features_trained_on"] == 0
+    assert (
+        said[0].startswith("4 training and ")
+        and said[-2] == f'wrote {plan.out}. Use it with score.simulator.model = "local:{plan.out}"'
+    )
+
 
 def test_bad_adapters_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(SubjectModelError, match=r"has no adapter\.json"):
@@ -73,6 +115,22 @@ def test_bad_adapters_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(SubjectModelError, match=r"has no adapter\.safetensors"):
         resolve_local_model(f"smollm2-135m+adapter={tmp_path}")
     assert resolve_local_model("smollm2-135m") == ("smollm2-135m", None)
+    (tmp_path / "adapter.safetensors").write_bytes(b"")
+    config = {"base_model": "smollm2-135m", "rank": 4, "alpha": 8.0, "blocks": [29], "lines": "both"}
+    (tmp_path / "adapter.json").write_text(json.dumps(config))
+    with pytest.raises(SubjectModelError, match=r"lines must be one of token, previous-and-token"):
+        resolve_local_model(f"smollm2-135m+adapter={tmp_path}")
+
+
+def test_simulation_lines_show_the_token_or_the_previous_token_too() -> None:
+    tokens = [" of", " the", "\n", "x"]
+    assert [simulation_line(tokens, i, "token") for i in range(4)] == [" of", " the", "\\n", "x"]
+    assert [simulation_line(tokens, i, "previous-and-token") for i in range(4)] == [
+        " -> of",
+        " of -> the",
+        " the ->\\n",
+        "\\n ->x",
+    ]
 
 
 def _scored_store(path: Path) -> None:
