@@ -71,7 +71,7 @@ def test_tiny_training_learns_and_the_scorer_reads_what_was_trained(tmp_path: Pa
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "lines": "previous-and-token"}))
     with_previous = LocalChatBackend(str(folder))
     ids, positions = with_previous.simulation_prompt(ChatRequest(messages=messages, prefill=prefill), WINDOW)
-    text = with_previous.subject.tokenizer.decode(ids)
+    text = str(with_previous.subject.tokenizer.decode(ids))
     assert text.endswith(" ->\t0\n the -> cat\t0\n cat -> sat\t0\n sat -> on\t0\n on -> the\t0\n the -> mat\t0\n")
     assert len(positions) == len(WINDOW)
 
