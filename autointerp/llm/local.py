@@ -37,6 +37,8 @@ class LocalChatBackend(ChatBackend):
     max_concurrency = 1
     generation_batch_size: ClassVar[int] = 8
     """Prompts per padded `model.generate` call in `generate_many`."""
+    simulation_lines: SimulationLines = "token"
+    """How `simulation_prompt` writes each token's line: as the adapter was trained (`token` without one)."""
     guided_generation: ClassVar[bool] = True
     """A request's shape and its guidance against loops are honoured (`autointerp.llm.guided`)."""
 
@@ -48,8 +50,8 @@ class LocalChatBackend(ChatBackend):
         subject = load_subject_model(base, device=device or os.environ.get("AUTOINTERP_LOCAL_DEVICE", "auto"))
         self.subject: SubjectModel = merge_adapter(subject, adapter) if adapter else subject
         """The model; with an adapter, a private copy with the adapter merged (the shared one is unchanged)."""
-        self.simulation_lines: SimulationLines = read_adapter_config(adapter).lines if adapter else "token"
-        """How `simulation_prompt` writes each token's line: as the adapter was trained."""
+        if adapter:
+            self.simulation_lines = read_adapter_config(adapter).lines
         self._vocabulary: Vocabulary | None = None
 
     def prompt_ids(self, messages: list[ChatMessage], prefill: str = "") -> list[int]:
@@ -162,17 +164,19 @@ class LocalChatBackend(ChatBackend):
                     result[index] = {name: float(m[row] / total[row]) for name, m in mass.items()}
             return result
 
-    def simulation_prompt(self, request: ChatRequest, lines: list[str]) -> tuple[list[int], list[int]]:
+    def simulation_prompt(
+        self, request: ChatRequest, lines: list[str], style: SimulationLines | None = None
+    ) -> tuple[list[int], list[int]]:
         """Returns (token ids, read positions) of `request` followed by `line<TAB>0<NEWLINE>` per token of
-        `lines` (written by `simulation_line`); the logits at each read position predict the value written
-        after that line's tab."""
+        `lines` (written by `simulation_line` in `style`, by default the adapter's); the logits at each read
+        position predict the value written after that line's tab."""
         tokenizer = self.subject.tokenizer
         ids = self.prompt_ids(request.messages, request.prefill)
         zero_id = tokenizer("0", add_special_tokens=False)["input_ids"][-1]
         newline_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
         positions = []
         for index in range(len(lines)):
-            line = simulation_line(lines, index, self.simulation_lines)
+            line = simulation_line(lines, index, style or self.simulation_lines)
             ids.extend(tokenizer(line + "\t", add_special_tokens=False)["input_ids"])
             positions.append(len(ids) - 1)
             ids.append(zero_id)  # placeholder; causal attention means it never influences its own read

@@ -81,7 +81,6 @@ def train_simulator(plan: SimulatorTrainingPlan, echo: Echo = print) -> dict[str
         plan.max_members,
         plan.train.seed,
     )
-    data.backend.simulation_lines = plan.lines
     template = load_prompt("simulate")
     settings = dict(
         active_per_member=plan.active_per_member,

@@ -55,7 +55,7 @@ class SimulatorTrainer(LoRATrainer[EncodedExample]):
         """Returns the example as the scorer would prompt it, with the digit class to predict per token."""
         messages, prefill = self.template.render(explanation=example.description)
         request = ChatRequest(messages=messages, prefill=prefill, max_tokens=1)
-        ids, positions = self.backend.simulation_prompt(request, example.tokens)
+        ids, positions = self.backend.simulation_prompt(request, example.tokens, self.config.lines)
         targets = [self._class_of(level) for level in example.levels]
         return EncodedExample(ids, positions, targets, sum(level > 0 for level in example.levels))
 

@@ -72,7 +72,7 @@ def test_tiny_training_learns_and_the_scorer_reads_what_was_trained(tmp_path: Pa
     with_previous = LocalChatBackend(str(folder))
     ids, positions = with_previous.simulation_prompt(ChatRequest(messages=messages, prefill=prefill), WINDOW)
     text = str(with_previous.subject.tokenizer.decode(ids))
-    assert text.endswith(" ->\t0\n the -> cat\t0\n cat -> sat\t0\n sat -> on\t0\n on -> the\t0\n the -> mat\t0\n")
+    assert text.endswith("\n -> the\t0\n the -> cat\t0\n cat -> sat\t0\n sat -> on\t0\n on -> the\t0\n the -> mat\t0\n")
     assert len(positions) == len(WINDOW)
 
 
@@ -99,6 +99,8 @@ def test_the_command_records_base_prompt_lines_and_heldout_members(tmp_path: Pat
     config = read_adapter_config(plan.out)
     assert config.base_model == "smollm2-135m" and config.prompt == "simulate" and config.blocks == [29]
     assert config.lines == "previous-and-token" and LocalChatBackend(str(plan.out)).simulation_lines == config.lines
+    shared = get_backend("local:smollm2-135m")  # the cached base model other scorers use is unchanged
+    assert isinstance(shared, LocalChatBackend) and shared.simulation_lines == "token"
     assert training["prompt_hash"] == load_prompt("simulate").hash and training["window_sizes"] == [8]
     assert training["train_members"] == 4 and training["heldout_members"] and training["families"]
     assert training["report"]["steps"] >= 1 and training["benchmark_features_trained_on"] == 0
