@@ -14,18 +14,13 @@ from autointerp.explain.explainer import explain_template
 from autointerp.explaintrain.distill import distill_explanations
 from autointerp.explaintrain.examples import ExplainExample, build_explain_examples
 from autointerp.explaintrain.train import ExplainerTrainer
-from autointerp.llm.adapter import save_adapter, write_adapter_config
 from autointerp.llm.adapter_spec import ADAPTER_SEPARATOR
 from autointerp.simtrain.driver import (
     Echo,
     format_loss,
     load_family_data,
     new_adapter_config,
-    progress_lines,
-    say_examples,
-    say_trained,
-    say_written,
-    training_record,
+    train_and_save,
 )
 from autointerp.simtrain.families import SyntheticFeature
 from autointerp.simtrain.lora import TrainSettings
@@ -89,16 +84,7 @@ def train_explainer(plan: ExplainerTrainingPlan, echo: Echo = print) -> dict[str
     """Trains, saves and (unless `plan.evaluate` is off) measures an explainer adapter; returns what was
     written into its adapter.json `training` section."""
     started = time.perf_counter()
-    data = load_family_data(
-        "train-explainer",
-        plan.base,
-        plan.corpus,
-        plan.window_sizes,
-        plan.windows_per_size,
-        plan.words,
-        plan.max_members,
-        plan.train.seed,
-    )
+    data = load_family_data("train-explainer", plan)
     template = explain_template(None)
 
     def sample(chosen: list[SyntheticFeature]) -> list[ExplainExample]:
@@ -114,34 +100,22 @@ def train_explainer(plan: ExplainerTrainingPlan, echo: Echo = print) -> dict[str
     train_examples = [] if plan.distill_only else sample(data.train_members)
     train_examples += _distilled(plan, echo)
     heldout_examples = sample(data.heldout_members)[: plan.heldout_examples]
-    say_examples(data, len(train_examples), len(heldout_examples), echo)
-    config = new_adapter_config(data, plan.base, plan.rank, plan.alpha, plan.blocks, prompt="explain")
-    trainer = ExplainerTrainer(data.backend, config, seed=plan.train.seed)
-    encoded = [trainer.encode(e) for e in train_examples]
-    heldout_encoded = [trainer.encode(e) for e in heldout_examples]
-    report = trainer.train(encoded, heldout_encoded, plan.train, progress_lines(started, echo))
-    training = training_record(
+    config = new_adapter_config(data, plan, prompt="explain")
+    return train_and_save(
         "train-explainer",
-        template.hash,
-        plan.corpus,
-        plan.window_sizes,
+        plan,
         data,
-        len(train_examples),
-        plan.distill,
-        plan.train,
-        report,
+        ExplainerTrainer(data.backend, config, seed=plan.train.seed),
+        (train_examples, heldout_examples),
+        template.hash,
+        started=started,
+        setting="explainer.model",
+        measure=lambda: evaluate_explainers(plan, [m.as_planted() for m in data.heldout_members], echo),
+        echo=echo,
         evidence="input",
         shown_windows=list(plan.shown),
         teacher=plan.teacher,
     )
-    config.training = training
-    save_adapter(plan.out, config, trainer.adapted)
-    say_trained(report, echo)
-    if plan.evaluate:
-        training["evaluation"] = evaluate_explainers(plan, [m.as_planted() for m in data.heldout_members], echo)
-        write_adapter_config(plan.out, config)
-    say_written(plan.out, plan.base, "explainer.model", echo)
-    return training
 
 
 def evaluate_explainers(plan: ExplainerTrainingPlan, heldout: list[PlantedFeature], echo: Echo) -> dict[str, Any]:

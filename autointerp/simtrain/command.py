@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.bench import BenchSettings
-from autointerp.llm.adapter import save_adapter, write_adapter_config
 from autointerp.llm.adapter_spec import ADAPTER_SEPARATOR, SimulationLines
 from autointerp.prompts import load_prompt
 from autointerp.simtrain.distill import distill_examples
@@ -17,11 +16,7 @@ from autointerp.simtrain.driver import (
     format_loss,
     load_family_data,
     new_adapter_config,
-    progress_lines,
-    say_examples,
-    say_trained,
-    say_written,
-    training_record,
+    train_and_save,
 )
 from autointerp.simtrain.evaluate import SimulatorEvaluation, evaluate_simulator
 from autointerp.simtrain.examples import SimExample, build_examples
@@ -71,16 +66,7 @@ def train_simulator(plan: SimulatorTrainingPlan, echo: Echo = print) -> dict[str
     """Trains, saves and (unless `plan.evaluate` is off) measures a simulator adapter; returns what was
     written into its adapter.json `training` section."""
     started = time.perf_counter()
-    data = load_family_data(
-        "train-simulator",
-        plan.base,
-        plan.corpus,
-        plan.window_sizes,
-        plan.windows_per_size,
-        plan.words,
-        plan.max_members,
-        plan.train.seed,
-    )
+    data = load_family_data("train-simulator", plan)
     template = load_prompt("simulate")
     settings = dict(
         active_per_member=plan.active_per_member,
@@ -96,33 +82,19 @@ def train_simulator(plan: SimulatorTrainingPlan, echo: Echo = print) -> dict[str
         echo(f"distilling {len(distilled)} windows from run {run_id} in {db}")
         train_examples += distilled
     heldout_examples = build_examples(data.heldout_members, data.window_sets, **settings)[: plan.heldout_examples]
-    say_examples(data, len(train_examples), len(heldout_examples), echo)
-    config = new_adapter_config(
-        data, plan.base, plan.rank, plan.alpha, plan.blocks, prompt="simulate", lines=plan.lines
-    )
-    trainer = SimulatorTrainer(data.backend, template, config, seed=plan.train.seed)
-    encoded = [trainer.encode(e) for e in train_examples]
-    heldout_encoded = [trainer.encode(e) for e in heldout_examples]
-    report = trainer.train(encoded, heldout_encoded, plan.train, progress_lines(started, echo))
-    training = training_record(
+    config = new_adapter_config(data, plan, prompt="simulate", lines=plan.lines)
+    return train_and_save(
         "train-simulator",
-        template.hash,
-        plan.corpus,
-        plan.window_sizes,
+        plan,
         data,
-        len(train_examples),
-        plan.distill,
-        plan.train,
-        report,
+        SimulatorTrainer(data.backend, template, config, seed=plan.train.seed),
+        (train_examples, heldout_examples),
+        template.hash,
+        started=started,
+        setting="score.simulator.model",
+        measure=lambda: _evaluate(plan, data.heldout_members, echo),
+        echo=echo,
     )
-    config.training = training
-    save_adapter(plan.out, config, trainer.adapted)
-    say_trained(report, echo)
-    if plan.evaluate:
-        training["evaluation"] = _evaluate(plan, data.heldout_members, echo)
-        write_adapter_config(plan.out, config)
-    say_written(plan.out, plan.base, "score.simulator.model", echo)
-    return training
 
 
 def _evaluate(plan: SimulatorTrainingPlan, heldout: list[SyntheticFeature], echo: Echo) -> dict[str, Any]:
