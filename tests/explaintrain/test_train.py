@@ -25,6 +25,7 @@ from autointerp.simtrain.families import word_members, word_set_members
 from autointerp.simtrain.lora import TrainSettings
 from autointerp.store.database import Store
 from autointerp.subject.model import SubjectModel
+from tests.simtrain.tiny_plan import TINY_PLAN
 
 CAT = [" the", " cat", " sat", " on", " the", " mat"]
 DOG = [" a", " dog", " ran", " to", " a", " dog"]
@@ -74,21 +75,7 @@ def test_examples_show_firing_windows_strongest_first_and_fewer_for_words() -> N
 
 
 def test_the_command_records_base_prompt_families_and_heldout_members(tmp_path: Path, subject: SubjectModel) -> None:
-    plan = ExplainerTrainingPlan(
-        out=tmp_path / "adapter",
-        window_sizes=(8,),
-        windows_per_size=96,
-        words=4,
-        per_member=1,
-        shown=(2, 3),
-        heldout_examples=2,
-        blocks=1,
-        rank=2,
-        alpha=4.0,
-        train=TrainSettings(batch_size=4),
-        evaluate=False,
-        max_members=4,
-    )
+    plan = ExplainerTrainingPlan(out=tmp_path / "adapter", per_member=1, shown=(2, 3), **TINY_PLAN)
     training = train_explainer(plan, echo=lambda line: None)
     config = read_adapter_config(plan.out)
     assert config.base_model == "smollm2-135m" and config.prompt == "explain" and config.blocks == [29]

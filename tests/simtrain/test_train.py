@@ -23,6 +23,7 @@ from autointerp.simtrain.examples import SimExample
 from autointerp.simtrain.train import SimulatorTrainer, TrainSettings
 from autointerp.store.database import Store
 from autointerp.subject.model import SubjectModel
+from tests.simtrain.tiny_plan import TINY_PLAN
 
 WINDOW = [" the", " cat", " sat", " on", " the", " mat"]
 EXAMPLES = [
@@ -79,20 +80,11 @@ def test_tiny_training_learns_and_the_scorer_reads_what_was_trained(tmp_path: Pa
 def test_the_command_records_base_prompt_lines_and_heldout_members(tmp_path: Path, subject: SubjectModel) -> None:
     plan = SimulatorTrainingPlan(
         out=tmp_path / "adapter",
-        window_sizes=(8,),
-        windows_per_size=96,
-        words=4,
         lines="previous-and-token",
         active_per_member=1,
         quiet_per_member=1,
         cross_per_member=0,
-        heldout_examples=2,
-        blocks=1,
-        rank=2,
-        alpha=4.0,
-        train=TrainSettings(batch_size=4),
-        evaluate=False,
-        max_members=4,
+        **TINY_PLAN,
     )
     said: list[str] = []
     training = train_simulator(plan, echo=said.append)
