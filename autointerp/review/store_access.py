@@ -4,8 +4,11 @@ Opening a DuckDB file starts with an empty cache, so a page on a fresh connectio
 (at a million features, about 90 ms of a page's 50-row read, against 9 ms warm). `StoreAccess` keeps the
 file open from one request to the next and closes it after `idle_seconds` without a request, or after
 `max_hold_seconds` of holding followed by `idle_seconds` on short connections, so that a run writing the
-same file (which waits for the lock) gets its turn even while someone keeps clicking. A file the app cannot
-open for writing (read-only on disk) is read on short read-only connections, as before holding existed.
+same file (which waits for the lock) gets its turn even while someone keeps clicking. A process waiting for
+the lock says so with a marker beside the file (`autointerp.store.waiting`): the app then lets go after the
+page it is serving and rests `idle_seconds`, so a run's write waits for a page, not for the hold. A file the
+app cannot open for writing (read-only on disk) is read on short read-only connections, as before holding
+existed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from autointerp.errors import StoreError
+from autointerp.store import waiting
 from autointerp.store.database import Store
 
 T = TypeVar("T")
@@ -34,6 +38,8 @@ class StoreAccess:
         self._rest_until = 0.0  # after a long hold, short connections until then
         self._watcher: threading.Thread | None = None
         self._can_hold = True
+        self.watch_seconds = 0.1
+        """How often the held file is checked for being idle, held too long, or wanted by another process."""
 
     def __call__(self, fn: Callable[[], T]) -> T:
         """Returns `fn()`, run with the store to itself (held open unless holding is off or resting)."""
@@ -65,12 +71,12 @@ class StoreAccess:
 
     def _release_when_due(self) -> None:
         while True:
-            time.sleep(min(0.25, self.idle_seconds))
+            time.sleep(min(self.watch_seconds, self.idle_seconds))
             with self._lock:
                 if not self.store.held:
                     return
                 now = time.monotonic()
-                if now - self._held_since >= self.max_hold_seconds:
+                if now - self._held_since >= self.max_hold_seconds or waiting.others_waiting(self.store.path):
                     self.store.release()
                     self._rest_until = now + self.idle_seconds
                     return

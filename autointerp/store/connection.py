@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from autointerp.errors import StoreError
+from autointerp.store import waiting
 from autointerp.store.exemplar_windows import insert_exemplars
 from autointerp.store.schema import SCHEMA_VERSION, apply_migrations, schema_version
 
@@ -114,22 +115,29 @@ class StoreConnection:
         self._make_parent()
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.01
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as exc:
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
+        announced = False
+        try:
+            while True:
+                try:
+                    return duckdb.connect(str(self.path), read_only=read_only)
+                except duckdb.IOException as exc:
+                    if not _is_lock_error(exc) or time.monotonic() > deadline:
+                        raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
+                    waiting.announce(self.path)  # a holder that sees it lets go (the review app between pages)
+                    announced = True
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                except duckdb.ConnectionException as exc:
+                    if read_only and "different configuration" in str(exc):
+                        # this process holds the file read-write (a review app's `hold`): read through that handle
+                        read_only = False
+                        continue
                     raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-            except duckdb.ConnectionException as exc:
-                if read_only and "different configuration" in str(exc):
-                    # this process holds the file read-write (a review app's `hold`): read through that handle
-                    read_only = False
-                    continue
-                raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
-            except duckdb.Error as exc:
-                raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
+                except duckdb.Error as exc:
+                    raise StoreError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from None
+        finally:
+            if announced:
+                waiting.withdraw(self.path)
 
     def _check_schema(self, con: duckdb.DuckDBPyConnection, require: bool) -> None:
         """Raises StoreError when the file's schema is newer than SCHEMA_VERSION, or (with `require`)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,3 +119,38 @@ def test_a_file_that_cannot_be_held_is_read_on_short_connections(
     access = StoreAccess(store, idle_seconds=0.5)
     assert access(lambda: store.query("SELECT count(*) AS n FROM features"))[0]["n"] == 6
     assert not store.held and _other_process_can_write(path)
+
+
+def test_a_run_waiting_for_the_file_gets_it_after_a_page_not_after_the_hold(review_db: tuple[Path, Any]) -> None:
+    path, _ = review_db
+    store = Store(path)
+    access = StoreAccess(store, idle_seconds=0.5, max_hold_seconds=120.0)  # longer than a writer waits (60 s)
+    stop = threading.Event()
+
+    def click() -> None:  # someone clicking without pause: the hold never ends on its own
+        while not stop.is_set():
+            access(lambda: store.query("SELECT count(*) AS n FROM features"))
+            time.sleep(0.05)
+
+    clicker = threading.Thread(target=click)
+    clicker.start()
+    try:
+        assert _wait(lambda: store.held)
+        code = textwrap.dedent(
+            f"""
+            import time
+            from autointerp.store.database import Store
+            started = time.monotonic()
+            with Store({str(path)!r}).transaction() as con:
+                con.execute("CREATE TABLE IF NOT EXISTS probe (x INT)")
+            print(time.monotonic() - started)
+            """
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    finally:
+        stop.set()
+        clicker.join()
+        access.release()
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split()[-1]) < 10.0  # a page and a check of the marker, not the 120 s hold
+    assert not list(path.parent.glob(f"{path.name}.waiting.*"))  # the writer withdrew its marker
