@@ -122,11 +122,12 @@ def build_explainer_prompt(
 
 def _strip_stray_quotes(text: str) -> str:
     """Returns text without quotes around all of it or unmatched at either end; quoted words inside
-    (the word "is") keep theirs."""
+    (the word "is") keep theirs, and so does a list of quoted words ("May", "June" and "July"), whose
+    first and last quotes belong to different words."""
     for quote in '"`':  # an apostrophe may be part of a word: only stripped when wrapping all
         if text.count(quote) % 2:
             text = text.removeprefix(quote) if text.startswith(quote) else text.removesuffix(quote)
-    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`" and text[0] not in text[1:-1]:
         text = text[1:-1].strip()
     return text.strip()
 

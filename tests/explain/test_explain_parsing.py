@@ -13,6 +13,11 @@ from autointerp.explain.explainer import ExplanationParseError, marked_text, par
         (' the word "is".', 'the word "is"'),
         (' "the token "of"', 'the token "of"'),
         (" `code spans`", "code spans"),
+        # a list of quoted words keeps the quotes of its first and last word (they are not one pair)
+        (' "Wednesday", "Thursday" and "Tuesday".', '"Wednesday", "Thursday" and "Tuesday"'),
+        (" `x` and `y`", "`x` and `y`"),
+        (" 'May' or 'June'", "'May' or 'June'"),
+        (""" "'quoted'" """, "quoted"),
     ],
 )
 def test_parse_explanation_takes_the_first_sentence(answer: str, expected: str) -> None:
