@@ -1,4 +1,6 @@
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +65,31 @@ def test_override_keys_are_toml_dotted_keys() -> None:
         None, ["llm.prices.openai-compatible:*.input_per_mtok=1", "llm.prices.openai-compatible:*.output_per_mtok=2"]
     )
     assert unquoted.llm.prices["openai-compatible:*"].output_per_mtok == 2
+
+
+def _readme_config_block() -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Configuration") :]
+    return section.split("```toml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_configuration_shows_the_real_defaults() -> None:
+    """The README's configuration block says "defaults shown": every key it shows is a config key with that
+    default (it had shown the untrained models after the trained adapters became the defaults)."""
+    shown = tomllib.loads(_readme_config_block())
+    actual = load_config(None).model_dump(mode="json")
+    wrong: list[str] = []
+
+    def compare(section: dict[str, Any], defaults: dict[str, Any], prefix: str) -> None:
+        for key, value in section.items():
+            name = f"{prefix}{key}"
+            if key not in defaults:
+                wrong.append(f"{name} is not a config key")
+            elif isinstance(value, dict):
+                compare(value, defaults[key], f"{name}.")
+            elif value != defaults[key]:
+                wrong.append(f"{name}: README {value!r}, default {defaults[key]!r}")
+
+    compare(shown, actual, "")
+    assert shown["explainer"]["model"] and shown["score"]["simulator"]["model"]  # the block holds the model keys
+    assert not wrong, wrong

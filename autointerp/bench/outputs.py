@@ -25,7 +25,7 @@ import torch
 from autointerp.bench.report import pair_auroc
 from autointerp.bench.settings import BenchSettings
 from autointerp.bench.windows import FeatureSet, feature_set
-from autointerp.config import CorpusConfig, LLMConfig, ScoreConfig
+from autointerp.config import CorpusConfig, ExplainerConfig, LLMConfig, ScoreConfig
 from autointerp.corpus.sources import iter_windows
 from autointerp.explain.explainer import Evidence, explain_feature
 from autointerp.llm import CallRecorder, LLMSession, get_backend
@@ -51,7 +51,8 @@ class OutputBenchSettings:
     """What the output-side benchmark runs on (the windows' settings are `base`'s)."""
 
     base: BenchSettings = field(default_factory=lambda: BenchSettings(max_windows=256))
-    explainer: str = "local:smollm2-135m"
+    explainer: str = field(default_factory=lambda: ExplainerConfig().model)
+    """Explainer backend:model (default: a run's, `explainer.model`)."""
     output_prompts: int = 2
     """Held-out prompts the output scorer continues per feature."""
     output_tokens: int = 6
@@ -195,7 +196,7 @@ def run_output_bench(
                 advance(1)
         explanations[kind] = texts
         seconds[f"explain {kind}"] = time.perf_counter() - started
-    scorer = get_backend(s.scorer or "local:smollm2-135m")
+    scorers = {method: get_backend(spec) for method, spec in scorer_specs(s).items()}
     scores: dict[str, dict[str, dict[str, float | None]]] = {m: {} for m in METHODS}
     skipped: dict[str, dict[str, str]] = {m: {} for m in METHODS}
     undefined: dict[str, dict[str, str]] = {}
@@ -219,7 +220,7 @@ def run_output_bench(
                     method,
                     texts_to_score,
                     fs.heldout,
-                    backend=scorer,
+                    backend=scorers[method],
                     recorder=recorder,
                     feature_id=fs.feature.name,
                     options=options,
@@ -261,6 +262,12 @@ def _cell(per: dict[str, dict[str, float | None]], label: str, names: set[str]) 
     return f"{_fmt(mean)} ({_fmt(area)})" if pairs else _fmt(mean)
 
 
+def scorer_specs(settings: BenchSettings) -> dict[str, str]:
+    """Returns the backend:model of each scoring method: `--scorer` for all, else a run's defaults (the
+    simulator for simulation, the judge for detection and the output scorer, as `score.judge` in a run)."""
+    return {method: settings.scorer_for(method) for method in METHODS}
+
+
 def render_output_report(result: OutputBenchResult, command: str) -> str:
     """Returns the Markdown report: one table of evidence x (feature kind, scorer), then each feature."""
     s, b = result.settings, result.settings.base
@@ -271,8 +278,9 @@ def render_output_report(result: OutputBenchResult, command: str) -> str:
         "# Output-side benchmark: explainers fed input, output or both evidence",
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; command: `{command}`",
-        f"- explainer `{s.explainer}`; scorer and judge `{b.scorer or 'local:smollm2-135m'}` (simulation all-at-once,"
-        " detection and the output judge from token probabilities)",
+        f"- explainer `{s.explainer}`; "
+        + ", ".join(f"{method} `{spec}`" for method, spec in scorer_specs(b).items())
+        + " (a local simulation all-at-once, a local detection and output judge from token probabilities)",
         f"- corpus `{b.corpus}`: {result.windows} windows of {b.window_tokens} tokens; per feature {b.explain_windows}"
         f" explanation windows, held out {b.heldout_active} activating + {b.heldout_quiet} non-activating;"
         f" {b.distractors} distractor descriptions (other planted features of the same kind)",

@@ -22,10 +22,16 @@ def bench_outputs(
     output_feature: Annotated[
         list[str] | None, typer.Option(help="Planted output features (weekdays, months, digits, ...); repeat.")
     ] = None,
-    explainer: Annotated[str, typer.Option(help="Explainer backend:model.")] = "local:smollm2-135m",
-    scorer: Annotated[str, typer.Option(help="Simulation, detection and output-judge backend:model.")] = (
-        "local:smollm2-135m"
-    ),
+    explainer: Annotated[
+        str | None, typer.Option(help="Explainer backend:model (default: a run's, explainer.model).")
+    ] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="One backend:model for simulation, detection and the output judge (default: a run's, "
+            "score.simulator for simulation and score.judge for the others)."
+        ),
+    ] = None,
     corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
     max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 256,
     heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
@@ -66,9 +72,9 @@ def bench_outputs(
         heldout_quiet=heldout,
         distractors=distractors,
     )
-    settings = OutputBenchSettings(
-        base=base, explainer=explainer, output_prompts=output_prompts, output_tokens=output_tokens
-    )
+    settings = OutputBenchSettings(base=base, output_prompts=output_prompts, output_tokens=output_tokens)
+    if explainer is not None:
+        settings.explainer = explainer
     result = run_output_bench(inputs, outputs, settings)
     command = (
         "autointerp " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench-outputs"] else "autointerp bench-outputs"

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from autointerp.bench.outputs import OutputBenchSettings, scorer_specs
+from autointerp.bench.settings import BenchSettings
 from autointerp.cli.app import app
+from autointerp.config import DEFAULT_EXPLAINER, DEFAULT_SIMULATOR, ExplainerConfig, ScoreConfig
 from tests.end_to_end.test_output_run import explainer_or_judge
 from tests.llm.loopback_server import LoopbackServer
 
@@ -41,3 +44,20 @@ def test_bench_outputs_names_an_unknown_output_feature() -> None:
     ran = CliRunner().invoke(app, ["bench-outputs", "--output-feature", "planets"])
     assert ran.exit_code != 0
     assert "no planted output feature 'planets'; choose from weekdays" in ran.output
+
+
+def test_bench_outputs_defaults_to_a_run_s_models() -> None:
+    """Without --explainer and --scorer the benchmark uses what a run uses: the trained explainer, the trained
+    simulator for simulation and the judge for detection and the output scorer (it had used the untrained
+    model for all of them)."""
+    settings = OutputBenchSettings()
+    assert settings.explainer == ExplainerConfig().model == DEFAULT_EXPLAINER
+    defaults = ScoreConfig()
+    assert scorer_specs(settings.base) == {
+        "simulation": defaults.simulator.model,
+        "detection": defaults.judge.model,
+        "output": defaults.judge.model,
+    }
+    assert defaults.simulator.model == DEFAULT_SIMULATOR
+    one = BenchSettings(scorer="openai-compatible:http://127.0.0.1:9/v1#m")
+    assert set(scorer_specs(one).values()) == {"openai-compatible:http://127.0.0.1:9/v1#m"}
