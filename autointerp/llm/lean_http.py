@@ -88,14 +88,16 @@ class _PlainConnections:
             if connection in self._open:
                 self._open.remove(connection)
 
-    def post(self, path: str, data: bytes, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
-        """Returns (status, headers with lower-case names, body) of one POST; a connection the server
+    def request(
+        self, method: str, path: str, data: bytes | None, timeout_s: float
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Returns (status, headers with lower-case names, body) of one request; a connection the server
         closed while it sat idle is replaced once, at once. Raises LeanTimeout / LeanTransportError."""
         url = f"{self.prefix}/{path.lstrip('/')}"
         for attempt in (0, 1):
             connection, reused = self._connection(timeout_s)
             try:
-                connection.request("POST", url, body=data, headers=self.headers)
+                connection.request(method, url, body=data, headers=self.headers)
                 response = connection.getresponse()
                 body = response.read()
             except TimeoutError as exc:  # socket.timeout: connecting, sending or waiting for the answer
@@ -124,6 +126,8 @@ class LeanHTTP:
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
         self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        """Sent as the bearer token; errors are scrubbed of it (the retry loop's `secrets`)."""
         headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self._plain: _PlainConnections | None = None
         self._client: httpx.Client | None = None
@@ -139,15 +143,22 @@ class LeanHTTP:
         """Returns the text of the answer to POSTing `body` to `path`; raises HTTPStatusFailure for an error
         status, LeanTimeout / LeanTransportError (or httpx's errors, for HTTPS) for timeouts and broken
         connections."""
-        data = json.dumps(body).encode()
+        return self._request("POST", path, json.dumps(body).encode(), timeout_s)
+
+    def get(self, path: str, timeout_s: float) -> str:
+        """Returns the text of the answer to a GET of `path` (a server's `/models`); raises as `post` does."""
+        return self._request("GET", path, None, timeout_s)
+
+    def _request(self, method: str, path: str, data: bytes | None, timeout_s: float) -> str:
         if self._plain is not None:
-            status, headers, raw = self._plain.post(path, data, timeout_s)
+            status, headers, raw = self._plain.request(method, path, data, timeout_s)
             text = raw.decode("utf-8", errors="replace")
             if status >= 400:
                 raise HTTPStatusFailure(status, headers, text)
             return text
         assert self._client is not None
-        response = self._client.post(f"{self.base_url}/{path.lstrip('/')}", content=data, timeout=timeout_s)
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        response = self._client.request(method, url, content=data, timeout=timeout_s)
         if response.status_code >= 400:
             raise HTTPStatusFailure(response.status_code, dict(response.headers), response.text)
         return response.text

@@ -67,6 +67,8 @@ from autointerp.llm.retry import (
 )
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from openai import OpenAI
 
 KEY_ENV = "OPENAI_API_KEY"
@@ -120,13 +122,17 @@ class OpenAIChatBackend(ChatBackend):
         self._continues: bool | None = None
         """Whether the server continues a final assistant message (`continue_final_message`); None: not
         tried yet. Only compatible servers are tried; OpenAI gets the prefill as an instruction."""
-        self._sdk = import_openai()
-        self._client: OpenAI = self._sdk.OpenAI(
-            api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout_s, max_retries=0
-        )
-        self._lean: LeanHTTP | None = (
-            LeanHTTP(str(self._client.base_url), self._client.api_key, self.timeout_s) if self.lean_http else None
-        )
+        # the key lives only in the client that sends it, never in this object's own attributes
+        self._sdk: ModuleType | None = None
+        self._client: OpenAI | None = None
+        self._lean: LeanHTTP | None = None
+        if self.lean_http and self.base_url:  # a compatible server: plain HTTP, the SDK is not even imported
+            self._lean = LeanHTTP(self.base_url, self._api_key(), self.timeout_s)
+        else:
+            self._sdk = import_openai()
+            self._client = self._sdk.OpenAI(
+                api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+            )
 
     def _api_key(self) -> str:
         key = os.environ.get(self.key_env)
@@ -198,9 +204,10 @@ class OpenAIChatBackend(ChatBackend):
 
     def _post_json(self, path: str, params: dict[str, Any], *, refused_ok: bool = False) -> dict[str, Any] | None:
         """Returns the JSON answer to one POST of `params` to `path` (e.g. `/chat/completions`) under the
-        retry policy, with a timeout that grows with the tokens asked for. Sent with the SDK client's
-        `post` (its auth, timeouts and error types), without its per-call parameter transformation and
-        response models: at high concurrency those cost more client CPU than the HTTP round trip (see
+        retry policy, with a timeout that grows with the tokens asked for. A compatible server gets the lean
+        client (`LeanHTTP`: JSON on keep-alive connections; the SDK is not imported); OpenAI gets the SDK
+        client's `post` (its auth, timeouts and error types), without its per-call parameter transformation
+        and response models: at high concurrency those cost more client CPU than the HTTP round trip (see
         results/benchmarks/campaign.md). `refused_ok`: returns None when the server refuses the request's
         fields (HTTP 400 / 422) instead of raising."""
         tokens = params.get(self.max_tokens_param, params.get("max_tokens", 0))
@@ -216,13 +223,15 @@ class OpenAIChatBackend(ChatBackend):
                     return None
                 raise
             return parse_json_body(text)
+        client, sdk = self._client, self._sdk
+        assert client is not None and sdk is not None  # the SDK path: no lean client
         try:
             text = self._call(
-                lambda: self._client.post(path, cast_to=str, body=params, options={"timeout": timeout}),
+                lambda: client.post(path, cast_to=str, body=params, options={"timeout": timeout}),
                 timeout,
                 passthrough=(400, 422) if refused_ok else (),
             )
-        except self._sdk.APIStatusError as exc:
+        except sdk.APIStatusError as exc:
             if refused_ok and exc.status_code in (400, 422):
                 return None
             raise
@@ -373,16 +382,17 @@ class OpenAIChatBackend(ChatBackend):
         """Returns `call()` under the retry policy; raises one-line LLMError once retries are spent (an
         SDK status error whose status is in `passthrough` is raised as it is)."""
 
+        sdk = self._sdk
+
         def describe(exc: Exception) -> CallFailure | None:
-            if passthrough and isinstance(exc, self._sdk.APIStatusError) and exc.status_code in passthrough:
+            if sdk is not None and isinstance(exc, sdk.APIStatusError) and exc.status_code in passthrough:
                 return None
             if isinstance(exc, HTTPStatusFailure) and exc.status in passthrough:
                 return None
-            return lean_failure(exc, timeout_s) or sdk_failure(exc, self._sdk, timeout_s)
+            return lean_failure(exc, timeout_s) or (sdk_failure(exc, sdk, timeout_s) if sdk is not None else None)
 
-        return call_with_retries(
-            call, describe=describe, label=self.label, policy=self.retry, secrets=[self._client.api_key]
-        )
+        key = self._lean.api_key if self._lean is not None else self._client.api_key if self._client else ""
+        return call_with_retries(call, describe=describe, label=self.label, policy=self.retry, secrets=[key])
 
 
 class OpenAICompatibleChatBackend(OpenAIChatBackend):
@@ -420,7 +430,12 @@ class OpenAICompatibleChatBackend(OpenAIChatBackend):
         says `owned_by` vllm or llamacpp); asked once. Other servers (`transformers serve`, unknown ones)
         get the prefill as an instruction."""
         try:
-            text = self._client.get("/models", cast_to=str, options={"timeout": min(self.timeout_s, 5.0)})
+            timeout = min(self.timeout_s, 5.0)
+            if self._lean is not None:
+                text = self._lean.get("/models", timeout)
+            else:
+                assert self._client is not None
+                text = self._client.get("/models", cast_to=str, options={"timeout": timeout})
             listed = parse_json_body(text).get("data")
         except Exception:  # no /models, or not JSON: an unknown server
             return False

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,7 @@ from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
 from autointerp.llm.retry import RetryPolicy
 
 NO_RETRIES = RetryPolicy(max_retries=0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _read_request(conn: socket.socket) -> bytes | None:
@@ -124,3 +129,26 @@ def test_https_and_proxied_servers_keep_httpx(monkeypatch: pytest.MonkeyPatch) -
     assert not direct_plain_http("http://10.0.0.7:8000/v1")
     monkeypatch.setenv("no_proxy", "10.0.0.7")
     assert direct_plain_http("http://10.0.0.7:8000/v1")
+
+
+def test_a_compatible_server_is_reached_without_importing_the_openai_sdk() -> None:
+    """The lean path needs none of the SDK: a process that asks a compatible server (generation, and the
+    `/models` question behind a prefill) never imports `openai` (0.4 s of import, and its client objects)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from autointerp.llm.base import ChatMessage, ChatRequest
+        from autointerp.llm.openai_backend import OpenAICompatibleChatBackend
+        from tests.llm.loopback_server import LoopbackServer, Reply, openai_completion
+
+        request = ChatRequest(messages=[ChatMessage(role="user", content="Hi?")], max_tokens=8, prefill="Explanation:")
+        reply = Reply(openai_completion(" the word cat."))
+        with LoopbackServer([reply], models=[{"id": "m", "owned_by": "vllm"}]) as server:
+            text = OpenAICompatibleChatBackend(f"{server.url}/v1#m", timeout_s=5).generate(request).text
+        continued = server.received[-1].body.get("continue_final_message")  # /models said vllm
+        print(text, continued, "openai" in sys.modules)
+        """
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["the", "word", "cat.", "True", "False"]
