@@ -105,7 +105,9 @@ class Investigation:
             self.store.write_results(rows)
             if outcome.revision is None:
                 return "no change"
-            rescored = run_score(self.config, self.store, self.run_id, self.session)
+            # this feature's revision only: another feature's unscored explanation (its scoring failed) is the
+            # score stage's to redo, and two experiment shards scoring it would each add its rows
+            rescored = run_score(self.config, self.store, self.run_id, self.session, feature_ids=[feature_id])
             if rescored.stop_error is not None:
                 raise rescored.stop_error
 

@@ -61,6 +61,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def assert_same_rows(rows: dict[str, list[Any]], expected: dict[str, list[Any]]) -> None:
+    """Asserts two runs' `run_rows` are equal, table by table, with row counts first: a diff of whole tables
+    is cut short by pytest and can read like a missing row when a value differs."""
+    assert rows.keys() == expected.keys()
+    for table, wanted in expected.items():
+        assert len(rows[table]) == len(wanted), f"{table}: {len(rows[table])} rows, expected {len(wanted)}"
+        for got, want in zip(rows[table], wanted, strict=True):
+            assert got == want, f"{table}: a row differs"
+
+
 def run_rows(store: Store, run_id: str) -> dict[str, list[Any]]:
     """Returns a run's rows, table by table, with ids, timestamps and latencies left out and ids of
     explanations replaced by their feature, sorted: what must be equal between two runs."""

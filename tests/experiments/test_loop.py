@@ -203,3 +203,23 @@ def test_features_whose_scorers_disagree_are_investigated(
     rows += [_score_row(explanation, "embedding_auroc_distractor", 0.6)]
     store.write_results({"scores": rows})
     assert select_targets(config, store, "r") == selected
+
+
+def test_a_revision_is_scored_alone_not_another_feature_s_unscored_explanation(
+    tmp_path: Path, subject: SubjectModel
+) -> None:
+    """After a revision the investigation scores that feature's new explanation only: another feature whose
+    scoring failed is the score stage's to redo (in a sharded run each experiment shard would score it, and
+    the second copy of its rows stops the ingest)."""
+    config = _config(tmp_path, "new", "features.indices=[5, 12]", "experiments.score_threshold=1.0")
+    store = Store(config.store.path)
+    store.migrate()
+    store.start_run("r", {}, "h", "0", None)
+    run_collect(config, store, "r")
+    run_explain(config, store, "r", session_of(config, store, "r"))
+    other = next(e for e in store.explanations("r") if e["feature_id"] != FEATURE)
+    run_score(config, store, "r", session_of(config, store, "r"), feature_ids=[FEATURE])  # the other one failed
+    assert Investigation(config, store, "r", session_of(config, store, "r")).investigate(FEATURE) == "budget"
+    scored = {s["explanation_id"] for s in store.scores("r", MAIN_METRIC)}
+    assert {e["id"] for e in _chain(store)} <= scored  # the revision was scored
+    assert other["id"] not in scored
