@@ -173,3 +173,31 @@ def test_binary_kind(head: bytes, kind: str | None) -> None:
 
     found = binary_kind(head)
     assert (found is None) if kind is None else (found is not None and found.startswith(kind)), found
+
+
+OPTION_CASES = [
+    (["train-simulator", "--windows", "0"], "'--windows': Input should be greater than or equal to 1"),
+    (["train-explainer", "--words", "-1"], "'--words': Input should be greater than or equal to 0"),
+    (["train-explainer", "--learning-rate", "0"], "error: --learning-rate must be above 0 (got 0)"),
+    (["train-simulator", "--max-minutes", "-1"], "error: --max-minutes must be above 0 (got -1)"),
+    (["bench", "--rounds", "-1"], "'--rounds': Input should be greater than or equal to 0"),
+    (["bench", "--window-tokens", "2"], "'--window-tokens': Input should be greater than or equal to 4"),
+    (["bench-outputs", "--heldout", "0"], "'--heldout': Input should be greater than or equal to 1"),
+    (["train-sae", "--steps", "0"], "'--steps': Input should be greater than or equal to 1"),
+    (["review", "--port", "70000"], "'--port': Input should be less than or equal to 65535"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), OPTION_CASES, ids=[" ".join(c[0]) for c in OPTION_CASES])
+def test_a_command_refuses_an_option_it_cannot_use_before_any_work(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The option is named with what it must be, and nothing runs: `train-simulator --windows 0` trained
+    and wrote ./simulator, `bench --rounds -1` overwrote the committed planted report."""
+    monkeypatch.chdir(tmp_path)
+    loaded_before = _load_subject_model.cache_info().currsize
+    result = CliRunner().invoke(app, args)  # default outputs (./simulator, results/...) land in tmp_path
+    assert result.exit_code != 0, result.output
+    assert message in " ".join(result.output.replace("│", " ").split()), result.output
+    assert _load_subject_model.cache_info().currsize == loaded_before
+    assert list(tmp_path.iterdir()) == []

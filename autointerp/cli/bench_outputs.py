@@ -33,11 +33,11 @@ def bench_outputs(
         ),
     ] = None,
     corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
-    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 256,
-    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
-    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
-    output_prompts: Annotated[int, typer.Option(help="Held-out prompts the output scorer continues.")] = 2,
-    output_tokens: Annotated[int, typer.Option(help="Tokens per continuation.")] = 6,
+    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.", min=1)] = 256,
+    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.", min=1)] = 3,
+    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.", min=0)] = 2,
+    output_prompts: Annotated[int, typer.Option(help="Held-out prompts the output scorer continues.", min=1)] = 2,
+    output_tokens: Annotated[int, typer.Option(help="Tokens per continuation.", min=1)] = 6,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/outputs-bench.md"),
 ) -> None:
     """Compare explainers fed input, output or both evidence, on input-side and output-side scores."""
@@ -61,8 +61,6 @@ def bench_outputs(
         outputs = planted_outputs(output_feature)
     except ValueError as exc:
         raise AutointerpError(str(exc)) from exc
-    if output_prompts < 1 or output_tokens < 1 or max_windows < 1:
-        raise AutointerpError("--output-prompts, --output-tokens and --max-windows must be at least 1")
     check_corpus(corpus)
     base = BenchSettings(
         scorer=scorer,

@@ -24,7 +24,7 @@ from autointerp.store.database import Store
 def review(
     db: DbOption = DEFAULT_DB_PATH,
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8765,
     token: Annotated[
         str | None, typer.Option(help="Access token required on every request (env: AUTOINTERP_REVIEW_TOKEN).")
     ] = None,

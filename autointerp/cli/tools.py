@@ -36,13 +36,13 @@ def bench(
     method: Annotated[list[str] | None, typer.Option(help="Scoring method; repeat (default: all four).")] = None,
     feature: Annotated[list[str] | None, typer.Option(help="Only these planted features (by name); repeat.")] = None,
     corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
-    window_tokens: Annotated[int, typer.Option(help="Tokens per window.")] = 12,
-    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.")] = 4096,
-    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.")] = 3,
-    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.")] = 2,
-    rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).")] = 1,
+    window_tokens: Annotated[int, typer.Option(help="Tokens per window.", min=4)] = 12,
+    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.", min=1)] = 4096,
+    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.", min=1)] = 3,
+    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.", min=0)] = 2,
+    rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).", min=0)] = 1,
     judge_windows_per_prompt: Annotated[
-        int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.")
+        int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.", min=1)
     ] = 1,
     simulation_prompt: Annotated[
         list[str] | None,
@@ -160,17 +160,17 @@ def train_sae_command(
         "results/sae/smollm2-135m-blocks.15.hook_resid_post"
     ),
     model: Annotated[str, typer.Option(help="Subject model.")] = "smollm2-135m",
-    layer: Annotated[int, typer.Option(help="Block whose residual output (hook_resid_post) is read.")] = 15,
+    layer: Annotated[int, typer.Option(help="Block whose residual output (hook_resid_post) is read.", min=0)] = 15,
     corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
-    tokens: Annotated[int, typer.Option(help="Training tokens (10 % held out for the metrics).")] = 4096,
-    expansion: Annotated[int, typer.Option(help="Latents per residual dimension.")] = 2,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
-    l1: Annotated[float, typer.Option(help="Sparsity penalty.")] = 0.5,
+    tokens: Annotated[int, typer.Option(help="Training tokens (10 % held out for the metrics).", min=64)] = 4096,
+    expansion: Annotated[int, typer.Option(help="Latents per residual dimension.", min=1)] = 2,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.", min=1)] = 300,
+    l1: Annotated[float, typer.Option(help="Sparsity penalty.", min=0.0)] = 0.5,
     device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
     format_: Annotated[
         str, typer.Option("--format", help="saelens (kind sae) or sparsify (kind sparsify; needs --k).")
     ] = "saelens",
-    k: Annotated[int | None, typer.Option(help="TopK SAE: latents kept per token (no L1 penalty).")] = None,
+    k: Annotated[int | None, typer.Option(help="TopK SAE: latents kept per token (no L1 penalty).", min=1)] = None,
 ) -> None:
     """Train a small SAE on a layer's residual stream; use it with features.kind=sae (or sparsify), path=OUT."""
     from autointerp.subject import load_subject_model

@@ -7,29 +7,28 @@ from typing import Annotated
 
 import typer
 
-from autointerp.errors import ConfigError
-from autointerp.simtrain.cli import distill_source
+from autointerp.simtrain.cli import check_training_options, distill_source
 
 
 def train_explainer_command(
     out: Annotated[Path, typer.Option(help="Folder to write the adapter into.")] = Path("explainer"),
     base: Annotated[str, typer.Option(help="Local model to fine-tune (a `local:` model name).")] = "smollm2-135m",
     corpus: Annotated[str, typer.Option(help="Corpus the synthetic features fire on.")] = "builtin:python-docs",
-    windows: Annotated[int, typer.Option(help="Corpus windows per window length.")] = 1536,
+    windows: Annotated[int, typer.Option(help="Corpus windows per window length.", min=1)] = 1536,
     window_sizes: Annotated[
         list[int] | None, typer.Option("--window-size", help="Window length in tokens; repeat for mixed lengths.")
     ] = None,
-    words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).")] = 120,
-    per_member: Annotated[int, typer.Option(help="Prompts per family member and window length.")] = 6,
+    words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).", min=0)] = 120,
+    per_member: Annotated[int, typer.Option(help="Prompts per family member and window length.", min=1)] = 6,
     per_word_member: Annotated[
         int, typer.Option(help="Prompts per single-word member and window length (they are many and alike).")
     ] = 1,
-    blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.")] = 8,
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    epochs: Annotated[int, typer.Option(help="Passes over the training examples.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 4,
+    blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.", min=1)] = 8,
+    rank: Annotated[int, typer.Option(help="LoRA rank.", min=1)] = 16,
+    epochs: Annotated[int, typer.Option(help="Passes over the training examples.", min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.", min=1)] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    warmup_steps: Annotated[int, typer.Option(help="Steps of linear warm-up.")] = 3,
+    warmup_steps: Annotated[int, typer.Option(help="Steps of linear warm-up.", min=0)] = 3,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop training after this many minutes (the learning rate decays with time).")
     ] = 28.0,
@@ -74,8 +73,5 @@ def train_explainer_command(
         teacher=teacher,
         evaluate=evaluate,
     )
-    if any(size < 4 for size in plan.window_sizes):
-        raise ConfigError("--window-size must be at least 4 tokens")
-    if distill_only and not plan.distill:
-        raise ConfigError("--distill-only needs at least one --distill FILE.duckdb#RUN_ID")
+    check_training_options(plan.window_sizes, plan.train, plan.distill, distill_only)
     train_explainer(plan, echo=lambda line: typer.echo(line))

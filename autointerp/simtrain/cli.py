@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from autointerp.errors import ConfigError
 from autointerp.llm.adapter_spec import SimulationLines
+
+if TYPE_CHECKING:
+    from autointerp.simtrain.lora import TrainSettings
 
 
 def distill_source(value: str) -> tuple[Path, str]:
@@ -19,24 +22,39 @@ def distill_source(value: str) -> tuple[Path, str]:
     return Path(db).expanduser(), run_id
 
 
+def check_training_options(
+    window_sizes: tuple[int, ...], train: TrainSettings, distill: list[tuple[Path, str]], distill_only: bool
+) -> None:
+    """Raises ConfigError, naming the option, for values the training commands cannot use (their integer
+    options carry their own bounds)."""
+    if any(size < 4 for size in window_sizes):
+        raise ConfigError("--window-size must be at least 4 tokens")
+    if not train.learning_rate > 0:
+        raise ConfigError(f"--learning-rate must be above 0 (got {train.learning_rate:g})")
+    if train.max_minutes is not None and not train.max_minutes > 0:
+        raise ConfigError(f"--max-minutes must be above 0 (got {train.max_minutes:g}); leave it out for no limit")
+    if distill_only and not distill:
+        raise ConfigError("--distill-only needs at least one --distill FILE.duckdb#RUN_ID")
+
+
 def train_simulator_command(
     out: Annotated[Path, typer.Option(help="Folder to write the adapter into.")] = Path("simulator"),
     base: Annotated[str, typer.Option(help="Local model to fine-tune (a `local:` model name).")] = "smollm2-135m",
     corpus: Annotated[str, typer.Option(help="Corpus the synthetic features are evaluated on.")] = (
         "builtin:python-docs"
     ),
-    windows: Annotated[int, typer.Option(help="Corpus windows per window length.")] = 1536,
+    windows: Annotated[int, typer.Option(help="Corpus windows per window length.", min=1)] = 1536,
     window_sizes: Annotated[
         list[int] | None, typer.Option("--window-size", help="Window length in tokens; repeat for mixed lengths.")
     ] = None,
-    words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).")] = 120,
+    words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).", min=0)] = 120,
     lines: Annotated[
         SimulationLines, typer.Option(help="Each token's line: the token, or the token before it, ' ->' and the token.")
     ] = "token",
-    blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.")] = 8,
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    epochs: Annotated[int, typer.Option(help="Passes over the training examples.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
+    blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.", min=1)] = 8,
+    rank: Annotated[int, typer.Option(help="LoRA rank.", min=1)] = 16,
+    epochs: Annotated[int, typer.Option(help="Passes over the training examples.", min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.", min=1)] = 8,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 8e-4,
     max_minutes: Annotated[float | None, typer.Option(help="Stop training after this many minutes.")] = None,
     distill: Annotated[
@@ -70,8 +88,5 @@ def train_simulator_command(
         teacher=teacher,
         evaluate=evaluate,
     )
-    if any(size < 4 for size in plan.window_sizes):
-        raise ConfigError("--window-size must be at least 4 tokens")
-    if distill_only and not plan.distill:
-        raise ConfigError("--distill-only needs at least one --distill FILE.duckdb#RUN_ID")
+    check_training_options(plan.window_sizes, plan.train, plan.distill, distill_only)
     train_simulator(plan, echo=lambda line: typer.echo(line))
