@@ -18,6 +18,8 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -44,27 +46,35 @@ print(json.dumps(waits))
 """
 
 
-def writer_waits(path: Path) -> list[float]:
-    """Returns the seconds each of the writer process's transactions took while the app is clicked."""
-    store = Store(path)
-    store.migrate()
-    access, stop = StoreAccess(store), threading.Event()
+@contextmanager
+def clicking(access: StoreAccess, every_s: float = 0.05) -> Iterator[None]:
+    """Calls the app's store access every `every_s` seconds in a thread (a page read: someone clicking
+    without pause) until the block ends, then lets go of the file."""
+    stop = threading.Event()
 
     def click() -> None:
         while not stop.is_set():
-            access(lambda: store.query("SELECT count(*) AS n FROM features"))
-            time.sleep(0.05)
+            access(lambda: access.store.query("SELECT count(*) AS n FROM features"))
+            time.sleep(every_s)
 
     clicker = threading.Thread(target=click)
     clicker.start()
     try:
-        time.sleep(0.5)
-        code = textwrap.dedent(WRITER.format(root=str(ROOT), path=str(path)))
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+        yield
     finally:
         stop.set()
         clicker.join()
         access.release()
+
+
+def writer_waits(path: Path) -> list[float]:
+    """Returns the seconds each of the writer process's transactions took while the app is clicked."""
+    store = Store(path)
+    store.migrate()
+    with clicking(StoreAccess(store)):
+        time.sleep(0.5)
+        code = textwrap.dedent(WRITER.format(root=str(ROOT), path=str(path)))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
     return [float(w) for w in json.loads(result.stdout.strip().splitlines()[-1])]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from autointerp.errors import StoreError
 from autointerp.review import ReviewSettings, create_app
 from autointerp.review.store_access import StoreAccess
 from autointerp.store.database import Store
+from benchmarks.review_write_wait import clicking
 
 Serve = Callable[[ReviewSettings], str]
 
@@ -125,16 +125,7 @@ def test_a_run_waiting_for_the_file_gets_it_after_a_page_not_after_the_hold(revi
     path, _ = review_db
     store = Store(path)
     access = StoreAccess(store, idle_seconds=0.5, max_hold_seconds=120.0)  # longer than a writer waits (60 s)
-    stop = threading.Event()
-
-    def click() -> None:  # someone clicking without pause: the hold never ends on its own
-        while not stop.is_set():
-            access(lambda: store.query("SELECT count(*) AS n FROM features"))
-            time.sleep(0.05)
-
-    clicker = threading.Thread(target=click)
-    clicker.start()
-    try:
+    with clicking(access):  # someone clicking without pause: the hold never ends on its own
         assert _wait(lambda: store.held)
         code = textwrap.dedent(
             f"""
@@ -147,10 +138,6 @@ def test_a_run_waiting_for_the_file_gets_it_after_a_page_not_after_the_hold(revi
             """
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
-    finally:
-        stop.set()
-        clicker.join()
-        access.release()
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.split()[-1]) < 10.0  # a page and a check of the marker, not the 120 s hold
     assert not list(path.parent.glob(f"{path.name}.waiting.*"))  # the writer withdrew its marker
