@@ -140,6 +140,11 @@ def read_csv(path: Path) -> Iterator[ForeignExplanation]:
             reader.fieldnames = columns
             feature_column = next((c for c in _FEATURE_COLUMNS if c in columns), None)
             text_column = next((c for c in _TEXT_COLUMNS if c in columns), None)
+            if columns and columns[0].lstrip().startswith(("{", "[")):
+                raise ImportFileError(
+                    f"{path} is JSON, not CSV; pass --from neuron-explainer (NeuronSimulationResults JSON) or"
+                    " --from delphi, or write a CSV with feature_id,explanation columns"
+                )
             if feature_column is None or text_column is None:
                 raise ImportFileError(
                     f"{path} needs a header with a feature column ({', '.join(_FEATURE_COLUMNS)}) and a text "

@@ -111,6 +111,10 @@ def test_unknown_features_abort_the_whole_import(store: Store, tmp_path: Path) -
     no_header.write_text("a,b\n1,2\n")
     with pytest.raises(ImportFileError, match="needs a header with a feature column"):
         import_explanations(store, RUN, "csv", no_header)
+    jsonl = tmp_path / "labels.jsonl"  # JSON lines read as the default CSV: say which format to pass
+    jsonl.write_text(json.dumps({"feature_id": "smollm2-135m/mlp.15/417", "explanation": "months"}) + "\n")
+    with pytest.raises(ImportFileError, match=r"labels\.jsonl is JSON, not CSV; pass --from neuron-explainer"):
+        import_explanations(store, RUN, "csv", jsonl)
 
 
 def test_cli_import_and_export(store: Store, tmp_path: Path) -> None:
