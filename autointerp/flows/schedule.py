@@ -44,6 +44,17 @@ def scheduled_label_features(config_data: dict[str, Any]) -> str:
     return label_features(scheduled_config(config_data, at))
 
 
+def check_cron(cron: str) -> None:
+    """Raises ConfigError, in one line, when Prefect would refuse `cron` as a cron schedule."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError as exc:
+        why = str(exc.errors()[0].get("msg", "")).removeprefix("Value error, ")
+        raise ConfigError(f'--cron {cron!r} is not a cron schedule ({why}); e.g. "0 2 * * *" is 02:00 daily') from None
+
+
 def build_deployment(
     config_data: dict[str, Any],
     *,
@@ -60,6 +71,8 @@ def build_deployment(
         RunConfig.model_validate(config_data)  # a bad config fails now, not at 2 a.m.
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+    if cron is not None:
+        check_cron(cron)
     return scheduled_label_features.to_deployment(
         name=name,
         cron=cron,

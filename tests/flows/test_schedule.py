@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,11 @@ def test_deployment_has_the_schedule_and_config(tmp_path: Path) -> None:
             build_deployment(data, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         build_deployment({**data, "features": {"lyer": 3}}, cron="0 2 * * *")
+    for bad_cron in ("61 * * * *", "hello"):  # a pydantic traceback from Prefect before
+        with pytest.raises(
+            ConfigError, match=rf"^--cron '{re.escape(bad_cron)}' is not a cron schedule \(Invalid cron"
+        ):
+            build_deployment(data, cron=bad_cron)
 
     scheduled = scheduled_config(data, datetime(2026, 11, 3, 2, 0, tzinfo=UTC))
     assert scheduled["run_id"].endswith("-20261103T020000Z") and scheduled["run_id"].startswith("run-")
