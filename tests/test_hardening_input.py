@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
@@ -201,3 +202,15 @@ def test_a_command_refuses_an_option_it_cannot_use_before_any_work(
     assert message in " ".join(result.output.replace("│", " ").split()), result.output
     assert _load_subject_model.cache_info().currsize == loaded_before
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a CUDA GPU can use subject.device = cuda")
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_cuda_device_without_a_gpu_is_refused_before_the_run_starts(command: str, tmp_path: Path) -> None:
+    """`check` said `ok` for subject.device = cuda on a CPU machine; `run` then failed at the model's load,
+    after creating the store."""
+    store = tmp_path / "fresh" / "run.duckdb"
+    result = CliRunner().invoke(app, [command, "-s", f"store.path='{store}'", "-s", "subject.device='cuda'"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == ["error: subject.device is 'cuda' but no CUDA GPU is visible; use 'cpu'"]
+    assert not store.parent.exists()

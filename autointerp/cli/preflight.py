@@ -205,6 +205,10 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
     the subject model. Returns warnings; raises an AutointerpError naming the first problem."""
     check_store(config.store.path)
     check_prompt_folder(config.llm.prompts)
+    if config.subject.device not in ("cpu", "auto"):  # torch only when a device has to be looked for
+        from autointerp.subject.model import resolve_device
+
+        resolve_device(config.subject.device)
     warnings = check_models(config, experiments=experiments, timeout_s=timeout_s)
     try:
         shape = locate_model(config.subject.model, hooks=True)

@@ -155,21 +155,27 @@ class SubjectModel:
         return [str(self.tokenizer.decode([token_id])) for token_id in token_ids]
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """Returns the torch device `subject.device` names (`auto`: a CUDA GPU when one is visible, else the CPU);
+    raises SubjectModelError for a name torch does not know or a CUDA device on a machine without one."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise SubjectModelError(f"subject.device {device!r} is not a torch device") from exc
+        raise SubjectModelError(
+            f"subject.device {device!r} is not a torch device; use cpu, cuda, cuda:N or auto"
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise SubjectModelError(f"subject.device is {device!r} but no CUDA GPU is visible; use 'cpu'")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise SubjectModelError(f"subject.device is {device!r} but this machine has no Apple GPU (MPS); use 'cpu'")
     return resolved
 
 
 def load_subject_model(name: str, device: str = "cpu", dtype: str = "float32") -> SubjectModel:
     """Returns the subject model, loaded once per process for each (name, device, dtype)."""
-    return _load_subject_model(name, str(_resolve_device(device)), dtype)
+    return _load_subject_model(name, str(resolve_device(device)), dtype)
 
 
 @lru_cache(maxsize=4)
