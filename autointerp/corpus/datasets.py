@@ -16,6 +16,7 @@ import difflib
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,19 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+@contextmanager
+def _quiet_hub_requests() -> Iterator[None]:
+    """Keeps huggingface_hub's warning about each failed request off the terminal: a dataset that cannot be
+    reached ends in one error line that says why (`_hf_rows`)."""
+    hub_http = logging.getLogger("huggingface_hub.utils._http")
+    level = hub_http.level
+    hub_http.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_http.setLevel(level)
+
+
 def _hf_rows(source: str) -> tuple[Iterable[dict[str, Any]], list[str]]:
     """Returns the rows and column names of a `hf:` source: streamed from the hub, or from the cache offline."""
     import datasets
@@ -75,7 +89,8 @@ def _hf_rows(source: str) -> tuple[Iterable[dict[str, Any]], list[str]]:
     error: Exception | None = None
     for streaming in attempts:
         try:
-            data = datasets.load_dataset(name, config, split=split, streaming=streaming)
+            with _quiet_hub_requests():
+                data = datasets.load_dataset(name, config, split=split, streaming=streaming)
         except (ConnectionError, FileNotFoundError, OSError) as exc:
             error = exc
             continue

@@ -3,6 +3,7 @@ columns; every file is written by the test and nothing is downloaded."""
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -95,3 +96,15 @@ def test_pretokenised_corpus_is_used_as_is_and_checked(
     Dataset.from_dict({"input_ids": [[vocabulary + 5, 1, 2, 3, 4, 5, 6]]}).save_to_disk(str(tmp_path / "big"))
     with pytest.raises(CorpusError, match=rf"token id {vocabulary + 5} but the subject's tokenizer has {vocabulary}"):
         _windows(subject, str(tmp_path / "big"), text_field="input_ids")
+
+
+def test_failed_hub_requests_do_not_print_their_own_warnings() -> None:
+    """Asked for a dataset it cannot reach, huggingface_hub logged a WARNING line per failed request before the
+    one-line error; the attempt keeps its logger at ERROR and restores it afterwards."""
+    from autointerp.corpus.datasets import _quiet_hub_requests
+
+    hub_http = logging.getLogger("huggingface_hub.utils._http")
+    before = hub_http.level
+    with _quiet_hub_requests():
+        assert not hub_http.isEnabledFor(logging.WARNING)
+    assert hub_http.level == before
