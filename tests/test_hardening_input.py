@@ -36,6 +36,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
     (root / "controls.txt").write_bytes(bytes(range(1, 32)) * 300)
     (root / "utf16.txt").write_bytes("Plain words in UTF-16.\n".encode("utf-16"))
+    (root / "text.npy").write_text("not an array\n")
+    (root / "bad.safetensors").write_bytes(b"junk")
     records = [{"text": None if i % 3 else 12} for i in range(12)]
     (root / "no_text.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     model = _model_folder()
@@ -80,6 +82,11 @@ CASES = [
      r"error: subject\.model: model folder .*no_tokenizer has no tokenizer files"),
     ("model-missing-shard", ["subject.model='{root}/missing_shard'"],
      r"error: subject\.model: weight shard .*model-00001-of-00002\.safetensors named in .* is missing"),
+    ("direction-not-npy", ["features.kind='direction'", "features.path='{root}/text.npy'"],
+     r"error: direction file .*text\.npy cannot be read as a float \[n, d\] \.npy array \(not an array saved with "
+     r"numpy\.save\); set features\.path$"),
+    ("direction-bad-safetensors", ["features.kind='direction'", "features.path='{root}/bad.safetensors'"],
+     r"error: direction file .*bad\.safetensors cannot be read as safetensors \(.+\); set features\.path$"),
     ("local-llm-config-only", ["explainer.model='local:{root}/config_only'"],
      r"error: explainer\.model 'local:.*config_only': model folder .* has config\.json but no weights"),
 ]  # fmt: skip

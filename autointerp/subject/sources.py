@@ -203,9 +203,21 @@ def load_directions(path: Path) -> torch.Tensor:
     if not path.is_file():
         raise FeatureError(f"direction file {path} does not exist; set features.path")
     if path.suffix == ".npy":
-        matrix = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        try:
+            matrix = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        except (ValueError, OSError, EOFError, TypeError) as exc:  # not an array file, cut short, objects
+            why = "not an array saved with numpy.save" if "pickle" in str(exc) else str(exc).split(". ")[0]
+            raise FeatureError(
+                f"direction file {path} cannot be read as a float [n, d] .npy array ({why}); set features.path"
+            ) from None
     elif path.suffix == ".safetensors":
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own SafetensorError for a bad header or a cut file
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FeatureError(
+                f"direction file {path} cannot be read as safetensors ({why}); set features.path"
+            ) from None
         if len(tensors) != 1 and "directions" not in tensors:
             raise FeatureError(f"{path} holds {len(tensors)} tensors; keep one, or name the matrix 'directions'")
         matrix = (tensors["directions"] if "directions" in tensors else next(iter(tensors.values()))).float()
