@@ -87,6 +87,8 @@ CASES = [
      r"numpy\.save\); set features\.path$"),
     ("direction-bad-safetensors", ["features.kind='direction'", "features.path='{root}/bad.safetensors'"],
      r"error: direction file .*bad\.safetensors cannot be read as safetensors \(.+\); set features\.path$"),
+    ("cache-path-folder", ["llm.cache_path='{root}'"],  # failed at the first LLM stage, after collection
+     r"error: cannot open the LLM response cache .*: unable to open database file; set llm\.cache_path$"),
     ("local-llm-config-only", ["explainer.model='local:{root}/config_only'"],
      r"error: explainer\.model 'local:.*config_only': model folder .* has config\.json but no weights"),
 ]  # fmt: skip

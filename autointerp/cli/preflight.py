@@ -205,6 +205,10 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
     the subject model. Returns warnings; raises an AutointerpError naming the first problem."""
     check_store(config.store.path)
     check_prompt_folder(config.llm.prompts)
+    if config.llm.cache:  # opened by the first LLM stage, after collection: an unusable path fails now
+        from autointerp.llm.calls import shared_cache
+
+        shared_cache(config.llm.cache_path)
     if config.subject.device not in ("cpu", "auto"):  # torch only when a device has to be looked for
         from autointerp.subject.model import resolve_device
 
