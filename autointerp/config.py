@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from autointerp.errors import ConfigError
 
@@ -335,6 +335,13 @@ class ExperimentConfig(_Section):
     @classmethod
     def _known_kinds(cls, value: list[str]) -> list[str]:
         return _known_plugins("autointerp.experiment_kinds", "experiment kind", value)
+
+    @field_validator("steering_strengths")
+    @classmethod
+    def _strengths_for_steering(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        if not value and "steering" in info.data.get("kinds", []):
+            raise ValueError("give at least one strength, or drop 'steering' from experiments.kinds")
+        return value
 
 
 class StoreConfig(_Section):

@@ -102,3 +102,12 @@ def test_the_readme_configuration_shows_the_real_defaults() -> None:
     compare(shown, actual, "")
     assert shown["explainer"]["model"] and shown["score"]["simulator"]["model"]  # the block holds the model keys
     assert not wrong, wrong
+
+
+def test_steering_needs_a_strength() -> None:
+    """An empty `steering_strengths` with steering among the kinds ran a steering experiment that measured
+    nothing; without steering it is allowed."""
+    with pytest.raises(ConfigError, match=r"'experiments\.steering_strengths': give at least one strength, or drop"):
+        load_config(None, ["experiments.steering_strengths=[]"])
+    config = load_config(None, ["experiments.kinds=['input']", "experiments.steering_strengths=[]"])
+    assert config.experiments.steering_strengths == []
