@@ -85,6 +85,18 @@ class FeaturesConfig(_Section):
             raise ValueError("feature indices must be unique")
         return value
 
+    @field_validator("layers")
+    @classmethod
+    def _some_unique_layers(cls, value: list[int] | str | None) -> list[int] | str | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError('give at least one layer, "all", or leave layers out (then `layer` is read)')
+            if any(layer < 0 for layer in value):
+                raise ValueError("layers must be >= 0")
+            if len(set(value)) != len(value):
+                raise ValueError("layers must be unique (a repeated block would give its neurons twice)")
+        return value
+
     @field_validator("count")
     @classmethod
     def _positive_count(cls, value: int | str) -> int | str:
@@ -334,6 +346,8 @@ class ExperimentConfig(_Section):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("experiment kinds must be unique (a repeated kind would run twice each round)")
         return _known_plugins("autointerp.experiment_kinds", "experiment kind", value)
 
     @field_validator("steering_strengths")

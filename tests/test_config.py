@@ -111,3 +111,19 @@ def test_steering_needs_a_strength() -> None:
         load_config(None, ["experiments.steering_strengths=[]"])
     config = load_config(None, ["experiments.kinds=['input']", "experiments.steering_strengths=[]"])
     assert config.experiments.steering_strengths == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("features.layers=[15, 15]", r"'features\.layers': layers must be unique"),
+        ("features.layers=[]", r"'features\.layers': give at least one layer"),
+        ("features.layers=[-2]", r"'features\.layers': layers must be >= 0"),
+        ("experiments.kinds=['input', 'input']", r"'experiments\.kinds': experiment kinds must be unique"),
+    ],
+)
+def test_repeated_or_empty_lists_are_refused(override: str, message: str) -> None:
+    """These passed `check`: a repeated block gave its neurons twice, a repeated kind ran twice each round."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+    assert load_config(None, ["features.layers=[3, 15]"]).features.layers == [3, 15]
