@@ -248,6 +248,22 @@ class LLMConfig(_Section):
     local: LocalGenerationConfig = Field(default_factory=LocalGenerationConfig)
     """Guided generation of local models (`[llm.local]`): no loops, answers in the asked shape. It changes
     local answers; each call's record and cache key carry the guidance it got."""
+
+    @field_validator("limits", "prices")
+    @classmethod
+    def _keys_name_backends(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if value:  # a key that names no backend would be ignored without a word
+            from autointerp.llm.registry import backend_names
+
+            known = backend_names()
+            for key in value:
+                if key.split(":", 1)[0] not in known:
+                    raise ValueError(
+                        f"llm.{info.field_name} key {key!r} names no backend; write backend or backend:model"
+                        f" with a backend from {', '.join(known)}"
+                    )
+        return value
+
     prompts: Path | None = None
     """A folder of your own prompt templates, e.g. for a different explainer model: `<role>.jinja` files
     (`explain.jinja`, `simulate.jinja`, ...; see the installed `prompts/`); a role with no file there uses

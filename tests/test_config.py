@@ -127,3 +127,14 @@ def test_repeated_or_empty_lists_are_refused(override: str, message: str) -> Non
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
     assert load_config(None, ["features.layers=[3, 15]"]).features.layers == [3, 15]
+
+
+def test_limit_and_price_keys_name_a_backend() -> None:
+    """A key naming no backend (`llm.limits.opneai`) was ignored without a word."""
+    with pytest.raises(ConfigError, match=r"llm\.limits key 'opneai' names no backend; write backend or backend:model"):
+        load_config(None, ["llm.limits.opneai.concurrency=2"])
+    prices = ['llm.prices."nosuch:*".input_per_mtok=1', 'llm.prices."nosuch:*".output_per_mtok=1']
+    with pytest.raises(ConfigError, match=r"llm\.prices key 'nosuch:\*' names no backend"):
+        load_config(None, prices)
+    config = load_config(None, ['llm.limits."openai-compatible:qwen".concurrency=2', "llm.limits.local.concurrency=1"])
+    assert set(config.llm.limits) == {"openai-compatible:qwen", "local"}
