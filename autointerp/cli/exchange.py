@@ -19,6 +19,9 @@ from autointerp.config import DEFAULT_DB_PATH
 from autointerp.errors import AutointerpError
 from autointerp.store.database import Store
 
+MIN_TOKEN_CHARS = 16
+"""Shortest `--token` accepted for an app reachable from other machines: a short one can be guessed."""
+
 
 @app.command()
 def review(
@@ -39,6 +42,11 @@ def review(
     Store(db).check_schema()  # a database of a newer autointerp is refused here, not on the first page
     if not is_loopback(host) and not token:
         raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
+    if not is_loopback(host) and token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise AutointerpError(
+            f"--token is {len(token)} characters; one that guards {host} needs at least {MIN_TOKEN_CHARS}"
+            ' (e.g. --token "$(openssl rand -hex 16)")'
+        )
     settings = ReviewSettings(db=db, token=token)
     settings.progress = lambda line: console.print(line, highlight=False, markup=False)  # the list index's build
     if not is_loopback(host):

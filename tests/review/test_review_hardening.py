@@ -13,7 +13,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
+from typer.testing import CliRunner
 
+from autointerp.cli.app import app
 from autointerp.review import ReviewSettings
 from autointerp.review.app import review_url
 from autointerp.review.forms import MAX_BODY_BYTES, MAX_EDIT_CHARS, MAX_NOTE_CHARS
@@ -268,3 +271,22 @@ def test_scores_table_notes_are_per_row(review_db: DB, serve: Serve) -> None:
     assert notes["correlation_top_and_random"] == ""  # it has a value: no reason shown, though its details hold one
     assert score_note({"value": math.nan, "details": None}) == "not a number"
     assert RUN_ID in page
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (None, "error: binding to 0.0.0.0 exposes the app beyond this machine; pass --token SECRET"),
+        ("ab", "error: --token is 2 characters; one that guards 0.0.0.0 needs at least 16"),
+    ],
+)
+def test_an_app_reachable_from_other_machines_needs_a_long_token(
+    review_db: tuple[Path, Any], token: str | None, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before it serves: no token at all, or one short enough to guess (`--token ab` was accepted)."""
+    monkeypatch.delenv("AUTOINTERP_REVIEW_TOKEN", raising=False)
+    path, _ = review_db
+    args = ["review", "--db", str(path), "--host", "0.0.0.0", "--port", "1"]
+    ran = CliRunner().invoke(app, args + (["--token", token] if token is not None else []))
+    assert ran.exit_code == 1, ran.output
+    assert ran.output.startswith(message), ran.output
