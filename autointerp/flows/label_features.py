@@ -36,6 +36,7 @@ from autointerp.pipeline.pool import StageResult  # noqa: E402
 from autointerp.prompts import use_prompt_folder  # noqa: E402
 from autointerp.score.stage import run_score  # noqa: E402
 from autointerp.store.database import Store  # noqa: E402
+from autointerp.store.run_lock import run_lock  # noqa: E402
 
 
 def _config(data: dict[str, Any]) -> RunConfig:
@@ -114,9 +115,15 @@ def label_features(config_data: dict[str, Any]) -> str:
     Raises RunIncomplete (after storing the run's status) when a stage left live features undone.
     """
     config = _config(config_data)
+    run_id = config.resolved_run_id()
+    with run_lock(config.store.path, run_id):  # a second process on the same run is refused, not run twice
+        return _label(config_data, config, run_id)
+
+
+def _label(config_data: dict[str, Any], config: RunConfig, run_id: str) -> str:
+    """`label_features`'s body, run while this process holds the run's lock."""
     store = Store(config.store.path)
     store.migrate()
-    run_id = config.resolved_run_id()
     store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), __version__, flow_run.get_id())
     results: list[StageResult] = []
     try:
