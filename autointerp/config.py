@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -467,9 +468,24 @@ class DistributedConfig(_Section):
     flow from the image (`flow.deploy(image=...)`) and `source` is not used."""
 
 
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+"""A run id names folders and files (checkpoints, a campaign's results): no separators, spaces or `..`."""
+
+
 class RunConfig(_Section):
     run_id: str | None = None
     """Run identifier; by default derived from the config hash, so rerunning a config resumes it."""
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, value: str | None) -> str | None:
+        if value and (not RUN_ID_PATTERN.fullmatch(value) or ".." in value):
+            raise ValueError(
+                "a run id may hold letters, digits, '_', '-' and '.' (not first, no '..'), at most 128 characters:"
+                " it names folders and files"
+            )
+        return value
+
     subject: SubjectConfig = Field(default_factory=SubjectConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)

@@ -138,3 +138,11 @@ def test_limit_and_price_keys_name_a_backend() -> None:
         load_config(None, prices)
     config = load_config(None, ['llm.limits."openai-compatible:qwen".concurrency=2', "llm.limits.local.concurrency=1"])
     assert set(config.llm.limits) == {"openai-compatible:qwen", "local"}
+
+
+@pytest.mark.parametrize("run_id", ["../../x", "a/b", "run with space", ".hidden", "x" * 129])
+def test_a_run_id_cannot_name_a_path(run_id: str) -> None:
+    """A run id names folders and files (a campaign's results folder, checkpoints): `../../x` was accepted."""
+    with pytest.raises(ConfigError, match=r"config key 'run_id': a run id may hold letters, digits"):
+        load_config(None, [f"run_id='{run_id}'"])
+    assert load_config(None, ["run_id='nightly-2026.12_07'"]).resolved_run_id() == "nightly-2026.12_07"
