@@ -47,8 +47,10 @@ def run_lock(store_path: Path, run_id: str) -> Iterator[None]:
     if fcntl is None:
         yield
         return
+    path = lock_file(Path(store_path))
     try:
-        descriptor = os.open(lock_file(Path(store_path)), os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)  # a new store's folder, made here before the store makes it
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:  # a folder this process cannot write: the store's own open says so
         yield
         return

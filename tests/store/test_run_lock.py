@@ -52,6 +52,13 @@ def test_a_run_held_by_another_process_is_refused_and_other_runs_are_not(tmp_pat
         pass
 
 
+def test_the_first_run_into_a_new_folder_is_locked_too(tmp_path: Path) -> None:
+    """The lock file goes beside the store, whose folder the store makes later: the lock makes it first."""
+    store = tmp_path / "new" / "runs.duckdb"
+    with held_elsewhere(store, "run-a"), pytest.raises(RunBusyError), run_lock(store, "run-a"):
+        pass
+
+
 def test_autointerp_run_refuses_a_run_that_is_running(tmp_path: Path) -> None:
     store = tmp_path / "runs.duckdb"
     run_id = load_config(None, [f"store.path='{store}'"]).resolved_run_id()  # the run the command resumes
