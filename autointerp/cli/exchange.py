@@ -40,13 +40,14 @@ def review(
 
     token = token or os.environ.get("AUTOINTERP_REVIEW_TOKEN") or None
     Store(db).check_schema()  # a database of a newer autointerp is refused here, not on the first page
-    if not is_loopback(host) and not token:
-        raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
-    if not is_loopback(host) and token is not None and len(token) < MIN_TOKEN_CHARS:
-        raise AutointerpError(
-            f"--token is {len(token)} characters; one that guards {host} needs at least {MIN_TOKEN_CHARS}"
-            ' (e.g. --token "$(openssl rand -hex 16)")'
-        )
+    if not is_loopback(host):
+        if not token:
+            raise AutointerpError(f"binding to {host} exposes the app beyond this machine; pass --token SECRET")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise AutointerpError(
+                f"--token is {len(token)} characters; one that guards {host} needs at least {MIN_TOKEN_CHARS}"
+                ' (e.g. --token "$(openssl rand -hex 16)")'
+            )
     settings = ReviewSettings(db=db, token=token)
     settings.progress = lambda line: console.print(line, highlight=False, markup=False)  # the list index's build
     if not is_loopback(host):
