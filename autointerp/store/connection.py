@@ -9,6 +9,7 @@ through Arrow.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,19 @@ LOCK_WAIT_SECONDS = 60.0
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+def _check_can_create_in(folder: Path, database: Path) -> None:
+    """Raises StoreError when no file can be created in `folder` (read-only, or a pseudo-filesystem such as
+    /proc, where a permission check alone says yes to root); leaves nothing behind. Returns None."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".autointerp-probe-"):
+            pass
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the database {database}: {folder} does not take new files ({exc.strerror or exc}); "
+            "set store.path / --db"
+        ) from None
 
 
 class StoreConnection:
@@ -163,6 +177,8 @@ class StoreConnection:
                 raise StoreError(
                     f"cannot create the database {self.path}: {existing} is a file, not a folder; set store.path / --db"
                 )
+            if existing is not None:
+                _check_can_create_in(existing, self.path)
             return None
         with self.connect(read_only=True) as con:
             return schema_version(con)

@@ -298,6 +298,13 @@ CASES = [
         1,
         r"error: cannot create the database .*afile is a file",
     ),
+    # /proc takes no new files even from root, whose permission check says yes: `check` must not say ok
+    Case(
+        "check-store-in-a-folder-without-new-files",
+        _check("store.path='/proc/autointerp-test/run.duckdb'"),
+        1,
+        r"error: cannot create the database /proc/autointerp-test/run\.duckdb: /proc does not take new files",
+    ),
     Case(
         "store-is-a-folder",
         _run("store.path='{root}/corpus_dir'"),
