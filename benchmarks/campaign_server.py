@@ -20,6 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.llm.loopback_server import VLLMResponder, split_tokens  # noqa: E402
 
+REASONS = {200: "OK", 400: "Bad Request", 429: "Too Many Requests"}
+
 
 def word_of(index: int) -> str:
     """Returns feature `index`'s made-up word (letters only: one token)."""
@@ -121,10 +123,14 @@ class CampaignServer:
                     name, _, value = header.decode().partition(":")
                     if name.strip().lower() == "content-length":
                         length = int(value)
-                body = json.loads(await reader.readexactly(length)) if length else {}
-                status, headers, answer = await self.answer(path, body)
+                raw = await reader.readexactly(length) if length else b"{}"
+                try:
+                    status, headers, answer = await self.answer(path, json.loads(raw))
+                except (ValueError, KeyError, TypeError, IndexError) as exc:  # a malformed request: 400, not a hang-up
+                    status, headers = 400, {}
+                    answer = {"error": {"message": f"bad request: {exc!r}", "type": "invalid_request_error"}}
                 payload = json.dumps(answer).encode()
-                head = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Too Many Requests'}\r\n"
+                head = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
                 head += f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
                 writer.write(head.encode() + payload)  # one write: no Nagle / delayed-ACK stall

@@ -4,7 +4,10 @@ report included."""
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,15 @@ def test_the_campaign_benchmark_writes_its_report(tmp_path: Path, monkeypatch: p
     report = out.read_text(encoding="utf-8")
     assert report.startswith("# Labeling campaign over HTTP")
     assert "## Goals" in report and "## 100,000 features" in report and "NO:" not in report
+
+
+def test_the_knowing_server_answers_a_malformed_request_with_400() -> None:
+    server = ServerProcess(0.0, 0.0)
+    try:
+        request = urllib.request.Request(f"{server.url}/v1/completions", data=b'{"model": "campaign"}', method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400 and "prompt" in json.loads(refused.value.read())["error"]["message"]
+        assert server.stats()["requests"] == 1  # and it still serves
+    finally:
+        server.close()
