@@ -72,6 +72,11 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override a config key, e.g. -s features.layer=10.")
 ]
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file.")]
+# options of both planted benchmarks (`bench`, `bench-outputs`)
+CorpusOption = Annotated[str, typer.Option(help="Corpus source.")]
+MaxWindowsOption = Annotated[int, typer.Option(help="Windows cut from the corpus.", min=1)]
+HeldoutOption = Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.", min=1)]
+DistractorsOption = Annotated[int, typer.Option(help="Distractor descriptions per feature.", min=0)]
 
 
 def warn_each(warnings: list[str]) -> None:

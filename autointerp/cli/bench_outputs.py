@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.app import app, console
+from autointerp.cli.app import CorpusOption, DistractorsOption, HeldoutOption, MaxWindowsOption, app, console
 from autointerp.errors import AutointerpError
 
 
@@ -32,10 +32,10 @@ def bench_outputs(
             "score.simulator for simulation and score.judge for the others)."
         ),
     ] = None,
-    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
-    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.", min=1)] = 256,
-    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.", min=1)] = 3,
-    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.", min=0)] = 2,
+    corpus: CorpusOption = "builtin:python-docs",
+    max_windows: MaxWindowsOption = 256,
+    heldout: HeldoutOption = 3,
+    distractors: DistractorsOption = 2,
     output_prompts: Annotated[int, typer.Option(help="Held-out prompts the output scorer continues.", min=1)] = 2,
     output_tokens: Annotated[int, typer.Option(help="Tokens per continuation.", min=1)] = 6,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/outputs-bench.md"),

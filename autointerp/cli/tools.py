@@ -10,6 +10,10 @@ import typer
 
 from autointerp.cli.app import (
     ConfigOption,
+    CorpusOption,
+    DistractorsOption,
+    HeldoutOption,
+    MaxWindowsOption,
     SetOption,
     app,
     console,
@@ -35,11 +39,11 @@ def bench(
     ] = None,
     method: Annotated[list[str] | None, typer.Option(help="Scoring method; repeat (default: all four).")] = None,
     feature: Annotated[list[str] | None, typer.Option(help="Only these planted features (by name); repeat.")] = None,
-    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    corpus: CorpusOption = "builtin:python-docs",
     window_tokens: Annotated[int, typer.Option(help="Tokens per window.", min=4)] = 12,
-    max_windows: Annotated[int, typer.Option(help="Windows cut from the corpus.", min=1)] = 4096,
-    heldout: Annotated[int, typer.Option(help="Held-out activating (and as many non-activating) windows.", min=1)] = 3,
-    distractors: Annotated[int, typer.Option(help="Distractor descriptions per feature.", min=0)] = 2,
+    max_windows: MaxWindowsOption = 4096,
+    heldout: HeldoutOption = 3,
+    distractors: DistractorsOption = 2,
     rounds: Annotated[int, typer.Option(help="Experiment-and-revise rounds per explanation (0: none).", min=0)] = 1,
     judge_windows_per_prompt: Annotated[
         int, typer.Option(help="Above 1: also judge this many windows per prompt and report the agreement.", min=1)
@@ -161,7 +165,7 @@ def train_sae_command(
     ),
     model: Annotated[str, typer.Option(help="Subject model.")] = "smollm2-135m",
     layer: Annotated[int, typer.Option(help="Block whose residual output (hook_resid_post) is read.", min=0)] = 15,
-    corpus: Annotated[str, typer.Option(help="Corpus source.")] = "builtin:python-docs",
+    corpus: CorpusOption = "builtin:python-docs",
     tokens: Annotated[int, typer.Option(help="Training tokens (10 % held out for the metrics).", min=64)] = 4096,
     expansion: Annotated[int, typer.Option(help="Latents per residual dimension.", min=1)] = 2,
     steps: Annotated[int, typer.Option(help="Optimizer steps.", min=1)] = 300,
