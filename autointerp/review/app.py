@@ -342,30 +342,36 @@ def create_app(settings: ReviewSettings) -> FastAPI:
         if expected < 0:
             raise BadRequest("the form lacks the number of features it showed (expected)")
         reviewer = forms.form_text(form, "reviewer", forms.MAX_REVIEWER_CHARS, "the reviewer name")
-        targets = await run_in_threadpool(db, lambda: queries.bulk_targets(query, MAX_BULK + 1))
-        if len(targets) > MAX_BULK:
-            raise BadRequest(f"a bulk action reviews at most {MAX_BULK:,} features; narrow the filter")
-        if expected != len(targets):
-            raise Conflict(
-                f"the list changed since it was shown ({len(targets):,} features now, {expected:,} then); "
-                "reload it and retry"
-            )
         batch = uuid.uuid4().hex
-        when = now()
-        status = STATUS_OF_DECISION[verdict]
-        rows = [
-            {
-                "id": f"bulk-{batch}-{n}",
-                "explanation_id": t["explanation_id"],
-                "verdict": verdict,
-                "edited_text": None,
-                "reviewer": reviewer or settings.reviewer,
-                "note": None,
-                "created_at": when,
-            }
-            for n, t in enumerate(t for t in targets if t["status"] != status)
-        ]
-        await run_in_threadpool(db, lambda: queries.add_reviews(rows))
+
+        def decide() -> list[dict[str, Any]]:
+            """Reads the list and writes its rows in one store call: a second click (or tab) sent before the
+            first one's rows were written sees them, so it writes nothing instead of a second batch."""
+            targets = queries.bulk_targets(query, MAX_BULK + 1)
+            if len(targets) > MAX_BULK:
+                raise BadRequest(f"a bulk action reviews at most {MAX_BULK:,} features; narrow the filter")
+            if expected != len(targets):
+                raise Conflict(
+                    f"the list changed since it was shown ({len(targets):,} features now, {expected:,} then); "
+                    "reload it and retry"
+                )
+            when, status = now(), STATUS_OF_DECISION[verdict]
+            rows = [
+                {
+                    "id": f"bulk-{batch}-{n}",
+                    "explanation_id": t["explanation_id"],
+                    "verdict": verdict,
+                    "edited_text": None,
+                    "reviewer": reviewer or settings.reviewer,
+                    "note": None,
+                    "created_at": when,
+                }
+                for n, t in enumerate(t for t in targets if t["status"] != status)
+            ]
+            queries.add_reviews(rows)
+            return rows
+
+        rows = await run_in_threadpool(db, decide)
         context = forms.list_context({k: form[k] for k in forms.LIST_PARAMS if k in form})
         return RedirectResponse("/?" + urlencode({**context, "batch": batch} if rows else context), status_code=303)
 
@@ -377,9 +383,13 @@ def create_app(settings: ReviewSettings) -> FastAPI:
         if not BATCH_PATTERN.fullmatch(batch):
             raise BadRequest("batch must be the id of a bulk action")
         reviewer = forms.form_text(form, "reviewer", forms.MAX_REVIEWER_CHARS, "the reviewer name")
-        if await run_in_threadpool(db, lambda: queries.bulk_summary(batch)) is None:
-            raise NotFound("no such bulk action in this database")
-        await run_in_threadpool(db, lambda: queries.undo_bulk(batch, reviewer or settings.reviewer, now()))
+
+        def undo() -> None:
+            if queries.bulk_summary(batch) is None:
+                raise NotFound("no such bulk action in this database")
+            queries.undo_bulk(batch, reviewer or settings.reviewer, now())
+
+        await run_in_threadpool(db, undo)
         context = forms.list_context({k: form[k] for k in forms.LIST_PARAMS if k in form})
         return RedirectResponse("/?" + urlencode({**context, "batch": batch}), status_code=303)
 

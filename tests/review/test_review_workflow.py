@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,26 @@ def test_bulk_reject_skips_features_already_rejected(review_db: DB, serve: Serve
         assert "Rejected 5 features in bulk" in page
         assert set(_statuses(client).values()) == {"rejected"}
     assert Store(path).query("SELECT count(*) AS n FROM reviews")[0]["n"] == 6
+
+
+def test_bulk_reject_sent_six_times_at_once_writes_one_batch(review_db: DB, serve: Serve) -> None:
+    """A double click (or two tabs) on "Reject all": the list is read and written in one store call, so the
+    requests after the first find nothing left to reject instead of each writing a batch."""
+    path, _ = review_db
+    base = serve(ReviewSettings(db=path))
+    with httpx.Client(base_url=base) as client:
+        form = {**_bulk_form(client.get("/", params={"q": "sentence"}).text), "verdict": "reject"}
+    assert form["expected"] == "5"
+
+    def post(_: int) -> int:
+        with httpx.Client(base_url=base) as client:
+            return client.post("/bulk", data=form).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(post, range(6)))
+    assert codes == [303] * 6  # the list still holds the 5 (now rejected) features: nothing to do
+    rows = Store(path).query("SELECT id FROM reviews")
+    assert len(rows) == 5 and len({r["id"].rsplit("-", 1)[0] for r in rows}) == 1
 
 
 # item 17: filters ---------------------------------------------------------------------------------
