@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from autointerp.errors import AutointerpError
 from autointerp.review import forms, text
 from autointerp.review.export import EXPORT_FORMATS, export_reviews
-from autointerp.review.feature_list import FEATURE_SORTS
+from autointerp.review.feature_list import FEATURE_SORTS, UnknownListScope
 from autointerp.review.feature_view import feature_view
 from autointerp.review.forms import BadRequest, BodyTooLarge, Conflict, Forbidden, NotFound
 from autointerp.review.queries import (
@@ -216,6 +216,7 @@ def create_app(settings: ReviewSettings) -> FastAPI:
 
     for error, code in (
         (BadRequest, 400),
+        (UnknownListScope, 400),
         (Forbidden, 403),
         (NotFound, 404),
         (UnknownExplanation, 404),

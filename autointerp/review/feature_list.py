@@ -76,6 +76,10 @@ CHANCE_FILTERS = ("only", "hide")
 """The list's chance-level filter: only the explanations not distinguishable from their distractor, or all but them."""
 
 
+class UnknownListScope(StoreError):
+    """A list query names a run or a metric the store does not hold (the app answers 400)."""
+
+
 @dataclass
 class FeatureQuery:
     """Filters, sort and page of the review app's feature list."""
@@ -168,6 +172,7 @@ class FeatureListQueries:
                     con.execute(SEARCH_PLAN)
                 yield con, scope, stale
                 return
+            _check_scope(con, query)  # no index is built (written) for a run or metric that is not there
         with self.store.transaction() as con:
             if not self.list_index.is_current(con, scope, query.metric):
                 self.list_index.build(con, scope, query.metric)
@@ -394,6 +399,19 @@ class FeatureListQueries:
             }
         _FACETS[str(self.store.path)] = (fingerprint, facets)
         return facets
+
+
+def _check_scope(con: duckdb.DuckDBPyConnection, query: FeatureQuery) -> None:
+    """Raises UnknownListScope when `query` names a run the store does not hold, or a metric (other than the
+    default, which an empty store lacks too) no score has. Returns None."""
+    if query.run_id is not None and not con.execute("SELECT 1 FROM runs WHERE id = ?", [query.run_id]).fetchone():
+        raise UnknownListScope(f"no run {query.run_id[:80]!r} in this database; pick one from the list's run filter")
+    if query.metric != MAIN_METRIC:
+        found = con.execute("SELECT 1 FROM scores WHERE metric = ? LIMIT 1", [query.metric]).fetchone()
+        if not found:
+            raise UnknownListScope(
+                f"no scores of metric {query.metric[:80]!r} in this database; pick one from the list's metric filter"
+            )
 
 
 _FACETS: dict[str, tuple[str, dict[str, list[Any]]]] = {}

@@ -106,6 +106,29 @@ def test_parameters_out_of_range_are_4xx(review_db: DB, serve: Serve) -> None:
         assert client.get("/", params={"min": "1e999"}).status_code == 200  # +inf is a number
 
 
+def test_an_unknown_run_or_metric_is_400_and_writes_no_index(review_db: DB, serve: Serve) -> None:
+    """A page that names a run or metric the store lacks built (wrote) an index for it: any site a reviewer
+    visits could grow the file with `<img src=".../?metric=N">`."""
+    path, _ = review_db
+    base = serve(ReviewSettings(db=path))
+    with httpx.Client(base_url=base) as client:
+        client.get("/")
+        stamps = Store(path).query("SELECT scope, metric FROM feature_list_stamp ORDER BY ALL")
+        for params, named in (
+            ({"metric": "bogus"}, "no scores of metric 'bogus'"),
+            ({"metric": "x' OR 1=1--"}, "no scores of metric"),
+            ({"run": "fake1", "metric": "m1"}, "no run 'fake1'"),
+            ({"run": "fake2"}, "no run 'fake2'"),
+        ):
+            response = client.get("/", params=params)
+            assert response.status_code == 400 and named in html.unescape(response.text), params
+        assert client.get("/", params={"run": RUN_ID}).status_code == 200  # a run it holds
+    assert Store(path).query("SELECT scope, metric FROM feature_list_stamp ORDER BY ALL") == [
+        *stamps,
+        {"scope": RUN_ID, "metric": stamps[0]["metric"]},
+    ]
+
+
 def test_review_of_an_unknown_explanation_is_404(review_db: DB, serve: Serve) -> None:
     path, ids = review_db
     base = serve(ReviewSettings(db=path))
