@@ -55,6 +55,23 @@ def check_cron(cron: str) -> None:
         raise ConfigError(f'--cron {cron!r} is not a cron schedule ({why}); e.g. "0 2 * * *" is 02:00 daily') from None
 
 
+MAX_INTERVAL_S = 10 * 365 * 24 * 3600
+"""Longest `--interval`: Prefect turns it into a timedelta, which overflows far beyond it (`1e20`)."""
+
+NAME_BANNED = "/%&><"
+"""Characters Prefect refuses in a deployment name."""
+
+
+def check_deployment_name(name: str) -> None:
+    """Raises ConfigError unless `name` is a deployment name Prefect accepts (not blank, none of NAME_BANNED)."""
+    if not name.strip():
+        raise ConfigError("--name must not be empty")
+    banned = sorted({c for c in name if c in NAME_BANNED})
+    if banned:
+        allowed = f"a deployment name may not hold {' '.join(NAME_BANNED)}"
+        raise ConfigError(f"--name {name[:80]!r} holds {' '.join(banned)}; {allowed}")
+
+
 def build_deployment(
     config_data: dict[str, Any],
     *,
@@ -65,8 +82,9 @@ def build_deployment(
     """Returns the deployment (not yet served) of scheduled runs of one config."""
     if (cron is None) == (interval is None):
         raise ConfigError("give exactly one of --cron or --interval")
-    if interval is not None and interval <= 0:
-        raise ConfigError("--interval must be a positive number of seconds")
+    if interval is not None and not 0 < interval <= MAX_INTERVAL_S:  # NaN fails too
+        raise ConfigError(f"--interval must be a number of seconds above 0 and at most {MAX_INTERVAL_S:,} (10 years)")
+    check_deployment_name(name)
     try:
         RunConfig.model_validate(config_data)  # a bad config fails now, not at 2 a.m.
     except ValidationError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -32,6 +33,12 @@ def test_deployment_has_the_schedule_and_config(tmp_path: Path) -> None:
     for kwargs in ({}, {"cron": "0 2 * * *", "interval": 60.0}, {"interval": -1.0}):
         with pytest.raises(ConfigError):
             build_deployment(data, **kwargs)  # type: ignore[arg-type]
+    for interval in (math.nan, math.inf, 1e20):  # tracebacks from Prefect's timedelta before
+        with pytest.raises(ConfigError, match=r"^--interval must be a number of seconds above 0 and at most"):
+            build_deployment(data, interval=interval)
+    for name, why in (("a/b", "holds /;"), ("x%y&z", "holds % &;"), ("  ", "must not be empty")):
+        with pytest.raises(ConfigError, match=rf"^--name .*{re.escape(why)}"):
+            build_deployment(data, interval=60.0, name=name)
     with pytest.raises(ConfigError):
         build_deployment({**data, "features": {"lyer": 3}}, cron="0 2 * * *")
     for bad_cron in ("61 * * * *", "hello"):  # a pydantic traceback from Prefect before
