@@ -456,8 +456,10 @@ def check(config: ConfigOption = None, set_: SetOption = None) -> None:
 @app.command()
 def setup(model: Annotated[str, typer.Option(help="Subject model to prepare.")] = "smollm2-135m") -> None:
     """Prepare the subject model (convert the embedded GGUF to a cached safetensors folder once)."""
+    from autointerp.subject.locate import locate_model
     from autointerp.subject.model import prepare_model_folder
 
+    locate_model(model)  # a name that is neither embedded, a file, a folder nor cached: one line, not "ready"
     folder, slug = prepare_model_folder(model)
     console.print(Text(f"{slug} ready at {folder}"))
 

@@ -185,6 +185,7 @@ CASES = [
     ),
     # subject model, layer, feature index
     Case("wrong-model-name", _run("subject.model='no-such-model-xyz'"), 1, r"error: subject\.model: cannot find"),
+    Case("setup-unknown-model", ["setup", "--model", "no-such-model-xyz"], 1, r"error: cannot find model 'no-such"),
     Case("model-file-not-gguf", _run("subject.model='{root}/prose.txt'"), 1, r"error: subject\.model: .*not a \.gguf"),
     Case("missing-gguf", _run("subject.model='{root}/m.gguf'"), 1, r"error: subject\.model: GGUF file .* not exist"),
     Case(
