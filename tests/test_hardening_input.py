@@ -188,12 +188,22 @@ def test_binary_kind(head: bytes, kind: str | None) -> None:
 OPTION_CASES = [
     (["train-simulator", "--windows", "0"], "'--windows': Input should be greater than or equal to 1"),
     (["train-explainer", "--words", "-1"], "'--words': Input should be greater than or equal to 0"),
-    (["train-explainer", "--learning-rate", "0"], "error: --learning-rate must be above 0 (got 0)"),
+    (["train-explainer", "--learning-rate", "0"], "error: --learning-rate must be a finite number above 0 (got 0)"),
+    (["train-simulator", "--learning-rate", "inf"], "error: --learning-rate must be a finite number above 0 (got inf)"),
+    (["train-explainer", "--per-word-member", "-3"], "'--per-word-member': Input should be greater than or equal to 0"),
+    (["train-simulator", "--out", "/etc/passwd"], "error: cannot write --out /etc/passwd: /etc/passwd is a file, not"),
+    (["train-explainer", "--out", "/proc/x/a"], "error: cannot write --out /proc/x/a: /proc does not take new files"),
     (["train-simulator", "--max-minutes", "-1"], "error: --max-minutes must be above 0 (got -1)"),
     (["bench", "--rounds", "-1"], "'--rounds': Input should be greater than or equal to 0"),
     (["bench", "--window-tokens", "2"], "'--window-tokens': Input should be greater than or equal to 4"),
     (["bench-outputs", "--heldout", "0"], "'--heldout': Input should be greater than or equal to 1"),
     (["train-sae", "--steps", "0"], "'--steps': Input should be greater than or equal to 1"),
+    (["train-sae", "--l1", "inf"], "error: --l1 must be a finite number (got inf)"),
+    (["train-sae", "-o", "/etc/passwd"], "error: cannot write --out /etc/passwd: /etc/passwd is a file, not a folder"),
+    (["bench", "--output", "."], "error: cannot write --output .: . is a folder, not a file"),
+    (["bench", "--scorer", "nope:x"], "error: --scorer 'nope:x': unknown LLM backend 'nope'"),
+    (["bench-outputs", "--output", "/proc/x/r.md"], "error: cannot write --output /proc/x/r.md: /proc does not take"),
+    (["bench-outputs", "--explainer", "bogus"], "error: --explainer: model 'bogus' must look like backend:model"),
     (["review", "--port", "70000"], "'--port': Input should be less than or equal to 65535"),
 ]
 

@@ -10,8 +10,17 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.app import CorpusOption, DistractorsOption, HeldoutOption, MaxWindowsOption, app, console
+from autointerp.cli.app import (
+    CorpusOption,
+    DistractorsOption,
+    HeldoutOption,
+    MaxWindowsOption,
+    app,
+    console,
+    warn_each,
+)
 from autointerp.errors import AutointerpError
+from autointerp.paths import check_output_path
 
 
 @app.command("bench-outputs")
@@ -62,6 +71,7 @@ def bench_outputs(
     except ValueError as exc:
         raise AutointerpError(str(exc)) from exc
     check_corpus(corpus)
+    check_output_path(output, "--output", folder=False)
     base = BenchSettings(
         scorer=scorer,
         corpus=corpus,
@@ -73,6 +83,15 @@ def bench_outputs(
     settings = OutputBenchSettings(base=base, output_prompts=output_prompts, output_tokens=output_tokens)
     if explainer is not None:
         settings.explainer = explainer
+    from autointerp.bench.outputs import scorer_specs
+    from autointerp.cli.preflight import check_model_specs
+
+    used: dict[str, list[str]] = {settings.explainer: ["--explainer"]}
+    for spec in scorer_specs(base).values():
+        named = used.setdefault(spec, [])
+        if "--scorer" not in named:
+            named.append("--scorer")
+    warn_each(check_model_specs(used))  # a bad model spec fails here, not after the windows are cut
     result = run_output_bench(inputs, outputs, settings)
     command = (
         "autointerp " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench-outputs"] else "autointerp bench-outputs"

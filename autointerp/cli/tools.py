@@ -3,6 +3,7 @@ sparse autoencoder."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from autointerp.cli.app import (
     warn_each,
 )
 from autointerp.errors import AutointerpError
+from autointerp.paths import check_output_path
 
 
 @app.command()
@@ -121,11 +123,14 @@ def bench(
     used: dict[str, list[str]] = {}
     for scored_by in settings.methods:
         if scored_by != "embedding":
-            used.setdefault(settings.scorer_for(scored_by), []).append("--scorer")
+            named = used.setdefault(settings.scorer_for(scored_by), [])
+            if "--scorer" not in named:  # one spec scores with several methods: name the option once
+                named.append("--scorer")
     for spec in settings.explainers:
         used.setdefault(spec, []).append("--explainer")
     warn_each(check_model_specs(used))
     check_corpus(corpus)
+    check_output_path(output, "--output", folder=False)
     check_planted_features(features)
     result = run_bench(features, settings)
     path = write_report(result, output)
@@ -180,6 +185,9 @@ def train_sae_command(
     from autointerp.subject import load_subject_model
     from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
 
+    if not math.isfinite(l1):
+        raise AutointerpError(f"--l1 must be a finite number (got {l1})")
+    check_output_path(out, "--out", folder=True)
     subject = load_subject_model(model, device)
     from autointerp.subject.hooks import check_layer
 

@@ -21,7 +21,8 @@ def train_explainer_command(
     words: Annotated[int, typer.Option(help="Single-word family members (frequent corpus words).", min=0)] = 120,
     per_member: Annotated[int, typer.Option(help="Prompts per family member and window length.", min=1)] = 6,
     per_word_member: Annotated[
-        int, typer.Option(help="Prompts per single-word member and window length (they are many and alike).")
+        int,
+        typer.Option(help="Prompts per single-word member and window length (they are many and alike).", min=0),
     ] = 1,
     blocks: Annotated[int, typer.Option(help="Top blocks that get a LoRA adapter.", min=1)] = 8,
     rank: Annotated[int, typer.Option(help="LoRA rank.", min=1)] = 16,
@@ -73,5 +74,5 @@ def train_explainer_command(
         teacher=teacher,
         evaluate=evaluate,
     )
-    check_training_options(plan.window_sizes, plan.train, plan.distill, distill_only)
+    check_training_options(plan.window_sizes, plan.train, plan.distill, distill_only, out)
     train_explainer(plan, echo=lambda line: typer.echo(line))

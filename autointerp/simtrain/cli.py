@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from autointerp.errors import ConfigError
 from autointerp.llm.adapter_spec import SimulationLines
+from autointerp.paths import check_output_path
 
 if TYPE_CHECKING:
     from autointerp.simtrain.lora import TrainSettings
@@ -23,18 +25,23 @@ def distill_source(value: str) -> tuple[Path, str]:
 
 
 def check_training_options(
-    window_sizes: tuple[int, ...], train: TrainSettings, distill: list[tuple[Path, str]], distill_only: bool
+    window_sizes: tuple[int, ...],
+    train: TrainSettings,
+    distill: list[tuple[Path, str]],
+    distill_only: bool,
+    out: Path,
 ) -> None:
     """Raises ConfigError, naming the option, for values the training commands cannot use (their integer
-    options carry their own bounds)."""
+    options carry their own bounds), and for an --out that cannot become the adapter's folder."""
     if any(size < 4 for size in window_sizes):
         raise ConfigError("--window-size must be at least 4 tokens")
-    if not train.learning_rate > 0:
-        raise ConfigError(f"--learning-rate must be above 0 (got {train.learning_rate:g})")
+    if not 0 < train.learning_rate < math.inf:
+        raise ConfigError(f"--learning-rate must be a finite number above 0 (got {train.learning_rate:g})")
     if train.max_minutes is not None and not train.max_minutes > 0:
         raise ConfigError(f"--max-minutes must be above 0 (got {train.max_minutes:g}); leave it out for no limit")
     if distill_only and not distill:
         raise ConfigError("--distill-only needs at least one --distill FILE.duckdb#RUN_ID")
+    check_output_path(out, "--out", folder=True)
 
 
 def train_simulator_command(
@@ -88,5 +95,5 @@ def train_simulator_command(
         teacher=teacher,
         evaluate=evaluate,
     )
-    check_training_options(plan.window_sizes, plan.train, plan.distill, distill_only)
+    check_training_options(plan.window_sizes, plan.train, plan.distill, distill_only, out)
     train_simulator(plan, echo=lambda line: typer.echo(line))

@@ -9,7 +9,6 @@ through Arrow.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from autointerp.errors import StoreError
+from autointerp.paths import new_files_refused
 from autointerp.store import waiting
 from autointerp.store.exemplar_windows import insert_exemplars
 from autointerp.store.schema import SCHEMA_VERSION, apply_migrations, schema_version
@@ -33,16 +33,10 @@ def _is_lock_error(exc: Exception) -> bool:
 
 
 def _check_can_create_in(folder: Path, database: Path) -> None:
-    """Raises StoreError when no file can be created in `folder` (read-only, or a pseudo-filesystem such as
-    /proc, where a permission check alone says yes to root); leaves nothing behind. Returns None."""
-    try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".autointerp-probe-"):
-            pass
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create the database {database}: {folder} does not take new files ({exc.strerror or exc}); "
-            "set store.path / --db"
-        ) from None
+    """Raises StoreError when no file can be created in `folder` (`new_files_refused`). Returns None."""
+    refused = new_files_refused(folder)
+    if refused:
+        raise StoreError(f"cannot create the database {database}: {refused}; set store.path / --db")
 
 
 class StoreConnection:
