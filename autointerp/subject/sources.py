@@ -204,7 +204,10 @@ def load_directions(path: Path) -> torch.Tensor:
         raise FeatureError(f"direction file {path} does not exist; set features.path")
     if path.suffix == ".npy":
         try:
-            matrix = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+            array = np.load(path, allow_pickle=False)
+            if array.dtype.kind not in "fiu":  # complex values would lose their imaginary part unsaid
+                raise TypeError(f"its values are {array.dtype}, not real numbers")
+            matrix = torch.from_numpy(array).float()
         except (ValueError, OSError, EOFError, TypeError) as exc:  # not an array file, cut short, objects
             why = "not an array saved with numpy.save" if "pickle" in str(exc) else str(exc).split(". ")[0]
             raise FeatureError(
@@ -225,6 +228,8 @@ def load_directions(path: Path) -> torch.Tensor:
         raise FeatureError(f"direction file {path} must be .safetensors or .npy")
     if matrix.ndim != 2:
         raise FeatureError(f"{path} holds a tensor of shape {tuple(matrix.shape)}; directions must be [n, d]")
+    if matrix.shape[0] == 0:
+        raise FeatureError(f"{path} holds no directions (shape {tuple(matrix.shape)}); it needs at least one row")
     return matrix
 
 

@@ -115,6 +115,8 @@ def _write_files(root: Path) -> None:
     np.save(root / "nan_rows.npy", directions)
     np.save(root / "narrow.npy", np.ones((3, 64), dtype=np.float32))
     np.save(root / "flat.npy", np.ones(WIDTH, dtype=np.float32))
+    np.save(root / "no_rows.npy", np.zeros((0, WIDTH), dtype=np.float32))
+    np.save(root / "complex.npy", np.ones((2, WIDTH), dtype=np.complex64))
     (root / "sae_empty").mkdir()
     for name, cfg in {
         "sae_small": {"hook_name": "blocks.3.hook_resid_post", "d_in": WIDTH, "d_sae": 8},
@@ -469,6 +471,19 @@ CASES = [
         _run("features.kind='direction'", "features.path='{root}/flat.npy'"),
         1,
         r"error: .*flat\.npy holds a tensor of shape \(576,\); directions must be \[n, d\]$",
+    ),
+    # an empty matrix passed `check` and `run` "finished" with an empty table
+    Case(
+        "direction-file-without-rows",
+        _check("features.kind='direction'", "features.path='{root}/no_rows.npy'"),
+        1,
+        r"error: .*no_rows\.npy holds no directions \(shape \(0, 576\)\); it needs at least one row$",
+    ),
+    Case(
+        "direction-file-of-complex-numbers",
+        _run("features.kind='direction'", "features.path='{root}/complex.npy'"),
+        1,
+        r"error: direction file .*complex\.npy cannot be read .*\(its values are complex64, not real numbers\)",
     ),
     Case(
         "direction-without-path",
