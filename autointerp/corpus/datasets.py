@@ -196,8 +196,10 @@ def check_token_ids(tokenizer: PreTrainedTokenizerBase, token_ids: list[int], so
     """Raises CorpusError when a pre-tokenised document does not fit the subject's tokenizer: an id
     outside its vocabulary, or ids that do not survive decoding and re-encoding (another tokenizer's)."""
     vocabulary = len(tokenizer)
-    largest = max(token_ids, default=0)
-    if min(token_ids, default=0) < 0 or largest >= vocabulary:
+    smallest, largest = min(token_ids, default=0), max(token_ids, default=0)
+    if smallest < 0:
+        raise CorpusError(f"corpus {source} holds token id {smallest}; token ids are never negative")
+    if largest >= vocabulary:
         raise CorpusError(
             f"corpus {source} holds token id {largest} but the subject's tokenizer has {vocabulary} tokens: it was "
             "tokenised for another model; use its text column instead"

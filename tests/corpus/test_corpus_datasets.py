@@ -96,6 +96,9 @@ def test_pretokenised_corpus_is_used_as_is_and_checked(
     Dataset.from_dict({"input_ids": [[vocabulary + 5, 1, 2, 3, 4, 5, 6]]}).save_to_disk(str(tmp_path / "big"))
     with pytest.raises(CorpusError, match=rf"token id {vocabulary + 5} but the subject's tokenizer has {vocabulary}"):
         _windows(subject, str(tmp_path / "big"), text_field="input_ids")
+    Dataset.from_dict({"input_ids": [[1, 2, -3, 4, 5, 6, 7]]}).save_to_disk(str(tmp_path / "negative"))
+    with pytest.raises(CorpusError, match=r"holds token id -3; token ids are never negative"):  # it named id 7
+        _windows(subject, str(tmp_path / "negative"), text_field="input_ids")
 
 
 def test_failed_hub_requests_do_not_print_their_own_warnings() -> None:
