@@ -3,6 +3,8 @@ other tools."""
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -48,17 +50,41 @@ def review(
                 f"--token is {len(token)} characters; one that guards {host} needs at least {MIN_TOKEN_CHARS}"
                 ' (e.g. --token "$(openssl rand -hex 16)")'
             )
+    listening = bind_port(host, port)  # a port in use fails here, in one line, before the app is built
     settings = ReviewSettings(db=db, token=token)
     settings.progress = lambda line: console.print(line, highlight=False, markup=False)  # the list index's build
     if not is_loopback(host):
         settings.allowed_hosts = set()  # reachable by any name; the token guards every request
-    review_app = create_app(settings)
+    try:
+        review_app = create_app(settings)
+    except BaseException:
+        listening.close()
+        raise
     import uvicorn
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    url = f"http://{shown}:{listening.getsockname()[1]}/" + (f"?token={token}" if token else "")
     console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
-    uvicorn.run(review_app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(review_app, log_level="warning")).run(sockets=[listening])
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """Returns a socket bound to (host, port) for the app to listen on; raises AutointerpError, in one line,
+    for a host this machine cannot bind or a port in use (uvicorn printed the URL, then its own error)."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise AutointerpError(f"cannot bind --host {host}: {exc.strerror}; pass an address of this machine") from None
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart rebinds at once
+    try:
+        listening.bind(address)
+    except OSError as exc:
+        listening.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise AutointerpError(f"port {port} on {host} is in use; pass another --port") from None
+        raise AutointerpError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+    return listening
 
 
 @app.command()

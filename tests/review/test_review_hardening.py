@@ -7,6 +7,9 @@ import html
 import json
 import math
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -313,3 +316,41 @@ def test_an_app_reachable_from_other_machines_needs_a_long_token(
     ran = CliRunner().invoke(app, args + (["--token", token] if token is not None else []))
     assert ran.exit_code == 1, ran.output
     assert ran.output.startswith(message), ran.output
+
+
+def test_the_review_command_serves_and_a_second_one_on_its_port_is_one_line(review_db: tuple[Path, Any]) -> None:
+    """`autointerp review` on a port in use printed its URL, then uvicorn's error, and exited 3; with
+    --port 0 the printed URL named port 0. Now the port is bound first: the URL names the real port and a
+    second app on it is refused in one line."""
+    path, _ = review_db
+    command = [sys.executable, "-m", "autointerp", "review", "--db", str(path), "--port", "0"]
+    serving = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert serving.stdout is not None
+        url = None
+        for line in serving.stdout:
+            found = re.search(r"review app on (http://127\.0\.0\.1:(\d+)/)", line)
+            if found:
+                url, port = found.group(1), found.group(2)
+                break
+        assert url is not None and port != "0"
+        for _ in range(100):  # the server starts listening just after the line is printed
+            try:
+                assert httpx.get(url).status_code == 200
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"nothing answered on {url}")
+        second = CliRunner().invoke(app, ["review", "--db", str(path), "--port", port])
+        assert (
+            second.exit_code == 1
+            and second.output == f"error: port {port} on 127.0.0.1 is in use; pass another --port\n"
+        )
+        unknown = CliRunner().invoke(
+            app, ["review", "--db", str(path), "--host", "no-such-host.invalid", "--token", "x" * 16]
+        )
+        assert unknown.exit_code == 1 and unknown.output.startswith("error: cannot bind --host no-such-host.invalid:")
+    finally:
+        serving.terminate()
+        serving.wait(timeout=30)
