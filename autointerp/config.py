@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -35,6 +35,22 @@ def _known_plugins(group: str, what: str, names: list[str]) -> list[str]:
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     """No setting takes NaN or infinity: `steering_strengths = [nan]` is an error, not a silent NaN run."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuses true / false (or a list holding one) for a setting that takes no booleans: pydantic reads
+        `layer = true` as layer 1. Returns `value` unchanged."""
+        items = value if isinstance(value, list) else [value]
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and any(isinstance(v, bool) for v in items) and not _takes_booleans(field.annotation):
+            raise ValueError("takes a number or text, not true / false")
+        return value
+
+
+def _takes_booleans(annotation: Any) -> bool:
+    """Returns whether a field's annotation (a type, a union, a list of them) admits bool."""
+    return annotation is bool or any(_takes_booleans(arg) for arg in get_args(annotation))
 
 
 class SubjectConfig(_Section):
@@ -295,6 +311,14 @@ class ScoreConfig(_Section):
     """All-at-once simulation prompt: `zero-shot` (`simulate.jinja`: the description alone) or `few-shot`
     (`simulate_fewshot.jinja`: worked examples of descriptions and their "token<TAB>value" lines first,
     as Bills et al. 2023). Generated simulation always uses `simulate_generate.jinja`."""
+    simulation_prior: Literal["subtract", "keep"] = "subtract"
+    """All-at-once simulation: `subtract` takes the simulator's prediction under a description that says
+    nothing ("nothing in particular") from each explanation's, token by token, before the correlations, so a
+    score credits only what the description adds to the simulator's own guess from the tokens (one more
+    prompt per held-out window, shared by an explanation and its distractor; planted benchmark AUROC 0.67 ->
+    0.77 at 32 tokens); `keep` correlates the predictions as read (Bills et al. 2023), as runs stored before
+    this setting did. Generated simulation always keeps them. `ev_correlation_score` is computed on the
+    predictions as read either way."""
     judge: LLMRoleConfig = Field(default_factory=lambda: LLMRoleConfig(max_tokens=4))
     """The model that answers yes/no for detection and fuzzing."""
     judge_windows_per_prompt: int = Field(1, ge=1, le=50)
@@ -431,6 +455,7 @@ _NEW_SECTION_DEFAULTS: dict[str, type[_Section]] = {"neighbours": NeighboursConf
 _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("features", "sign"): "positive",
     ("score", "simulation_prompt"): "zero-shot",
+    ("score", "simulation_prior"): "keep",
     ("explainer", "best_of"): 1,
     ("explainer", "best_of_temperature"): 0.7,
     ("explainer", "contrastive"): False,

@@ -178,6 +178,9 @@ CASES = [
         "missing-config-file", ["run", "-c", "{root}/nope.toml"], 1, r"error: config file .*nope\.toml does not exist"
     ),
     Case("invalid-toml", ["run", "-c", "{root}/bad.toml"], 1, r"error: config file .*bad\.toml is not valid TOML"),
+    # pydantic read `layer = true` as layer 1 and `[true, false]` as [1, 0]
+    Case("boolean-for-a-number", _check("features.layer=true"), 1, r"error: config key 'features\.layer': takes a"),
+    Case("booleans-in-a-list", _run("features.indices=[true, false]"), 1, r"error: config key 'features\.indices'"),
     Case("bracketed-value-kept", _run("features.indices=[1, -2]"), 1, r"error: .*must be >= 0 \(got \[1, -2\]\)"),
     Case(
         "bad-score-method",
