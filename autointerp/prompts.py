@@ -63,6 +63,35 @@ OPTIONAL_PROMPT_VARIABLES: dict[str, frozenset[str]] = {
 """Variables a stage also provides that a user's template may leave out (added after templates were written
 against the stage: `patterns`, what the marked tokens have in common)."""
 
+SAMPLE_VALUES: dict[str, Any] = {
+    "exemplars": [{"marked_text": "The <<cat>> sat on the mat."}, {"marked_text": "A <<dog>> barked."}],
+    "top_tokens": "' cat' (10), ' dog' (8)",
+    "patterns": "animal nouns",
+    "contrast": ["The car stopped.", "It rained all day."],
+    "contrast_wanted": 2,
+    "explanation": "names of animals",
+    "tokens": ["The", " cat", " sat"],
+    "text": "The cat sat on the mat.",
+    "texts": ["The cat sat on the mat.", "It rained all day."],
+    "prompt": "Once upon a time",
+    "first": " there was a cat.",
+    "second": " there was a king.",
+    "promoted": "' cat', ' dog'",
+    "suppressed": "' car', ' rain'",
+    "steer_raised": "' cat', ' kitten'",
+    "steer_lowered": "' the', ' a'",
+    "side": "activating",
+    "previous": ["The cat slept."],
+    "results": ["'The cat sat.' -> 9 (predicted: fires)"],
+    "marked_text": "The <<cat>> sat on the mat.",
+    "token": "' cat'",
+}
+"""A value of each variable, shaped as its stage passes it: `check_template` renders a user's template with
+them, so one that fails when rendered (`{{ 1 / 0 }}`, `{{ exemplars.nope }}`) is refused before a run."""
+
+SAMPLE_SIDES = ("activating", "non_activating")
+"""`side` of the `propose` template: it is rendered with each."""
+
 _folder: Path | None = None
 """The folder `use_prompt_folder` set for this process (None: `$AUTOINTERP_PROMPTS`, else the installed)."""
 
@@ -182,6 +211,15 @@ def check_template(role: str, source: str, where: str) -> None:
             f"prompt template {where} does not use {{{{ {missing[0]} }}}}, which the {role} stage provides "
             f"(it provides {', '.join(sorted(provided))})"
         )
+    for side in SAMPLE_SIDES if "side" in provided else (None,):
+        values = {name: SAMPLE_VALUES[name] for name in provided} | ({"side": side} if side else {})
+        try:
+            PromptTemplate(role, source).render(**values)
+        except Exception as exc:  # whatever a template's expressions raise on a stage's values
+            why = str(exc).splitlines()[0] if str(exc) else ""
+            raise ConfigError(
+                f"prompt template {where} fails when rendered with sample values ({type(exc).__name__}: {why})"
+            ) from None
 
 
 def check_prompt_folder(folder: Path | None = None) -> None:

@@ -14,6 +14,7 @@ from autointerp.errors import ConfigError
 from autointerp.prompts import (
     OPTIONAL_PROMPT_VARIABLES,
     PROMPT_VARIABLES,
+    SAMPLE_VALUES,
     check_prompt_folder,
     check_template,
     installed_prompts,
@@ -29,6 +30,7 @@ EXPLAIN = "You explain features.\n=== user\n{% for e in exemplars %}{{ e.marked_
 def test_the_installed_templates_are_the_top_level_folder_and_use_what_their_stages_provide() -> None:
     folder = ROOT / "prompts"
     assert {p.stem for p in folder.glob("*.jinja")} == set(PROMPT_VARIABLES)
+    assert set(SAMPLE_VALUES) == set().union(*PROMPT_VARIABLES.values(), *OPTIONAL_PROMPT_VARIABLES.values())
     for role, provided in PROMPT_VARIABLES.items():
         source = (folder / f"{role}.jinja").read_text(encoding="utf-8")
         assert installed_prompts().joinpath(f"{role}.jinja").read_text(encoding="utf-8") == source
@@ -68,6 +70,18 @@ def test_a_folder_replaces_the_roles_it_holds_and_the_others_stay_installed(
         ("simulate.jinja", "{{ explanation }} {{ patterns }}", r"uses \{\{ patterns \}\}, which the simulate stage"),
         ("detect.jinja", "{{ explanation }} {{ text ", r"detect.jinja line 1: "),
         ("explian.jinja", "{{ exemplars }}", r"explian.jinja is not one a stage reads"),
+        # parsed and used the right variables, then failed in every call of a run, after collection
+        ("explain.jinja", EXPLAIN + "{{ 1 / 0 }}", r"explain.jinja fails when rendered .*\(ZeroDivisionError"),
+        (
+            "revise.jinja",
+            "{{ explanation }}{% for e in exemplars %}{{ e.nope.deeper }}{% endfor %}{{ results }}",
+            r"revise.jinja fails when rendered with sample values \(UndefinedError: .* has no attribute 'nope'",
+        ),
+        (
+            "propose.jinja",
+            "{{ explanation }}{{ exemplars }}{{ previous }}{% if side != 'activating' %}{{ 1 // 0 }}{% endif %}",
+            r"propose.jinja fails when rendered",  # only on its non-activating side
+        ),
     ],
 )
 def test_a_bad_template_is_one_line_naming_it(tmp_path: Path, name: str, source: str, message: str) -> None:
