@@ -549,9 +549,14 @@ class RunConfig(_Section):
         return self.run_id or f"run-{self.config_hash()[:12]}"
 
 
+_UNION_MEMBER = re.compile(r"int|str|float|bool|none|[a-z_-]+\[.*\]")
+"""How pydantic names the member of a union in an error's location (`int`, `list[int]`, `literal['all']`)."""
+
+
 def _format_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    # a union's member is named in the location ('features.layers.list[int].0'): not a key the user wrote
+    key = ".".join(str(part) for part in first["loc"] if not _UNION_MEMBER.fullmatch(str(part))) or "<root>"
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{key}'; check the spelling against `autointerp config`"
     message = str(first["msg"]).removeprefix("Value error, ")

@@ -181,6 +181,7 @@ CASES = [
     # pydantic read `layer = true` as layer 1 and `[true, false]` as [1, 0]
     Case("boolean-for-a-number", _check("features.layer=true"), 1, r"error: config key 'features\.layer': takes a"),
     Case("booleans-in-a-list", _run("features.indices=[true, false]"), 1, r"error: config key 'features\.indices'"),
+    Case("key-without-union-names", _check("features.layers=['a']"), 1, r"error: config key 'features\.layers\.0':"),
     Case("bracketed-value-kept", _run("features.indices=[1, -2]"), 1, r"error: .*must be >= 0 \(got \[1, -2\]\)"),
     Case(
         "bad-score-method",
