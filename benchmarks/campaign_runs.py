@@ -97,7 +97,8 @@ def stages(windows: int) -> list[Stage]:
         Stage(
             "simulation, all at once over HTTP",
             "prompt,answer",
-            ("score.methods=['simulation']", "score.simulation='all-at-once'"),
+            # as read: one request per window, the workload of campaign.md (the prior adds one per window)
+            ("score.methods=['simulation']", "score.simulation='all-at-once'", "score.simulation_prior='keep'"),
             "correlation_top_and_random",
         ),
         Stage("detection, P(yes) over HTTP", "prompt,answer", ("score.methods=['detection']",), "detection_auroc"),

@@ -16,6 +16,7 @@ features (none of which any family member equals). Written to results/benchmarks
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 import time
@@ -66,6 +67,14 @@ def main() -> None:
     parser.add_argument(
         "--window-tokens", type=int, action="append", default=[], help="Held-out window length; repeat (default 12)."
     )
+    parser.add_argument(
+        "--prior",
+        choices=["subtract", "keep"],
+        action="append",
+        default=[],
+        help="score.simulation_prior: predictions less the simulator's prior, or as read; repeat to compare "
+        "(default: a run's).",
+    )
     parser.add_argument("--planted-only", action="store_true", help="Only the planted benchmark's features.")
     parser.add_argument("--trained-only", action="store_true", help="Leave out the untrained model's rows.")
     parser.add_argument("--features", type=int, default=0, help="Features per set (0: all of them).")
@@ -94,13 +103,16 @@ def main() -> None:
     stored_labels = {"untrained, zero-shot": "untrained", "trained adapter, zero-shot": "trained"}
     results: dict[tuple[str, str], dict[str, float | int | str | None]] = {}
     seconds: dict[str, float] = {}
-    for tokens in lengths:
+    priors = args.prior or [BenchSettings().simulation_prior]
+    for tokens, prior in itertools.product(lengths, priors):
         settings = BenchSettings(corpus=corpus, subject=base, max_windows=args.max_windows, window_tokens=tokens)
+        settings.simulation_prior = prior
         for set_name, features in sets.items():
             for label, spec, prompt in simulators:
                 row_name = label if lengths == [12] else f"{label}, {tokens}-token windows"
+                row_name += f", prior {prior}" if len(priors) > 1 else ""
                 reused = stored.get(set_name, {}).get(stored_labels.get(label, ""))
-                if reused and tokens == 12 and not args.measure_all:
+                if reused and tokens == 12 and prior == "keep" and not args.measure_all:  # adapter.json's: as read
                     results[set_name, row_name] = {**reused, "source": "adapter.json"}
                     continue
                 started = time.perf_counter()
@@ -124,6 +136,8 @@ def main() -> None:
         "",
         "Rows marked `adapter.json` were measured by `train-simulator` right after training, with the same",
         "function and settings (`--measure-all` measures them again).",
+        f"Simulation prior (`score.simulation_prior`): {', '.join(priors)} (`subtract`: each prediction less the",
+        'simulator\'s prediction under "nothing in particular"; `keep`: as read).',
         "",
         "| feature set | simulator | features | AUROC truth vs distractors | truth mean | distractor mean | measured |",
         "|---|---|---|---|---|---|---|",

@@ -172,4 +172,8 @@ def score_hard(
 
 def _score_config(settings: BenchSettings) -> ScoreConfig:
     """Returns the `score` section the benchmark's scorers read their options from."""
-    return ScoreConfig(simulation_prompt=settings.simulation_prompts[0], batch_size=settings.batch_size)
+    return ScoreConfig(
+        simulation_prompt=settings.simulation_prompts[0],
+        batch_size=settings.batch_size,
+        simulation_prior=settings.simulation_prior,
+    )

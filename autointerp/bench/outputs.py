@@ -200,7 +200,7 @@ def run_output_bench(
     scores: dict[str, dict[str, dict[str, float | None]]] = {m: {} for m in METHODS}
     skipped: dict[str, dict[str, str]] = {m: {} for m in METHODS}
     undefined: dict[str, dict[str, str]] = {}
-    score_config = ScoreConfig(batch_size=s.batch_size)
+    score_config = ScoreConfig(batch_size=s.batch_size, simulation_prior=s.simulation_prior)
     output_options = OutputOptions(settings.output_prompts, settings.output_strength, settings.output_tokens)
     for method in METHODS:
         options = output_options if method == "output" else SCORERS.get(method).options_type.from_config(score_config)

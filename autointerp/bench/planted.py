@@ -88,7 +88,9 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     for column, method, prompt in columns:
         compare = settings.judge_windows_per_prompt > 1 and SCORERS.get(method).role == "judge"
         options = SCORERS.get(method).options_type.from_config(
-            ScoreConfig(simulation_prompt=prompt, batch_size=settings.batch_size)
+            ScoreConfig(
+                simulation_prompt=prompt, batch_size=settings.batch_size, simulation_prior=settings.simulation_prior
+            )
         )
         batched_options = SCORERS.get(method).options_type.from_config(
             ScoreConfig(judge_windows_per_prompt=settings.judge_windows_per_prompt)
@@ -194,7 +196,11 @@ def explain_planted(
             k=variant.best_of,
             temperature=settings.best_of_temperature,
             simulator=simulator,
-            simulation=SimulationOptions(prompt=settings.simulation_prompts[0], batch_size=settings.batch_size),
+            simulation=SimulationOptions(
+                prompt=settings.simulation_prompts[0],
+                batch_size=settings.batch_size,
+                prior=settings.simulation_prior,
+            ),
         )
         outcome = explain_best_of(backend, recorder, best, **asked)
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autointerp.bench.results import BenchResult
 from autointerp.bench.settings import explainer_variants, score_columns
+from autointerp.score.simulation import NULL_DESCRIPTION
 
 
 def pair_auroc(per_feature: dict[str, dict[str, float | None]], positive: str) -> tuple[float | None, int]:
@@ -58,6 +59,12 @@ def render_report(result: BenchResult) -> str:
             else " (a run's defaults: score.simulator, score.judge)"
         )
         + "; embedding model: `all-MiniLM-L6-v2`",
+        f"- simulation prior (`score.simulation_prior`): {s.simulation_prior}"
+        + (
+            f" (the simulator's prediction under {NULL_DESCRIPTION!r} taken off each prediction)"
+            if s.simulation_prior == "subtract"
+            else ""
+        ),
         f"- explainers: {', '.join(f'`{e}`' for e in explainers) or 'none'}",
         f"- corpus: `{s.corpus}`, {result.windows} windows of {s.window_tokens} tokens (tokenizer `{s.subject}`)",
         f"- per feature: {s.explain_windows} explanation windows; held out {s.heldout_active} activating + "

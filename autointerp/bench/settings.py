@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from autointerp.config import ExplainerConfig, ScoreConfig
 from autointerp.errors import ConfigError
-from autointerp.score.registry import SimulationPrompt
+from autointerp.score.registry import SimulationPrior, SimulationPrompt
 
 
 @dataclass
@@ -50,6 +50,8 @@ class BenchSettings:
     simulation_prompts: list[SimulationPrompt] = field(default_factory=lambda: ["zero-shot"])
     """All-at-once simulation prompts compared (`score.simulation_prompt`); the first also ranks best-of-k
     candidates. A prompt other than zero-shot is reported as method `simulation <prompt>`."""
+    simulation_prior: SimulationPrior = field(default_factory=lambda: ScoreConfig().simulation_prior)
+    """`score.simulation_prior`: all-at-once predictions less the simulator's prior, or as read (a run's default)."""
     explainer_variants: list[str] = field(default_factory=lambda: ["default"])
     """How each explainer writes: `default`, `best-of-<k>`, `contrastive`, or both joined by `+`
     (`best-of-3+contrastive`); every explainer runs every variant."""

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from autointerp.score.windows import scored_prediction
+
 RESAMPLES = 400
 CHANCE_P = 0.05
 """`p_vs_distractor` above this: the score is not distinguishable from its distractor's."""
@@ -155,23 +157,24 @@ def bootstrap_confidence(
 
 
 def simulation_confidence(details: dict[str, Any], distractor_details: dict[str, Any] | None) -> Confidence | None:
-    """Returns the confidence of a simulation outcome's top-and-random score from its per-window details
-    (windows whose call failed, in either outcome, are left out)."""
+    """Returns the confidence of a simulation outcome's top-and-random score from its per-window details,
+    on the predictions it was scored on (`scored_prediction`); windows whose call failed, in either outcome,
+    are left out."""
     windows = details.get("windows") or []
     others = (distractor_details or {}).get("windows") or [None] * len(windows)
     kept = [
-        (w, o)
+        (w["true"], mine, None if o is None else scored_prediction(o))
         for w, o in zip(windows, others, strict=True)
-        if w.get("kind") in ("top", "random", "neighbour")
-        and w.get("predicted") is not None
-        and (distractor_details is None or (o is not None and o.get("predicted") is not None))
+        if w.get("kind") in ("top", "random", "neighbour") and (mine := scored_prediction(w)) is not None
     ]
+    if distractor_details is not None:
+        kept = [(true, mine, other) for true, mine, other in kept if other is not None]
     if not kept:
         return None
     return bootstrap_confidence(
-        [w["true"] for w, _ in kept],
-        [w["predicted"] for w, _ in kept],
-        None if distractor_details is None else [o["predicted"] for _, o in kept],
+        [true for true, _, _ in kept],
+        [mine for _, mine, _ in kept],
+        None if distractor_details is None else [other or [] for _, _, other in kept],
     )
 
 

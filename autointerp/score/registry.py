@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 Role = Literal["simulator", "judge"]
 SimulationMode = Literal["auto", "all-at-once", "generate"]
 SimulationPrompt = Literal["zero-shot", "few-shot"]
+SimulationPrior = Literal["subtract", "keep"]
 A = TypeVar("A")
 B = TypeVar("B")
 

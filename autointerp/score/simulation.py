@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from autointerp.activations import display_token
@@ -20,8 +20,15 @@ from autointerp.llm.base import ChatBackend, ChatRequest, ValueReadout
 from autointerp.prompts import PromptTemplate, load_prompt
 from autointerp.score.metrics import pooled_correlation
 from autointerp.score.outcome import ScoreOutcome, undefined_outcome
-from autointerp.score.registry import Scorer, ScorerOptions, ScoringContext, SimulationMode, SimulationPrompt
-from autointerp.score.windows import NON_FIRING_KINDS, HeldOutWindow, never_fires_reason
+from autointerp.score.registry import (
+    Scorer,
+    ScorerOptions,
+    ScoringContext,
+    SimulationMode,
+    SimulationPrior,
+    SimulationPrompt,
+)
+from autointerp.score.windows import NON_FIRING_KINDS, HeldOutWindow, beyond_prior, never_fires_reason
 
 if TYPE_CHECKING:
     from autointerp.config import ScoreConfig
@@ -42,6 +49,10 @@ ours compare with published ones."""
 SIMULATION_TEMPLATES: dict[str, str] = {"zero-shot": "simulate", "few-shot": "simulate_fewshot"}
 """`score.simulation_prompt` -> the all-at-once template it loads (each call records the template's hash)."""
 
+NULL_DESCRIPTION = "nothing in particular"
+"""The description whose all-at-once prediction is the simulator's prior (`score.simulation_prior`): what it
+predicts from the tokens alone, which a score does not credit to the explanation."""
+
 MIN_ALIGNED_SHARE = 0.5
 """A generated answer must give values for at least this share of the window's tokens."""
 
@@ -56,11 +67,18 @@ class SimulationOptions(ScorerOptions):
     """`score.simulation_prompt`: the all-at-once prompt, the description alone or worked examples first."""
     batch_size: int = 8
     """`score.batch_size`: prompts per forward pass of a simulator in this process."""
+    prior: SimulationPrior = "subtract"
+    """`score.simulation_prior`: all-at-once predictions less the prior (`NULL_DESCRIPTION`'s), or as read."""
 
     @classmethod
     def from_config(cls, config: ScoreConfig) -> SimulationOptions:
         """Returns the options the `score` section sets."""
-        return cls(mode=config.simulation, prompt=config.simulation_prompt, batch_size=config.batch_size)
+        return cls(
+            mode=config.simulation,
+            prompt=config.simulation_prompt,
+            batch_size=config.batch_size,
+            prior=config.simulation_prior,
+        )
 
 
 class SimulationParseError(LLMError):
@@ -192,8 +210,25 @@ def simulate_all_at_once(
     return predictions, call_ids, masses
 
 
-def correlations(windows: list[HeldOutWindow], predicted: list[list[float] | None]) -> tuple[dict, dict]:
-    """Returns (values, reasons for undefined ones) of the pooled correlations on each window subset."""
+def simulate_prior(
+    context: ScoringContext, backend: ChatBackend, template: PromptTemplate, batch_size: int = 8
+) -> tuple[list[list[float] | None], list[str]]:
+    """Returns the all-at-once prediction per window under `NULL_DESCRIPTION` (None where its call failed)
+    and its call ids: the simulator's prior, shared by an explanation and its distractor."""
+    empty = replace(context, explanations=[NULL_DESCRIPTION], explanation_ids=[None])
+    predictions, call_ids, _ = simulate_all_at_once(empty, backend, template, batch_size)
+    return predictions[0], call_ids[0]
+
+
+def correlations(
+    windows: list[HeldOutWindow],
+    predicted: list[list[float] | None],
+    as_read: list[list[float] | None] | None = None,
+) -> tuple[dict, dict]:
+    """Returns (values, reasons for undefined ones) of the pooled correlations of `predicted` on each window
+    subset, and `ev_correlation_score` of the predictions `as_read` (default: `predicted`; with the prior
+    subtracted from `predicted`, neuron-explainer's number stays theirs)."""
+    as_read = predicted if as_read is None else as_read
     values: dict[str, float | None] = {}
     undefined: dict[str, str] = {}
     subsets = {
@@ -214,9 +249,9 @@ def correlations(windows: list[HeldOutWindow], predicted: list[list[float] | Non
                 undefined[metric] = f"every simulation call for the {len(chosen)} windows failed"
             else:
                 undefined[metric] = "true activations are constant on these windows"
-    scored = [i for i, p in enumerate(predicted) if p is not None]
+    scored = [i for i, p in enumerate(predicted) if p is not None and as_read[i] is not None]
     if scored and all(windows[i].raw is not None for i in scored):
-        raw = pooled_correlation([windows[i].raw or [] for i in scored], [predicted[i] or [] for i in scored])
+        raw = pooled_correlation([windows[i].raw or [] for i in scored], [as_read[i] or [] for i in scored])
         values["ev_correlation_score"] = raw
         if raw is None:
             undefined["ev_correlation_score"] = "raw activations are constant on these windows"
@@ -265,9 +300,13 @@ class SimulationScorer(Scorer):
         if never is not None:  # nothing to predict: flagged without spending a call
             return [undefined_outcome(scorer, backend.name, SIMULATION_METRICS, never) for _ in context.explanations]
         masses: list[float | None] = [None] * len(context.explanations)
+        prior: list[list[float] | None] | None = None  # the simulator's prediction from the tokens alone
+        prior_calls: list[str] = []
         if all_at_once:
             template = load_prompt(SIMULATION_TEMPLATES[options.prompt])
             predictions, call_ids, masses = simulate_all_at_once(context, backend, template, options.batch_size)
+            if options.prior == "subtract":
+                prior, prior_calls = simulate_prior(context, backend, template, options.batch_size)
         else:
             template = load_prompt("simulate_generate")
             predictions, call_ids = [], []
@@ -277,19 +316,24 @@ class SimulationScorer(Scorer):
                 call_ids.append([r.id for r in context.recorder.rows[calls_before:]])
         outcomes = []
         for predicted, ids, mass in zip(predictions, call_ids, masses, strict=True):
-            values, undefined = correlations(context.windows, predicted)
-            details: dict[str, object] = {
-                "windows": [
-                    {
-                        "kind": w.kind,
-                        "rank": w.rank,
-                        "true": w.levels,
-                        "predicted": None if p is None else [round(v, 3) for v in p],
-                    }
-                    for w, p in zip(context.windows, predicted, strict=True)
-                ],
-                "failed": sum(p is None for p in predicted),
-            }
+            priors = prior or [None] * len(predicted)
+            scored = (
+                predicted
+                if prior is None  # as read; else a window whose prior call failed is a failed window
+                else [None if q is None else beyond_prior(p, q) for p, q in zip(predicted, prior, strict=True)]
+            )
+            values, undefined = correlations(context.windows, scored, predicted)
+            windows = []
+            for w, p, q in zip(context.windows, predicted, priors, strict=True):
+                window: dict[str, object] = {"kind": w.kind, "rank": w.rank, "true": w.levels}
+                window["predicted"] = None if p is None else [round(v, 3) for v in p]
+                if prior is not None:
+                    window["prior"] = None if q is None else [round(v, 3) for v in q]
+                windows.append(window)
+            details: dict[str, object] = {"windows": windows, "failed": sum(p is None for p in scored)}
+            if prior is not None:
+                details["prior"] = {"description": NULL_DESCRIPTION, "subtracted": True}
+                ids = [*ids, *prior_calls]
             if mass is not None:
                 details["digit_probability_mass"] = mass
             outcomes.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from autointerp.activations import ACTIVE_LEVEL as ACTIVE_LEVEL  # re-exported: the level at which a token fires
 from autointerp.activations import display_token
@@ -54,3 +55,23 @@ def never_fires_reason(windows: list[HeldOutWindow]) -> str | None:
     if not any(w.activating for w in windows):
         return f"the feature never fires on its {len(windows)} held-out windows"
     return None
+
+
+def beyond_prior(predicted: list[float] | None, prior: list[float] | None) -> list[float] | None:
+    """Returns what a simulation is scored on: its prediction minus the simulator's prediction under a
+    description that says nothing (`prior`; None: nothing to subtract), token by token; None when the
+    prediction is missing or the two disagree in length (a failed call)."""
+    if predicted is None or prior is None:
+        return predicted
+    if len(prior) != len(predicted):
+        return None
+    return [p - q for p, q in zip(predicted, prior, strict=True)]
+
+
+def scored_prediction(window: dict[str, Any]) -> list[float] | None:
+    """Returns the prediction a stored simulation window (`details.windows[i]`) was scored on: `predicted`,
+    less `prior` where the window has one (None where either call failed)."""
+    predicted = window.get("predicted")
+    if "prior" in window and window["prior"] is None:
+        return None
+    return beyond_prior(predicted, window.get("prior"))

@@ -50,7 +50,8 @@ class WordSimulator(ChatBackend):
         for request, tokens in items:
             WordSimulator.seen.append(list(tokens))
             WordSimulator.prompts.append(request.messages[1].content)
-            named = re.findall(r"fires on the word (\S+?)\.", request.messages[1].content)[-1]
+            found = re.findall(r"fires on the word (\S+?)\.", request.messages[1].content)
+            named = found[-1] if found else None  # "nothing in particular" (the prior): 0 everywhere
             readouts.append(ValueReadout(values=[10.0 if t.strip() == named else 0.0 for t in tokens]))
         return readouts
 
@@ -148,7 +149,8 @@ def test_best_of_k_keeps_the_candidate_the_simulator_scores_best_and_records_all
     calls = store.query(
         "SELECT role, count(*) AS n FROM llm_calls WHERE feature_id = 'synthetic/mlp.0/1' GROUP BY role"
     )
-    assert {c["role"]: c["n"] for c in calls} == {"explain": 3, "simulate": 3}  # every candidate's calls recorded
+    # every candidate's calls recorded, and the prior's (one, shared by the candidates)
+    assert {c["role"]: c["n"] for c in calls} == {"explain": 3, "simulate": 4}
     explain_calls = {c["id"] for c in store.query("SELECT id FROM llm_calls WHERE role = 'explain'")}
     assert {c["llm_call_id"] for c in chosen["candidates"]} <= explain_calls
 

@@ -210,7 +210,8 @@ def test_all_at_once_simulation_and_probability_judges_over_http_score_the_truth
     mass = [json.loads(s["details"])["digit_probability_mass"] for s in scores]
     assert all(m > 0.9 for m in mass)
     calls = store.query("SELECT count(*) AS n, sum(output_tokens) AS out FROM llm_calls WHERE role = 'simulate'")
-    assert calls[0]["n"] == 12 * 2 and calls[0]["out"] == 0  # one request per window, no generated tokens
+    # one request per window and one per window under "nothing in particular" (the prior); nothing generated
+    assert calls[0]["n"] == 12 * 2 * 2 and calls[0]["out"] == 0
     detection = store.query("SELECT value FROM scores WHERE metric = 'detection_auroc'")
     assert len(detection) == 12 and all(d["value"] == pytest.approx(1.0) for d in detection)
 

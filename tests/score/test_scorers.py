@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Sequence
 
 import pytest
 
 from autointerp.config import LLMConfig
 from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse, LLMSession
+from autointerp.llm.base import BackendCapabilities, ValueReadout
 from autointerp.llm.local import LocalChatBackend
+from autointerp.score.confidence import simulation_confidence
 from autointerp.score.distractors import DistractorPool, choose_distractors
 from autointerp.score.fuzzing import fuzzing_items, random_marks
 from autointerp.score.judge import parse_yes_no
 from autointerp.score.scorers import primary_value, score_candidates
-from autointerp.score.simulation import SimulationOptions, SimulationParseError, parse_simulation_lines
+from autointerp.score.simulation import (
+    NULL_DESCRIPTION,
+    SimulationOptions,
+    SimulationParseError,
+    parse_simulation_lines,
+)
 from autointerp.score.windows import HeldOutWindow
 from autointerp.subject import SubjectModel
 from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
@@ -65,7 +73,8 @@ def test_simulation_all_at_once_ranks_truth_above_distractor(local: LocalChatBac
     assert truth.values["correlation_top"] is not None
     assert truth.values["correlation_random"] is None  # random windows hold no digit: flat, so flagged
     assert "constant" in truth.undefined["correlation_random"]
-    assert len(recorder.rows) == 2 and all(r.input_tokens > 0 for r in recorder.rows)
+    assert len(recorder.rows) == 3 and all(r.input_tokens > 0 for r in recorder.rows)  # and the prior's
+    assert truth.details["prior"] == {"description": "nothing in particular", "subtracted": True}
 
 
 def test_batching_does_not_change_simulation(local: LocalChatBackend, subject: SubjectModel) -> None:
@@ -150,6 +159,68 @@ def test_generated_simulation_parses_lines_and_records_failures() -> None:
     assert outcome.details["windows"][1]["predicted"] is None and outcome.details["failed"] == 1
     assert outcome.values["correlation_top"] == pytest.approx(1.0)  # only the parsed window counts
     assert [r.error is not None for r in recorder.rows] == [False, True]
+
+
+class PriorReader(ChatBackend):
+    """Reads all-at-once values as a simulator with a token prior would: 4 on every digit and on "the"
+    whatever the description says, and 5 more on what the description names (digits, or "cat")."""
+
+    backend = "scripted"
+    max_concurrency = 1
+
+    def __init__(self) -> None:
+        super().__init__("prior-reader")
+        self.descriptions: list[str] = []
+
+    def capabilities(self) -> BackendCapabilities:
+        return BackendCapabilities(prompt_logprobs=True)
+
+    def generate(self, request: ChatRequest) -> ChatResponse:
+        raise AssertionError("all-at-once simulation reads values; it generates nothing")
+
+    def read_values(self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8) -> list[ValueReadout]:
+        readouts = []
+        for request, lines in items:
+            text = " ".join(m.content for m in request.messages)
+            self.descriptions.append(next(d for d in (TRUTH, DISTRACTOR, NULL_DESCRIPTION) if d in text))
+            named = (lambda t: t.strip().isdigit()) if TRUTH in text else (lambda t: t.strip() == "cat")
+            prior = [4.0 if line.strip().isdigit() or line.strip() == "the" else 0.0 for line in lines]
+            bonus = 5.0 if DISTRACTOR in text or TRUTH in text else 0.0
+            values = [p + bonus * named(t) for p, t in zip(prior, lines, strict=True)]
+            readouts.append(ValueReadout(values, input_tokens=len(lines)))
+        return readouts
+
+
+def test_simulation_takes_the_simulators_prior_off_when_asked() -> None:
+    """The simulator's guess from the tokens alone (4 on digits and "the") is no credit to a description:
+    with the prior subtracted the truth scores 1.0 and the distractor nothing, where as read both gain from it."""
+    tokens = ["the", " cat", " has", " 3", " legs", " and", " the", " 7", " dogs", " too"]
+    windows = [HeldOutWindow(tokens, [0, 0, 0, 10, 0, 0, 0, 10, 0, 0], "top", raw=[0, 0, 0, 2, 0, 0, 0, 2, 0, 0])]
+    windows.append(HeldOutWindow(["the", " cat", " sat", "."], [0, 0, 0, 0], "random", raw=[0.0] * 4))
+    scored = {}
+    for prior in ("keep", "subtract"):
+        backend, calls = PriorReader(), recorder()
+        scored[prior] = score_candidates(
+            "simulation", [TRUTH, DISTRACTOR], windows, backend=backend, recorder=calls, feature_id="f",
+            options=SimulationOptions(prior=prior),
+        )  # fmt: skip
+        # one batched call per description, and the prior's
+        assert len(calls.rows) == (3 if prior == "subtract" else 2)
+        assert (NULL_DESCRIPTION in backend.descriptions) == (prior == "subtract")
+    truth, distractor = scored["subtract"]
+    assert truth.values["correlation_top_and_random"] == pytest.approx(1.0)
+    assert distractor.values["correlation_top_and_random"] < 0.1
+    assert truth.details["prior"]["subtracted"] and truth.details["windows"][0]["prior"][3] == 4.0
+    assert truth.details["windows"][0]["predicted"][3] == 9.0  # stored as read, scored less the prior
+    assert len(truth.call_ids) == 2  # its own call and the prior's
+    as_read_truth, as_read_distractor = scored["keep"]
+    assert "prior" not in as_read_truth.details and "prior" not in as_read_truth.details["windows"][0]
+    assert as_read_truth.values["correlation_top_and_random"] < 1.0
+    assert as_read_distractor.values["correlation_top_and_random"] > 0.3  # credited with the prior's digits
+    # neuron-explainer's number is theirs either way: the predictions as read
+    assert truth.values["ev_correlation_score"] == pytest.approx(as_read_truth.values["ev_correlation_score"])
+    confidence = simulation_confidence(truth.details, distractor.details)
+    assert confidence is not None and confidence.p_vs_distractor == 0.0
 
 
 def test_generated_detection_without_probabilities() -> None:
