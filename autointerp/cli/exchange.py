@@ -157,6 +157,8 @@ def import_command(
     store.migrate()
     result = import_explanations(store, resolve_run(store, run_id), tool, path)
     parts = [f"{result.already_there} already there"]
+    if result.repeated:
+        parts.append(f"{result.repeated} repeated in the file, stored once")
     if result.refused:
         parts.append(f"placeholders refused: {result.refused}")
     if result.scores_added:

@@ -402,6 +402,9 @@ class ImportResult:
     """Explanations read, placeholders included."""
     added: int
     already_there: int
+    """Explanations the run held before this import (the same feature, tool and text)."""
+    repeated: int = 0
+    """Explanations that repeat an earlier one of the same file (stored once)."""
     refused: int = 0
     """Placeholders refused: empty texts and parse-failure texts."""
     scores_added: int = 0
@@ -441,10 +444,11 @@ def import_explanations(store: Store, run_id: str, tool: str, path: Path) -> Imp
         )
     existing = store.explanation_ids(run_id)
     existing_scores = store.score_keys(run_id)
-    rows, seen, added, scores_added = Rows(), set(existing), 0, 0
+    rows, seen, added, scores_added, repeated = Rows(), set(existing), 0, 0, 0
     for item, feature_id in matched:
         assert feature_id is not None
         row_id = import_id(run_id, feature_id, tool, item.text)
+        repeated += row_id in seen and row_id not in existing
         if row_id not in seen:
             seen.add(row_id)
             added += 1
@@ -483,7 +487,8 @@ def import_explanations(store: Store, run_id: str, tool: str, path: Path) -> Imp
         run_id=run_id,
         read=len(read),
         added=added,
-        already_there=len(items) - added,
+        already_there=len(items) - added - repeated,
+        repeated=repeated,
         refused=refused,
         scores_added=scores_added,
         skipped_scores=skipped,

@@ -228,3 +228,15 @@ def test_neuronpedia_client_parses_the_export() -> None:
     for record in json.loads(example_export())["explanations"]:
         explanation = np_explanation.Explanation.from_np_db_json(record)
         assert (explanation.source, explanation.index) == (record["source"], record["index"])
+
+
+def test_a_row_repeated_in_the_file_is_stored_once_and_counted_as_repeated(tmp_path: Path) -> None:
+    """The same CSV row twice was reported as '1 already there' on the file's first import."""
+    store = _store(tmp_path, "sae", "blocks.15.hook_resid_post")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("feature,explanation\n417,calendar months\n417,calendar months\n12,programming words\n")
+    first = " ".join(_import(store, csv, "csv").output.split())
+    assert f"imported 2 explanations into run {RUN} (0 already there; 1 repeated in the file, stored once)" in first
+    again = " ".join(_import(store, csv, "csv").output.split())
+    assert f"imported 0 explanations into run {RUN} (3 already there)" in again  # every row: the run has it
+    assert len(_imported(store)) == 2
