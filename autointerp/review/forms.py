@@ -166,10 +166,10 @@ async def read_form(request: Request) -> dict[str, str]:
         body.extend(chunk)
         if len(body) > MAX_BODY_BYTES:
             raise BodyTooLarge(f"request body over {MAX_BODY_BYTES // 1024} KiB")
-    try:
-        parsed = parse_qs(
-            body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
-        )
+    try:  # bytes that are not UTF-8, raw or %-escaped, are refused: replaced, they were stored as U+FFFD
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("the form is not UTF-8 text; send it from the review page") from None
     except ValueError:
         raise BadRequest(f"a form has at most {MAX_FORM_FIELDS} fields") from None
     return {k: v[0] for k, v in parsed.items()}

@@ -233,6 +233,13 @@ def test_edits_notes_and_bodies_are_limited(review_db: DB, serve: Serve) -> None
             headers={"content-type": "application/x-www-form-urlencoded"},
         )
         assert many.status_code == 400
+        encoded = urlencode({**form, "verdict": "note"})
+        for note in ("raw%FF%FEbytes", "raw\xff\xfebytes"):  # %-escaped, and raw: stored as U+FFFD before
+            body = f"{encoded}&note=".encode() + note.encode("latin-1")
+            not_utf8 = client.post(
+                "/review", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+            )
+            assert not_utf8.status_code == 400 and "not UTF-8" in not_utf8.text
         rtl = client.post("/review", data={**form, "verdict": "note", "note": "שלום \u200f ok"})
         assert rtl.status_code == 303  # right-to-left text and marks are fine in a note
     rows = Store(path).query("SELECT verdict, note FROM reviews")
