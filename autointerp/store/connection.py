@@ -39,6 +39,24 @@ def _check_can_create_in(folder: Path, database: Path) -> None:
         raise StoreError(f"cannot create the database {database}: {refused}; set store.path / --db")
 
 
+DUCKDB_MAGIC = b"DUCK"
+"""What a DuckDB database file holds at bytes 8-11."""
+
+
+def _check_magic(path: Path) -> None:
+    """Raises StoreError when `path` is a non-empty file that is not a DuckDB database (DuckDB's own message
+    for a `.csv` there was 'Cannot launch in-memory database in read-only mode!'). Returns None."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head and head[8:12] != DUCKDB_MAGIC:
+        raise StoreError(f"{path} is not a DuckDB database file; set store.path / --db to one autointerp wrote")
+
+
 class StoreConnection:
     """A DuckDB file: each method opens, works in one transaction and closes.
 
@@ -120,6 +138,7 @@ class StoreConnection:
             raise StoreError(f"no database at {self.path}; run `autointerp run` first or pass --db")
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a DuckDB file; set store.path / --db to a file")
+        _check_magic(self.path)
         self._make_parent()
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.01

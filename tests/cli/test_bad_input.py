@@ -129,6 +129,7 @@ def _write_files(root: Path) -> None:
     (root / "bad.toml").write_text("[features\nlayer = 3\n")
     (root / "good.toml").write_text("[features]\nlayer = 99\n")
     (root / "not_a_db.duckdb").write_text("this is not a database file")
+    (root / "table.csv").write_text("feature,explanation\n1,cats\n")
     con = duckdb.connect(str(root / "foreign.duckdb"))
     con.execute("CREATE TABLE t (x INTEGER)")
     con.close()
@@ -371,8 +372,13 @@ CASES = [
         r"error: .*foreign\.duckdb is not an autointerp database",
     ),
     Case(
-        "show-not-a-database", ["show", "--db", "{root}/not_a_db.duckdb"], 1, r"error: cannot open .*not_a_db\.duckdb"
+        "show-not-a-database",
+        ["show", "--db", "{root}/not_a_db.duckdb"],
+        1,
+        r"error: .*not_a_db\.duckdb is not a DuckDB database file",
     ),
+    # DuckDB's own words for a .csv: "Cannot launch in-memory database in read-only mode!"
+    Case("export-from-a-csv", ["export", "--db", "{root}/table.csv"], 1, r"error: .*table\.csv is not a DuckDB"),
     Case(
         "show-unknown-run", ["show", "no-such-run", "--db", "{root}/current.duckdb"], 1, r"error: no run 'no-such-run'"
     ),
