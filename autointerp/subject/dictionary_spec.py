@@ -139,6 +139,29 @@ def check_weights(spec: DictionarySpec) -> DictionarySpec:
     return spec if d_out == spec.d_out else _replace_d_out(spec, d_out)
 
 
+def check_finite_weights(spec: DictionarySpec) -> None:
+    """Raises FeatureError naming the first weight tensor (`W_enc`, `b_enc`, `W_dec`, `b_dec`) that holds NaN
+    or infinity: every activation would be NaN, and the run stopped at collection. Reads the tensors one at a
+    time (memory-mapped). Returns None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(spec.weights_file), framework="pt") as weights:
+            for name in spec.expected_tensors():
+                tensor = weights.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    bad = "NaN" if bool(torch.isnan(tensor).any()) else "infinity"
+                    raise FeatureError(
+                        f"{spec.weights_file}: {name} holds {bad}; every activation would be {bad}. "
+                        "Retrain or re-export the dictionary"
+                    )
+    except FeatureError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for corrupt data
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FeatureError(f"cannot read the weights in {spec.weights_file} ({why})") from None
+
+
 def _replace_d_out(spec: DictionarySpec, d_out: int | None) -> DictionarySpec:
     from dataclasses import replace
 

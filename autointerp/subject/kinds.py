@@ -18,7 +18,7 @@ import torch
 
 from autointerp.errors import FeatureError
 from autointerp.plugins import Registry
-from autointerp.subject.dictionary_spec import DictionarySpec, check_weights
+from autointerp.subject.dictionary_spec import DictionarySpec, check_finite_weights, check_weights
 from autointerp.subject.hooks import check_layer
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.planted import load_planted_features
@@ -169,8 +169,9 @@ class _DictionaryKind(FeatureSourceKind):
         return sae
 
     def check(self, config: FeaturesConfig, shape: ModelShape) -> None:
-        """Checks the folder from its cfg.json and its weights' header (no tensor is read): the layout,
-        the hook points, the widths against the model's, the latent indices, every tensor's shape."""
+        """Checks the folder from its cfg.json and its weights: the layout, the hook points, the widths
+        against the model's, the latent indices, every tensor's shape (from the header) and that the
+        weights are finite (read one tensor at a time)."""
         from autointerp.subject.shape import check_hook, check_indices, hook_width
 
         path = self._path(config)
@@ -191,6 +192,7 @@ class _DictionaryKind(FeatureSourceKind):
             )
         check_indices(config.indices, spec.d_sae, f"{what} latent")
         spec = check_weights(spec)
+        check_finite_weights(spec)
         out_width = None if spec.hook_name_out is None else hook_width(spec.hook_name_out, shape)
         if out_width is not None and spec.d_out is not None and spec.d_out != out_width:
             raise FeatureError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
 import os
 import re
 import socket
@@ -22,6 +23,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
@@ -126,6 +129,15 @@ def _write_files(root: Path) -> None:
         (root / name).mkdir()
         (root / name / "cfg.json").write_text(json.dumps(cfg))
         (root / name / "sae_weights.safetensors").write_bytes(b"")  # the preflight reads cfg.json only
+    for name, bad in {"sae_nan": ("W_enc", math.nan), "sae_inf": ("b_enc", math.inf)}.items():
+        (root / name).mkdir()
+        (root / name / "cfg.json").write_text(
+            json.dumps({"hook_name": "blocks.3.hook_resid_post", "d_in": WIDTH, "d_sae": 8})
+        )
+        tensors = {"W_enc": torch.zeros(WIDTH, 8), "b_enc": torch.zeros(8), "W_dec": torch.zeros(8, WIDTH)}
+        tensors["b_dec"] = torch.zeros(WIDTH)
+        tensors[bad[0]].view(-1)[3] = bad[1]
+        save_file(tensors, str(root / name / "sae_weights.safetensors"))
     (root / "bad.toml").write_text("[features\nlayer = 3\n")
     (root / "good.toml").write_text("[features]\nlayer = 99\n")
     (root / "not_a_db.duckdb").write_text("this is not a database file")
@@ -494,6 +506,19 @@ CASES = [
         _run("features.kind='direction'", "features.path='{root}/complex.npy'"),
         1,
         r"error: direction file .*complex\.npy cannot be read .*\(its values are complex64, not real numbers\)",
+    ),
+    # read only by header, NaN weights passed `check`; `run` stopped at collection
+    Case(
+        "sae-with-nan-weights",
+        _check("features.kind='sae'", "features.path='{root}/sae_nan'"),
+        1,
+        r"error: .*sae_nan/sae_weights\.safetensors: W_enc holds NaN; every activation would be NaN",
+    ),
+    Case(
+        "sae-with-infinite-bias",
+        _run("features.kind='sae'", "features.path='{root}/sae_inf'"),
+        1,
+        r"error: .*sae_inf/sae_weights\.safetensors: b_enc holds infinity",
     ),
     Case(
         "direction-without-path",
