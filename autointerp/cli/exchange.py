@@ -19,6 +19,7 @@ from autointerp.cli.app import (
 )
 from autointerp.config import DEFAULT_DB_PATH
 from autointerp.errors import AutointerpError
+from autointerp.paths import check_output_path
 from autointerp.store.database import Store
 
 MIN_TOKEN_CHARS = 16
@@ -98,6 +99,8 @@ def export(
 
     from autointerp.review import export_reviews
 
+    if out is not None:
+        check_output_path(out, "--out", folder=False)
     data = export_reviews(Store(db), format_)
     if out is None:
         sys.stdout.buffer.write(data)
@@ -134,6 +137,8 @@ def export_run_command(
 
     from autointerp.interop import export_run
 
+    if out is not None:  # before the export's work: a path under a file read "File exists" after it
+        check_output_path(out, "--out", folder=False)
     store = Store(db)
     data = export_run(store, resolve_run(store, run_id), format_, model_id, source_set)
     if out is None:
