@@ -382,6 +382,21 @@ def _report_dropped(source: str, stats: CorpusStats, text_field: str) -> None:
         log.warning("%d lines of %s had invalid UTF-8 bytes (replaced)", stats.lines_with_invalid_utf8, source)
 
 
+FULL_CHECK_BYTES = 256 * 2**20
+"""A local .jsonl corpus up to this size has every record read by `check` (a bad one past the first window
+stopped a run minutes into collection); a larger one only its start."""
+
+
+def _check_every_record(source: str, text_field: str) -> None:
+    """Reads every record of a local .jsonl file of at most FULL_CHECK_BYTES the way a run does, so a record
+    that is not JSON or lacks `text_field` fails here with the run's own message. Returns None."""
+    path = Path(source).expanduser()
+    if path.suffix != ".jsonl" or not path.is_file() or path.stat().st_size > FULL_CHECK_BYTES:
+        return
+    for _ in iter_documents(source, text_field, CorpusStats()):
+        pass
+
+
 def check_corpus(
     source: str,
     *,
@@ -402,6 +417,7 @@ def check_corpus(
         )
         next(windows, None)  # iter_windows raises CorpusError when the corpus yields no window
         _check_mostly_utf8(source, stats, minimum_lines=1)
+        _check_every_record(source, text_field)
         return stats
     text_seen = False
     for text in iter_documents(source, text_field, stats):

@@ -93,6 +93,8 @@ def _write_files(root: Path) -> None:
     (root / "short.txt").write_text("Too short.\n")
     (root / "latin1.txt").write_bytes(("Caf\xe9 cr\xe8me br\xfbl\xe9e, d\xe9j\xe0 vu.\n" * 30).encode("latin-1"))
     (root / "records.jsonl").write_text('{"body": "no text field here"}\n')
+    good = json.dumps({"text": "The quick brown fox jumps over the lazy dog. " * 20}) + "\n"
+    (root / "late_bad.jsonl").write_text(good * 50 + "\n" * 5000 + '{"text": broken\n')
     (root / "corpus_dir").mkdir()
     (root / "corpus_dir" / "a.txt").write_text("some text")
     (root / "afile").write_text("a file, not a folder")
@@ -235,6 +237,8 @@ CASES = [
         "blank-corpus", _run("corpus.source='{root}/blank.txt'"), 1, r"error: corpus .*blank\.txt produced no windows"
     ),
     Case("corpus-shorter-than-window", _run("corpus.source='{root}/short.txt'"), 1, r"error: .*shorter than"),
+    # check read the first window only; run stopped at the bad record, minutes into collection
+    Case("jsonl-bad-record-late", _check("corpus.source='{root}/late_bad.jsonl'"), 1, r"late_bad\.jsonl:5051 is not"),
     Case("non-utf8-corpus", _run("corpus.source='{root}/latin1.txt'"), 1, r"error: corpus .*latin1\.txt is not UTF-8"),
     Case(
         "jsonl-without-field",
