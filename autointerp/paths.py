@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def output_problem(path: Path, *, folder: bool) -> str | None:
             return f"{path} is a file, not a folder"
         if not folder and path.is_dir():
             return f"{path} is a folder, not a file"
-        return new_files_refused(path if folder else path.parent)
+        if not folder:  # written in place (/dev/null, a report): its folder need not take new files
+            return None if os.access(path, os.W_OK) else f"{path} is not writable"
+        return new_files_refused(path)
     existing = next((p for p in path.parents if p.exists()), Path("."))
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"

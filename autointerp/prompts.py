@@ -72,7 +72,7 @@ SAMPLE_VALUES: dict[str, Any] = {
     "explanation": "names of animals",
     "tokens": ["The", " cat", " sat"],
     "text": "The cat sat on the mat.",
-    "texts": ["The cat sat on the mat.", "It rained all day."],
+    "texts": ["The cat sat on the mat.", "It rained all day.", "A dog barked.", "She read a book."],
     "prompt": "Once upon a time",
     "first": " there was a cat.",
     "second": " there was a king.",

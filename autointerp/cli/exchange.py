@@ -70,8 +70,9 @@ def review(
 
 
 def bind_port(host: str, port: int) -> socket.socket:
-    """Returns a socket bound to (host, port) for the app to listen on; raises AutointerpError, in one line,
-    for a host this machine cannot bind or a port in use (uvicorn printed the URL, then its own error)."""
+    """Returns a socket listening on (host, port), the first address `host` resolves to, for the app to
+    serve; raises AutointerpError, in one line, for a host this machine cannot bind or a port in use
+    (uvicorn printed the URL, then its own error)."""
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as exc:
@@ -80,6 +81,7 @@ def bind_port(host: str, port: int) -> socket.socket:
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart rebinds at once
     try:
         listening.bind(address)
+        listening.listen(2048)  # listening now: a second app cannot bind the same port while this one builds
     except OSError as exc:
         listening.close()
         if exc.errno == errno.EADDRINUSE:

@@ -191,7 +191,13 @@ def check_corpus_config(corpus: CorpusConfig, shape: ModelShape | None = None) -
     from autointerp.corpus.sources import check_corpus
 
     tokenizer = folder_tokenizer(str(shape.folder)) if shape is not None and shape.folder is not None else None
-    check_corpus(corpus.source, text_field=corpus.text_field, tokenizer=tokenizer, window_tokens=corpus.window_tokens)
+    check_corpus(
+        corpus.source,
+        text_field=corpus.text_field,
+        tokenizer=tokenizer,
+        window_tokens=corpus.window_tokens,
+        max_windows=corpus.max_windows,
+    )
 
 
 def check_store(path: Path) -> None:

@@ -382,19 +382,9 @@ def _report_dropped(source: str, stats: CorpusStats, text_field: str) -> None:
         log.warning("%d lines of %s had invalid UTF-8 bytes (replaced)", stats.lines_with_invalid_utf8, source)
 
 
-FULL_CHECK_BYTES = 256 * 2**20
-"""A local .jsonl corpus up to this size has every record read by `check` (a bad one past the first window
-stopped a run minutes into collection); a larger one only its start."""
-
-
-def _check_every_record(source: str, text_field: str) -> None:
-    """Reads every record of a local .jsonl file of at most FULL_CHECK_BYTES the way a run does, so a record
-    that is not JSON or lacks `text_field` fails here with the run's own message. Returns None."""
-    path = Path(source).expanduser()
-    if path.suffix != ".jsonl" or not path.is_file() or path.stat().st_size > FULL_CHECK_BYTES:
-        return
-    for _ in iter_documents(source, text_field, CorpusStats()):
-        pass
+CHECK_TOKENS = 1_000_000
+"""`check` reads a corpus as far as a run will (its `max_windows` windows), up to this many tokens: a bad
+record there stopped a run minutes into collection."""
 
 
 def check_corpus(
@@ -403,21 +393,24 @@ def check_corpus(
     text_field: str = "text",
     tokenizer: PreTrainedTokenizerBase | None = None,
     window_tokens: int = 1,
+    max_windows: int = 1,
     max_lines: int = 2_000,
 ) -> CorpusStats:
-    """Reads the start of a corpus (up to `max_lines` lines, or one window when a tokenizer is given)
-    and returns what it saw; raises CorpusError when the source is missing, a folder, empty, mostly
-    not UTF-8, has a JSONL record without `text_field`, or yields no window."""
+    """Reads the start of a corpus (up to `max_lines` lines; with a tokenizer, the `max_windows` windows a
+    run reads, at most CHECK_TOKENS tokens of them) and returns what it saw; raises CorpusError when the
+    source is missing, a folder, empty, mostly not UTF-8, has a JSONL record without `text_field` or that is
+    not JSON where a run would read it, or yields no window."""
     stats = CorpusStats()
     if source == BUILTIN_PYTHON_DOCS:
         return stats
     if tokenizer is not None:
+        read = max(1, min(max_windows, CHECK_TOKENS // max(window_tokens, 1)))  # what the run reads, at most
         windows = iter_windows(
-            tokenizer, source, window_tokens=window_tokens, max_windows=1, text_field=text_field, stats=stats
+            tokenizer, source, window_tokens=window_tokens, max_windows=read, text_field=text_field, stats=stats
         )
-        next(windows, None)  # iter_windows raises CorpusError when the corpus yields no window
+        for _ in windows:  # iter_windows raises CorpusError for no window, or a bad record on the way
+            pass
         _check_mostly_utf8(source, stats, minimum_lines=1)
-        _check_every_record(source, text_field)
         return stats
     text_seen = False
     for text in iter_documents(source, text_field, stats):

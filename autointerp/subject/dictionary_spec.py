@@ -140,21 +140,22 @@ def check_weights(spec: DictionarySpec) -> DictionarySpec:
 
 
 def check_finite_weights(spec: DictionarySpec) -> None:
-    """Raises FeatureError naming the first weight tensor (`W_enc`, `b_enc`, `W_dec`, `b_dec`) that holds NaN
+    """Raises FeatureError naming the first weight tensor (`W_enc`, `b_enc`, `W_dec`, `b_dec`, a JumpReLU's
+    `threshold`; sparsify's names in its layout) that holds NaN
     or infinity: every activation would be NaN, and the run stopped at collection. Reads the tensors one at a
     time (memory-mapped). Returns None."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(spec.weights_file), framework="pt") as weights:
-            for name in spec.expected_tensors():
+            names = list(spec.expected_tensors())
+            held = set(weights.keys())
+            names += ["threshold"] if "threshold" in held else []  # JumpReLU's (log_threshold may be -inf)
+            for name in names:
                 tensor = weights.get_tensor(name)
                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                     bad = "NaN" if bool(torch.isnan(tensor).any()) else "infinity"
-                    raise FeatureError(
-                        f"{spec.weights_file}: {name} holds {bad}; every activation would be {bad}. "
-                        "Retrain or re-export the dictionary"
-                    )
+                    raise FeatureError(f"{spec.weights_file}: {name} holds {bad}; retrain or re-export the dictionary")
     except FeatureError:
         raise
     except Exception as exc:  # safetensors raises its own error types for corrupt data

@@ -223,7 +223,12 @@ def load_directions(path: Path) -> torch.Tensor:
             ) from None
         if len(tensors) != 1 and "directions" not in tensors:
             raise FeatureError(f"{path} holds {len(tensors)} tensors; keep one, or name the matrix 'directions'")
-        matrix = (tensors["directions"] if "directions" in tensors else next(iter(tensors.values()))).float()
+        matrix = tensors["directions"] if "directions" in tensors else next(iter(tensors.values()))
+        if matrix.is_complex():  # .float() would drop the imaginary part without a word
+            raise FeatureError(
+                f"direction file {path} holds {matrix.dtype} values, not real numbers; set features.path"
+            )
+        matrix = matrix.float()
     else:
         raise FeatureError(f"direction file {path} must be .safetensors or .npy")
     if matrix.ndim != 2:

@@ -122,6 +122,7 @@ def _write_files(root: Path) -> None:
     np.save(root / "flat.npy", np.ones(WIDTH, dtype=np.float32))
     np.save(root / "no_rows.npy", np.zeros((0, WIDTH), dtype=np.float32))
     np.save(root / "complex.npy", np.ones((2, WIDTH), dtype=np.complex64))
+    save_file({"directions": torch.ones(2, WIDTH, dtype=torch.complex64)}, str(root / "complex.safetensors"))
     (root / "sae_empty").mkdir()
     for name, cfg in {
         "sae_small": {"hook_name": "blocks.3.hook_resid_post", "d_in": WIDTH, "d_sae": 8},
@@ -131,13 +132,19 @@ def _write_files(root: Path) -> None:
         (root / name).mkdir()
         (root / name / "cfg.json").write_text(json.dumps(cfg))
         (root / name / "sae_weights.safetensors").write_bytes(b"")  # the preflight reads cfg.json only
-    for name, bad in {"sae_nan": ("W_enc", math.nan), "sae_inf": ("b_enc", math.inf)}.items():
+    sae_cfg = {"hook_name": "blocks.3.hook_resid_post", "d_in": WIDTH, "d_sae": 8}
+    for name, bad in {
+        "sae_nan": ("W_enc", math.nan),
+        "sae_inf": ("b_enc", math.inf),
+        "sae_jumprelu_nan": ("threshold", math.nan),
+    }.items():
         (root / name).mkdir()
-        (root / name / "cfg.json").write_text(
-            json.dumps({"hook_name": "blocks.3.hook_resid_post", "d_in": WIDTH, "d_sae": 8})
-        )
+        jumprelu = bad[0] == "threshold"
+        (root / name / "cfg.json").write_text(json.dumps(sae_cfg | ({"architecture": "jumprelu"} if jumprelu else {})))
         tensors = {"W_enc": torch.zeros(WIDTH, 8), "b_enc": torch.zeros(8), "W_dec": torch.zeros(8, WIDTH)}
         tensors["b_dec"] = torch.zeros(WIDTH)
+        if jumprelu:
+            tensors["threshold"] = torch.zeros(8)
         tensors[bad[0]].view(-1)[3] = bad[1]
         save_file(tensors, str(root / name / "sae_weights.safetensors"))
     (root / "bad.toml").write_text("[features\nlayer = 3\n")
@@ -237,8 +244,10 @@ CASES = [
         "blank-corpus", _run("corpus.source='{root}/blank.txt'"), 1, r"error: corpus .*blank\.txt produced no windows"
     ),
     Case("corpus-shorter-than-window", _run("corpus.source='{root}/short.txt'"), 1, r"error: .*shorter than"),
-    # check read the first window only; run stopped at the bad record, minutes into collection
+    # check read the first window only; run stopped at the bad record, minutes into collection. A run that
+    # stops before the record (5 windows) never reads it, and check does not refuse it either
     Case("jsonl-bad-record-late", _check("corpus.source='{root}/late_bad.jsonl'"), 1, r"late_bad\.jsonl:5051 is not"),
+    Case("jsonl-bad-record-unread", _check("corpus.source='{root}/late_bad.jsonl'", "corpus.max_windows=5"), 0, "ok: "),
     Case("non-utf8-corpus", _run("corpus.source='{root}/latin1.txt'"), 1, r"error: corpus .*latin1\.txt is not UTF-8"),
     Case(
         "jsonl-without-field",
@@ -516,13 +525,25 @@ CASES = [
         "sae-with-nan-weights",
         _check("features.kind='sae'", "features.path='{root}/sae_nan'"),
         1,
-        r"error: .*sae_nan/sae_weights\.safetensors: W_enc holds NaN; every activation would be NaN",
+        r"error: .*sae_nan/sae_weights\.safetensors: W_enc holds NaN; retrain or re-export the dictionary$",
+    ),
+    Case(
+        "sae-with-a-nan-jumprelu-threshold",
+        _check("features.kind='sae'", "features.path='{root}/sae_jumprelu_nan'"),
+        1,
+        r"error: .*sae_jumprelu_nan/sae_weights\.safetensors: threshold holds NaN",
     ),
     Case(
         "sae-with-infinite-bias",
         _run("features.kind='sae'", "features.path='{root}/sae_inf'"),
         1,
         r"error: .*sae_inf/sae_weights\.safetensors: b_enc holds infinity",
+    ),
+    Case(
+        "direction-safetensors-of-complex-numbers",
+        _check("features.kind='direction'", "features.path='{root}/complex.safetensors'"),
+        1,
+        r"error: direction file .*complex\.safetensors holds torch\.complex64 values, not real numbers",
     ),
     Case(
         "direction-without-path",

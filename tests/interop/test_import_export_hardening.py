@@ -167,8 +167,8 @@ def test_exports_create_missing_folders(tmp_path: Path) -> None:
         assert out.is_file()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    for command in ("export-run", "export"):  # it said "File exists", not which part of the path is a file
-        result = runner.invoke(app, [command, "--db", str(store.path), "-o", str(blocker / "x.json")])
+    for exporter in ("export-run", "export"):  # it said "File exists", not which part of the path is a file
+        result = runner.invoke(app, [exporter, "--db", str(store.path), "-o", str(blocker / "x.json")])
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert (
             " ".join(result.output.split())
