@@ -249,7 +249,7 @@ def correlations(
                 undefined[metric] = f"every simulation call for the {len(chosen)} windows failed"
             else:
                 undefined[metric] = "true activations are constant on these windows"
-    scored = [i for i, p in enumerate(predicted) if p is not None and as_read[i] is not None]
+    scored = [i for i, p in enumerate(as_read) if p is not None]  # a failed prior call does not matter here
     if scored and all(windows[i].raw is not None for i in scored):
         raw = pooled_correlation([windows[i].raw or [] for i in scored], [as_read[i] or [] for i in scored])
         values["ev_correlation_score"] = raw
@@ -261,6 +261,11 @@ def correlations(
             "every simulation call failed" if not scored else "raw activations are not known for these windows"
         )
     return values, undefined
+
+
+def _rounded(values: list[float] | None) -> list[float] | None:
+    """Returns predictions as `details` stores them (3 decimals)."""
+    return None if values is None else [round(v, 3) for v in values]
 
 
 def uses_all_at_once(backend: ChatBackend, mode: str) -> bool:
@@ -320,15 +325,19 @@ class SimulationScorer(Scorer):
             scored = (
                 predicted
                 if prior is None  # as read; else a window whose prior call failed is a failed window
-                else [None if q is None else beyond_prior(p, q) for p, q in zip(predicted, prior, strict=True)]
+                # from the values stored in details (3 decimals), so the bootstrap test rebuilds the same numbers
+                else [
+                    None if q is None else beyond_prior(_rounded(p), _rounded(q))
+                    for p, q in zip(predicted, prior, strict=True)
+                ]
             )
             values, undefined = correlations(context.windows, scored, predicted)
             windows = []
             for w, p, q in zip(context.windows, predicted, priors, strict=True):
                 window: dict[str, object] = {"kind": w.kind, "rank": w.rank, "true": w.levels}
-                window["predicted"] = None if p is None else [round(v, 3) for v in p]
+                window["predicted"] = _rounded(p)
                 if prior is not None:
-                    window["prior"] = None if q is None else [round(v, 3) for v in q]
+                    window["prior"] = _rounded(q)
                 windows.append(window)
             details: dict[str, object] = {"windows": windows, "failed": sum(p is None for p in scored)}
             if prior is not None:

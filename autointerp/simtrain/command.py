@@ -106,7 +106,8 @@ def _evaluate(plan: SimulatorTrainingPlan, heldout: list[SyntheticFeature], echo
     for set_name, features in sets.items():
         for label, spec in specs.items():
             result: SimulatorEvaluation = evaluate_simulator(spec, features, bench)
-            numbers.setdefault(set_name, {})[label] = result.summary()
+            # the scoring they were measured with: a benchmark reuses them only for the same prior
+            numbers.setdefault(set_name, {})[label] = {**result.summary(), "simulation_prior": bench.simulation_prior}
             echo(
                 f"{set_name:18} {label:9}  AUROC truth vs distractors {format_loss(result.auroc)}  "
                 f"truth {format_loss(result.truth_mean)}  distractors {format_loss(result.distractor_mean)}  "

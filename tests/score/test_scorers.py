@@ -262,3 +262,26 @@ def test_the_distractor_pool_chooses_what_choose_distractors_does() -> None:
         expected = choose_distractors(key, [c for c in candidates if c[1] != text], 3)
         assert pool.choose(key, text, 3) == expected
     assert DistractorPool([("f0", "x")], str).choose("f0", "x") == []
+
+
+class FailingPrior(PriorReader):
+    """PriorReader whose calls under "nothing in particular" fail (a server error, say)."""
+
+    def read_values(self, items: Sequence[tuple[ChatRequest, list[str]]], batch_size: int = 8) -> list[ValueReadout]:
+        if any(NULL_DESCRIPTION in " ".join(m.content for m in request.messages) for request, _ in items):
+            raise ConnectionError("the prior's call failed")
+        return super().read_values(items, batch_size)
+
+
+def test_a_failed_prior_call_fails_the_subtracted_scores_but_not_neuron_explainers_number() -> None:
+    tokens = ["the", " cat", " has", " 3", " legs"]
+    windows = [HeldOutWindow(tokens, [0, 0, 0, 10, 0], "top", raw=[0, 0, 0, 2, 0])]
+    windows.append(HeldOutWindow(["the", " cat", " sat", "."], [0, 0, 0, 0], "random", raw=[0.0] * 4))
+    [truth] = score_candidates(
+        "simulation", [TRUTH], windows, backend=FailingPrior(), recorder=recorder(), feature_id="f",
+        options=SimulationOptions(prior="subtract"),
+    )  # fmt: skip
+    assert truth.values["correlation_top_and_random"] is None and truth.details["failed"] == 2
+    assert [w["prior"] for w in truth.details["windows"]] == [None, None]
+    as_read = truth.values["ev_correlation_score"]  # the predictions as read are there (4s and 9s on the digits)
+    assert as_read is not None and as_read > 0.5
