@@ -353,7 +353,7 @@ def test_refreshing_the_index_after_a_run_reports_a_failure_in_one_line(tmp_path
     broken.write_bytes(b"not a database" * 64)
     why = refresh_index(Store(broken))
     assert why is not None and "\n" not in why
-    assert why.startswith("the review app's feature list index was not built (") and "not a valid DuckDB" in why
+    assert why.startswith("the review app's feature list index was not built (") and "is not a DuckDB database" in why
 
     store = Store(tmp_path / "empty.duckdb")
     store.migrate()
