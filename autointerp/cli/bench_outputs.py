@@ -84,14 +84,10 @@ def bench_outputs(
     if explainer is not None:
         settings.explainer = explainer
     from autointerp.bench.outputs import scorer_specs
-    from autointerp.cli.preflight import check_model_specs
+    from autointerp.cli.preflight import check_model_specs, names_by_spec
 
-    used: dict[str, list[str]] = {settings.explainer: ["--explainer"]}
-    for spec in scorer_specs(base).values():
-        named = used.setdefault(spec, [])
-        if "--scorer" not in named:
-            named.append("--scorer")
-    warn_each(check_model_specs(used))  # a bad model spec fails here, not after the windows are cut
+    named = [("--explainer", settings.explainer), *(("--scorer", spec) for spec in scorer_specs(base).values())]
+    warn_each(check_model_specs(names_by_spec(named)))  # a bad model spec fails here, not after the windows are cut
     result = run_output_bench(inputs, outputs, settings)
     command = (
         "autointerp " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench-outputs"] else "autointerp bench-outputs"

@@ -17,6 +17,7 @@ as warnings.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,9 +55,17 @@ def models_in_use(config: RunConfig, *, experiments: bool | None = None) -> dict
         roles.append(("score.judge.model", config.score.judge.model))
     if experiments if experiments is not None else config.experiments.lowest_n > 0:
         roles.append(("experiments.proposer.model", config.experiments.proposer.model))
+    return names_by_spec(roles)
+
+
+def names_by_spec(named: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Returns `backend:model` -> the settings or options that name it (each once, in order) from (name,
+    spec) pairs: what `check_model_specs` reads, so one spec named by several is checked, and named, once."""
     used: dict[str, list[str]] = {}
-    for key, spec in roles:
-        used.setdefault(spec, []).append(key)
+    for name, spec in named:
+        names = used.setdefault(spec, [])
+        if name not in names:
+            names.append(name)
     return used
 
 

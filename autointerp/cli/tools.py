@@ -117,18 +117,12 @@ def bench(
         settings.explainer_variants = explainer_variant
         explainer_variants(settings)  # an unknown variant fails here, before any model loads
     # the bench's own preflight: its models, corpus and planted functions, before the model loads
-    from autointerp.cli.preflight import check_model_specs
+    from autointerp.cli.preflight import check_model_specs, names_by_spec
     from autointerp.corpus.sources import check_corpus
 
-    used: dict[str, list[str]] = {}
-    for scored_by in settings.methods:
-        if scored_by != "embedding":
-            named = used.setdefault(settings.scorer_for(scored_by), [])
-            if "--scorer" not in named:  # one spec scores with several methods: name the option once
-                named.append("--scorer")
-    for spec in settings.explainers:
-        used.setdefault(spec, []).append("--explainer")
-    warn_each(check_model_specs(used))
+    named = [("--scorer", settings.scorer_for(method)) for method in settings.methods if method != "embedding"]
+    named += [("--explainer", spec) for spec in settings.explainers]
+    warn_each(check_model_specs(names_by_spec(named)))
     check_corpus(corpus)
     check_output_path(output, "--output", folder=False)
     check_planted_features(features)
