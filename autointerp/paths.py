@@ -9,7 +9,7 @@ from pathlib import Path
 from autointerp.errors import ConfigError
 
 
-def new_files_refused(folder: Path) -> str | None:
+def _new_files_refused(folder: Path) -> str | None:
     """Returns why no file can be created in the existing `folder` (read-only, or a pseudo-filesystem such as
     /proc, where a permission check alone says yes to root), or None when one can; leaves nothing behind."""
     try:
@@ -30,11 +30,11 @@ def output_problem(path: Path, *, folder: bool) -> str | None:
             return f"{path} is a folder, not a file"
         if not folder:  # written in place (/dev/null, a report): its folder need not take new files
             return None if os.access(path, os.W_OK) else f"{path} is not writable"
-        return new_files_refused(path)
+        return _new_files_refused(path)
     existing = next((p for p in path.parents if p.exists()), Path("."))
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
-    return new_files_refused(existing)
+    return _new_files_refused(existing)
 
 
 def check_output_path(path: Path, option: str, *, folder: bool) -> None:

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from autointerp.errors import StoreError
-from autointerp.paths import new_files_refused
+from autointerp.paths import output_problem
 from autointerp.store import waiting
 from autointerp.store.exemplar_windows import insert_exemplars
 from autointerp.store.schema import SCHEMA_VERSION, apply_migrations, schema_version
@@ -30,13 +30,6 @@ LOCK_WAIT_SECONDS = 60.0
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
-
-
-def _check_can_create_in(folder: Path, database: Path) -> None:
-    """Raises StoreError when no file can be created in `folder` (`new_files_refused`). Returns None."""
-    refused = new_files_refused(folder)
-    if refused:
-        raise StoreError(f"cannot create the database {database}: {refused}; set store.path / --db")
 
 
 DUCKDB_MAGIC = b"DUCK"
@@ -185,13 +178,9 @@ class StoreConnection:
         """Returns the file's schema version (None when there is no file yet), creating nothing; raises
         StoreError when the version is newer than this code or the path cannot hold a database."""
         if not self.path.exists():
-            existing = next((p for p in self.path.parents if p.exists()), None)
-            if existing is not None and not existing.is_dir():
-                raise StoreError(
-                    f"cannot create the database {self.path}: {existing} is a file, not a folder; set store.path / --db"
-                )
-            if existing is not None:
-                _check_can_create_in(existing, self.path)
+            problem = output_problem(self.path, folder=False)  # a part of the path is a file, or /proc
+            if problem:
+                raise StoreError(f"cannot create the database {self.path}: {problem}; set store.path / --db")
             return None
         with self.connect(read_only=True) as con:
             return schema_version(con)
