@@ -58,17 +58,17 @@ def check_cron(cron: str) -> None:
 MAX_INTERVAL_S = 10 * 365 * 24 * 3600
 """Longest `--interval`: Prefect turns it into a timedelta, which overflows far beyond it (`1e20`)."""
 
-NAME_BANNED = "/%&><"
-"""Characters Prefect refuses in a deployment name."""
-
 
 def check_deployment_name(name: str) -> None:
-    """Raises ConfigError unless `name` is a deployment name Prefect accepts (not blank, none of NAME_BANNED)."""
+    """Raises ConfigError unless `name` is a deployment name Prefect accepts: not blank, none of the
+    characters Prefect bans in names."""
+    from prefect.types.names import BANNED_CHARACTERS
+
     if not name.strip():
         raise ConfigError("--name must not be empty")
-    banned = sorted({c for c in name if c in NAME_BANNED})
+    banned = sorted({c for c in name if c in BANNED_CHARACTERS})
     if banned:
-        allowed = f"a deployment name may not hold {' '.join(NAME_BANNED)}"
+        allowed = f"a deployment name may not hold {' '.join(BANNED_CHARACTERS)}"
         raise ConfigError(f"--name {name[:80]!r} holds {' '.join(banned)}; {allowed}")
 
 

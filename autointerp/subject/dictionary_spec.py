@@ -141,9 +141,8 @@ def check_weights(spec: DictionarySpec) -> DictionarySpec:
 
 def check_finite_weights(spec: DictionarySpec) -> None:
     """Raises FeatureError naming the first weight tensor (`W_enc`, `b_enc`, `W_dec`, `b_dec`, a JumpReLU's
-    `threshold`; sparsify's names in its layout) that holds NaN
-    or infinity: every activation would be NaN, and the run stopped at collection. Reads the tensors one at a
-    time (memory-mapped). Returns None."""
+    `threshold`; sparsify's names in its layout) that holds NaN or infinity, which the run met only at
+    collection. Reads the tensors one at a time (memory-mapped). Returns None."""
     from safetensors import safe_open
 
     try:
