@@ -497,6 +497,10 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 """A run id names folders and files (checkpoints, a campaign's results): no separators, spaces or `..`."""
 
 
+UNHASHED_SECTIONS = {"run_id", "store", "llm", "schedule", "distributed"}
+"""Parts of a config that do not change a run's results: left out of its hash, free to change on a resume."""
+
+
 class RunConfig(_Section):
     run_id: str | None = None
     """Run identifier; by default derived from the config hash, so rerunning a config resumes it."""
@@ -535,18 +539,60 @@ class RunConfig(_Section):
 
         Keys added after a release are left out while they hold their default (`_NEW_KEY_DEFAULTS`), so
         a config that does not use them keeps its hash, and its run id."""
-        data = self.model_dump(mode="json", exclude={"run_id", "store", "llm", "schedule", "distributed"})
+        return hashlib.sha256(json.dumps(self.hashed_settings(), sort_keys=True).encode()).hexdigest()
+
+    def hashed_settings(self) -> dict[str, Any]:
+        """Returns the settings `config_hash` covers, as JSON data: every section but the run id, store, llm,
+        schedule and distributed ones, less new keys and sections that hold their defaults."""
+        data = self.model_dump(mode="json", exclude=UNHASHED_SECTIONS)
         for (section, key), default in _NEW_KEY_DEFAULTS.items():
             if data.get(section, {}).get(key) == default:
                 del data[section][key]
         for section, settings in _NEW_SECTION_DEFAULTS.items():
             if data.get(section) == settings().model_dump(mode="json"):
                 del data[section]
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return data
 
     def resolved_run_id(self) -> str:
         """Returns `run_id`, or `run-<first 12 hex of the config hash>` when none is set."""
         return self.run_id or f"run-{self.config_hash()[:12]}"
+
+
+def changed_settings(stored: dict[str, Any], config: RunConfig) -> list[str] | None:
+    """Returns the settings (`key: old -> new`) in which `config` differs from a run's stored config, over
+    what the config hash covers; [] when they agree, None when the stored config no longer validates
+    (written by a version whose keys this one does not know) or was not stored."""
+    if not stored:
+        return None
+    # a key added since the run was stored meant its behaviour from before (`_NEW_KEY_DEFAULTS`), not today's default
+    stored = {name: dict(value) if isinstance(value, dict) else value for name, value in stored.items()}
+    for (section, key), default in _NEW_KEY_DEFAULTS.items():
+        if isinstance(stored.get(section), dict):
+            stored[section].setdefault(key, default)
+    try:
+        old = RunConfig.model_validate(stored)
+    except ValidationError:
+        return None
+    before, after = _flatten(old.hashed_settings()), _flatten(config.hashed_settings())
+    # a new key left out of one side's hash holds its default there: named with its value
+    old_values = _flatten(old.model_dump(mode="json", exclude=UNHASHED_SECTIONS))
+    new_values = _flatten(config.model_dump(mode="json", exclude=UNHASHED_SECTIONS))
+    return [
+        f"{key}: {json.dumps(old_values.get(key))} -> {json.dumps(new_values.get(key))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    ]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Returns nested dicts as one dict of dotted keys (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 _UNION_MEMBER = re.compile(r"int|str|float|bool|none|[a-z_-]+\[.*\]")

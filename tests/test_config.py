@@ -4,8 +4,10 @@ from typing import Any
 
 import pytest
 
-from autointerp.config import RunConfig, load_config
+from autointerp.config import RunConfig, changed_settings, load_config
 from autointerp.errors import ConfigError
+from autointerp.pipeline.resume import check_resumable
+from autointerp.store.database import Store
 
 
 def test_defaults_validate_and_run_id_is_stable() -> None:
@@ -146,3 +148,46 @@ def test_a_run_id_cannot_name_a_path(run_id: str) -> None:
     with pytest.raises(ConfigError, match=r"config key 'run_id': a run id may hold letters, digits"):
         load_config(None, [f"run_id='{run_id}'"])
     assert load_config(None, ["run_id='nightly-2026.12_07'"]).resolved_run_id() == "nightly-2026.12_07"
+
+
+def test_changed_settings_names_what_a_resume_would_change() -> None:
+    stored = RunConfig.model_validate({"run_id": "mine", "features": {"layer": 3}})
+    data = stored.model_dump(mode="json")
+    # the run id, store and llm limits are not settings of the results
+    same = RunConfig.model_validate({**data, "store": {"path": "/elsewhere.duckdb"}, "llm": {"concurrency": 3}})
+    assert changed_settings(data, same) == []
+    other = RunConfig.model_validate({**data, "features": {"layer": 5}, "score": {"simulation_prior": "keep"}})
+    assert changed_settings(data, other) == [
+        "features.layer: 3 -> 5",
+        'score.simulation_prior: "subtract" -> "keep"',
+    ]
+    # a config stored without settings, or by a version with keys this one does not know: cannot tell
+    assert changed_settings({}, other) is None
+    assert changed_settings({**data, "retired": {"key": 1}}, other) is None
+
+
+def test_a_stored_run_resumes_only_from_data_collected_under_its_settings(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.duckdb")
+    store.migrate()
+    stored = RunConfig.model_validate({"run_id": "mine", "features": {"layer": 3}})
+    store.start_run("mine", stored.model_dump(mode="json"), stored.config_hash(), "0", None)
+    assert check_resumable(store, stored) is None  # the same settings resume
+    assert check_resumable(store, RunConfig.model_validate({"run_id": "yours", "features": {"layer": 5}})) is None
+    many = {"run_id": "mine", "features": {"layer": 5, "count": 7}, "corpus": {"max_windows": 8, "window_tokens": 9}}
+    with pytest.raises(
+        ConfigError,
+        match=r"^run mine was collected under other settings \(corpus\.max_windows: .*; and 1 more\): "
+        r"set them back to resume it, or give this config another run_id$",
+    ):
+        check_resumable(store, RunConfig.model_validate(many))
+    # the LLM stages' settings may change (an explainer that was down, now at another address): said, not refused
+    moved = RunConfig.model_validate({"run_id": "mine", "features": {"layer": 3}, "explainer": {"model": "local:x"}})
+    warning = check_resumable(store, moved)
+    assert warning is not None and warning.startswith("resuming run mine under changed settings (explainer.model: ")
+
+
+def test_a_run_stored_before_a_key_existed_resumes_under_that_key_s_old_behaviour() -> None:
+    stored = RunConfig().model_dump(mode="json")
+    del stored["score"]["simulation_prior"]  # stored before the setting existed: its scores kept the prior
+    assert changed_settings(stored, RunConfig()) == ['score.simulation_prior: "keep" -> "subtract"']
+    assert changed_settings(stored, RunConfig.model_validate({"score": {"simulation_prior": "keep"}})) == []

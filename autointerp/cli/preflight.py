@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from autointerp.config import CorpusConfig, FeaturesConfig, RunConfig
 from autointerp.errors import FeatureError, LLMError, SubjectModelError
+from autointerp.pipeline.resume import check_resumable
 from autointerp.prompts import check_prompt_folder
 from autointerp.store.database import Store
 from autointerp.subject.locate import check_model_files, folder_tokenizer, locate_model
@@ -219,6 +220,7 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
     """Checks everything a run needs before its first stage (see the module docstring), without loading
     the subject model. Returns warnings; raises an AutointerpError naming the first problem."""
     check_store(config.store.path)
+    changed = check_resumable(Store(config.store.path), config)
     check_prompt_folder(config.llm.prompts)
     if config.llm.cache:  # opened by the first LLM stage, after collection: an unusable path fails now
         from autointerp.llm.calls import shared_cache
@@ -228,7 +230,8 @@ def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: 
         from autointerp.subject.model import resolve_device
 
         resolve_device(config.subject.device)
-    warnings = check_models(config, experiments=experiments, timeout_s=timeout_s)
+    warnings = [changed] if changed else []
+    warnings += check_models(config, experiments=experiments, timeout_s=timeout_s)
     try:
         shape = locate_model(config.subject.model, hooks=True)
     except SubjectModelError as exc:

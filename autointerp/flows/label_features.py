@@ -33,6 +33,7 @@ from autointerp.llm import LLMSession  # noqa: E402
 from autointerp.neighbours.stage import run_neighbours  # noqa: E402
 from autointerp.outputs.stage import run_outputs  # noqa: E402
 from autointerp.pipeline.pool import StageResult  # noqa: E402
+from autointerp.pipeline.resume import check_resumable  # noqa: E402
 from autointerp.prompts import use_prompt_folder  # noqa: E402
 from autointerp.score.stage import run_score  # noqa: E402
 from autointerp.store.database import Store  # noqa: E402
@@ -124,6 +125,9 @@ def _label(config_data: dict[str, Any], config: RunConfig, run_id: str) -> str:
     """`label_features`'s body, run while this process holds the run's lock."""
     store = Store(config.store.path)
     store.migrate()
+    changed = check_resumable(store, config)
+    if changed:
+        get_run_logger().warning(changed)
     store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), __version__, flow_run.get_id())
     results: list[StageResult] = []
     try:

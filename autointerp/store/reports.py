@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from autointerp.store.connection import StoreConnection
@@ -30,6 +31,14 @@ class RunReports(StoreConnection):
     def run_exists(self, run_id: str) -> bool:
         """True when the file holds a run with this id."""
         return bool(self.query("SELECT 1 FROM runs WHERE id = ?", [run_id]))
+
+    def stored_config(self, run_id: str) -> dict[str, Any] | None:
+        """Returns the config a run was started with (as JSON data), or None when there is no such run."""
+        rows = self.query("SELECT config FROM runs WHERE id = ?", [run_id])
+        if not rows:
+            return None
+        config = rows[0]["config"]
+        return json.loads(config) if isinstance(config, str) else (config or {})
 
     def llm_spending(self, run_id: str) -> tuple[int, float]:
         """Returns the (input + output tokens, USD cost) of the run's LLM calls so far."""

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
+from autointerp.config import RunConfig
 from autointerp.store.database import Store
 from autointerp.subject.model import _load_subject_model
 
@@ -162,6 +163,8 @@ def _write_files(root: Path) -> None:
     current.migrate()
     current.start_run("run-a", {}, "hash", "0", None)
     current.finish_run("run-a", "completed")
+    stored = RunConfig.model_validate({"run_id": "mine", "features": {"layer": 3}})
+    current.start_run("mine", stored.model_dump(mode="json"), stored.config_hash(), "0", None)
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,13 @@ CASES = [
         ["run", "-c", "{root}/good.toml", "-s", "store.path='{db}'"],
         1,
         r"error: layer 99 does not exist",
+    ),
+    # an explicit run id reused with another config resumed the stored run under the new settings
+    Case(
+        "run-id-reused-with-other-settings",
+        ["check", "-s", "store.path='{root}/current.duckdb'", "-s", "run_id='mine'", "-s", "features.layer=5"],
+        1,
+        r"error: run mine was collected under other settings \(features\.layer: 3 -> 5\): set them back to resume",
     ),
     Case("layers-out-of-range", _run("features.layers=[1, 40]"), 1, r"error: layer 40 does not exist"),
     Case(

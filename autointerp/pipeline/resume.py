@@ -1,0 +1,40 @@
+"""Whether a stored run may be resumed by a config: its stored data must have been made under the same
+settings, and a change to the later stages' settings is said out loud."""
+
+from __future__ import annotations
+
+from autointerp.config import RunConfig, changed_settings
+from autointerp.errors import ConfigError
+from autointerp.store.database import Store
+
+COLLECTED_SECTIONS = ("subject", "features", "corpus", "collect", "neighbours", "outputs")
+"""Settings of what a run's first stages store once (features, exemplars, neighbours, output evidence): a
+resume would reuse that data as if made under the new settings."""
+
+SHOWN_CHANGES = 3
+"""Changed settings named in a message; the rest are counted."""
+
+
+def check_resumable(store: Store, config: RunConfig) -> str | None:
+    """Returns a warning when the config's run is stored under other settings of the LLM stages (explainer,
+    scorers, experiments: work already done keeps the old ones), else None. Raises ConfigError, in one
+    line, when the stored run's collection was made under other settings (an explicit `run_id` reused
+    with another layer, corpus or subject model)."""
+    if not store.path.exists():
+        return None
+    run_id = config.resolved_run_id()
+    changes = changed_settings(store.stored_config(run_id) or {}, config)
+    if not changes:
+        return None
+    collected = [c for c in changes if c.split(".", 1)[0] in COLLECTED_SECTIONS]
+    if collected:
+        raise ConfigError(
+            f"run {run_id} was collected under other settings ({_shown(collected)}): set them back to resume it, "
+            "or give this config another run_id"
+        )
+    return f"resuming run {run_id} under changed settings ({_shown(changes)}); the work it has done keeps the old ones"
+
+
+def _shown(changes: list[str]) -> str:
+    shown = "; ".join(changes[:SHOWN_CHANGES])
+    return shown + (f"; and {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else "")
