@@ -151,6 +151,11 @@ def read_csv(path: Path) -> Iterator[ForeignExplanation]:
                     f"column ({', '.join(_TEXT_COLUMNS)}); it has {', '.join(columns) or 'none'}"
                 )
             for number, row in enumerate(reader, start=2):
+                if None in row:  # more fields than the header: an unquoted comma would cut the text short
+                    raise ImportFileError(
+                        f"{path}:{number} has {len(columns) + len(row[None])} fields where the header has "
+                        f'{len(columns)}; quote a field that holds a comma ("cats, dogs"); nothing imported'
+                    )
                 feature = (row.get(feature_column) or "").strip()
                 hook = (row.get("hook") or "").strip() or None
                 kind = (row.get("kind") or "").strip() or None

@@ -107,6 +107,10 @@ def test_unknown_features_abort_the_whole_import(store: Store, tmp_path: Path) -
     with pytest.raises(ImportFileError, match=r"1 of 2 explanations .*layer 9 neuron 417.*neuron at mlp\.9"):
         import_explanations(store, RUN, "neuron-explainer", neurons)
     assert not store.query("SELECT * FROM explanations WHERE explainer LIKE 'import:%'")  # nothing half-imported
+    unquoted = tmp_path / "unquoted.csv"  # the text after the comma was dropped without a word
+    unquoted.write_text("feature,text\nsmollm2-135m/mlp.15/417,fine\nsmollm2-135m/mlp.15/417,cats, dogs and birds\n")
+    with pytest.raises(ImportFileError, match=r"unquoted\.csv:3 has 3 fields where the header has 2; quote a field"):
+        import_explanations(store, RUN, "csv", unquoted)
     no_header = tmp_path / "no_header.csv"
     no_header.write_text("a,b\n1,2\n")
     with pytest.raises(ImportFileError, match="needs a header with a feature column"):
@@ -129,6 +133,9 @@ def test_cli_import_and_export(store: Store, tmp_path: Path) -> None:
     bad.write_text("feature_id,explanation\nx/y/1,nothing\n")
     result = runner.invoke(app, ["import", str(bad), "--db", str(store.path)])
     assert result.exit_code == 1 and "1 of 1 explanations" in result.output
+    bad.write_text("feature_id,explanation\n12,names of months, like March\n")
+    result = runner.invoke(app, ["import", str(bad), "--db", str(store.path)])
+    assert result.exit_code == 1 and "bad.csv:2 has 3 fields where the header has 2" in result.output
     out = tmp_path / "np.json"
     result = runner.invoke(app, ["export-run", "--db", str(store.path), "-f", "neuronpedia", "-o", str(out)])
     assert result.exit_code == 0, result.output
