@@ -189,7 +189,8 @@ def _window_numbers(window: dict[str, Any], key: str) -> list[float]:
 
 
 def simulation_windows(score_details: dict[str, Any] | None, exemplars: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Returns the held-out windows of a simulation score: tokens shaded by true and by predicted level."""
+    """Returns the held-out windows of a simulation score: tokens shaded by true and by predicted level, and
+    by the level predicted with no explanation (`prior`, None when the score did not subtract it)."""
     if not isinstance(score_details, dict):
         return []
     windows = score_details.get("windows")
@@ -212,6 +213,7 @@ def simulation_windows(score_details: dict[str, Any] | None, exemplars: list[dic
                 "label": f"{window.get('kind')} #{window.get('rank')}",
                 "true": shade(tokens, _window_numbers(window, "true"), 10.0, "{:.0f}"),
                 "predicted": shade(tokens, _window_numbers(window, "predicted"), 10.0, "{:.2f}"),
+                "prior": shade(tokens, _window_numbers(window, "prior"), 10.0, "{:.2f}") if "prior" in window else None,
             }
         )
     return shown

@@ -127,8 +127,14 @@ def populate(path: Path, run_id: str = RUN_ID, count: int = 6) -> dict[str, Any]
             }
         )
         windows = [
-            {"kind": "top", "rank": 1, "true": list(range(8)), "predicted": [0.5 * i for i in range(8)]},
-            {"kind": "random", "rank": 0, "true": [0] * 8, "predicted": [0.1] * 8},
+            {
+                "kind": "top",
+                "rank": 1,
+                "true": list(range(8)),
+                "predicted": [0.5 * i for i in range(8)],
+                "prior": [0.25] * 8,
+            },
+            {"kind": "random", "rank": 0, "true": [0] * 8, "predicted": [0.1] * 8, "prior": [0.25] * 8},
         ]
         for metric, value in (
             ("correlation_top_and_random", round(0.9 - 0.15 * n, 3)),
