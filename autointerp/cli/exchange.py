@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -51,7 +51,7 @@ def review(
                 f"--token is {len(token)} characters; one that guards {host} needs at least {MIN_TOKEN_CHARS}"
                 ' (e.g. --token "$(openssl rand -hex 16)")'
             )
-    listening = bind_port(host, port)  # a port in use fails here, in one line, before the app is built
+    listening = bind_ports(host, port)  # a port in use fails here, in one line, before the app is built
     settings = ReviewSettings(db=db, token=token)
     settings.progress = lambda line: console.print(line, highlight=False, markup=False)  # the list index's build
     if not is_loopback(host):
@@ -59,34 +59,64 @@ def review(
     try:
         review_app = create_app(settings)
     except BaseException:
-        listening.close()
+        for sock in listening:
+            sock.close()
         raise
     import uvicorn
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{shown}:{listening.getsockname()[1]}/" + (f"?token={token}" if token else "")
+    url = f"http://{shown}:{listening[0].getsockname()[1]}/" + (f"?token={token}" if token else "")
     console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
-    uvicorn.Server(uvicorn.Config(review_app, log_level="warning")).run(sockets=[listening])
+    uvicorn.Server(uvicorn.Config(review_app, log_level="warning")).run(sockets=listening)
 
 
-def bind_port(host: str, port: int) -> socket.socket:
-    """Returns a socket listening on (host, port), the first address `host` resolves to, for the app to
-    serve; raises AutointerpError, in one line, for a host this machine cannot bind or a port in use
-    (uvicorn printed the URL, then its own error)."""
+def bind_ports(host: str, port: int) -> list[socket.socket]:
+    """Returns sockets listening on `port` at every address `host` resolves to (`localhost`: 127.0.0.1 and
+    ::1 where both exist; port 0: one free port, the same on each), for the app to serve; raises
+    AutointerpError, in one line, for a host this machine cannot bind or a port in use (uvicorn printed the
+    URL, then its own error)."""
     try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise AutointerpError(f"cannot bind --host {host}: {exc.strerror}; pass an address of this machine") from None
-    listening = socket.socket(family, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart rebinds at once
+    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in found))
+    listening: list[socket.socket] = []
     try:
+        for number, (family, address) in enumerate(addresses):
+            if listening:  # the port the first socket was given (port 0 picks one)
+                address = (address[0], listening[0].getsockname()[1], *address[2:])
+            try:
+                listening.append(_listen(family, address, own_family=len(addresses) > 1))
+            except OSError as exc:
+                # an address this machine lacks (no IPv6), once another one listens: serve on the others
+                if exc.errno == errno.EADDRNOTAVAIL and (listening or number < len(addresses) - 1):
+                    continue
+                if exc.errno == errno.EADDRINUSE:
+                    raise AutointerpError(f"port {port} on {host} is in use; pass another --port") from None
+                raise AutointerpError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+        if not listening:
+            raise AutointerpError(f"cannot bind {host}:{port}: no address of this machine; pass another --host")
+    except BaseException:
+        for sock in listening:
+            sock.close()
+        raise
+    return listening
+
+
+def _listen(family: socket.AddressFamily, address: tuple[Any, ...], *, own_family: bool) -> socket.socket:
+    """Returns a socket bound to `address` and listening (so a second app cannot take the port while this
+    one builds); with `own_family`, an IPv6 socket takes IPv6 alone (another socket serves IPv4). Raises
+    OSError."""
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart rebinds at once
+        if family == socket.AF_INET6 and own_family:
+            listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         listening.bind(address)
-        listening.listen(2048)  # listening now: a second app cannot bind the same port while this one builds
-    except OSError as exc:
+        listening.listen(2048)
+    except OSError:
         listening.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise AutointerpError(f"port {port} on {host} is in use; pass another --port") from None
-        raise AutointerpError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+        raise
     return listening
 
 

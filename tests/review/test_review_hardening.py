@@ -7,6 +7,7 @@ import html
 import json
 import math
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from autointerp.cli.app import app
+from autointerp.cli.exchange import bind_ports
+from autointerp.errors import AutointerpError
 from autointerp.review import ReviewSettings
 from autointerp.review.app import review_url
 from autointerp.review.forms import MAX_BODY_BYTES, MAX_EDIT_CHARS, MAX_NOTE_CHARS
@@ -361,3 +364,27 @@ def test_the_review_command_serves_and_a_second_one_on_its_port_is_one_line(revi
     finally:
         serving.terminate()
         serving.wait(timeout=30)
+
+
+def test_a_host_that_resolves_to_two_addresses_is_served_on_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`review` bound only the first address a host resolved to: a `localhost` that resolves to ::1 first
+    served IPv6 alone, and a browser that tried 127.0.0.1 found nothing."""
+    resolve = socket.getaddrinfo
+
+    def both(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        return [*resolve("::1", port, type=socket.SOCK_STREAM), *resolve("127.0.0.1", port, type=socket.SOCK_STREAM)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    listening = bind_ports("localhost", 0)
+    try:
+        assert [s.family for s in listening] == [socket.AF_INET6, socket.AF_INET]
+        [port] = {s.getsockname()[1] for s in listening}  # one free port, the same on both
+        for family, host in ((socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")):
+            with socket.socket(family, socket.SOCK_STREAM) as client:  # each family answers
+                client.settimeout(5)
+                client.connect((host, port))
+        with pytest.raises(AutointerpError, match=rf"^port {port} on localhost is in use; pass another --port$"):
+            bind_ports("localhost", port)
+    finally:
+        for sock in listening:
+            sock.close()
