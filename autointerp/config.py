@@ -149,7 +149,7 @@ class CollectConfig(_Section):
     windows."""
     random_windows: int = Field(4, ge=1)
     """Non-activating windows per feature (every token below 10 % of the feature's max), sampled at random
-    among them and held out for scoring; a feature with fewer keeps what exists and is flagged."""
+    among them and held out for scoring; a feature with fewer kept (a dense one can lose some) is flagged."""
     min_firing_windows: int = Field(2, ge=1)
     """A feature that fires in fewer windows than this is not explained or scored (the reason is stored
     with it and shown by `autointerp runs`); one explain and one score window need at least 2."""

@@ -51,8 +51,9 @@ def quantile_bin_top(feature_max: torch.Tensor) -> torch.Tensor:
 
     It changes only when the max doubles, and then each new bin is the union of two old ones, whose
     kept items (smallest keys) hold the new bin's smallest keys: so the kept bins are a function of
-    the set of windows seen, not of their order, and shards merge exactly. Twice `quantiles` bins are
-    kept so that every bin of the final max (what `exemplars` reports) has kept items to draw from.
+    the set of windows seen, not of their order, and shards merge exactly. `KEPT_BINS_PER_QUANTILE`
+    x `quantiles` bins are kept so that every bin of the final max (what `exemplars` reports) has kept
+    items to draw from.
     """
     mantissa, exponent = torch.frexp(feature_max.float().clamp(min=1e-30))
     return torch.where(

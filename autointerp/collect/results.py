@@ -22,6 +22,13 @@ HISTOGRAM_EDGES: list[float] = [2.0**e for e in range(-6, 9)]
 (edge[-1] = 0), the last bin holds max > 256."""
 
 
+KEPT_BINS_PER_QUANTILE = 4
+"""Kept quantile bins per reported one. A reported bin of the final max (width max / Q) spans 2 to 4 kept
+bins (width T / 4Q, T the max rounded up to a power of two) and draws on their items. With 2 (as before),
+a random synthetic corpus left 52 of 240 reported bins with fewer windows than it had; with 4, 14 (8: 7),
+for a third more slots per feature."""
+
+
 class CheckpointError(AutointerpError):
     """A collection checkpoint exists but cannot be used."""
 
@@ -139,8 +146,9 @@ class SamplingPlan:
 
     @property
     def kept_bins(self) -> int:
-        """Returns how many quantile bins the sampler keeps: twice `quantiles` (see `quantile_bin_top`)."""
-        return 2 * self.quantiles if self.per_quantile else 0
+        """Returns how many quantile bins the sampler keeps: `KEPT_BINS_PER_QUANTILE` x `quantiles` (see
+        `quantile_bin_top`)."""
+        return KEPT_BINS_PER_QUANTILE * self.quantiles if self.per_quantile else 0
 
     @property
     def random_slots(self) -> int:

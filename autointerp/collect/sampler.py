@@ -7,7 +7,7 @@ Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
   (sampled from kept bins that are exact under any split of the corpus; see `quantile_bin_top`);
 - `random` (non-activating): up to `random_windows` windows where the feature does not fire (every
   token below 10 % of the final max), sampled by random key among them; a feature with fewer such
-  windows keeps what exists (never a firing window in their place);
+  windows kept gets fewer (never a firing window in their place; for a dense feature, see below);
 - statistics: max, mean, a histogram of window maxima over fixed log2 bins (`HISTOGRAM_EDGES`), and
   density: the share of tokens that fire, i.e. whose activation is at least 10 % of the feature's
   max (`autointerp.activations.FIRES_FRACTION`, the one definition scoring and the review app use).
@@ -17,7 +17,7 @@ Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
   and 9/8 of the threshold. The counts add, so shards merge exactly.
 
 Everything is kept in fixed-size tensors on the model's device, so memory is
-features x ((k + 6 x random + 2 x quantiles x per_quantile) x window length + TOKEN_BINS (387) counts),
+features x ((k + 6 x random + 4 x quantiles x per_quantile) x window length + TOKEN_BINS (387) counts),
 whatever the corpus length.
 
 How a window is ranked: one reduction per window and feature (its max), then a top-k over the
@@ -25,12 +25,14 @@ kept windows plus the batch's (equal maxima: the lower window number first). The
 bottom-r random keys: every (window, feature) gets a uniform key that is a hash of (seed, feature,
 window number) only (`random_keys`); each bin keeps the items with the smallest keys (equal keys:
 the lower window number), which is a uniform sample of the windows that went into that bin. The
-quantile bins kept are 2Q equal-width bins of (0, T], T the feature's max rounded up to a power of
+quantile bins kept are 4Q equal-width bins of (0, T], T the feature's max rounded up to a power of
 two: T changes only when the max doubles, and then pairs of bins merge, so what is kept is a
 function of the set of windows seen, whatever their order or split: a corpus collected in shards
 and merged (`autointerp.collect.merge_shards`) keeps exactly the items of one pass over it. The
-reported bin j of the final max takes the kept items whose max falls in it, smallest keys first;
-top and quantile windows that do not fire at the final max are dropped.
+reported bin j of the final max takes the kept items whose max falls in it and that are not top
+windows, smallest keys first; top and quantile windows that do not fire at the final max are dropped.
+A reported bin can still come back short of windows the corpus holds: the lowest kept bin straddles the
+firing threshold (its items may all be quiet), and a kept bin's few items may all be top windows.
 
 Non-activating windows need the final max, which a stream does not know; the running max only
 grows, so what is quiet now stays quiet. The random reservoir keeps `random_windows` items in each
@@ -39,7 +41,10 @@ under any final max, since the final max exceeds T/2), bins 1..5 the octaves (T/
 (T/2, T]. When T doubles the octaves shift down one bin and the lowest joins bin 0, so, like the
 quantile bins, what is kept depends only on the set of windows seen. At the end the windows below
 10 % of the final max (bin 0 and parts of bins 1-2) are candidates and the `random_windows` with the
-smallest keys are reported: every one is a window where the feature does not fire.
+smallest keys are reported: every one is a window where the feature does not fire. Not every quiet
+window had its chance, though: in bins 1-2 quiet windows compete with firing ones for the bin's slots,
+so a dense feature (most windows fire) can report fewer quiet windows than the corpus holds (4 neurons
+of layer 15 over 256 windows: one reported 3 of its 4, another 0 of its 2).
 
 Per-token activations are written only for newly kept items (into a per-feature pool of rows
 that kept items point to). The per-token passes (window max, sum, token histogram) read each
@@ -135,7 +140,7 @@ class ExemplarSampler:
         )
 
     def _quantile_bin(self, value: torch.Tensor, feature_max: torch.Tensor) -> torch.Tensor:
-        """Returns the layout bins (RANDOM_BINS + 0..2Q - 1) of window maxima in the kept quantile bins,
+        """Returns the layout bins (RANDOM_BINS + 0..4Q - 1) of window maxima in the kept quantile bins,
         equal-width bins of (0, `quantile_bin_top`] of each feature's max."""
         q = self.plan.kept_bins
         ratio = value / quantile_bin_top(feature_max).unsqueeze(1)
@@ -482,10 +487,12 @@ class ExemplarSampler:
             quiet.sort(key=lambda slot: (keys[f][slot], windows[f][slot]))
             for rank, slot in enumerate(quiet[: plan.random_windows]):
                 result.append(item("random", rank, slot, "score"))
-            # each bin of the final max: its kept firing items with the smallest keys (equal keys: window number)
+            # each bin of the final max: its kept firing items with the smallest keys (equal keys: window number),
+            # leaving out the top windows, which would be dropped as repeats with nothing in their place
             by_bin: dict[int, list[tuple[float, int, int]]] = {}
+            top_windows = {windows[f][slot] for slot in top}
             for slot in kept(range(first_quantile, len(windows[f]))):
-                if value[slot] >= fire:
+                if value[slot] >= fire and windows[f][slot] not in top_windows:
                     by_bin.setdefault(quantile_bins[f][slot], []).append((keys[f][slot], windows[f][slot], slot))
             for j in sorted(by_bin):
                 for rank, (_, _, slot) in enumerate(sorted(by_bin[j])[: plan.per_quantile]):

@@ -85,7 +85,7 @@ def evidence_summary(result: CollectionResult, settings: CollectConfig) -> str:
     return (
         f"collect: {len(live)} live features, {len(skipped)} skipped (fire in fewer than "
         f"{settings.min_firing_windows} windows), {len(few_quiet)} with fewer than {settings.random_windows} "
-        "non-firing windows (scored on what exists)"
+        "non-firing windows kept (scored on those)"
     )
 
 
