@@ -213,7 +213,9 @@ def check_corpus_config(corpus: CorpusConfig, shape: ModelShape | None = None) -
 def check_store(path: Path) -> None:
     """Checks that `path` can hold the run's database (no file where a folder must be) and that an
     existing file's schema is not newer than this code. Returns None; raises StoreError."""
-    Store(path).check_schema()
+    store = Store(path)
+    store.check_schema()
+    store.check_writable()
 
 
 def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:

@@ -32,6 +32,11 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
+WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system")
+"""The operating system's reasons, as DuckDB quotes them, that a write to the store failed for want of room or
+permission: turned into one StoreError line instead of a traceback."""
+
+
 DUCKDB_MAGIC = b"DUCK"
 """What a DuckDB database file holds at bytes 8-11."""
 
@@ -103,14 +108,30 @@ class StoreConnection:
             cursor = self._held.cursor()
             try:
                 yield cursor
+            except duckdb.Error as exc:
+                self._raise_write_failure(exc)
+                raise
             finally:
                 cursor.close()
             return
         con = self._open_checked(read_only)
         try:
             yield con
+        except duckdb.Error as exc:
+            self._raise_write_failure(exc)
+            raise
         finally:
             con.close()
+
+    def _raise_write_failure(self, exc: duckdb.Error) -> None:
+        """Raises a one-line StoreError for a write that failed for one of `WRITE_FAILURES`; returns None
+        (the caller re-raises `exc`) for any other error."""
+        reason = next((r for r in WRITE_FAILURES if r in str(exc)), None)
+        if reason is not None:
+            raise StoreError(
+                f"cannot write the database {self.path}: {reason.lower()}; make room (or move store.path / --db), "
+                "then rerun the same command to resume"
+            ) from None
 
     def _open_checked(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         """Returns `_open`'s connection after the first one's schema check (a read-only open requires a
@@ -184,6 +205,19 @@ class StoreConnection:
             return None
         with self.connect(read_only=True) as con:
             return schema_version(con)
+
+    def check_writable(self) -> None:
+        """Raises StoreError when an existing database file cannot be written: the file itself, or its folder,
+        where DuckDB creates the write-ahead log (a read-only mount, a file without write permission).
+        Returns None; a path with no file yet is `check_schema`'s business."""
+        if not self.path.exists():
+            return
+        wal = self.path.with_name(self.path.name + ".wal")
+        problem = output_problem(self.path, folder=False)
+        if problem is None and not wal.exists():
+            problem = output_problem(wal, folder=False)  # its folder must take the new file
+        if problem:
+            raise StoreError(f"cannot write the database {self.path}: {problem}; set store.path / --db")
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
