@@ -174,6 +174,17 @@ def test_a_stored_run_resumes_only_from_data_collected_under_its_settings(tmp_pa
     assert check_resumable(store, stored) is None  # the same settings resume
     assert check_resumable(store, RunConfig.model_validate({"run_id": "yours", "features": {"layer": 5}})) is None
     many = {"run_id": "mine", "features": {"layer": 5, "count": 7}, "corpus": {"max_windows": 8, "window_tokens": 9}}
+    # nothing collected yet: any setting may change, said (a killed run's rerun with another corpus)
+    warning = check_resumable(store, RunConfig.model_validate(many))
+    assert warning is not None and warning.startswith("resuming run mine under changed settings (corpus.max_windows")
+    feature = {"run_id": "mine", "id": "smollm2-135m/mlp.3/0", "model": "smollm2-135m", "hook": "mlp.3"}
+    feature |= {"kind": "neuron", "idx": 0, "max_activation": 1.0, "mean_activation": 0.1, "density": 0.1}
+    store.write_collection("mine", [feature | {"tokens": 32, "dead": False}], [])
+    # how often collection checkpoints changes nothing it keeps
+    checkpoints = RunConfig.model_validate(
+        {"run_id": "mine", "features": {"layer": 3}, "collect": {"checkpoint_every": 1}}
+    )
+    assert check_resumable(store, checkpoints) is None
     with pytest.raises(
         ConfigError,
         match=r"^run mine was collected under other settings \(corpus\.max_windows: .*; and 1 more\): "

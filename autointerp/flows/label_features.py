@@ -126,8 +126,8 @@ def _label(config_data: dict[str, Any], config: RunConfig, run_id: str) -> str:
     store = Store(config.store.path)
     store.migrate()
     changed = check_resumable(store, config)
-    if changed:
-        get_run_logger().warning(changed)
+    if changed:  # `autointerp run` printed it already, in its preflight: here only in the run's log
+        get_run_logger().info(changed)
     store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), __version__, flow_run.get_id())
     results: list[StageResult] = []
     try:

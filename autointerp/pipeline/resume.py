@@ -11,23 +11,27 @@ COLLECTED_SECTIONS = ("subject", "features", "corpus", "collect", "neighbours", 
 """Settings of what a run's first stages store once (features, exemplars, neighbours, output evidence): a
 resume would reuse that data as if made under the new settings."""
 
+UNCOLLECTED_KEYS = ("collect.checkpoint_every",)
+"""Collection settings that change how it runs, not what it keeps: free to change on a resume."""
+
 SHOWN_CHANGES = 3
 """Changed settings named in a message; the rest are counted."""
 
 
 def check_resumable(store: Store, config: RunConfig) -> str | None:
-    """Returns a warning when the config's run is stored under other settings of the LLM stages (explainer,
-    scorers, experiments: work already done keeps the old ones), else None. Raises ConfigError, in one
-    line, when the stored run's collection was made under other settings (an explicit `run_id` reused
-    with another layer, corpus or subject model)."""
+    """Returns a warning when the config's run is stored under other settings that its stored data does not
+    depend on (the LLM stages': work already done keeps the old ones; any, before anything was collected),
+    else None. Raises ConfigError, in one line, when the stored run's collection was made under other
+    settings (an explicit `run_id` reused with another layer, corpus or subject model)."""
     if not store.path.exists():
         return None
     run_id = config.resolved_run_id()
     changes = changed_settings(store.stored_config(run_id) or {}, config)
+    changes = [c for c in changes or [] if c.split(":", 1)[0] not in UNCOLLECTED_KEYS]
     if not changes:
         return None
     collected = [c for c in changes if c.split(".", 1)[0] in COLLECTED_SECTIONS]
-    if collected:
+    if collected and store.has_features(run_id):
         raise ConfigError(
             f"run {run_id} was collected under other settings ({_shown(collected)}): set them back to resume it, "
             "or give this config another run_id"

@@ -20,14 +20,15 @@ class StoreWrites(StoreConnection):
     def start_run(
         self, run_id: str, config: dict[str, Any], config_hash: str, code_version: str, flow_run_id: str | None
     ) -> bool:
-        """Records a run as running; returns True when it already existed (a resume)."""
+        """Records a run as running, under `config` (a resume records the config it resumes with); returns True
+        when it already existed (a resume)."""
         with self.transaction() as con:
             existing = con.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone()
             if existing:
                 con.execute(
-                    "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, flow_run_id = ? "
-                    "WHERE id = ?",
-                    [flow_run_id, run_id],
+                    "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, flow_run_id = ?, "
+                    "config = ?, config_hash = ? WHERE id = ?",
+                    [flow_run_id, json.dumps(config), config_hash, run_id],
                 )
                 return True
             con.execute(

@@ -165,6 +165,9 @@ def _write_files(root: Path) -> None:
     current.finish_run("run-a", "completed")
     stored = RunConfig.model_validate({"run_id": "mine", "features": {"layer": 3}})
     current.start_run("mine", stored.model_dump(mode="json"), stored.config_hash(), "0", None)
+    feature = {"run_id": "mine", "id": "smollm2-135m/mlp.3/0", "model": "smollm2-135m", "hook": "mlp.3", "idx": 0}
+    feature |= {"kind": "neuron", "max_activation": 1.0, "mean_activation": 0.1, "density": 0.1, "tokens": 32}
+    current.write_collection("mine", [feature | {"dead": False}], [])  # collected: another layer is refused
 
 
 @dataclass(frozen=True)
