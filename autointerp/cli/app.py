@@ -214,6 +214,10 @@ def _record_interruption(signum: int) -> None:
     if _run_in_progress is None:
         return
     path, run_id = _run_in_progress
+    from autointerp.store.run_lock import holds_run
+
+    if not holds_run(path, run_id):  # refused as busy, or stopped before its lock: the run is another process's
+        return
     reason = f"stopped by {signal.Signals(signum).name}; rerun the same command to resume"
 
     def mark() -> None:

@@ -28,6 +28,26 @@ LOCK_BYTES = 1 << 40
 """Range the run id's byte is drawn from: two run ids share one with negligible odds."""
 
 
+_held: set[tuple[Path, str]] = set()
+"""(lock file, run id) of the runs this process runs now (under their lock, or unlocked where none can be had)."""
+
+
+def holds_run(store_path: Path, run_id: str) -> bool:
+    """Returns whether this process is running run `run_id` of the store at `store_path` (inside `run_lock`):
+    one that was refused, or has not got so far, must not mark the other process's run as stopped."""
+    return (lock_file(Path(store_path)), run_id) in _held
+
+
+@contextmanager
+def _holding(store_path: Path, run_id: str) -> Iterator[None]:
+    key = (lock_file(Path(store_path)), run_id)
+    _held.add(key)
+    try:
+        yield
+    finally:
+        _held.discard(key)
+
+
 class RunBusyError(StoreError):
     """Another process is running this run now."""
 
@@ -45,14 +65,16 @@ def _offset(run_id: str) -> int:
 def run_lock(store_path: Path, run_id: str) -> Iterator[None]:
     """Holds run `run_id`'s lock while the block runs; raises RunBusyError at once when another process holds it."""
     if fcntl is None:
-        yield
+        with _holding(store_path, run_id):
+            yield
         return
     path = lock_file(Path(store_path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # a new store's folder, made here before the store makes it
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:  # a folder this process cannot write: the store's own open says so
-        yield
+        with _holding(store_path, run_id):
+            yield
         return
     try:
         try:
@@ -62,6 +84,7 @@ def run_lock(store_path: Path, run_id: str) -> Iterator[None]:
                 f"run {run_id} is already running in another process on this store; wait for it to finish,"
                 " or stop it (a rerun then resumes it)"
             ) from None
-        yield
+        with _holding(store_path, run_id):
+            yield
     finally:
         os.close(descriptor)  # closing releases the lock

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from autointerp.cli.app import app
 from autointerp.config import load_config
-from autointerp.store.run_lock import RunBusyError, run_lock
+from autointerp.store.run_lock import RunBusyError, holds_run, run_lock
 
 
 @contextmanager
@@ -69,3 +69,28 @@ def test_autointerp_run_refuses_a_run_that_is_running(tmp_path: Path) -> None:
         f"error: run {run_id} is already running in another process on this store; wait for it to finish,"
         " or stop it (a rerun then resumes it)"
     ], ran.output
+
+
+def test_a_stop_marks_a_run_interrupted_only_in_the_process_that_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second `autointerp run` of a running run, stopped before it was refused, marked the first process's
+    run `interrupted` while it went on running."""
+    import signal
+
+    from autointerp.cli import app as cli
+    from autointerp.store.database import Store
+
+    path = tmp_path / "runs.duckdb"
+    store = Store(path)
+    store.migrate()
+    store.start_run("run-a", {}, "h", "0", None)
+    monkeypatch.setattr(cli, "_run_in_progress", (path, "run-a"))
+    with held_elsewhere(path, "run-a"):
+        assert not holds_run(path, "run-a")
+        cli._record_interruption(signal.SIGTERM)  # this process never got the run's lock
+        assert store.runs()[0]["status"] == "running"
+    with run_lock(path, "run-a"):
+        assert holds_run(path, "run-a")
+        cli._record_interruption(signal.SIGTERM)
+    assert store.runs()[0]["status"] == "interrupted" and not holds_run(path, "run-a")
