@@ -177,7 +177,7 @@ def test_a_stored_run_resumes_only_from_data_collected_under_its_settings(tmp_pa
     # nothing collected yet: any setting may change, said (a killed run's rerun with another corpus)
     warning = check_resumable(store, RunConfig.model_validate(many))
     assert warning is not None and warning.startswith("resuming run mine under changed settings (corpus.max_windows")
-    feature = {"run_id": "mine", "id": "smollm2-135m/mlp.3/0", "model": "smollm2-135m", "hook": "mlp.3"}
+    feature: dict[str, Any] = {"run_id": "mine", "id": "smollm2-135m/mlp.3/0", "model": "smollm2-135m", "hook": "mlp.3"}
     feature |= {"kind": "neuron", "idx": 0, "max_activation": 1.0, "mean_activation": 0.1, "density": 0.1}
     store.write_collection("mine", [feature | {"tokens": 32, "dead": False}], [])
     # how often collection checkpoints changes nothing it keeps
@@ -185,6 +185,11 @@ def test_a_stored_run_resumes_only_from_data_collected_under_its_settings(tmp_pa
         {"run_id": "mine", "features": {"layer": 3}, "collect": {"checkpoint_every": 1}}
     )
     assert check_resumable(store, checkpoints) is None
+    # a run collected on a GPU goes on where there is none; neighbours and outputs (memory) only warn
+    elsewhere = RunConfig.model_validate({"run_id": "mine", "features": {"layer": 3}, "subject": {"device": "cuda"}})
+    assert check_resumable(store, elsewhere) is None
+    smaller = RunConfig.model_validate({"run_id": "mine", "features": {"layer": 3}, "outputs": {"enabled": False}})
+    assert (check_resumable(store, smaller) or "").startswith("resuming run mine under changed settings (outputs.")
     with pytest.raises(
         ConfigError,
         match=r"^run mine was collected under other settings \(corpus\.max_windows: .*; and 1 more\): "

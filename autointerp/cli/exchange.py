@@ -64,7 +64,7 @@ def review(
         raise
     import uvicorn
 
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{listening[0].getsockname()[1]}/" + (f"?token={token}" if token else "")
     console.print(f"review app on {url} (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
     uvicorn.Server(uvicorn.Config(review_app, log_level="warning")).run(sockets=listening)
@@ -80,6 +80,27 @@ def bind_ports(host: str, port: int) -> list[socket.socket]:
     except socket.gaierror as exc:
         raise AutointerpError(f"cannot bind --host {host}: {exc.strerror}; pass an address of this machine") from None
     addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in found))
+    for _ in range(PORT_TRIES if port == 0 else 1):
+        try:
+            return _bind_each(host, port, addresses)
+        except _PortTaken:  # the free port of the first address is taken on another: pick again
+            continue
+    raise AutointerpError(f"port {port} on {host} is in use; pass another --port")
+
+
+PORT_TRIES = 5
+"""Free ports tried for `--port 0` when the first address's is taken on another of the host's addresses."""
+
+_SKIPPED = (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT)
+"""Why an address of the host may be left out once another serves: this machine lacks it, or lacks IPv6."""
+
+
+class _PortTaken(Exception):
+    """The port is in use on one of the host's addresses."""
+
+
+def _bind_each(host: str, port: int, addresses: list[tuple[Any, Any]]) -> list[socket.socket]:
+    """Returns a listening socket per address, on one port; raises _PortTaken, or AutointerpError in one line."""
     listening: list[socket.socket] = []
     try:
         for number, (family, address) in enumerate(addresses):
@@ -88,11 +109,10 @@ def bind_ports(host: str, port: int) -> list[socket.socket]:
             try:
                 listening.append(_listen(family, address, own_family=len(addresses) > 1))
             except OSError as exc:
-                # an address this machine lacks (no IPv6), once another one listens: serve on the others
-                if exc.errno == errno.EADDRNOTAVAIL and (listening or number < len(addresses) - 1):
+                if exc.errno in _SKIPPED and (listening or number < len(addresses) - 1):
                     continue
                 if exc.errno == errno.EADDRINUSE:
-                    raise AutointerpError(f"port {port} on {host} is in use; pass another --port") from None
+                    raise _PortTaken from None
                 raise AutointerpError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
         if not listening:
             raise AutointerpError(f"cannot bind {host}:{port}: no address of this machine; pass another --host")

@@ -38,11 +38,19 @@ def batches(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]
 
 
 def save_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> None:
-    """Writes the state atomically (temporary file, then rename), so a kill leaves the last good one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes the state atomically (temporary file, then rename), so a kill leaves the last good one. Raises
+    CheckpointError, in one line, when the disk has no room for it (nothing partial is left behind)."""
     staging = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"fingerprint": fingerprint, "state": sampler.state_dict()}, staging)
-    os.replace(staging, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"fingerprint": fingerprint, "state": sampler.state_dict()}, staging)
+        os.replace(staging, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write as RuntimeError
+        staging.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write the collection checkpoint {path}: {exc}; make room (or set collect.checkpoint_every = 0),"
+            " then rerun the same command to resume"
+        ) from None
 
 
 def load_checkpoint(path: Path, fingerprint: str, sampler: ExemplarSampler) -> bool:

@@ -27,7 +27,7 @@ from autointerp.collect.stage import store_collection
 from autointerp.config import RunConfig
 from autointerp.distributed.launcher import Launcher, NoWorkers, PrefectLauncher, progress_log
 from autointerp.distributed.parts import ResultsDir, results_dir, store_folder
-from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES
+from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES, collect_fingerprint
 from autointerp.errors import AutointerpError, ConfigError
 from autointerp.experiments.stage import select_targets
 from autointerp.neighbours.stage import run_neighbours
@@ -187,13 +187,20 @@ class Campaign:
         stored = {s["shard"]: s for s in self.store.shards(self.run_id, stage) if s["shards"] == count}
         return [stored.get(n, {"status": "pending", "attempts": 0}) for n in range(count)]
 
-    def _done_before(self, stage: str, number: int, row: dict[str, Any]) -> bool:
-        """Whether a shard is done and its result still there (a collection shard's state is read again
-        by the merge: one whose folder is gone, e.g. parts of an older layout, is done again)."""
+    def _done_before(self, stage: str, number: int, row: dict[str, Any], work: dict[str, Any]) -> bool:
+        """Whether a shard is done and its result still there. A collection shard's state is read again by
+        the merge: one whose folder is gone (parts of an older layout), or that was made under other
+        settings or another sampler layout (`collect_fingerprint`), is done again."""
         if row["status"] != "done":
             return False
-        return stage != "collect" or self.folder.exists(
-            f"{self.folder.shard_dir(stage, number, row['attempts'])}/state.pt"
+        if stage != "collect":
+            return True
+        part = self.folder.shard_dir(stage, number, row["attempts"])
+        if not (self.folder.exists(f"{part}/state.pt") and self.folder.exists(f"{part}/result.json")):
+            return False
+        start, end = work["window_range"]
+        return self.folder.read_json(f"{part}/result.json").get("fingerprint") == collect_fingerprint(
+            self.config, start, end
         )
 
     def _run_shards(self, stage: str, specs: list[dict[str, Any]]) -> None:
@@ -203,7 +210,7 @@ class Campaign:
         todo = [
             Shard(stage, n, work, attempts=row["attempts"] or 0)
             for n, (work, row) in enumerate(zip(specs, stored, strict=True))
-            if not self._done_before(stage, n, row)
+            if not self._done_before(stage, n, row, work)
         ]
         if not todo:
             return

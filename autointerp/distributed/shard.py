@@ -77,6 +77,13 @@ class Heartbeat:
         self._thread.join()
 
 
+def collect_fingerprint(config: RunConfig, start: int, end: int) -> str:
+    """Returns what a collection shard's state was made under: the config's hash (its settings), the
+    sampler's layout (its kept quantile bins) and the windows. The campaign reuses a finished shard only
+    under the same fingerprint (a resume with another corpus, or a newer autointerp, collects it again)."""
+    return f"{config.config_hash()}:kept-bins-{SamplingPlan.from_config(config.collect).kept_bins}:{start}-{end}"
+
+
 def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     """Streams windows [start, end) of the run's corpus through a sampler; returns its state (CPU)."""
     from autointerp.neighbours.cooccurrence import CooccurrenceLog
@@ -169,7 +176,9 @@ def run_shard(
                 raise ValueError("a collection shard needs window_range")
             start, end = window_range
             folder.write_state(f"{part}/state.pt", collect_shard(config, start, end))
-            folder.write_json(f"{part}/result.json", {"stage": stage, "windows": [start, end], "part_id": part_id})
+            fingerprint = collect_fingerprint(config, start, end)
+            result_json = {"stage": stage, "windows": [start, end], "part_id": part_id, "fingerprint": fingerprint}
+            folder.write_json(f"{part}/result.json", result_json)
         else:
             with tempfile.TemporaryDirectory(prefix="autointerp-shard-") as workdir:
                 result, added = llm_stage_shard(config, folder, stage, run_id, feature_ids or [], Path(workdir))

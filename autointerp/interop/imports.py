@@ -150,7 +150,8 @@ def read_csv(path: Path) -> Iterator[ForeignExplanation]:
                     f"{path} needs a header with a feature column ({', '.join(_FEATURE_COLUMNS)}) and a text "
                     f"column ({', '.join(_TEXT_COLUMNS)}); it has {', '.join(columns) or 'none'}"
                 )
-            for number, row in enumerate(reader, start=2):
+            for row in reader:
+                number = reader.line_num  # the file's line (blank lines skipped, quoted fields span lines)
                 if None in row:  # more fields than the header: an unquoted comma would cut the text short
                     raise ImportFileError(
                         f"{path}:{number} has {len(columns) + len(row[None])} fields where the header has "

@@ -7,12 +7,14 @@ from autointerp.config import RunConfig, changed_settings
 from autointerp.errors import ConfigError
 from autointerp.store.database import Store
 
-COLLECTED_SECTIONS = ("subject", "features", "corpus", "collect", "neighbours", "outputs")
-"""Settings of what a run's first stages store once (features, exemplars, neighbours, output evidence): a
-resume would reuse that data as if made under the new settings."""
+COLLECTED_SECTIONS = ("subject", "features", "corpus", "collect")
+"""Settings of what collection stores (features, their statistics and exemplars): a resume would reuse that
+data as if made under the new settings. Neighbours and output evidence, stored once too, warn instead: a
+resume that turns them off or lowers their memory must not be refused."""
 
-UNCOLLECTED_KEYS = ("collect.checkpoint_every",)
-"""Collection settings that change how it runs, not what it keeps: free to change on a resume."""
+UNCOLLECTED_KEYS = ("collect.checkpoint_every", "corpus.batch_size", "subject.device")
+"""Collection settings that change how it runs, not what it keeps: free to change on a resume (a run collected
+on a GPU may go on where there is none)."""
 
 SHOWN_CHANGES = 3
 """Changed settings named in a message; the rest are counted."""

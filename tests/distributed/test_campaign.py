@@ -206,3 +206,26 @@ def test_experiment_shards_equal_the_single_process_run(tmp_path: Path, explaine
     store, run_id, _ = sharded_run(config, ThreadLauncher(), expect_complete=True)
     assert_same_rows(run_rows(store, run_id), expected)
     assert len(store.shards(run_id, "experiment")) == 2
+
+
+def test_a_collection_shard_made_under_other_settings_or_layout_is_collected_again(
+    tmp_path: Path, explainer_url: str, reference: dict[str, list[Any]]
+) -> None:
+    """A finished collection shard's state was reused whatever made it: a resume under another corpus (a run
+    that had not merged its shards yet), or shards of an older autointerp whose sampler kept another layout
+    (every rerun then failed in the merge)."""
+    config = campaign_config(
+        tmp_path, explainer_url, "distributed.shards=3", "distributed.work_pool='threads'", "distributed.retries=1"
+    )
+    broken = ThreadLauncher(failing={("collect", 1, 1), ("collect", 1, 2)})
+    with pytest.raises(ShardsFailed, match=r"collect shard 2 of 3 failed 2 times"):
+        sharded_run(config, broken)
+    run_id = config.resolved_run_id()
+    folder = Campaign(config, Store(config.store.path), run_id, ThreadLauncher()).folder
+    stale = f"{folder.shard_dir('collect', 0, 1)}/result.json"
+    folder.write_json(stale, {**folder.read_json(stale), "fingerprint": "made by an older autointerp"})
+    healthy = ThreadLauncher()
+    sharded_run(config, healthy)
+    started = sorted(r["name"].split(f"{run_id}-")[1] for r in healthy.runs.values() if "-collect-" in r["name"])
+    assert started == ["collect-1of3-try2", "collect-2of3-try3"]  # the third shard's state is still good
+    assert run_rows(Store(config.store.path), run_id) == reference

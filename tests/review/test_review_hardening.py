@@ -369,6 +369,11 @@ def test_the_review_command_serves_and_a_second_one_on_its_port_is_one_line(revi
 def test_a_host_that_resolves_to_two_addresses_is_served_on_both(monkeypatch: pytest.MonkeyPatch) -> None:
     """`review` bound only the first address a host resolved to: a `localhost` that resolves to ::1 first
     served IPv6 alone, and a browser that tried 127.0.0.1 found nothing."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
     resolve = socket.getaddrinfo
 
     def both(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
@@ -385,6 +390,33 @@ def test_a_host_that_resolves_to_two_addresses_is_served_on_both(monkeypatch: py
                 client.connect((host, port))
         with pytest.raises(AutointerpError, match=rf"^port {port} on localhost is in use; pass another --port$"):
             bind_ports("localhost", port)
+    finally:
+        for sock in listening:
+            sock.close()
+
+
+def test_an_address_family_the_machine_lacks_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With IPv6 disabled in the kernel, `localhost` still resolves to ::1 (from /etc/hosts), and creating an
+    IPv6 socket fails with EAFNOSUPPORT: the app is served on 127.0.0.1 alone, not refused."""
+    import errno
+
+    from autointerp.cli import exchange
+
+    resolve, listen = socket.getaddrinfo, exchange._listen
+
+    def both(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        return [*resolve("127.0.0.1", port, type=socket.SOCK_STREAM), (socket.AF_INET6, 1, 6, "", ("::1", port, 0, 0))]
+
+    def no_ipv6(family: socket.AddressFamily, *args: Any, **kwargs: Any) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return listen(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    monkeypatch.setattr(exchange, "_listen", no_ipv6)
+    listening = bind_ports("localhost", 0)
+    try:
+        assert [s.family for s in listening] == [socket.AF_INET]
     finally:
         for sock in listening:
             sock.close()
