@@ -33,7 +33,8 @@ class RunReports(StoreConnection):
         return bool(self.query("SELECT 1 FROM runs WHERE id = ?", [run_id]))
 
     def stored_config(self, run_id: str) -> dict[str, Any] | None:
-        """Returns the config a run was started with (as JSON data), or None when there is no such run."""
+        """Returns the config a run was last started or resumed with (as JSON data), or None when there is no
+        such run."""
         rows = self.query("SELECT config FROM runs WHERE id = ?", [run_id])
         if not rows:
             return None
