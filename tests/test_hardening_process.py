@@ -63,7 +63,7 @@ def _slow_explainer(request: Received) -> Reply:
     return Reply(openai_completion("the word the.", 11, 5), delay_s=60)
 
 
-def _start_run(tmp_path: Path, server_url: str) -> subprocess.Popen[str]:
+def _start_run(tmp_path: Path, server_url: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
     overrides = [
         f"store.path='{tmp_path / 'run.duckdb'}'",
         f"explainer.model='openai-compatible:{server_url}/v1#slow'",
@@ -78,6 +78,7 @@ def _start_run(tmp_path: Path, server_url: str) -> subprocess.Popen[str]:
     ]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    env.update(env_extra or {})
     command = [sys.executable, "-m", "autointerp", "run", *[part for o in overrides for part in ("-s", o)]]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -138,3 +139,23 @@ def test_a_stopped_run_ends_at_once_and_leaves_no_process(how: signal.Signals, c
     else:  # a signal the run sees: it says so, not "running" for ever
         assert runs[0]["status"] == "interrupted", runs[0]
         assert runs[0]["error"] == f"stopped by {how.name}; rerun the same command to resume"
+
+
+def test_the_interrupted_line_goes_to_stderr_while_a_progress_bar_shows(tmp_path: Path) -> None:
+    """rich's progress display points `sys.stderr` at its console: the line went to stdout, so a user
+    redirecting stderr to a file found it empty."""
+    with LoopbackServer([], respond=_slow_explainer) as server:
+        process = _start_run(tmp_path, server.url, {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"})
+        try:
+            _wait_for_call_in_flight(process, server)
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 143, err[-3000:]
+    assert "interrupted; rerun the same command to resume\n" in err and "interrupted" not in out, (
+        out[-2000:],
+        err[-2000:],
+    )

@@ -238,11 +238,13 @@ def _stop_at_once(signum: int, frame: object) -> None:
     import os
     import sys
 
-    if sys.stderr.isatty():
-        sys.stderr.write("\x1b[?25h\n")  # a progress bar may have hidden the cursor
+    # the process's own stderr: while a progress bar shows, rich has `sys.stderr` write to its console
+    stderr = sys.__stderr__ or sys.stderr
+    if stderr.isatty():
+        stderr.write("\x1b[?25h\n")  # a progress bar may have hidden the cursor
     _record_interruption(signum)
-    sys.stderr.write(f"{INTERRUPTED}\n")
-    sys.stderr.flush()
+    stderr.write(f"{INTERRUPTED}\n")
+    stderr.flush()
     os._exit(128 + signum)
 
 
