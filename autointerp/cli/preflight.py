@@ -210,19 +210,20 @@ def check_corpus_config(corpus: CorpusConfig, shape: ModelShape | None = None) -
     )
 
 
-def check_store(path: Path) -> None:
+def check_store(path: Path) -> Store:
     """Checks that `path` can hold the run's database (no file where a folder must be) and that an
-    existing file's schema is not newer than this code. Returns None; raises StoreError."""
+    existing file can be written and its schema is not newer than this code. Returns the store checked;
+    raises StoreError."""
     store = Store(path)
     store.check_schema()
     store.check_writable()
+    return store
 
 
 def check_run(config: RunConfig, *, experiments: bool | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
     """Checks everything a run needs before its first stage (see the module docstring), without loading
     the subject model. Returns warnings; raises an AutointerpError naming the first problem."""
-    check_store(config.store.path)
-    changed = check_resumable(Store(config.store.path), config)
+    changed = check_resumable(check_store(config.store.path), config)
     check_prompt_folder(config.llm.prompts)
     if config.llm.cache:  # opened by the first LLM stage, after collection: an unusable path fails now
         from autointerp.llm.calls import shared_cache

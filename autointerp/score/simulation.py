@@ -28,7 +28,7 @@ from autointerp.score.registry import (
     SimulationPrior,
     SimulationPrompt,
 )
-from autointerp.score.windows import NON_FIRING_KINDS, HeldOutWindow, beyond_prior, never_fires_reason
+from autointerp.score.windows import NON_FIRING_KINDS, HeldOutWindow, never_fires_reason, scored_prediction
 
 if TYPE_CHECKING:
     from autointerp.config import ScoreConfig
@@ -321,24 +321,17 @@ class SimulationScorer(Scorer):
                 call_ids.append([r.id for r in context.recorder.rows[calls_before:]])
         outcomes = []
         for predicted, ids, mass in zip(predictions, call_ids, masses, strict=True):
-            priors = prior or [None] * len(predicted)
-            scored = (
-                predicted
-                if prior is None  # as read; else a window whose prior call failed is a failed window
-                # from the values stored in details (3 decimals), so the bootstrap test rebuilds the same numbers
-                else [
-                    None if q is None else beyond_prior(_rounded(p), _rounded(q))
-                    for p, q in zip(predicted, prior, strict=True)
-                ]
-            )
-            values, undefined = correlations(context.windows, scored, predicted)
-            windows = []
-            for w, p, q in zip(context.windows, predicted, priors, strict=True):
+            windows: list[dict[str, object]] = []
+            for w, p, q in zip(context.windows, predicted, prior or [None] * len(predicted), strict=True):
                 window: dict[str, object] = {"kind": w.kind, "rank": w.rank, "true": w.levels}
                 window["predicted"] = _rounded(p)
                 if prior is not None:
                     window["prior"] = _rounded(q)
                 windows.append(window)
+            # as read; else what the stored window reads back as (3 decimals, a failed prior call a failed
+            # window), so the bootstrap test rebuilds the same numbers from `details`
+            scored = predicted if prior is None else [scored_prediction(w) for w in windows]
+            values, undefined = correlations(context.windows, scored, predicted)
             details: dict[str, object] = {"windows": windows, "failed": sum(p is None for p in scored)}
             if prior is not None:
                 details["prior"] = {"description": NULL_DESCRIPTION, "subtracted": True}
