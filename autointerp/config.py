@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autointerp.errors import ConfigError
 
@@ -87,6 +87,11 @@ class FeaturesConfig(_Section):
     """Which pole of each feature to explain: `positive` (the activation as it is), `negative` (its negative
     part, for gated-MLP neurons and directions; ids end in `-`), or `both` (two features per index,
     `.../417+` and `.../417-`, each explained and scored on its own)."""
+    skip_first_tokens: int | Literal["auto"] = "auto"
+    """Leading tokens of each window whose activations are not read: they are stored as 0 and left out of the
+    max, mean and density (an experiment's text is read after as many start tokens). `auto`: 2 for features
+    read off the model (the first position is an attention sink whose residual norm is many times any other's,
+    and after a leading newline the second is too), 0 for planted features."""
 
     @field_validator("kind")
     @classmethod
@@ -112,6 +117,13 @@ class FeaturesConfig(_Section):
                 raise ValueError("layers must be >= 0")
             if len(set(value)) != len(value):
                 raise ValueError("layers must be unique (a repeated block would give its neurons twice)")
+        return value
+
+    @field_validator("skip_first_tokens")
+    @classmethod
+    def _non_negative_skip(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError('skip_first_tokens must be >= 0 or "auto"')
         return value
 
     @field_validator("count")
@@ -454,6 +466,7 @@ _NEW_SECTION_DEFAULTS: dict[str, type[_Section]] = {"neighbours": NeighboursConf
 
 _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("features", "sign"): "positive",
+    ("features", "skip_first_tokens"): 0,
     ("score", "simulation_prompt"): "zero-shot",
     ("score", "simulation_prior"): "keep",
     ("explainer", "best_of"): 1,
@@ -534,6 +547,16 @@ class RunConfig(_Section):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     """Shards on a Prefect work pool; left out of the config hash, like `llm`."""
 
+    @model_validator(mode="after")
+    def _reads_some_token(self) -> RunConfig:
+        skip = self.features.skip_first_tokens
+        if isinstance(skip, int) and skip >= self.corpus.window_tokens:
+            raise ValueError(
+                f"features.skip_first_tokens = {skip} leaves no token of a {self.corpus.window_tokens}-token window "
+                "to read; lower it or raise corpus.window_tokens"
+            )
+        return self
+
     def config_hash(self) -> str:
         """Returns a stable hash of everything that changes results (the store path and llm limits excluded).
 
@@ -602,10 +625,12 @@ _UNION_MEMBER = re.compile(r"int|str|float|bool|none|[a-z_-]+\[.*\]")
 def _format_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
     # a union's member is named in the location ('features.layers.list[int].0'): not a key the user wrote
-    key = ".".join(str(part) for part in first["loc"] if not _UNION_MEMBER.fullmatch(str(part))) or "<root>"
+    key = ".".join(str(part) for part in first["loc"] if not _UNION_MEMBER.fullmatch(str(part)))
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{key}'; check the spelling against `autointerp config`"
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not key:  # a check across sections (a model validator): its message names the keys
+        return message
     return f"config key '{key}': {message} (got {first.get('input')!r})"
 
 

@@ -39,7 +39,8 @@ from autointerp.config import load_config  # noqa: E402
 from autointerp.corpus.sources import iter_windows  # noqa: E402
 from autointerp.store.database import Store  # noqa: E402
 from autointerp.subject import load_subject_model  # noqa: E402
-from autointerp.subject.sources import MlpNeuronSource  # noqa: E402
+from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS  # noqa: E402
+from autointerp.subject.sources import MlpNeuronSource, skip_first_tokens  # noqa: E402
 
 PLAN = SamplingPlan(top_k=10, random_windows=6, quantiles=5, per_quantile=2)
 
@@ -52,12 +53,15 @@ parser.add_argument("--batch", type=int, default=16, help="windows per forward p
 parser.add_argument("--rss-windows", type=int, default=16, help="N for the peak-RSS runs (N and 10 N)")
 parser.add_argument("--layers", type=int, default=0, help="track the neurons of the first L layers (0: every layer)")
 parser.add_argument("--rss-only", type=int, default=0, help=argparse.SUPPRESS)  # child process mode
+parser.add_argument("--skip-first-tokens", type=int, default=AUTO_SKIPPED_TOKENS, help="tokens not read per window")
 parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/collect.md")
 args = parser.parse_args()
 
 subject = load_subject_model("smollm2-135m", args.device, args.dtype)
 every_neuron = list(range(subject.d_mlp))
-source = MlpNeuronSource(subject, list(range(args.layers or subject.n_layers)), every_neuron)
+# each window's first tokens are not read, as in a run (features.skip_first_tokens = "auto")
+neurons = MlpNeuronSource(subject, list(range(args.layers or subject.n_layers)), every_neuron)
+source = skip_first_tokens(neurons, args.skip_first_tokens)
 
 
 def windows(n: int) -> list:
@@ -79,7 +83,7 @@ def collect_batches(corpus: list, sampler: ExemplarSampler) -> None:
 
 # -- child mode: collect N windows in a fresh process and report its peak RSS ---------------------
 if args.rss_only:
-    sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device)
+    sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device, source.skipped_tokens)
     collect_batches(windows(args.rss_only), sampler)
     # VmHWM is this process's own peak; ru_maxrss keeps the parent's peak across fork and exec
     with open("/proc/self/status", encoding="ascii") as status:
@@ -89,12 +93,12 @@ if args.rss_only:
 # -- 1. throughput: bare body vs collection, batch by batch -------------------------------------------
 corpus = windows(args.windows)
 tokens = len(corpus) * args.window_tokens
-sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device)
+sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device, source.skipped_tokens)
 warm = torch.tensor([w.token_ids for w in corpus[: args.batch]], device=subject.device)
 t0 = time.perf_counter()
 with torch.inference_mode():  # warm-up; the first update loads (or compiles) the CPU merge
     subject.model.model(input_ids=warm)  # type: ignore[operator]
-    ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device).update(
+    ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device, source.skipped_tokens).update(
         source.activation_chunks(warm), corpus[: args.batch]
     )
 warm_s = time.perf_counter() - t0
@@ -128,6 +132,7 @@ rss = {}
 for n in (args.rss_windows, 10 * args.rss_windows):
     command = [sys.executable, __file__, "--rss-only", str(n), "--device", args.device, "--dtype", args.dtype]
     command += ["--window-tokens", str(args.window_tokens), "--batch", str(args.batch), "--layers", str(args.layers)]
+    command += ["--skip-first-tokens", str(args.skip_first_tokens)]
     rss[n] = int(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
 
 # -- 3. DuckDB bulk write: the collect stage's rows for one layer's 1,536 neurons -----------------------

@@ -41,8 +41,9 @@ from autointerp.collect.results import SamplingPlan  # noqa: E402
 from autointerp.collect.sampler import ExemplarSampler  # noqa: E402
 from autointerp.corpus.sources import Window, iter_windows  # noqa: E402
 from autointerp.subject import SubjectModel, load_subject_model  # noqa: E402
+from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS  # noqa: E402
 from autointerp.subject.sae import SparseAutoencoder  # noqa: E402
-from autointerp.subject.sources import FeatureSource, MlpNeuronSource, SaeLatentSource  # noqa: E402
+from autointerp.subject.sources import FeatureSource, MlpNeuronSource, SaeLatentSource, skip_first_tokens  # noqa: E402
 
 PLAN = SamplingPlan(top_k=10, random_windows=6, quantiles=5, per_quantile=2)
 BEGIN, END = "<!-- collect-wide: begin -->", "<!-- collect-wide: end -->"
@@ -55,6 +56,7 @@ parser.add_argument("--layer", type=int, default=15, help="the dictionary reads 
 parser.add_argument("--windows", type=int, default=128, help="windows per source")
 parser.add_argument("--window-tokens", type=int, default=32)
 parser.add_argument("--batch", type=int, default=16, help="windows per forward pass")
+parser.add_argument("--skip-first-tokens", type=int, default=AUTO_SKIPPED_TOKENS, help="tokens not read per window")
 parser.add_argument("--child", default="", help=argparse.SUPPRESS)  # one source, in a fresh process
 parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/scale.md")
 args = parser.parse_args()
@@ -105,25 +107,26 @@ def state_bytes(sampler: ExemplarSampler) -> dict[str, int]:
 
 def measure(kind: str) -> dict[str, Any]:
     """Collects `--windows` windows of one source; returns its timings, memory and state sizes."""
-    source: FeatureSource
+    read: FeatureSource
     if kind == "neurons":
-        source = MlpNeuronSource(subject, list(range(subject.n_layers)), list(range(subject.d_mlp)))
+        read = MlpNeuronSource(subject, list(range(subject.n_layers)), list(range(subject.d_mlp)))
 
         def bare(ids: torch.Tensor) -> None:
             subject.model.model(input_ids=ids)  # type: ignore[operator]
 
     else:
-        source = SaeLatentSource(subject, random_dictionary(subject, kind), list(range(args.latents)))
+        read = SaeLatentSource(subject, random_dictionary(subject, kind), list(range(args.latents)))
 
         def bare(ids: torch.Tensor) -> None:
-            source.activations(ids)
+            read.activations(ids)
 
+    source = skip_first_tokens(read, args.skip_first_tokens)  # by default as in a run: the first tokens not read
     corpus = windows(args.windows)
-    sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device)
+    sampler = ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device, source.skipped_tokens)
     first = torch.tensor([w.token_ids for w in corpus[: args.batch]], device=subject.device)
     with torch.inference_mode():  # warm-up: the first update loads (or compiles) the CPU merge
         bare(first)
-        ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device).update(
+        ExemplarSampler(source.n_features, args.window_tokens, PLAN, subject.device, source.skipped_tokens).update(
             source.activation_chunks(first), corpus[: args.batch]
         )
     bare_s = collect_s = 0.0
@@ -166,7 +169,7 @@ results = []
 for kind in args.sources.split(","):
     command = [sys.executable, __file__, "--child", kind, "--windows", str(args.windows), "--batch", str(args.batch)]
     command += ["--window-tokens", str(args.window_tokens), "--latents", str(args.latents), "--k", str(args.k)]
-    command += ["--layer", str(args.layer)]
+    command += ["--layer", str(args.layer), "--skip-first-tokens", str(args.skip_first_tokens)]
     results.append(
         json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split("\n")[-2])
     )

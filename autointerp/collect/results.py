@@ -72,13 +72,14 @@ def check_finite(
 
 @dataclass
 class FeatureStats:
-    """Activation statistics of one feature over every token seen."""
+    """Activation statistics of one feature over every token read (not a window's skipped first tokens)."""
 
     max_activation: float
     mean_activation: float
     density: float
     """Share of tokens that fire (activation >= FIRES_FRACTION x max; see `token_histogram.densities`)."""
     tokens: int
+    """Tokens read."""
     histogram: list[int] = field(default_factory=list)
     """Counts of window maxima per `HISTOGRAM_EDGES` bin."""
 

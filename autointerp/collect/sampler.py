@@ -9,7 +9,8 @@ Per feature, as in Bills et al. (2023) and Paulo et al. (2024):
   token below 10 % of the final max), sampled by random key among them; a feature with fewer such
   windows kept gets fewer (never a firing window in their place; for a dense feature, see below);
 - statistics: max, mean, a histogram of window maxima over fixed log2 bins (`HISTOGRAM_EDGES`), and
-  density: the share of tokens that fire, i.e. whose activation is at least 10 % of the feature's
+  density: the share of tokens that fire (of the tokens read: a window's first `skipped_tokens` are
+  not, see `features.skip_first_tokens`), i.e. whose activation is at least 10 % of the feature's
   max (`autointerp.activations.FIRES_FRACTION`, the one definition scoring and the review app use).
   The max is known only at the end, so every token is counted into a per-feature histogram of fixed
   bins (`autointerp.collect.histogram`: 8 bins per octave) and density is read off it at the end,
@@ -95,9 +96,14 @@ from autointerp.neighbours.cooccurrence import CooccurrenceLog
 class ExemplarSampler:
     """The streaming state: kept windows per feature, their activations, and statistics."""
 
-    def __init__(self, n_features: int, window_tokens: int, plan: SamplingPlan, device: torch.device) -> None:
+    def __init__(
+        self, n_features: int, window_tokens: int, plan: SamplingPlan, device: torch.device, skipped_tokens: int = 0
+    ) -> None:
+        """`skipped_tokens`: leading tokens of each window that the source does not read (`SkipFirstTokens`
+        gives them as 0); they are left out of the token count, so of the mean and density."""
         self.plan, self.device = plan, device
         self.n_features, self.window_tokens = n_features, window_tokens
+        self.skipped_tokens = skipped_tokens
         k, slots = plan.top_k, plan.top_k + plan.reservoir_slots
         f = n_features
         self.value = torch.full((f, slots), float("-inf"), device=device)  # window max of each kept item
@@ -188,10 +194,13 @@ class ExemplarSampler:
             self.histogram.scatter_add_(1, bins, torch.ones_like(bins))
             self._merge_rows(window_max, positive, random_key, quantile_key, rose, chunks, first)
 
+        skipped = min(self.skipped_tokens, tokens)
+        if skipped:  # their zeros went to bin 0 of the token histogram: take them out again
+            self.token_histogram[:, 0] -= batch * skipped
         for offset, window in enumerate(windows):
             self.windows[first + offset] = window
         self.windows_seen += batch
-        self.tokens += batch * tokens
+        self.tokens += batch * (tokens - skipped)
         self.batches += 1
         if self.batches % 16 == 0:
             self.prune_windows()

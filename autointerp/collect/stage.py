@@ -59,6 +59,7 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
         fingerprint=f"{run_id}:{config.config_hash()}",
         cooccurrence_k=config.neighbours.k if config.neighbours.enabled else 0,
         cooccurrence_entries=config.neighbours.max_cooccurrence_entries,
+        skipped_tokens=source.skipped_tokens,
     )
     result = collect_exemplars(windows, source.activation_chunks, SamplingPlan.from_config(collect), options)
     log.info("corpus: %s", corpus_stats)

@@ -98,6 +98,8 @@ class StreamOptions:
     """Neighbours hook: log the windows that may fire, for this many co-occurrence neighbours (0: off)."""
     cooccurrence_entries: int = DEFAULT_MAX_ENTRIES
     """The co-occurrence log's cap (see `autointerp.neighbours.cooccurrence`)."""
+    skipped_tokens: int = 0
+    """Leading tokens of each window the source does not read (`FeatureSource.skipped_tokens`)."""
 
 
 def collect_exemplars(
@@ -113,7 +115,7 @@ def collect_exemplars(
     """
     indices, device, checkpoint = options.feature_indices, options.device, options.checkpoint
     names = list(options.feature_names) if options.feature_names is not None else [f"#{i}" for i in indices]
-    sampler = ExemplarSampler(len(indices), options.window_tokens, plan, device)
+    sampler = ExemplarSampler(len(indices), options.window_tokens, plan, device, options.skipped_tokens)
     sampler.feature_names = names
     if options.cooccurrence_k:  # neighbours hook
         sampler.cooccurrence = CooccurrenceLog(len(indices), options.cooccurrence_k, options.cooccurrence_entries)

@@ -95,7 +95,7 @@ def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     corpus, collect = config.corpus, config.collect
     windows = corpus_windows(subject.tokenizer, corpus)
     plan = SamplingPlan.from_config(collect)
-    sampler = ExemplarSampler(len(source.indices), corpus.window_tokens, plan, subject.device)
+    sampler = ExemplarSampler(len(source.indices), corpus.window_tokens, plan, subject.device, source.skipped_tokens)
     sampler.windows_seen = start  # global window numbers: the random keys depend on them
     if config.neighbours.enabled:  # neighbours hook: the co-occurrence log, merged by the campaign
         neighbours = config.neighbours

@@ -40,9 +40,14 @@ class FeatureTarget:
         return self.source.activations(ids)[..., 0]
 
     def max_activation_of(self, subject: SubjectModel, text: str) -> float:
-        """Returns the feature's largest activation on `text` (0 for an empty text)."""
+        """Returns the feature's largest activation on `text` (0 for an empty text), over every one of its
+        tokens: when the source skips each sequence's first tokens, start tokens go before the text."""
         ids = subject.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        return 0.0 if ids.shape[1] == 0 else float(self.activations(ids).max())
+        if ids.shape[1] == 0:
+            return 0.0
+        skipped = self.source.skipped_tokens
+        start = torch.full((ids.shape[0], skipped), subject.start_token_id, dtype=ids.dtype)
+        return float(self.activations(torch.cat([start, ids], dim=1))[:, skipped:].max())
 
     def edit(self, set_to: float | None = None, add: float = 0.0) -> Edit | None:
         """Returns the intervention on the feature, or None when it is no direction in the model."""

@@ -136,6 +136,15 @@ class SubjectModel:
         return int(n_layers), int(d_model), int(d_mlp)
 
     @property
+    def start_token_id(self) -> int:
+        """Returns the token put before a text whose every token must be read when a source skips the first
+        ones (`features.skip_first_tokens`): the tokenizer's BOS, else its EOS, else the id of a newline."""
+        for token_id in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
+            if isinstance(token_id, int):
+                return token_id
+        return int(self.tokenizer("\n", add_special_tokens=False)["input_ids"][0])
+
+    @property
     def n_layers(self) -> int:
         """Returns the number of transformer blocks."""
         return self._shape[0]

@@ -59,6 +59,8 @@ class FeatureSource(ABC):
 
     kind: str
     """Stored in `features.kind`: neuron, sae, direction or planted."""
+    skipped_tokens: int = 0
+    """Leading tokens of each sequence whose activations are not read (given as 0): `SkipFirstTokens`."""
 
     def __init__(self, feature_ids: list[str], hooks: list[str], indices: list[int]) -> None:
         self.feature_ids = feature_ids
@@ -363,6 +365,46 @@ class SignedSource(FeatureSource):
         signs = torch.tensor([1.0 if pole == "+" else -1.0 for pole in self.poles], device=base.vectors.device)
         vectors = (base.vectors.unsqueeze(1) * signs[None, :, None]).flatten(0, 1)
         return WriteDirections(tuple(h for h in base.hooks for _ in self.poles), vectors.contiguous())
+
+
+class SkipFirstTokens(FeatureSource):
+    """Another source's features with the first `count` tokens of each sequence not read: their activations
+    are given as 0 (`features.skip_first_tokens`). A window's first position is an attention sink (and after
+    a leading newline, its second), so what a model computes there says more about the position than the token.
+
+    Collection leaves those tokens out of the mean and density too (`ExemplarSampler(skipped_tokens=...)`).
+    """
+
+    def __init__(self, base: FeatureSource, count: int) -> None:
+        super().__init__(base.feature_ids, base.hooks, base.indices)
+        self.base, self.skipped_tokens, self.kind = base, count, base.kind
+
+    def _blank(self, chunk: torch.Tensor) -> torch.Tensor:
+        # in place: a chunk can be every neuron of a layer, and a copy per batch would cost collection time;
+        # an inference tensor can only be written under inference mode
+        with torch.inference_mode(chunk.is_inference()), torch.no_grad():
+            chunk[:, : self.skipped_tokens] = 0
+        return chunk
+
+    def activations(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self._blank(self.base.activations(token_ids))
+
+    def activation_chunks(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Returns the base source's chunks with the skipped tokens set to 0."""
+        return [self._blank(chunk) for chunk in self.base.activation_chunks(token_ids)]
+
+    def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
+        """Returns the base feature's edit (an intervention still acts at every position)."""
+        return self.base.edit(position, set_to, add)
+
+    def write_directions(self) -> WriteDirections | None:
+        """Returns the base source's write directions."""
+        return self.base.write_directions()
+
+
+def skip_first_tokens(source: FeatureSource, count: int) -> FeatureSource:
+    """Returns `source` with the first `count` tokens of each sequence not read (unchanged for 0)."""
+    return SkipFirstTokens(source, count) if count else source
 
 
 def signed(source: FeatureSource, sign: str) -> FeatureSource:

@@ -208,6 +208,13 @@ CASES = [
     Case("invalid-toml", ["run", "-c", "{root}/bad.toml"], 1, r"error: config file .*bad\.toml is not valid TOML"),
     # pydantic read `layer = true` as layer 1 and `[true, false]` as [1, 0]
     Case("boolean-for-a-number", _check("features.layer=true"), 1, r"error: config key 'features\.layer': takes a"),
+    Case(
+        "skip-every-token",
+        _run("features.skip_first_tokens=16", "corpus.window_tokens=16"),
+        1,
+        r"^error: features\.skip_first_tokens = 16 leaves no token of a 16-token window to read; lower it or raise "
+        r"corpus\.window_tokens$",
+    ),
     Case("booleans-in-a-list", _run("features.indices=[true, false]"), 1, r"error: config key 'features\.indices'"),
     Case("key-without-union-names", _check("features.layers=['a']"), 1, r"error: config key 'features\.layers\.0':"),
     Case("bracketed-value-kept", _run("features.indices=[1, -2]"), 1, r"error: .*must be >= 0 \(got \[1, -2\]\)"),

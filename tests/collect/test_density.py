@@ -181,7 +181,8 @@ def test_a_collection_run_stores_the_share_of_tokens_at_10_percent_of_the_max(
     subject: SubjectModel, tmp_path: Path
 ) -> None:
     """The real model on a tiny corpus, both poles of two gated-MLP neurons: the stored density is
-    the exact share of tokens at >= 10 % of each pole's max, not the share above 0 (about half)."""
+    the exact share of tokens read (each window's first two are not) at >= 10 % of each pole's max, not the
+    share above 0 (about half)."""
     config = tiny_config(tmp_path, "features.sign=both", "features.indices=[5, 400]", "corpus.max_windows=16")
     store = Store(config.store.path)
     store.migrate()
@@ -194,11 +195,14 @@ def test_a_collection_run_stores_the_share_of_tokens_at_10_percent_of_the_max(
     windows = corpus_windows(subject.tokenizer, corpus)
     ids = torch.tensor([w.token_ids for w in windows], device=subject.device)
     with torch.inference_mode():
-        acts = source.activations(ids).float().cpu()  # [windows, tokens, features]; `-` poles are relu(-a)
+        given = source.activations(ids).float().cpu()  # [windows, tokens, features]; `-` poles are relu(-a)
+    assert source.skipped_tokens == 2 and float(given[:, :2].abs().sum()) == 0.0
+    acts = given[:, 2:]  # the tokens read
     assert len(stored) == 4
     for f, feature_id in enumerate(source.feature_ids):
         column, row = acts[:, :, f], stored[feature_id]
         assert row.max_activation == pytest.approx(float(column.max()), rel=1e-5)
+        assert row.mean_activation == pytest.approx(float(column.double().mean()), rel=1e-5)
         exact = exact_density(column.tolist())
         threshold = FIRES_FRACTION * float(column.max())
         in_bin = (token_bins(column) == bin_of(threshold)).sum().item() / column.numel()
@@ -206,3 +210,28 @@ def test_a_collection_run_stores_the_share_of_tokens_at_10_percent_of_the_max(
         assert row.density <= float((column > 0).double().mean()) + 1e-9
     positive = [float((acts[:, :, f] > 0).double().mean()) for f in range(4)]
     assert sum(positive) > sum(stored[i].density for i in source.feature_ids)  # the old number was larger
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_skipped_first_tokens_are_left_out_of_the_mean_and_density(compiled: bool) -> None:
+    """A source that does not read each window's first token gives it as 0 (`SkipFirstTokens`); the sampler
+    told so counts exactly what a sampler fed the windows without that token counts."""
+    acts = _features(48) + 0.5
+    blanked = acts.clone()
+    blanked[:, 0] = 0.0
+    plan = SamplingPlan(top_k=2, random_windows=1)
+    skipping = ExemplarSampler(4, 6, plan, CPU, skipped_tokens=1)
+    shorter = ExemplarSampler(4, 5, plan, CPU)
+    for sampler, values in ((skipping, blanked), (shorter, acts[:, 1:].contiguous())):
+        sampler.compiled = compiled
+        _stream(sampler, values, 0, 48)
+    assert skipping.tokens == shorter.tokens == 48 * 5
+    assert torch.equal(
+        fold_below(skipping.token_histogram, skipping.act_max), fold_below(shorter.token_histogram, shorter.act_max)
+    )
+    for kept, reference in zip(skipping.stats(), shorter.stats(), strict=True):
+        assert kept.density == reference.density and kept.mean_activation == pytest.approx(reference.mean_activation)
+    unread = ExemplarSampler(4, 6, plan, CPU)  # the same zeros counted as read tokens: a lower density
+    unread.compiled = compiled
+    _stream(unread, blanked, 0, 48)
+    assert all(u.density < k.density for u, k in zip(unread.stats(), skipping.stats(), strict=True) if k.density)

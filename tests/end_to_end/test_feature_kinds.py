@@ -110,6 +110,9 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
     live = [f for f in store.features(run["id"]) if f.live]
     assert live and run["explained"] == len(live) == run["live_features"]
     assert all((f.firing_windows or 0) >= 2 and f.nonfiring_windows is not None for f in live)
+    if kind != "planted":  # each window's first two tokens (the attention sink) are not read: 0 in every exemplar
+        unread = "activations[1] <> 0 OR activations[2] <> 0"
+        assert store.query(f"SELECT count(*) AS n FROM exemplars WHERE {unread}") == [{"n": 0}]
     evidence = store.output_evidence_by_feature(run["id"])  # what each feature writes, or why it writes nothing
     assert set(evidence) == {f.id for f in live}
     if kind == "planted":

@@ -72,6 +72,7 @@ def test_a_run_explains_from_output_evidence_and_scores_by_steering(tmp_path: Pa
             "score.methods=['output']",
             "score.output_prompts=2",
             "score.output_tokens=4",
+            "score.output_strength=8",  # x the max over tokens read; the sink's value set it before
             "experiments.lowest_n=0",
             "experiments.on_disagreement=false",
         ]

@@ -36,7 +36,9 @@ def _dictionary(d_in: int = WIDTH, d_sae: int = 32, seed: int = 0, **extra: obje
 
 
 def _source(subject: SubjectModel, *overrides: str):  # type: ignore[no-untyped-def]
-    return build_feature_source(load_config(None, list(overrides)).features, subject)
+    """Returns the source the settings build, reading every token: these tests compare it with the model read
+    independently (each window's first token, skipped by default, has its own test in test_sources.py)."""
+    return build_feature_source(load_config(None, ["features.skip_first_tokens=0", *overrides]).features, subject)
 
 
 def _ids(subject: SubjectModel) -> torch.Tensor:
@@ -90,7 +92,8 @@ def test_sparsify_source_reads_resid_post(subject: SubjectModel, tmp_path: Path)
     assert torch.allclose(source.activations(ids), expected, atol=1e-5)
     # the run's features config rebuilds one latent from its row
     row = {"id": source.feature_ids[0], "kind": "sae", "idx": source.indices[0], "hook": source.hooks[0]}
-    config = load_config(None, ["features.kind=sparsify", f"features.path='{tmp_path / 'layers.3'}'"]).features
+    settings = ["features.kind=sparsify", f"features.path='{tmp_path / 'layers.3'}'", "features.skip_first_tokens=0"]
+    config = load_config(None, settings).features
     alone = feature_source_for(config, subject, row)
     assert torch.allclose(alone.activations(ids)[..., 0], expected[..., 0], atol=1e-5)
 

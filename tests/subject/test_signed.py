@@ -19,7 +19,8 @@ def _ids(subject: SubjectModel) -> torch.Tensor:
 
 
 def test_both_poles_are_two_features_and_edits_flip_sign(subject: SubjectModel) -> None:
-    config = load_config(None, ["features.layer=4", "features.indices=[7, 300]", "features.sign=both"]).features
+    settings = ["features.layer=4", "features.indices=[7, 300]", "features.sign=both", "features.skip_first_tokens=0"]
+    config = load_config(None, settings).features  # every token read, to compare with the model's
     source = build_feature_source(config, subject)
     assert source.feature_ids == [f"smollm2-135m/mlp.4/{i}{p}" for i in (7, 300) for p in "+-"]
     assert source.indices == [7, 7, 300, 300] and source.kind == "neuron"

@@ -9,8 +9,11 @@ import torch
 from safetensors.torch import save_file
 
 from autointerp.config import load_config
+from autointerp.corpus.sources import corpus_windows
 from autointerp.errors import ConfigError, FeatureError
+from autointerp.experiments.context import FeatureTarget
 from autointerp.subject import SubjectModel, build_feature_source, mlp_neuron_activations
+from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS, feature_source_for, skipped_tokens
 from autointerp.subject.sae import load_sae
 from autointerp.subject.sae_train import SaeTrainingConfig, train_and_save_sae
 from autointerp.subject.sources import PlantedSource
@@ -19,7 +22,9 @@ TEXT = "The 3 cats sat on the mat in 1999, said Marie."
 
 
 def _source(subject: SubjectModel, *overrides: str):  # type: ignore[no-untyped-def]
-    return build_feature_source(load_config(None, list(overrides)).features, subject)
+    """Returns the source the settings build, reading every token: these tests compare it with the model read
+    independently (each window's first token, skipped by default, has its own test in test_sources.py)."""
+    return build_feature_source(load_config(None, ["features.skip_first_tokens=0", *overrides]).features, subject)
 
 
 def _ids(subject: SubjectModel) -> torch.Tensor:
@@ -156,3 +161,57 @@ def test_bad_direction_width_hook_and_sae_index(subject: SubjectModel, tmp_path:
             )
     with pytest.raises(FeatureError, match=r"SAE latent index 576 does not exist"):
         _source(subject, "features.kind=sae", f"features.path='{trained_sae}'", "features.indices=[576]")
+
+
+def test_each_windows_first_tokens_are_not_read_by_default(subject: SubjectModel, tmp_path: Path) -> None:
+    """Residual-stream directions on the built-in corpus: read at every token, several of them peak in most
+    windows at the first one (the attention sink); by default the first two tokens are given as 0, in the run's
+    source and in one rebuilt from a stored row, and the rest is unchanged. Planted features read every token."""
+    path = tmp_path / "directions.npy"
+    np.save(path, torch.randn(8, 576, generator=torch.Generator().manual_seed(0)).numpy())
+    settings = ["features.kind=direction", f"features.path='{path}'", "features.layer=6", "features.count=8"]
+    config = load_config(None, settings)
+    windows = list(corpus_windows(subject.tokenizer, config.corpus.model_copy(update={"max_windows": 16})))
+    ids = torch.tensor([w.token_ids for w in windows])
+    every = _source(subject, *settings).activations(ids)  # every token read
+    peaks_first = (every.abs().argmax(dim=1) == 0).float().mean(dim=0)  # per direction: share of windows
+    assert int((peaks_first >= 0.5).sum()) >= 3, peaks_first  # 4 of 8 here
+    source = build_feature_source(config.features, subject)
+    assert skipped_tokens(config.features) == source.skipped_tokens == AUTO_SKIPPED_TOKENS == 2
+    skipped = source.activations(ids)
+    assert torch.equal(skipped[:, :2], torch.zeros_like(skipped[:, :2])) and torch.equal(skipped[:, 2:], every[:, 2:])
+    row = {"id": source.feature_ids[2], "kind": "direction", "idx": source.indices[2], "hook": source.hooks[2]}
+    alone = feature_source_for(config.features, subject, row)
+    alone_acts = alone.activations(ids)[..., 0]
+    assert float(alone_acts[:, :2].abs().sum()) == 0.0 and torch.allclose(alone_acts, skipped[..., 2], atol=1e-3)
+    with torch.inference_mode():  # collection reads under inference mode; the chunks are blanked the same
+        assert torch.equal(torch.cat(source.activation_chunks(ids), dim=-1), skipped)
+    assert skipped_tokens(load_config(None, ["features.kind=planted"]).features) == 0
+    assert skipped_tokens(load_config(None, ["features.kind=planted", "features.skip_first_tokens=2"]).features) == 2
+
+
+def test_an_sae_source_skips_its_first_token_outside_inference_mode(subject: SubjectModel, trained_sae: Path) -> None:
+    """The SAE encodes under inference mode; blanking its result after that must not fail (experiments read
+    activations with gradients off, not under inference mode)."""
+    settings = ["features.kind=sae", f"features.path='{trained_sae}'", "features.count=4"]
+    acts = build_feature_source(load_config(None, settings).features, subject).activations(_ids(subject))
+    assert acts.is_inference() and float(acts[:, :2].abs().sum()) == 0.0 and float(acts[:, 2:].abs().sum()) > 0
+
+
+def test_an_experiment_text_is_read_at_every_token_after_a_start_token(subject: SubjectModel, tmp_path: Path) -> None:
+    """A proposer's text is its own sequence: a source that skips the first token would miss a text's first word
+    (a one-word text would read 0), so the text goes after as many start tokens and every token is read."""
+    path = tmp_path / "directions.npy"
+    np.save(path, torch.randn(2, 576, generator=torch.Generator().manual_seed(1)).numpy())
+    config = load_config(None, ["features.kind=direction", f"features.path='{path}'", "features.indices=[1]"])
+    source = build_feature_source(config.features, subject)
+    target = FeatureTarget({"id": source.feature_ids[0], "max_activation": 1.0}, source)
+    every = _source(subject, "features.kind=direction", f"features.path='{path}'", "features.indices=[1]")
+    ids = subject.tokenizer(" Monday morning", add_special_tokens=False)["input_ids"]
+    start = [subject.start_token_id] * 2
+    read = every.activations(torch.tensor([[*start, *ids]]))[0, 2:, 0]
+    assert subject.start_token_id == subject.tokenizer.bos_token_id
+    assert target.max_activation_of(subject, " Monday morning") == pytest.approx(float(read.max()), rel=1e-5)
+    [word] = subject.tokenizer(" Monday", add_special_tokens=False)["input_ids"]
+    alone = every.activations(torch.tensor([[*start, word]]))[0, 2, 0]
+    assert target.max_activation_of(subject, " Monday") == pytest.approx(float(alone), rel=1e-5) != 0.0
