@@ -161,7 +161,13 @@ class CollectConfig(_Section):
     windows."""
     random_windows: int = Field(4, ge=1)
     """Non-activating windows per feature (every token below 10 % of the feature's max), sampled at random
-    among them and held out for scoring; a feature with fewer kept (a dense one can lose some) is flagged."""
+    among them and held out for scoring; a feature with fewer kept is flagged (with `quiet_pass`, fewer only
+    where the corpus holds fewer)."""
+    quiet_pass: bool = True
+    """Pass over the corpus again, once collected, for the features that came back short of non-activating
+    windows while the corpus may hold more (a dense feature's quiet windows can be crowded out of the
+    stream's reservoir): they get the exact random sample. Costs up to one more forward pass over the
+    corpus, and only when some feature is short; false: keep what the stream kept."""
     min_firing_windows: int = Field(2, ge=1)
     """A feature that fires in fewer windows than this is not explained or scored (the reason is stored
     with it and shown by `autointerp runs`); one explain and one score window need at least 2."""
@@ -467,6 +473,7 @@ _NEW_SECTION_DEFAULTS: dict[str, type[_Section]] = {"neighbours": NeighboursConf
 _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("features", "sign"): "positive",
     ("features", "skip_first_tokens"): 0,
+    ("collect", "quiet_pass"): False,
     ("score", "simulation_prompt"): "zero-shot",
     ("score", "simulation_prior"): "keep",
     ("explainer", "best_of"): 1,

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from autointerp.config import FeaturesConfig, RunConfig, changed_settings, load_config
+from autointerp.config import CollectConfig, FeaturesConfig, RunConfig, changed_settings, load_config
 from autointerp.errors import ConfigError
 from autointerp.pipeline.resume import check_resumable
 from autointerp.store.database import Store
@@ -207,10 +207,17 @@ def test_a_run_stored_before_a_key_existed_resumes_under_that_key_s_old_behaviou
     del stored["score"]["simulation_prior"]  # stored before the setting existed: its scores kept the prior
     assert changed_settings(stored, RunConfig()) == ['score.simulation_prior: "keep" -> "subtract"']
     assert changed_settings(stored, RunConfig.model_validate({"score": {"simulation_prior": "keep"}})) == []
-    # collected before the first token was skipped: a resume under today's default is refused, said so
-    del stored["features"]["skip_first_tokens"]
+    # collected before the first tokens were skipped and quiet windows passed for: a resume under today's
+    # defaults is refused, naming both
+    del stored["features"]["skip_first_tokens"], stored["collect"]["quiet_pass"]
     kept_prior = RunConfig.model_validate({"score": {"simulation_prior": "keep"}})
-    assert changed_settings(stored, kept_prior) == ['features.skip_first_tokens: 0 -> "auto"']
-    every_token = kept_prior.model_copy(update={"features": FeaturesConfig(skip_first_tokens=0)})
-    assert changed_settings(stored, every_token) == []
-    assert "skip_first_tokens" not in every_token.hashed_settings()["features"]  # its hash, and run id, as before
+    assert changed_settings(stored, kept_prior) == [
+        "collect.quiet_pass: false -> true",
+        'features.skip_first_tokens: 0 -> "auto"',
+    ]
+    as_before = kept_prior.model_copy(
+        update={"features": FeaturesConfig(skip_first_tokens=0), "collect": CollectConfig(quiet_pass=False)}
+    )
+    assert changed_settings(stored, as_before) == []
+    hashed = as_before.hashed_settings()  # its hash, and run id, as before
+    assert "skip_first_tokens" not in hashed["features"] and "quiet_pass" not in hashed["collect"]

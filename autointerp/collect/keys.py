@@ -33,11 +33,22 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def random_keys(seed: int, stream: int, n_features: int, first: int, batch: int, device: torch.device) -> torch.Tensor:
+def random_keys(
+    seed: int,
+    stream: int,
+    n_features: int,
+    first: int,
+    batch: int,
+    device: torch.device,
+    features: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Returns keys [features, batch] in [0, 1) for windows first..first + batch - 1: a hash (splitmix64)
     of (seed, stream, feature, window number) only, so any split of the corpus into shards or batches
-    gives every (feature, window) the same key; the reservoirs keep the smallest keys."""
-    feature = torch.arange(n_features, dtype=torch.int64, device=device).unsqueeze(1)
+    gives every (feature, window) the same key; the reservoirs keep the smallest keys. `features`: the
+    feature positions to hash (default: all `n_features`)."""
+    if features is None:
+        features = torch.arange(n_features)
+    feature = features.to(device=device, dtype=torch.int64).unsqueeze(1)
     window = torch.arange(first, first + batch, dtype=torch.int64, device=device).unsqueeze(0)
     x = feature * _signed(STEP[0]) + window * _signed(STEP[1]) + _signed((seed * 2 + stream) * STEP[2])
     for bits, multiplier in ((30, MIX[0]), (27, MIX[1])):

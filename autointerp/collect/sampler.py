@@ -45,7 +45,8 @@ quantile bins, what is kept depends only on the set of windows seen. At the end 
 smallest keys are reported: every one is a window where the feature does not fire. Not every quiet
 window had its chance, though: in bins 1-2 quiet windows compete with firing ones for the bin's slots,
 so a dense feature (most windows fire) can report fewer quiet windows than the corpus holds (4 neurons
-of layer 15 over 256 windows: one reported 3 of its 4, another 0 of its 2).
+of layer 15 over 256 windows: one reported 3 of its 4, another 0 of its 2); the collect stage then passes
+over the corpus again for such features (`autointerp.collect.quiet_pass`).
 
 Per-token activations are written only for newly kept items (into a per-feature pool of rows
 that kept items point to). The per-token passes (window max, sum, token histogram) read each

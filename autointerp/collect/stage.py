@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from autointerp.collect.exemplar_table import exemplar_table
+from autointerp.collect.quiet_pass import refill_quiet_windows
 from autointerp.collect.results import CollectionResult, SamplingPlan
 from autointerp.collect.stream import StreamOptions, collect_exemplars
 from autointerp.config import CollectConfig, RunConfig
@@ -63,9 +64,24 @@ def run_collect(config: RunConfig, store: Store, run_id: str) -> int:
     )
     result = collect_exemplars(windows, source.activation_chunks, SamplingPlan.from_config(collect), options)
     log.info("corpus: %s", corpus_stats)
+    if collect.quiet_pass:
+        refill_from_corpus(config, subject, source, result)
     store_collection(store, run_id, subject, source, result, collect)
     checkpoint.unlink(missing_ok=True)
     return len(result.stats)
+
+
+def refill_from_corpus(
+    config: RunConfig, subject: SubjectModel, source: FeatureSource, result: CollectionResult
+) -> None:
+    """Passes over the run's corpus again for the features of `result` short of non-firing windows
+    (`autointerp.collect.quiet_pass`), after a single-process collection or a sharded one's merge."""
+    corpus = config.corpus
+    windows = corpus_windows(subject.tokenizer, corpus)
+    plan = SamplingPlan.from_config(config.collect)
+    refill_quiet_windows(
+        result, windows, source.activation_chunks, plan, corpus.batch_size, subject.device, corpus.max_windows
+    )
 
 
 def skip_reason(firing_windows: int, settings: CollectConfig) -> str | None:

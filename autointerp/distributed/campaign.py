@@ -23,7 +23,7 @@ from typing import Any
 
 from autointerp.collect.merge_shards import merge_states
 from autointerp.collect.results import CollectionResult, SamplingPlan
-from autointerp.collect.stage import store_collection
+from autointerp.collect.stage import refill_from_corpus, store_collection
 from autointerp.config import RunConfig
 from autointerp.distributed.launcher import Launcher, NoWorkers, PrefectLauncher, progress_log
 from autointerp.distributed.parts import ResultsDir, results_dir, store_folder
@@ -162,6 +162,8 @@ class Campaign:
             exemplars=sampler.exemplars(stats),
             cooccurrence=sampler.cooccurrence,  # neighbours: merged from the shards' logs
         )
+        if self.config.collect.quiet_pass:
+            refill_from_corpus(self.config, subject, source, result)
         store_collection(self.store, self.run_id, subject, source, result, self.config.collect)
 
     def llm_stage(self, stage: str) -> StageResult:
