@@ -110,8 +110,9 @@ def collect_exemplars(
     Raises NonFiniteActivationError, naming the feature (from `options.feature_names`, default its index)
     and the first offending window, as soon as a batch holds a NaN or infinite activation.
 
-    With `options.checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and
-    a matching checkpoint is resumed from; the caller deletes the file once results are stored.
+    With `options.checkpoint` and `checkpoint_every` > 0, the state is saved every that many batches and at the
+    end of the stream, and a matching checkpoint is resumed from; the caller deletes the file once results are
+    stored.
     """
     indices, device, checkpoint = options.feature_indices, options.device, options.checkpoint
     names = list(options.feature_names) if options.feature_names is not None else [f"#{i}" for i in indices]
@@ -121,6 +122,8 @@ def collect_exemplars(
         sampler.cooccurrence = CooccurrenceLog(len(indices), options.cooccurrence_k, options.cooccurrence_entries)
     if checkpoint is not None and load_checkpoint(checkpoint, options.fingerprint, sampler):
         windows = itertools.islice(windows, sampler.windows_seen, None)
+    saving = checkpoint is not None and options.checkpoint_every > 0
+    unsaved = False  # batches merged since the last checkpoint
     with progress_bar("collect", total=options.total_windows, unit="windows") as advance:
         advance(sampler.windows_seen)
         for batch in batches(windows, options.batch_size):
@@ -129,8 +132,13 @@ def collect_exemplars(
                 acts = activation_fn(token_ids)  # (B, T, F), or chunks of it on F
                 sampler.update(acts, batch)
             advance(len(batch))
-            if checkpoint is not None and options.checkpoint_every and sampler.batches % options.checkpoint_every == 0:
+            unsaved = True
+            if saving and checkpoint is not None and sampler.batches % options.checkpoint_every == 0:
                 save_checkpoint(checkpoint, options.fingerprint, sampler)
+                unsaved = False
+    if saving and checkpoint is not None and unsaved:
+        # the whole stream: a run stopped in what follows (the quiet-window pass, the write) does not read it again
+        save_checkpoint(checkpoint, options.fingerprint, sampler)
     stats = sampler.stats()
     return CollectionResult(
         feature_indices=indices, stats=stats, exemplars=sampler.exemplars(stats), cooccurrence=sampler.cooccurrence

@@ -141,3 +141,27 @@ def test_a_run_stores_the_exact_quiet_windows_of_dense_neurons(subject: SubjectM
         ], feature_id
         gained += len(exact) > streamed[f][1]
     assert gained >= 1  # the pass found quiet windows the stream had missed
+
+
+def test_the_whole_stream_is_checkpointed_before_the_pass(tmp_path: Path) -> None:
+    """A run stopped in the quiet-window pass (or the write) resumes without reading the corpus through the stream
+    again: the state is saved when the stream ends, not only every `checkpoint_every` batches."""
+    acts, path = _acts(), tmp_path / "run.collect.pt"
+    options = StreamOptions(
+        feature_indices=[0, 1, 2],
+        window_tokens=TOKENS,
+        batch_size=16,
+        checkpoint=path,
+        checkpoint_every=1000,
+        fingerprint="fp",
+    )
+    first = collect_exemplars(_windows(), _reader(acts), PLAN, options)
+    assert path.exists()
+    read: list[int] = []
+
+    def counting(ids: torch.Tensor) -> torch.Tensor:
+        read.append(len(ids))
+        return acts[ids[:, 0]]
+
+    again = collect_exemplars(_windows(), counting, PLAN, options)
+    assert read == [] and again.window_counts() == first.window_counts()
