@@ -38,6 +38,19 @@ from autointerp.subject.hooks import (
 from autointerp.subject.model import SubjectModel
 
 
+class _Positions:
+    """Counts the positions a hook has seen inside one edit's block (one forward pass, or one generation: the
+    prompt, then a token at a time), to leave the first `skipped` of the sequence unedited."""
+
+    def __init__(self, skipped: int) -> None:
+        self.skipped, self.seen = skipped, 0
+
+    def unedited(self, tokens: int) -> int:
+        """Returns how many leading positions of the next `tokens` are left alone."""
+        first, self.seen = self.seen, self.seen + tokens
+        return min(tokens, max(0, self.skipped - first))
+
+
 @dataclass(frozen=True)
 class NeuronEdit:
     """How to change one neuron: set it to a value (ablation) and/or add to it (steering)."""
@@ -46,19 +59,25 @@ class NeuronEdit:
     index: int
     set_to: float | None = None
     add: float = 0.0
+    skip_positions: int = 0
+    """Leading positions of the sequence left unedited: those the feature's source does not read
+    (`features.skip_first_tokens`, the attention sink)."""
 
 
 @contextmanager
 def edit_neuron(subject: SubjectModel, edit: NeuronEdit) -> Iterator[None]:
-    """Applies `edit` to every position of every forward pass inside the block."""
+    """Applies `edit` to every position (but the first `skip_positions`) of the forward pass or generation inside
+    the block."""
     module: nn.Module = mlp_down_proj(subject, edit.layer)
     check_neuron_indices(subject, [edit.index])
+    positions = _Positions(edit.skip_positions)
 
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         activations = first_tensor(args, kwargs).clone()
+        start = positions.unedited(activations.shape[-2])
         if edit.set_to is not None:
-            activations[..., edit.index] = edit.set_to
-        activations[..., edit.index] += edit.add
+            activations[..., start:, edit.index] = edit.set_to
+        activations[..., start:, edit.index] += edit.add
         if args:
             return (activations, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": activations}
@@ -82,12 +101,17 @@ class DirectionEdit:
     add: float = 0.0
     read_from: str | None = None
     """Where `read` takes its input (a transcoder: the MLP input); None: the edited hook point itself."""
+    skip_positions: int = 0
+    """Leading positions of the sequence left unedited: those the feature's source does not read
+    (`features.skip_first_tokens`, the attention sink)."""
 
-    def apply(self, hidden: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        """Returns the edited activations at the hook point (`source`: those at `read_from`)."""
+    def apply(self, hidden: torch.Tensor, source: torch.Tensor | None = None, unedited: int = 0) -> torch.Tensor:
+        """Returns the edited activations at the hook point (`source`: those at `read_from`), leaving the first
+        `unedited` positions as they are."""
         change = torch.full(hidden.shape[:-1], self.add, device=hidden.device)
         if self.set_to is not None:
             change = change + self.set_to - self.read(hidden if source is None else source)
+        change[..., :unedited] = 0.0
         direction = self.direction.to(device=hidden.device)
         return (hidden.float() + change.unsqueeze(-1) * direction).to(hidden.dtype)
 
@@ -97,27 +121,32 @@ Edit = NeuronEdit | DirectionEdit
 
 @contextmanager
 def edit_direction(subject: SubjectModel, edit: DirectionEdit) -> Iterator[None]:
-    """Applies `edit` at its hook point to every position of every forward pass inside the block."""
+    """Applies `edit` at its hook point to every position (but the first `skip_positions`) of the forward pass
+    or generation inside the block."""
     site = hook_site(subject, edit.hook)
     seen: dict[str, torch.Tensor] = {}
     handles = []
     if edit.read_from is not None:
         handles.append(read_hook(hook_site(subject, edit.read_from), lambda value: seen.update(source=value)))
+    positions = _Positions(edit.skip_positions)
+
+    def edited(hidden: torch.Tensor) -> torch.Tensor:
+        return edit.apply(hidden, seen.get("source"), positions.unedited(hidden.shape[-2]))
 
     def pre_hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if args:
-            return (edit.apply(args[0], seen.get("source")), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": edit.apply(kwargs["hidden_states"], seen.get("source"))}
+            return (edited(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": edited(kwargs["hidden_states"])}
 
     def post_hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         if isinstance(output, tuple):
-            return (edit.apply(output[0], seen.get("source")), *output[1:])
-        return edit.apply(output, seen.get("source"))
+            return (edited(output[0]), *output[1:])
+        return edited(output)
 
     def normalised_hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
         # the norm's output is normalised x gain (+ bias): moving the normalised value moves it by change x gain
         normalised = site.value(first_tensor(args, kwargs))
-        change = edit.apply(normalised, seen.get("source")).float() - normalised.float()
+        change = edited(normalised).float() - normalised.float()
         return (output.float() + change * site.gain()).to(output.dtype)
 
     if site.normalise:

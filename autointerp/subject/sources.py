@@ -13,7 +13,7 @@ Hook points use TransformerLens names: `blocks.L.hook_resid_pre` (input of block
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -394,8 +394,10 @@ class SkipFirstTokens(FeatureSource):
         return [self._blank(chunk) for chunk in self.base.activation_chunks(token_ids)]
 
     def edit(self, position: int, set_to: float | None = None, add: float = 0.0) -> Edit | None:
-        """Returns the base feature's edit (an intervention still acts at every position)."""
-        return self.base.edit(position, set_to, add)
+        """Returns the base feature's edit, leaving the skipped positions alone: ablating a residual direction
+        at the attention sink, where it reads many times its value elsewhere, would move the sink's residual."""
+        edit = self.base.edit(position, set_to, add)
+        return None if edit is None else replace(edit, skip_positions=self.skipped_tokens)
 
     def write_directions(self) -> WriteDirections | None:
         """Returns the base source's write directions."""

@@ -6,6 +6,7 @@ from autointerp.subject import SubjectModel, mlp_neuron_activations
 from autointerp.subject.hooks import capture, mlp_down_proj
 from autointerp.subject.interventions import (
     NeuronEdit,
+    _Positions,
     applied,
     edit_neuron,
     generate_with_edit,
@@ -13,7 +14,13 @@ from autointerp.subject.interventions import (
 )
 from autointerp.subject.planted import load_planted_features
 from autointerp.subject.sae import SparseAutoencoder
-from autointerp.subject.sources import DirectionSource, PlantedSource, SaeLatentSource
+from autointerp.subject.sources import (
+    DirectionSource,
+    MlpNeuronSource,
+    PlantedSource,
+    SaeLatentSource,
+    skip_first_tokens,
+)
 
 LAYER, INDEX = 6, 123
 
@@ -110,3 +117,32 @@ def test_sae_latent_ablation_removes_its_decoder_share(subject: SubjectModel) ->
 
 def test_planted_features_have_no_model_edit(subject: SubjectModel) -> None:
     assert PlantedSource(subject, load_planted_features()[:1]).edit(0, set_to=0.0) is None
+
+
+def test_edits_leave_the_positions_a_source_skips_alone(subject: SubjectModel) -> None:
+    """A source that does not read a window's first two tokens (the attention sink) does not edit them either:
+    ablating there would move the sink's residual, which reads many times the direction's value elsewhere."""
+    width = subject.model.config.hidden_size
+    matrix = torch.randn(3, width, generator=torch.Generator().manual_seed(0))
+    source = skip_first_tokens(DirectionSource(subject, matrix, "blocks.4.hook_resid_post", [0, 2]), 2)
+    ids = subject.tokenizer("Direction edits act on the residual stream.", return_tensors="pt")["input_ids"]
+    vector = matrix[2]
+    edit = source.edit(1, set_to=0.0)
+    assert edit is not None and edit.skip_positions == 2
+    clean = _residual_after_block(subject, ids, 4, None)
+    ablated = _residual_after_block(subject, ids, 4, edit)
+    assert torch.equal(ablated[:2], clean[:2])
+    assert torch.allclose(ablated[2:] @ vector, torch.zeros(ids.shape[1] - 2), atol=1e-3)
+    neuron = skip_first_tokens(MlpNeuronSource(subject, [LAYER], [INDEX]), 2).edit(0, set_to=0.0)
+    assert neuron == NeuronEdit(LAYER, INDEX, set_to=0.0, skip_positions=2)
+    clean_streams, ablated_streams = _residual_streams(subject, ids, None), _residual_streams(subject, ids, neuron)
+    assert torch.equal(clean_streams[LAYER + 1][0, :2], ablated_streams[LAYER + 1][0, :2])
+    assert not torch.allclose(clean_streams[LAYER + 1][0, 2:], ablated_streams[LAYER + 1][0, 2:])
+
+
+def test_a_generation_counts_positions_across_its_steps() -> None:
+    """Generating feeds the prompt, then one token at a time: the positions left alone are the sequence's first."""
+    positions = _Positions(2)
+    assert [positions.unedited(n) for n in (1, 1, 1, 1)] == [1, 1, 0, 0]
+    positions = _Positions(2)
+    assert [positions.unedited(n) for n in (5, 1)] == [2, 0]
