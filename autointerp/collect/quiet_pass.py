@@ -68,7 +68,8 @@ def refill_quiet_windows(
 ) -> list[int]:
     """Chooses again, in one more pass over `windows` (the corpus the result was collected from, in the same
     order), the non-activating windows of the features short of them, and puts them in `result` in place of
-    those the stream kept. Returns the positions of the features it passed over (empty: no pass)."""
+    those the stream kept. Returns the positions of the features it passed over (empty: no pass, or a corpus that
+    read back another number of windows than were collected, which leaves `result` as it was)."""
     short = features_short_of_quiet(result, plan)
     if not short:
         return []
@@ -111,6 +112,14 @@ def refill_quiet_windows(
             seen = {n: window for n, window in seen.items() if n in still}
             first += len(batch)
             advance(len(batch))
+    collected = sum(result.stats[short[0]].histogram)  # every window the stream saw, once per feature
+    if first != collected:
+        log.warning(
+            "collect: the corpus read back %d windows, not the %d collected; non-firing windows kept as streamed",
+            first,
+            collected,
+        )
+        return []
     chosen: list[Exemplar] = []
     keys_list, windows_list = kept_key.tolist(), kept_window.tolist()
     acts_list = [] if kept_acts is None else kept_acts.cpu().tolist()

@@ -79,7 +79,7 @@ def test_a_dense_feature_gets_the_quiet_windows_the_stream_missed() -> None:
     )
 
 
-def test_chunks_on_the_feature_axis_and_a_finished_result_need_no_pass() -> None:
+def test_chunks_on_the_feature_axis_another_corpus_and_a_finished_result() -> None:
     acts = _acts()
     options = StreamOptions(feature_indices=[0, 1, 2], window_tokens=TOKENS, batch_size=16)
     result = collect_exemplars(_windows(), _reader(acts), PLAN, options)
@@ -88,6 +88,9 @@ def test_chunks_on_the_feature_axis_and_a_finished_result_need_no_pass() -> None
         whole = acts[ids[:, 0]]
         return [whole[..., :1], whole[..., 1:]]
 
+    before = list(result.exemplars)
+    assert refill_quiet_windows(result, _windows()[:100], chunks, PLAN, 16, CPU) == []  # not the corpus collected
+    assert result.exemplars == before
     assert refill_quiet_windows(result, _windows(), chunks, PLAN, 16, CPU) == [0]
     assert [
         e.window.doc_id
