@@ -122,7 +122,6 @@ def collect_exemplars(
         sampler.cooccurrence = CooccurrenceLog(len(indices), options.cooccurrence_k, options.cooccurrence_entries)
     if checkpoint is not None and load_checkpoint(checkpoint, options.fingerprint, sampler):
         windows = itertools.islice(windows, sampler.windows_seen, None)
-    saving = checkpoint is not None and options.checkpoint_every > 0
     unsaved = False  # batches merged since the last checkpoint
     with progress_bar("collect", total=options.total_windows, unit="windows") as advance:
         advance(sampler.windows_seen)
@@ -133,10 +132,10 @@ def collect_exemplars(
                 sampler.update(acts, batch)
             advance(len(batch))
             unsaved = True
-            if saving and checkpoint is not None and sampler.batches % options.checkpoint_every == 0:
+            if checkpoint is not None and options.checkpoint_every and sampler.batches % options.checkpoint_every == 0:
                 save_checkpoint(checkpoint, options.fingerprint, sampler)
                 unsaved = False
-    if saving and checkpoint is not None and unsaved:
+    if checkpoint is not None and options.checkpoint_every and unsaved:
         # the whole stream: a run stopped in what follows (the quiet-window pass, the write) does not read it again
         save_checkpoint(checkpoint, options.fingerprint, sampler)
     stats = sampler.stats()

@@ -48,13 +48,22 @@ def _reader(acts: torch.Tensor):  # type: ignore[no-untyped-def]
     return lambda ids: acts[ids[:, 0]]
 
 
+def _smallest_quiet(window_max: torch.Tensor, plan: SamplingPlan) -> list[list[int]]:
+    """Returns, per feature of window maxima [windows, features], the window numbers of its `random_windows`
+    quiet windows with the smallest keys, by brute force."""
+    windows, features = window_max.shape
+    keys = random_keys(plan.seed, 0, features, 0, windows, CPU).tolist()
+    chosen = []
+    for f in range(features):
+        threshold = fires_threshold(float(window_max[:, f].max()))
+        quiet = [w for w in range(windows) if float(window_max[w, f]) < threshold]
+        chosen.append(sorted(quiet, key=lambda w: (keys[f][w], w))[: plan.random_windows])
+    return chosen
+
+
 def _exact_quiet(acts: torch.Tensor, feature: int) -> list[int]:
-    """Returns the window numbers of the `random_windows` quiet windows with the smallest keys, by brute force."""
-    column = acts[:, :, feature]
-    threshold = fires_threshold(float(column.max()))
-    keys = random_keys(PLAN.seed, 0, acts.shape[2], 0, WINDOWS, CPU)[feature].tolist()
-    quiet = [w for w in range(WINDOWS) if float(column[w].max()) < threshold]
-    return sorted(quiet, key=lambda w: (keys[w], w))[: PLAN.random_windows]
+    """Returns `_smallest_quiet` of one feature of the synthetic activations [windows, tokens, features]."""
+    return _smallest_quiet(acts.amax(dim=1), PLAN)[feature]
 
 
 def test_a_dense_feature_gets_the_quiet_windows_the_stream_missed() -> None:
@@ -128,12 +137,8 @@ def test_a_run_stores_the_exact_quiet_windows_of_dense_neurons(subject: SubjectM
     ids = torch.tensor([w.token_ids for w in windows])
     with torch.inference_mode():
         window_max = source.activations(ids).amax(dim=1)  # [windows, features]
-    keys = random_keys(plan.seed, 0, len(source.indices), 0, len(windows), CPU)
     gained = 0
-    for f, feature_id in enumerate(source.feature_ids):
-        threshold = fires_threshold(float(window_max[:, f].max()))
-        quiet = [w for w in range(len(windows)) if float(window_max[w, f]) < threshold]
-        exact = sorted(quiet, key=lambda w: (float(keys[f, w]), w))[: plan.random_windows]
+    for f, (feature_id, exact) in enumerate(zip(source.feature_ids, _smallest_quiet(window_max, plan), strict=True)):
         stored = store.query(
             "SELECT doc_id, token_offset FROM exemplars WHERE run_id = ? AND feature_id = ? AND kind = 'random' "
             "ORDER BY rank",
