@@ -44,24 +44,28 @@ class BestOf:
     """The run's simulator (`score.simulator.model`)."""
     simulation: SimulationOptions = field(default_factory=SimulationOptions)
     """The simulation scorer's options (the score stage's: `SimulationOptions.from_config(config.score)`)."""
+    unread: int = 0
+    """Leading tokens of each window the features' source does not read (`skipped_tokens`): not scored."""
 
     @classmethod
     def from_config(cls, config: RunConfig) -> BestOf:
         """Returns the run's best-of-k: `explainer.best_of` candidates, simulated by `score.simulator` with
         the score stage's simulation options."""
         from autointerp.llm.registry import get_backend
+        from autointerp.subject.kinds import skipped_tokens
 
         return cls(
             k=config.explainer.best_of,
             temperature=config.explainer.best_of_temperature,
             simulator=get_backend(config.score.simulator.model),
             simulation=SimulationOptions.from_config(config.score),
+            unread=skipped_tokens(config.features),
         )
 
 
-def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float) -> list[HeldOutWindow]:
-    """Returns the explanation-split exemplars as scoring windows (true levels 0-10); score-split ones are
-    left out whatever the caller passed."""
+def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float, unread: int = 0) -> list[HeldOutWindow]:
+    """Returns the explanation-split exemplars as scoring windows (true levels 0-10, the first `unread` tokens
+    not read); score-split ones are left out whatever the caller passed."""
     return [
         HeldOutWindow(
             tokens=list(e["tokens"]),
@@ -69,6 +73,7 @@ def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float) 
             kind=str(e.get("kind", "top")),
             rank=int(e.get("rank", 0)),
             raw=[float(a) for a in e["activations"]],
+            unread=min(unread, len(e["tokens"])),
         )
         for e in explain_split(exemplars)
     ]
@@ -127,7 +132,7 @@ def explain_best_of(
         return ExplainOutcome(explanation=None, attempts=attempts, error=error)
     if seen is None:
         seen = exemplars + (contrast.windows if contrast else [])
-    windows = explanation_windows(seen, max_activation)
+    windows = explanation_windows(seen, max_activation, best_of.unread)
     texts = list(dict.fromkeys(c.text for c in candidates))  # the same text is scored once
     outcomes = score_candidates(
         SELECTION_METHOD,

@@ -189,8 +189,9 @@ def _window_numbers(window: dict[str, Any], key: str) -> list[float]:
 
 
 def simulation_windows(score_details: dict[str, Any] | None, exemplars: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Returns the held-out windows of a simulation score: tokens shaded by true and by predicted level, and
-    by the level predicted with no explanation (`prior`, None when the score did not subtract it)."""
+    """Returns the held-out windows of a simulation score: tokens shaded by true level (the unread first tokens
+    titled "not read") and by predicted level, and by the level predicted with no explanation (`prior`, None
+    when the score did not subtract it)."""
     if not isinstance(score_details, dict):
         return []
     windows = score_details.get("windows")
@@ -208,10 +209,14 @@ def simulation_windows(score_details: dict[str, Any] | None, exemplars: list[dic
         if exemplar is None:
             continue
         tokens = exemplar["tokens"]
+        true = shade(tokens, _window_numbers(window, "true"), 10.0, "{:.0f}")
+        unread = window.get("unread")
+        if isinstance(unread, int) and not isinstance(unread, bool):  # the sink's tokens: no level was read
+            true[: max(unread, 0)] = [Token(t.text, "not read", 0.0) for t in true[: max(unread, 0)]]
         shown.append(
             {
                 "label": f"{window.get('kind')} #{window.get('rank')}",
-                "true": shade(tokens, _window_numbers(window, "true"), 10.0, "{:.0f}"),
+                "true": true,
                 "predicted": shade(tokens, _window_numbers(window, "predicted"), 10.0, "{:.2f}"),
                 "prior": shade(tokens, _window_numbers(window, "prior"), 10.0, "{:.2f}") if "prior" in window else None,
             }

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.score.windows import scored_prediction
+from autointerp.score.windows import read_part, scored_prediction
 
 RESAMPLES = 400
 CHANCE_P = 0.05
@@ -158,15 +158,20 @@ def bootstrap_confidence(
 
 def simulation_confidence(details: dict[str, Any], distractor_details: dict[str, Any] | None) -> Confidence | None:
     """Returns the confidence of a simulation outcome's top-and-random score from its per-window details,
-    on the predictions it was scored on (`scored_prediction`); windows whose call failed, in either outcome,
-    are left out."""
+    on the predictions it was scored on (`scored_prediction`), over the tokens the source read; windows whose
+    call failed, in either outcome, are left out."""
     windows = details.get("windows") or []
     others = (distractor_details or {}).get("windows") or [None] * len(windows)
-    kept = [
-        (w["true"], mine, None if o is None else scored_prediction(o))
-        for w, o in zip(windows, others, strict=True)
-        if w.get("kind") in ("top", "random", "neighbour") and (mine := scored_prediction(w)) is not None
-    ]
+    kept = []
+    for w, o in zip(windows, others, strict=True):
+        mine = scored_prediction(w)
+        if w.get("kind") not in ("top", "random", "neighbour") or mine is None:
+            continue
+        other = None if o is None else scored_prediction(o)
+        unread = int(w.get("unread", 0))  # the tokens the source did not read count in no correlation
+        kept.append(
+            (read_part(w["true"], unread), read_part(mine, unread), None if other is None else read_part(other, unread))
+        )
     if distractor_details is not None:
         kept = [(true, mine, other) for true, mine, other in kept if other is not None]
     if not kept:

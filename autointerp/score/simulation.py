@@ -28,7 +28,13 @@ from autointerp.score.registry import (
     SimulationPrior,
     SimulationPrompt,
 )
-from autointerp.score.windows import NON_FIRING_KINDS, HeldOutWindow, never_fires_reason, scored_prediction
+from autointerp.score.windows import (
+    NON_FIRING_KINDS,
+    HeldOutWindow,
+    never_fires_reason,
+    read_part,
+    scored_prediction,
+)
 
 if TYPE_CHECKING:
     from autointerp.config import ScoreConfig
@@ -227,7 +233,7 @@ def correlations(
 ) -> tuple[dict, dict]:
     """Returns (values, reasons for undefined ones) of the pooled correlations of `predicted` on each window
     subset, and `ev_correlation_score` of the predictions `as_read` (default: `predicted`; with the prior
-    subtracted from `predicted`, neuron-explainer's number stays theirs)."""
+    subtracted from `predicted`, neuron-explainer's number stays theirs); a window's unread tokens are left out."""
     as_read = predicted if as_read is None else as_read
     values: dict[str, float | None] = {}
     undefined: dict[str, str] = {}
@@ -240,7 +246,10 @@ def correlations(
     for metric, keep in subsets.items():
         chosen = [i for i, w in enumerate(windows) if keep(w)]
         scored = [i for i in chosen if predicted[i] is not None]
-        value = pooled_correlation([windows[i].levels for i in scored], [predicted[i] or [] for i in scored])
+        value = pooled_correlation(
+            [read_part(windows[i].levels, windows[i].unread) for i in scored],
+            [read_part(predicted[i] or [], windows[i].unread) for i in scored],
+        )
         values[metric] = value
         if value is None:
             if not chosen:
@@ -251,7 +260,10 @@ def correlations(
                 undefined[metric] = "true activations are constant on these windows"
     scored = [i for i, p in enumerate(as_read) if p is not None]  # a failed prior call does not matter here
     if scored and all(windows[i].raw is not None for i in scored):
-        raw = pooled_correlation([windows[i].raw or [] for i in scored], [as_read[i] or [] for i in scored])
+        raw = pooled_correlation(
+            [read_part(windows[i].raw or [], windows[i].unread) for i in scored],
+            [read_part(as_read[i] or [], windows[i].unread) for i in scored],
+        )
         values["ev_correlation_score"] = raw
         if raw is None:
             undefined["ev_correlation_score"] = "raw activations are constant on these windows"
@@ -324,6 +336,8 @@ class SimulationScorer(Scorer):
             windows: list[dict[str, object]] = []
             for w, p, q in zip(context.windows, predicted, prior or [None] * len(predicted), strict=True):
                 window: dict[str, object] = {"kind": w.kind, "rank": w.rank, "true": w.levels}
+                if w.unread:
+                    window["unread"] = w.unread
                 window["predicted"] = _rounded(p)
                 if prior is not None:
                     window["prior"] = _rounded(q)

@@ -31,12 +31,14 @@ from autointerp.score.output import steering_target
 from autointerp.score.registry import SCORERS, Scorer, ScoringContext
 from autointerp.score.windows import HeldOutWindow
 from autointerp.store.database import Store
+from autointerp.subject.kinds import skipped_tokens
 
 __all__ = ["DISTRACTOR_SUFFIX", "held_out_windows", "run_score"]
 
 
-def held_out_windows(exemplars: list[Exemplar], max_activation: float) -> list[HeldOutWindow]:
-    """Returns a feature's score-split exemplars as windows with true levels 0-10."""
+def held_out_windows(exemplars: list[Exemplar], max_activation: float, unread: int = 0) -> list[HeldOutWindow]:
+    """Returns a feature's score-split exemplars as windows with true levels 0-10, the first `unread` tokens
+    of each marked as not read (`skipped_tokens`)."""
     return [
         HeldOutWindow(
             tokens=list(e.tokens),
@@ -44,6 +46,7 @@ def held_out_windows(exemplars: list[Exemplar], max_activation: float) -> list[H
             kind=e.kind,
             rank=e.rank,
             raw=[float(a) for a in e.activations],
+            unread=min(unread, len(e.tokens)),
         )
         for e in exemplars
         if e.split == "score"
@@ -108,13 +111,14 @@ def run_score(
     for e in explanations:  # oldest first: the latest explanation of each feature wins
         latest[e["feature_id"]] = e
     pool = DistractorPool(list(latest.items()), lambda e: str(e["text"]))
+    unread = skipped_tokens(config.features)
     steered = any(s.needs_subject for s in scorers.values()) and bool(todo)
     subject = load_subject(config) if steered else None  # scorers that steer the feature (output)
 
     def score_one(item: tuple[dict[str, Any], list[str]]) -> FeatureWork:
         explanation, pending = item
         feature = features[explanation["feature_id"]]
-        held_out = held_out_windows(exemplars.get(feature.id, []), feature.max_activation)
+        held_out = held_out_windows(exemplars.get(feature.id, []), feature.max_activation, unread)
         distractors = pool.choose(feature.id, explanation["text"]) if config.score.distractor else []
         distractor_from = "random"
         if config.score.distractor and config.score.distractor_from == "neighbour":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from autointerp.activations import ACTIVE_LEVEL as ACTIVE_LEVEL  # re-exported: the level at which a token fires
 from autointerp.activations import display_token
+
+T = TypeVar("T")
 
 NON_FIRING_KINDS = ("random", "neighbour")
 """Kinds of held-out window kept because the feature does not fire there: random windows, and hard negatives
@@ -27,10 +30,15 @@ class HeldOutWindow:
     """Rank within its kind."""
     raw: list[float] | None = None
     """True activation per token before normalising (for `ev_correlation_score`); None when unknown."""
+    unread: int = 0
+    """Leading tokens whose activation the feature's source does not read (`features.skip_first_tokens`):
+    their level is 0 but not a measured 0, so a simulator sees them and its correlation leaves them out."""
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.levels):
             raise ValueError(f"window has {len(self.tokens)} tokens but {len(self.levels)} levels")
+        if not 0 <= self.unread <= len(self.tokens):
+            raise ValueError(f"window of {len(self.tokens)} tokens cannot leave {self.unread} unread")
 
     @property
     def activating(self) -> bool:
@@ -46,6 +54,11 @@ class HeldOutWindow:
 def marked(tokens: list[str], marks: list[bool]) -> str:
     """Returns the text with marked tokens wrapped in << >> (newlines and tabs made visible)."""
     return "".join(f"<<{display_token(t)}>>" if m else display_token(t) for t, m in zip(tokens, marks, strict=True))
+
+
+def read_part(values: Sequence[T], unread: int) -> Sequence[T]:
+    """Returns the values of the tokens a window's source read: all but the first `unread`."""
+    return values[unread:]
 
 
 def never_fires_reason(windows: list[HeldOutWindow]) -> str | None:

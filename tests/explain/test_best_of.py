@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from autointerp.config import LLMConfig, RunConfig, load_config
+from autointerp.explain.best_of import BestOf, explanation_windows
 from autointerp.explain.contrastive import split_for_contrast
 from autointerp.explain.explainer import build_explainer_prompt, explain_template
 from autointerp.explain.stage import run_explain
@@ -25,6 +26,7 @@ from autointerp.score.scorers import score_candidates
 from autointerp.score.simulation import SIMULATION_TEMPLATES, SimulationOptions, parse_simulation_lines
 from autointerp.score.windows import HeldOutWindow
 from autointerp.store.database import Store
+from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS
 from autointerp.subject.planted import BUILTIN_PLANTED_FEATURES
 from tests.conftest import session_of
 from tests.llm.synthetic import write_synthetic_run
@@ -166,6 +168,14 @@ def test_best_of_k_never_simulates_a_held_out_window(tmp_path: Path) -> None:
     run_explain(config, store, "r", session_of(config, store, "r"))
     seen = {tuple(tokens) for tokens in WordSimulator.seen}
     assert seen == explain  # every window the explainer saw, and nothing else
+
+
+def test_best_of_k_scores_no_token_the_source_did_not_read(tmp_path: Path) -> None:
+    assert BestOf.from_config(config_for(tmp_path, "explainer.best_of=2")).unread == AUTO_SKIPPED_TOKENS
+    assert BestOf.from_config(config_for(tmp_path, "features.skip_first_tokens=0")).unread == 0
+    seen = [window(["The", " cat", " sat"], [0.0, 4.0, 0.0]), window(["A", " b"], [1.0, 0.0], "quantile-0", 1)]
+    windows = explanation_windows(seen, 4.0, unread=2)
+    assert [(w.unread, w.levels) for w in windows] == [(2, [0, 10, 0]), (2, [2, 0])]  # a 2-token window: none read
 
 
 def test_best_of_one_is_the_single_explanation_with_no_simulation(tmp_path: Path) -> None:

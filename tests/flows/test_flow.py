@@ -13,6 +13,7 @@ from autointerp.cli.app import app
 from autointerp.config import RunConfig
 from autointerp.errors import RunIncomplete
 from autointerp.store.database import Store
+from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS
 from tests.conftest import tiny_config
 from tests.llm.loopback_server import LoopbackServer, Received, Reply, openai_completion
 
@@ -78,7 +79,8 @@ def test_scores_are_correlations_with_per_window_details(finished_run: tuple[Run
     assert scores
     for score in scores:
         assert score["value"] is None or -1.0 <= score["value"] <= 1.0
-        assert '"windows"' in score["details"]
+        windows = json.loads(score["details"])["windows"]
+        assert windows and all(w["unread"] == AUTO_SKIPPED_TOKENS for w in windows)  # MLP neurons skip the sink
 
 
 def test_experiments_record_prediction_measurement_and_verdict(finished_run: tuple[RunConfig, str]) -> None:

@@ -133,6 +133,7 @@ def populate(path: Path, run_id: str = RUN_ID, count: int = 6) -> dict[str, Any]
                 "true": list(range(8)),
                 "predicted": [0.5 * i for i in range(8)],
                 "prior": [0.25] * 8,
+                "unread": 1,
             },
             {"kind": "random", "rank": 0, "true": [0] * 8, "predicted": [0.1] * 8, "prior": [0.25] * 8},
         ]

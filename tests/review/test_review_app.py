@@ -67,6 +67,7 @@ def test_feature_page_shows_the_evidence(review_db: DB, serve: Serve) -> None:
     assert 'title="4.000"' in page  # token shading with the activation on hover
     assert "true vs predicted" in page and 'title="3.50"' in page  # simulator's prediction beside the truth
     assert "no explanation" in page and 'title="0.25"' in page  # and what it predicts with no explanation
+    assert page.count('title="not read"') == 1  # the top window's first token: the attention sink, not scored
     assert "<svg" in page and "<rect" in page  # histogram
     assert "0.020" in page  # chance level from the distractor metric
     assert "local:smollm2-135m" in page and "abc123abc123abc1" in page  # who wrote it, which prompt

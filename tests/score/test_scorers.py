@@ -161,6 +161,33 @@ def test_generated_simulation_parses_lines_and_records_failures() -> None:
     assert [r.error is not None for r in recorder.rows] == [False, True]
 
 
+def test_unread_first_tokens_count_in_no_correlation_nor_its_confidence() -> None:
+    """A window's first tokens, which the source does not read (`features.skip_first_tokens`), hold a 0 that
+    was never measured: a simulator that predicts them high is not wrong there."""
+    answers = ["7\t9\n cat\t0\n 19\t9\n84\t9\n", "7\t9\n cat\t0\n 19\t0\n84\t9\n", "7\t9\n dog\t0\n 19\t0\n84\t0\n"]
+    levels = [[0, 0, 10, 10], [0, 0, 0, 10], [0, 0, 0, 0]]
+    scored = {}
+    for unread in (0, 1):
+        windows = [
+            HeldOutWindow(["7", " cat", " 19", "84"], levels[0], "top", 0, unread=unread),
+            HeldOutWindow(["7", " cat", " 19", "84"], levels[1], "top", 1, unread=unread),
+            HeldOutWindow(["7", " dog", " 19", "84"], levels[2], "random", 0, unread=unread),
+        ]
+        backend = ScriptedBackend(list(answers))
+        calls = CallRecorder("t", ONE_AT_A_TIME)
+        [scored[unread]] = score_candidates(
+            "simulation", [TRUTH], windows, backend=backend, recorder=calls, feature_id="f"
+        )
+    assert scored[1].values["correlation_top_and_random"] == pytest.approx(1.0)
+    assert (scored[0].values["correlation_top_and_random"] or 0.0) < 0.8  # the 9s on "7" counted against it
+    assert [w.get("unread") for w in scored[1].details["windows"]] == [1, 1, 1]
+    assert "unread" not in scored[0].details["windows"][0]
+    confidence = simulation_confidence(scored[1].details, None)
+    assert confidence is not None and confidence.low == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="cannot leave 5 unread"):
+        HeldOutWindow(["a", "b"], [0, 0], "top", unread=5)
+
+
 class PriorReader(ChatBackend):
     """Reads all-at-once values as a simulator with a token prior would: 4 on every digit and on "the"
     whatever the description says, and 5 more on what the description names (digits, or "cat")."""
