@@ -6,8 +6,9 @@ windows fire) can then report fewer quiet windows than the corpus holds, even no
 the choice is easy: this pass reads the corpus again (the run's whole source, keeping those features' columns)
 and keeps, per feature, the `random_windows` quiet windows (max below 10 % of the feature's max) with the
 smallest random keys, the same keys the stream uses (`random_keys`, stream 0): the exact random sample of its
-quiet windows. What it keeps depends only on the corpus, so a sharded run (which makes this pass in the
-process that merges the shards) and a single process keep the same windows. Only the window maxima and keys
+quiet windows. What it keeps depends only on the corpus and the window numbers, so a sharded run (whose
+shards each pass their own windows, `QuietPick.merged` joining their picks) and a single process keep the
+same windows. Only the window maxima and keys
 of a batch are compared; the per-token activations of a window are copied when it is kept.
 
 A feature is passed again only when its window-max histogram (fixed bins over the whole corpus) allows
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -57,6 +59,119 @@ def features_short_of_quiet(result: CollectionResult, plan: SamplingPlan) -> lis
     ]
 
 
+class QuietPick:
+    """Per feature short of quiet windows, the `wanted` quiet windows with the smallest random keys among the
+    windows seen so far: one pass over the corpus, or over a shard's range of it (`merged` joins the shards')."""
+
+    def __init__(self, features: list[int], thresholds: list[float], wanted: int, seed: int, device: torch.device):
+        """`features`: positions of the features in the run's source; `thresholds`: each one's firing level
+        (`fires_threshold` of its max over the whole corpus)."""
+        self.features, self.thresholds, self.wanted, self.seed = list(features), list(thresholds), wanted, seed
+        self.device = device
+        count = len(self.features)
+        self.columns = torch.tensor(self.features, dtype=torch.long, device=device)
+        # float64, as the stream compares window maxima with FIRES_FRACTION x max
+        self._threshold = torch.tensor(self.thresholds, dtype=torch.float64, device=device).unsqueeze(1)
+        self.keys = torch.full((count, wanted), math.inf, device=device)
+        self.numbers = torch.full((count, wanted), -1, dtype=torch.long, device=device)
+        self.acts: torch.Tensor | None = None  # [count, wanted, tokens], once a batch gives the window length
+        self.windows: dict[int, Window] = {}
+        self.windows_seen = 0
+
+    def update(self, activations: torch.Tensor | Sequence[torch.Tensor], batch: list[Window], first: int) -> None:
+        """Takes a batch of windows numbered `first`.. in the corpus and their activations [batch, tokens,
+        features of the run] (or chunks of them on the feature axis)."""
+        acts = _columns(activations, self.columns)  # [batch, tokens, count]
+        keys = random_keys(self.seed, 0, 0, first, len(batch), self.device, features=self.columns)  # [count, batch]
+        keys = torch.where(acts.amax(dim=1).T.double() < self._threshold, keys, math.inf)
+        numbers = torch.arange(first, first + len(batch), device=self.device).expand(len(self.features), -1)
+        self._keep(keys, numbers, acts.permute(2, 0, 1), {first + i: w for i, w in enumerate(batch)})
+        self.windows_seen += len(batch)
+
+    def _keep(self, keys: torch.Tensor, numbers: torch.Tensor, acts: torch.Tensor, windows: dict[int, Window]) -> None:
+        """Keeps the smallest keys of what is kept and the candidates (keys and window numbers [count, n], their
+        activations [count, n, tokens]); equal keys by window number, the order the stream's reservoir reports in."""
+        if self.acts is None:
+            self.acts = torch.zeros((len(self.features), self.wanted, acts.shape[-1]), device=self.device)
+        all_keys, all_numbers = torch.cat([self.keys, keys], dim=1), torch.cat([self.numbers, numbers], dim=1)
+        by_number = all_numbers.argsort(dim=1, stable=True)
+        order = by_number.gather(1, all_keys.gather(1, by_number).argsort(dim=1, stable=True))[:, : self.wanted]
+        self.keys, self.numbers = all_keys.gather(1, order), all_numbers.gather(1, order)
+        # per-token activations: the kept ones stay, the candidates' newly kept ones are copied
+        rows = torch.arange(len(self.features), device=self.device).unsqueeze(1)
+        chosen = self.acts[rows, order.clamp(max=self.wanted - 1)]
+        new_row, new_slot = (order >= self.wanted).nonzero(as_tuple=True)
+        chosen[new_row, new_slot] = acts[new_row, order[new_row, new_slot] - self.wanted].float()
+        self.acts = chosen
+        still = set(self.numbers[self.keys < math.inf].tolist())
+        self.windows = {n: w for n, w in (self.windows | windows).items() if n in still}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns the pick as tensors and plain lists (what a shard hands its parent)."""
+        return {
+            "features": self.features,
+            "thresholds": self.thresholds,
+            "wanted": self.wanted,
+            "seed": self.seed,
+            "keys": self.keys.cpu(),
+            "numbers": self.numbers.cpu(),
+            "acts": None if self.acts is None else self.acts.cpu(),
+            "windows": [(n, w.doc_id, w.offset, w.token_ids) for n, w in self.windows.items()],
+            "windows_seen": self.windows_seen,
+        }
+
+    @classmethod
+    def merged(cls, states: Sequence[dict[str, Any]], device: torch.device) -> QuietPick:
+        """Returns the pick of the windows of every state (shards' picks of one feature list): the same as
+        one pass over all their windows."""
+        first = states[0]
+        pick = cls(first["features"], first["thresholds"], first["wanted"], first["seed"], device)
+        for state in states:
+            if state["features"] != pick.features or state["thresholds"] != pick.thresholds:
+                raise ValueError("shards' quiet-window picks are of different features")
+            pick.windows_seen += state["windows_seen"]
+            if state["acts"] is None:  # a shard of no windows
+                continue
+            windows = {n: Window(doc_id=d, offset=o, token_ids=list(t)) for n, d, o, t in state["windows"]}
+            pick._keep(state["keys"].to(device), state["numbers"].to(device), state["acts"].to(device), windows)
+        return pick
+
+    def apply(self, result: CollectionResult) -> list[int]:
+        """Puts the picked windows in `result` in place of the quiet windows the stream kept for these features;
+        returns their positions, or nothing (and leaves `result` as it was) when the pick read another number of
+        windows than the result was collected from."""
+        collected = sum(result.stats[self.features[0]].histogram)  # every window the stream saw, once per feature
+        if self.windows_seen != collected:
+            log.warning(
+                "collect: the corpus read back %d windows, not the %d collected; non-firing windows kept as streamed",
+                self.windows_seen,
+                collected,
+            )
+            return []
+        chosen: list[Exemplar] = []
+        keys, numbers = self.keys.tolist(), self.numbers.tolist()
+        acts = [] if self.acts is None else self.acts.cpu().tolist()
+        for row, f in enumerate(self.features):
+            for rank in range(self.wanted):
+                if keys[row][rank] < math.inf:
+                    chosen.append(
+                        Exemplar(f, "random", rank, self.windows[numbers[row][rank]], acts[row][rank], "score")
+                    )
+        passed = set(self.features)
+        result.exemplars = [e for e in result.exemplars if not (e.kind == "random" and e.feature_index in passed)]
+        result.exemplars.extend(chosen)
+        return list(self.features)
+
+
+def quiet_pick_for(result: CollectionResult, plan: SamplingPlan, device: torch.device) -> QuietPick | None:
+    """Returns an empty pick for the features of `result` short of quiet windows, None when none is."""
+    short = features_short_of_quiet(result, plan)
+    if not short:
+        return None
+    thresholds = [fires_threshold(result.stats[f].max_activation) for f in short]
+    return QuietPick(short, thresholds, plan.random_windows, plan.seed, device)
+
+
 def refill_quiet_windows(
     result: CollectionResult,
     windows: Iterable[Window],
@@ -70,68 +185,17 @@ def refill_quiet_windows(
     order), the non-activating windows of the features short of them, and puts them in `result` in place of
     those the stream kept. Returns the positions of the features it passed over (empty: no pass, or a corpus that
     read back another number of windows than were collected, which leaves `result` as it was)."""
-    short = features_short_of_quiet(result, plan)
-    if not short:
+    pick = quiet_pick_for(result, plan, device)
+    if pick is None:
         return []
-    log.info("collect: a second pass over the corpus for %d features short of non-firing windows", len(short))
-    count, wanted = len(short), plan.random_windows
-    columns = torch.tensor(short, dtype=torch.long, device=device)
-    # float64, as the stream compares window maxima with FIRES_FRACTION x max
-    thresholds = torch.tensor(
-        [fires_threshold(result.stats[f].max_activation) for f in short], dtype=torch.float64, device=device
-    ).unsqueeze(1)
-    kept_key = torch.full((count, wanted), math.inf, device=device)
-    kept_window = torch.full((count, wanted), -1, dtype=torch.long, device=device)
-    kept_acts: torch.Tensor | None = None  # [count, wanted, tokens], once the first batch gives the window length
-    rows = torch.arange(count, device=device).unsqueeze(1)
-    seen: dict[int, Window] = {}
-    first = 0
+    log.info("collect: a second pass over the corpus for %d features short of non-firing windows", len(pick.features))
     with progress_bar("quiet windows", total=total_windows, unit="windows") as advance:
         for batch in batches(windows, batch_size):
             ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=device)
             with torch.inference_mode():
-                acts = _columns(activations(ids), columns)  # [batch, tokens, count]
-            if kept_acts is None:
-                kept_acts = torch.zeros((count, wanted, acts.shape[1]), device=device)
-            keys = random_keys(plan.seed, 0, 0, first, len(batch), device, features=columns)  # [count, batch]
-            keys = torch.where(acts.amax(dim=1).T.double() < thresholds, keys, math.inf)
-            number = torch.arange(first, first + len(batch), device=device).expand(count, -1)
-            all_keys, all_windows = torch.cat([kept_key, keys], dim=1), torch.cat([kept_window, number], dim=1)
-            # the smallest keys, equal keys by window number: the order the stream's reservoir reports in
-            by_window = all_windows.argsort(dim=1, stable=True)
-            order = by_window.gather(1, all_keys.gather(1, by_window).argsort(dim=1, stable=True))[:, :wanted]
-            kept_key, kept_window = all_keys.gather(1, order), all_windows.gather(1, order)
-            # per-token activations: the kept ones stay, the batch's newly kept ones are read from it
-            chosen_acts = kept_acts[rows, order.clamp(max=wanted - 1)]
-            new_row, new_slot = (order >= wanted).nonzero(as_tuple=True)
-            chosen_acts[new_row, new_slot] = acts[order[new_row, new_slot] - wanted, :, new_row].float()
-            kept_acts = chosen_acts
-            for offset, window in enumerate(batch):
-                seen[first + offset] = window
-            still = set(kept_window[kept_key < math.inf].tolist())
-            seen = {n: window for n, window in seen.items() if n in still}
-            first += len(batch)
+                pick.update(activations(ids), batch, pick.windows_seen)
             advance(len(batch))
-    collected = sum(result.stats[short[0]].histogram)  # every window the stream saw, once per feature
-    if first != collected:
-        log.warning(
-            "collect: the corpus read back %d windows, not the %d collected; non-firing windows kept as streamed",
-            first,
-            collected,
-        )
-        return []
-    chosen: list[Exemplar] = []
-    keys_list, windows_list = kept_key.tolist(), kept_window.tolist()
-    acts_list = [] if kept_acts is None else kept_acts.cpu().tolist()
-    for row, f in enumerate(short):
-        for rank in range(wanted):
-            if keys_list[row][rank] < math.inf:
-                window = seen[windows_list[row][rank]]
-                chosen.append(Exemplar(f, "random", rank, window, acts_list[row][rank], "score"))
-    passed = set(short)
-    result.exemplars = [e for e in result.exemplars if not (e.kind == "random" and e.feature_index in passed)]
-    result.exemplars.extend(chosen)
-    return short
+    return pick.apply(result)
 
 
 def _columns(acts: torch.Tensor | Sequence[torch.Tensor], columns: torch.Tensor) -> torch.Tensor:

@@ -75,7 +75,7 @@ def refill_from_corpus(
     config: RunConfig, subject: SubjectModel, source: FeatureSource, result: CollectionResult
 ) -> None:
     """Passes over the run's corpus again for the features of `result` short of non-firing windows
-    (`autointerp.collect.quiet_pass`), after a single-process collection or a sharded one's merge."""
+    (`autointerp.collect.quiet_pass`), after a single-process collection (a sharded run passes in shards)."""
     corpus = config.corpus
     windows = corpus_windows(subject.tokenizer, corpus)
     plan = SamplingPlan.from_config(config.collect)

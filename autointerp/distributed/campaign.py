@@ -5,10 +5,11 @@ stages: contiguous slices of the run's features), starts each one as a flow run 
 deployment (`run_deployment(..., timeout=0)`), and watches them. A shard whose flow run completed
 is ingested at once (its Parquet part, in one transaction that also marks the shard done; a part
 already ingested adds nothing); collection shards' sampler states are merged exactly once all are
-done. A shard whose flow run failed, crashed or was cancelled, or whose heartbeat stopped (its
-worker was killed: nobody is left to report the crash, so the parent marks the flow run Crashed),
-is started again, up to `distributed.retries` times; after that the run fails naming the shard,
-and rerunning the same command starts only the shards not done.
+done, and a second round of shards over the same windows finds the quiet windows of the features
+the merge found short of them (`collect.quiet_pass`). A shard whose flow run failed, crashed or was
+cancelled, or whose heartbeat stopped (its worker was killed: nobody is left to report the crash, so
+the parent marks the flow run Crashed), is started again, up to `distributed.retries` times; after
+that the run fails naming the shard, and rerunning the same command starts only the shards not done.
 
 Only the parent opens the campaign's DuckDB file. `Launcher` is the seam to Prefect: the tests of
 the retry logic swap in an in-process one.
@@ -21,13 +22,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from autointerp.collect.merge_shards import merge_states
+from autointerp.collect.quiet_pass import QuietPick, quiet_pick_for
 from autointerp.collect.results import CollectionResult, SamplingPlan
-from autointerp.collect.stage import refill_from_corpus, store_collection
+from autointerp.collect.stage import store_collection
 from autointerp.config import RunConfig
 from autointerp.distributed.launcher import Launcher, NoWorkers, PrefectLauncher, progress_log
 from autointerp.distributed.parts import ResultsDir, results_dir, store_folder
-from autointerp.distributed.shard import ADDED_TABLES, HEARTBEAT_S, STAGE_TABLES, collect_fingerprint
+from autointerp.distributed.shard import (
+    ADDED_TABLES,
+    COLLECT_STAGES,
+    HEARTBEAT_S,
+    QUIET_INPUT,
+    QUIET_STAGE,
+    STAGE_TABLES,
+    collect_fingerprint,
+    quiet_fingerprint,
+)
 from autointerp.errors import AutointerpError, ConfigError
 from autointerp.experiments.stage import select_targets
 from autointerp.neighbours.stage import run_neighbours
@@ -123,6 +136,8 @@ class Campaign:
         self.poll_s = POLL_S
         self.pickup_s = min(PICKUP_S, self.settings.start_timeout_s)
         self.pool = self.settings.work_pool or "?"
+        self._quiet_asked: dict[str, Any] = {}
+        """The quiet-window round's features and thresholds (`QUIET_INPUT`), once the merge has decided them."""
 
     # the stages -----------------------------------------------------------------------------------
 
@@ -163,8 +178,28 @@ class Campaign:
             cooccurrence=sampler.cooccurrence,  # neighbours: merged from the shards' logs
         )
         if self.config.collect.quiet_pass:
-            refill_from_corpus(self.config, subject, source, result)
+            self.collect_quiet(specs, result, plan, subject.device)
         store_collection(self.store, self.run_id, subject, source, result, self.config.collect)
+
+    def collect_quiet(
+        self, specs: list[dict[str, Any]], result: CollectionResult, plan: SamplingPlan, device: torch.device
+    ) -> None:
+        """The second round: the features of the merged `result` short of non-firing windows get them from
+        shards over the same window ranges (`autointerp.collect.quiet_pass`), merged into `result`."""
+        pick = quiet_pick_for(result, plan, device)
+        if pick is None:
+            return
+        self._quiet_asked = pick.state_dict()
+        progress_log.info("%s: %d features short of non-firing windows", QUIET_STAGE, len(pick.features))
+        if any(s["status"] != "done" for s in self._stored(QUIET_STAGE, len(specs))):
+            self.folder.write_state(QUIET_INPUT, self._quiet_asked)
+        self._run_shards(QUIET_STAGE, specs)
+        attempts = [row["attempts"] for row in self._stored(QUIET_STAGE, len(specs))]
+        states = [
+            self.folder.read_state(f"{self.folder.shard_dir(QUIET_STAGE, n, attempt)}/state.pt")
+            for n, attempt in enumerate(attempts)
+        ]
+        QuietPick.merged(states, device).apply(result)
 
     def llm_stage(self, stage: str) -> StageResult:
         """One LLM stage over the run's live features (experiments: over the features it targets)."""
@@ -195,15 +230,17 @@ class Campaign:
         settings or another sampler layout (`collect_fingerprint`), is done again."""
         if row["status"] != "done":
             return False
-        if stage != "collect":
+        if stage not in COLLECT_STAGES:
             return True
         part = self.folder.shard_dir(stage, number, row["attempts"])
         if not (self.folder.exists(f"{part}/state.pt") and self.folder.exists(f"{part}/result.json")):
             return False
         start, end = work["window_range"]
-        return self.folder.read_json(f"{part}/result.json").get("fingerprint") == collect_fingerprint(
-            self.config, start, end
-        )
+        if stage == QUIET_STAGE:
+            expected = quiet_fingerprint(self.config, start, end, self._quiet_asked)
+        else:
+            expected = collect_fingerprint(self.config, start, end)
+        return self.folder.read_json(f"{part}/result.json").get("fingerprint") == expected
 
     def _run_shards(self, stage: str, specs: list[dict[str, Any]]) -> None:
         """Runs every shard not done yet until each is done or has failed every attempt."""
@@ -365,9 +402,9 @@ class Campaign:
         part = self.folder.shard_dir(shard.stage, shard.number, shard.attempts)
         result = self.folder.read_json(f"{part}/result.json")
         unfinished = result.get("failed") or result.get("not_reached") or result.get("stopped")
-        complete = shard.stage == "collect" or not unfinished
+        complete = shard.stage in COLLECT_STAGES or not unfinished
         status = "done" if complete else "incomplete"
-        if shard.stage != "collect":
+        if shard.stage not in COLLECT_STAGES:
             tables = {t: rows for t, rows in self.folder.read_tables(part).items() if t in ADDED_TABLES}
             inserted = self.store.ingest_part(
                 self.run_id, f"{part}#{result['part_id']}", tables, shard=(shard.stage, shard.number, status)

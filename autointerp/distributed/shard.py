@@ -1,7 +1,9 @@
 """The shard flow: what a work pool's worker runs for one shard of one stage of a run.
 
 A shard never opens the campaign's DuckDB file. A collection shard streams its range of corpus
-windows through a sampler and writes the sampler's state; an LLM-stage shard loads the run's rows
+windows through a sampler and writes the sampler's state; a quiet-window shard, in a second round,
+passes its range again for the features the merge found short of non-firing windows and writes what
+it picked; an LLM-stage shard loads the run's rows
 that its stage needs (written by the parent under `input/<stage>/`) into a DuckDB file of its own,
 runs the stage on its features there, and writes the rows it added as Parquet parts. `result.json`
 is written last: its presence means the shard's part is whole.
@@ -12,7 +14,9 @@ shard whose worker died (kill -9, a lost machine: the flow run stays Running) fr
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 import tempfile
 import threading
@@ -107,6 +111,41 @@ def collect_shard(config: RunConfig, start: int, end: int) -> dict[str, Any]:
     return sampler.state_dict()
 
 
+QUIET_STAGE = "collect-quiet"
+"""The second round of collection shards: the quiet windows of the features the merge found short of them
+(`autointerp.collect.quiet_pass`), each shard over its range of the corpus."""
+COLLECT_STAGES = ("collect", QUIET_STAGE)
+"""Stages whose shards hand back a state (`state.pt`) that the parent merges, not rows."""
+QUIET_INPUT = f"input/{QUIET_STAGE}/pick.pt"
+"""The features a quiet-window shard passes over and their thresholds: an empty `QuietPick`'s state."""
+
+
+def quiet_fingerprint(config: RunConfig, start: int, end: int, pick: dict[str, Any]) -> str:
+    """Returns what a quiet-window shard was made under: its windows' collection fingerprint and the features
+    and thresholds it picked for (which the merge of the first round decides)."""
+    asked = json.dumps([pick["features"], pick["thresholds"], pick["wanted"], pick["seed"]])
+    return f"{collect_fingerprint(config, start, end)}:quiet-{hashlib.sha256(asked.encode()).hexdigest()[:16]}"
+
+
+def quiet_shard(config: RunConfig, pick: dict[str, Any], start: int, end: int) -> dict[str, Any]:
+    """Passes windows [start, end) of the run's corpus for the features of `pick` (`QUIET_INPUT`); returns the
+    quiet windows it picked (`QuietPick.state_dict`, CPU)."""
+    from autointerp.collect.quiet_pass import QuietPick
+    from autointerp.pipeline.common import load_subject
+    from autointerp.subject.kinds import build_feature_source
+
+    subject = load_subject(config)
+    source = build_feature_source(config.features, subject)
+    corpus = config.corpus
+    quiet = QuietPick(pick["features"], pick["thresholds"], pick["wanted"], pick["seed"], subject.device)
+    windows = corpus_windows(subject.tokenizer, corpus)
+    for batch in batches(itertools.islice(windows, start, end), corpus.batch_size):
+        token_ids = torch.tensor([w.token_ids for w in batch], dtype=torch.long, device=subject.device)
+        with torch.inference_mode():
+            quiet.update(source.activation_chunks(token_ids), batch, start + quiet.windows_seen)
+    return quiet.state_dict()
+
+
 def llm_stage_shard(
     config: RunConfig, folder: ResultsDir, stage: str, run_id: str, feature_ids: list[str], workdir: Path
 ) -> tuple[StageResult, dict[str, Any]]:
@@ -162,8 +201,9 @@ def run_shard(
 ) -> str:
     """Runs one shard and writes its part under `<results_root>/<run_id>/<stage>/shard-NNNN/try-A/`.
 
-    Collection: `window_range` [start, end) of the corpus windows, for every feature. LLM stages:
-    the stage on `feature_ids`. Returns the part's folder.
+    Collection: `window_range` [start, end) of the corpus windows, for every feature (`collect`) or for the
+    features short of quiet windows (`collect-quiet`, reading `QUIET_INPUT`). LLM stages: the stage on
+    `feature_ids`. Returns the part's folder.
     """
     config = RunConfig.model_validate(config_data)
     folder = results_dir(results_root, run_id)
@@ -171,12 +211,17 @@ def run_shard(
     part_id = uuid.uuid4().hex
     with Heartbeat(folder, f"{part}/heartbeat", heartbeat_s):
         folder.remove(f"{part}/result.json")
-        if stage == "collect":
+        if stage in COLLECT_STAGES:
             if window_range is None:
                 raise ValueError("a collection shard needs window_range")
             start, end = window_range
-            folder.write_state(f"{part}/state.pt", collect_shard(config, start, end))
-            fingerprint = collect_fingerprint(config, start, end)
+            if stage == QUIET_STAGE:
+                pick = folder.read_state(QUIET_INPUT)
+                folder.write_state(f"{part}/state.pt", quiet_shard(config, pick, start, end))
+                fingerprint = quiet_fingerprint(config, start, end, pick)
+            else:
+                folder.write_state(f"{part}/state.pt", collect_shard(config, start, end))
+                fingerprint = collect_fingerprint(config, start, end)
             result_json = {"stage": stage, "windows": [start, end], "part_id": part_id, "fingerprint": fingerprint}
             folder.write_json(f"{part}/result.json", result_json)
         else:

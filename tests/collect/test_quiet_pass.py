@@ -3,6 +3,7 @@ smallest random keys, which the stream's reservoir can miss for a dense feature.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -10,7 +11,13 @@ import torch
 
 from autointerp.activations import fires_threshold
 from autointerp.collect.keys import random_keys
-from autointerp.collect.quiet_pass import features_short_of_quiet, quiet_window_bound, refill_quiet_windows
+from autointerp.collect.quiet_pass import (
+    QuietPick,
+    features_short_of_quiet,
+    quiet_pick_for,
+    quiet_window_bound,
+    refill_quiet_windows,
+)
 from autointerp.collect.results import SamplingPlan
 from autointerp.collect.stage import run_collect
 from autointerp.collect.stream import StreamOptions, collect_exemplars
@@ -107,6 +114,32 @@ def test_chunks_on_the_feature_axis_another_corpus_and_a_finished_result() -> No
         if e.feature_index == 0 and e.kind == "random"
     ] == _exact_quiet(acts, 0)
     assert refill_quiet_windows(result, _windows(), chunks, PLAN, 16, CPU) == []  # nothing short any more
+
+
+def test_picks_of_the_corpus_in_parts_merge_to_the_pick_of_the_whole() -> None:
+    """A sharded run passes each shard's windows on its own (numbered as in the whole corpus) and merges the
+    picks: the same windows as one pass, whatever the split, an empty part included."""
+    acts = _acts()
+    options = StreamOptions(feature_indices=[0, 1, 2], window_tokens=TOKENS, batch_size=16)
+    result = collect_exemplars(_windows(), _reader(acts), PLAN, options)
+    asked = quiet_pick_for(result, PLAN, CPU)
+    assert asked is not None and asked.features == [0]
+    states = []
+    for start, end in ((0, 96), (96, 96), (96, 250), (250, WINDOWS)):
+        part = QuietPick(asked.features, asked.thresholds, asked.wanted, asked.seed, CPU)
+        windows = _windows()[start:end]
+        for first in range(start, end, 16):
+            batch = windows[first - start : first - start + 16]
+            part.update(_reader(acts)(torch.tensor([w.token_ids for w in batch])), batch, first)
+        states.append(part.state_dict())
+    short = copy.deepcopy(result)
+    assert QuietPick.merged(states[:2], CPU).apply(short) == []  # 96 windows read, 400 collected: as it was
+    assert short.exemplars == result.exemplars
+    assert QuietPick.merged(states, CPU).apply(result) == [0]
+    quiet = sorted((e for e in result.exemplars if e.feature_index == 0 and e.kind == "random"), key=lambda e: e.rank)
+    assert [e.window.doc_id for e in quiet] == _exact_quiet(acts, 0)
+    for e in quiet:
+        assert torch.equal(torch.tensor(e.activations), acts[e.window.doc_id, :, 0])
 
 
 def test_the_histogram_bound_counts_the_bins_that_may_hold_quiet_windows() -> None:

@@ -14,7 +14,7 @@ import pytest
 from autointerp.config import RunConfig
 from autointerp.distributed.campaign import Campaign, ShardsFailed, collection_shards, feature_shards
 from autointerp.distributed.parts import results_dir
-from autointerp.distributed.shard import run_shard
+from autointerp.distributed.shard import COLLECT_STAGES, QUIET_STAGE, run_shard
 from autointerp.store.database import Store
 from tests.distributed.helpers import assert_same_rows, campaign_config, run_rows
 
@@ -36,7 +36,8 @@ class ThreadLauncher:
         run_id = str(uuid.uuid4())
         attempt = (parameters["stage"], parameters["shard"], parameters["attempt"])
         # collection shards wait for the model like a worker starting a process: Pending, no heartbeat
-        first = "PENDING" if parameters["stage"] == "collect" and attempt not in self.lost else "RUNNING"
+        collecting = parameters["stage"] in COLLECT_STAGES
+        first = "PENDING" if collecting and attempt not in self.lost else "RUNNING"
         run: dict[str, Any] = {"state": first, "message": "", "name": name}
         self.runs[run_id] = run
         if attempt in self.lost:
@@ -46,7 +47,7 @@ class ThreadLauncher:
             try:
                 if attempt in self.failing:
                     raise RuntimeError("injected failure")
-                if parameters["stage"] == "collect":
+                if collecting:
                     with self.model_lock:
                         run["state"] = "RUNNING"
                         run_shard.fn(**parameters)
@@ -114,7 +115,8 @@ def test_sharded_run_equals_the_single_process_run_despite_failed_and_lost_shard
         assert rows[table] == expected, table
     assert len(launcher.crashed) == 2  # the lost attempts were marked Crashed, then retried
     shards = store.shards(run_id)
-    assert {(s["stage"], s["status"]) for s in shards} == {(st, "done") for st in ("collect", "explain", "score")}
+    stages = ("collect", QUIET_STAGE, "explain", "score")  # a neuron short of quiet windows: the second round
+    assert {(s["stage"], s["status"]) for s in shards} == {(st, "done") for st in stages}
     attempts = {(s["stage"], s["shard"]): s["attempts"] for s in shards}
     assert attempts[("collect", 1)] == attempts[("score", 0)] == attempts[("explain", 2)] == 2
     assert sum(attempts.values()) == len(shards) + 3
@@ -158,7 +160,7 @@ def test_ingesting_the_same_parts_twice_adds_no_rows(tmp_path: Path, explainer_u
     folder = results_dir(campaign.root, run_id)
     added = 0
     for shard in store.shards(run_id):
-        if shard["stage"] == "collect":
+        if shard["stage"] in COLLECT_STAGES:  # states, merged: no rows
             continue
         part = folder.shard_dir(shard["stage"], shard["shard"], shard["attempts"])
         part_id = folder.read_json(f"{part}/result.json")["part_id"]
@@ -184,7 +186,8 @@ def test_runs_command_shows_the_shards(tmp_path: Path, explainer_url: str, monke
     store.set_shard(run_id, "experiment", 1, 2, "failed", 3, error="boom")
     result = CliRunner().invoke(app, ["runs", "--db", str(config.store.path)])
     assert result.exit_code == 0, result.output
-    assert "shards" in result.output and "6 done, 1 running, 1 failed (2 restarts)" in result.output
+    # 2 shards of collection, 2 of its quiet-window round (a neuron is short of them), 2 + 2 of the LLM stages
+    assert "shards" in result.output and "8 done, 1 running, 1 failed (2 restarts)" in result.output
 
 
 def test_experiment_shards_equal_the_single_process_run(tmp_path: Path, explainer_url: str) -> None:
@@ -226,6 +229,53 @@ def test_a_collection_shard_made_under_other_settings_or_layout_is_collected_aga
     folder.write_json(stale, {**folder.read_json(stale), "fingerprint": "made by an older autointerp"})
     healthy = ThreadLauncher()
     sharded_run(config, healthy)
-    started = sorted(r["name"].split(f"{run_id}-")[1] for r in healthy.runs.values() if "-collect-" in r["name"])
+    started = sorted(
+        r["name"].split(f"{run_id}-")[1] for r in healthy.runs.values() if r["name"].startswith(f"{run_id}-collect-")
+    )
+    started = [name for name in started if not name.startswith(QUIET_STAGE)]
     assert started == ["collect-1of3-try2", "collect-2of3-try3"]  # the third shard's state is still good
     assert run_rows(Store(config.store.path), run_id) == reference
+
+
+def test_dense_features_get_their_quiet_windows_from_a_second_round_of_shards(
+    tmp_path: Path, explainer_url: str
+) -> None:
+    """Four dense neurons (some come back from the stream short of non-firing windows): the sharded run passes
+    the corpus again in shards, not in the parent, and stores the very windows a single process stores; a quiet
+    shard that fails is retried, and a rerun after the round reuses the shards' picks."""
+    from autointerp.collect.stage import run_collect
+
+    dense = "features.indices=[13, 67, 169, 240]"
+    single = campaign_config(tmp_path / "single", explainer_url, dense)
+    store = Store(single.store.path)
+    store.migrate()
+    run_id = single.resolved_run_id()
+    store.start_run(run_id, single.model_dump(mode="json"), single.config_hash(), "test", None)
+    run_collect(single, store, run_id)
+    expected = run_rows(store, run_id)["exemplars"]
+
+    config = campaign_config(
+        tmp_path / "sharded", explainer_url, dense, "distributed.shards=3", "distributed.work_pool='threads'"
+    )
+    store = Store(config.store.path)
+    store.migrate()
+    store.start_run(run_id, config.model_dump(mode="json"), config.config_hash(), "test", None)
+    launcher = ThreadLauncher(failing={(QUIET_STAGE, 1, 1)})
+    campaign = Campaign(config, store, run_id, launcher)
+    campaign.poll_s = 0.05
+    campaign.collect()
+    assert_same_rows({"exemplars": run_rows(store, run_id)["exemplars"]}, {"exemplars": expected})
+    quiet = {s["shard"]: s for s in store.shards(run_id, QUIET_STAGE)}
+    assert [(quiet[n]["status"], quiet[n]["attempts"]) for n in range(3)] == [("done", 1), ("done", 2), ("done", 1)]
+    picked = campaign.folder.read_state(f"{campaign.folder.shard_dir(QUIET_STAGE, 0, 1)}/state.pt")
+    assert picked["features"] and picked["windows_seen"] == 16  # the short features, over its 2 batches of 8
+
+    # the collection stored, the same round again (a resume before the write) starts no shard
+    again = ThreadLauncher()
+    rerun = Campaign(config, store, run_id, again)
+    rerun.poll_s = 0.05
+    with store.transaction() as con:  # as if the parent had stopped before its write
+        con.execute("DELETE FROM features WHERE run_id = ?", [run_id])
+    rerun.collect()
+    assert again.runs == {}
+    assert_same_rows({"exemplars": run_rows(store, run_id)["exemplars"]}, {"exemplars": expected})
