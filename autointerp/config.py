@@ -216,6 +216,11 @@ class ExplainerConfig(LLMRoleConfig):
     explanation-split windows the explainer saw, never on held-out ones, and the best is kept. 1: one."""
     best_of_temperature: float = Field(0.7, gt=0.0, le=2.0)
     """Sampling temperature of candidates 2..k (the first keeps `temperature`)."""
+    top_tokens_candidate: bool = True
+    """In a run that scores by simulation, weigh the explainer's explanation against one that names the
+    explanation windows' strongest tokens (`the words "some", "those" and "is"`, `autointerp.explain.top_tokens`):
+    the run's simulator scores both on the explanation-split windows the explainer saw, never on held-out ones,
+    and the better is kept (`details.best_of` records both). False: the explainer's alone, unless `best_of` > 1."""
     contrastive: bool = False
     """Also show the explainer explanation-split windows where the feature does not fire, most similar to
     the activating ones first ("these similar texts do NOT activate it"); never held-out windows."""
@@ -478,6 +483,7 @@ _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("score", "simulation_prior"): "keep",
     ("explainer", "best_of"): 1,
     ("explainer", "best_of_temperature"): 0.7,
+    ("explainer", "top_tokens_candidate"): False,
     ("explainer", "contrastive"): False,
     ("explainer", "contrastive_windows"): 3,
 }

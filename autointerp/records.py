@@ -161,7 +161,8 @@ class Explanation(Record):
     feature_id: str
     text: str
     explainer: str
-    """`backend:model` that wrote it."""
+    """`backend:model` that wrote it (the stage's explainer also where `details.best_of` shows the kept
+    candidate is the list of the strongest tokens, `explainer.top_tokens_candidate`)."""
     prompt_hash: str
     llm_call_id: str | None
     iteration: int = 0

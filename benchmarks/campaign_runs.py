@@ -162,6 +162,7 @@ def run_stage(
             f"llm.concurrency={concurrency}",
             "llm.cache=false",
             "score.distractor=false",
+            "explainer.top_tokens_candidate=false",  # the explain stage's calls are the explainer's alone
             *stage.overrides,
         ],
     )

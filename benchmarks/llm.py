@@ -66,6 +66,7 @@ def config_for(db: Path, spec: str, concurrency: int, max_tokens: int) -> RunCon
             f"explainer.model='{spec}'",
             f"explainer.max_tokens={max_tokens}",
             "explainer.retries=0",
+            "explainer.top_tokens_candidate=false",  # the explainer's calls alone, nothing simulated
             f"llm.concurrency={concurrency}",
             "llm.cache=false",
         ],

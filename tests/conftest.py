@@ -105,6 +105,9 @@ def tiny_config(tmp_path: Path, *overrides: str) -> RunConfig:
             "experiments.texts_per_side=1",
             "experiments.proposer.max_tokens=24",
             "experiments.proposer.retries=0",
+            # the explainer's answer alone: weighing the top-tokens list loads the simulator in the explain
+            # stage (tests/explain/test_best_of.py and the default run's end-to-end test cover it)
+            "explainer.top_tokens_candidate=false",
             *overrides,
         ],
     )

@@ -44,13 +44,13 @@ CHAT_PROBE_TIMEOUT_S = 15.0
 def models_in_use(config: RunConfig, *, experiments: bool | None = None) -> dict[str, list[str]]:
     """Returns `backend:model` -> the config keys that use it, for the LLMs this run will call:
     the explainer always, the simulator and the judge when a configured scorer declares that role
-    (simulation; detection, fuzzing), the proposer when experiments run (`experiments`; default: when
-    `experiments.lowest_n` > 0)."""
+    (simulation; detection, fuzzing; the simulator also for best-of-k), the proposer when experiments run
+    (`experiments`; default: when `experiments.lowest_n` > 0)."""
     from autointerp.score.registry import SCORERS
 
     roles: list[tuple[str, str]] = [("explainer.model", config.explainer.model)]
     needed = {SCORERS.get(name).role for name in config.score.methods}
-    if "simulator" in needed:
+    if "simulator" in needed or config.explainer.best_of > 1:  # best-of-k candidates are simulated
         roles.append(("score.simulator.model", config.score.simulator.model))
     if "judge" in needed:
         roles.append(("score.judge.model", config.score.judge.model))

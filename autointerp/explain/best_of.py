@@ -10,16 +10,18 @@ and what each scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from autointerp.activations import normalize_activations
 from autointerp.explain.contrastive import Contrast, explain_split
 from autointerp.explain.explainer import Evidence, ExplainOutcome, explain_feature
+from autointerp.explain.top_tokens import SOURCE as TOP_TOKENS
+from autointerp.explain.top_tokens import top_tokens_explanation
 from autointerp.llm.base import ChatBackend, ChatResponse
 from autointerp.llm.calls import CallRecorder
 from autointerp.outputs.records import OutputEvidence
-from autointerp.records import Explanation
+from autointerp.records import Explanation, new_id
 from autointerp.score.registry import SCORERS
 from autointerp.score.scorers import primary_value, score_candidates
 from autointerp.score.simulation import SimulationOptions
@@ -46,6 +48,8 @@ class BestOf:
     """The simulation scorer's options (the score stage's: `SimulationOptions.from_config(config.score)`)."""
     unread: int = 0
     """Leading tokens of each window the features' source does not read (`skipped_tokens`): not scored."""
+    top_tokens: bool = False
+    """Also weigh the explanation that lists the windows' strongest tokens (`explainer.top_tokens_candidate`)."""
 
     @classmethod
     def from_config(cls, config: RunConfig) -> BestOf:
@@ -60,7 +64,14 @@ class BestOf:
             simulator=get_backend(config.score.simulator.model),
             simulation=SimulationOptions.from_config(config.score),
             unread=skipped_tokens(config.features),
+            top_tokens=weighs_top_tokens(config),
         )
+
+
+def weighs_top_tokens(config: RunConfig) -> bool:
+    """Returns whether the explain stage weighs the list of the strongest tokens against the explainer's
+    answer: `explainer.top_tokens_candidate`, in a run that scores by simulation (its simulator weighs them)."""
+    return config.explainer.top_tokens_candidate and "simulation" in config.score.methods
 
 
 def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float, unread: int = 0) -> list[HeldOutWindow]:
@@ -101,8 +112,10 @@ def explain_best_of(
     evidence: Evidence = "input",
     output: OutputEvidence | None = None,
 ) -> ExplainOutcome:
-    """Returns the best of `best_of.k` explanations by simulation on the explanation-split windows, with
-    `details["best_of"]` recording every candidate; None and the last error when none parsed.
+    """Returns the best of `best_of.k` explanations, and of the list of the strongest tokens when
+    `best_of.top_tokens` is on and the explainer reads input windows, by simulation on the explanation-split
+    windows, with `details["best_of"]` recording every candidate (its `source`: explainer or top tokens);
+    None and the last error when none of the explainer's parsed.
 
     `exemplars` are the windows shown as activating; `seen` (default: those and the contrast windows) are
     the windows the candidates are simulated on, explanation split only."""
@@ -130,6 +143,12 @@ def explain_best_of(
             candidates.append(outcome.explanation)
     if not candidates:
         return ExplainOutcome(explanation=None, attempts=attempts, error=error)
+    sources = ["explainer"] * len(candidates)
+    listed = top_tokens_explanation(exemplars, max_activation) if best_of.top_tokens and evidence != "output" else None
+    if listed is not None and listed not in {c.text for c in candidates}:
+        first = candidates[0]
+        candidates.append(replace(first, text=listed, llm_call_id=None, id=new_id(), details=None))
+        sources.append(TOP_TOKENS)
     if seen is None:
         seen = exemplars + (contrast.windows if contrast else [])
     windows = explanation_windows(seen, max_activation, best_of.unread)
@@ -157,8 +176,8 @@ def explain_best_of(
             "windows": len(windows),
             "split": "explain",
             "candidates": [
-                {"text": c.text, "score": v, "llm_call_id": c.llm_call_id}
-                for c, v in zip(candidates, values, strict=True)
+                {"text": c.text, "score": v, "llm_call_id": c.llm_call_id, "source": source}
+                for c, v, source in zip(candidates, values, sources, strict=True)
             ],
         },
     }

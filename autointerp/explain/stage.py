@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from autointerp.config import RunConfig
-from autointerp.explain.best_of import BestOf, explain_best_of
+from autointerp.explain.best_of import BestOf, explain_best_of, weighs_top_tokens
 from autointerp.explain.contrastive import Contrast, split_for_contrast
 from autointerp.explain.explainer import (
     ExplainOutcome,
@@ -68,7 +68,7 @@ def run_explain(config: RunConfig, store: Store, run_id: str, session: LLMSessio
         features = needing_explanation(store, run_id, features, backend.name, template_hash)
     calls_per_attempt = (settings.retries + 1) * settings.best_of
     exemplars = store.exemplars_by_feature(run_id, "explain")
-    best_of = BestOf.from_config(config) if settings.best_of > 1 else None
+    best_of = BestOf.from_config(config) if settings.best_of > 1 or weighs_top_tokens(config) else None
 
     def shown(feature: Feature) -> tuple[list[dict[str, Any]], Contrast | None]:
         """Returns the windows shown as activating, and the contrast windows when `contrastive` is on (as

@@ -8,6 +8,7 @@ scorer the local embedding model, so each run takes seconds beyond loading the s
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,11 +99,14 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
         *_settings(kind, tmp_path),
         *_small_run(db, explainer_url),
     ]
+    if kind == "planted":  # scored by simulation too: the explain stage weighs the top-tokens list with it
+        settings.append("score.methods=['embedding', 'simulation']")
     checked = CliRunner().invoke(app, ["check", *_args(settings)])
     assert checked.exit_code == 0, checked.output
     ran = CliRunner().invoke(app, ["run", *_args(settings)])
     assert ran.exit_code == 0, ran.output
-    assert "explanations by embedding score (embedding_auroc" in ran.output  # the metric it sorts by, named
+    metric = "simulation score (correlation_top_and_random" if kind == "planted" else "embedding score (embedding_auroc"
+    assert f"explanations by {metric}" in ran.output  # the metric it sorts by, named
     assert_evidence_invariants(db)
     store = Store(db)
     [run] = store.run_progress()
@@ -117,6 +121,14 @@ def test_every_feature_kind_runs_through_the_cli_with_sound_evidence(
     assert set(evidence) == {f.id for f in live}
     if kind == "planted":
         assert all(e.no_output_reason == PLANTED_NO_OUTPUT and not e.promoted for e in evidence.values())
+        # the explainer's answer was weighed against the list of the strongest tokens, the better one kept
+        for explanation in store.explanations(run["id"]):
+            best_of = json.loads(explanation["details"])["best_of"]
+            sources = [c["source"] for c in best_of["candidates"]]
+            assert sources[0] == "explainer" and sources[-1] == "top tokens", sources
+            scores = [c["score"] if c["score"] is not None else -2.0 for c in best_of["candidates"]]
+            assert scores[best_of["chosen"]] == max(scores)
+            assert explanation["text"] == best_of["candidates"][best_of["chosen"]]["text"]
     else:
         assert all(e.has_output and e.promoted and e.suppressed and e.steer_raised for e in evidence.values())
 

@@ -142,6 +142,7 @@ def test_hard_negatives_in_a_run_lower_a_vague_explanation_and_not_a_true_one(
             f"explainer.model='{spec}'",
             f"score.judge.model='{spec}'",
             "score.methods=['detection']",
+            "explainer.top_tokens_candidate=false",  # the scripted explainer's vague and true texts, as written
             "score.negatives=both",
             "score.distractor_from=neighbour",
             "experiments.lowest_n=0",

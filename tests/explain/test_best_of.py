@@ -19,6 +19,7 @@ from autointerp.explain.best_of import BestOf, explanation_windows
 from autointerp.explain.contrastive import split_for_contrast
 from autointerp.explain.explainer import build_explainer_prompt, explain_template
 from autointerp.explain.stage import run_explain
+from autointerp.explain.top_tokens import SOURCE as TOP_TOKENS
 from autointerp.llm import CallRecorder, ChatBackend, ChatRequest, ChatResponse, LLMSession, register_backend
 from autointerp.llm.base import BackendCapabilities, ValueReadout
 from autointerp.prompts import load_prompt
@@ -53,7 +54,7 @@ class WordSimulator(ChatBackend):
             WordSimulator.seen.append(list(tokens))
             WordSimulator.prompts.append(request.messages[1].content)
             found = re.findall(r"fires on the word (\S+?)\.", request.messages[1].content)
-            named = found[-1] if found else None  # "nothing in particular" (the prior): 0 everywhere
+            named = found[-1].strip('"') if found else None  # "nothing in particular" (the prior): 0 everywhere
             readouts.append(ValueReadout(values=[10.0 if t.strip() == named else 0.0 for t in tokens]))
         return readouts
 
@@ -135,7 +136,7 @@ def test_the_simulation_scorer_uses_the_configured_prompt_and_records_its_hash()
 
 
 def test_best_of_k_keeps_the_candidate_the_simulator_scores_best_and_records_all(tmp_path: Path) -> None:
-    config = config_for(tmp_path, "explainer.best_of=3")
+    config = config_for(tmp_path, "explainer.best_of=3", "explainer.top_tokens_candidate=false")
     store = Store(config.store.path)
     write_synthetic_run(store, "r", 2, score_windows=4)
     SamplingExplainer.sampled.clear()
@@ -178,8 +179,34 @@ def test_best_of_k_scores_no_token_the_source_did_not_read(tmp_path: Path) -> No
     assert [(w.unread, w.levels) for w in windows] == [(2, [0, 10, 0]), (2, [2, 0])]  # a 2-token window: none read
 
 
-def test_best_of_one_is_the_single_explanation_with_no_simulation(tmp_path: Path) -> None:
+def test_the_list_of_strongest_tokens_is_kept_when_it_simulates_better(tmp_path: Path) -> None:
+    """The greedy explainer names a word that never fires (`fence0`); the list of the strongest tokens names
+    the feature's word, the simulator (which knows the answer) scores it 1.0 on the explanation windows, and it
+    is kept, with no call behind it; the explainer's candidate and its call stay recorded."""
     config = config_for(tmp_path)
+    store = Store(config.store.path)
+    write_synthetic_run(store, "r", 2, score_windows=4)
+    WordSimulator.seen.clear()
+    result = run_explain(config, store, "r", session_of(config, store, "r"))
+    assert (result.done, result.complete) == (2, True)
+    rows = {e["feature_id"]: e for e in store.explanations("r")}
+    kept = rows["synthetic/mlp.0/1"]
+    assert kept["text"] == 'the word "word1"' and kept["llm_call_id"] is None
+    best_of = json.loads(kept["details"])["best_of"]
+    assert [(c["text"], c["source"]) for c in best_of["candidates"]] == [
+        ("the word fence0", "explainer"),
+        ('the word "word1"', TOP_TOKENS),
+    ]
+    assert best_of["chosen"] == 1 and best_of["k"] == 1
+    assert best_of["candidates"][1]["score"] > 0.9 > (best_of["candidates"][0]["score"] or 0.0)
+    explain_calls = {c["id"] for c in store.query("SELECT id FROM llm_calls WHERE role = 'explain'")}
+    assert best_of["candidates"][0]["llm_call_id"] in explain_calls
+    held_out = {tuple(e.tokens) for es in store.exemplars_by_feature("r", "score").values() for e in es}
+    assert not {tuple(tokens) for tokens in WordSimulator.seen} & held_out  # chosen on what the explainer saw
+
+
+def test_best_of_one_is_the_single_explanation_with_no_simulation(tmp_path: Path) -> None:
+    config = config_for(tmp_path, "explainer.top_tokens_candidate=false")
     store = Store(config.store.path)
     write_synthetic_run(store, "r", 1, score_windows=2)
     run_explain(config, store, "r", session_of(config, store, "r"))

@@ -67,7 +67,13 @@ register_backend("batched-knower", BatchedKnower)
 def config_for(tmp_path: Path, model: str, *overrides: str) -> RunConfig:
     return load_config(
         None,
-        [f"store.path='{tmp_path / 'b.duckdb'}'", f"explainer.model='{model}'", "llm.cache=false", *overrides],
+        [
+            f"store.path='{tmp_path / 'b.duckdb'}'",
+            f"explainer.model='{model}'",
+            "llm.cache=false",
+            "explainer.top_tokens_candidate=false",  # the explainer's calls and budget alone
+            *overrides,
+        ],
     )
 
 

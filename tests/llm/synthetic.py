@@ -63,8 +63,9 @@ def write_synthetic_run(
             )
         for rank in range(score_windows):
             fires = rank % 2 == 0
-            tokens = ["A", f" word{index}" if fires else " word", " sat", f" here{rank}", "."]
-            activations = [0.0, 3.0 if fires else 0.0, 0.0, 0.0, 0.0]
+            # the word after two tokens: a run reading the model leaves each window's first two unread
+            tokens = ["A", " cat", f" word{index}" if fires else " word", " sat", f" here{rank}", "."]
+            activations = [0.0, 0.0, 3.0 if fires else 0.0, 0.0, 0.0, 0.0]
             exemplars.append(
                 {
                     "run_id": run_id,
@@ -103,6 +104,7 @@ def explain_config(tmp_path: Path, server_url: str, *overrides: str) -> RunConfi
             f"store.path='{tmp_path / 'runs.duckdb'}'",
             f"explainer.model='openai-compatible:{server_url}/v1#test-model'",
             f"llm.cache_path='{tmp_path / 'llm-cache.sqlite'}'",
+            "explainer.top_tokens_candidate=false",  # the server's calls alone: nothing simulated
             *overrides,
         ],
     )

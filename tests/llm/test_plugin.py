@@ -58,6 +58,8 @@ def test_the_plugin_passes_the_preflight_through_its_own_checks(installed_plugin
         None, ["explainer.model=echo:anything", "score.methods=['word-match']", "experiments.lowest_n=0"]
     )
     assert models_in_use(config) == {"echo:anything": ["explainer.model"]}  # word-match declares no model
+    best_of = config.model_copy(update={"explainer": config.explainer.model_copy(update={"best_of": 3})})
+    assert models_in_use(best_of)[config.score.simulator.model] == ["score.simulator.model"]  # it simulates them
     assert check_models(config) == []  # its check found nothing wrong: no "first checked when called"
     assert check_scorers(config) == []
 
@@ -75,7 +77,13 @@ def test_a_plain_factory_is_a_backend_checked_when_called(installed_plugin: Path
 
 def test_a_run_explains_features_through_the_plugin(installed_plugin: Path, tmp_path: Path) -> None:
     config = load_config(
-        None, [f"store.path='{tmp_path / 'runs.duckdb'}'", "explainer.model=echo:anything", "llm.cache=false"]
+        None,
+        [
+            f"store.path='{tmp_path / 'runs.duckdb'}'",
+            "explainer.model=echo:anything",
+            "llm.cache=false",
+            "explainer.top_tokens_candidate=false",  # the plugin's answers, as written
+        ],
     )
     store = Store(config.store.path)
     write_synthetic_run(store, "plugin", 3)

@@ -41,6 +41,7 @@ def test_a_run_explains_features_through_transformers_serve(served_model: Transf
             f"explainer.model='{served_model.spec}'",
             "explainer.max_tokens=12",
             "explainer.retries=0",
+            "explainer.top_tokens_candidate=false",  # the served model's answers, as written
             f"llm.cache_path='{tmp_path / 'cache.sqlite'}'",
         ],
     )

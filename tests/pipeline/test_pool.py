@@ -65,6 +65,7 @@ def pool_config(tmp_path: Path, url: str, *overrides: str) -> RunConfig:
             "score.simulation='generate'",
             "llm.cache=false",
             "score.distractor=false",
+            "explainer.top_tokens_candidate=false",  # one explain call per feature, counted
             *overrides,
         ],
     )

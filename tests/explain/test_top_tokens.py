@@ -1,0 +1,28 @@
+"""The explanation that lists the strongest tokens of the windows the explainer saw."""
+
+from __future__ import annotations
+
+from autointerp.explain.top_tokens import strongest_tokens, top_tokens_explanation
+
+
+def window(tokens: list[str], acts: list[float]) -> dict:
+    return {"tokens": tokens, "activations": acts}
+
+
+WINDOWS = [
+    window([" some", " of", " those", " are"], [10.0, 0.0, 5.0, 0.04]),  # " are": level 0, not firing
+    window([" is", " some", "\n", " have"], [4.0, 2.0, 3.0, 4.0]),  # " some" again, weaker
+]
+
+
+def test_the_strongest_distinct_tokens_first_and_only_those_that_fire() -> None:
+    assert strongest_tokens(WINDOWS, 10.0, 10) == ["some", "those", "is", "have", "\\n"]
+    assert strongest_tokens(WINDOWS, 10.0, 2) == ["some", "those"]
+    assert strongest_tokens([window(["a", "b"], [0.0, 0.01])], 10.0, 3) == []
+
+
+def test_the_list_reads_as_words_or_tokens() -> None:
+    assert top_tokens_explanation(WINDOWS, 10.0) == 'the words "some", "those" and "is"'
+    assert top_tokens_explanation(WINDOWS[:1], 10.0, limit=1) == 'the word "some"'
+    assert top_tokens_explanation(WINDOWS[1:], 4.0, limit=5) == 'the tokens "is", "have", "\\n" and "some"'
+    assert top_tokens_explanation([window(["a"], [0.0])], 1.0) is None
