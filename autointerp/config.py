@@ -217,7 +217,8 @@ class ExplainerConfig(LLMRoleConfig):
     best_of_temperature: float = Field(0.7, gt=0.0, le=2.0)
     """Sampling temperature of candidates 2..k (the first keeps `temperature`)."""
     top_tokens_candidate: bool = True
-    """In a run that scores by simulation, weigh the explainer's explanation against one that names the
+    """In a run that scores by simulation and explains from input windows (not `evidence = "output"`), weigh
+    the explainer's explanation against one that names the
     explanation windows' strongest tokens (`the words "some", "those" and "is"`, `autointerp.explain.top_tokens`):
     the run's simulator scores both on the explanation-split windows the explainer saw, never on held-out ones,
     and the better is kept (`details.best_of` records both). False: the explainer's alone, unless `best_of` > 1."""

@@ -191,15 +191,18 @@ class Campaign:
             return
         self._quiet_asked = pick.state_dict()
         progress_log.info("%s: %d features short of non-firing windows", QUIET_STAGE, len(pick.features))
-        if any(s["status"] != "done" for s in self._stored(QUIET_STAGE, len(specs))):
-            self.folder.write_state(QUIET_INPUT, self._quiet_asked)
+        # written every time: a done shard whose part is gone, or made under another layout, runs again
+        self.folder.write_state(QUIET_INPUT, self._quiet_asked)
         self._run_shards(QUIET_STAGE, specs)
         attempts = [row["attempts"] for row in self._stored(QUIET_STAGE, len(specs))]
         states = [
             self.folder.read_state(f"{self.folder.shard_dir(QUIET_STAGE, n, attempt)}/state.pt")
             for n, attempt in enumerate(attempts)
         ]
-        QuietPick.merged(states, device).apply(result)
+        merged = QuietPick.merged(states, device)
+        if (merged.features, merged.thresholds) != (pick.features, pick.thresholds):
+            raise ShardsFailed(f"{QUIET_STAGE} shards picked for other features than asked; rerun the same command")
+        merged.apply(result)
 
     def llm_stage(self, stage: str) -> StageResult:
         """One LLM stage over the run's live features (experiments: over the features it targets)."""

@@ -6,6 +6,9 @@ simulation scorer (`score.simulator`, the same prompt and mode as the score stag
 explanation-split windows only: the held-out score windows stay unseen until the score stage. Every
 call goes through the recorder; the kept explanation's `details["best_of"]` says which candidate won
 and what each scored.
+
+With `explainer.top_tokens_candidate`, the list of the strongest tokens of the windows the explainer saw
+(`autointerp.explain.top_tokens`) is one more candidate, its `source` "top tokens" (the others': explainer).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class BestOf:
     """How many candidates to sample and what scores them."""
 
     k: int
-    """Candidates per feature (1: the usual single explanation, nothing scored)."""
+    """The explainer's candidates per feature (1: its usual single answer, scored only against the list of the
+    strongest tokens when `top_tokens` is on)."""
     temperature: float
     """Sampling temperature of candidates 2..k."""
     simulator: ChatBackend
@@ -70,8 +74,10 @@ class BestOf:
 
 def weighs_top_tokens(config: RunConfig) -> bool:
     """Returns whether the explain stage weighs the list of the strongest tokens against the explainer's
-    answer: `explainer.top_tokens_candidate`, in a run that scores by simulation (its simulator weighs them)."""
-    return config.explainer.top_tokens_candidate and "simulation" in config.score.methods
+    answer: `explainer.top_tokens_candidate`, in a run that scores by simulation (its simulator weighs them)
+    and whose explainer reads input windows (not `explainer.evidence = "output"`)."""
+    explainer = config.explainer
+    return explainer.top_tokens_candidate and explainer.evidence != "output" and "simulation" in config.score.methods
 
 
 def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float, unread: int = 0) -> list[HeldOutWindow]:
@@ -144,11 +150,14 @@ def explain_best_of(
     if not candidates:
         return ExplainOutcome(explanation=None, attempts=attempts, error=error)
     sources = ["explainer"] * len(candidates)
-    listed = top_tokens_explanation(exemplars, max_activation) if best_of.top_tokens and evidence != "output" else None
+    weighed = best_of.top_tokens and evidence != "output"
+    listed = top_tokens_explanation(explain_split(exemplars), max_activation) if weighed else None
     if listed is not None and listed not in {c.text for c in candidates}:
         first = candidates[0]
-        candidates.append(replace(first, text=listed, llm_call_id=None, id=new_id(), details=None))
+        candidates.append(replace(first, text=listed, llm_call_id=None, id=new_id()))
         sources.append(TOP_TOKENS)
+    if best_of.k == 1 and len(candidates) == 1:  # nothing to weigh it against: kept unscored
+        return ExplainOutcome(explanation=candidates[0], attempts=attempts)
     if seen is None:
         seen = exemplars + (contrast.windows if contrast else [])
     windows = explanation_windows(seen, max_activation, best_of.unread)

@@ -8,6 +8,7 @@ candidate against the explainer's on the explanation-split windows (`explainer.t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,27 @@ TOP_TOKENS_NAMED = 3
 """Tokens the list names: the strongest distinct ones."""
 SOURCE = "top tokens"
 """How `details.best_of` names this candidate (the explainer's are `explainer`)."""
+WRITER = "top-tokens"
+"""Who wrote a kept list, where an export names an explanation's writer (the row's `explainer` is the stage's)."""
+
+
+def kept_top_tokens(details: Any) -> bool:
+    """Returns whether an explanation's `details` (a dict, or its JSON text) say the kept candidate is the list
+    of the strongest tokens, not the explainer's answer."""
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except json.JSONDecodeError:
+            return False
+    best_of = details.get("best_of") if isinstance(details, dict) else None
+    if not isinstance(best_of, dict) or not isinstance(best_of.get("candidates"), list):
+        return False
+    chosen = best_of.get("chosen")
+    candidates = best_of["candidates"]
+    if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(candidates):
+        return False
+    kept = candidates[chosen]
+    return isinstance(kept, dict) and kept.get("source") == SOURCE
 
 
 def strongest_tokens(exemplars: Sequence[dict[str, Any]], max_activation: float, limit: int) -> list[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autointerp.errors import ConfigError, StoreError
+from autointerp.explain.top_tokens import kept_top_tokens
 from autointerp.explaintrain.examples import ExplainExample
 from autointerp.metric_names import MAIN_METRIC
 from autointerp.score.confidence import CHANCE_P, stored_confidence
@@ -33,7 +34,8 @@ class Distilled:
     dropped_chance: int = 0
     """Explanations whose score did not beat its distractor (p >= 0.05) or had no test."""
     dropped_other: int = 0
-    """Explanations by another explainer, or of a feature without explanation windows."""
+    """Explanations by another explainer or a kept list of the strongest tokens, or of a feature without
+    explanation windows."""
 
 
 def distill_explanations(db: Path, run_id: str, teacher: str | None = None) -> Distilled:
@@ -58,7 +60,9 @@ def distill_explanations(db: Path, run_id: str, teacher: str | None = None) -> D
     for explanation in explanations:
         feature = features.get(explanation["feature_id"])
         windows = shown.get(explanation["feature_id"], [])
-        if (teacher is not None and explanation["explainer"] != teacher) or feature is None or not windows:
+        written_by_other = teacher is not None and explanation["explainer"] != teacher
+        # a kept list of the strongest tokens is no explainer's writing (`explainer.top_tokens_candidate`)
+        if written_by_other or kept_top_tokens(explanation.get("details")) or feature is None or not windows:
             result.dropped_other += 1
             continue
         if not beats_distractor(p_values.get(explanation["id"])):

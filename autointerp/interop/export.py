@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from autointerp.errors import AutointerpError
+from autointerp.explain.top_tokens import WRITER, kept_top_tokens
 from autointerp.metric_names import DISTRACTOR_SUFFIX
 from autointerp.outputs.records import OutputEvidence, TokenEffect
 from autointerp.records import Exemplar, Feature
@@ -101,7 +102,7 @@ def neuronpedia_records(
                 "index": int(feature.idx),
                 "description": explanation["text"],
                 "typeName": f"autointerp-{explanation['prompt_hash'] or 'unknown'}"[:64],
-                "explanationModelName": explanation["explainer"] or "unknown",
+                "explanationModelName": _writer(explanation),
                 "scores": [
                     {
                         "explanationScoreTypeName": metric,
@@ -181,6 +182,12 @@ def _feature_summary(feature: Feature | None) -> dict[str, Any]:
     return {key: getattr(feature, key) for key in names} | {key: _number(getattr(feature, key)) for key in numbers}
 
 
+def _writer(explanation: dict[str, Any]) -> str:
+    """Returns who wrote an explanation: its explainer (`backend:model`), or `top-tokens` where the explain stage
+    kept the list of the strongest tokens over the explainer's answer."""
+    return WRITER if kept_top_tokens(explanation.get("details")) else str(explanation["explainer"] or "unknown")
+
+
 def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
     """Yields one JSON line per explanation: text, explainer, scores by metric, feature stats, exemplars."""
     features = {f.id: f for f in store.features(run_id)}
@@ -194,7 +201,7 @@ def jsonl_lines(store: Store, run_id: str) -> Iterator[str]:
             "feature_id": explanation["feature_id"],
             "explanation_id": explanation["id"],
             "text": explanation["text"],
-            "explainer": explanation["explainer"],
+            "explainer": _writer(explanation),
             "prompt_hash": explanation["prompt_hash"],
             "iteration": explanation["iteration"],
             "parent_id": explanation["parent_id"],

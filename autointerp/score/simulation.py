@@ -49,8 +49,8 @@ SIMULATION_METRICS = (
     "ev_correlation_score",
 )
 """Pooled correlations of predicted with true levels 0-10 per window subset, and `ev_correlation_score`:
-neuron-explainer's number (expected values against the raw activations, all tokens flattened), so
-ours compare with published ones."""
+neuron-explainer's number (expected values against the raw activations, all tokens read flattened: a
+window's unread first tokens are left out, as in every correlation here), so ours compare with published ones."""
 
 SIMULATION_TEMPLATES: dict[str, str] = {"zero-shot": "simulate", "few-shot": "simulate_fewshot"}
 """`score.simulation_prompt` -> the all-at-once template it loads (each call records the template's hash)."""

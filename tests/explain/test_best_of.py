@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from autointerp.config import LLMConfig, RunConfig, load_config
-from autointerp.explain.best_of import BestOf, explanation_windows
+from autointerp.explain.best_of import BestOf, explanation_windows, weighs_top_tokens
 from autointerp.explain.contrastive import split_for_contrast
 from autointerp.explain.explainer import build_explainer_prompt, explain_template
 from autointerp.explain.stage import run_explain
@@ -203,6 +203,13 @@ def test_the_list_of_strongest_tokens_is_kept_when_it_simulates_better(tmp_path:
     assert best_of["candidates"][0]["llm_call_id"] in explain_calls
     held_out = {tuple(e.tokens) for es in store.exemplars_by_feature("r", "score").values() for e in es}
     assert not {tuple(tokens) for tokens in WordSimulator.seen} & held_out  # chosen on what the explainer saw
+
+
+def test_the_list_is_weighed_only_in_runs_that_simulate_from_input_windows(tmp_path: Path) -> None:
+    assert weighs_top_tokens(config_for(tmp_path))
+    assert not weighs_top_tokens(config_for(tmp_path, "score.methods=['embedding']"))
+    assert not weighs_top_tokens(config_for(tmp_path, "explainer.evidence='output'"))
+    assert weighs_top_tokens(config_for(tmp_path, "explainer.evidence='both'"))
 
 
 def test_best_of_one_is_the_single_explanation_with_no_simulation(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from autointerp.explain.top_tokens import strongest_tokens, top_tokens_explanation
+import json
+
+from autointerp.explain.top_tokens import kept_top_tokens, strongest_tokens, top_tokens_explanation
 
 
 def window(tokens: list[str], acts: list[float]) -> dict:
@@ -26,3 +28,13 @@ def test_the_list_reads_as_words_or_tokens() -> None:
     assert top_tokens_explanation(WINDOWS[:1], 10.0, limit=1) == 'the word "some"'
     assert top_tokens_explanation(WINDOWS[1:], 4.0, limit=5) == 'the tokens "is", "have", "\\n" and "some"'
     assert top_tokens_explanation([window(["a"], [0.0])], 1.0) is None
+
+
+def test_a_kept_list_is_told_from_the_explainers_answer_by_its_details() -> None:
+    candidates = [{"text": "the word x", "source": "explainer"}, {"text": 'the word "y"', "source": "top tokens"}]
+    assert kept_top_tokens({"best_of": {"chosen": 1, "candidates": candidates}})
+    assert kept_top_tokens(json.dumps({"best_of": {"chosen": 1, "candidates": candidates}}))  # as DuckDB hands it back
+    assert not kept_top_tokens({"best_of": {"chosen": 0, "candidates": candidates}})
+    out_of_range = {"best_of": {"chosen": 5, "candidates": candidates}}
+    malformed: list[object] = [None, "", "{not json", out_of_range, {"best_of": []}]
+    assert not any(kept_top_tokens(details) for details in malformed)

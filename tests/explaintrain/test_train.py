@@ -99,7 +99,9 @@ def _run_store(path: Path) -> None:
         "chance": ("f2", "openai:big", 0.4),
         "untested": ("f3", "openai:big", None),
         "other": ("f1", "local:small", 0.0),
+        "listed": ("f2", "openai:big", 0.0),  # the list of the strongest tokens, kept over the teacher's answer
     }
+    listed = {"best_of": {"k": 1, "chosen": 1, "candidates": [{"source": "explainer"}, {"source": "top tokens"}]}}
     with store.transaction() as con:
         Store.insert_rows(
             con,
@@ -131,7 +133,14 @@ def _run_store(path: Path) -> None:
             con,
             "explanations",
             [
-                {"id": i, "run_id": "r1", "feature_id": f, "text": f"text {i}", "explainer": who}
+                {
+                    "id": i,
+                    "run_id": "r1",
+                    "feature_id": f,
+                    "text": f"text {i}",
+                    "explainer": who,
+                    "details": json.dumps(listed) if i == "listed" else None,
+                }
                 for i, (f, who, _) in explanations.items()
             ],
         )
@@ -158,7 +167,7 @@ def test_distillation_keeps_only_explanations_that_beat_their_distractor(tmp_pat
     _run_store(db)
     found = distill_explanations(db, "r1", teacher="openai:big")
     assert [e.description for e in found.examples] == ["text keep"]
-    assert (found.dropped_chance, found.dropped_other) == (2, 1)
+    assert (found.dropped_chance, found.dropped_other) == (2, 2)  # another explainer's, and the kept list
     [example] = found.examples
     assert [w["activations"] for w in example.exemplars] == [[0.0, 4.0], [0.0, 2.0]]  # explanation windows only
     assert example.max_activation == 4.0

@@ -93,6 +93,25 @@ def test_imports_are_scored_beside_ours_and_exported(store: Store, tmp_path: Pat
     assert ours["exemplars"][0]["tokens"] and ours["exemplars"][0]["activations"]
 
 
+def test_a_kept_list_of_the_strongest_tokens_is_exported_as_written_by_top_tokens(store: Store) -> None:
+    """The explain stage kept `the word "March"` (its details' `best_of`) over the explainer's answer: exports name
+    its writer `top-tokens`, not the explainer whose answer it beat."""
+    best_of = {"k": 1, "chosen": 1, "candidates": [{"text": "code", "source": "explainer"},
+                                                   {"text": 'the word "March"', "source": "top tokens"}]}  # fmt: skip
+    listed = {"id": "listed-12", "run_id": RUN, "feature_id": "smollm2-135m/mlp.15/12", "iteration": 0,
+              "text": 'the word "March"', "explainer": "local:smollm2-135m", "prompt_hash": "abc",
+              "created_at": now(), "details": json.dumps({"best_of": best_of})}  # fmt: skip
+    store.write_results({"explanations": [listed]})
+    records = json.loads(export_run(store, RUN, "neuronpedia"))["explanations"]
+    writers = {r["description"]: r["explanationModelName"] for r in records}
+    assert writers == {"compilers": "local:smollm2-135m", 'the word "March"': "top-tokens"}
+    lines = [json.loads(line) for line in export_run(store, RUN, "jsonl").decode().splitlines()]
+    assert {line["text"]: line["explainer"] for line in lines} == {
+        "compilers": "local:smollm2-135m",
+        'the word "March"': "top-tokens",
+    }
+
+
 def test_unknown_features_abort_the_whole_import(store: Store, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("feature,text\nsmollm2-135m/mlp.15/417,fine\nsmollm2-135m/mlp.3/9,unknown\nnope,unknown too\n")
