@@ -8,8 +8,8 @@ and keeps, per feature, the `random_windows` quiet windows (max below 10 % of th
 smallest random keys, the same keys the stream uses (`random_keys`, stream 0): the exact random sample of its
 quiet windows. What it keeps depends only on the corpus and the window numbers, so a sharded run (whose
 shards each pass their own windows, `QuietPick.merged` joining their picks) and a single process keep the
-same windows. Only the window maxima and keys
-of a batch are compared; the per-token activations of a window are copied when it is kept.
+same windows. Only the window maxima and keys of a batch are compared; the per-token activations of a window
+are copied when it is kept.
 
 A feature is passed again only when its window-max histogram (fixed bins over the whole corpus) allows
 more quiet windows than were reported, so a feature that fires in every window costs nothing.
