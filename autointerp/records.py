@@ -64,6 +64,17 @@ def flat_row(record: Any) -> dict[str, Any]:
     }
 
 
+def stored_json(value: Any) -> Any:
+    """Returns a JSON column's value decoded where it is JSON text (as DuckDB hands it back), the value itself
+    where it is not text (already decoded, or None), and None where the text is not JSON."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+
+
 def _json_default(value: Any) -> Any:
     """Returns a dataclass found inside a JSON field as a dict (what `asdict` made of it before)."""
     if is_dataclass(value) and not isinstance(value, type):

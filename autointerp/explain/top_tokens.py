@@ -8,11 +8,11 @@ candidate against the explainer's on the explanation-split windows (`explainer.t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from autointerp.activations import display_token, normalize_activations
+from autointerp.records import stored_json
 
 TOP_TOKENS_NAMED = 3
 """Tokens the list names: the strongest distinct ones."""
@@ -25,11 +25,7 @@ WRITER = "top-tokens"
 def kept_top_tokens(details: Any) -> bool:
     """Returns whether an explanation's `details` (a dict, or its JSON text) say the kept candidate is the list
     of the strongest tokens, not the explainer's answer."""
-    if isinstance(details, str):
-        try:
-            details = json.loads(details)
-        except json.JSONDecodeError:
-            return False
+    details = stored_json(details)
     best_of = details.get("best_of") if isinstance(details, dict) else None
     if not isinstance(best_of, dict) or not isinstance(best_of.get("candidates"), list):
         return False

@@ -10,7 +10,6 @@ on each draw for the explanation and for its distractor on the same draw, and:
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from autointerp.records import stored_json
 from autointerp.score.windows import read_part, scored_prediction
 
 RESAMPLES = 400
@@ -205,11 +205,7 @@ def _finite(value: Any) -> float | None:
 def stored_confidence(details: Any) -> StoredConfidence | None:
     """Returns the confidence in a score's details (a dict or its JSON text, as stored); None for a
     score without one (older runs, other scorers) or details that are not the JSON the scorers write."""
-    if isinstance(details, str):
-        try:
-            details = json.loads(details)
-        except (json.JSONDecodeError, RecursionError):
-            return None
+    details = stored_json(details)
     confidence = details.get("confidence") if isinstance(details, dict) else None
     if not isinstance(confidence, dict):
         return None

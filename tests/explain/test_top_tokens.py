@@ -36,5 +36,5 @@ def test_a_kept_list_is_told_from_the_explainers_answer_by_its_details() -> None
     assert kept_top_tokens(json.dumps({"best_of": {"chosen": 1, "candidates": candidates}}))  # as DuckDB hands it back
     assert not kept_top_tokens({"best_of": {"chosen": 0, "candidates": candidates}})
     out_of_range = {"best_of": {"chosen": 5, "candidates": candidates}}
-    malformed: list[object] = [None, "", "{not json", out_of_range, {"best_of": []}]
+    malformed: list[object] = [None, "", "{not json", "[" * 100_000, out_of_range, {"best_of": []}]  # too deep, too
     assert not any(kept_top_tokens(details) for details in malformed)
