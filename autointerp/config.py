@@ -595,20 +595,28 @@ class RunConfig(_Section):
         return self.run_id or f"run-{self.config_hash()[:12]}"
 
 
-def changed_settings(stored: dict[str, Any], config: RunConfig) -> list[str] | None:
-    """Returns the settings (`key: old -> new`) in which `config` differs from a run's stored config, over
-    what the config hash covers; [] when they agree, None when the stored config no longer validates
-    (written by a version whose keys this one does not know) or was not stored."""
+def stored_run_config(stored: dict[str, Any] | None) -> RunConfig | None:
+    """Returns the config a run was stored with (its `runs.config` JSON data), keys added since holding the
+    behaviour from before (`_NEW_KEY_DEFAULTS`), not today's default; None when none was stored or it no
+    longer validates (written by a version whose keys this one does not know)."""
     if not stored:
         return None
-    # a key added since the run was stored meant its behaviour from before (`_NEW_KEY_DEFAULTS`), not today's default
     stored = {name: dict(value) if isinstance(value, dict) else value for name, value in stored.items()}
     for (section, key), default in _NEW_KEY_DEFAULTS.items():
         if isinstance(stored.get(section), dict):
             stored[section].setdefault(key, default)
     try:
-        old = RunConfig.model_validate(stored)
+        return RunConfig.model_validate(stored)
     except ValidationError:
+        return None
+
+
+def changed_settings(stored: dict[str, Any], config: RunConfig) -> list[str] | None:
+    """Returns the settings (`key: old -> new`) in which `config` differs from a run's stored config, over
+    what the config hash covers; [] when they agree, None when the stored config no longer validates
+    (written by a version whose keys this one does not know) or was not stored."""
+    old = stored_run_config(stored)
+    if old is None:
         return None
     before, after = _flatten(old.hashed_settings()), _flatten(config.hashed_settings())
     # a new key left out of one side's hash holds its default there: named with its value

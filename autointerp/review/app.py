@@ -294,8 +294,10 @@ def create_app(settings: ReviewSettings) -> FastAPI:
         if not record["features"]:
             raise NotFound(f"no feature {text.clip(feature_id, 200)!r} in this database")
         neighbours = db(lambda: queries.feature_neighbours(query, feature_id))
+        unread = db(lambda: queries.unread_tokens([f["run_id"] for f in record["features"]]))
         context = forms.list_context(params)
-        return page("feature.html", **feature_view(feature_id, record, query.metric), **_nav(neighbours, context))
+        view = feature_view(feature_id, record, query.metric, unread)
+        return page("feature.html", **view, **_nav(neighbours, context))
 
     @app.post("/review")
     async def review(request: Request) -> Response:

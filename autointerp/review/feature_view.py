@@ -73,15 +73,20 @@ def _headline(scores: list[dict[str, Any]], metric: str, distractor: float | Non
     return {"metric": metric, "text": score_text(value, half_width, distractor), "confidence": confidence}
 
 
-def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, Any]:
-    """Returns the template values of a feature page from everything stored about the feature."""
+def feature_view(
+    feature_id: str, record: dict[str, list[dict[str, Any]]], metric: str, unread: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Returns the template values of a feature page from everything stored about the feature; `unread` (run
+    id -> leading tokens of each window its features do not read) keeps those tokens out of the histogram and
+    titles them "not read"."""
     explanations = record["explanations"]
     current = explanations[0] if explanations else None
     run_id = current["run_id"] if current else record["features"][0]["run_id"]
     feature = next((f for f in record["features"] if f["run_id"] == run_id), record["features"][0])
     exemplars = [e for e in record["exemplars"] if e["run_id"] == run_id]
     activations = {id(e): views.as_floats(e["activations"]) for e in exemplars}
-    token_values = [a for e in exemplars for a in activations[id(e)]]
+    skipped = max((unread or {}).get(run_id, 0), 0)
+    token_values = [a for e in exemplars for a in activations[id(e)][skipped:]]  # a stored 0 there is no reading
     finite = views.finite_values(token_values)
     stored_max = views.as_float(feature["max_activation"])
     scale = stored_max if math.isfinite(stored_max) and stored_max > 0 else max(finite, default=1.0)
@@ -137,7 +142,7 @@ def feature_view(feature_id: str, record: dict[str, list[dict[str, Any]]], metri
         "exemplars": [
             {
                 **e,
-                "shaded": views.shade(e["tokens"], activations[id(e)], scale),
+                "shaded": views.not_read(views.shade(e["tokens"], activations[id(e)], scale), skipped),
                 "max": views.as_float(e["max_activation"]),
             }
             for e in exemplars

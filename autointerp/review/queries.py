@@ -12,6 +12,7 @@ the rows that undo it `undo-<batch>-<n>`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,23 @@ class ReviewQueries(FeatureListQueries):
         """Returns everything stored about one feature, across runs, table by table."""
         with self.store.connect(read_only=True) as con:  # each table read by index (`autointerp.store.lookups`)
             return feature_record(con, feature_id)
+
+    def unread_tokens(self, run_ids: list[str]) -> dict[str, int]:
+        """Returns run id -> how many leading tokens of each window its features do not read (`skipped_tokens`
+        of its stored config); 0 where the config no longer validates or names a kind not installed here."""
+        from autointerp.config import stored_run_config
+        from autointerp.subject.kinds import skipped_tokens
+
+        rows = self.store.query("SELECT id, config FROM runs WHERE id = ANY(?::VARCHAR[])", [sorted(set(run_ids))])
+        unread: dict[str, int] = {}
+        for row in rows:
+            stored = row["config"]
+            config = stored_run_config(json.loads(stored) if isinstance(stored, str) else stored)
+            try:
+                unread[row["id"]] = skipped_tokens(config.features) if config else 0
+            except AutointerpError:  # a plugin kind this server does not have
+                unread[row["id"]] = 0
+        return unread
 
     def add_review(self, review: dict[str, Any]) -> None:
         """Stores one review action (accept, reject, edit, note, request_experiments) in a short transaction;

@@ -66,6 +66,13 @@ def shade(tokens: Any, values: list[float], scale: float, fmt: str = "{:.3f}") -
     return [Token(t, _label(v, fmt), _alpha(v, scale)) for t, v in zip(texts, values, strict=False)]
 
 
+def not_read(shaded: list[Token], unread: int) -> list[Token]:
+    """Returns the shaded tokens with the first `unread` titled "not read" and unshaded: the feature's source
+    does not read them, so their stored 0 is no measurement."""
+    unread = max(unread, 0)
+    return [Token(t.text, "not read", 0.0) for t in shaded[:unread]] + shaded[unread:]
+
+
 def loads(value: Any) -> Any:
     """Returns a JSON column decoded (DuckDB hands JSON back as text); None stays None."""
     if value is None or not isinstance(value, str):
@@ -212,7 +219,7 @@ def simulation_windows(score_details: dict[str, Any] | None, exemplars: list[dic
         true = shade(tokens, _window_numbers(window, "true"), 10.0, "{:.0f}")
         unread = window.get("unread")
         if isinstance(unread, int) and not isinstance(unread, bool):  # the sink's tokens: no level was read
-            true[: max(unread, 0)] = [Token(t.text, "not read", 0.0) for t in true[: max(unread, 0)]]
+            true = not_read(true, unread)
         shown.append(
             {
                 "label": f"{window.get('kind')} #{window.get('rank')}",

@@ -78,6 +78,25 @@ def test_feature_page_shows_the_evidence(review_db: DB, serve: Serve) -> None:
     assert httpx.get(f"{base}/feature", params={"id": "nope"}).status_code == 404
 
 
+def test_the_tokens_a_run_does_not_read_are_titled_so_and_left_out_of_the_histogram(
+    review_db: DB, serve: Serve
+) -> None:
+    """A run of MLP neurons with the default config does not read each window's first two tokens: the feature
+    page titles them "not read" in every stored window, and its histogram counts only the tokens read."""
+    from autointerp.config import load_config
+
+    path, ids = review_db
+    config = load_config(None, []).model_dump(mode="json")  # features.skip_first_tokens = "auto": 2 for neurons
+    with Store(path).transaction() as con:
+        con.execute("UPDATE runs SET config = ?", [json.dumps(config)])
+    feature = ids["features"][1]
+    windows = Store(path).query("SELECT tokens FROM exemplars WHERE feature_id = ?", [feature])
+    page = httpx.get(f"{serve(ReviewSettings(db=path))}/feature", params={"id": feature}).text
+    assert page.count('title="not read"') == 2 * len(windows) + 1  # and the simulation window's own (unread: 1)
+    read = sum(len(w["tokens"]) - 2 for w in windows)
+    assert f"{read:,} token activations in the {len(windows)} stored windows" in page
+
+
 def test_corpus_and_model_text_is_escaped(review_db: DB, serve: Serve) -> None:
     path, ids = review_db
     base = serve(ReviewSettings(db=path))
