@@ -24,6 +24,7 @@ import torch
 from autointerp.corpus.sources import iter_windows
 from autointerp.errors import FeatureError
 from autointerp.subject.hooks import capture
+from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS
 from autointerp.subject.model import SubjectModel
 from autointerp.subject.sae import SparseAutoencoder
 from autointerp.subject.sparsify import save_sparsify
@@ -61,9 +62,10 @@ class SaeMetrics:
 
 
 def residual_activations(subject: SubjectModel, config: SaeTrainingConfig) -> torch.Tensor:
-    """Returns [tokens, d_model] activations at `blocks.L.hook_resid_post` (window starts dropped)."""
+    """Returns [tokens, d_model] activations at `blocks.L.hook_resid_post`, each window's first
+    `AUTO_SKIPPED_TOKENS` left out (the attention sink, which a run does not read either)."""
     hook = f"blocks.{config.layer}.hook_resid_post"
-    windows_needed = -(-config.tokens // (config.window_tokens - 1))
+    windows_needed = -(-config.tokens // (config.window_tokens - AUTO_SKIPPED_TOKENS))
     windows = list(
         iter_windows(subject.tokenizer, config.corpus, window_tokens=config.window_tokens, max_windows=windows_needed)
     )
@@ -71,7 +73,7 @@ def residual_activations(subject: SubjectModel, config: SaeTrainingConfig) -> to
     for start in range(0, len(windows), 16):
         ids = torch.tensor([w.token_ids for w in windows[start : start + 16]], device=subject.device)
         (hidden,) = capture(subject, ids, [hook])
-        rows.append(hidden[:, 1:].reshape(-1, hidden.shape[-1]).float().cpu())
+        rows.append(hidden[:, AUTO_SKIPPED_TOKENS:].reshape(-1, hidden.shape[-1]).float().cpu())
     return torch.cat(rows)[: config.tokens]
 
 

@@ -215,3 +215,20 @@ def test_an_experiment_text_is_read_at_every_token_after_a_start_token(subject: 
     [word] = subject.tokenizer(" Monday", add_special_tokens=False)["input_ids"]
     alone = every.activations(torch.tensor([[*start, word]]))[0, 2, 0]
     assert target.max_activation_of(subject, " Monday") == pytest.approx(float(alone), rel=1e-5) != 0.0
+
+
+def test_the_sae_trainer_reads_no_token_a_run_leaves_unread(subject: SubjectModel) -> None:
+    """`train-sae` trains on the tokens a run reads: each window's first `AUTO_SKIPPED_TOKENS` (the attention
+    sink, whose residual norm is many times any other's) are left out of its training rows."""
+    from autointerp.corpus.sources import iter_windows
+    from autointerp.subject.sae_train import residual_activations
+
+    settings = SaeTrainingConfig(layer=3, tokens=28, window_tokens=16)
+    rows = residual_activations(subject, settings)
+    ids = torch.tensor(
+        [w.token_ids for w in iter_windows(subject.tokenizer, settings.corpus, window_tokens=16, max_windows=2)]
+    )
+    hidden = _hidden_states(subject, ids)[4]  # block 3's output
+    expected = hidden[:, AUTO_SKIPPED_TOKENS:].reshape(-1, hidden.shape[-1])
+    assert rows.shape == (28, hidden.shape[-1])  # two windows of 14 read tokens
+    assert torch.allclose(rows, expected, atol=1e-4)
