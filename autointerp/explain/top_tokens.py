@@ -55,13 +55,13 @@ def strongest_tokens(exemplars: Sequence[dict[str, Any]], max_activation: float,
 def top_tokens_explanation(
     exemplars: Sequence[dict[str, Any]], max_activation: float, limit: int = TOP_TOKENS_NAMED
 ) -> str | None:
-    """Returns `the words "a", "b" and "c"` (`the tokens ...` when one is not a word of letters or digits)
-    for the strongest tokens of `exemplars`, or None when no token fires."""
+    """Returns `the words "a", "b" and "c"` (`the tokens ...` when one is not a word of letters or digits; a
+    token holding `"` in single quotes) for the strongest tokens of `exemplars`, or None when no token fires."""
     tokens = strongest_tokens(exemplars, max_activation, limit)
     if not tokens:
         return None
     kind = "word" if all(t.isalnum() for t in tokens) else "token"
-    quoted = [f'"{t}"' for t in tokens]
+    quoted = [f"'{t}'" if '"' in t else f'"{t}"' for t in tokens]  # `'"__'`, not `""__"`
     if len(quoted) == 1:
         return f"the {kind} {quoted[0]}"
     return f"the {kind}s {', '.join(quoted[:-1])} and {quoted[-1]}"

@@ -28,6 +28,8 @@ def test_the_list_reads_as_words_or_tokens() -> None:
     assert top_tokens_explanation(WINDOWS[:1], 10.0, limit=1) == 'the word "some"'
     assert top_tokens_explanation(WINDOWS[1:], 4.0, limit=5) == 'the tokens "is", "have", "\\n" and "some"'
     assert top_tokens_explanation([window(["a"], [0.0])], 1.0) is None
+    quote = [window([' "__', "__()"], [2.0, 1.0])]  # a token that holds a double quote is quoted with single ones
+    assert top_tokens_explanation(quote, 2.0) == 'the tokens \'"__\' and "__()"'
 
 
 def test_a_kept_list_is_told_from_the_explainers_answer_by_its_details() -> None:
