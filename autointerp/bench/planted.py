@@ -28,8 +28,10 @@ from autointerp.experiments.rounds import Experimenter, FeatureTarget
 from autointerp.explain.best_of import BestOf, explain_best_of
 from autointerp.explain.contrastive import split_for_contrast
 from autointerp.explain.explainer import explain_feature
+from autointerp.explain.top_tokens import kept_top_tokens
 from autointerp.llm import CallRecorder, ChatBackend, LLMSession, get_backend
 from autointerp.progress import progress_bar
+from autointerp.records import Explanation
 from autointerp.score.distractors import choose_distractors
 from autointerp.score.embedding import embed_texts
 from autointerp.score.registry import SCORERS
@@ -55,7 +57,8 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     recorder = CallRecorder("bench", LLMSession.from_settings(LLMConfig(cache=False)))
     variants = explainer_variants(settings)
     columns = score_columns(settings)
-    needs_llm = [m for m in settings.methods if m != "embedding"] or any(v.best_of > 1 for v in variants)
+    weighs = bool(variants) and (settings.top_tokens or any(v.best_of > 1 for v in variants))
+    needs_llm = [m for m in settings.methods if m != "embedding"] or weighs
 
     def scorer(method: str) -> ChatBackend | None:
         """The model that scores with `method` (`settings.scorer_for`); None for methods that need none."""
@@ -63,15 +66,20 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
             return None
         return get_backend(settings.scorer_for(method))
 
-    simulator = scorer("simulation") if any(v.best_of > 1 for v in variants) else None
+    simulator = scorer("simulation") if weighs else None
     explanations: dict[str, dict[str, str | None]] = {}
+    kept_lists: dict[str, set[str]] = {}
     for variant in variants:
         backend = get_backend(variant.spec)
         started = time.perf_counter()
         texts: dict[str, str | None] = {}
+        kept_lists[variant.label] = set()
         with progress_bar(f"explain {variant.label}", total=len(live), unit="features") as advance:
             for fs in live:
-                texts[fs.feature.name] = explain_planted(fs, variant, backend, simulator, recorder, settings)
+                written = explain_planted(fs, variant, backend, simulator, recorder, settings)
+                texts[fs.feature.name] = written.text if written else None
+                if written and kept_top_tokens(written.details):
+                    kept_lists[variant.label].add(fs.feature.name)
                 advance(1)
         explanations[variant.label] = texts
         seconds[f"explain {variant.label}"] = time.perf_counter() - started
@@ -164,6 +172,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
         revised_similarity,
         agreement,
         hard,
+        kept_lists,
     )
 
 
@@ -174,10 +183,10 @@ def explain_planted(
     simulator: ChatBackend | None,
     recorder: CallRecorder,
     settings: BenchSettings,
-) -> str | None:
+) -> Explanation | None:
     """Returns the explanation `variant` writes for one feature (None: every attempt failed). Contrastive:
-    the non-activating windows come from `fs.quiet`, never from the held-out ones; best-of-k: candidates
-    are simulated on the windows the explainer saw."""
+    the non-activating windows come from `fs.quiet`, never from the held-out ones; best-of-k and the
+    top-token list (`settings.top_tokens`): candidates are simulated on the windows the explainer saw."""
     activating, contrast = fs.explain, None
     if variant.contrastive:
         pool = fs.explain + fs.quiet
@@ -191,7 +200,7 @@ def explain_planted(
         "retries": 1,
         "contrast": contrast,
     }
-    if variant.best_of > 1 and simulator is not None:
+    if (variant.best_of > 1 or settings.top_tokens) and simulator is not None:
         best = BestOf(
             k=variant.best_of,
             temperature=settings.best_of_temperature,
@@ -201,12 +210,13 @@ def explain_planted(
                 batch_size=settings.batch_size,
                 prior=settings.simulation_prior,
             ),
+            top_tokens=settings.top_tokens,
         )
         outcome = explain_best_of(backend, recorder, best, **asked)
     else:
         outcome = explain_feature(backend, recorder, **asked)
     recorder.take()  # the benchmark keeps texts, not call rows
-    return outcome.explanation.text if outcome.explanation else None
+    return outcome.explanation
 
 
 def investigate_planted(

@@ -66,6 +66,12 @@ def render_report(result: BenchResult) -> str:
             else ""
         ),
         f"- explainers: {', '.join(f'`{e}`' for e in explainers) or 'none'}",
+        "- top-token list (`explainer.top_tokens_candidate`, a run's default: on): "
+        + (
+            "weighed against each explainer's answer by simulation on the windows it saw; the better is kept"
+            if s.top_tokens
+            else "off (--no-top-tokens): each explainer's answer as written"
+        ),
         f"- corpus: `{s.corpus}`, {result.windows} windows of {s.window_tokens} tokens (tokenizer `{s.subject}`)",
         f"- per feature: {s.explain_windows} explanation windows; held out {s.heldout_active} activating + "
         f"{s.heldout_quiet} non-activating; {s.distractors} distractor descriptions",
@@ -106,6 +112,16 @@ def render_report(result: BenchResult) -> str:
         rows.append(
             ["explanations written", *[str(sum(1 for t in result.explanations[e].values() if t)) for e in explainers]]
         )
+        if s.top_tokens:
+            rows.append(
+                [
+                    "kept the top-token list, not the explainer's answer",
+                    *[
+                        f"{len(result.kept_lists.get(e, set()))}/{sum(1 for t in result.explanations[e].values() if t)}"
+                        for e in explainers
+                    ],
+                ]
+            )
         for method in methods:
             per = result.scores[method]
             rows.append(

@@ -76,3 +76,5 @@ class BenchResult:
     revised_similarity: dict[str, dict[str, tuple[float, bool]]] = field(default_factory=dict)
     agreement: dict[str, JudgeAgreement] = field(default_factory=dict)  # judging method -> batched vs single
     hard: HardScores | None = None  # easy vs hard scores and intruder accuracy (settings.hard / method intruder)
+    kept_lists: dict[str, set[str]] = field(default_factory=dict)
+    """Explainer -> the features whose kept explanation is the top-token list, not its answer (settings.top_tokens)."""

@@ -57,6 +57,9 @@ class BenchSettings:
     (`best-of-3+contrastive`); every explainer runs every variant."""
     best_of_temperature: float = 0.7
     """Sampling temperature of best-of-k candidates 2..k."""
+    top_tokens: bool = field(default_factory=lambda: ExplainerConfig().top_tokens_candidate)
+    """Weigh the list of the strongest tokens of the explanation windows against each explainer's answer by
+    simulation on those windows, and keep the better (a run's `explainer.top_tokens_candidate`)."""
     contrastive_windows: int = 3
     """Non-activating windows shown by the contrastive variant."""
     contrast_pool: int = 64

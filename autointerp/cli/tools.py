@@ -61,6 +61,14 @@ def bench(
             "repeat to compare (default: default)."
         ),
     ] = None,
+    top_tokens: Annotated[
+        bool | None,
+        typer.Option(
+            help="Weigh the list of the strongest tokens against each explainer's answer and keep the better, as a "
+            "run does (default: a run's explainer.top_tokens_candidate); --no-top-tokens: the answer alone.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("results/benchmarks/planted.md"),
     hard: Annotated[
         bool,
@@ -102,6 +110,7 @@ def bench(
         distractors=distractors,
         rounds=rounds,
         judge_windows_per_prompt=judge_windows_per_prompt,
+        top_tokens=BenchSettings().top_tokens if top_tokens is None else top_tokens,
     )
     if method:
         settings.methods = method
@@ -121,6 +130,8 @@ def bench(
     from autointerp.corpus.sources import check_corpus
 
     named = [("--scorer", settings.scorer_for(method)) for method in settings.methods if method != "embedding"]
+    if settings.explainers and settings.top_tokens:  # the simulator weighs the list against each answer
+        named.append(("--scorer", settings.scorer_for("simulation")))
     named += [("--explainer", spec) for spec in settings.explainers]
     warn_each(check_model_specs(names_by_spec(named)))
     check_corpus(corpus)

@@ -8,8 +8,12 @@ experiment must refute it; on `of` it is right and the experiment must support i
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
+
+from typer.testing import CliRunner
 
 from autointerp.bench import BenchSettings, feature_set, render_report, run_bench
+from autointerp.cli.app import app
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
 from autointerp.subject.planted import PlantedFeature, load_planted_features
 
@@ -33,11 +37,40 @@ class ScriptedExplainer(ChatBackend):
 register_backend("scripted-bench", ScriptedExplainer)
 
 
+def test_bench_weighs_the_top_token_list_against_the_explainers_answer_as_a_run_does(tmp_path: Path) -> None:
+    """The explainer always answers `the word "of"`; the simulator knows the answer (10 on the word a
+    description names). On planted `is` the list of the strongest tokens (`the word "is"`) simulates better on
+    the explanation windows and is kept, so its held-out score is the truth's; `--no-top-tokens` reports the
+    explainer's answer alone."""
+    from tests.explain.test_best_of import WordSimulator  # registers word-simulator
+
+    def bench(*extra: str) -> str:
+        output = tmp_path / f"planted{len(extra)}.md"
+        args = ["bench", "--explainer", "scripted-bench:x", "--scorer", "word-simulator:x", "--method", "simulation"]
+        args += ["--rounds", "0", "--feature", "is", "--feature", "of", "--max-windows", "300", "--distractors", "1"]
+        result = CliRunner().invoke(app, [*args, "--output", str(output), *extra])
+        assert result.exit_code == 0, result.output
+        return output.read_text()
+
+    WordSimulator.seen.clear()
+    weighed = bench()
+    assert "| kept the top-token list, not the explainer's answer | 1/2 |" in weighed
+    assert "| simulation: AUROC vs distractors | 1.00 |" in weighed  # both kept texts name the feature's word
+    assert "| truth is the nearest planted description | 2/2 |" in weighed
+    assert 'the word "is"' in weighed and "weighed against each explainer's answer" in weighed
+    alone = bench("--no-top-tokens")
+    assert "kept the top-token list" not in alone and "off (--no-top-tokens)" in alone
+    # right on `of`; on `is` it names the distractor's word, a tie (1/2)
+    assert "| simulation: AUROC vs distractors | 0.75 |" in alone
+    assert "| truth is the nearest planted description | 1/2 |" in alone
+
+
 def test_experiments_refute_a_wrong_first_explanation_and_the_report_counts_it() -> None:
     features = [f for f in load_planted_features() if f.name in ("is", "of")]
     settings = BenchSettings(
-        explainers=["scripted-bench:x"], methods=["embedding"], max_windows=300, distractors=1, rounds=1
-    )
+        explainers=["scripted-bench:x"], methods=["embedding"], max_windows=300, distractors=1, rounds=1,
+        top_tokens=False,  # the rounds are measured on the explainer's own (wrong) answer
+    )  # fmt: skip
     result = run_bench(features, settings)
     done = result.investigated["scripted-bench:x"]
     assert ("input", "refutes") in done["is"].verdicts
