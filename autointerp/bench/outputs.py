@@ -1,4 +1,4 @@
-"""The output-side benchmark (`autointerp bench --outputs`): explainers fed input, output or both kinds of
+"""The output-side benchmark (`autointerp bench-outputs`): explainers fed input, output or both kinds of
 evidence, scored on the input side (simulation, detection) and the output side (the output scorer), over
 planted input features and planted output features, in one table (as Gur-Arieh et al. 2025 report it).
 
@@ -6,9 +6,9 @@ Planted input features are functions of the tokens: they write nothing into the 
 output evidence (an explainer asked for it reads their input windows, and says so) and the output scorer
 skips them with the reason. Planted output features are directions built from unembedding rows of known
 token sets (`autointerp.outputs.planted`), read and written at a late block's residual output: their input
-windows are where the subject model's residual stream points along them (the first token of each window,
-where every window's residual norm peaks, is left out), their output evidence is the direct path and the
-steering change, and steering them makes the model say their tokens.
+windows are where the subject model's residual stream points along them (each window's first
+`AUTO_SKIPPED_TOKENS` tokens, the attention sink, are left out, as a run leaves them out), their output
+evidence is the direct path and the steering change, and steering them makes the model say their tokens.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from autointerp.score.output import OutputOptions
 from autointerp.score.registry import SCORERS, SteeringTarget
 from autointerp.score.scorers import primary_value, score_candidates
 from autointerp.subject import SubjectModel, load_subject_model
+from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS
 from autointerp.subject.planted import PlantedFeature
 from autointerp.subject.sources import DirectionSource, FeatureSource, PlantedSource
 
@@ -96,12 +97,13 @@ def output_feature_sets(
     subject: SubjectModel, source: DirectionSource, outputs: list[PlantedOutput], ids: list[list[int]], s: BenchSettings
 ) -> list[FeatureSet]:
     """Returns each planted output feature's windows: its activations are the residual stream's projection on
-    its direction (negative values and each window's first token set to 0), from batched forward passes."""
+    its direction (negative values and the unread first tokens set to 0, and not scored), from batched forward
+    passes."""
     tables: list[dict[tuple[str, ...], list[float]]] = [{} for _ in outputs]
     for start in range(0, len(ids), s.batch_size):
         batch = ids[start : start + s.batch_size]
         acts = source.activations(torch.tensor(batch, dtype=torch.long)).clamp(min=0.0)  # [B, T, F]
-        acts[:, 0, :] = 0.0  # the first token: every window's residual norm peaks there
+        acts[:, :AUTO_SKIPPED_TOKENS, :] = 0.0  # the attention sink (`AUTO_SKIPPED_TOKENS`), as a run reads
         for row, token_ids in enumerate(batch):
             tokens = tuple(subject.decode_tokens(token_ids))
             for j in range(len(outputs)):
@@ -110,7 +112,7 @@ def output_feature_sets(
     sets = []
     for j, planted in enumerate(outputs):
         feature = PlantedFeature(f"out:{planted.name}", planted.description, _lookup(tables[j]), kind="output")
-        sets.append(feature_set(feature, windows, s, ids))
+        sets.append(feature_set(feature, windows, s, ids, unread=AUTO_SKIPPED_TOKENS))
     return sets
 
 

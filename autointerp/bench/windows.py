@@ -53,9 +53,14 @@ def build_feature_sets(features: list[PlantedFeature], settings: BenchSettings) 
 
 
 def feature_set(
-    feature: PlantedFeature, windows: list[list[str]], settings: BenchSettings, token_ids: list[list[int]] | None = None
+    feature: PlantedFeature,
+    windows: list[list[str]],
+    settings: BenchSettings,
+    token_ids: list[list[int]] | None = None,
+    unread: int = 0,
 ) -> FeatureSet:
-    """Returns one feature's windows: explanation windows at even top ranks, held-out ones around them."""
+    """Returns one feature's windows: explanation windows at even top ranks, held-out ones around them, whose
+    first `unread` tokens are not scored (the feature does not read them)."""
     activations = []
     for tokens in windows:
         acts = [float(a) for a in feature.activations(tokens)]
@@ -87,11 +92,12 @@ def feature_set(
         used = set(explain) | set(top) | set(spread)
         negatives = sorted((i for i in range(len(windows)) if i not in used), key=lambda i: keys[i])
         negatives = negatives[: settings.heldout_quiet]
-    heldout = (
-        [HeldOutWindow(windows[i], levels[i], "top", r) for r, i in enumerate(top)]
-        + [HeldOutWindow(windows[i], levels[i], "quantile", r) for r, i in enumerate(spread)]
-        + [HeldOutWindow(windows[i], levels[i], "random", r) for r, i in enumerate(negatives)]
-    )
+    picked = [("top", top), ("quantile", spread), ("random", negatives)]
+    heldout = [
+        HeldOutWindow(windows[i], levels[i], kind, r, unread=min(unread, len(windows[i])))
+        for kind, chosen in picked
+        for r, i in enumerate(chosen)
+    ]
     return FeatureSet(
         feature,
         density,

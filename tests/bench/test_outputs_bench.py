@@ -18,6 +18,7 @@ from autointerp.bench.outputs import OutputBenchSettings, scorer_specs
 from autointerp.bench.settings import BenchSettings
 from autointerp.cli.app import app
 from autointerp.config import DEFAULT_EXPLAINER, DEFAULT_SIMULATOR, ExplainerConfig, ScoreConfig
+from autointerp.subject import SubjectModel
 from tests.end_to_end.test_output_run import explainer_or_judge
 from tests.llm.loopback_server import LoopbackServer
 
@@ -61,3 +62,22 @@ def test_bench_outputs_defaults_to_a_run_s_models() -> None:
     assert defaults.simulator.model == DEFAULT_SIMULATOR
     one = BenchSettings(scorer="openai-compatible:http://127.0.0.1:9/v1#m")
     assert set(scorer_specs(one).values()) == {"openai-compatible:http://127.0.0.1:9/v1#m"}
+
+
+def test_planted_output_features_read_no_token_a_run_leaves_unread(subject: SubjectModel) -> None:
+    """The input side of a planted output direction is read as a run reads model features: each window's first
+    `AUTO_SKIPPED_TOKENS` (the attention sink, where the residual stream points along these directions most) are
+    0 in every window and are not scored."""
+    from autointerp.bench.outputs import _cut, output_feature_sets
+    from autointerp.outputs.planted import PLANTED_OUTPUTS, planted_output_set
+    from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS
+    from autointerp.subject.sources import DirectionSource
+
+    settings = BenchSettings(max_windows=48)
+    ids, _ = _cut(subject, settings)
+    planted = planted_output_set(subject)
+    outputs = [p for p in PLANTED_OUTPUTS if p.name in ("weekdays", "months")]
+    source = DirectionSource(subject, planted.matrix, planted.hook, [planted.names.index(p.name) for p in outputs])
+    for fs in output_feature_sets(subject, source, outputs, ids, settings):
+        assert fs.heldout and all(w.unread == AUTO_SKIPPED_TOKENS for w in fs.heldout)
+        assert all(e["activations"][:AUTO_SKIPPED_TOKENS] == [0.0] * AUTO_SKIPPED_TOKENS for e in fs.explain)
