@@ -222,6 +222,8 @@ class ExplainerConfig(LLMRoleConfig):
     explanation windows' strongest tokens (`the words "some", "those" and "is"`, `autointerp.explain.top_tokens`):
     the run's simulator scores both on the explanation-split windows the explainer saw, never on held-out ones,
     and the better is kept (`details.best_of` records both). False: the explainer's alone, unless `best_of` > 1."""
+    top_tokens_named: int = Field(3, ge=1, le=10)
+    """How many of the strongest distinct tokens that list names (`top_tokens_candidate`)."""
     contrastive: bool = False
     """Also show the explainer explanation-split windows where the feature does not fire, most similar to
     the activating ones first ("these similar texts do NOT activate it"); never held-out windows."""
@@ -485,6 +487,7 @@ _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("explainer", "best_of"): 1,
     ("explainer", "best_of_temperature"): 0.7,
     ("explainer", "top_tokens_candidate"): False,
+    ("explainer", "top_tokens_named"): 3,
     ("explainer", "contrastive"): False,
     ("explainer", "contrastive_windows"): 3,
 }

@@ -22,7 +22,7 @@ from autointerp.bench.hard import score_hard
 from autointerp.bench.results import BenchResult, Investigated, JudgeAgreement
 from autointerp.bench.settings import BenchSettings, ExplainerVariant, explainer_variants, score_columns
 from autointerp.bench.windows import FeatureSet, build_feature_sets
-from autointerp.config import ExperimentConfig, LLMConfig, LLMRoleConfig, ScoreConfig
+from autointerp.config import ExperimentConfig, ExplainerConfig, LLMConfig, LLMRoleConfig, ScoreConfig
 from autointerp.errors import ConfigError
 from autointerp.experiments.rounds import Experimenter, FeatureTarget
 from autointerp.explain.best_of import BestOf, explain_best_of
@@ -211,6 +211,7 @@ def explain_planted(
                 prior=settings.simulation_prior,
             ),
             top_tokens=settings.top_tokens,
+            top_tokens_named=ExplainerConfig().top_tokens_named,
         )
         outcome = explain_best_of(backend, recorder, best, **asked)
     else:

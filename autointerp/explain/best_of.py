@@ -20,7 +20,7 @@ from autointerp.activations import normalize_activations
 from autointerp.explain.contrastive import Contrast, explain_split
 from autointerp.explain.explainer import Evidence, ExplainOutcome, explain_feature
 from autointerp.explain.top_tokens import SOURCE as TOP_TOKENS
-from autointerp.explain.top_tokens import top_tokens_explanation
+from autointerp.explain.top_tokens import TOP_TOKENS_NAMED, top_tokens_explanation
 from autointerp.llm.base import ChatBackend, ChatResponse
 from autointerp.llm.calls import CallRecorder
 from autointerp.outputs.records import OutputEvidence
@@ -54,6 +54,8 @@ class BestOf:
     """Leading tokens of each window the features' source does not read (`skipped_tokens`): not scored."""
     top_tokens: bool = False
     """Also weigh the explanation that lists the windows' strongest tokens (`explainer.top_tokens_candidate`)."""
+    top_tokens_named: int = TOP_TOKENS_NAMED
+    """How many tokens that list names (`explainer.top_tokens_named`)."""
 
     @classmethod
     def from_config(cls, config: RunConfig) -> BestOf:
@@ -69,6 +71,7 @@ class BestOf:
             simulation=SimulationOptions.from_config(config.score),
             unread=skipped_tokens(config.features),
             top_tokens=weighs_top_tokens(config),
+            top_tokens_named=config.explainer.top_tokens_named,
         )
 
 
@@ -151,7 +154,9 @@ def explain_best_of(
         return ExplainOutcome(explanation=None, attempts=attempts, error=error)
     sources = ["explainer"] * len(candidates)
     weighed = best_of.top_tokens and evidence != "output"
-    listed = top_tokens_explanation(explain_split(exemplars), max_activation) if weighed else None
+    listed = (
+        top_tokens_explanation(explain_split(exemplars), max_activation, best_of.top_tokens_named) if weighed else None
+    )
     if listed is not None and listed not in {c.text for c in candidates}:
         first = candidates[0]
         candidates.append(replace(first, text=listed, llm_call_id=None, id=new_id()))
