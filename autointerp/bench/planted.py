@@ -57,7 +57,7 @@ def run_bench(features: list[PlantedFeature], settings: BenchSettings) -> BenchR
     recorder = CallRecorder("bench", LLMSession.from_settings(LLMConfig(cache=False)))
     variants = explainer_variants(settings)
     columns = score_columns(settings)
-    weighs = bool(variants) and (settings.top_tokens or any(v.best_of > 1 for v in variants))
+    weighs = settings.weighs_top_tokens or any(v.best_of > 1 for v in variants)
     needs_llm = [m for m in settings.methods if m != "embedding"] or weighs
 
     def scorer(method: str) -> ChatBackend | None:
@@ -200,7 +200,7 @@ def explain_planted(
         "retries": 1,
         "contrast": contrast,
     }
-    if (variant.best_of > 1 or settings.top_tokens) and simulator is not None:
+    if (variant.best_of > 1 or settings.weighs_top_tokens) and simulator is not None:
         best = BestOf(
             k=variant.best_of,
             temperature=settings.best_of_temperature,
@@ -210,7 +210,7 @@ def explain_planted(
                 batch_size=settings.batch_size,
                 prior=settings.simulation_prior,
             ),
-            top_tokens=settings.top_tokens,
+            top_tokens=settings.weighs_top_tokens,
             top_tokens_named=ExplainerConfig().top_tokens_named,
         )
         outcome = explain_best_of(backend, recorder, best, **asked)

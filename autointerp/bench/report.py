@@ -66,11 +66,17 @@ def render_report(result: BenchResult) -> str:
             else ""
         ),
         f"- explainers: {', '.join(f'`{e}`' for e in explainers) or 'none'}",
-        "- top-token list (`explainer.top_tokens_candidate`, a run's default: on): "
+        "- top-token list (`explainer.top_tokens_candidate`): "
         + (
             "weighed against each explainer's answer by simulation on the windows it saw; the better is kept"
-            if s.top_tokens
-            else "off (--no-top-tokens): each explainer's answer as written"
+            if s.weighs_top_tokens
+            else "off: each explainer's answer as written"
+            + ("" if s.top_tokens else " (--no-top-tokens)")
+            + (
+                ""
+                if "simulation" in s.methods or not s.top_tokens
+                else " (no simulation method: a run weighs it only then)"
+            )
         ),
         f"- corpus: `{s.corpus}`, {result.windows} windows of {s.window_tokens} tokens (tokenizer `{s.subject}`)",
         f"- per feature: {s.explain_windows} explanation windows; held out {s.heldout_active} activating + "
@@ -112,7 +118,7 @@ def render_report(result: BenchResult) -> str:
         rows.append(
             ["explanations written", *[str(sum(1 for t in result.explanations[e].values() if t)) for e in explainers]]
         )
-        if s.top_tokens:
+        if s.weighs_top_tokens:
             rows.append(
                 [
                     "kept the top-token list, not the explainer's answer",

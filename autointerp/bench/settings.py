@@ -72,6 +72,12 @@ class BenchSettings:
     intruder_prompts: int = 6
     """Intruder test: prompts per feature."""
 
+    @property
+    def weighs_top_tokens(self) -> bool:
+        """Returns whether each explainer's answer is weighed against the top-token list: `top_tokens`, with an
+        explainer to weigh and simulation among the methods, as a run weighs it (`weighs_top_tokens`)."""
+        return self.top_tokens and bool(self.explainers) and "simulation" in self.methods
+
     def scorer_for(self, method: str) -> str:
         """Returns the model spec that scores with `method`: `scorer` when set, else what a run with the
         default config uses (`score.simulator` for simulation, `score.judge` for every other method)."""

@@ -130,7 +130,7 @@ def bench(
     from autointerp.corpus.sources import check_corpus
 
     named = [("--scorer", settings.scorer_for(method)) for method in settings.methods if method != "embedding"]
-    if settings.explainers and settings.top_tokens:  # the simulator weighs the list against each answer
+    if settings.weighs_top_tokens:  # the simulator weighs the list against each answer
         named.append(("--scorer", settings.scorer_for("simulation")))
     named += [("--explainer", spec) for spec in settings.explainers]
     warn_each(check_model_specs(names_by_spec(named)))

@@ -130,6 +130,7 @@ def evaluate_explainers(plan: ExplainerTrainingPlan, heldout: list[PlantedFeatur
         methods=["simulation"],
         explainers=list(specs.values()),
         rounds=0,
+        top_tokens=False,  # the adapter's own answers are measured, not the list a run may keep instead
     )
     numbers: dict[str, Any] = {}
     for set_name, features in {"held-out families": heldout, "planted benchmark": BUILTIN_PLANTED_FEATURES}.items():

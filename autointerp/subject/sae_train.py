@@ -1,8 +1,8 @@
 """Train a small ReLU sparse autoencoder on a layer's residual stream, on the CPU in minutes.
 
-The activations are `blocks.L.hook_resid_post` over the corpus's windows (the first token of
-each window is dropped: it acts as an attention sink with an outsized norm). The loss is the
-squared error divided by the activations' variance plus `l1_coefficient` x the L1 norm of the
+The activations are `blocks.L.hook_resid_post` over the corpus's windows (each window's first
+`AUTO_SKIPPED_TOKENS` are dropped, as a run leaves them unread: the attention sink, with an outsized
+norm). The loss is the squared error divided by the activations' variance plus `l1_coefficient` x the L1 norm of the
 latents weighted by the decoder rows' norms, divided by the mean activation norm (so the
 coefficient does not depend on the layer's scale). The last 10 % of tokens are held out to
 report the fraction of variance unexplained (FVU) and L0 (mean active latents per token).

@@ -58,6 +58,7 @@ def test_bench_weighs_the_top_token_list_against_the_explainers_answer_as_a_run_
     assert "| simulation: AUROC vs distractors | 1.00 |" in weighed  # both kept texts name the feature's word
     assert "| truth is the nearest planted description | 2/2 |" in weighed
     assert 'the word "is"' in weighed and "weighed against each explainer's answer" in weighed
+    assert not BenchSettings(explainers=["scripted-bench:x"], methods=["embedding"]).weighs_top_tokens  # as a run
     alone = bench("--no-top-tokens")
     assert "kept the top-token list" not in alone and "off (--no-top-tokens)" in alone
     # right on `of`; on `is` it names the distractor's word, a tie (1/2)
