@@ -41,7 +41,7 @@ from autointerp.score.scorers import primary_value, score_candidates
 from autointerp.subject import SubjectModel, load_subject_model
 from autointerp.subject.kinds import AUTO_SKIPPED_TOKENS
 from autointerp.subject.planted import PlantedFeature
-from autointerp.subject.sources import DirectionSource, FeatureSource, PlantedSource
+from autointerp.subject.sources import DirectionSource, FeatureSource, PlantedSource, skip_first_tokens
 
 EVIDENCE: tuple[Evidence, ...] = ("input", "output", "both")
 METHODS = ("simulation", "detection", "output")
@@ -172,7 +172,8 @@ def run_output_bench(
     live = [fs for fs in sets if fs.skipped is None]
     steering: dict[str, FeatureSource] = {fs.feature.name: PlantedSource(subject, [fs.feature]) for fs in input_sets}
     for j, fs in enumerate(output_sets):
-        steering[fs.feature.name] = DirectionSource(subject, planted.matrix, planted.hook, [indices[j]])
+        direction = DirectionSource(subject, planted.matrix, planted.hook, [indices[j]])
+        steering[fs.feature.name] = skip_first_tokens(direction, AUTO_SKIPPED_TOKENS)  # steered as a run steers
     recorder = CallRecorder("bench", LLMSession.from_settings(LLMConfig(cache=False)))
     explainer = get_backend(settings.explainer)
     explanations: dict[str, dict[str, str | None]] = {}
