@@ -60,7 +60,7 @@ def test_bench_weighs_the_top_token_list_against_the_explainers_answer_as_a_run_
     assert 'the word "is"' in weighed and "weighed against each explainer's answer" in weighed
     assert not BenchSettings(explainers=["scripted-bench:x"], methods=["embedding"]).weighs_top_tokens  # as a run
     alone = bench("--no-top-tokens")
-    assert "kept the top-token list" not in alone and "off (--no-top-tokens)" in alone
+    assert "kept the top-token list" not in alone and "as written (--no-top-tokens)" in alone
     # right on `of`; on `is` it names the distractor's word, a tie (1/2)
     assert "| simulation: AUROC vs distractors | 0.75 |" in alone
     assert "| truth is the nearest planted description | 1/2 |" in alone
