@@ -12,7 +12,6 @@ the rows that undo it `undo-<batch>-<n>`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -52,15 +51,17 @@ class ReviewQueries(FeatureListQueries):
 
     def unread_tokens(self, run_ids: list[str]) -> dict[str, int]:
         """Returns run id -> how many leading tokens of each window its features do not read (`skipped_tokens`
-        of its stored config); 0 where the config no longer validates or names a kind not installed here."""
+        of its stored config); 0 where the config is not JSON, no longer validates or names a kind not installed
+        here."""
         from autointerp.config import stored_run_config
+        from autointerp.records import stored_json
         from autointerp.subject.kinds import skipped_tokens
 
         rows = self.store.query("SELECT id, config FROM runs WHERE id = ANY(?::VARCHAR[])", [sorted(set(run_ids))])
         unread: dict[str, int] = {}
         for row in rows:
-            stored = row["config"]
-            config = stored_run_config(json.loads(stored) if isinstance(stored, str) else stored)
+            stored = stored_json(row["config"])  # None where the text is not JSON
+            config = stored_run_config(stored if isinstance(stored, dict) else None)
             try:
                 unread[row["id"]] = skipped_tokens(config.features) if config else 0
             except AutointerpError:  # a plugin kind this server does not have
