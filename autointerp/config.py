@@ -19,6 +19,8 @@ from autointerp.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_DB_PATH = Path("results/autointerp.duckdb")
+TokenRanking = Literal["strongest", "recurring"]
+"""How the list of a feature's top tokens ranks them (`explainer.top_tokens_rank`)."""
 
 
 def _known_plugins(group: str, what: str, names: list[str]) -> list[str]:
@@ -223,7 +225,10 @@ class ExplainerConfig(LLMRoleConfig):
     the run's simulator scores both on the explanation-split windows the explainer saw, never on held-out ones,
     and the better is kept (`details.best_of` records both). False: the explainer's alone, unless `best_of` > 1."""
     top_tokens_named: int = Field(3, ge=1, le=10)
-    """How many of the strongest distinct tokens that list names (`top_tokens_candidate`)."""
+    """How many distinct tokens that list names (`top_tokens_candidate`)."""
+    top_tokens_rank: TokenRanking = "strongest"
+    """How that list ranks the tokens that fire: `strongest` by their highest level; `recurring` by the windows
+    they fire in times their mean level wherever they appear (`autointerp.explain.top_tokens.strongest_tokens`)."""
     contrastive: bool = False
     """Also show the explainer explanation-split windows where the feature does not fire, most similar to
     the activating ones first ("these similar texts do NOT activate it"); never held-out windows."""
@@ -488,6 +493,7 @@ _NEW_KEY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("explainer", "best_of_temperature"): 0.7,
     ("explainer", "top_tokens_candidate"): False,
     ("explainer", "top_tokens_named"): 3,
+    ("explainer", "top_tokens_rank"): "strongest",
     ("explainer", "contrastive"): False,
     ("explainer", "contrastive_windows"): 3,
 }

@@ -212,6 +212,7 @@ def explain_planted(
             ),
             top_tokens=settings.weighs_top_tokens,
             top_tokens_named=ExplainerConfig().top_tokens_named,
+            top_tokens_rank=ExplainerConfig().top_tokens_rank,
         )
         outcome = explain_best_of(backend, recorder, best, **asked)
     else:

@@ -20,7 +20,7 @@ from autointerp.activations import normalize_activations
 from autointerp.explain.contrastive import Contrast, explain_split
 from autointerp.explain.explainer import Evidence, ExplainOutcome, explain_feature
 from autointerp.explain.top_tokens import SOURCE as TOP_TOKENS
-from autointerp.explain.top_tokens import TOP_TOKENS_NAMED, top_tokens_explanation
+from autointerp.explain.top_tokens import TOP_TOKENS_NAMED, TOP_TOKENS_RANK, top_tokens_explanation
 from autointerp.llm.base import ChatBackend, ChatResponse
 from autointerp.llm.calls import CallRecorder
 from autointerp.outputs.records import OutputEvidence
@@ -31,7 +31,7 @@ from autointerp.score.simulation import SimulationOptions
 from autointerp.score.windows import HeldOutWindow
 
 if TYPE_CHECKING:
-    from autointerp.config import RunConfig
+    from autointerp.config import RunConfig, TokenRanking
 
 SELECTION_METHOD = "simulation"
 """The scorer that ranks candidates (its headline metric, `correlation_all`)."""
@@ -56,6 +56,8 @@ class BestOf:
     """Also weigh the explanation that lists the windows' strongest tokens (`explainer.top_tokens_candidate`)."""
     top_tokens_named: int = TOP_TOKENS_NAMED
     """How many tokens that list names (`explainer.top_tokens_named`)."""
+    top_tokens_rank: TokenRanking = TOP_TOKENS_RANK
+    """How that list ranks them (`explainer.top_tokens_rank`)."""
 
     @classmethod
     def from_config(cls, config: RunConfig) -> BestOf:
@@ -72,6 +74,7 @@ class BestOf:
             unread=skipped_tokens(config.features),
             top_tokens=weighs_top_tokens(config),
             top_tokens_named=config.explainer.top_tokens_named,
+            top_tokens_rank=config.explainer.top_tokens_rank,
         )
 
 
@@ -155,7 +158,11 @@ def explain_best_of(
     sources = ["explainer"] * len(candidates)
     weighed = best_of.top_tokens and evidence != "output"
     listed = (
-        top_tokens_explanation(explain_split(exemplars), max_activation, best_of.top_tokens_named) if weighed else None
+        top_tokens_explanation(
+            explain_split(exemplars), max_activation, best_of.top_tokens_named, best_of.top_tokens_rank, best_of.unread
+        )
+        if weighed
+        else None
     )
     if listed is not None and listed not in {c.text for c in candidates}:
         first = candidates[0]

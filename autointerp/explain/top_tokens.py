@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from autointerp.activations import display_token, normalize_activations
+from autointerp.config import ExplainerConfig, TokenRanking
 from autointerp.records import stored_json
 
-TOP_TOKENS_NAMED = 3
-"""Tokens the list names: the strongest distinct ones."""
+TOP_TOKENS_NAMED: int = ExplainerConfig.model_fields["top_tokens_named"].default
+"""Tokens the list names by default (`explainer.top_tokens_named`)."""
+TOP_TOKENS_RANK: TokenRanking = ExplainerConfig.model_fields["top_tokens_rank"].default
+"""How the list ranks tokens by default (`explainer.top_tokens_rank`)."""
 SOURCE = "top tokens"
 """How `details.best_of` names this candidate (the explainer's are `explainer`)."""
 WRITER = "top-tokens"
@@ -37,31 +40,69 @@ def kept_top_tokens(details: Any) -> bool:
     return isinstance(kept, dict) and kept.get("source") == SOURCE
 
 
-def strongest_tokens(exemplars: Sequence[dict[str, Any]], max_activation: float, limit: int) -> list[str]:
-    """Returns up to `limit` distinct tokens (as displayed, spaces stripped) by their highest level 0-10 in
-    the windows, strongest first (equal levels: the first seen); only tokens that fire (level >= 1)."""
+def strongest_tokens(
+    exemplars: Sequence[dict[str, Any]],
+    max_activation: float,
+    limit: int,
+    rank: TokenRanking = "strongest",
+    unread: int = 0,
+) -> list[str]:
+    """Returns up to `limit` distinct tokens (as displayed, spaces stripped) that fire (level 0-10 >= 1) in the
+    windows, the first `unread` tokens of each not read. `rank` "strongest": by their highest level; "recurring":
+    by the windows they fire in times their mean level over every read occurrence, so a token that fires once,
+    or that appears often without firing, falls behind one that fires wherever it appears. Ties: the highest
+    level, then the first seen."""
     best: dict[str, int] = {}
+    windows: dict[str, int] = {}
+    occurrences: dict[str, int] = {}
+    level_sum: dict[str, int] = {}
     for exemplar in exemplars:
         levels = normalize_activations(exemplar["activations"], max_activation)
-        for token, level in zip(exemplar["tokens"], levels, strict=True):
+        fired_here: set[str] = set()
+        for token, level in list(zip(exemplar["tokens"], levels, strict=True))[unread:]:
             shown = display_token(token)
             key = shown.strip() or shown
-            if level >= 1 and level > best.get(key, 0):
-                best[key] = level
-    ranked = sorted(best.items(), key=lambda item: -item[1])  # stable: equal levels keep first-seen order
-    return [token for token, _ in ranked[:limit]]
+            occurrences[key] = occurrences.get(key, 0) + 1
+            level_sum[key] = level_sum.get(key, 0) + level
+            if level >= 1:
+                best[key] = max(level, best.get(key, 0))
+                fired_here.add(key)
+        for key in fired_here:
+            windows[key] = windows.get(key, 0) + 1
+
+    def weight(token: str) -> float:
+        if rank == "strongest":
+            return best[token]
+        return windows[token] * level_sum[token] / occurrences[token]
+
+    ranked = sorted(best, key=lambda token: (-weight(token), -best[token]))  # stable: then first seen
+    return ranked[:limit]
+
+
+def quote_token(token: str) -> str:
+    """Returns a token in double quotes; in single quotes when it holds `"` but not `'`, else with `"` escaped."""
+    if '"' not in token:
+        return f'"{token}"'
+    if "'" not in token:
+        return f"'{token}'"  # `'"__'`, not `""__"`
+    return '"' + token.replace('"', '\\"') + '"'
 
 
 def top_tokens_explanation(
-    exemplars: Sequence[dict[str, Any]], max_activation: float, limit: int = TOP_TOKENS_NAMED
+    exemplars: Sequence[dict[str, Any]],
+    max_activation: float,
+    limit: int = TOP_TOKENS_NAMED,
+    rank: TokenRanking = TOP_TOKENS_RANK,
+    unread: int = 0,
 ) -> str | None:
-    """Returns `the words "a", "b" and "c"` (`the tokens ...` when one is not a word of letters or digits; a
-    token holding `"` in single quotes) for the strongest tokens of `exemplars`, or None when no token fires."""
-    tokens = strongest_tokens(exemplars, max_activation, limit)
+    """Returns `the words "a", "b" and "c"` (`the tokens ...` when one is not a word of letters or digits; each
+    quoted by `quote_token`) for the first `limit` tokens of `exemplars` ranked by `strongest_tokens`, or None
+    when no token fires."""
+    tokens = strongest_tokens(exemplars, max_activation, limit, rank, unread)
     if not tokens:
         return None
     kind = "word" if all(t.isalnum() for t in tokens) else "token"
-    quoted = [f"'{t}'" if '"' in t else f'"{t}"' for t in tokens]  # `'"__'`, not `""__"`
+    quoted = [quote_token(t) for t in tokens]
     if len(quoted) == 1:
         return f"the {kind} {quoted[0]}"
     return f"the {kind}s {', '.join(quoted[:-1])} and {quoted[-1]}"
