@@ -97,13 +97,12 @@ def output_feature_sets(
     subject: SubjectModel, source: DirectionSource, outputs: list[PlantedOutput], ids: list[list[int]], s: BenchSettings
 ) -> list[FeatureSet]:
     """Returns each planted output feature's windows: its activations are the residual stream's projection on
-    its direction (negative values and the unread first tokens set to 0, and not scored), from batched forward
-    passes."""
+    its direction (negative values set to 0; the unread first tokens, `AUTO_SKIPPED_TOKENS`, set to 0 and not
+    scored by `feature_set`), from batched forward passes."""
     tables: list[dict[tuple[str, ...], list[float]]] = [{} for _ in outputs]
     for start in range(0, len(ids), s.batch_size):
         batch = ids[start : start + s.batch_size]
         acts = source.activations(torch.tensor(batch, dtype=torch.long)).clamp(min=0.0)  # [B, T, F]
-        acts[:, :AUTO_SKIPPED_TOKENS, :] = 0.0  # the attention sink (`AUTO_SKIPPED_TOKENS`), as a run reads
         for row, token_ids in enumerate(batch):
             tokens = tuple(subject.decode_tokens(token_ids))
             for j in range(len(outputs)):

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from autointerp.bench.results import BenchResult
-from autointerp.bench.settings import explainer_variants, score_columns
+from autointerp.bench.settings import BenchSettings, explainer_variants, score_columns
+from autointerp.config import ExplainerConfig
 from autointerp.score.simulation import NULL_DESCRIPTION
 
 
@@ -42,6 +43,22 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _top_tokens_line(s: BenchSettings) -> str:
+    """Returns the header line that says whether the top-token list was weighed, as a run weighs it, or why not."""
+    line = "- top-token list (`explainer.top_tokens_candidate`): "
+    if s.weighs_top_tokens:
+        explainer = ExplainerConfig()
+        return (
+            line + f"{explainer.top_tokens_named} tokens ranked `{explainer.top_tokens_rank}` (a run's defaults), "
+            "weighed against each explainer's answer by simulation on the windows it saw; the better is kept"
+        )
+    if not s.top_tokens:
+        return line + "off: each explainer's answer as written (--no-top-tokens)"
+    if "simulation" not in s.methods:
+        return line + "off: each explainer's answer as written (no simulation method: a run weighs it only then)"
+    return line + "off: each explainer's answer as written"
+
+
 def render_report(result: BenchResult) -> str:
     """Returns the Markdown report."""
     s = result.settings
@@ -66,18 +83,7 @@ def render_report(result: BenchResult) -> str:
             else ""
         ),
         f"- explainers: {', '.join(f'`{e}`' for e in explainers) or 'none'}",
-        "- top-token list (`explainer.top_tokens_candidate`): "
-        + (
-            "weighed against each explainer's answer by simulation on the windows it saw; the better is kept"
-            if s.weighs_top_tokens
-            else "off: each explainer's answer as written"
-            + ("" if s.top_tokens else " (--no-top-tokens)")
-            + (
-                ""
-                if "simulation" in s.methods or not s.top_tokens
-                else " (no simulation method: a run weighs it only then)"
-            )
-        ),
+        _top_tokens_line(s),
         f"- corpus: `{s.corpus}`, {result.windows} windows of {s.window_tokens} tokens (tokenizer `{s.subject}`)",
         f"- per feature: {s.explain_windows} explanation windows; held out {s.heldout_active} activating + "
         f"{s.heldout_quiet} non-activating; {s.distractors} distractor descriptions",

@@ -22,7 +22,7 @@ class FeatureSet:
 
     feature: PlantedFeature
     density: float
-    """Share of corpus tokens that fire (>= FIRES_FRACTION x max), exact: every activation is in memory."""
+    """Share of the corpus tokens read that fire (>= FIRES_FRACTION x max), exact: every activation is in memory."""
     max_activation: float
     explain: list[dict[str, Any]]
     """Explanation windows: tokens, token_ids, activations, rank."""
@@ -59,16 +59,18 @@ def feature_set(
     token_ids: list[list[int]] | None = None,
     unread: int = 0,
 ) -> FeatureSet:
-    """Returns one feature's windows: explanation windows at even top ranks, held-out ones around them, whose
-    first `unread` tokens are not scored (the feature does not read them)."""
+    """Returns one feature's windows: explanation windows at even top ranks, held-out ones around them. As in a
+    run, a window's first `unread` tokens are not read: their activations are 0, no score counts them and the
+    density is the share of the read tokens that fire."""
     activations = []
     for tokens in windows:
         acts = [float(a) for a in feature.activations(tokens)]
         if len(acts) != len(tokens) or any(a < 0 for a in acts):
             raise ConfigError(f"planted feature {feature.name!r} must return one activation >= 0 per token")
-        activations.append(acts)
+        skipped = min(unread, len(acts))
+        activations.append([0.0] * skipped + acts[skipped:])
     max_activation = max((max(a) for a in activations if a), default=0.0)
-    density = exact_density(activations, max_activation)
+    density = exact_density([a[unread:] for a in activations], max_activation)
     if max_activation <= 0:
         reason = f"never fires on the {len(windows)} corpus windows"
         return FeatureSet(feature, density, max_activation, [], [], skipped=reason)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from autointerp.bench import BenchSettings, feature_set, render_report, run_bench
 from autointerp.cli.app import app
+from autointerp.config import ExplainerConfig
 from autointerp.llm import ChatBackend, ChatRequest, ChatResponse, register_backend
 from autointerp.subject.planted import PlantedFeature, load_planted_features
 
@@ -58,6 +59,8 @@ def test_bench_weighs_the_top_token_list_against_the_explainers_answer_as_a_run_
     assert "| simulation: AUROC vs distractors | 1.00 |" in weighed  # both kept texts name the feature's word
     assert "| truth is the nearest planted description | 2/2 |" in weighed
     assert 'the word "is"' in weighed and "weighed against each explainer's answer" in weighed
+    defaults = ExplainerConfig()
+    assert f"{defaults.top_tokens_named} tokens ranked `{defaults.top_tokens_rank}` (a run's defaults)" in weighed
     assert not BenchSettings(explainers=["scripted-bench:x"], methods=["embedding"]).weighs_top_tokens  # as a run
     alone = bench("--no-top-tokens")
     assert "kept the top-token list" not in alone and "as written (--no-top-tokens)" in alone
@@ -129,3 +132,15 @@ def test_a_planted_feature_density_is_the_share_of_tokens_at_10_percent_of_its_m
     result = feature_set(PlantedFeature("graded", "a, b or c", graded), windows, BenchSettings())
     assert result.max_activation == 10.0
     assert result.density == 2 / 12  # "a" and "c" fire; "b" is above 0 but below 10 % of the max
+
+
+def test_a_planted_feature_does_not_read_the_unread_leading_tokens_as_a_run_does() -> None:
+    def graded(tokens: Sequence[str]) -> list[float]:
+        return [{"a": 10.0, "b": 0.5, "c": 1.0}.get(t, 0.0) for t in tokens]
+
+    windows = [["x", "a", "b", "x"], ["a", "c", "b", "x"], ["x", "x", "x", "x"]]
+    result = feature_set(PlantedFeature("graded", "a, b or c", graded), windows, BenchSettings(), unread=1)
+    assert result.density == 2 / 9  # of the 9 tokens read, "a" (window 0) and "c" fire; window 1's "a" is not read
+    assert [e["activations"] for e in result.explain] == [[0.0, 10.0, 0.5, 0.0]]  # the top window
+    heldout = {tuple(w.tokens): (w.levels, w.unread) for w in result.heldout}
+    assert heldout[("a", "c", "b", "x")] == ([0, 1, 0, 0], 1)  # its "a" is not read: level 0
