@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from autointerp.activations import normalize_activations
 from autointerp.explain.contrastive import Contrast, explain_split
 from autointerp.explain.explainer import Evidence, ExplainOutcome, explain_feature
 from autointerp.explain.top_tokens import SOURCE as TOP_TOKENS
@@ -90,13 +89,8 @@ def explanation_windows(exemplars: list[dict[str, Any]], max_activation: float, 
     """Returns the explanation-split exemplars as scoring windows (true levels 0-10, the first `unread` tokens
     not read); score-split ones are left out whatever the caller passed."""
     return [
-        HeldOutWindow(
-            tokens=list(e["tokens"]),
-            levels=normalize_activations(e["activations"], max_activation),
-            kind=str(e.get("kind", "top")),
-            rank=int(e.get("rank", 0)),
-            raw=[float(a) for a in e["activations"]],
-            unread=min(unread, len(e["tokens"])),
+        HeldOutWindow.measured(
+            e["tokens"], e["activations"], max_activation, str(e.get("kind", "top")), int(e.get("rank", 0)), unread
         )
         for e in explain_split(exemplars)
     ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from autointerp.activations import normalize_activations
 from autointerp.config import RunConfig
 from autointerp.llm import CallRecorder, LLMSession, get_backend
 from autointerp.llm.base import ChatBackend
@@ -40,14 +39,7 @@ def held_out_windows(exemplars: list[Exemplar], max_activation: float, unread: i
     """Returns a feature's score-split exemplars as windows with true levels 0-10, the first `unread` tokens
     of each marked as not read (`skipped_tokens`)."""
     return [
-        HeldOutWindow(
-            tokens=list(e.tokens),
-            levels=normalize_activations(e.activations, max_activation),
-            kind=e.kind,
-            rank=e.rank,
-            raw=[float(a) for a in e.activations],
-            unread=min(unread, len(e.tokens)),
-        )
+        HeldOutWindow.measured(e.tokens, e.activations, max_activation, e.kind, e.rank, unread)
         for e in exemplars
         if e.split == "score"
     ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from autointerp.activations import ACTIVE_LEVEL as ACTIVE_LEVEL  # re-exported: the level at which a token fires
-from autointerp.activations import display_token
+from autointerp.activations import display_token, normalize_activations
 
 T = TypeVar("T")
 
@@ -39,6 +39,27 @@ class HeldOutWindow:
             raise ValueError(f"window has {len(self.tokens)} tokens but {len(self.levels)} levels")
         if not 0 <= self.unread <= len(self.tokens):
             raise ValueError(f"window of {len(self.tokens)} tokens cannot leave {self.unread} unread")
+
+    @classmethod
+    def measured(
+        cls,
+        tokens: Sequence[str],
+        activations: Sequence[float],
+        max_activation: float,
+        kind: str,
+        rank: int = 0,
+        unread: int = 0,
+    ) -> HeldOutWindow:
+        """Returns a stored window as a scoring window: levels 0-10 of `max_activation`, the raw activations
+        kept, and its first `unread` tokens (at most all of them) marked as not read."""
+        return cls(
+            tokens=list(tokens),
+            levels=normalize_activations(activations, max_activation),
+            kind=kind,
+            rank=rank,
+            raw=[float(a) for a in activations],
+            unread=min(unread, len(tokens)),
+        )
 
     @property
     def activating(self) -> bool:
