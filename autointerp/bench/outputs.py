@@ -291,6 +291,9 @@ def render_output_report(result: OutputBenchResult, command: str) -> str:
         f" steering x{s.steer_scale:g} max on {s.steer_prompts} corpus prompts",
         f"- output scorer: {s.output_prompts} held-out prompts, {s.output_tokens} tokens, steered by"
         f" {s.output_strength:g} x max activation; each pair judged in both orders",
+        "- explainer rows: its answers as written, to compare the evidence it read; a run would also weigh the"
+        " top-token list against the input and both answers (`explainer.top_tokens_candidate`, see `autointerp"
+        " bench`)",
         "- time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
         "",
         "Each cell: mean score over the features (in brackets: AUROC vs distractors, the share of (candidate,",

@@ -39,6 +39,7 @@ def test_bench_outputs_compares_evidence_on_both_sides(tmp_path: Path) -> None:
     assert rows["explainer, output evidence"][-1].strip(" |") == "1.00 (1.00)", text
     assert rows["distractors (chance)"][-1].strip(" |") == "0.50", text
     assert "Output scorer skipped 1 features: a planted feature is not a direction in the model" in text
+    assert "- explainer rows: its answers as written" in text  # the top-token list is not weighed here
 
 
 def test_bench_outputs_names_an_unknown_output_feature() -> None:
