@@ -604,18 +604,36 @@ class RunConfig(_Section):
         return self.run_id or f"run-{self.config_hash()[:12]}"
 
 
+def _with_new_key_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """Returns a copy of a stored config whose sections hold the keys added since with their behaviour from
+    before (`_NEW_KEY_DEFAULTS`), where the stored sections lack them."""
+    stored = {name: dict(value) if isinstance(value, dict) else value for name, value in stored.items()}
+    for (section, key), default in _NEW_KEY_DEFAULTS.items():
+        if isinstance(stored.get(section), dict):
+            stored[section].setdefault(key, default)
+    return stored
+
+
 def stored_run_config(stored: dict[str, Any] | None) -> RunConfig | None:
     """Returns the config a run was stored with (its `runs.config` JSON data), keys added since holding the
     behaviour from before (`_NEW_KEY_DEFAULTS`), not today's default; None when none was stored or it no
     longer validates (written by a version whose keys this one does not know)."""
     if not stored:
         return None
-    stored = {name: dict(value) if isinstance(value, dict) else value for name, value in stored.items()}
-    for (section, key), default in _NEW_KEY_DEFAULTS.items():
-        if isinstance(stored.get(section), dict):
-            stored[section].setdefault(key, default)
     try:
-        return RunConfig.model_validate(stored)
+        return RunConfig.model_validate(_with_new_key_defaults(stored))
+    except ValidationError:
+        return None
+
+
+def stored_features_config(stored: dict[str, Any] | None) -> FeaturesConfig | None:
+    """Returns the `features` section a run was stored with, as `stored_run_config` reads it, even where
+    another section no longer validates here (a plugin scorer or backend this install lacks); None when no
+    features section was stored or it does not validate."""
+    if not stored or not isinstance(stored.get("features"), dict):
+        return None
+    try:
+        return FeaturesConfig.model_validate(_with_new_key_defaults(stored)["features"])
     except ValidationError:
         return None
 

@@ -51,9 +51,9 @@ class ReviewQueries(FeatureListQueries):
 
     def unread_tokens(self, run_ids: list[str]) -> dict[str, int]:
         """Returns run id -> how many leading tokens of each window its features do not read (`skipped_tokens`
-        of its stored config); 0 where the config is not JSON, no longer validates or names a kind not installed
-        here."""
-        from autointerp.config import stored_run_config
+        of its stored `features` section, read even where another section does not validate here); 0 where the
+        config is not JSON, its features section no longer validates or names a kind not installed here."""
+        from autointerp.config import stored_features_config
         from autointerp.records import stored_json
         from autointerp.subject.kinds import skipped_tokens
 
@@ -61,9 +61,9 @@ class ReviewQueries(FeatureListQueries):
         unread: dict[str, int] = {}
         for row in rows:
             stored = stored_json(row["config"])  # None where the text is not JSON
-            config = stored_run_config(stored if isinstance(stored, dict) else None)
+            features = stored_features_config(stored if isinstance(stored, dict) else None)
             try:
-                unread[row["id"]] = skipped_tokens(config.features) if config else 0
+                unread[row["id"]] = skipped_tokens(features) if features else 0
             except AutointerpError:  # a plugin kind this server does not have
                 unread[row["id"]] = 0
         return unread

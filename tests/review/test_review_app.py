@@ -95,6 +95,12 @@ def test_the_tokens_a_run_does_not_read_are_titled_so_and_left_out_of_the_histog
     assert page.count('title="not read"') == 2 * len(windows) + 1  # and the simulation window's own (unread: 1)
     read = sum(len(w["tokens"]) - 2 for w in windows)
     assert f"{read:,} token activations in the {len(windows)} stored windows" in page
+    # a scorer plugin this server lacks: the whole config no longer validates here, its features section does
+    config["score"]["methods"] = ["simulation", "a-scorer-not-installed-here"]
+    with Store(path).transaction() as con:
+        con.execute("UPDATE runs SET config = ?", [json.dumps(config)])
+    again = httpx.get(f"{serve(ReviewSettings(db=path))}/feature", params={"id": feature}).text
+    assert again.count('title="not read"') == 2 * len(windows) + 1
 
 
 def test_corpus_and_model_text_is_escaped(review_db: DB, serve: Serve) -> None:
