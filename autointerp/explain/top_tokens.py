@@ -51,7 +51,7 @@ def strongest_tokens(
     windows, the first `unread` tokens of each not read. `rank` "strongest": by their highest level; "recurring":
     by the windows they fire in times their mean level over every read occurrence, so a token that fires once,
     or that appears often without firing, falls behind one that fires wherever it appears. Ties: the highest
-    level, then the first seen."""
+    level, then the first to fire."""
     best: dict[str, int] = {}
     windows: dict[str, int] = {}
     occurrences: dict[str, int] = {}
@@ -80,12 +80,13 @@ def strongest_tokens(
 
 
 def quote_token(token: str) -> str:
-    """Returns a token in double quotes; in single quotes when it holds `"` but not `'`, else with `"` escaped."""
+    """Returns a token in double quotes; in single quotes when it holds `"` but not `'`; else in double quotes
+    with its backslashes and `"` escaped."""
     if '"' not in token:
         return f'"{token}"'
     if "'" not in token:
         return f"'{token}'"  # `'"__'`, not `""__"`
-    return '"' + token.replace('"', '\\"') + '"'
+    return '"' + token.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def top_tokens_explanation(

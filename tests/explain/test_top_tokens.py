@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from autointerp.explain.top_tokens import kept_top_tokens, strongest_tokens, top_tokens_explanation
+from autointerp.explain.top_tokens import kept_top_tokens, quote_token, strongest_tokens, top_tokens_explanation
 
 
 def window(tokens: list[str], acts: list[float]) -> dict:
@@ -53,6 +53,7 @@ def test_the_list_reads_as_words_or_tokens() -> None:
     assert top_tokens_explanation(quote, 2.0) == 'the tokens \'"__\' and "__()"'
     both = [window([""" '"'"""], [2.0])]  # both quotes: double ones, the inner escaped
     assert top_tokens_explanation(both, 2.0) == 'the token "\'\\"\'"'
+    assert quote_token("\\\"'") == '"\\\\\\"\'"'  # backslash, quote, apostrophe: the backslash escaped too
 
 
 def test_a_kept_list_is_told_from_the_explainers_answer_by_its_details() -> None:
