@@ -224,7 +224,7 @@ class ExplainerConfig(LLMRoleConfig):
     explanation windows' strongest tokens (`the words "some", "those" and "is"`, `autointerp.explain.top_tokens`):
     the run's simulator scores both on the explanation-split windows the explainer saw, never on held-out ones,
     and the better is kept (`details.best_of` records both). False: the explainer's alone, unless `best_of` > 1."""
-    top_tokens_named: int = Field(3, ge=1, le=10)
+    top_tokens_named: int = Field(5, ge=1, le=10)
     """How many distinct tokens that list names (`top_tokens_candidate`)."""
     top_tokens_rank: TokenRanking = "strongest"
     """How that list ranks the tokens that fire: `strongest` by their highest level; `recurring` by the windows

@@ -206,8 +206,8 @@ def test_the_list_of_strongest_tokens_is_kept_when_it_simulates_better(tmp_path:
 
 
 def test_the_list_names_as_many_tokens_as_the_run_asks(tmp_path: Path) -> None:
-    assert BestOf.from_config(config_for(tmp_path)).top_tokens_named == 3
-    assert BestOf.from_config(config_for(tmp_path, "explainer.top_tokens_named=5")).top_tokens_named == 5
+    assert BestOf.from_config(config_for(tmp_path)).top_tokens_named == 5
+    assert BestOf.from_config(config_for(tmp_path, "explainer.top_tokens_named=3")).top_tokens_named == 3
     assert BestOf.from_config(config_for(tmp_path)).top_tokens_rank == "strongest"
     recurring = BestOf.from_config(config_for(tmp_path, "explainer.top_tokens_rank=recurring"))
     assert recurring.top_tokens_rank == "recurring"

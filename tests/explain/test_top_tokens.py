@@ -45,7 +45,7 @@ def test_the_unread_leading_tokens_are_neither_named_nor_counted() -> None:
 
 
 def test_the_list_reads_as_words_or_tokens() -> None:
-    assert top_tokens_explanation(WINDOWS, 10.0) == 'the words "some", "those" and "is"'
+    assert top_tokens_explanation(WINDOWS, 10.0, limit=3) == 'the words "some", "those" and "is"'
     assert top_tokens_explanation(WINDOWS[:1], 10.0, limit=1) == 'the word "some"'
     assert top_tokens_explanation(WINDOWS[1:], 4.0, limit=5) == 'the tokens "is", "have", "\\n" and "some"'
     assert top_tokens_explanation([window(["a"], [0.0])], 1.0) is None
