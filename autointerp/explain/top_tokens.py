@@ -75,7 +75,7 @@ def strongest_tokens(
             return best[token]
         return windows[token] * level_sum[token] / occurrences[token]
 
-    ranked = sorted(best, key=lambda token: (-weight(token), -best[token]))  # stable: then first seen
+    ranked = sorted(best, key=lambda token: (-weight(token), -best[token]))  # stable: then the first to fire
     return ranked[:limit]
 
 
