@@ -22,7 +22,7 @@ from autointerp.bench.hard import score_hard
 from autointerp.bench.results import BenchResult, Investigated, JudgeAgreement
 from autointerp.bench.settings import BenchSettings, ExplainerVariant, explainer_variants, score_columns
 from autointerp.bench.windows import FeatureSet, build_feature_sets
-from autointerp.config import ExperimentConfig, ExplainerConfig, LLMConfig, LLMRoleConfig, ScoreConfig
+from autointerp.config import ExperimentConfig, LLMConfig, LLMRoleConfig, ScoreConfig
 from autointerp.errors import ConfigError
 from autointerp.experiments.rounds import Experimenter, FeatureTarget
 from autointerp.explain.best_of import BestOf, explain_best_of
@@ -210,9 +210,7 @@ def explain_planted(
                 batch_size=settings.batch_size,
                 prior=settings.simulation_prior,
             ),
-            top_tokens=settings.weighs_top_tokens,
-            top_tokens_named=ExplainerConfig().top_tokens_named,
-            top_tokens_rank=ExplainerConfig().top_tokens_rank,
+            top_tokens=settings.weighs_top_tokens,  # the list's length and ranking: BestOf's defaults, a run's
         )
         outcome = explain_best_of(backend, recorder, best, **asked)
     else:
