@@ -13,8 +13,9 @@ descending; then the RANDOM_BINS random bins (quiet, then octaves of the window 
 the max's power-of-two top: `collect.keys.random_bin`) and the quantile bins, each sorted by sort key,
 ascending, empty slots (window -1) last. Sort key (float64, exact): bin + key / 2; an empty slot's
 offset is 0.95; equal sort keys are ordered by window number, so the kept items do not depend on
-the order windows arrive in. When a feature's max rises, its random and quantile items move to the
-bins of the new max (`_rebin`). Random keys are hashed here (`_random_key`, the bits of
+the order windows arrive in. When a feature's max rises past its power-of-two top (the bins' scale, so
+only then), its random and quantile items move to the bins of the new max (`_rebin`). Each feature's top
+is computed once per batch, not per window compared. Random keys are hashed here (`_random_key`, the bits of
 `collect.keys.random_keys`) for the windows compared, and `copy_pending` copies the new items'
 per-token activations into their pool rows.
 """
@@ -65,15 +66,17 @@ def _bin_top(feature_max: float) -> np.float32:
 
 
 @njit(cache=True, inline="always")
-def _quantile_bin(value: float, feature_max: float, quantiles: int) -> int:
-    ratio = _F(value) / _bin_top(feature_max)
+def _quantile_bin(value: float, top: np.float32, quantiles: int) -> int:
+    """The kept quantile bin 1..quantiles of `value` under `top` (`_bin_top` of the feature's max)."""
+    ratio = _F(value) / top
     return min(max(int(np.ceil(ratio * _F(quantiles))) - 1, 0), quantiles - 1) + 1
 
 
 @njit(cache=True, inline="always")
-def _random_bin(value: float, feature_max: float) -> int:
-    """`collect.keys.random_bin`: 0 at or below T/32, else 1 + the octave of value / T above T/32."""
-    ratio = _F(value) / _bin_top(feature_max)
+def _random_bin(value: float, top: np.float32) -> int:
+    """`collect.keys.random_bin` under `top` (`_bin_top` of the feature's max): 0 at or below top/32, else
+    1 + the octave of value / top above top/32."""
+    ratio = _F(value) / top
     if not ratio > _QUIET_RATIO:
         return 0
     mantissa, exponent = math.frexp(ratio)
@@ -133,9 +136,9 @@ def _insert(value, key, window, row, f, start, end, bin_, new_value, new_key, ne
 
 
 @njit(cache=True)
-def _rebin(value, key, window, row, f, start, n_bins, per_bin, feature_max, random):  # type: ignore[no-untyped-def]
+def _rebin(value, key, window, row, f, start, n_bins, per_bin, top, random):  # type: ignore[no-untyped-def]
     """Moves feature f's random (`random` True) or quantile items, `n_bins` bins of `per_bin` slots
-    from `start`, to the bins of its new max, keeping the best of each bin."""
+    from `start`, to the bins of its new `top` (`_bin_top` of the max), keeping the best of each bin."""
     slots = n_bins * per_bin
     old_value = value[f, start : start + slots].copy()
     old_key = key[f, start : start + slots].copy()
@@ -145,10 +148,7 @@ def _rebin(value, key, window, row, f, start, n_bins, per_bin, feature_max, rand
         value[f, slot], key[f, slot], window[f, slot] = -np.inf, 1.0, -1
     for i in range(slots):  # in slot order, so ties keep the order a stable sort gives
         if old_window[i] >= 0:
-            if random:
-                bin_ = _random_bin(old_value[i], feature_max)
-            else:
-                bin_ = _quantile_bin(old_value[i], feature_max, n_bins) - 1
+            bin_ = _random_bin(old_value[i], top) if random else _quantile_bin(old_value[i], top, n_bins) - 1
             bin_start = start + bin_ * per_bin
             _insert(
                 value, key, window, row, f, bin_start, bin_start + per_bin, bin_,
@@ -171,13 +171,16 @@ def _rebin(value, key, window, row, f, start, n_bins, per_bin, feature_max, rand
 
 @njit(cache=True, parallel=True)
 def merge_batch(  # type: ignore[no-untyped-def]
-    value, key, window, row, pending, histogram, edges, window_max, random_base, quantile_base, act_max, rose,
+    value, key, window, row, pending, histogram, edges, window_max, random_base, quantile_base, act_max, rebin,
     top_k, random_windows, quantiles, per_quantile, first_window,
 ):  # fmt: skip
     """Merges a batch in place; sets pending[f, pool row] = batch row for every new item kept. Random keys
-    are hashed here (`_random_key` of `random_base` / `quantile_base`), only for windows that need one."""
+    are hashed here (`_random_key` of `random_base` / `quantile_base`), only for windows that need one.
+    rebin[f]: the power-of-two top of feature f's max rose with this batch, so its reservoir items move bins
+    (a max that rises below the same top leaves every item in its bin)."""
     n_features, batch = window_max.shape
     for f in prange(n_features):
+        top = _bin_top(act_max[f])
         for b in range(batch):
             histogram[f, _histogram_bin(window_max[f, b], edges)] += 1
         # top-k: insertion into a list sorted by value, descending; ties keep the older item
@@ -199,14 +202,14 @@ def merge_batch(  # type: ignore[no-untyped-def]
         # random bins: every window is a candidate for the bin of its max (quiet, or an octave below the max)
         end = top_k + random_windows * _RANDOM_BINS
         if random_windows:
-            if rose[f]:
-                _rebin(value, key, window, row, f, top_k, _RANDOM_BINS, random_windows, act_max[f], True)
+            if rebin[f]:
+                _rebin(value, key, window, row, f, top_k, _RANDOM_BINS, random_windows, top, True)
             worst_random = np.empty(_RANDOM_BINS, dtype=np.float64)
             for bin_ in range(_RANDOM_BINS):
                 last = top_k + (bin_ + 1) * random_windows - 1
                 worst_random[bin_] = _sort_key(bin_, key[f, last], window[f, last])
             for b in range(batch):
-                bin_ = _random_bin(window_max[f, b], act_max[f])
+                bin_ = _random_bin(window_max[f, b], top)
                 random_key = _random_key(random_base, f, first_window + b)
                 if not _sort_key(bin_, random_key, 0) < worst_random[bin_]:
                     continue
@@ -221,8 +224,8 @@ def merge_batch(  # type: ignore[no-untyped-def]
                 worst_random[bin_] = _sort_key(bin_, key[f, last], window[f, last])
         if not quantiles:
             continue
-        if rose[f]:
-            _rebin(value, key, window, row, f, end, quantiles, per_quantile, act_max[f], False)
+        if rebin[f]:
+            _rebin(value, key, window, row, f, end, quantiles, per_quantile, top, False)
         worst_in_bin = np.empty(quantiles + 1, dtype=np.float64)
         for bin_ in range(1, quantiles + 1):
             last = end + bin_ * per_quantile - 1
@@ -231,7 +234,7 @@ def merge_batch(  # type: ignore[no-untyped-def]
             v = window_max[f, b]
             if not v > 0:
                 continue
-            bin_ = _quantile_bin(v, act_max[f], quantiles)
+            bin_ = _quantile_bin(v, top, quantiles)
             quantile_key = _random_key(quantile_base, f, first_window + b)
             if not _sort_key(bin_, quantile_key, 0) < worst_in_bin[bin_]:
                 continue
@@ -256,7 +259,9 @@ def window_stats(acts, bits, window_max, act_sum, token_histogram, cutoff, offse
         lo = task * block
         n = min(lo + block, width) - lo
         total = np.zeros(n, dtype=np.float32)
+        below = np.zeros(n, dtype=np.int32)  # tokens counted in bin 0, added once at the end
         bin_ = np.empty(n, dtype=np.int32)
+        counted = np.empty(n, dtype=np.int32)  # features whose token this step lands above bin 0
         lowest = cutoff[offset + lo : offset + lo + n].copy()
         for b in range(batch):
             peak = np.full(n, -np.inf, dtype=np.float32)
@@ -268,12 +273,20 @@ def window_stats(acts, bits, window_max, act_sum, token_histogram, cutoff, offse
                     total[j] += x
                     code = min(max((row_bits[j] >> _BIN_SHIFT) - _CODE_OFFSET, 1), last_bin)
                     bin_[j] = code if x > 0 and code >= lowest[j] else 0
+                    below[j] += bin_[j] == 0
+                # a branch-free list of the few features above bin 0, then one scattered write each
+                m = 0
                 for j in range(n):
+                    counted[m] = j
+                    m += bin_[j] != 0
+                for i in range(m):
+                    j = counted[i]
                     token_histogram[offset + lo + j, bin_[j]] += 1
             for j in range(n):
                 window_max[offset + lo + j, b] = peak[j]
         for j in range(n):
             act_sum[offset + lo + j] += total[j]
+            token_histogram[offset + lo + j, 0] += below[j]
 
 
 @njit(cache=True, parallel=True)
@@ -294,14 +307,15 @@ def copy_pending(pool, pending, acts, offset):  # type: ignore[no-untyped-def]
 def merge_on_cpu(
     state: dict[str, torch.Tensor],
     window_max: torch.Tensor,
-    rose: torch.Tensor,
+    rebin: torch.Tensor,
     plan: tuple[int, int, int, int],
     seed: int,
     first_window: int,
 ) -> None:
     """Merges a batch into the CPU tensors `state` in place; state["pending"] (all -1 before) gets, for the
-    pool row of every new item, its batch row (`copy_pending` copies their activations and resets it)."""
+    pool row of every new item, its batch row (`copy_pending` copies their activations and resets it).
+    `rebin`: the features whose max's power-of-two top rose with the batch (`merge_batch`)."""
     top_k, random_windows, quantiles, per_quantile = plan
     arrays: list[Any] = [state[n].numpy() for n in ("value", "key", "window", "row", "pending", "histogram", "edges")]
-    arrays += [window_max.numpy(), key_base(seed, 0), key_base(seed, 1), state["act_max"].numpy(), rose.numpy()]
+    arrays += [window_max.numpy(), key_base(seed, 0), key_base(seed, 1), state["act_max"].numpy(), rebin.numpy()]
     merge_batch(*arrays, top_k, random_windows, quantiles, per_quantile, first_window)  # type: ignore[call-arg]

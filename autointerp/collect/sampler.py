@@ -178,22 +178,24 @@ class ExemplarSampler:
         # before anything non-finite reaches the merge
         if not bool(torch.isfinite(self.act_sum).all()):
             check_finite(chunks, windows, self.feature_names)
-        rose = window_max.amax(dim=1) > self.act_max
+        old_top = quantile_bin_top(self.act_max)
         self.act_max = torch.maximum(self.act_max, window_max.amax(dim=1))
+        # the bins of kept items move only when the max's power-of-two top rises (`quantile_bin_top`)
+        rebin = quantile_bin_top(self.act_max) > old_top
         if self.cooccurrence is not None:  # neighbours hook (`autointerp.neighbours.cooccurrence`)
             self.cooccurrence.add(window_max, self.act_max, first)
         if self.compiled:
             names = ("value", "key", "window", "row", "act_max", "histogram", "edges")
             state = {name: getattr(self, name) for name in names}
             state["pending"] = self._pending_rows()
-            merge_on_cpu(state, window_max, rose, self._plan_sizes, self.plan.seed, first)
+            merge_on_cpu(state, window_max, rebin, self._plan_sizes, self.plan.seed, first)
             self._copy_new_activations(chunks)
         else:
             random_key, quantile_key = self._keys(first, batch)
             positive = window_max > 0
             bins = torch.where(positive, torch.bucketize(window_max, self.edges) + 1, 0)
             self.histogram.scatter_add_(1, bins, torch.ones_like(bins))
-            self._merge_rows(window_max, positive, random_key, quantile_key, rose, chunks, first)
+            self._merge_rows(window_max, positive, random_key, quantile_key, rebin, chunks, first)
 
         skipped = min(self.skipped_tokens, tokens)
         if skipped:  # their zeros went to bin 0 of the token histogram: take them out again
@@ -253,12 +255,12 @@ class ExemplarSampler:
         positive: torch.Tensor,
         random_key: torch.Tensor,
         quantile_key: torch.Tensor,
-        rose: torch.Tensor,
+        rebin: torch.Tensor,
         chunks: list[torch.Tensor],
         first: int,
     ) -> None:
         """The tensor merge: every feature the batch can change, a few thousand at a time."""
-        rows = self._rows_to_merge(window_max, positive, random_key, quantile_key, rose)
+        rows = self._rows_to_merge(window_max, positive, random_key, quantile_key, rebin)
         new_features, new_slots, new_batch_rows = [], [], []
         # parts keep the merge's temporaries in cache
         for part in self._row_parts(rows):
@@ -277,19 +279,19 @@ class ExemplarSampler:
         positive: torch.Tensor,
         random_key: torch.Tensor,
         quantile_key: torch.Tensor,
-        rose: torch.Tensor,
+        rebin: torch.Tensor,
     ) -> torch.Tensor | None:
         """Returns the features whose kept items this batch can change (None: all of them).
 
         A batch window changes nothing unless it beats the k-th top value or the worst sort key
-        of the reservoir bin it would enter; a feature whose max rose is re-binned. Skipping the
-        others gives exactly the state a full merge would; late in a long corpus few features
-        need one, which is what keeps collection near the speed of the bare forward pass.
+        of the reservoir bin it would enter; a feature whose max's power-of-two top rose (`rebin`) is
+        re-binned. Skipping the others gives exactly the state a full merge would; late in a long corpus
+        few features need one, which is what keeps collection near the speed of the bare forward pass.
         """
         if not self.gate:
             return None
         k = self._k
-        need = rose | (window_max > self.value[:, k - 1 : k]).any(dim=1)
+        need = rebin | (window_max > self.value[:, k - 1 : k]).any(dim=1)
         if self.plan.reservoir_slots:
             # a feature whose max did not rise keeps its items in their bins: no re-binning
             old_sort = self._old_sort(self.slot_bin.unsqueeze(0).expand_as(self.key[:, k:]))
@@ -447,8 +449,15 @@ class ExemplarSampler:
 
     def prune_windows(self) -> None:
         """Forgets the token ids of windows no kept item points to."""
-        referenced = set(torch.unique(self.window).tolist())
-        self.windows = {n: w for n, w in self.windows.items() if n in referenced}
+        if not self.windows:
+            return
+        # a count per window number from the lowest held (count 0: empty slots and anything lower), which is
+        # cheaper than the sort of torch.unique over every kept item
+        held = torch.tensor(list(self.windows), dtype=torch.long, device=self.device)
+        lowest, span = int(held.min()), int(held.max()) - int(held.min()) + 2
+        counts = torch.bincount((self.window.flatten() - lowest + 1).clamp(0, span - 1), minlength=span)
+        kept = (counts[held - lowest + 1] > 0).tolist()
+        self.windows = {n: w for (n, w), keep in zip(self.windows.items(), kept, strict=True) if keep}
 
     # results --------------------------------------------------------------------------------------
 

@@ -217,6 +217,8 @@ def test_every_merge_keeps_the_same_items(top_k: int, random_windows: int, quant
 
     Chunked input (one tensor per group of features) is merged as the same tensor whole. Pool
     rows may be assigned differently, so the comparison is on kept items and their activations.
+    The full merge re-bins every kept item at every batch; the other two only when a feature's
+    power-of-two top rises (feature 2's max rises in 15 of 50 batches, 10 of them below the same top).
     """
     windows, acts = _corpus(400, 12, seed=3)
     acts[:, :, 2] *= torch.linspace(0.1, 3.0, 400).view(-1, 1)  # a max that keeps rising: re-binning
