@@ -122,12 +122,14 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     rows = store.explanation_table(run_id, metric)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
     chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + "_distractor")}
-    confidence = {s["explanation_id"]: stored_confidence(s["details"]) for s in store.scores(run_id, metric)}
+    confidence = {
+        s["explanation_id"]: stored_confidence(s["details"], s["value"]) for s in store.scores(run_id, metric)
+    }
     band = ", ± half a 95% bootstrap interval" if any(confidence.values()) else ""
     table = Table(
         title=Text(
             f"run {run_id}: explanations by {scorer} score ({metric}{band}; "
-            f"~chance: not better than its distractor, p > {CHANCE_P})"
+            f"~chance: not better than its distractor, p > {CHANCE_P}, or not above 0)"
         )
     )
     table.add_column("feature", no_wrap=True)

@@ -45,7 +45,7 @@ def train_explainer_command(
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
 ) -> None:
     """Fine-tune a local model as the explainer (LoRA) on synthetic feature families, optionally distilling
-    a stronger explainer's explanations that beat their distractor (p < 0.05)."""
+    a stronger explainer's explanations that beat their distractor (p < 0.05) with a score above 0."""
     from autointerp.explaintrain.command import ExplainerTrainingPlan, train_explainer
     from autointerp.simtrain.lora import TrainSettings
 

@@ -74,7 +74,8 @@ def _distilled(plan: ExplainerTrainingPlan, echo: Echo) -> list[ExplainExample]:
         found = distill_explanations(db, run_id, plan.teacher)
         echo(
             f"distilling {len(found.examples)} explanations from run {run_id} in {db} "
-            f"(dropped {found.dropped_chance} not beating their distractor at p < 0.05, {found.dropped_other} other)"
+            f"(dropped {found.dropped_chance} not beating their distractor at p < 0.05 or not above 0, "
+            f"{found.dropped_other} other)"
         )
         examples += found.examples
     return examples

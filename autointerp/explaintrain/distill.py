@@ -1,8 +1,8 @@
 """Distillation: a stronger explainer's stored explanations as training examples, filtered by their scores.
 
 An explanation is kept only when its simulation score beats its distractor's on the same held-out
-windows (the one-sided bootstrap test in `score.confidence`: p < 0.05), as Transluce filters its training
-set by simulation score. The prompt is the explain stage's, rebuilt from the run's explanation-split
+windows (the one-sided bootstrap test in `score.confidence`: p < 0.05) and is above 0, as Transluce filters
+its training set by simulation score. The prompt is the explain stage's, rebuilt from the run's explanation-split
 windows and the feature's max activation, so the student learns to answer what the teacher was shown.
 """
 
@@ -20,10 +20,12 @@ from autointerp.score.confidence import CHANCE_P, stored_confidence
 from autointerp.store.database import Store
 
 
-def beats_distractor(p_vs_distractor: float | None) -> bool:
-    """Returns whether a score with this p-value against its distractor is kept: p < CHANCE_P (0.05). A
-    score without a test (no distractor, an undefined score) is not kept."""
-    return p_vs_distractor is not None and math.isfinite(p_vs_distractor) and p_vs_distractor < CHANCE_P
+def beats_distractor(p_vs_distractor: float | None, score: float | None) -> bool:
+    """Returns whether a score with this p-value against its distractor is kept: p < CHANCE_P (0.05) and the
+    score itself above 0 (a correlation at or below 0 is at chance whatever its distractor scores). A score
+    without a test (no distractor, an undefined score) is not kept."""
+    tested = p_vs_distractor is not None and math.isfinite(p_vs_distractor) and p_vs_distractor < CHANCE_P
+    return tested and score is not None and math.isfinite(score) and score > 0
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Distilled:
 
 def distill_explanations(db: Path, run_id: str, teacher: str | None = None) -> Distilled:
     """Returns the explanations of `run_id` in the DuckDB file `db` (by `teacher` only, when given) whose
-    simulation score beats its distractor (p < 0.05), as examples; raises ConfigError when none is kept."""
+    simulation score beats its distractor (p < 0.05) and is above 0, as examples; raises ConfigError when none
+    is kept."""
     if not db.is_file():
         raise ConfigError(f"cannot distil from {db}: no such DuckDB file")
     store = Store(db)
@@ -51,10 +54,10 @@ def distill_explanations(db: Path, run_id: str, teacher: str | None = None) -> D
         shown = store.exemplars_by_feature(run_id, "explain")
     except StoreError as exc:
         raise ConfigError(f"cannot distil from {db}: {exc}") from None
-    p_values: dict[str, float | None] = {}
+    tests: dict[str, tuple[float | None, float | None]] = {}  # explanation id -> (p, score)
     for score in scores:
-        confidence = stored_confidence(score["details"])
-        p_values[score["explanation_id"]] = confidence.p_vs_distractor if confidence else None
+        confidence = stored_confidence(score["details"], score["value"])
+        tests[score["explanation_id"]] = (confidence.p_vs_distractor, confidence.score) if confidence else (None, None)
     result = Distilled([])
     explainers = sorted({str(e["explainer"]) for e in explanations})
     for explanation in explanations:
@@ -65,7 +68,7 @@ def distill_explanations(db: Path, run_id: str, teacher: str | None = None) -> D
         if written_by_other or kept_top_tokens(explanation.get("details")) or feature is None or not windows:
             result.dropped_other += 1
             continue
-        if not beats_distractor(p_values.get(explanation["id"])):
+        if not beats_distractor(*tests.get(explanation["id"], (None, None))):
             result.dropped_chance += 1
             continue
         result.examples.append(
@@ -81,6 +84,6 @@ def distill_explanations(db: Path, run_id: str, teacher: str | None = None) -> D
         found = f"; its explainers: {', '.join(explainers)}" if explainers else ""
         raise ConfigError(
             f"run {run_id!r} in {db} has no explanations{wanted} whose simulation score beats its distractor "
-            f"(p < {CHANCE_P}) to distil{found}"
+            f"(p < {CHANCE_P}) and is above 0 to distil{found}"
         )
     return result

@@ -44,7 +44,7 @@ from autointerp.review.queries import (
     UnknownExplanation,
 )
 from autointerp.review.store_access import StoreAccess
-from autointerp.score.confidence import CHANCE_P, chance_note, score_text
+from autointerp.score.confidence import CHANCE_P, score_text
 from autointerp.store.database import Store, now
 
 HERE = Path(__file__).parent
@@ -117,7 +117,6 @@ def _environment() -> jinja2.Environment:
     env.filters["shown"] = text.reveal_html
     env.filters["clip"] = text.clip
     env.globals["score_text"] = score_text
-    env.globals["chance_note"] = chance_note
     env.globals["chance_p"] = CHANCE_P
     return env
 

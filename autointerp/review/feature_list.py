@@ -317,7 +317,7 @@ class FeatureListQueries:
         by_pos = {row["pos"]: row for row in found}
         rows = [by_pos[p] for p in listed if p in by_pos]
         for row in rows:
-            row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")))
+            row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")), row["score"])
         return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]), stale)
 
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ def _headline(scores: list[dict[str, Any]], metric: str, distractor: float | Non
     if score is None:
         return None
     value = None if score["value"] is None else views.as_float(score["value"])
-    confidence = stored_confidence(score["details"])
+    confidence = stored_confidence(score["details"], value)
     half_width = confidence.half_width if confidence else None
     return {"metric": metric, "text": score_text(value, half_width, distractor), "confidence": confidence}
 
@@ -134,7 +134,8 @@ def feature_view(
         "scores_by_explanation": scores_by_explanation,
         "main_metric": metric,
         "current_scores": [
-            {**s, "note": views.score_note(s), "confidence": stored_confidence(s["details"])} for s in current_scores
+            {**s, "note": views.score_note(s), "confidence": stored_confidence(s["details"], s["value"])}
+            for s in current_scores
         ],
         "headline": _headline(current_scores, metric, chance.get(metric)),
         "chance": chance,

@@ -175,7 +175,7 @@ def _build_sql(run_id: str | None, metric_columns: dict[str, tuple[str, bool]]) 
         )
         SELECT ?::VARCHAR AS scope, ?::VARCHAR AS metric,
                row_number() OVER (ORDER BY hook, idx, feature_id) AS pos, *,
-               {like_chance_sql("p_value")} AS chance,
+               {like_chance_sql("p_value", "CASE WHEN confidence_json IS NOT NULL THEN score END")} AS chance,
                'unreviewed' AS status, NULL::VARCHAR AS edited_text, NULL::BIGINT AS edited_chars,
                ''::VARCHAR AS search_text, 'unreviewed' AS earlier_status, NULL::VARCHAR AS earlier_explanation_id,
                NULL::VARCHAR AS earlier_run_id, NULL::VARCHAR AS earlier_text, 0::BIGINT AS notes,

@@ -6,6 +6,9 @@ on each draw for the explanation and for its distractor on the same draw, and:
 - the interval is the 2.5th to 97.5th percentile of the explanation's values;
 - `p_vs_distractor` is the share of draws where the explanation does not beat the distractor (a paired,
   one-sided bootstrap test); above 0.05 the explanation is indistinguishable from chance.
+
+A score at or below 0 is at chance whatever its distractor scores (`like_chance`): a correlation that
+predicts nothing is not made better by a distractor that predicts less.
 """
 
 from __future__ import annotations
@@ -27,23 +30,34 @@ CHANCE_P = 0.05
 """`p_vs_distractor` above this: the score is not distinguishable from its distractor's."""
 
 
-def like_chance(p_vs_distractor: float | None) -> bool:
-    """The chance rule: True when the one-sided test against the distractor gives p above CHANCE_P.
-    No p (no distractor, or not a finite number) is never chance-level."""
+def _not_above_zero(score: float | None) -> bool:
+    return score is not None and math.isfinite(score) and score <= 0
+
+
+def like_chance(p_vs_distractor: float | None, score: float | None = None) -> bool:
+    """The chance rule beside a correlation score: True when the one-sided test against the distractor gives p
+    above CHANCE_P, or when the score itself is at or below 0. A missing or non-finite p or score adds nothing:
+    no p (no distractor) with a positive score is never chance-level."""
+    if _not_above_zero(score):
+        return True
     return p_vs_distractor is not None and math.isfinite(p_vs_distractor) and p_vs_distractor > CHANCE_P
 
 
-def chance_note(p_vs_distractor: float) -> str:
-    """Returns what a chance-level flag says on hover."""
+def chance_note(p_vs_distractor: float | None, score: float | None = None) -> str:
+    """Returns what a chance-level flag (`like_chance`) says on hover."""
+    if _not_above_zero(score):
+        return f"a correlation of {score:.2f} predicts nothing: at or below 0, whatever its distractor scores"
     return (
         f"not distinguishable from its distractor at p < {CHANCE_P} "
-        f"(one-sided bootstrap test: p = {p_vs_distractor:.2f})"
+        f"(one-sided bootstrap test: p = {p_vs_distractor if p_vs_distractor is not None else math.nan:.2f})"
     )
 
 
-def like_chance_sql(p_column: str) -> str:
-    """Returns `like_chance` as a DuckDB boolean expression over a DOUBLE column (never NULL)."""
-    return f"coalesce(isfinite({p_column}) AND {p_column} > {CHANCE_P!r}, false)"
+def like_chance_sql(p_column: str, score_column: str) -> str:
+    """Returns `like_chance` as a DuckDB boolean expression (never NULL) over DOUBLE columns: the p-value and
+    the score it sits beside (NULL where the score has no stored confidence, so the rule reads p alone)."""
+    p_rule = f"(isfinite({p_column}) AND {p_column} > {CHANCE_P!r})"
+    return f"coalesce({p_rule} OR (isfinite({score_column}) AND {score_column} <= 0), false)"
 
 
 @dataclass(frozen=True)
@@ -59,16 +73,12 @@ class Confidence:
     resamples: int
     """Draws on which the score was defined."""
 
-    @property
-    def like_chance(self) -> bool:
-        """True when the explanation is not distinguishable from its distractor."""
-        return like_chance(self.p_vs_distractor)
-
-    def as_details(self) -> dict[str, Any]:
-        """Returns the JSON stored in a score's `details.confidence`."""
+    def as_details(self, score: float | None = None) -> dict[str, Any]:
+        """Returns the JSON stored in a score's `details.confidence`, with the chance rule's verdict beside
+        `score` (readers apply the rule again rather than read it)."""
         return {
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()},
-            "like_chance": self.like_chance,
+            "like_chance": like_chance(self.p_vs_distractor, score),
         }
 
 
@@ -189,11 +199,18 @@ class StoredConfidence:
 
     half_width: float | None
     p_vs_distractor: float | None
+    score: float | None = None
+    """The score the confidence sits beside (None when not given)."""
 
     @property
     def like_chance(self) -> bool:
-        """True when the explanation is not distinguishable from its distractor (`like_chance`)."""
-        return like_chance(self.p_vs_distractor)
+        """True when the score is at chance (`like_chance`): not distinguishable from its distractor, or not above 0."""
+        return like_chance(self.p_vs_distractor, self.score)
+
+    @property
+    def note(self) -> str:
+        """What the chance flag says on hover (`chance_note`)."""
+        return chance_note(self.p_vs_distractor, self.score)
 
 
 def _finite(value: Any) -> float | None:
@@ -202,14 +219,17 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def stored_confidence(details: Any) -> StoredConfidence | None:
-    """Returns the confidence in a score's details (a dict or its JSON text, as stored); None for a
-    score without one (older runs, other scorers) or details that are not the JSON the scorers write."""
+def stored_confidence(details: Any, score: Any = None) -> StoredConfidence | None:
+    """Returns the confidence in a score's details (a dict or its JSON text, as stored), beside the score's
+    value `score`; None for a score without one (older runs, other scorers) or details that are not the JSON
+    the scorers write."""
     details = stored_json(details)
     confidence = details.get("confidence") if isinstance(details, dict) else None
     if not isinstance(confidence, dict):
         return None
-    return StoredConfidence(_finite(confidence.get("half_width")), _finite(confidence.get("p_vs_distractor")))
+    return StoredConfidence(
+        _finite(confidence.get("half_width")), _finite(confidence.get("p_vs_distractor")), _finite(score)
+    )
 
 
 def score_text(value: float | None, half_width: float | None = None, distractor: float | None = None) -> str:

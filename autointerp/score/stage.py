@@ -17,7 +17,7 @@ from typing import Any
 from autointerp.config import RunConfig
 from autointerp.llm import CallRecorder, LLMSession, get_backend
 from autointerp.llm.base import ChatBackend
-from autointerp.metric_names import DISTRACTOR_SUFFIX
+from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
 from autointerp.pipeline.common import load_subject
 from autointerp.pipeline.pool import FeatureWork, StageResult, run_pool
 from autointerp.records import Exemplar, Rows, Score
@@ -149,7 +149,7 @@ def run_score(
             if outcomes[0].details.get("windows") and any(w.get("true") for w in outcomes[0].details["windows"]):
                 confidence = simulation_confidence(outcomes[0].details, outcomes[1].details if distractors else None)
                 if confidence is not None:
-                    outcomes[0].details["confidence"] = confidence.as_details()
+                    outcomes[0].details["confidence"] = confidence.as_details(outcomes[0].values.get(MAIN_METRIC))
             outcomes[0].details["non_firing_windows"] = sum(not w.activating for w in context.windows)
             for outcome in outcomes:
                 outcome.details.update(negatives=negatives, distractor_from=distractor_from)

@@ -86,9 +86,11 @@ def test_the_command_records_base_prompt_families_and_heldout_members(tmp_path: 
 
 
 def test_the_filter_keeps_scores_beating_their_distractor_at_p_below_005() -> None:
-    assert beats_distractor(0.0) and beats_distractor(0.049)
-    assert not beats_distractor(0.05) and not beats_distractor(0.3)
-    assert not beats_distractor(None) and not beats_distractor(float("nan"))
+    assert beats_distractor(0.0, 0.4) and beats_distractor(0.049, 0.01)
+    assert not beats_distractor(0.05, 0.4) and not beats_distractor(0.3, 0.4)
+    assert not beats_distractor(None, 0.4) and not beats_distractor(float("nan"), 0.4)
+    # a score at or below 0 beats nothing, whatever its distractor scored
+    assert not beats_distractor(0.0, 0.0) and not beats_distractor(0.0, -0.06) and not beats_distractor(0.0, None)
 
 
 def _run_store(path: Path) -> None:

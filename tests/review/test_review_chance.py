@@ -117,3 +117,33 @@ def test_review_app_and_show_print_the_same_score(chance_db: DB, serve: Serve, m
         shown = re.sub(r"\s*<span.*", "", cells[feature])
         assert re.search(rf"{re.escape(feature)} .*{re.escape(shown)}", printed), (feature, shown)
     assert printed.count("~chance") == 2  # the row and the title's legend
+
+
+def test_a_score_at_or_below_zero_is_chance_level_whatever_its_distractor(
+    chance_db: DB, serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A correlation of -0.06 that beats a distractor at -0.16 (p = 0) predicts nothing: the list, its filter,
+    the feature page and `show` all flag it, with the reason on hover."""
+    path, ids = chance_db
+    f = ids["features"]
+    negative = ids["explanations"][f[4]]
+    with Store(path).transaction() as con:
+        con.execute(
+            "UPDATE scores SET value = CASE WHEN metric LIKE '%_distractor' THEN -0.16 ELSE -0.06 END "
+            "WHERE explanation_id = ? AND metric LIKE 'correlation_top_and_random%'",
+            [negative],
+        )
+    set_confidence(path, negative, half_width=0.04, p_vs_distractor=0.0)
+    with httpx.Client(base_url=serve(ReviewSettings(db=path))) as client:
+        page = client.get("/").text
+        assert _cells(page)[f[4]].startswith('-0.06 ± 0.04 (distractor -0.16) <span class="badge chance"')
+        notes = [html.unescape(title) for title in BADGE.findall(page)]
+        assert "a correlation of -0.06 predicts nothing: at or below 0, whatever its distractor scores" in notes
+        assert set(_cells(client.get("/", params={"chance": "only"}).text)) == {f[2], f[4]}
+        assert f[4] not in _cells(client.get("/", params={"chance": "hide"}).text)
+        feature = client.get("/feature", params={"id": f[4]}).text
+        assert 'id="chance-badge"' in feature
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=250))
+    cli.print_explanations(Store(path), RUN_ID)
+    assert "-0.06 ± 0.04 (distractor -0.16) ~chance" in out.getvalue()

@@ -15,6 +15,7 @@ from autointerp.score.confidence import (
     Confidence,
     StoredConfidence,
     bootstrap_confidence,
+    chance_note,
     like_chance,
     like_chance_sql,
     score_text,
@@ -35,7 +36,7 @@ def test_a_perfect_prediction_has_a_tight_interval_and_beats_a_random_distractor
     assert confidence is not None
     assert confidence.low == pytest.approx(1.0) and confidence.high == pytest.approx(1.0)
     assert confidence.half_width == pytest.approx(0.0, abs=1e-9)
-    assert confidence.p_vs_distractor == 0.0 and not confidence.like_chance
+    assert confidence.p_vs_distractor == 0.0 and not like_chance(confidence.p_vs_distractor, 1.0)
 
 
 def test_noise_against_noise_is_flagged_as_chance_with_a_wide_interval() -> None:
@@ -43,7 +44,7 @@ def test_noise_against_noise_is_flagged_as_chance_with_a_wide_interval() -> None
     confidence = bootstrap_confidence(true, _windows(12, 2), distractor=_windows(12, 3))
     assert confidence is not None
     assert confidence.low < 0.0 < confidence.high or confidence.half_width > 0.1
-    assert confidence.p_vs_distractor is not None and confidence.like_chance
+    assert confidence.p_vs_distractor is not None and like_chance(confidence.p_vs_distractor)
 
 
 def test_undefined_cases_give_no_interval() -> None:
@@ -74,12 +75,27 @@ def test_the_rule_on_known_p_values() -> None:
     assert [like_chance(p) for p in P_VALUES] == CHANCE
 
 
+SCORES = [None, 0.4, -0.06, 0.0, math.nan, -math.inf]
+"""Beside a score at or below 0 every p is chance-level; a missing or non-finite score leaves p's verdict."""
+
+
+def test_a_score_at_or_below_zero_is_chance_level_whatever_p() -> None:
+    for score in SCORES:
+        expected = CHANCE if score is None or not math.isfinite(score) or score > 0 else [True] * len(P_VALUES)
+        assert [like_chance(p, score) for p in P_VALUES] == expected, score
+    assert chance_note(0.0, -0.06) == (
+        "a correlation of -0.06 predicts nothing: at or below 0, whatever its distractor scores"
+    )
+    assert chance_note(0.31, 0.2).endswith("(one-sided bootstrap test: p = 0.31)")
+
+
 def test_the_sql_rule_agrees_with_the_python_rule() -> None:
     con = duckdb.connect()
-    con.execute("CREATE TABLE t (n INTEGER, p DOUBLE)")
-    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(P_VALUES)))
-    rows = con.execute(f"SELECT {like_chance_sql('p')} FROM t ORDER BY n").fetchall()
-    assert [r[0] for r in rows] == CHANCE
+    con.execute("CREATE TABLE t (n INTEGER, p DOUBLE, score DOUBLE)")
+    cases = [(p, score) for score in SCORES for p in P_VALUES]
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(n, p, s) for n, (p, s) in enumerate(cases)])
+    rows = con.execute(f"SELECT {like_chance_sql('p', 'score')} FROM t ORDER BY n").fetchall()
+    assert [r[0] for r in rows] == [like_chance(p, s) for p, s in cases]
 
 
 def test_stored_confidence_reads_what_the_score_stage_writes() -> None:
@@ -87,9 +103,14 @@ def test_stored_confidence_reads_what_the_score_stage_writes() -> None:
     for details in ({"windows": [], "confidence": written}, json.dumps({"confidence": written})):
         stored = stored_confidence(details)
         assert stored == StoredConfidence(half_width=0.08, p_vs_distractor=0.31) and stored.like_chance
-    beats = Confidence(low=0.5, high=0.66, half_width=0.08, p_vs_distractor=0.0, resamples=400).as_details()
+    beats = Confidence(low=0.5, high=0.66, half_width=0.08, p_vs_distractor=0.0, resamples=400).as_details(0.58)
+    assert beats["like_chance"] is False
     assert stored_confidence({"confidence": beats}) == StoredConfidence(0.08, 0.0)
     assert not StoredConfidence(0.08, 0.0).like_chance
+    assert stored_confidence({"confidence": beats}, 0.58) == StoredConfidence(0.08, 0.0, 0.58)
+    below_zero = stored_confidence({"confidence": beats}, -0.06)
+    assert below_zero is not None and below_zero.like_chance and below_zero.note.startswith("a correlation of -0.06")
+    assert Confidence(-0.1, 0.0, 0.05, 0.0, 400).as_details(-0.06)["like_chance"] is True
 
 
 @pytest.mark.parametrize(
