@@ -293,7 +293,7 @@ class ExemplarSampler:
         k = self._k
         need = rebin | (window_max > self.value[:, k - 1 : k]).any(dim=1)
         if self.plan.reservoir_slots:
-            # a feature whose max did not rise keeps its items in their bins: no re-binning
+            # a feature whose max's power-of-two top did not rise keeps its items in their bins: no re-binning
             old_sort = self._old_sort(self.slot_bin.unsqueeze(0).expand_as(self.key[:, k:]))
             worst = torch.zeros((self.n_features, len(self.bin_caps)), dtype=torch.float64, device=self.device)
             worst.scatter_reduce_(1, self.slot_bin.expand_as(old_sort), old_sort, "amax", include_self=False)
@@ -377,7 +377,7 @@ class ExemplarSampler:
         slots = self.plan.reservoir_slots
         old_value, old_key = self.value[rows, k:], self.key[rows, k:]
         slot_bin = self.slot_bin.unsqueeze(0).expand_as(old_value)
-        # kept items move to the bin of the current max (a no-op where the max did not rise)
+        # kept items move to the bin of the current max (a no-op where its power-of-two top did not rise)
         old_real = self.window[rows, k:] >= 0
         old_bin = torch.where(old_real, self._reservoir_bin(old_value, self.act_max[rows]), slot_bin)
         parts = [self._old_sort(old_bin, rows), bin_sort_key(random_bin(window_max, self.act_max[rows]), random_key)]
@@ -454,7 +454,8 @@ class ExemplarSampler:
         # a count per window number from the lowest held (count 0: empty slots and anything lower), which is
         # cheaper than the sort of torch.unique over every kept item
         held = torch.tensor(list(self.windows), dtype=torch.long, device=self.device)
-        lowest, span = int(held.min()), int(held.max()) - int(held.min()) + 2
+        # count 0: empty slots and lower numbers; the last count: higher ones (neither is a held window)
+        lowest, span = int(held.min()), int(held.max()) - int(held.min()) + 3
         counts = torch.bincount((self.window.flatten() - lowest + 1).clamp(0, span - 1), minlength=span)
         kept = (counts[held - lowest + 1] > 0).tolist()
         self.windows = {n: w for (n, w), keep in zip(self.windows.items(), kept, strict=True) if keep}

@@ -31,7 +31,7 @@ from autointerp.review.list_index import (
     confidence_details,
     query_words,
 )
-from autointerp.score.confidence import stored_confidence
+from autointerp.score.confidence import confidence_score, stored_confidence
 from autointerp.store.database import Store
 
 __all__ = ["DECIDED_SQL", "FEATURE_SORTS", "LIST_TEXT_CHARS", "STATUS_SQL", "FeatureListQueries", "FeatureQuery"]
@@ -73,7 +73,8 @@ PLAIN_WHERE = "scope = ? AND metric = ?"
 """The index condition of an unfiltered list (`FeatureListQueries._where` adds to it)."""
 
 CHANCE_FILTERS = ("only", "hide")
-"""The list's chance-level filter: only the explanations not distinguishable from their distractor, or all but them."""
+"""The list's chance-level filter: only the explanations at chance (`score.confidence.like_chance`: not
+distinguishable from their distractor, or scoring at or below 0), or all but them."""
 
 
 class UnknownListScope(StoreError):
@@ -99,8 +100,8 @@ class FeatureQuery:
     experiments_requested: bool = False
     """Keep features a reviewer asked more experiments for."""
     chance: str | None = None
-    """`only`: keep explanations whose headline score is not distinguishable from its distractor's;
-    `hide`: leave them out (scores without a confidence are never chance-level)."""
+    """`only`: keep explanations whose headline score is at chance (not distinguishable from its distractor's,
+    or at or below 0); `hide`: leave them out (scores without a confidence are never chance-level)."""
     sort: str = "score"
     descending: bool = True
     limit: int = 50
@@ -317,7 +318,8 @@ class FeatureListQueries:
         by_pos = {row["pos"]: row for row in found}
         rows = [by_pos[p] for p in listed if p in by_pos]
         for row in rows:
-            row["confidence"] = stored_confidence(confidence_details(row.pop("confidence_json")), row["score"])
+            details = confidence_details(row.pop("confidence_json"))
+            row["confidence"] = stored_confidence(details, confidence_score(query.metric, row["score"]))
         return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]), stale)
 
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ import duckdb
 
 from autointerp.metric_names import DISTRACTOR_SUFFIX, MAIN_METRIC
 from autointerp.review import list_order
-from autointerp.score.confidence import like_chance_sql
+from autointerp.score.confidence import CONFIDENCE_METRICS, like_chance_sql
 
 INDEX = "feature_list_index"
 WORDS = "feature_list_words"
@@ -153,7 +153,7 @@ def _build_sql(run_id: str | None, metric_columns: dict[str, tuple[str, bool]]) 
             SELECT explanation_id, max(pct) - min(pct) AS disagreement
             FROM ranked WHERE pick = 1 GROUP BY explanation_id HAVING count(*) >= 2
         ), headline AS (
-            SELECT explanation_id, arg_max(value, created_at) AS value,
+            SELECT explanation_id, any_value(metric) AS metric, arg_max(value, created_at) AS value,
                    arg_max_null(json_extract(details, '$.confidence'), created_at) AS confidence
             FROM scores WHERE metric = ? GROUP BY explanation_id
         ), headline_distractor AS (
@@ -164,6 +164,9 @@ def _build_sql(run_id: str | None, metric_columns: dict[str, tuple[str, bool]]) 
                    left(ex.text, {LIST_TEXT_CHARS}) AS explanation, length(ex.text) AS explanation_chars,
                    headline.value AS score, headline_distractor.value AS score_distractor,
                    headline.confidence::VARCHAR AS confidence_json,
+                   -- the score the chance rule reads: only beside a stored confidence, and only the value it belongs to
+                   CASE WHEN json_type(headline.confidence) = 'OBJECT' AND headline.metric IN {CONFIDENCE_METRICS!r}
+                        THEN headline.value END AS confidence_score,
                    CASE WHEN json_type(headline.confidence, '$.p_vs_distractor') IN ('DOUBLE', 'BIGINT', 'UBIGINT')
                         THEN CAST(json_extract(headline.confidence, '$.p_vs_distractor') AS DOUBLE) END AS p_value,
                    disagree.disagreement {extra}
@@ -175,7 +178,7 @@ def _build_sql(run_id: str | None, metric_columns: dict[str, tuple[str, bool]]) 
         )
         SELECT ?::VARCHAR AS scope, ?::VARCHAR AS metric,
                row_number() OVER (ORDER BY hook, idx, feature_id) AS pos, *,
-               {like_chance_sql("p_value", "CASE WHEN confidence_json IS NOT NULL THEN score END")} AS chance,
+               {like_chance_sql("p_value", "confidence_score")} AS chance,
                'unreviewed' AS status, NULL::VARCHAR AS edited_text, NULL::BIGINT AS edited_chars,
                ''::VARCHAR AS search_text, 'unreviewed' AS earlier_status, NULL::VARCHAR AS earlier_explanation_id,
                NULL::VARCHAR AS earlier_run_id, NULL::VARCHAR AS earlier_text, 0::BIGINT AS notes,

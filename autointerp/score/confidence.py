@@ -22,12 +22,24 @@ from typing import Any
 
 import numpy as np
 
+from autointerp.metric_names import MAIN_METRIC
 from autointerp.records import stored_json
 from autointerp.score.windows import read_part, scored_prediction
 
 RESAMPLES = 400
 CHANCE_P = 0.05
 """`p_vs_distractor` above this: the score is not distinguishable from its distractor's."""
+
+
+CONFIDENCE_METRICS = (MAIN_METRIC, MAIN_METRIC + "_hard")
+"""The metrics whose value a stored confidence belongs to: the simulation's headline on the held-out windows, with
+the usual or the hard negatives. The outcome's other metrics carry the same details; their values are not its score."""
+
+
+def confidence_score(metric: str, value: Any) -> Any:
+    """Returns `value` when a stored confidence sits beside `metric`'s value (CONFIDENCE_METRICS), else None: the
+    score the chance rule may read."""
+    return value if metric in CONFIDENCE_METRICS else None
 
 
 def _not_above_zero(score: float | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 
 from autointerp.cli import app as cli
 from autointerp.review import ReviewSettings
+from autointerp.score.confidence import RESAMPLES, Confidence
 from autointerp.store.database import Store
 from tests.review.conftest import RUN_ID, set_confidence
 
@@ -147,3 +149,28 @@ def test_a_score_at_or_below_zero_is_chance_level_whatever_its_distractor(
     monkeypatch.setattr(cli, "console", Console(file=out, width=250))
     cli.print_explanations(Store(path), RUN_ID)
     assert "-0.06 ± 0.04 (distractor -0.16) ~chance" in out.getvalue()
+
+
+def test_the_zero_rule_reads_only_the_score_its_confidence_belongs_to(chance_db: DB, serve: Serve) -> None:
+    """A run copies the headline's confidence into every metric row of the outcome: a `correlation_top` of -0.2 beside
+    it is not the score it tested, so nothing is flagged for it; nor is a score whose confidence is JSON null."""
+    path, ids = chance_db
+    f = ids["features"]
+    beats, no_confidence = ids["explanations"][f[1]], ids["explanations"][f[5]]
+    confidence = json.dumps({"confidence": Confidence(0.0, 0.16, 0.08, 0.0, RESAMPLES).as_details(0.75)})
+    with Store(path).transaction() as con:
+        con.execute(
+            "UPDATE scores SET value = -0.2, details = json_merge_patch(details, ?) "
+            "WHERE explanation_id = ? AND metric = 'correlation_top'",
+            [confidence, beats],
+        )
+        where = "WHERE explanation_id = ? AND metric = 'correlation_top_and_random'"
+        stored = con.execute(f"SELECT details FROM scores {where}", [no_confidence]).fetchone()
+        assert stored is not None
+        null_confidence = json.dumps({**json.loads(stored[0]), "confidence": None})
+        con.execute(f"UPDATE scores SET value = -0.1, details = ? {where}", [null_confidence, no_confidence])
+    with httpx.Client(base_url=serve(ReviewSettings(db=path))) as client:
+        assert set(_cells(client.get("/", params={"chance": "only"}).text)) == {f[2]}
+        by_top = client.get("/", params={"chance": "only", "metric": "correlation_top"}).text
+        assert "No features match" in by_top
+        assert not BADGE.findall(client.get("/feature", params={"id": f[1]}).text)
