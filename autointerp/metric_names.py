@@ -11,3 +11,6 @@ MAIN_METRIC = "correlation_top_and_random"
 
 DISTRACTOR_SUFFIX = "_distractor"
 """Appended to a metric's name for the same scorer run with another feature's explanation (chance level)."""
+
+HARD_SUFFIX = "_hard"
+"""Appended to a metric's name for the same scorer on hard negatives (`score.negatives = "both"`)."""

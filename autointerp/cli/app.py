@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from autointerp.config import DEFAULT_DB_PATH, RunConfig, load_config
 from autointerp.errors import AutointerpError, RunIncomplete
+from autointerp.metric_names import DISTRACTOR_SUFFIX, HARD_SUFFIX
 from autointerp.outputs.records import OutputEvidence
 from autointerp.store.database import Store
 
@@ -121,7 +122,7 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     metric, scorer = table_metric(store, run_id)
     rows = store.explanation_table(run_id, metric)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
-    chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + "_distractor")}
+    chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + DISTRACTOR_SUFFIX)}
     confidence = {
         s["explanation_id"]: stored_confidence(s["details"], confidence_score(metric, s["value"]))
         for s in store.scores(run_id, metric)
@@ -137,8 +138,9 @@ def print_explanations(store: Store, run_id: str, limit: int | None = None) -> N
     table.add_column("explanation", overflow="fold", min_width=30)
     for column in ("score", "density", "experiments"):
         table.add_column(column, justify="right")
-    hard = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + "_hard")}  # negatives=both
-    hard_chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + "_hard_distractor")}
+    hard = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + HARD_SUFFIX)}  # negatives=both
+    hard_distractor = metric + HARD_SUFFIX + DISTRACTOR_SUFFIX
+    hard_chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, hard_distractor)}
     if hard:
         table.add_column("hard negatives", justify="right")
     intruder = store.feature_scores(run_id, "intruder_accuracy")  # explanation-free: every feature has one

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from autointerp.metric_names import DISTRACTOR_SUFFIX
+from autointerp.metric_names import DISTRACTOR_SUFFIX, HARD_SUFFIX
 from autointerp.review import views
-
-HARD_SUFFIX = "_hard"
 
 
 def _details(score: dict[str, Any] | None) -> dict[str, Any]:

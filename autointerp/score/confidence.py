@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.metric_names import MAIN_METRIC
+from autointerp.metric_names import HARD_SUFFIX, MAIN_METRIC
 from autointerp.records import stored_json
 from autointerp.score.windows import read_part, scored_prediction
 
@@ -31,7 +31,7 @@ CHANCE_P = 0.05
 """`p_vs_distractor` above this: the score is not distinguishable from its distractor's."""
 
 
-CONFIDENCE_METRICS = (MAIN_METRIC, MAIN_METRIC + "_hard")
+CONFIDENCE_METRICS = (MAIN_METRIC, MAIN_METRIC + HARD_SUFFIX)
 """The metrics whose value a stored confidence belongs to: the simulation's headline on the held-out windows, with
 the usual or the hard negatives. The outcome's other metrics carry the same details; their values are not its score."""
 

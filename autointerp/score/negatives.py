@@ -18,6 +18,7 @@ import torch
 
 from autointerp.activations import fires_threshold
 from autointerp.config import RunConfig
+from autointerp.metric_names import HARD_SUFFIX
 from autointerp.neighbours.records import Neighbour
 from autointerp.records import Exemplar
 from autointerp.score.intruder import NEIGHBOUR_KIND
@@ -25,9 +26,6 @@ from autointerp.score.windows import HeldOutWindow
 from autointerp.store.database import Store
 
 log = logging.getLogger(__name__)
-
-HARD_SUFFIX = "_hard"
-"""Appended to a metric's name for the same scorer on hard negatives (`score.negatives = "both"`)."""
 
 WindowPass = tuple[str, list[HeldOutWindow], str]
 """(metric suffix, windows, which negatives: random | neighbour) of one scoring pass."""

@@ -23,4 +23,4 @@ def test_the_collect_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     report = out.read_text(encoding="utf-8")
     assert report.startswith("# Collection benchmark: all 1,536 MLP neurons")
-    assert "| ratio collect / bare (goal >= 0.9) |" in report and "| peak RSS, 20 windows (10x) |" in report
+    assert "| ratio collect / bare (goal >= 0.95) |" in report and "| peak RSS, 20 windows (10x) |" in report
