@@ -117,15 +117,14 @@ def table_metric(store: Store, run_id: str) -> tuple[str, str]:
 def print_explanations(store: Store, run_id: str, limit: int | None = None) -> None:
     """Prints a run's features with their explanation and score, best first (text shown as is, never as
     markup), by the metric `table_metric` picks, named in the title."""
-    from autointerp.score.confidence import CHANCE_P, confidence_score, score_text, stored_confidence
+    from autointerp.score.confidence import CHANCE_P, metric_confidence, score_text
 
     metric, scorer = table_metric(store, run_id)
     rows = store.explanation_table(run_id, metric)
     explanation_ids = {(e["feature_id"], e["text"]): e["id"] for e in store.explanations(run_id)}
     chance = {s["explanation_id"]: s["value"] for s in store.scores(run_id, metric + DISTRACTOR_SUFFIX)}
     confidence = {
-        s["explanation_id"]: stored_confidence(s["details"], confidence_score(metric, s["value"]))
-        for s in store.scores(run_id, metric)
+        s["explanation_id"]: metric_confidence(metric, s["details"], s["value"]) for s in store.scores(run_id, metric)
     }
     band = ", ± half a 95% bootstrap interval" if any(confidence.values()) else ""
     table = Table(

@@ -31,7 +31,7 @@ from autointerp.review.list_index import (
     confidence_details,
     query_words,
 )
-from autointerp.score.confidence import confidence_score, stored_confidence
+from autointerp.score.confidence import metric_confidence
 from autointerp.store.database import Store
 
 __all__ = ["DECIDED_SQL", "FEATURE_SORTS", "LIST_TEXT_CHARS", "STATUS_SQL", "FeatureListQueries", "FeatureQuery"]
@@ -319,7 +319,7 @@ class FeatureListQueries:
         rows = [by_pos[p] for p in listed if p in by_pos]
         for row in rows:
             details = confidence_details(row.pop("confidence_json"))
-            row["confidence"] = stored_confidence(details, confidence_score(query.metric, row["score"]))
+            row["confidence"] = metric_confidence(query.metric, details, row["score"])
         return FeaturePage(rows, int(counts[0]["n"]), int(counts[0]["r"]), stale)
 
     def bulk_targets(self, query: FeatureQuery, limit: int) -> list[dict[str, Any]]:

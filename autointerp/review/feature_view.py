@@ -10,7 +10,7 @@ from autointerp.review import harder, views
 from autointerp.review.forms import MAX_EDIT_CHARS, MAX_NOTE_CHARS
 from autointerp.review.queries import DECISIONS, STATUS_OF_DECISION
 from autointerp.review.text import clip, has_controls, reveal_plain
-from autointerp.score.confidence import confidence_score, score_text, stored_confidence
+from autointerp.score.confidence import metric_confidence, score_text
 
 REVIEW_TEXT_CHARS = 200
 """Characters of an explanation quoted beside a review about it."""
@@ -68,7 +68,7 @@ def _headline(scores: list[dict[str, Any]], metric: str, distractor: float | Non
     if score is None:
         return None
     value = None if score["value"] is None else views.as_float(score["value"])
-    confidence = stored_confidence(score["details"], confidence_score(metric, value))
+    confidence = metric_confidence(metric, score["details"], value)
     half_width = confidence.half_width if confidence else None
     return {"metric": metric, "text": score_text(value, half_width, distractor), "confidence": confidence}
 
@@ -137,7 +137,7 @@ def feature_view(
             {
                 **s,
                 "note": views.score_note(s),
-                "confidence": stored_confidence(s["details"], confidence_score(s["metric"], s["value"])),
+                "confidence": metric_confidence(s["metric"], s["details"], s["value"]),
             }
             for s in current_scores
         ],

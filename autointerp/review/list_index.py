@@ -153,8 +153,10 @@ def _build_sql(run_id: str | None, metric_columns: dict[str, tuple[str, bool]]) 
             SELECT explanation_id, max(pct) - min(pct) AS disagreement
             FROM ranked WHERE pick = 1 GROUP BY explanation_id HAVING count(*) >= 2
         ), headline AS (
-            SELECT explanation_id, any_value(metric) AS metric, arg_max(value, created_at) AS value,
-                   arg_max_null(json_extract(details, '$.confidence'), created_at) AS confidence
+            -- a confidence only beside the metric it belongs to: a run copies it into every metric row of an outcome
+            SELECT explanation_id, arg_max(value, created_at) AS value,
+                   CASE WHEN any_value(metric) IN {CONFIDENCE_METRICS!r}
+                        THEN arg_max_null(json_extract(details, '$.confidence'), created_at) END AS confidence
             FROM scores WHERE metric = ? GROUP BY explanation_id
         ), headline_distractor AS (
             SELECT explanation_id, arg_max(value, created_at) AS value FROM scores WHERE metric = ?
@@ -164,9 +166,8 @@ def _build_sql(run_id: str | None, metric_columns: dict[str, tuple[str, bool]]) 
                    left(ex.text, {LIST_TEXT_CHARS}) AS explanation, length(ex.text) AS explanation_chars,
                    headline.value AS score, headline_distractor.value AS score_distractor,
                    headline.confidence::VARCHAR AS confidence_json,
-                   -- the score the chance rule reads: only beside a stored confidence, and only the value it belongs to
-                   CASE WHEN json_type(headline.confidence) = 'OBJECT' AND headline.metric IN {CONFIDENCE_METRICS!r}
-                        THEN headline.value END AS confidence_score,
+                   -- the score the chance rule reads: only beside a stored confidence (not a JSON null)
+                   CASE WHEN json_type(headline.confidence) = 'OBJECT' THEN headline.value END AS confidence_score,
                    CASE WHEN json_type(headline.confidence, '$.p_vs_distractor') IN ('DOUBLE', 'BIGINT', 'UBIGINT')
                         THEN CAST(json_extract(headline.confidence, '$.p_vs_distractor') AS DOUBLE) END AS p_value,
                    disagree.disagreement {extra}

@@ -36,12 +36,6 @@ CONFIDENCE_METRICS = (MAIN_METRIC, MAIN_METRIC + HARD_SUFFIX)
 the usual or the hard negatives. The outcome's other metrics carry the same details; their values are not its score."""
 
 
-def confidence_score(metric: str, value: Any) -> Any:
-    """Returns `value` when a stored confidence sits beside `metric`'s value (CONFIDENCE_METRICS), else None: the
-    score the chance rule may read."""
-    return value if metric in CONFIDENCE_METRICS else None
-
-
 def _not_above_zero(score: float | None) -> bool:
     return score is not None and math.isfinite(score) and score <= 0
 
@@ -242,6 +236,13 @@ def stored_confidence(details: Any, score: Any = None) -> StoredConfidence | Non
     return StoredConfidence(
         _finite(confidence.get("half_width")), _finite(confidence.get("p_vs_distractor")), _finite(score)
     )
+
+
+def metric_confidence(metric: str, details: Any, score: Any) -> StoredConfidence | None:
+    """Returns the confidence stored in the details of a score row of `metric`, beside its value `score`; None for
+    a metric it does not belong to (a run copies the headline's confidence into every metric row of an outcome,
+    but its interval and test are of CONFIDENCE_METRICS' values) or a row without one."""
+    return stored_confidence(details, score) if metric in CONFIDENCE_METRICS else None
 
 
 def score_text(value: float | None, half_width: float | None = None, distractor: float | None = None) -> str:

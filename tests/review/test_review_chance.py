@@ -151,9 +151,10 @@ def test_a_score_at_or_below_zero_is_chance_level_whatever_its_distractor(
     assert "-0.06 ± 0.04 (distractor -0.16) ~chance" in out.getvalue()
 
 
-def test_the_zero_rule_reads_only_the_score_its_confidence_belongs_to(chance_db: DB, serve: Serve) -> None:
-    """A run copies the headline's confidence into every metric row of the outcome: a `correlation_top` of -0.2 beside
-    it is not the score it tested, so nothing is flagged for it; nor is a score whose confidence is JSON null."""
+def test_a_confidence_shows_only_beside_the_score_it_belongs_to(chance_db: DB, serve: Serve) -> None:
+    """A run copies the headline's confidence into every metric row of the outcome: a `correlation_top` of -0.2 is
+    not the score it tested, so it gets neither its interval nor a chance flag; nor is a score whose confidence is
+    JSON null flagged."""
     path, ids = chance_db
     f = ids["features"]
     beats, no_confidence = ids["explanations"][f[1]], ids["explanations"][f[5]]
@@ -173,4 +174,7 @@ def test_the_zero_rule_reads_only_the_score_its_confidence_belongs_to(chance_db:
         assert set(_cells(client.get("/", params={"chance": "only"}).text)) == {f[2]}
         by_top = client.get("/", params={"chance": "only", "metric": "correlation_top"}).text
         assert "No features match" in by_top
-        assert not BADGE.findall(client.get("/feature", params={"id": f[1]}).text)
+        assert _cells(client.get("/", params={"metric": "correlation_top"}).text)[f[1]] == "-0.20"
+        feature = client.get("/feature", params={"id": f[1]}).text
+        assert not BADGE.findall(feature)
+        assert "0.750 ± 0.08" in feature and "-0.200" in feature and "-0.200 ±" not in feature
